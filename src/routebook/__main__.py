@@ -1,0 +1,3 @@
+from routebook.cli import main
+
+main()

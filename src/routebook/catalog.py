@@ -1,0 +1,89 @@
+"""The model catalog of a namespace: what each model costs, and their order by price.
+
+Price order doubles as strength order: a `best_model = M` label means M and every pricier model
+answer well, and "the strongest model" is the priciest. A catalog is immutable; editing one
+makes a new one.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from routebook.errors import InvalidArgument
+
+#: Rough characters per token for English text; good enough for a cost estimate.
+CHARS_PER_TOKEN = 4
+
+
+@dataclass(frozen=True, slots=True)
+class ModelSpec:
+    name: str
+    provider: str
+    input_usd_per_mtok: float
+    output_usd_per_mtok: float
+    latency_ms: float
+    context_window: int
+    tags: Mapping[str, str] = field(default_factory=dict)
+
+    def cost_usd(self, input_tokens: int, output_tokens: int) -> float:
+        return (
+            input_tokens * self.input_usd_per_mtok + output_tokens * self.output_usd_per_mtok
+        ) / 1_000_000
+
+    @property
+    def price_key(self) -> tuple[float, float, str]:
+        return (
+            self.input_usd_per_mtok + self.output_usd_per_mtok,
+            self.output_usd_per_mtok,
+            self.name,
+        )
+
+
+class Catalog:
+    """Models cheapest first, looked up by name."""
+
+    __slots__ = ("_by_name", "_models")
+
+    def __init__(self, models: Iterable[ModelSpec]) -> None:
+        ordered = tuple(sorted(models, key=lambda m: m.price_key))
+        self._models = ordered
+        self._by_name = {m.name: m for m in ordered}
+        if len(self._by_name) != len(ordered):
+            raise InvalidArgument("the catalog names a model twice")
+
+    @property
+    def models(self) -> tuple[ModelSpec, ...]:
+        return self._models
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(m.name for m in self._models)
+
+    def __len__(self) -> int:
+        return len(self._models)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._by_name
+
+    def get(self, name: str) -> ModelSpec:
+        try:
+            return self._by_name[name]
+        except KeyError:
+            known = ", ".join(self.names) or "none"
+            raise InvalidArgument(
+                f"unknown model {name!r}: this namespace's catalog has {known}"
+            ) from None
+
+    def rank(self, name: str) -> int:
+        """0 for the cheapest model; higher is pricier (and taken as stronger)."""
+        return self.names.index(self.get(name).name)
+
+    @property
+    def strongest(self) -> ModelSpec:
+        return self._models[-1]
+
+
+def estimate_tokens(text: str) -> int:
+    return max(1, math.ceil(len(text) / CHARS_PER_TOKEN))

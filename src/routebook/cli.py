@@ -1,0 +1,236 @@
+"""The `routebook` command: a thin layer over the same use-cases the server runs.
+
+Each command parses, builds what it needs through `wiring`, makes one call, prints, and exits
+0 (done), 1 (a RoutebookError: the message says what to do) or 2 (bad usage, from click).
+Heavy imports (torch, FAISS, SQLAlchemy) happen inside commands, so `--help` is instant.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from routebook import __version__
+from routebook.errors import RoutebookError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def store_options(func: F) -> F:
+    func = click.option("--config", "config_file", type=click.Path(dir_okay=False),
+                        envvar="ROUTEBOOK_CONFIG", help="TOML settings file.")(func)
+    func = click.option("--db", "database_url", help="Store URL (sqlite:///FILE or "
+                        "postgresql+psycopg://...); env ROUTEBOOK_DATABASE_URL.")(func)
+    return func
+
+
+def _settings(config_file: str | None, **flags: Any) -> Any:
+    from routebook.config import load_settings
+
+    return load_settings(flags, config_file)
+
+
+def _fail(exc: RoutebookError) -> None:
+    click.echo(f"error: {exc}", err=True)
+    sys.exit(1)
+
+
+@click.group()
+@click.version_option(__version__, prog_name="routebook")
+def main() -> None:
+    """routebook: route each LLM query to the cheapest model that worked for its precedents."""
+
+
+@main.command()
+@store_options
+@click.option("--host", help="Address to bind (default 127.0.0.1).")
+@click.option("--port", type=int, help="gRPC port (default 50051; 0 picks a free one).")
+@click.option("--routes", "routes_dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Route files loaded into an empty store (default routes/).")
+@click.option("--model-path", help="Local sentence-transformers model folder.")
+@click.option("--workers", type=int, help="Threads serving calls.")
+@click.option("--grace-seconds", type=float, help="In-flight grace on SIGTERM.")
+def serve(config_file: str | None, **flags: Any) -> None:
+    """Migrate the store, load routes on first start, build the indexes and serve gRPC."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    try:
+        settings = _settings(config_file, **flags)
+        from routebook.server.app import build_server, serve_forever
+        from routebook.wiring import build
+
+        app = build(settings, progress=lambda message: click.echo(message, err=True))
+        running = build_server(app)
+    except RoutebookError as exc:
+        _fail(exc)
+    click.echo(f"routebook {__version__} serving on {settings.host}:{running.port}", err=True)
+    serve_forever(running, settings.grace_seconds)
+    app.close()
+
+
+@main.command()
+@click.argument("text")
+@store_options
+@click.option("--namespace", "-n", default="", help="Namespace (default: the default one).")
+@click.option("--target", help="host:port of a running server; default: decide in-process.")
+@click.option("--quality-target", type=float, help="Success probability to reach.")
+@click.option("--json", "as_json", is_flag=True, help="Print the decision as JSON.")
+def decide(text: str, config_file: str | None, database_url: str | None, namespace: str,
+           target: str | None, quality_target: float | None, as_json: bool) -> None:
+    """Route TEXT and print the decision with its evidence."""
+    from google.protobuf.json_format import MessageToDict
+
+    from routebook.cli_render import render_decision
+
+    try:
+        if target:
+            response = _remote(target, lambda c: c.decide(
+                text, namespace=namespace, quality_target=quality_target))
+        else:
+            from routebook.server.convert import decide_response
+            from routebook.service.routing import DecideQuery
+            from routebook.wiring import build
+
+            from routebook.domain import Message
+
+            settings = _settings(config_file, database_url=database_url)
+            app = build(settings)
+            decision = app.routing.decide(DecideQuery(
+                messages=(Message("user", text),), namespace=namespace or None,
+                quality_target=quality_target))
+            response = decide_response(decision, settings.snippet_chars)
+            app.close()
+    except RoutebookError as exc:
+        _fail(exc)
+    if as_json:
+        click.echo(json.dumps(MessageToDict(response), indent=2))
+    else:
+        render_decision(response)
+
+
+@main.command()
+@store_options
+@click.option("--model", "-m", required=True, help="The model that answered.")
+@click.option("--quality", type=click.FloatRange(0, 1), help="Quality in [0, 1].")
+@click.option("--success/--failure", default=None, help="Acceptable or not (quality 1 or 0).")
+@click.option("--decision-id", default="", help="The decision this answers.")
+@click.option("--text", help="The query text, when there is no decision id.")
+@click.option("--namespace", "-n", default="", help="Namespace, with --text.")
+@click.option("--outcome-id", help="Idempotency key (default: a new random one).")
+@click.option("--input-tokens", type=int, default=0)
+@click.option("--output-tokens", type=int, default=0)
+@click.option("--cost-usd", type=float, help="Cost of the call (default: from the catalog).")
+@click.option("--target", help="host:port of a running server; default: in-process.")
+def record(config_file: str | None, database_url: str | None, model: str,
+           quality: float | None, success: bool | None, decision_id: str, text: str | None,
+           namespace: str, outcome_id: str | None, input_tokens: int, output_tokens: int,
+           cost_usd: float | None, target: str | None) -> None:
+    """Report how a model did on a query (by --decision-id or --text)."""
+    if quality is None and success is None:
+        raise click.UsageError("give --quality or --success/--failure")
+    outcome_id = outcome_id or uuid.uuid4().hex
+    try:
+        if target:
+            response = _remote(target, lambda c: c.record_outcome(
+                model=model, quality=quality, success=success, decision_id=decision_id,
+                query=text, namespace=namespace, outcome_id=outcome_id,
+                input_tokens=input_tokens, output_tokens=output_tokens, cost_usd=cost_usd))
+            summary = (response.example_id, response.duplicate, response.quality)
+        else:
+            from routebook.domain import Message, OutcomeReport
+            from routebook.wiring import build
+
+            app = build(_settings(config_file, database_url=database_url))
+            if quality is None:
+                quality = 1.0 if success else 0.0
+            recorded = app.routing.record_outcome(OutcomeReport(
+                outcome_id=outcome_id, model=model, quality=quality, input_tokens=input_tokens,
+                output_tokens=output_tokens, cost_usd=cost_usd, decision_id=decision_id or None,
+                namespace=namespace or None,
+                messages=(Message("user", text),) if text else ()))
+            summary = (recorded.example_id, recorded.duplicate, recorded.quality)
+            app.close()
+    except RoutebookError as exc:
+        _fail(exc)
+    state = "already recorded" if summary[1] else "recorded"
+    click.echo(f"{state}: outcome {outcome_id} on example {summary[0]} (quality {summary[2]:.2f})")
+
+
+@main.group()
+def routes() -> None:
+    """Route files: validate and sync them into the store."""
+
+
+@routes.command("sync")
+@store_options
+@click.option("--routes", "routes_dir", type=click.Path(path_type=Path),
+              help="A route file or a folder of them (default routes/).")
+@click.option("--dry-run", is_flag=True, help="Print the diff, change nothing.")
+@click.option("--prune", is_flag=True, help="Remove reference examples that left the files.")
+def routes_sync(config_file: str | None, database_url: str | None, routes_dir: Path | None,
+                dry_run: bool, prune: bool) -> None:
+    """Upsert route files into the store (idempotent) and rebuild the touched indexes."""
+    try:
+        from routebook.routefiles import load_route_dir, load_route_file
+        from routebook.wiring import build
+
+        settings = _settings(config_file, database_url=database_url, routes_dir=routes_dir)
+        path = settings.routes_dir
+        files = [(path, load_route_file(path))] if path.is_file() else load_route_dir(path)
+        app = build(settings, load_routes=False)
+        reports = app.examples.sync_routes(files, dry_run=dry_run, prune=prune)
+        app.close()
+    except RoutebookError as exc:
+        _fail(exc)
+    for report in reports:
+        verb = "would change" if dry_run else "synced"
+        click.echo(f"{verb} {report.namespace} from {report.path}: +{len(report.added)} added, "
+                   f"~{len(report.changed)} changed, -{len(report.removed)} removed, "
+                   f"{report.unchanged} unchanged"
+                   + ("; catalog updated" if report.catalog_changed else ""))
+        if dry_run:
+            for sign, texts in (("+", report.added), ("~", report.changed), ("-", report.removed)):
+                for text in texts:
+                    click.echo(f"  {sign} {text}")
+
+
+@main.group()
+def db() -> None:
+    """The store's schema."""
+
+
+@db.command("upgrade")
+@store_options
+@click.option("--revision", default="head", show_default=True)
+def db_upgrade(config_file: str | None, database_url: str | None, revision: str) -> None:
+    """Apply the Alembic migrations to the store."""
+    try:
+        from routebook.store import migrate
+        from routebook.store.db import make_engine
+
+        settings = _settings(config_file, database_url=database_url)
+        engine = make_engine(settings.database_url)
+        migrate.upgrade(engine, revision)
+        click.echo(f"store at revision {migrate.current(engine)}")
+        engine.dispose()
+    except RoutebookError as exc:
+        _fail(exc)
+
+
+def _remote(target: str, call: Callable[[Any], Any]) -> Any:
+    import grpc
+
+    from routebook.client import RouterClient
+
+    with RouterClient(target) as client:
+        try:
+            return call(client)
+        except grpc.RpcError as exc:
+            click.echo(f"error: {exc.code().name}: {exc.details()}", err=True)  # type: ignore[attr-defined]
+            sys.exit(1)

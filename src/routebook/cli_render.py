@@ -1,0 +1,40 @@
+"""Rich tables for a decision and its evidence, for people at a terminal."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.table import Table
+
+from routebook.v1 import router_pb2 as pb
+
+
+def render_decision(response: pb.DecideResponse, console: Console | None = None) -> None:
+    console = console or Console()
+    strategy = pb.Strategy.Name(response.strategy).removeprefix("STRATEGY_")
+    console.print(
+        f"[bold]{response.model}[/bold]  {strategy}  confidence {response.confidence:.2f}  "
+        f"est. ${response.estimated_cost_usd:.6f}  route {response.route or '-'}"
+    )
+    console.print(f"reason: {response.reason}")
+    console.print(f"decision {response.decision_id}  generation {response.index_generation}")
+    estimates = Table(title="per-model estimates (cheapest first)")
+    for column in ("model", "success", "support", "est. cost $", "meets target"):
+        estimates.add_column(column)
+    for e in response.estimates:
+        estimates.add_row(e.model, f"{e.success:.2f}", f"{e.support:.2f}",
+                          f"{e.estimated_cost_usd:.6f}", "yes" if e.meets_target else "no")
+    console.print(estimates)
+    neighbours = Table(title="nearest precedents")
+    for column in ("id", "similarity", "weight", "source", "route", "best / outcomes", "text"):
+        neighbours.add_column(column)
+    for n in response.neighbours:
+        what = n.best_model or ", ".join(
+            f"{o.model}={o.mean_quality:.2f}x{o.count}" for o in n.outcomes
+        )
+        neighbours.add_row(str(n.example_id), f"{n.similarity:.3f}", f"{n.weight:.2f}",
+                           pb.Source.Name(n.source).removeprefix("SOURCE_").lower(),
+                           n.route or "-", what or "-", n.text_snippet[:80])
+    console.print(neighbours)
+    if response.strategy == pb.STRATEGY_CASCADE:
+        plan = " → ".join(step.model for step in response.cascade.steps)
+        console.print(f"cascade: {plan}; {response.cascade.acceptance}")

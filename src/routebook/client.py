@@ -1,0 +1,200 @@
+"""The supported Python surface of routebook: a typed client for the Router service, and a
+cascade runner that walks a decision's plan and reports every attempt.
+
+It imports only grpc and the generated stubs, never torch, FAISS or SQLAlchemy.
+
+    with RouterClient("localhost:50051") as router:
+        decision = router.decide("Where is my parcel?")
+        result = router.run_cascade(decision, call_model=my_llm_call, accept=my_grader)
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Generic, TypeVar
+
+import grpc
+
+from routebook.v1 import router_pb2 as pb
+from routebook.v1 import router_pb2_grpc
+
+__all__ = [
+    "Attempt",
+    "CascadeResult",
+    "ModelCall",
+    "RouterClient",
+    "pb",
+]
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class ModelCall(Generic[T]):
+    """What `call_model` may return to report usage alongside the answer."""
+
+    answer: T
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    model: str
+    quality: float
+    accepted: bool
+    outcome_id: str
+    latency_ms: float
+
+
+@dataclass(slots=True)
+class CascadeResult(Generic[T]):
+    """The accepted answer (or the last one, when none passed) and every attempt made."""
+
+    answer: T | None
+    model: str | None
+    accepted: bool
+    attempts: list[Attempt] = field(default_factory=list)
+
+
+class RouterClient:
+    """A thin typed wrapper over the Router stub. Errors surface as grpc.RpcError."""
+
+    def __init__(
+        self,
+        target: str,
+        *,
+        timeout: float = 5.0,
+        channel: grpc.Channel | None = None,
+    ) -> None:
+        self._owns_channel = channel is None
+        self._channel = channel if channel is not None else grpc.insecure_channel(target)
+        self._stub = router_pb2_grpc.RouterStub(self._channel)
+        self.timeout = timeout
+
+    def __enter__(self) -> RouterClient:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._owns_channel:
+            self._channel.close()
+
+    def decide(
+        self,
+        query: str | Sequence[tuple[str, str]],
+        *,
+        namespace: str = "",
+        metadata: Mapping[str, str] | None = None,
+        quality_target: float | None = None,
+        expected_output_tokens: int | None = None,
+    ) -> pb.DecideResponse:
+        """Route a query: a plain string (one user message) or (role, content) pairs."""
+        turns = [("user", query)] if isinstance(query, str) else list(query)
+        request = pb.DecideRequest(
+            namespace=namespace,
+            messages=[pb.Message(role=role, content=content) for role, content in turns],
+            metadata=dict(metadata or {}),
+        )
+        if quality_target is not None:
+            request.quality_target = quality_target
+        if expected_output_tokens is not None:
+            request.expected_output_tokens = expected_output_tokens
+        response: pb.DecideResponse = self._stub.Decide(request, timeout=self.timeout)
+        return response
+
+    def record_outcome(
+        self,
+        *,
+        model: str,
+        quality: float | None = None,
+        success: bool | None = None,
+        decision_id: str = "",
+        query: str | None = None,
+        namespace: str = "",
+        outcome_id: str | None = None,
+        input_tokens: int = 0,
+        output_tokens: int = 0,
+        cost_usd: float | None = None,
+        latency_ms: float | None = None,
+    ) -> pb.RecordOutcomeResponse:
+        """Report how `model` did, by `decision_id` or by `query` text. Safe to retry with the
+        same `outcome_id` (a fresh one is made when none is given)."""
+        request = pb.RecordOutcomeRequest(
+            outcome_id=outcome_id or uuid.uuid4().hex,
+            decision_id=decision_id,
+            namespace=namespace,
+            messages=[pb.Message(role="user", content=query)] if query is not None else [],
+            model=model,
+            input_tokens=input_tokens,
+            output_tokens=output_tokens,
+        )
+        if quality is not None:
+            request.quality = quality
+        if success is not None:
+            request.success = success
+        if cost_usd is not None:
+            request.cost_usd = cost_usd
+        if latency_ms is not None:
+            request.latency_ms = latency_ms
+        response: pb.RecordOutcomeResponse = self._stub.RecordOutcome(
+            request, timeout=self.timeout
+        )
+        return response
+
+    def run_cascade(
+        self,
+        decision: pb.DecideResponse,
+        call_model: Callable[[str], T | ModelCall[T]],
+        accept: Callable[[T], float | bool],
+    ) -> CascadeResult[T]:
+        """Walk the decision: its cascade plan on cold start, else its one model.
+
+        `call_model(model)` returns the answer (or a ModelCall with usage); `accept(answer)`
+        grades it, as a quality in [0, 1] or a bool. The first answer whose quality reaches the
+        plan's `min_quality` is accepted. Every attempt is reported with an outcome id derived
+        from the decision, so re-running the same cascade never records twice.
+        """
+        if decision.strategy == pb.STRATEGY_CASCADE and decision.cascade.steps:
+            models = [step.model for step in decision.cascade.steps]
+            min_quality = decision.cascade.min_quality
+        else:
+            models = [decision.model]
+            min_quality = decision.quality_target
+        result: CascadeResult[T] = CascadeResult(answer=None, model=None, accepted=False)
+        for position, model in enumerate(models):
+            started = time.perf_counter()
+            returned = call_model(model)
+            latency_ms = (time.perf_counter() - started) * 1000
+            call = returned if isinstance(returned, ModelCall) else ModelCall(returned)
+            grade = accept(call.answer)
+            quality = float(grade) if not isinstance(grade, bool) else (1.0 if grade else 0.0)
+            accepted = quality >= min_quality
+            outcome_id = f"{decision.decision_id}:{position}:{model}"
+            self.record_outcome(
+                model=model,
+                quality=quality,
+                decision_id=decision.decision_id,
+                outcome_id=outcome_id,
+                input_tokens=call.input_tokens,
+                output_tokens=call.output_tokens,
+                cost_usd=call.cost_usd,
+                latency_ms=latency_ms,
+            )
+            result.attempts.append(Attempt(model, quality, accepted, outcome_id, latency_ms))
+            result.answer, result.model, result.accepted = call.answer, model, accepted
+            if accepted:
+                break
+        return result

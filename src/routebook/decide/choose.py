@@ -1,0 +1,156 @@
+"""From neighbours to a Choice: cold start → CASCADE; otherwise the cheapest model whose
+estimate reaches the quality target (SEMANTIC), or the strongest model when none does."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+
+from routebook.catalog import Catalog
+from routebook.decide.cascade import cascade_plan
+from routebook.decide.coldstart import cold_start_reason
+from routebook.decide.estimate import (
+    estimate_models,
+    evidence_weight,
+    neighbour_weight,
+    vote_route,
+)
+from routebook.domain import Choice, ModelEstimate, Neighbour, ReasonCode, Strategy
+
+
+@dataclass(frozen=True, slots=True)
+class DecisionParams:
+    """The tunables of the decision rule (calibrated by `routebook calibrate`)."""
+
+    quality_target: float = 0.8
+    cold_start_threshold: float = 0.55
+    similarity_floor: float = 0.3
+    min_support: float = 0.25
+    prior_success: float = 0.5
+    prior_strength: float = 0.25
+    weight_power: float = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class DecisionRequest:
+    """Everything one decision needs; `neighbours` come most similar first, weights unset."""
+
+    neighbours: Sequence[Neighbour]
+    catalog: Catalog
+    params: DecisionParams
+    index_size: int
+    input_tokens: int
+    output_tokens: int
+
+
+def decide(request: DecisionRequest) -> Choice:
+    params = request.params
+    if len(request.catalog) == 0:
+        raise ValueError("cannot decide with an empty catalog")
+    neighbours = tuple(
+        replace(
+            n,
+            weight=neighbour_weight(n.similarity, params.similarity_floor, params.weight_power),
+        )
+        for n in request.neighbours
+    )
+    estimates = estimate_models(
+        neighbours,
+        request.catalog,
+        prior_success=params.prior_success,
+        prior_strength=params.prior_strength,
+        quality_target=params.quality_target,
+        input_tokens=request.input_tokens,
+        output_tokens=request.output_tokens,
+    )
+    top_similarity = neighbours[0].similarity if neighbours else 0.0
+    support = evidence_weight(neighbours, request.catalog)
+    cold = cold_start_reason(
+        index_size=request.index_size,
+        top_similarity=top_similarity,
+        threshold=params.cold_start_threshold,
+        support=support,
+        min_support=params.min_support,
+    )
+    if cold is not None:
+        return _cascade(cold, neighbours, estimates, params, top_similarity, support)
+    return _semantic(neighbours, estimates, params, top_similarity, support)
+
+
+def _cascade(
+    reason_code: ReasonCode,
+    neighbours: tuple[Neighbour, ...],
+    estimates: tuple[ModelEstimate, ...],
+    params: DecisionParams,
+    top_similarity: float,
+    support: float,
+) -> Choice:
+    plan = cascade_plan(estimates, params.quality_target)
+    first = estimates[0]
+    why = {
+        ReasonCode.COLD_EMPTY_INDEX: "the namespace has no examples yet",
+        ReasonCode.COLD_LOW_SIMILARITY: (
+            f"the closest precedent has similarity {top_similarity:.2f}, under the cold-start "
+            f"threshold {params.cold_start_threshold:.2f}"
+        ),
+        ReasonCode.COLD_LOW_SUPPORT: (
+            f"the precedents carry weight {support:.2f}, under the minimum {params.min_support:.2f}"
+        ),
+    }[reason_code]
+    return Choice(
+        model=first.model,
+        route=None,
+        strategy=Strategy.CASCADE,
+        confidence=first.success,
+        estimated_cost_usd=first.estimated_cost_usd,
+        reason_code=reason_code,
+        reason=f"cold start: {why}; cascade over {len(plan.steps)} models, cheapest first",
+        neighbours=neighbours,
+        estimates=estimates,
+        cascade=plan,
+        quality_target=params.quality_target,
+        top_similarity=top_similarity,
+    )
+
+
+def _semantic(
+    neighbours: tuple[Neighbour, ...],
+    estimates: tuple[ModelEstimate, ...],
+    params: DecisionParams,
+    top_similarity: float,
+    support: float,
+) -> Choice:
+    meeting = [e for e in estimates if e.meets_target]
+    backing = sum(1 for n in neighbours if n.weight > 0)
+    if meeting:
+        chosen = meeting[0]
+        code = ReasonCode.CHEAPEST_MEETS_TARGET
+        why = (
+            f"{chosen.model} is the cheapest model whose estimated success {chosen.success:.2f} "
+            f"reaches the target {params.quality_target:.2f}"
+        )
+    else:
+        chosen = estimates[-1]
+        code = ReasonCode.NONE_MEETS_TARGET
+        best = max(estimates, key=lambda e: e.success)
+        why = (
+            f"no model reaches the target {params.quality_target:.2f} (best: {best.model} at "
+            f"{best.success:.2f}), so the strongest model {chosen.model}"
+        )
+    return Choice(
+        model=chosen.model,
+        route=vote_route(neighbours),
+        strategy=Strategy.SEMANTIC,
+        confidence=chosen.success,
+        estimated_cost_usd=chosen.estimated_cost_usd,
+        reason_code=code,
+        reason=(
+            f"{why}; {backing} neighbours with weight {support:.2f}, "
+            f"top similarity {top_similarity:.2f}"
+        ),
+        neighbours=neighbours,
+        estimates=estimates,
+        cascade=None,
+        quality_target=params.quality_target,
+        top_similarity=top_similarity,
+    )

@@ -1,0 +1,90 @@
+"""Per-model success estimates from the neighbours: a similarity-weighted vote with a prior.
+
+Each neighbour gives, for each model, either a success value in [0, 1] or nothing:
+- observed outcomes for that model count as they are (their mean quality);
+- otherwise a `best_model = M` label says M and every pricier model succeed, cheaper ones fail;
+- otherwise the neighbour says nothing about that model.
+
+The estimate is (prior * strength + sum(w * value)) / (strength + sum(w)), so a model with little
+evidence stays near the prior instead of swinging on one neighbour.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from routebook.catalog import Catalog
+from routebook.domain import ExampleFacts, ModelEstimate, Neighbour
+
+
+def neighbour_weight(similarity: float, floor: float, power: float) -> float:
+    """0 at or below the floor, 1 at identity, sharpened by `power` so close precedents dominate."""
+    if similarity <= floor:
+        return 0.0
+    return float(min(1.0, (similarity - floor) / (1.0 - floor)) ** power)
+
+
+def evidence_for(facts: ExampleFacts, model: str, catalog: Catalog) -> float | None:
+    for observed in facts.outcomes:
+        if observed.model == model:
+            return observed.mean_quality
+    if facts.best_model is not None and facts.best_model in catalog and model in catalog:
+        return 1.0 if catalog.rank(model) >= catalog.rank(facts.best_model) else 0.0
+    return None
+
+
+def estimate_models(
+    neighbours: Sequence[Neighbour],
+    catalog: Catalog,
+    *,
+    prior_success: float,
+    prior_strength: float,
+    quality_target: float,
+    input_tokens: int,
+    output_tokens: int,
+) -> tuple[ModelEstimate, ...]:
+    """One estimate per catalog model, cheapest first."""
+    estimates = []
+    for spec in catalog.models:
+        weighted_sum = 0.0
+        support = 0.0
+        for neighbour in neighbours:
+            if neighbour.weight <= 0.0:
+                continue
+            value = evidence_for(neighbour.facts, spec.name, catalog)
+            if value is None:
+                continue
+            weighted_sum += neighbour.weight * value
+            support += neighbour.weight
+        success = (prior_success * prior_strength + weighted_sum) / (prior_strength + support)
+        estimates.append(
+            ModelEstimate(
+                model=spec.name,
+                success=success,
+                support=support,
+                estimated_cost_usd=spec.cost_usd(input_tokens, output_tokens),
+                meets_target=success >= quality_target,
+            )
+        )
+    return tuple(estimates)
+
+
+def evidence_weight(neighbours: Sequence[Neighbour], catalog: Catalog) -> float:
+    """Weight of the neighbours that say something about at least one model."""
+    return sum(
+        n.weight
+        for n in neighbours
+        if n.weight > 0
+        and any(evidence_for(n.facts, name, catalog) is not None for name in catalog.names)
+    )
+
+
+def vote_route(neighbours: Sequence[Neighbour]) -> str | None:
+    """The route with the most neighbour weight behind it, if any neighbour carries a route."""
+    totals: dict[str, float] = {}
+    for n in neighbours:
+        if n.facts.route and n.weight > 0:
+            totals[n.facts.route] = totals.get(n.facts.route, 0.0) + n.weight
+    if not totals:
+        return None
+    return max(totals.items(), key=lambda item: (item[1], item[0]))[0]

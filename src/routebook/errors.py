@@ -1,0 +1,41 @@
+"""The error tree. Every failure a caller can cause or fix has a class here, with a message that
+says what to do. The gRPC boundary maps each class to one status code; nothing here imports grpc.
+
+    RoutebookError
+    ├── InvalidArgument       the request is malformed (INVALID_ARGUMENT)
+    ├── NotFound              a named thing does not exist (NOT_FOUND)
+    ├── AlreadyExists         a thing to create exists already (ALREADY_EXISTS)
+    ├── FailedPrecondition    the system is not in a state to do it (FAILED_PRECONDITION)
+    ├── Unavailable           a dependency is down; retry later (UNAVAILABLE)
+    └── ConfigError           a setting or a file is wrong; raised at start, never per request
+"""
+
+from __future__ import annotations
+
+
+class RoutebookError(Exception):
+    """Base of every error routebook raises on purpose."""
+
+
+class InvalidArgument(RoutebookError):
+    pass
+
+
+class NotFound(RoutebookError):
+    pass
+
+
+class AlreadyExists(RoutebookError):
+    pass
+
+
+class FailedPrecondition(RoutebookError):
+    pass
+
+
+class Unavailable(RoutebookError):
+    pass
+
+
+class ConfigError(RoutebookError):
+    pass

@@ -1,0 +1,1 @@
+"""Offline jobs: evaluation, calibration and data loading."""

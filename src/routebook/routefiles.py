@@ -1,0 +1,155 @@
+"""Route files (routes/*.yaml): a namespace, its model catalog and its routes, validated with
+pydantic. Errors name the file, the route and what is wrong. No database here."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from routebook.catalog import Catalog, ModelSpec
+from routebook.errors import ConfigError
+
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:\-]{0,127}$"
+
+
+class ModelEntry(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(pattern=NAME_PATTERN)
+    provider: str = Field(min_length=1, max_length=64)
+    input_usd_per_mtok: float = Field(ge=0)
+    output_usd_per_mtok: float = Field(ge=0)
+    latency_ms: float = Field(ge=0)
+    context_window: int = Field(gt=0)
+    tags: dict[str, str] = Field(default_factory=dict)
+
+
+class RouteEntry(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(pattern=NAME_PATTERN)
+    description: str = ""
+    best_model: str
+    utterances: list[str] = Field(min_length=1)
+
+    @field_validator("utterances")
+    @classmethod
+    def _no_blank_utterances(cls, utterances: list[str]) -> list[str]:
+        cleaned = [u.strip() for u in utterances]
+        if any(not u for u in cleaned):
+            raise ValueError("an utterance is empty")
+        return cleaned
+
+
+class RouteFile(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    namespace: str = Field(pattern=NAME_PATTERN)
+    description: str = ""
+    catalog: list[ModelEntry] = Field(min_length=1)
+    routes: list[RouteEntry] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> RouteFile:
+        names = [m.name for m in self.catalog]
+        if len(set(names)) != len(names):
+            raise ValueError("the catalog names a model twice")
+        seen: set[str] = set()
+        for route in self.routes:
+            if route.name in seen:
+                raise ValueError(f"route {route.name!r} is defined twice")
+            seen.add(route.name)
+            if route.best_model not in names:
+                raise ValueError(
+                    f"route {route.name!r}: best_model {route.best_model!r} is not in the "
+                    f"catalog ({', '.join(names)})"
+                )
+        return self
+
+    def to_catalog(self) -> Catalog:
+        return Catalog(
+            ModelSpec(
+                name=m.name,
+                provider=m.provider,
+                input_usd_per_mtok=m.input_usd_per_mtok,
+                output_usd_per_mtok=m.output_usd_per_mtok,
+                latency_ms=m.latency_ms,
+                context_window=m.context_window,
+                tags=dict(m.tags),
+            )
+            for m in self.catalog
+        )
+
+    def reference_examples(self) -> list[ReferenceExample]:
+        """One example per distinct utterance (a repeat in a later route is an error)."""
+        examples: dict[str, ReferenceExample] = {}
+        for route in self.routes:
+            for text in route.utterances:
+                h = text_hash(text)
+                if h in examples and examples[h].route != route.name:
+                    raise ValueError(
+                        f"utterance {text!r} is in routes {examples[h].route!r} and {route.name!r}"
+                    )
+                examples[h] = ReferenceExample(text, h, route.name, route.best_model)
+        return list(examples.values())
+
+
+@dataclass(frozen=True, slots=True)
+class ReferenceExample:
+    text: str
+    text_hash: str
+    route: str
+    best_model: str
+
+
+def text_hash(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def load_route_file(path: Path) -> RouteFile:
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read route file: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: a route file is a mapping with namespace, catalog and routes")
+    try:
+        parsed = RouteFile.model_validate(raw)
+        parsed.reference_examples()
+    except ValidationError as exc:
+        raise ConfigError(f"{path}: {_describe(exc, raw)}") from None
+    except ValueError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    return parsed
+
+
+def load_route_dir(folder: Path) -> list[tuple[Path, RouteFile]]:
+    if not folder.is_dir():
+        raise ConfigError(f"routes folder {folder} does not exist")
+    files = sorted([*folder.glob("*.yaml"), *folder.glob("*.yml")])
+    return [(path, load_route_file(path)) for path in files]
+
+
+def _describe(exc: ValidationError, raw: dict[str, object]) -> str:
+    parts = []
+    for error in exc.errors():
+        loc = list(error["loc"])
+        where = ".".join(str(p) for p in loc) or "file"
+        if len(loc) >= 2 and loc[0] == "routes" and isinstance(loc[1], int):
+            routes = raw.get("routes")
+            if (
+                isinstance(routes, list)
+                and loc[1] < len(routes)
+                and isinstance(routes[loc[1]], dict)
+            ):
+                where = f"route {routes[loc[1]].get('name', loc[1])!r}: " + ".".join(
+                    str(p) for p in loc[2:]
+                )
+        parts.append(f"{where}: {error['msg']}")
+    return "; ".join(parts)

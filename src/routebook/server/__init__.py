@@ -1,0 +1,1 @@
+"""The gRPC adapter: proto ↔ domain, status codes, and the server's lifecycle."""

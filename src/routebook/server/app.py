@@ -1,0 +1,90 @@
+"""Assemble the gRPC server: Router service, health, reflection, size limits, graceful stop.
+
+The server is grpc's thread-pool server: every call does blocking work (the model, FAISS, SQL),
+so threads are the honest model, and `maximum_concurrent_rpcs` sheds load with
+RESOURCE_EXHAUSTED instead of queueing without bound.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from concurrent import futures
+from dataclasses import dataclass
+from types import FrameType
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from routebook.server.interceptors import ErrorMappingInterceptor
+from routebook.server.router import RouterServicer
+from routebook.v1 import router_pb2, router_pb2_grpc
+from routebook.wiring import App
+
+log = logging.getLogger("routebook.server")
+
+ROUTER_SERVICE = router_pb2.DESCRIPTOR.services_by_name["Router"].full_name
+
+
+@dataclass(slots=True)
+class RunningServer:
+    server: grpc.Server
+    port: int
+    health: health.HealthServicer
+
+    def stop(self, grace: float | None) -> threading.Event:
+        """Turn health NOT_SERVING, then let in-flight calls finish for up to `grace` seconds."""
+        self.health.enter_graceful_shutdown()
+        return self.server.stop(grace)
+
+
+def build_server(app: App, host: str | None = None, port: int | None = None) -> RunningServer:
+    settings = app.settings
+    host = settings.host if host is None else host
+    port = settings.port if port is None else port
+    options = [
+        ("grpc.max_receive_message_length", settings.max_message_bytes),
+        ("grpc.max_send_message_length", settings.max_message_bytes),
+        ("grpc.so_reuseport", 0),
+    ]
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=settings.workers, thread_name_prefix="rpc"),
+        interceptors=[ErrorMappingInterceptor()],
+        options=options,
+        maximum_concurrent_rpcs=settings.workers * 16,
+    )
+    router_pb2_grpc.add_RouterServicer_to_server(
+        RouterServicer(app.routing, settings.snippet_chars), server
+    )
+    health_servicer = health.HealthServicer(experimental_non_blocking=True)
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(
+        (ROUTER_SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+    )
+    address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    bound = server.add_insecure_port(address)
+    if bound == 0:
+        from routebook.errors import ConfigError
+
+        raise ConfigError(f"cannot listen on {address}: is the port in use?")
+    server.start()
+    for service in ("", ROUTER_SERVICE):
+        health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
+    return RunningServer(server, bound, health_servicer)
+
+
+def serve_forever(running: RunningServer, grace: float) -> None:
+    """Block until SIGTERM or SIGINT, then stop gracefully."""
+    stopped = threading.Event()
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        log.info("signal %s: stopping, grace %.1fs", signum, grace)
+        running.stop(grace).wait()
+        stopped.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    while not stopped.is_set():
+        stopped.wait(0.5)

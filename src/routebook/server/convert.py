@@ -1,0 +1,131 @@
+"""proto ↔ domain. With the servicers, the only code that touches the generated *_pb2 types."""
+
+from __future__ import annotations
+
+from routebook.domain import (
+    Decision,
+    Message,
+    OutcomeReport,
+    ReasonCode,
+    RecordedOutcome,
+    Source,
+    Strategy,
+)
+from routebook.errors import InvalidArgument
+from routebook.service.routing import DecideQuery
+from routebook.v1 import router_pb2 as pb
+
+STRATEGIES = {
+    Strategy.SEMANTIC: pb.STRATEGY_SEMANTIC,
+    Strategy.CASCADE: pb.STRATEGY_CASCADE,
+    Strategy.POLICY: pb.STRATEGY_POLICY,
+    Strategy.OVERRIDE: pb.STRATEGY_OVERRIDE,
+}
+REASONS = {
+    ReasonCode.CHEAPEST_MEETS_TARGET: pb.REASON_CODE_CHEAPEST_MEETS_TARGET,
+    ReasonCode.NONE_MEETS_TARGET: pb.REASON_CODE_NONE_MEETS_TARGET,
+    ReasonCode.COLD_LOW_SIMILARITY: pb.REASON_CODE_COLD_LOW_SIMILARITY,
+    ReasonCode.COLD_LOW_SUPPORT: pb.REASON_CODE_COLD_LOW_SUPPORT,
+    ReasonCode.COLD_EMPTY_INDEX: pb.REASON_CODE_COLD_EMPTY_INDEX,
+}
+SOURCES = {Source.REFERENCE: pb.SOURCE_REFERENCE, Source.HISTORY: pb.SOURCE_HISTORY}
+
+
+def messages_from_proto(messages: list[pb.Message] | object) -> tuple[Message, ...]:
+    return tuple(Message(role=m.role, content=m.content) for m in messages)  # type: ignore[attr-defined]
+
+
+def decide_query(request: pb.DecideRequest) -> DecideQuery:
+    return DecideQuery(
+        messages=messages_from_proto(request.messages),
+        namespace=request.namespace or None,
+        metadata=dict(request.metadata),
+        quality_target=request.quality_target if request.HasField("quality_target") else None,
+        expected_output_tokens=(
+            request.expected_output_tokens
+            if request.HasField("expected_output_tokens")
+            else None
+        ),
+    )
+
+
+def decide_response(decision: Decision, snippet_chars: int = 200) -> pb.DecideResponse:
+    choice = decision.choice
+    response = pb.DecideResponse(
+        decision_id=decision.decision_id,
+        namespace=decision.namespace,
+        model=choice.model,
+        route=choice.route or "",
+        strategy=STRATEGIES[choice.strategy],
+        confidence=choice.confidence,
+        estimated_cost_usd=choice.estimated_cost_usd,
+        reason_code=REASONS[choice.reason_code],
+        reason=choice.reason,
+        index_generation=decision.index_generation,
+        quality_target=choice.quality_target,
+        top_similarity=choice.top_similarity,
+    )
+    for n in choice.neighbours:
+        response.neighbours.add(
+            example_id=n.facts.example_id,
+            text_snippet=n.facts.text[:snippet_chars],
+            similarity=n.similarity,
+            route=n.facts.route or "",
+            source=SOURCES[n.facts.source],
+            best_model=n.facts.best_model or "",
+            outcomes=[
+                pb.ObservedOutcome(model=o.model, mean_quality=o.mean_quality, count=o.count)
+                for o in n.facts.outcomes
+            ],
+            weight=n.weight,
+        )
+    for e in choice.estimates:
+        response.estimates.add(
+            model=e.model,
+            success=e.success,
+            support=e.support,
+            estimated_cost_usd=e.estimated_cost_usd,
+            meets_target=e.meets_target,
+        )
+    if choice.cascade is not None:
+        response.cascade.min_quality = choice.cascade.min_quality
+        response.cascade.acceptance = choice.cascade.acceptance
+        for step in choice.cascade.steps:
+            response.cascade.steps.add(
+                model=step.model, estimated_cost_usd=step.estimated_cost_usd
+            )
+    return response
+
+
+def outcome_report(request: pb.RecordOutcomeRequest) -> OutcomeReport:
+    if request.HasField("quality"):
+        quality = request.quality
+    elif request.HasField("success"):
+        quality = 1.0 if request.success else 0.0
+    else:
+        raise InvalidArgument("give quality (in [0, 1]) or success (true/false)")
+    if not request.model:
+        raise InvalidArgument("model is empty: name the model that answered")
+    return OutcomeReport(
+        outcome_id=request.outcome_id,
+        model=request.model,
+        quality=quality,
+        input_tokens=request.input_tokens,
+        output_tokens=request.output_tokens,
+        cost_usd=request.cost_usd if request.HasField("cost_usd") else None,
+        latency_ms=request.latency_ms if request.HasField("latency_ms") else None,
+        decision_id=request.decision_id or None,
+        namespace=request.namespace or None,
+        messages=messages_from_proto(request.messages),
+    )
+
+
+def record_response(recorded: RecordedOutcome) -> pb.RecordOutcomeResponse:
+    return pb.RecordOutcomeResponse(
+        outcome_id=recorded.outcome_id,
+        example_id=recorded.example_id,
+        duplicate=recorded.duplicate,
+        namespace=recorded.namespace,
+        quality=recorded.quality,
+        cost_usd=recorded.cost_usd,
+    )

@@ -1,0 +1,70 @@
+"""The one boundary where errors become gRPC statuses.
+
+A RoutebookError keeps its message and gets its class's status code. Anything else is a bug:
+the caller gets INTERNAL with a correlation id, and the traceback goes to the log, never to the
+caller. Calls whose deadline has already passed are dropped before any work is done.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import grpc
+
+from routebook import errors
+
+log = logging.getLogger("routebook.server")
+
+STATUS_BY_ERROR: tuple[tuple[type[errors.RoutebookError], grpc.StatusCode], ...] = (
+    (errors.InvalidArgument, grpc.StatusCode.INVALID_ARGUMENT),
+    (errors.NotFound, grpc.StatusCode.NOT_FOUND),
+    (errors.AlreadyExists, grpc.StatusCode.ALREADY_EXISTS),
+    (errors.FailedPrecondition, grpc.StatusCode.FAILED_PRECONDITION),
+    (errors.Unavailable, grpc.StatusCode.UNAVAILABLE),
+    (errors.ConfigError, grpc.StatusCode.FAILED_PRECONDITION),
+)
+
+
+def status_for(error: errors.RoutebookError) -> grpc.StatusCode:
+    for error_class, code in STATUS_BY_ERROR:
+        if isinstance(error, error_class):
+            return code
+    return grpc.StatusCode.INTERNAL
+
+
+class ErrorMappingInterceptor(grpc.ServerInterceptor):
+    def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler | None],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler | None:
+        handler = continuation(handler_call_details)
+        if handler is None or handler.unary_unary is None:
+            return handler
+        method = handler_call_details.method  # type: ignore[attr-defined]
+        behaviour = handler.unary_unary
+
+        def guarded(request: Any, context: grpc.ServicerContext) -> Any:
+            remaining = context.time_remaining()
+            if remaining is not None and remaining <= 0:
+                context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "the deadline passed before work began")
+            try:
+                return behaviour(request, context)
+            except errors.RoutebookError as exc:
+                context.abort(status_for(exc), str(exc))
+            except Exception:
+                correlation = uuid.uuid4().hex[:12]
+                log.exception("unhandled error in %s (correlation id %s)", method, correlation)
+                context.abort(
+                    grpc.StatusCode.INTERNAL,
+                    f"internal error; report correlation id {correlation} to the operator",
+                )
+
+        return grpc.unary_unary_rpc_method_handler(
+            guarded,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )

@@ -1,0 +1,28 @@
+"""The Router service: convert, call the use-case, convert back. Errors are mapped elsewhere."""
+
+from __future__ import annotations
+
+import grpc
+
+from routebook.server import convert
+from routebook.service import RoutingService
+from routebook.v1 import router_pb2 as pb
+from routebook.v1 import router_pb2_grpc
+
+
+class RouterServicer(router_pb2_grpc.RouterServicer):
+    def __init__(self, routing: RoutingService, snippet_chars: int) -> None:
+        self._routing = routing
+        self._snippet_chars = snippet_chars
+
+    def Decide(  # noqa: N802 (gRPC's method name)
+        self, request: pb.DecideRequest, context: grpc.ServicerContext
+    ) -> pb.DecideResponse:
+        decision = self._routing.decide(convert.decide_query(request))
+        return convert.decide_response(decision, self._snippet_chars)
+
+    def RecordOutcome(  # noqa: N802
+        self, request: pb.RecordOutcomeRequest, context: grpc.ServicerContext
+    ) -> pb.RecordOutcomeResponse:
+        recorded = self._routing.record_outcome(convert.outcome_report(request))
+        return convert.record_response(recorded)

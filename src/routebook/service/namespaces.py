@@ -1,0 +1,59 @@
+"""Namespace name → (store id, catalog), cached in memory so Decide reads no table."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+from routebook.catalog import Catalog
+from routebook.errors import InvalidArgument, NotFound
+from routebook.store import namespaces as ns_store
+from routebook.store.db import Store
+
+MAX_NAMESPACE_CHARS = 128
+
+
+@dataclass(frozen=True, slots=True)
+class NamespaceInfo:
+    id: int
+    name: str
+    catalog: Catalog
+
+
+class NamespaceDirectory:
+    def __init__(self, store: Store, default_namespace: str) -> None:
+        self._store = store
+        self.default_namespace = default_namespace
+        self._by_name: dict[str, NamespaceInfo] = {}
+        self._lock = threading.Lock()
+
+    def refresh(self) -> list[NamespaceInfo]:
+        with self._store.read() as session:
+            infos = [
+                NamespaceInfo(row.id, row.name, ns_store.load_catalog(session, row.id))
+                for row in ns_store.list_namespaces(session)
+            ]
+        with self._lock:
+            self._by_name = {info.name: info for info in infos}
+        return infos
+
+    def resolve(self, name: str | None) -> NamespaceInfo:
+        """The namespace a request means; empty means the default one."""
+        name = (name or "").strip() or self.default_namespace
+        if len(name) > MAX_NAMESPACE_CHARS:
+            raise InvalidArgument(f"namespace name is longer than {MAX_NAMESPACE_CHARS} characters")
+        with self._lock:
+            info = self._by_name.get(name)
+            known = sorted(self._by_name)
+        if info is None:
+            raise NotFound(
+                f"namespace {name!r} does not exist; known namespaces: "
+                f"{', '.join(known) or 'none (run `routebook routes sync`)'}"
+            )
+        if len(info.catalog) == 0:
+            raise NotFound(f"namespace {name!r} has no models in its catalog")
+        return info
+
+    def all(self) -> list[NamespaceInfo]:
+        with self._lock:
+            return list(self._by_name.values())

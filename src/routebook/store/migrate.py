@@ -1,0 +1,53 @@
+"""Schema changes go through Alembic only: upgrade, downgrade and current, run in-process on a
+shared connection (the migrations/ env.py takes it from `config.attributes`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Engine
+
+from routebook.errors import ConfigError
+
+
+def migrations_dir() -> Path:
+    """migrations/ of the source tree, or the copy a wheel install carries."""
+    package_root = Path(__file__).resolve().parents[1]
+    for candidate in (package_root / "_migrations", package_root.parents[1] / "migrations"):
+        if (candidate / "env.py").is_file():
+            return candidate
+    raise ConfigError("cannot find the Alembic migrations folder (migrations/env.py)")
+
+
+def _config(engine: Engine) -> Config:
+    cfg = Config()
+    cfg.set_main_option("script_location", str(migrations_dir()))
+    cfg.attributes["engine"] = engine
+    return cfg
+
+
+def upgrade(engine: Engine, revision: str = "head") -> None:
+    with engine.begin() as connection:
+        cfg = _config(engine)
+        cfg.attributes["connection"] = connection
+        command.upgrade(cfg, revision)
+
+
+def downgrade(engine: Engine, revision: str = "base") -> None:
+    with engine.begin() as connection:
+        cfg = _config(engine)
+        cfg.attributes["connection"] = connection
+        command.downgrade(cfg, revision)
+
+
+def current(engine: Engine) -> str | None:
+    with engine.connect() as connection:
+        return MigrationContext.configure(connection).get_current_revision()
+
+
+def head() -> str | None:
+    return ScriptDirectory(str(migrations_dir())).get_current_head()

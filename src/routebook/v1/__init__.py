@@ -1,0 +1,1 @@
+"""Generated from proto/routebook/v1 by scripts/gen-proto; never edit by hand."""

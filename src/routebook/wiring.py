@@ -1,0 +1,91 @@
+"""The composition root: the one place that builds store, embedder, indexes and services from
+settings. Nothing happens at import; `build()` does the work, in this order: migrate the store,
+load route files into an empty store, build every namespace's index."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from routebook.config import Settings
+from routebook.decide import DecisionParams
+from routebook.embed import Embedder
+from routebook.index import IndexRegistry
+from routebook.routefiles import load_route_dir
+from routebook.service import ExampleService, IndexMaintainer, NamespaceDirectory, RoutingService
+from routebook.service.routing import RoutingLimits
+from routebook.store import migrate
+from routebook.store.db import Store, make_engine
+
+
+@dataclass(slots=True)
+class App:
+    settings: Settings
+    store: Store
+    embedder: Embedder
+    registry: IndexRegistry
+    directory: NamespaceDirectory
+    indexes: IndexMaintainer
+    examples: ExampleService
+    routing: RoutingService
+
+    def close(self) -> None:
+        self.store.dispose()
+
+
+def decision_params(settings: Settings) -> DecisionParams:
+    return DecisionParams(
+        quality_target=settings.quality_target,
+        cold_start_threshold=settings.cold_start_threshold,
+        similarity_floor=settings.similarity_floor,
+        min_support=settings.min_support,
+        prior_success=settings.prior_success,
+        prior_strength=settings.prior_strength,
+        weight_power=settings.weight_power,
+    )
+
+
+def load_embedder(settings: Settings) -> Embedder:
+    from routebook.embed.sentence import SentenceTransformerEmbedder
+
+    return SentenceTransformerEmbedder(settings.model_path or None)
+
+
+def build(
+    settings: Settings,
+    *,
+    embedder: Embedder | None = None,
+    load_routes: bool = True,
+    progress: Callable[[str], None] | None = None,
+) -> App:
+    say = progress or (lambda _message: None)
+    store = Store(make_engine(settings.database_url))
+    migrate.upgrade(store.engine)
+    embedder = embedder if embedder is not None else load_embedder(settings)
+    registry = IndexRegistry(embedder.dim)
+    directory = NamespaceDirectory(store, settings.default_namespace)
+    indexes = IndexMaintainer(store, embedder, registry)
+    examples = ExampleService(store, directory, indexes)
+    routing = RoutingService(
+        store,
+        embedder,
+        registry,
+        directory,
+        decision_params(settings),
+        RoutingLimits(
+            k=settings.k,
+            max_query_chars=settings.max_query_chars,
+            default_output_tokens=settings.default_output_tokens,
+        ),
+    )
+    app = App(settings, store, embedder, registry, directory, indexes, examples, routing)
+    infos = directory.refresh()
+    if not infos and load_routes and settings.routes_dir.is_dir():
+        say(f"empty store: loading route files from {settings.routes_dir}")
+        examples.sync_routes(load_route_dir(settings.routes_dir))
+        infos = directory.all()
+    else:
+        for info in infos:
+            size = indexes.rebuild(info.name, info.id)
+            say(f"namespace {info.name}: {size} examples indexed")
+    return app
