@@ -24,10 +24,18 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def store_options(func: F) -> F:
-    func = click.option("--config", "config_file", type=click.Path(dir_okay=False),
-                        envvar="ROUTEBOOK_CONFIG", help="TOML settings file.")(func)
-    func = click.option("--db", "database_url", help="Store URL (sqlite:///FILE or "
-                        "postgresql+psycopg://...); env ROUTEBOOK_DATABASE_URL.")(func)
+    func = click.option(
+        "--config",
+        "config_file",
+        type=click.Path(dir_okay=False),
+        envvar="ROUTEBOOK_CONFIG",
+        help="TOML settings file.",
+    )(func)
+    func = click.option(
+        "--db",
+        "database_url",
+        help="Store URL (sqlite:///FILE or postgresql+psycopg://...); env ROUTEBOOK_DATABASE_URL.",
+    )(func)
     return func
 
 
@@ -52,8 +60,12 @@ def main() -> None:
 @store_options
 @click.option("--host", help="Address to bind (default 127.0.0.1).")
 @click.option("--port", type=int, help="gRPC port (default 50051; 0 picks a free one).")
-@click.option("--routes", "routes_dir", type=click.Path(file_okay=False, path_type=Path),
-              help="Route files loaded into an empty store (default routes/).")
+@click.option(
+    "--routes",
+    "routes_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Route files loaded into an empty store (default routes/).",
+)
 @click.option("--model-path", help="Local sentence-transformers model folder.")
 @click.option("--workers", type=int, help="Threads serving calls.")
 @click.option("--grace-seconds", type=float, help="In-flight grace on SIGTERM.")
@@ -81,8 +93,15 @@ def serve(config_file: str | None, **flags: Any) -> None:
 @click.option("--target", help="host:port of a running server; default: decide in-process.")
 @click.option("--quality-target", type=float, help="Success probability to reach.")
 @click.option("--json", "as_json", is_flag=True, help="Print the decision as JSON.")
-def decide(text: str, config_file: str | None, database_url: str | None, namespace: str,
-           target: str | None, quality_target: float | None, as_json: bool) -> None:
+def decide(
+    text: str,
+    config_file: str | None,
+    database_url: str | None,
+    namespace: str,
+    target: str | None,
+    quality_target: float | None,
+    as_json: bool,
+) -> None:
     """Route TEXT and print the decision with its evidence."""
     from google.protobuf.json_format import MessageToDict
 
@@ -90,20 +109,24 @@ def decide(text: str, config_file: str | None, database_url: str | None, namespa
 
     try:
         if target:
-            response = _remote(target, lambda c: c.decide(
-                text, namespace=namespace, quality_target=quality_target))
+            response = _remote(
+                target, lambda c: c.decide(text, namespace=namespace, quality_target=quality_target)
+            )
         else:
+            from routebook.domain import Message
             from routebook.server.convert import decide_response
             from routebook.service.routing import DecideQuery
             from routebook.wiring import build
 
-            from routebook.domain import Message
-
             settings = _settings(config_file, database_url=database_url)
             app = build(settings)
-            decision = app.routing.decide(DecideQuery(
-                messages=(Message("user", text),), namespace=namespace or None,
-                quality_target=quality_target))
+            decision = app.routing.decide(
+                DecideQuery(
+                    messages=(Message("user", text),),
+                    namespace=namespace or None,
+                    quality_target=quality_target,
+                )
+            )
             response = decide_response(decision, settings.snippet_chars)
             app.close()
     except RoutebookError as exc:
@@ -127,20 +150,42 @@ def decide(text: str, config_file: str | None, database_url: str | None, namespa
 @click.option("--output-tokens", type=int, default=0)
 @click.option("--cost-usd", type=float, help="Cost of the call (default: from the catalog).")
 @click.option("--target", help="host:port of a running server; default: in-process.")
-def record(config_file: str | None, database_url: str | None, model: str,
-           quality: float | None, success: bool | None, decision_id: str, text: str | None,
-           namespace: str, outcome_id: str | None, input_tokens: int, output_tokens: int,
-           cost_usd: float | None, target: str | None) -> None:
+def record(
+    config_file: str | None,
+    database_url: str | None,
+    model: str,
+    quality: float | None,
+    success: bool | None,
+    decision_id: str,
+    text: str | None,
+    namespace: str,
+    outcome_id: str | None,
+    input_tokens: int,
+    output_tokens: int,
+    cost_usd: float | None,
+    target: str | None,
+) -> None:
     """Report how a model did on a query (by --decision-id or --text)."""
     if quality is None and success is None:
         raise click.UsageError("give --quality or --success/--failure")
     outcome_id = outcome_id or uuid.uuid4().hex
     try:
         if target:
-            response = _remote(target, lambda c: c.record_outcome(
-                model=model, quality=quality, success=success, decision_id=decision_id,
-                query=text, namespace=namespace, outcome_id=outcome_id,
-                input_tokens=input_tokens, output_tokens=output_tokens, cost_usd=cost_usd))
+            response = _remote(
+                target,
+                lambda c: c.record_outcome(
+                    model=model,
+                    quality=quality,
+                    success=success,
+                    decision_id=decision_id,
+                    query=text,
+                    namespace=namespace,
+                    outcome_id=outcome_id,
+                    input_tokens=input_tokens,
+                    output_tokens=output_tokens,
+                    cost_usd=cost_usd,
+                ),
+            )
             summary = (response.example_id, response.duplicate, response.quality)
         else:
             from routebook.domain import Message, OutcomeReport
@@ -149,11 +194,19 @@ def record(config_file: str | None, database_url: str | None, model: str,
             app = build(_settings(config_file, database_url=database_url))
             if quality is None:
                 quality = 1.0 if success else 0.0
-            recorded = app.routing.record_outcome(OutcomeReport(
-                outcome_id=outcome_id, model=model, quality=quality, input_tokens=input_tokens,
-                output_tokens=output_tokens, cost_usd=cost_usd, decision_id=decision_id or None,
-                namespace=namespace or None,
-                messages=(Message("user", text),) if text else ()))
+            recorded = app.routing.record_outcome(
+                OutcomeReport(
+                    outcome_id=outcome_id,
+                    model=model,
+                    quality=quality,
+                    input_tokens=input_tokens,
+                    output_tokens=output_tokens,
+                    cost_usd=cost_usd,
+                    decision_id=decision_id or None,
+                    namespace=namespace or None,
+                    messages=(Message("user", text),) if text else (),
+                )
+            )
             summary = (recorded.example_id, recorded.duplicate, recorded.quality)
             app.close()
     except RoutebookError as exc:
@@ -169,12 +222,21 @@ def routes() -> None:
 
 @routes.command("sync")
 @store_options
-@click.option("--routes", "routes_dir", type=click.Path(path_type=Path),
-              help="A route file or a folder of them (default routes/).")
+@click.option(
+    "--routes",
+    "routes_dir",
+    type=click.Path(path_type=Path),
+    help="A route file or a folder of them (default routes/).",
+)
 @click.option("--dry-run", is_flag=True, help="Print the diff, change nothing.")
 @click.option("--prune", is_flag=True, help="Remove reference examples that left the files.")
-def routes_sync(config_file: str | None, database_url: str | None, routes_dir: Path | None,
-                dry_run: bool, prune: bool) -> None:
+def routes_sync(
+    config_file: str | None,
+    database_url: str | None,
+    routes_dir: Path | None,
+    dry_run: bool,
+    prune: bool,
+) -> None:
     """Upsert route files into the store (idempotent) and rebuild the touched indexes."""
     try:
         from routebook.routefiles import load_route_dir, load_route_file
@@ -190,10 +252,12 @@ def routes_sync(config_file: str | None, database_url: str | None, routes_dir: P
         _fail(exc)
     for report in reports:
         verb = "would change" if dry_run else "synced"
-        click.echo(f"{verb} {report.namespace} from {report.path}: +{len(report.added)} added, "
-                   f"~{len(report.changed)} changed, -{len(report.removed)} removed, "
-                   f"{report.unchanged} unchanged"
-                   + ("; catalog updated" if report.catalog_changed else ""))
+        click.echo(
+            f"{verb} {report.namespace} from {report.path}: +{len(report.added)} added, "
+            f"~{len(report.changed)} changed, -{len(report.removed)} removed, "
+            f"{report.unchanged} unchanged"
+            + ("; catalog updated" if report.catalog_changed else "")
+        )
         if dry_run:
             for sign, texts in (("+", report.added), ("~", report.changed), ("-", report.removed)):
                 for text in texts:
@@ -223,6 +287,14 @@ def db_upgrade(config_file: str | None, database_url: str | None, revision: str)
         _fail(exc)
 
 
+@main.command()
+def settings() -> None:
+    """Print every setting with its environment variable, default and meaning (Markdown)."""
+    from routebook.config import settings_markdown
+
+    click.echo(settings_markdown(), nl=False)
+
+
 def _remote(target: str, call: Callable[[Any], Any]) -> Any:
     import grpc
 
@@ -232,5 +304,5 @@ def _remote(target: str, call: Callable[[Any], Any]) -> Any:
         try:
             return call(client)
         except grpc.RpcError as exc:
-            click.echo(f"error: {exc.code().name}: {exc.details()}", err=True)  # type: ignore[attr-defined]
+            click.echo(f"error: {exc.code().name}: {exc.details()}", err=True)
             sys.exit(1)

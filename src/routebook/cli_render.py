@@ -21,8 +21,13 @@ def render_decision(response: pb.DecideResponse, console: Console | None = None)
     for column in ("model", "success", "support", "est. cost $", "meets target"):
         estimates.add_column(column)
     for e in response.estimates:
-        estimates.add_row(e.model, f"{e.success:.2f}", f"{e.support:.2f}",
-                          f"{e.estimated_cost_usd:.6f}", "yes" if e.meets_target else "no")
+        estimates.add_row(
+            e.model,
+            f"{e.success:.2f}",
+            f"{e.support:.2f}",
+            f"{e.estimated_cost_usd:.6f}",
+            "yes" if e.meets_target else "no",
+        )
     console.print(estimates)
     neighbours = Table(title="nearest precedents")
     for column in ("id", "similarity", "weight", "source", "route", "best / outcomes", "text"):
@@ -31,9 +36,15 @@ def render_decision(response: pb.DecideResponse, console: Console | None = None)
         what = n.best_model or ", ".join(
             f"{o.model}={o.mean_quality:.2f}x{o.count}" for o in n.outcomes
         )
-        neighbours.add_row(str(n.example_id), f"{n.similarity:.3f}", f"{n.weight:.2f}",
-                           pb.Source.Name(n.source).removeprefix("SOURCE_").lower(),
-                           n.route or "-", what or "-", n.text_snippet[:80])
+        neighbours.add_row(
+            str(n.example_id),
+            f"{n.similarity:.3f}",
+            f"{n.weight:.2f}",
+            pb.Source.Name(n.source).removeprefix("SOURCE_").lower(),
+            n.route or "-",
+            what or "-",
+            n.text_snippet[:80],
+        )
     console.print(neighbours)
     if response.strategy == pb.STRATEGY_CASCADE:
         plan = " → ".join(step.model for step in response.cascade.steps)

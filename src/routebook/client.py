@@ -74,7 +74,7 @@ class RouterClient:
     ) -> None:
         self._owns_channel = channel is None
         self._channel = channel if channel is not None else grpc.insecure_channel(target)
-        self._stub = router_pb2_grpc.RouterStub(self._channel)
+        self._stub = router_pb2_grpc.RouterStub(self._channel)  # type: ignore[no-untyped-call]
         self.timeout = timeout
 
     def __enter__(self) -> RouterClient:
@@ -149,9 +149,7 @@ class RouterClient:
             request.cost_usd = cost_usd
         if latency_ms is not None:
             request.latency_ms = latency_ms
-        response: pb.RecordOutcomeResponse = self._stub.RecordOutcome(
-            request, timeout=self.timeout
-        )
+        response: pb.RecordOutcomeResponse = self._stub.RecordOutcome(request, timeout=self.timeout)
         return response
 
     def run_cascade(

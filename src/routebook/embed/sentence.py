@@ -52,12 +52,10 @@ class SentenceTransformerEmbedder:
         self._model: Any = SentenceTransformer(str(path), device="cpu", local_files_only=True)
         self._lock = threading.Lock()
         self._batch_size = batch_size
-        dim = (
-            self._model.get_embedding_dimension()
-            if hasattr(self._model, "get_embedding_dimension")
-            else self._model.get_sentence_embedding_dimension()
-        )
-        self._dim = int(dim)
+        dim: int | None = self._model.get_embedding_dimension()
+        if dim is None:
+            raise ConfigError(f"model at {path} does not say its embedding dimension")
+        self._dim = dim
         self._model_id = f"{path.name if path.name != 'model' else 'all-MiniLM-L6-v2'}:{self._dim}"
 
     @property

@@ -44,7 +44,7 @@ class NamespaceIndex:
         with self._lock:
             present = [i for i in ids.tolist() if i in self._facts]
             if present:
-                self._index.remove_ids(np.asarray(present, dtype=np.int64))
+                self._index.remove_ids(np.asarray(present, dtype=np.int64))  # type: ignore[arg-type]
             self._index.add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32), ids)
             for f in facts:
                 self._facts[f.example_id] = f

@@ -18,6 +18,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from routebook.errors import ConfigError
 from routebook.server.interceptors import ErrorMappingInterceptor
 from routebook.server.router import RouterServicer
 from routebook.v1 import router_pb2, router_pb2_grpc
@@ -55,7 +56,7 @@ def build_server(app: App, host: str | None = None, port: int | None = None) -> 
         options=options,
         maximum_concurrent_rpcs=settings.workers * 16,
     )
-    router_pb2_grpc.add_RouterServicer_to_server(
+    router_pb2_grpc.add_RouterServicer_to_server(  # type: ignore[no-untyped-call]
         RouterServicer(app.routing, settings.snippet_chars), server
     )
     health_servicer = health.HealthServicer(experimental_non_blocking=True)
@@ -66,8 +67,6 @@ def build_server(app: App, host: str | None = None, port: int | None = None) -> 
     address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     bound = server.add_insecure_port(address)
     if bound == 0:
-        from routebook.errors import ConfigError
-
         raise ConfigError(f"cannot listen on {address}: is the port in use?")
     server.start()
     for service in ("", ROUTER_SERVICE):

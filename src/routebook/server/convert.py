@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from routebook.domain import (
     Decision,
     Message,
@@ -31,8 +33,8 @@ REASONS = {
 SOURCES = {Source.REFERENCE: pb.SOURCE_REFERENCE, Source.HISTORY: pb.SOURCE_HISTORY}
 
 
-def messages_from_proto(messages: list[pb.Message] | object) -> tuple[Message, ...]:
-    return tuple(Message(role=m.role, content=m.content) for m in messages)  # type: ignore[attr-defined]
+def messages_from_proto(messages: Iterable[pb.Message]) -> tuple[Message, ...]:
+    return tuple(Message(role=m.role, content=m.content) for m in messages)
 
 
 def decide_query(request: pb.DecideRequest) -> DecideQuery:
@@ -42,9 +44,7 @@ def decide_query(request: pb.DecideRequest) -> DecideQuery:
         metadata=dict(request.metadata),
         quality_target=request.quality_target if request.HasField("quality_target") else None,
         expected_output_tokens=(
-            request.expected_output_tokens
-            if request.HasField("expected_output_tokens")
-            else None
+            request.expected_output_tokens if request.HasField("expected_output_tokens") else None
         ),
     )
 
@@ -91,9 +91,7 @@ def decide_response(decision: Decision, snippet_chars: int = 200) -> pb.DecideRe
         response.cascade.min_quality = choice.cascade.min_quality
         response.cascade.acceptance = choice.cascade.acceptance
         for step in choice.cascade.steps:
-            response.cascade.steps.add(
-                model=step.model, estimated_cost_usd=step.estimated_cost_usd
-            )
+            response.cascade.steps.add(model=step.model, estimated_cost_usd=step.estimated_cost_usd)
     return response
 
 

@@ -38,19 +38,21 @@ def status_for(error: errors.RoutebookError) -> grpc.StatusCode:
 class ErrorMappingInterceptor(grpc.ServerInterceptor):
     def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler | None],
+        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler[Any, Any] | None],
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler | None:
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
         handler = continuation(handler_call_details)
         if handler is None or handler.unary_unary is None:
             return handler
-        method = handler_call_details.method  # type: ignore[attr-defined]
+        method = handler_call_details.method
         behaviour = handler.unary_unary
 
         def guarded(request: Any, context: grpc.ServicerContext) -> Any:
             remaining = context.time_remaining()
             if remaining is not None and remaining <= 0:
-                context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "the deadline passed before work began")
+                context.abort(
+                    grpc.StatusCode.DEADLINE_EXCEEDED, "the deadline passed before work began"
+                )
             try:
                 return behaviour(request, context)
             except errors.RoutebookError as exc:

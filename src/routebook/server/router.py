@@ -15,13 +15,11 @@ class RouterServicer(router_pb2_grpc.RouterServicer):
         self._routing = routing
         self._snippet_chars = snippet_chars
 
-    def Decide(  # noqa: N802 (gRPC's method name)
-        self, request: pb.DecideRequest, context: grpc.ServicerContext
-    ) -> pb.DecideResponse:
+    def Decide(self, request: pb.DecideRequest, context: grpc.ServicerContext) -> pb.DecideResponse:
         decision = self._routing.decide(convert.decide_query(request))
         return convert.decide_response(decision, self._snippet_chars)
 
-    def RecordOutcome(  # noqa: N802
+    def RecordOutcome(
         self, request: pb.RecordOutcomeRequest, context: grpc.ServicerContext
     ) -> pb.RecordOutcomeResponse:
         recorded = self._routing.record_outcome(convert.outcome_report(request))

@@ -1,0 +1,175 @@
+"""Every bad input gets a clear status and message, and the server keeps answering after it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+from routebook.v1 import router_pb2 as pb
+from tests.conftest import Served
+
+
+def user(text: str) -> list[pb.Message]:
+    return [pb.Message(role="user", content=text)]
+
+
+BAD_DECIDES = {
+    "no messages": (pb.DecideRequest(), grpc.StatusCode.INVALID_ARGUMENT, "messages is empty"),
+    "empty query": (
+        pb.DecideRequest(messages=user("")),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "no user message",
+    ),
+    "whitespace query": (
+        pb.DecideRequest(messages=user(" \n\t ")),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "no user message",
+    ),
+    "over the length limit": (
+        pb.DecideRequest(messages=user("x" * 501)),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "the limit is 500",
+    ),
+    "unknown namespace": (
+        pb.DecideRequest(namespace="nope", messages=user("hello")),
+        grpc.StatusCode.NOT_FOUND,
+        "namespace 'nope' does not exist",
+    ),
+    "unknown role": (
+        pb.DecideRequest(messages=[pb.Message(role="robot", content="hi")]),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "role",
+    ),
+    "quality target above 1": (
+        pb.DecideRequest(messages=user("hello"), quality_target=1.5),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "quality_target",
+    ),
+    "quality target NaN": (
+        pb.DecideRequest(messages=user("hello"), quality_target=float("nan")),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "quality_target",
+    ),
+    "NUL in query": (
+        pb.DecideRequest(messages=user("hi\x00there")),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "NUL",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_DECIDES))
+def test_bad_decide_is_refused_clearly(
+    case: str, db_url: str, serve: Callable[..., Served]
+) -> None:
+    served = serve(db_url, max_query_chars=500)
+    request, code, words = BAD_DECIDES[case]
+    with pytest.raises(grpc.RpcError) as caught:
+        served.router.Decide(request, timeout=10)
+    assert caught.value.code() == code
+    assert words in caught.value.details()
+    still = served.router.Decide(pb.DecideRequest(messages=user("where is my order?")), timeout=10)
+    assert still.model == "small"
+
+
+def record(**fields: object) -> pb.RecordOutcomeRequest:
+    return pb.RecordOutcomeRequest(**fields)  # type: ignore[arg-type]
+
+
+BAD_RECORDS = {
+    "unknown model": (
+        record(outcome_id="a", messages=user("hello"), model="gpt-99", quality=1.0),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "unknown model 'gpt-99'",
+    ),
+    "quality above 1": (
+        record(outcome_id="a", messages=user("hello"), model="small", quality=1.01),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "quality must be in [0, 1]",
+    ),
+    "quality below 0": (
+        record(outcome_id="a", messages=user("hello"), model="small", quality=-0.1),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "quality must be in [0, 1]",
+    ),
+    "quality NaN": (
+        record(outcome_id="a", messages=user("hello"), model="small", quality=float("nan")),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "quality must be in [0, 1]",
+    ),
+    "no quality nor success": (
+        record(outcome_id="a", messages=user("hello"), model="small"),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "give quality",
+    ),
+    "no outcome id": (
+        record(messages=user("hello"), model="small", quality=1.0),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "outcome_id",
+    ),
+    "no subject": (
+        record(outcome_id="a", model="small", quality=1.0),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "decision_id",
+    ),
+    "unknown decision": (
+        record(outcome_id="a", decision_id="f" * 32, model="small", quality=1.0),
+        grpc.StatusCode.NOT_FOUND,
+        "is unknown",
+    ),
+    "unknown namespace": (
+        record(outcome_id="a", namespace="nope", messages=user("hi"), model="small", quality=1.0),
+        grpc.StatusCode.NOT_FOUND,
+        "namespace 'nope'",
+    ),
+    "negative cost": (
+        record(outcome_id="a", messages=user("hi"), model="small", quality=1.0, cost_usd=-1.0),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "cost_usd",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_RECORDS))
+def test_bad_record_is_refused_and_writes_nothing(
+    case: str, db_url: str, serve: Callable[..., Served]
+) -> None:
+    served = serve(db_url)
+    request, code, words = BAD_RECORDS[case]
+    with pytest.raises(grpc.RpcError) as caught:
+        served.router.RecordOutcome(request, timeout=10)
+    assert caught.value.code() == code
+    assert words in caught.value.details()
+    ok = served.router.RecordOutcome(
+        record(outcome_id="good", messages=user("hello"), model="small", quality=1.0), timeout=10
+    )
+    assert not ok.duplicate
+
+
+def test_oversize_message_is_refused_by_the_transport(
+    sqlite_url: str, serve: Callable[..., Served]
+) -> None:
+    served = serve(sqlite_url, max_message_bytes=64 * 1024)
+    with pytest.raises(grpc.RpcError) as caught:
+        served.router.Decide(pb.DecideRequest(messages=user("y" * 100_000)), timeout=10)
+    assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    still = served.router.Decide(pb.DecideRequest(messages=user("where is my order?")), timeout=10)
+    assert still.model == "small"
+
+
+def test_health_and_reflection(sqlite_url: str, serve: Callable[..., Served]) -> None:
+    served = serve(sqlite_url)
+    health = health_pb2_grpc.HealthStub(served.channel)
+    for service in ("", "routebook.v1.Router"):
+        status = health.Check(health_pb2.HealthCheckRequest(service=service), timeout=5).status
+        assert status == health_pb2.HealthCheckResponse.SERVING
+    reflect = reflection_pb2_grpc.ServerReflectionStub(served.channel)
+    replies = reflect.ServerReflectionInfo(
+        iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=5
+    )
+    names = {s.name for reply in replies for s in reply.list_services_response.service}
+    assert {"routebook.v1.Router", "grpc.health.v1.Health"} <= names

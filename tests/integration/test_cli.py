@@ -1,0 +1,212 @@
+"""The `routebook` command: sync, decide, record and db upgrade, in-process and against a
+server; and `routebook serve` as a real process that stops cleanly on SIGTERM."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import grpc
+import pytest
+from click.testing import CliRunner
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from routebook import cli, wiring
+from routebook.embed.sentence import SentenceTransformerEmbedder
+from routebook.store import migrate
+from routebook.store.db import make_engine
+from routebook.v1 import router_pb2 as pb
+from routebook.v1 import router_pb2_grpc
+from tests.conftest import TEST_ROUTES, Served
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def runner(monkeypatch: pytest.MonkeyPatch, embedder: SentenceTransformerEmbedder) -> CliRunner:
+    """In-process commands reuse the session's model instead of loading another copy."""
+    monkeypatch.setattr(wiring, "load_embedder", lambda settings: embedder)
+    return CliRunner()
+
+
+def test_db_upgrade(runner: CliRunner, sqlite_url: str) -> None:
+    result = runner.invoke(cli.main, ["db", "upgrade", "--db", sqlite_url])
+    assert result.exit_code == 0, result.output
+    engine = make_engine(sqlite_url)
+    assert migrate.current(engine) == migrate.head()
+    assert migrate.head() in result.output
+    engine.dispose()
+
+
+def test_routes_sync_is_idempotent_and_dry_run_shows_the_diff(
+    runner: CliRunner, sqlite_url: str, tmp_path: Path
+) -> None:
+    args = ["routes", "sync", "--db", sqlite_url, "--routes", str(TEST_ROUTES)]
+    first = runner.invoke(cli.main, args)
+    assert first.exit_code == 0, first.output
+    assert "+14 added" in first.output
+    again = runner.invoke(cli.main, args)
+    assert "+0 added, ~0 changed, -0 removed, 14 unchanged" in again.output
+
+    edited = tmp_path / "routes"
+    shutil.copytree(TEST_ROUTES, edited)
+    path = edited / "shop.yaml"
+    text = path.read_text().replace("- where is my order?", "- where is my order right now?")
+    path.write_text(text.replace("best_model: mid", "best_model: frontier"))
+    preview = runner.invoke(
+        cli.main,
+        ["routes", "sync", "--db", sqlite_url, "--routes", str(edited), "--dry-run", "--prune"],
+    )
+    assert preview.exit_code == 0, preview.output
+    assert "+ where is my order right now?" in preview.output
+    assert "- where is my order?" in preview.output
+    assert "~ summarize this meeting transcript into action items" in preview.output
+    # A dry run changes nothing.
+    assert "14 unchanged" in runner.invoke(cli.main, args).output
+
+
+def test_routes_sync_reports_a_bad_file_with_exit_1(
+    runner: CliRunner, sqlite_url: str, tmp_path: Path
+) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        (TEST_ROUTES / "shop.yaml").read_text().replace("best_model: mid", "best_model: gpt-9")
+    )
+    result = runner.invoke(cli.main, ["routes", "sync", "--db", sqlite_url, "--routes", str(bad)])
+    assert result.exit_code == 1
+    assert str(bad) in result.output and "summaries" in result.output
+    assert "gpt-9" in result.output
+
+
+def test_decide_and_record_in_process(runner: CliRunner, sqlite_url: str) -> None:
+    base = ["--db", sqlite_url]
+    runner.invoke(cli.main, ["routes", "sync", *base, "--routes", str(TEST_ROUTES)])
+    decided = runner.invoke(cli.main, ["decide", "where is my parcel?", *base, "--json"])
+    assert decided.exit_code == 0, decided.output
+    payload = json.loads(decided.output)
+    assert payload["model"] == "small" and payload["strategy"] == "STRATEGY_SEMANTIC"
+
+    recorded = runner.invoke(
+        cli.main,
+        [
+            "record",
+            *base,
+            "--decision-id",
+            payload["decisionId"],
+            "--model",
+            "small",
+            "--quality",
+            "0.9",
+            "--outcome-id",
+            "cli-1",
+        ],
+    )
+    assert recorded.exit_code == 0, recorded.output
+    assert "recorded: outcome cli-1" in recorded.output
+    repeated = runner.invoke(
+        cli.main,
+        [
+            "record",
+            *base,
+            "--decision-id",
+            payload["decisionId"],
+            "--model",
+            "small",
+            "--quality",
+            "0.9",
+            "--outcome-id",
+            "cli-1",
+        ],
+    )
+    assert "already recorded" in repeated.output
+
+    table = runner.invoke(cli.main, ["decide", "where is my parcel?", *base])
+    assert "nearest precedents" in table.output and "order_status" in table.output
+
+    unknown = runner.invoke(cli.main, ["decide", "hi", *base, "--namespace", "nope"])
+    assert unknown.exit_code == 1
+    assert "namespace 'nope' does not exist" in unknown.output
+
+
+def test_decide_against_a_server(
+    runner: CliRunner, sqlite_url: str, serve: Callable[..., Served]
+) -> None:
+    served = serve(sqlite_url)
+    result = runner.invoke(
+        cli.main, ["decide", "where is my order?", "--target", served.target, "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["model"] == "small"
+    failed = runner.invoke(cli.main, ["decide", "   ", "--target", served.target])
+    assert failed.exit_code == 1
+    assert "INVALID_ARGUMENT" in failed.output
+
+
+def test_record_needs_a_quality(runner: CliRunner) -> None:
+    result = runner.invoke(cli.main, ["record", "--model", "small", "--text", "hi"])
+    assert result.exit_code == 2
+    assert "--quality" in result.output
+
+
+def test_serve_process_loads_default_routes_and_stops_on_sigterm(tmp_path: Path) -> None:
+    """`routebook serve` on the embedded default: migrates, loads routes/, serves, and on
+    SIGTERM turns NOT_SERVING, finishes and exits 0."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ROUTEBOOK_")}
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "routebook",
+            "serve",
+            "--port",
+            "0",
+            "--grace-seconds",
+            "2",
+            "--routes",
+            str(ROOT / "routes"),
+            "--db",
+            f"sqlite:///{tmp_path / 'serve.db'}",
+        ],
+        cwd=tmp_path,
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        port = None
+        deadline = time.monotonic() + 120
+        assert process.stderr is not None
+        while port is None and time.monotonic() < deadline:
+            line = process.stderr.readline()
+            if not line:
+                break
+            found = re.search(r"serving on .*:(\d+)$", line.strip())
+            port = int(found.group(1)) if found else None
+        assert port, "the server never said it was serving"
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            health = health_pb2_grpc.HealthStub(channel)
+            check = health.Check(health_pb2.HealthCheckRequest(service=""), timeout=5)
+            assert check.status == health_pb2.HealthCheckResponse.SERVING
+            router = router_pb2_grpc.RouterStub(channel)
+            response = router.Decide(
+                pb.DecideRequest(messages=[pb.Message(role="user", content="Where is my order?")]),
+                timeout=10,
+            )
+            assert response.strategy == pb.STRATEGY_SEMANTIC
+            assert response.model == "gpt-4.1-nano"
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        if process.stderr is not None:
+            process.stderr.close()

@@ -1,0 +1,209 @@
+"""Decide and RecordOutcome over real gRPC on loopback, the real model, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+from sqlalchemy import func, select
+
+from routebook.client import ModelCall, RouterClient
+from routebook.store.tables import ExampleRow, OutcomeRow
+from routebook.v1 import router_pb2 as pb
+from tests.conftest import Served
+
+UNSEEN = "translate this Latin inscription from a Roman tombstone into modern Welsh"
+PARAPHRASE = "turn the Latin text on an old Roman gravestone into present-day Welsh"
+
+
+def ask(served: Served, text: str, **fields: object) -> pb.DecideResponse:
+    request = pb.DecideRequest(messages=[pb.Message(role="user", content=text)], **fields)
+    response: pb.DecideResponse = served.router.Decide(request, timeout=10)
+    return response
+
+
+def count(served: Served, row: type[OutcomeRow] | type[ExampleRow]) -> int:
+    with served.app.store.read() as session:
+        return int(session.scalar(select(func.count()).select_from(row)) or 0)
+
+
+def test_close_precedent_routes_semantically_with_evidence(
+    db_url: str, serve: Callable[..., Served]
+) -> None:
+    served = serve(db_url)
+    response = ask(served, "where is my parcel, it hasn't arrived")
+    assert response.strategy == pb.STRATEGY_SEMANTIC
+    assert response.model == "small"
+    assert response.route == "order_status"
+    assert response.reason_code == pb.REASON_CODE_CHEAPEST_MEETS_TARGET
+    assert response.namespace == "default"
+    assert response.index_generation >= 1
+    assert len(response.decision_id) == 32
+    top = response.neighbours[0]
+    assert top.source == pb.SOURCE_REFERENCE
+    assert top.best_model == "small"
+    assert top.similarity > 0.6
+    similarities = [n.similarity for n in response.neighbours]
+    assert similarities == sorted(similarities, reverse=True)
+    assert [e.model for e in response.estimates] == ["small", "mid", "frontier"]
+    assert response.estimates[0].meets_target and response.estimates[0].support > 0
+    assert response.estimated_cost_usd == pytest.approx(response.estimates[0].estimated_cost_usd)
+    assert response.estimated_cost_usd > 0
+
+
+def test_hard_query_goes_to_the_model_its_neighbours_needed(
+    db_url: str, serve: Callable[..., Served]
+) -> None:
+    served = serve(db_url)
+    response = ask(served, "my async Rust tasks deadlock while holding two mutexes, why?")
+    assert response.strategy == pb.STRATEGY_SEMANTIC
+    assert response.model == "frontier"
+    assert response.route == "code_review"
+    small = response.estimates[0]
+    assert small.model == "small" and not small.meets_target
+
+
+def test_learning_loop_cold_start_then_recorded_outcome_routes_paraphrase(
+    db_url: str, serve: Callable[..., Served]
+) -> None:
+    served = serve(db_url)
+    cold = ask(served, UNSEEN)
+    assert cold.strategy == pb.STRATEGY_CASCADE
+    assert cold.reason_code == pb.REASON_CODE_COLD_LOW_SIMILARITY
+    assert cold.route == ""
+    assert [s.model for s in cold.cascade.steps] == ["small", "mid", "frontier"]
+    costs = [s.estimated_cost_usd for s in cold.cascade.steps]
+    assert costs == sorted(costs)
+    assert cold.cascade.min_quality == pytest.approx(cold.quality_target)
+    assert cold.model == "small"
+
+    recorded = served.router.RecordOutcome(
+        pb.RecordOutcomeRequest(
+            outcome_id="loop-1",
+            decision_id=cold.decision_id,
+            model="small",
+            quality=0.95,
+            input_tokens=40,
+            output_tokens=60,
+        ),
+        timeout=10,
+    )
+    assert not recorded.duplicate and recorded.example_id > 0
+    assert recorded.cost_usd == pytest.approx((40 * 0.10 + 60 * 0.40) / 1e6)
+
+    warm = ask(served, PARAPHRASE)
+    assert warm.strategy == pb.STRATEGY_SEMANTIC
+    assert warm.model == "small"
+    evidence = {n.example_id: n for n in warm.neighbours}
+    assert recorded.example_id in evidence
+    learned = evidence[recorded.example_id]
+    assert learned.source == pb.SOURCE_HISTORY
+    assert [(o.model, o.mean_quality, o.count) for o in learned.outcomes] == [("small", 0.95, 1)]
+    assert warm.neighbours[0].example_id == recorded.example_id
+
+
+def test_restart_gives_the_same_decision_without_rerecording(
+    db_url: str, serve: Callable[..., Served]
+) -> None:
+    first = serve(db_url)
+    cold = ask(first, UNSEEN)
+    first.router.RecordOutcome(
+        pb.RecordOutcomeRequest(
+            outcome_id="restart-1", decision_id=cold.decision_id, model="mid", success=True
+        ),
+        timeout=10,
+    )
+    before = ask(first, PARAPHRASE)
+    outcomes_before, examples_before = count(first, OutcomeRow), count(first, ExampleRow)
+    first.stop()
+
+    second = serve(db_url)
+    after = ask(second, PARAPHRASE)
+    assert (
+        (after.strategy, after.model)
+        == (before.strategy, before.model)
+        == (
+            pb.STRATEGY_SEMANTIC,
+            "mid",
+        )
+    )
+    assert [n.example_id for n in after.neighbours] == [n.example_id for n in before.neighbours]
+    assert count(second, OutcomeRow) == outcomes_before == 1
+    assert count(second, ExampleRow) == examples_before
+
+
+def test_record_by_query_text_joins_the_index(db_url: str, serve: Callable[..., Served]) -> None:
+    served = serve(db_url)
+    recorded = served.router.RecordOutcome(
+        pb.RecordOutcomeRequest(
+            outcome_id="by-text",
+            messages=[pb.Message(role="user", content=UNSEEN)],
+            model="frontier",
+            quality=1.0,
+        ),
+        timeout=10,
+    )
+    response = ask(served, UNSEEN)
+    assert response.neighbours[0].example_id == recorded.example_id
+    assert response.neighbours[0].similarity == pytest.approx(1.0, abs=1e-4)
+    assert response.strategy == pb.STRATEGY_SEMANTIC
+
+
+def test_repeated_outcome_id_returns_the_first_result_and_writes_once(
+    db_url: str, serve: Callable[..., Served]
+) -> None:
+    served = serve(db_url)
+    decision = ask(served, UNSEEN)
+    request = pb.RecordOutcomeRequest(
+        outcome_id="same", decision_id=decision.decision_id, model="small", quality=0.3
+    )
+    first = served.router.RecordOutcome(request, timeout=10)
+    request.quality = 0.9  # a retry that differs must not overwrite the first result
+    again = served.router.RecordOutcome(request, timeout=10)
+    assert not first.duplicate and again.duplicate
+    assert (again.example_id, again.quality, again.namespace) == (
+        first.example_id,
+        0.3,
+        "default",
+    )
+    assert count(served, OutcomeRow) == 1
+
+
+def test_cascade_runner_reports_every_attempt_and_learns(
+    db_url: str, serve: Callable[..., Served]
+) -> None:
+    served = serve(db_url)
+    answers = {"small": "Ave", "mid": "Gorffwys mewn hedd", "frontier": "unused"}
+    called: list[str] = []
+
+    def call_model(model: str) -> ModelCall[str]:
+        called.append(model)
+        return ModelCall(answers[model], input_tokens=30, output_tokens=10)
+
+    with RouterClient(served.target) as client:
+        decision = client.decide(UNSEEN)
+        assert decision.strategy == pb.STRATEGY_CASCADE
+        result = client.run_cascade(decision, call_model, accept=lambda a: len(a) > 5)
+        assert called == ["small", "mid"]
+        assert result.accepted and result.model == "mid" and result.answer == "Gorffwys mewn hedd"
+        assert [(a.model, a.quality, a.accepted) for a in result.attempts] == [
+            ("small", 0.0, False),
+            ("mid", 1.0, True),
+        ]
+        # Running the same cascade again reports nothing new: outcome ids derive from the decision.
+        client.run_cascade(decision, call_model, accept=lambda a: len(a) > 5)
+        assert count(served, OutcomeRow) == 2
+
+        warm = client.decide(PARAPHRASE)
+    assert warm.strategy == pb.STRATEGY_SEMANTIC
+    assert warm.model == "mid"
+    small, mid = warm.estimates[0], warm.estimates[1]
+    assert not small.meets_target and mid.meets_target
+
+
+def test_quality_target_in_the_request_is_used(db_url: str, serve: Callable[..., Served]) -> None:
+    served = serve(db_url)
+    strict = ask(served, "where is my parcel, it hasn't arrived", quality_target=1.0)
+    assert strict.quality_target == pytest.approx(1.0)
+    assert strict.model == "frontier"
+    assert strict.reason_code == pb.REASON_CODE_NONE_MEETS_TARGET
