@@ -40,6 +40,11 @@ class NamespaceIndex:
             raise ValueError(f"{len(facts)} examples but {len(vectors)} vectors")
         if len(facts) == 0:
             return
+        last_of: dict[int, int] = {f.example_id: row for row, f in enumerate(facts)}
+        if len(last_of) < len(facts):  # an id repeated within the batch: the last one wins
+            rows = sorted(last_of.values())
+            facts = [facts[row] for row in rows]
+            vectors = vectors[rows]
         ids = np.fromiter((f.example_id for f in facts), dtype=np.int64, count=len(facts))
         with self._lock:
             present = [i for i in ids.tolist() if i in self._facts]

@@ -1,0 +1,166 @@
+"""Tests for routebook.config: flags > ROUTEBOOK_* env > TOML file > defaults, and clear errors.
+
+The autouse `clean_environ` fixture (tests/conftest.py) removes stray ROUTEBOOK_* variables.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from routebook.config import ENV_PREFIX, Settings, load_settings
+from routebook.errors import ConfigError
+
+
+def write_toml(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "routebook.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_defaults() -> None:
+    settings = load_settings()
+    assert type(settings) is Settings
+    assert settings.port == 50051
+    assert settings.host == "127.0.0.1"
+    assert settings.k == 10
+    assert settings.quality_target == 0.8
+    assert settings.routes_dir == Path("routes")
+    assert settings.database_url == "sqlite:///routebook.db"
+
+
+def test_precedence_flag_over_env_over_file_over_default(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = write_toml(tmp_path, "k = 20\nhost = '0.0.0.0'\nworkers = 3\n")
+    monkeypatch.setenv("ROUTEBOOK_K", "30")
+    monkeypatch.setenv("ROUTEBOOK_HOST", "10.0.0.1")
+
+    settings = load_settings({"k": 40}, config_file=config)
+    assert settings.k == 40  # flag beats env and file
+    assert settings.host == "10.0.0.1"  # env beats file
+    assert settings.workers == 3  # file beats default
+    assert settings.port == 50051  # default
+
+
+def test_each_layer_falls_through_to_the_next(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = write_toml(tmp_path, "k = 20\n")
+    monkeypatch.setenv("ROUTEBOOK_K", "30")
+    assert load_settings({"k": 40}, config_file=config).k == 40
+    assert load_settings({}, config_file=config).k == 30
+    monkeypatch.delenv("ROUTEBOOK_K")
+    assert load_settings({}, config_file=config).k == 20
+    assert load_settings({}).k == 10
+
+
+def test_flags_set_to_none_are_ignored(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ROUTEBOOK_PORT", "6000")
+    settings = load_settings({"port": None, "host": None})
+    assert settings.port == 6000
+    assert settings.host == "127.0.0.1"
+
+
+def test_config_file_path_may_be_a_string(tmp_path: Path) -> None:
+    config = write_toml(tmp_path, "default_namespace = 'team-a'\n")
+    assert load_settings(config_file=str(config)).default_namespace == "team-a"
+
+
+def test_env_values_are_converted(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("ROUTEBOOK_ROUTES_DIR", str(tmp_path))
+    monkeypatch.setenv("ROUTEBOOK_QUALITY_TARGET", "0.65")
+    monkeypatch.setenv("ROUTEBOOK_GRACE_SECONDS", "2.5")
+    settings = load_settings()
+    assert settings.routes_dir == tmp_path
+    assert isinstance(settings.routes_dir, Path)
+    assert settings.quality_target == 0.65
+    assert settings.grace_seconds == 2.5
+
+
+def test_unrelated_prefixed_env_vars_are_ignored(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The test suite itself keeps ROUTEBOOK_TEST_POSTGRES_URL in the environment.
+    monkeypatch.setenv("ROUTEBOOK_TEST_POSTGRES_URL", "postgresql+psycopg://x@y/z")
+    monkeypatch.setenv("ROUTEBOOK_NOT_A_SETTING", "1")
+    assert load_settings().database_url == "sqlite:///routebook.db"
+
+
+def test_settings_are_frozen() -> None:
+    settings = load_settings()
+    with pytest.raises(ValidationError):
+        settings.port = 1  # type: ignore[misc]
+
+
+def test_bad_flag_value_names_key_and_value() -> None:
+    with pytest.raises(ConfigError) as info:
+        load_settings({"port": 70000})
+    message = str(info.value)
+    assert "'port'" in message
+    assert "70000" in message
+    assert "--port" in message and f"{ENV_PREFIX}PORT" in message
+
+
+def test_bad_env_value_names_key_and_value(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ROUTEBOOK_QUALITY_TARGET", "lots")
+    with pytest.raises(ConfigError) as info:
+        load_settings()
+    message = str(info.value)
+    assert "quality_target" in message
+    assert "'lots'" in message
+    assert "ROUTEBOOK_QUALITY_TARGET" in message
+
+
+def test_bad_file_value_names_key_and_value(tmp_path: Path) -> None:
+    config = write_toml(tmp_path, "similarity_floor = 1.5\n")
+    with pytest.raises(ConfigError) as info:
+        load_settings(config_file=config)
+    message = str(info.value)
+    assert "similarity_floor" in message
+    assert "1.5" in message
+
+
+def test_several_bad_values_are_all_reported() -> None:
+    with pytest.raises(ConfigError) as info:
+        load_settings({"k": 0, "workers": 0})
+    message = str(info.value)
+    assert "'k'" in message and "'workers'" in message
+
+
+def test_a_bad_value_hidden_by_a_higher_layer_is_harmless(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("ROUTEBOOK_PORT", "not-a-port")
+    assert load_settings({"port": 7000}).port == 7000
+
+
+def test_missing_config_file(tmp_path: Path) -> None:
+    missing = tmp_path / "nope.toml"
+    with pytest.raises(ConfigError, match="does not exist") as info:
+        load_settings(config_file=missing)
+    assert str(missing) in str(info.value)
+
+
+def test_config_file_that_is_a_folder(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_settings(config_file=tmp_path)
+
+
+def test_unknown_key_in_the_config_file(tmp_path: Path) -> None:
+    config = write_toml(tmp_path, "k = 5\nneighbour_count = 12\n")
+    with pytest.raises(ConfigError) as info:
+        load_settings(config_file=config)
+    assert "neighbour_count" in str(info.value)
+
+
+def test_unknown_flag() -> None:
+    with pytest.raises(ConfigError, match="colour"):
+        load_settings({"colour": "blue"})
+
+
+def test_every_setting_is_documented() -> None:
+    assert Settings.model_fields, "Settings has no fields"
+    for name, field in Settings.model_fields.items():
+        assert field.description, f"setting {name!r} has no description"
+        assert field.description.strip(), f"setting {name!r} has a blank description"

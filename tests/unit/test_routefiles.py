@@ -1,0 +1,391 @@
+"""Tests for routebook.routefiles: valid files parse; every mistake is a ConfigError naming the
+file, the route (where there is one) and what is wrong."""
+
+from __future__ import annotations
+
+import hashlib
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from routebook.catalog import Catalog
+from routebook.errors import ConfigError
+from routebook.routefiles import (
+    ReferenceExample,
+    RouteFile,
+    load_route_dir,
+    load_route_file,
+    text_hash,
+)
+
+SHIPPED = Path(__file__).resolve().parents[2] / "routes" / "default.yaml"
+
+CATALOG_YAML = """\
+catalog:
+  - name: small
+    provider: test
+    input_usd_per_mtok: 0.10
+    output_usd_per_mtok: 0.40
+    latency_ms: 300
+    context_window: 128000
+    tags: {tier: small}
+  - name: frontier
+    provider: test
+    input_usd_per_mtok: 3.00
+    output_usd_per_mtok: 15.00
+    latency_ms: 1500
+    context_window: 200000
+"""
+
+VALID = (
+    "namespace: shop\n"
+    "description: a test shop\n"
+    + CATALOG_YAML
+    + """\
+routes:
+  - name: order_status
+    description: where is my stuff
+    best_model: small
+    utterances:
+      - where is my order?
+      - "  track my package please  "
+      - where is my order?
+  - name: code_review
+    best_model: frontier
+    utterances:
+      - review this function for race conditions
+"""
+)
+
+
+def write(tmp_path: Path, text: str, name: str = "shop.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def with_routes(routes_yaml: str) -> str:
+    """A file with the standard catalog and the given `routes:` body."""
+    return (
+        "namespace: shop\n"
+        + CATALOG_YAML
+        + "routes:\n"
+        + textwrap.indent(textwrap.dedent(routes_yaml), "  ")
+    )
+
+
+def load_error(path: Path) -> str:
+    with pytest.raises(ConfigError) as info:
+        load_route_file(path)
+    message = str(info.value)
+    assert str(path) in message, f"the message does not name the file: {message}"
+    return message
+
+
+# --------------------------------------------------------------------------------------------
+# Valid files
+# --------------------------------------------------------------------------------------------
+
+
+def test_valid_file_parses(tmp_path: Path) -> None:
+    parsed = load_route_file(write(tmp_path, VALID))
+    assert isinstance(parsed, RouteFile)
+    assert parsed.namespace == "shop"
+    assert parsed.description == "a test shop"
+    assert [r.name for r in parsed.routes] == ["order_status", "code_review"]
+    assert parsed.routes[0].best_model == "small"
+    # Utterances are stripped.
+    assert parsed.routes[0].utterances[1] == "track my package please"
+
+
+def test_valid_file_catalog(tmp_path: Path) -> None:
+    catalog = load_route_file(write(tmp_path, VALID)).to_catalog()
+    assert isinstance(catalog, Catalog)
+    assert catalog.names == ("small", "frontier")
+    small = catalog.get("small")
+    assert small.provider == "test"
+    assert small.input_usd_per_mtok == 0.10
+    assert small.output_usd_per_mtok == 0.40
+    assert small.latency_ms == 300
+    assert small.context_window == 128000
+    assert dict(small.tags) == {"tier": "small"}
+    assert dict(catalog.get("frontier").tags) == {}
+
+
+def test_valid_file_reference_examples(tmp_path: Path) -> None:
+    examples = load_route_file(write(tmp_path, VALID)).reference_examples()
+    # 4 utterances, one repeated within its own route → 3 distinct examples.
+    assert len(examples) == 3
+    assert examples[0] == ReferenceExample(
+        text="where is my order?",
+        text_hash=text_hash("where is my order?"),
+        route="order_status",
+        best_model="small",
+    )
+    by_text = {e.text: e for e in examples}
+    assert by_text["track my package please"].route == "order_status"
+    assert by_text["review this function for race conditions"].best_model == "frontier"
+
+
+def test_text_hash_is_stable_sha256() -> None:
+    # sha256("hello"), a well-known digest.
+    assert text_hash("hello") == "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824"
+    text = "où est ma commande ? 📦"
+    assert text_hash(text) == hashlib.sha256(text.encode("utf-8")).hexdigest()
+    assert text_hash(text) == text_hash(text)
+    assert text_hash("hello") != text_hash("hello ")
+
+
+def test_file_without_routes_is_valid(tmp_path: Path) -> None:
+    parsed = load_route_file(write(tmp_path, "namespace: empty\n" + CATALOG_YAML))
+    assert parsed.routes == []
+    assert parsed.reference_examples() == []
+
+
+def test_load_route_dir_reads_yaml_and_yml_sorted(tmp_path: Path) -> None:
+    write(tmp_path, VALID, "b.yaml")
+    write(tmp_path, VALID.replace("namespace: shop", "namespace: other"), "a.yml")
+    write(tmp_path, "not: a route file", "ignored.txt")
+    loaded = load_route_dir(tmp_path)
+    assert [p.name for p, _ in loaded] == ["a.yml", "b.yaml"]
+    assert [f.namespace for _, f in loaded] == ["other", "shop"]
+
+
+def test_load_route_dir_of_an_empty_folder(tmp_path: Path) -> None:
+    assert load_route_dir(tmp_path) == []
+
+
+def test_load_route_dir_missing_folder(tmp_path: Path) -> None:
+    missing = tmp_path / "routes"
+    with pytest.raises(ConfigError, match="does not exist") as info:
+        load_route_dir(missing)
+    assert str(missing) in str(info.value)
+
+
+def test_load_route_dir_reports_the_bad_file(tmp_path: Path) -> None:
+    write(tmp_path, VALID, "a.yaml")
+    bad = write(tmp_path, "namespace: [unclosed\n", "b.yaml")
+    with pytest.raises(ConfigError) as info:
+        load_route_dir(tmp_path)
+    assert str(bad) in str(info.value)
+
+
+# --------------------------------------------------------------------------------------------
+# Errors
+# --------------------------------------------------------------------------------------------
+
+
+def test_best_model_not_in_catalog(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        with_routes(
+            """\
+            - name: maths
+              best_model: gpt-9
+              utterances: [what is 2 + 2]
+            """
+        ),
+    )
+    message = load_error(path)
+    assert "'maths'" in message
+    assert "'gpt-9'" in message
+    assert "not in the catalog" in message
+    assert "small, frontier" in message
+
+
+def test_duplicate_route_name(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        with_routes(
+            """\
+            - name: refunds
+              best_model: small
+              utterances: [I want my money back]
+            - name: refunds
+              best_model: frontier
+              utterances: [return these shoes]
+            """
+        ),
+    )
+    message = load_error(path)
+    assert "'refunds'" in message
+    assert "defined twice" in message
+
+
+def test_empty_utterance(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        with_routes(
+            """\
+            - name: greetings
+              best_model: small
+              utterances: [hello]
+            - name: refunds
+              best_model: small
+              utterances: [I want my money back, "   "]
+            """
+        ),
+    )
+    message = load_error(path)
+    assert "'refunds'" in message
+    assert "'greetings'" not in message
+    assert "utterance is empty" in message
+
+
+def test_route_without_utterances(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        with_routes(
+            """\
+            - name: refunds
+              best_model: small
+              utterances: []
+            """
+        ),
+    )
+    message = load_error(path)
+    assert "'refunds'" in message
+    assert "utterances" in message
+
+
+def test_unknown_key_in_a_route(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        with_routes(
+            """\
+            - name: refunds
+              best_model: small
+              model: frontier
+              utterances: [I want my money back]
+            """
+        ),
+    )
+    message = load_error(path)
+    assert "'refunds'" in message
+    assert "model" in message
+    assert "Extra inputs are not permitted" in message
+
+
+def test_unknown_top_level_key(tmp_path: Path) -> None:
+    path = write(tmp_path, VALID + "colour: blue\n")
+    message = load_error(path)
+    assert "colour" in message
+    assert "Extra inputs are not permitted" in message
+
+
+def test_bad_yaml(tmp_path: Path) -> None:
+    path = write(tmp_path, "namespace: shop\ncatalog: [unclosed\n")
+    message = load_error(path)
+    assert "not valid YAML" in message
+
+
+@pytest.mark.parametrize("text", ["- a\n- list\n", "just a string\n", "42\n", ""])
+def test_top_level_must_be_a_mapping(tmp_path: Path, text: str) -> None:
+    message = load_error(write(tmp_path, text))
+    assert "mapping" in message
+
+
+def test_same_utterance_in_two_routes(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        with_routes(
+            """\
+            - name: refunds
+              best_model: small
+              utterances: [can I return this]
+            - name: returns
+              best_model: small
+              utterances: ["  can I return this  "]
+            """
+        ),
+    )
+    message = load_error(path)
+    assert "'can I return this'" in message
+    assert "'refunds'" in message
+    assert "'returns'" in message
+
+
+def test_negative_price(tmp_path: Path) -> None:
+    text = VALID.replace("output_usd_per_mtok: 15.00", "output_usd_per_mtok: -15.00")
+    message = load_error(write(tmp_path, text))
+    assert "catalog.1.output_usd_per_mtok" in message
+    assert "greater than or equal to 0" in message
+
+
+def test_duplicate_model_in_catalog(tmp_path: Path) -> None:
+    text = VALID.replace("name: frontier", "name: small").replace(
+        "best_model: frontier", "best_model: small"
+    )
+    message = load_error(write(tmp_path, text))
+    assert "names a model twice" in message
+
+
+def test_empty_catalog(tmp_path: Path) -> None:
+    message = load_error(write(tmp_path, "namespace: shop\ncatalog: []\n"))
+    assert "catalog" in message
+
+
+def test_bad_route_name(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        with_routes(
+            """\
+            - name: "has spaces"
+              best_model: small
+              utterances: [hi]
+            """
+        ),
+    )
+    message = load_error(path)
+    assert "'has spaces'" in message
+    assert "name" in message
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    missing = tmp_path / "gone.yaml"
+    with pytest.raises(ConfigError, match="cannot read") as info:
+        load_route_file(missing)
+    assert str(missing) in str(info.value)
+
+
+def test_file_that_is_not_utf8(tmp_path: Path) -> None:
+    path = tmp_path / "latin1.yaml"
+    path.write_bytes(VALID.replace("a test shop", "caf\xe9 shop").encode("latin-1"))
+    load_error(path)
+
+
+# --------------------------------------------------------------------------------------------
+# The shipped default routes
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def shipped() -> RouteFile:
+    return load_route_file(SHIPPED)
+
+
+def test_shipped_routes_load(shipped: RouteFile) -> None:
+    assert shipped.namespace == "default"
+    assert shipped.routes
+
+
+def test_shipped_routes_have_enough_utterances(shipped: RouteFile) -> None:
+    examples = shipped.reference_examples()
+    assert len(examples) >= 150
+    # Every utterance in the file is distinct (the header asks for it).
+    assert len(examples) == sum(len(r.utterances) for r in shipped.routes)
+
+
+def test_shipped_catalog_has_at_least_three_models(shipped: RouteFile) -> None:
+    assert len(shipped.to_catalog()) >= 3
+
+
+def test_shipped_routes_cover_every_catalog_model(shipped: RouteFile) -> None:
+    catalog = shipped.to_catalog()
+    assert {r.best_model for r in shipped.routes} == set(catalog.names)
+
+
+def test_shipped_dir_loads() -> None:
+    loaded = load_route_dir(SHIPPED.parent)
+    assert SHIPPED in [p.resolve() for p, _ in loaded]
