@@ -113,6 +113,7 @@ def test_client_public_surface_is_pinned() -> None:
         "CascadeResult",
         "ModelCall",
         "RouterClient",
+        "decide_request",
         "pb",
     ]
 

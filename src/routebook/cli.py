@@ -69,6 +69,8 @@ def main() -> None:
 @click.option("--model-path", help="Local sentence-transformers model folder.")
 @click.option("--workers", type=int, help="Threads serving calls.")
 @click.option("--grace-seconds", type=float, help="In-flight grace on SIGTERM.")
+@click.option("--metrics-port", type=int, help="Serve Prometheus /metrics on this port.")
+@click.option("--decision-log", help="JSON decision log: - (stderr), a file, or '' (off).")
 def serve(config_file: str | None, **flags: Any) -> None:
     """Migrate the store, load routes on first start, build the indexes and serve gRPC."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
@@ -92,42 +94,39 @@ def serve(config_file: str | None, **flags: Any) -> None:
 @click.option("--namespace", "-n", default="", help="Namespace (default: the default one).")
 @click.option("--target", help="host:port of a running server; default: decide in-process.")
 @click.option("--quality-target", type=float, help="Success probability to reach.")
+@click.option("--tenant", default="", help="Tenant (tier and budget).")
+@click.option("--override", "model_override", default="", help="Ask for this model.")
+@click.option("--max-latency-ms", type=float, help="Latency SLA in milliseconds.")
+@click.option("--tag", "required_tags", multiple=True, help="Required model tag (repeatable).")
+@click.option("--pii", "contains_pii", is_flag=True, help="The query contains personal data.")
 @click.option("--json", "as_json", is_flag=True, help="Print the decision as JSON.")
 def decide(
     text: str,
     config_file: str | None,
     database_url: str | None,
-    namespace: str,
     target: str | None,
-    quality_target: float | None,
     as_json: bool,
+    **fields: Any,
 ) -> None:
     """Route TEXT and print the decision with its evidence."""
     from google.protobuf.json_format import MessageToDict
 
     from routebook.cli_render import render_decision
+    from routebook.client import decide_request
 
+    request = decide_request(text, **fields)
     try:
         if target:
-            response = _remote(
-                target, lambda c: c.decide(text, namespace=namespace, quality_target=quality_target)
-            )
+            response = _remote(target, lambda c: c.decide(request))
         else:
-            from routebook.domain import Message
-            from routebook.server.convert import decide_response
-            from routebook.service.routing import DecideQuery
+            from routebook.server.convert import decide_query, decide_response
             from routebook.wiring import build
 
-            settings = _settings(config_file, database_url=database_url)
+            # A one-shot command is not a server: no decision log on stderr.
+            settings = _settings(config_file, database_url=database_url, decision_log="")
             app = build(settings)
-            decision = app.routing.decide(
-                DecideQuery(
-                    messages=(Message("user", text),),
-                    namespace=namespace or None,
-                    quality_target=quality_target,
-                )
-            )
-            response = decide_response(decision, settings.snippet_chars)
+            decision = app.routing.decide(decide_query(request))
+            response = decide_response(decision, settings.snippet_chars, request.tenant)
             app.close()
     except RoutebookError as exc:
         _fail(exc)
@@ -191,10 +190,10 @@ def record(
             from routebook.domain import Message, OutcomeReport
             from routebook.wiring import build
 
-            app = build(_settings(config_file, database_url=database_url))
+            app = build(_settings(config_file, database_url=database_url, decision_log=""))
             if quality is None:
                 quality = 1.0 if success else 0.0
-            recorded = app.routing.record_outcome(
+            recorded = app.outcomes.record_outcome(
                 OutcomeReport(
                     outcome_id=outcome_id,
                     model=model,

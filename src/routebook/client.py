@@ -15,7 +15,7 @@ import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 import grpc
 
@@ -27,6 +27,7 @@ __all__ = [
     "CascadeResult",
     "ModelCall",
     "RouterClient",
+    "decide_request",
     "pb",
 ]
 
@@ -62,6 +63,39 @@ class CascadeResult(Generic[T]):
     attempts: list[Attempt] = field(default_factory=list)
 
 
+def decide_request(
+    query: str | Sequence[tuple[str, str]],
+    *,
+    namespace: str = "",
+    metadata: Mapping[str, str] | None = None,
+    quality_target: float | None = None,
+    expected_output_tokens: int | None = None,
+    tenant: str = "",
+    model_override: str = "",
+    max_latency_ms: float | None = None,
+    required_tags: Sequence[str] = (),
+    contains_pii: bool = False,
+) -> pb.DecideRequest:
+    """A DecideRequest from a plain string (one user message) or (role, content) pairs."""
+    turns = [("user", query)] if isinstance(query, str) else list(query)
+    request = pb.DecideRequest(
+        namespace=namespace,
+        messages=[pb.Message(role=role, content=content) for role, content in turns],
+        metadata=dict(metadata or {}),
+        tenant=tenant,
+        model_override=model_override,
+        required_tags=list(required_tags),
+        contains_pii=contains_pii,
+    )
+    if quality_target is not None:
+        request.quality_target = quality_target
+    if expected_output_tokens is not None:
+        request.expected_output_tokens = expected_output_tokens
+    if max_latency_ms is not None:
+        request.max_latency_ms = max_latency_ms
+    return request
+
+
 class RouterClient:
     """A thin typed wrapper over the Router stub. Errors surface as grpc.RpcError."""
 
@@ -94,24 +128,12 @@ class RouterClient:
 
     def decide(
         self,
-        query: str | Sequence[tuple[str, str]],
-        *,
-        namespace: str = "",
-        metadata: Mapping[str, str] | None = None,
-        quality_target: float | None = None,
-        expected_output_tokens: int | None = None,
+        query: str | Sequence[tuple[str, str]] | pb.DecideRequest,
+        **fields: Any,
     ) -> pb.DecideResponse:
-        """Route a query: a plain string (one user message) or (role, content) pairs."""
-        turns = [("user", query)] if isinstance(query, str) else list(query)
-        request = pb.DecideRequest(
-            namespace=namespace,
-            messages=[pb.Message(role=role, content=content) for role, content in turns],
-            metadata=dict(metadata or {}),
-        )
-        if quality_target is not None:
-            request.quality_target = quality_target
-        if expected_output_tokens is not None:
-            request.expected_output_tokens = expected_output_tokens
+        """Route a query: a plain string (one user message), (role, content) pairs, or a
+        ready DecideRequest. Keyword fields are those of `decide_request`."""
+        request = query if isinstance(query, pb.DecideRequest) else decide_request(query, **fields)
         response: pb.DecideResponse = self._stub.Decide(request, timeout=self.timeout)
         return response
 
@@ -129,6 +151,7 @@ class RouterClient:
         output_tokens: int = 0,
         cost_usd: float | None = None,
         latency_ms: float | None = None,
+        tenant: str = "",
     ) -> pb.RecordOutcomeResponse:
         """Report how `model` did, by `decision_id` or by `query` text. Safe to retry with the
         same `outcome_id` (a fresh one is made when none is given)."""
@@ -140,6 +163,7 @@ class RouterClient:
             model=model,
             input_tokens=input_tokens,
             output_tokens=output_tokens,
+            tenant=tenant,
         )
         if quality is not None:
             request.quality = quality

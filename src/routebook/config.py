@@ -87,6 +87,24 @@ class Settings(BaseSettings):
         10.0, ge=0, description="On SIGTERM, how long in-flight calls may finish."
     )
     snippet_chars: int = Field(200, ge=0, description="Example text shown per neighbour.")
+    metrics_port: int | None = Field(
+        None,
+        ge=0,
+        le=65535,
+        description="Port of the Prometheus /metrics HTTP endpoint; unset means no endpoint.",
+    )
+    metrics_host: str = Field("127.0.0.1", description="Address the metrics endpoint binds.")
+    decision_log: str = Field(
+        "-",
+        description="Where the JSON decision log goes: - for stderr, a file path, or "
+        "empty for nowhere.",
+    )
+    log_query_text: bool = Field(
+        False, description="Put the query text in the decision log (off: it may hold PII)."
+    )
+    spend_cache_seconds: float = Field(
+        1.0, ge=0, description="How long a tenant's budget spend is cached between store reads."
+    )
 
 
 def load_settings(

@@ -23,6 +23,8 @@ class ReasonCode(enum.Enum):
     COLD_LOW_SIMILARITY = "cold_low_similarity"
     COLD_LOW_SUPPORT = "cold_low_support"
     COLD_EMPTY_INDEX = "cold_empty_index"
+    OVERRIDE = "override"
+    BUDGET_EXHAUSTED = "budget_exhausted"
 
 
 class Source(enum.Enum):
@@ -67,12 +69,22 @@ class Neighbour:
 
 
 @dataclass(frozen=True, slots=True)
+class PolicyEffect:
+    """A policy rule that changed the outcome: which rule, which models it removed, and why."""
+
+    rule: str
+    removed: tuple[str, ...]
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
 class ModelEstimate:
     model: str
     success: float
     support: float
     estimated_cost_usd: float
     meets_target: bool
+    allowed: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +124,7 @@ class Choice:
     cascade: CascadePlan | None
     quality_target: float
     top_similarity: float
+    policy: tuple[PolicyEffect, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,6 +149,7 @@ class OutcomeReport:
     decision_id: str | None = None
     namespace: str | None = None
     messages: tuple[Message, ...] = ()
+    tenant: str = ""
 
 
 @dataclass(frozen=True, slots=True)

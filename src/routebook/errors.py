@@ -7,6 +7,8 @@ says what to do. The gRPC boundary maps each class to one status code; nothing h
     ├── AlreadyExists         a thing to create exists already (ALREADY_EXISTS)
     ├── FailedPrecondition    the system is not in a state to do it (FAILED_PRECONDITION)
     ├── Unavailable           a dependency is down; retry later (UNAVAILABLE)
+    ├── PermissionDenied      policy forbids what was asked (PERMISSION_DENIED)
+    ├── ResourceExhausted     a budget or a capacity is used up (RESOURCE_EXHAUSTED)
     └── ConfigError           a setting or a file is wrong; raised at start, never per request
 """
 
@@ -34,6 +36,14 @@ class FailedPrecondition(RoutebookError):
 
 
 class Unavailable(RoutebookError):
+    pass
+
+
+class PermissionDenied(RoutebookError):
+    pass
+
+
+class ResourceExhausted(RoutebookError):
     pass
 
 

@@ -6,12 +6,14 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from routebook.catalog import Catalog, ModelSpec
 from routebook.errors import ConfigError
+from routebook.policyspec import Budget, Policy
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:\-]{0,127}$"
 
@@ -45,12 +47,72 @@ class RouteEntry(BaseModel):
         return cleaned
 
 
+class BudgetEntry(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    usd_per_window: float = Field(gt=0)
+    window_hours: float = Field(24.0, gt=0)
+    near_limit_fraction: float = Field(0.8, gt=0, le=1)
+    near_limit_ceiling: str | None = None
+    when_exhausted: Literal["cheapest", "reject"] = "cheapest"
+
+
+class TenantEntry(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    tier: str | None = None
+    budget_usd: float | None = Field(None, gt=0)
+
+
+class PolicyEntry(BaseModel):
+    """Tiers map to a ceiling model; budgets are per tenant over a rolling window."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    tiers: dict[str, str] = Field(default_factory=dict)
+    default_tier: str | None = None
+    tenants: dict[str, TenantEntry] = Field(default_factory=dict)
+    budget: BudgetEntry | None = None
+    pii_tags: list[str] = Field(default_factory=lambda: ["on-prem"])
+
+    def check(self, models: list[str]) -> None:
+        for tier, ceiling in self.tiers.items():
+            if ceiling not in models:
+                raise ValueError(
+                    f"policy: tier {tier!r} names model {ceiling!r}, not in the catalog"
+                )
+        if self.default_tier is not None and self.default_tier not in self.tiers:
+            raise ValueError(f"policy: default_tier {self.default_tier!r} is not a tier")
+        for tenant, entry in self.tenants.items():
+            if entry.tier is not None and entry.tier not in self.tiers:
+                raise ValueError(f"policy: tenant {tenant!r} has unknown tier {entry.tier!r}")
+            if entry.budget_usd is not None and self.budget is None:
+                raise ValueError(f"policy: tenant {tenant!r} has a budget but there is no budget")
+        near = self.budget.near_limit_ceiling if self.budget else None
+        if near is not None and near not in models:
+            raise ValueError(f"policy: near_limit_ceiling {near!r} is not in the catalog")
+
+    def to_policy(self) -> Policy:
+        budget = self.budget
+        return Policy(
+            tiers=dict(self.tiers),
+            default_tier=self.default_tier,
+            tenant_tiers={t: e.tier for t, e in self.tenants.items() if e.tier is not None},
+            budget=Budget(**budget.model_dump()) if budget is not None else None,
+            tenant_budgets={
+                t: e.budget_usd for t, e in self.tenants.items() if e.budget_usd is not None
+            },
+            pii_tags=tuple(self.pii_tags),
+        )
+
+
 class RouteFile(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     namespace: str = Field(pattern=NAME_PATTERN)
     description: str = ""
     catalog: list[ModelEntry] = Field(min_length=1)
+    policy: PolicyEntry = Field(default_factory=PolicyEntry)
     routes: list[RouteEntry] = Field(default_factory=list)
 
     @model_validator(mode="after")
@@ -58,6 +120,7 @@ class RouteFile(BaseModel):
         names = [m.name for m in self.catalog]
         if len(set(names)) != len(names):
             raise ValueError("the catalog names a model twice")
+        self.policy.check(names)
         seen: set[str] = set()
         for route in self.routes:
             if route.name in seen:

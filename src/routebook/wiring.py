@@ -12,8 +12,16 @@ from routebook.decide import DecisionParams
 from routebook.embed import Embedder
 from routebook.index import IndexRegistry
 from routebook.routefiles import load_route_dir
-from routebook.service import ExampleService, IndexMaintainer, NamespaceDirectory, RoutingService
-from routebook.service.routing import RoutingLimits
+from routebook.service import (
+    ExampleService,
+    IndexMaintainer,
+    NamespaceDirectory,
+    OutcomeRecorder,
+    RoutingService,
+)
+from routebook.service.requests import RoutingLimits
+from routebook.service.spend import SpendLedger
+from routebook.service.telemetry import DecisionLog, Telemetry
 from routebook.store import migrate
 from routebook.store.db import Store, make_engine
 
@@ -28,8 +36,12 @@ class App:
     indexes: IndexMaintainer
     examples: ExampleService
     routing: RoutingService
+    outcomes: OutcomeRecorder
+    telemetry: Telemetry
+    decision_log: DecisionLog
 
     def close(self) -> None:
+        self.decision_log.close()
         self.store.dispose()
 
 
@@ -51,6 +63,10 @@ def load_embedder(settings: Settings) -> Embedder:
     return SentenceTransformerEmbedder(settings.model_path or None)
 
 
+def _size_of(registry: IndexRegistry, namespace: str) -> Callable[[], int]:
+    return lambda: len(registry.get(namespace))
+
+
 def build(
     settings: Settings,
     *,
@@ -66,6 +82,9 @@ def build(
     directory = NamespaceDirectory(store, settings.default_namespace)
     indexes = IndexMaintainer(store, embedder, registry)
     examples = ExampleService(store, directory, indexes)
+    decision_log = DecisionLog(settings.decision_log or None)
+    telemetry = Telemetry(decision_log, settings.log_query_text)
+    spend = SpendLedger(store, settings.spend_cache_seconds)
     routing = RoutingService(
         store,
         embedder,
@@ -77,8 +96,25 @@ def build(
             max_query_chars=settings.max_query_chars,
             default_output_tokens=settings.default_output_tokens,
         ),
+        spend,
+        telemetry,
     )
-    app = App(settings, store, embedder, registry, directory, indexes, examples, routing)
+    outcomes = OutcomeRecorder(
+        store, embedder, registry, directory, settings.max_query_chars, spend, telemetry
+    )
+    app = App(
+        settings,
+        store,
+        embedder,
+        registry,
+        directory,
+        indexes,
+        examples,
+        routing,
+        outcomes,
+        telemetry,
+        decision_log,
+    )
     infos = directory.refresh()
     if not infos and load_routes and settings.routes_dir.is_dir():
         say(f"empty store: loading route files from {settings.routes_dir}")
@@ -88,4 +124,6 @@ def build(
         for info in infos:
             size = indexes.rebuild(info.name, info.id)
             say(f"namespace {info.name}: {size} examples indexed")
+    for info in infos:
+        telemetry.watch_index(info.name, _size_of(registry, info.name))
     return app

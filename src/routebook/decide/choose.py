@@ -1,10 +1,14 @@
-"""From neighbours to a Choice: cold start → CASCADE; otherwise the cheapest model whose
-estimate reaches the quality target (SEMANTIC), or the strongest model when none does."""
+"""From neighbours to a Choice, within the policy envelope: an allowed override → OVERRIDE; a
+model forced by policy → POLICY; cold start → CASCADE; otherwise the cheapest allowed model
+whose estimate reaches the quality target (SEMANTIC), or the strongest allowed when none does.
+
+Estimates are made over the whole catalog (a label for a model policy removed still says the
+cheaper models fail), and the choice is made among the allowed models only."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from routebook.catalog import Catalog
 from routebook.decide.cascade import cascade_plan
@@ -15,7 +19,7 @@ from routebook.decide.estimate import (
     neighbour_weight,
     vote_route,
 )
-from routebook.domain import Choice, ModelEstimate, Neighbour, ReasonCode, Strategy
+from routebook.domain import Choice, ModelEstimate, Neighbour, PolicyEffect, ReasonCode, Strategy
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,12 +45,22 @@ class DecisionRequest:
     index_size: int
     input_tokens: int
     output_tokens: int
+    #: The models policy allows (None: all). Must leave at least one.
+    allowed: frozenset[str] | None = None
+    #: A model the caller asked for, already checked against policy.
+    override: str | None = None
+    #: A model policy alone picks (e.g. budget exhausted).
+    forced: str | None = None
+    policy: tuple[PolicyEffect, ...] = field(default_factory=tuple)
 
 
 def decide(request: DecisionRequest) -> Choice:
     params = request.params
     if len(request.catalog) == 0:
         raise ValueError("cannot decide with an empty catalog")
+    allowed = request.allowed
+    if allowed is not None and not allowed & set(request.catalog.names):
+        raise ValueError("policy left no model to choose from")
     neighbours = tuple(
         replace(
             n,
@@ -63,6 +77,9 @@ def decide(request: DecisionRequest) -> Choice:
         input_tokens=request.input_tokens,
         output_tokens=request.output_tokens,
     )
+    if allowed is not None:
+        estimates = tuple(replace(e, allowed=e.model in allowed) for e in estimates)
+    candidates = tuple(e for e in estimates if e.allowed)
     top_similarity = neighbours[0].similarity if neighbours else 0.0
     support = evidence_weight(neighbours, request.catalog)
     cold = cold_start_reason(
@@ -72,9 +89,47 @@ def decide(request: DecisionRequest) -> Choice:
         support=support,
         min_support=params.min_support,
     )
-    if cold is not None:
-        return _cascade(cold, neighbours, estimates, params, top_similarity, support)
-    return _semantic(neighbours, estimates, params, top_similarity, support)
+    pinned = request.override or request.forced
+    if pinned is not None:
+        choice = _pinned(pinned, request.override is not None, neighbours, estimates, params)
+    elif cold is not None:
+        choice = _cascade(cold, neighbours, candidates, params, top_similarity, support)
+    else:
+        choice = _semantic(neighbours, candidates, params, top_similarity, support)
+    return replace(
+        choice, estimates=estimates, top_similarity=top_similarity, policy=request.policy
+    )
+
+
+def _pinned(
+    model: str,
+    is_override: bool,
+    neighbours: tuple[Neighbour, ...],
+    estimates: tuple[ModelEstimate, ...],
+    params: DecisionParams,
+) -> Choice:
+    """The caller (OVERRIDE) or policy (POLICY) named the model; the evidence is still shown."""
+    estimate = next(e for e in estimates if e.model == model)
+    if is_override:
+        strategy, code = Strategy.OVERRIDE, ReasonCode.OVERRIDE
+        reason = f"the caller asked for {model} and policy allows it"
+    else:
+        strategy, code = Strategy.POLICY, ReasonCode.BUDGET_EXHAUSTED
+        reason = f"budget exhausted: policy routes to the cheapest allowed model, {model}"
+    return Choice(
+        model=model,
+        route=vote_route(neighbours),
+        strategy=strategy,
+        confidence=estimate.success,
+        estimated_cost_usd=estimate.estimated_cost_usd,
+        reason_code=code,
+        reason=f"{reason}; its estimated success is {estimate.success:.2f}",
+        neighbours=neighbours,
+        estimates=estimates,
+        cascade=None,
+        quality_target=params.quality_target,
+        top_similarity=0.0,
+    )
 
 
 def _cascade(

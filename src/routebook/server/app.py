@@ -13,10 +13,12 @@ import threading
 from concurrent import futures
 from dataclasses import dataclass
 from types import FrameType
+from wsgiref.simple_server import WSGIServer
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+from prometheus_client import start_http_server
 
 from routebook.errors import ConfigError
 from routebook.server.interceptors import ErrorMappingInterceptor
@@ -34,10 +36,18 @@ class RunningServer:
     server: grpc.Server
     port: int
     health: health.HealthServicer
+    metrics_http: WSGIServer | None = None
+
+    @property
+    def metrics_port(self) -> int | None:
+        return self.metrics_http.server_port if self.metrics_http is not None else None
 
     def stop(self, grace: float | None) -> threading.Event:
         """Turn health NOT_SERVING, then let in-flight calls finish for up to `grace` seconds."""
         self.health.enter_graceful_shutdown()
+        if self.metrics_http is not None:
+            self.metrics_http.shutdown()
+            self.metrics_http.server_close()
         return self.server.stop(grace)
 
 
@@ -57,7 +67,7 @@ def build_server(app: App, host: str | None = None, port: int | None = None) -> 
         maximum_concurrent_rpcs=settings.workers * 16,
     )
     router_pb2_grpc.add_RouterServicer_to_server(  # type: ignore[no-untyped-call]
-        RouterServicer(app.routing, settings.snippet_chars), server
+        RouterServicer(app.routing, app.outcomes, settings.snippet_chars), server
     )
     health_servicer = health.HealthServicer(experimental_non_blocking=True)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -71,7 +81,12 @@ def build_server(app: App, host: str | None = None, port: int | None = None) -> 
     server.start()
     for service in ("", ROUTER_SERVICE):
         health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
-    return RunningServer(server, bound, health_servicer)
+    metrics_http = None
+    if settings.metrics_port is not None:
+        metrics_http, _thread = start_http_server(
+            settings.metrics_port, addr=settings.metrics_host, registry=app.telemetry.registry
+        )
+    return RunningServer(server, bound, health_servicer, metrics_http)
 
 
 def serve_forever(running: RunningServer, grace: float) -> None:

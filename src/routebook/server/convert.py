@@ -14,7 +14,7 @@ from routebook.domain import (
     Strategy,
 )
 from routebook.errors import InvalidArgument
-from routebook.service.routing import DecideQuery
+from routebook.service.requests import DecideQuery
 from routebook.v1 import router_pb2 as pb
 
 STRATEGIES = {
@@ -29,6 +29,8 @@ REASONS = {
     ReasonCode.COLD_LOW_SIMILARITY: pb.REASON_CODE_COLD_LOW_SIMILARITY,
     ReasonCode.COLD_LOW_SUPPORT: pb.REASON_CODE_COLD_LOW_SUPPORT,
     ReasonCode.COLD_EMPTY_INDEX: pb.REASON_CODE_COLD_EMPTY_INDEX,
+    ReasonCode.OVERRIDE: pb.REASON_CODE_OVERRIDE,
+    ReasonCode.BUDGET_EXHAUSTED: pb.REASON_CODE_BUDGET_EXHAUSTED,
 }
 SOURCES = {Source.REFERENCE: pb.SOURCE_REFERENCE, Source.HISTORY: pb.SOURCE_HISTORY}
 
@@ -46,10 +48,17 @@ def decide_query(request: pb.DecideRequest) -> DecideQuery:
         expected_output_tokens=(
             request.expected_output_tokens if request.HasField("expected_output_tokens") else None
         ),
+        tenant=request.tenant,
+        model_override=request.model_override or None,
+        max_latency_ms=request.max_latency_ms if request.HasField("max_latency_ms") else None,
+        required_tags=tuple(request.required_tags),
+        contains_pii=request.contains_pii,
     )
 
 
-def decide_response(decision: Decision, snippet_chars: int = 200) -> pb.DecideResponse:
+def decide_response(
+    decision: Decision, snippet_chars: int = 200, tenant: str = ""
+) -> pb.DecideResponse:
     choice = decision.choice
     response = pb.DecideResponse(
         decision_id=decision.decision_id,
@@ -64,7 +73,12 @@ def decide_response(decision: Decision, snippet_chars: int = 200) -> pb.DecideRe
         index_generation=decision.index_generation,
         quality_target=choice.quality_target,
         top_similarity=choice.top_similarity,
+        tenant=tenant,
     )
+    for effect in choice.policy:
+        response.policy.add(
+            rule=effect.rule, removed_models=list(effect.removed), detail=effect.detail
+        )
     for n in choice.neighbours:
         response.neighbours.add(
             example_id=n.facts.example_id,
@@ -86,6 +100,7 @@ def decide_response(decision: Decision, snippet_chars: int = 200) -> pb.DecideRe
             support=e.support,
             estimated_cost_usd=e.estimated_cost_usd,
             meets_target=e.meets_target,
+            allowed=e.allowed,
         )
     if choice.cascade is not None:
         response.cascade.min_quality = choice.cascade.min_quality
@@ -115,6 +130,7 @@ def outcome_report(request: pb.RecordOutcomeRequest) -> OutcomeReport:
         decision_id=request.decision_id or None,
         namespace=request.namespace or None,
         messages=messages_from_proto(request.messages),
+        tenant=request.tenant,
     )
 
 

@@ -24,6 +24,8 @@ STATUS_BY_ERROR: tuple[tuple[type[errors.RoutebookError], grpc.StatusCode], ...]
     (errors.AlreadyExists, grpc.StatusCode.ALREADY_EXISTS),
     (errors.FailedPrecondition, grpc.StatusCode.FAILED_PRECONDITION),
     (errors.Unavailable, grpc.StatusCode.UNAVAILABLE),
+    (errors.PermissionDenied, grpc.StatusCode.PERMISSION_DENIED),
+    (errors.ResourceExhausted, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (errors.ConfigError, grpc.StatusCode.FAILED_PRECONDITION),
 )
 

@@ -5,22 +5,25 @@ from __future__ import annotations
 import grpc
 
 from routebook.server import convert
-from routebook.service import RoutingService
+from routebook.service import OutcomeRecorder, RoutingService
 from routebook.v1 import router_pb2 as pb
 from routebook.v1 import router_pb2_grpc
 
 
 class RouterServicer(router_pb2_grpc.RouterServicer):
-    def __init__(self, routing: RoutingService, snippet_chars: int) -> None:
+    def __init__(
+        self, routing: RoutingService, outcomes: OutcomeRecorder, snippet_chars: int
+    ) -> None:
         self._routing = routing
+        self._outcomes = outcomes
         self._snippet_chars = snippet_chars
 
     def Decide(self, request: pb.DecideRequest, context: grpc.ServicerContext) -> pb.DecideResponse:
         decision = self._routing.decide(convert.decide_query(request))
-        return convert.decide_response(decision, self._snippet_chars)
+        return convert.decide_response(decision, self._snippet_chars, request.tenant)
 
     def RecordOutcome(
         self, request: pb.RecordOutcomeRequest, context: grpc.ServicerContext
     ) -> pb.RecordOutcomeResponse:
-        recorded = self._routing.record_outcome(convert.outcome_report(request))
+        recorded = self._outcomes.record_outcome(convert.outcome_report(request))
         return convert.record_response(recorded)

@@ -80,9 +80,9 @@ class ExampleService:
             row = ns_store.get_namespace(session, route_file.namespace)
             report.created_namespace = row is None
             row = ns_store.ensure_namespace(session, route_file.namespace, route_file.description)
-            report.catalog_changed = ns_store.replace_catalog(
-                session, row.id, route_file.to_catalog()
-            )
+            catalog_changed = ns_store.replace_catalog(session, row.id, route_file.to_catalog())
+            policy_changed = ns_store.replace_policy(row, route_file.policy.to_policy())
+            report.catalog_changed = catalog_changed or policy_changed
             present = ex_store.reference_examples_by_hash(session, row.id)
             for h, example in wanted.items():
                 existing = present.get(h)

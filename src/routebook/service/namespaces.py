@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from routebook.catalog import Catalog
 from routebook.errors import InvalidArgument, NotFound
+from routebook.policyspec import Policy
 from routebook.store import namespaces as ns_store
 from routebook.store.db import Store
 
@@ -18,6 +19,7 @@ class NamespaceInfo:
     id: int
     name: str
     catalog: Catalog
+    policy: Policy
 
 
 class NamespaceDirectory:
@@ -30,7 +32,12 @@ class NamespaceDirectory:
     def refresh(self) -> list[NamespaceInfo]:
         with self._store.read() as session:
             infos = [
-                NamespaceInfo(row.id, row.name, ns_store.load_catalog(session, row.id))
+                NamespaceInfo(
+                    row.id,
+                    row.name,
+                    ns_store.load_catalog(session, row.id),
+                    ns_store.load_policy(row),
+                )
                 for row in ns_store.list_namespaces(session)
             ]
         with self._lock:

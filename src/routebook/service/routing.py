@@ -1,61 +1,37 @@
-"""Decide and RecordOutcome: validate, embed, search, decide; commit, index, acknowledge."""
+"""Decide: validate, apply the policy envelope, embed, search, decide, log."""
 
 from __future__ import annotations
 
-import math
-import threading
+import time
 import uuid
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 
-import numpy as np
-import numpy.typing as npt
-from sqlalchemy.exc import IntegrityError, OperationalError
-from sqlalchemy.orm import Session
+from sqlalchemy.exc import OperationalError
 
 from routebook.catalog import estimate_tokens
 from routebook.decide import DecisionParams, DecisionRequest, decide
-from routebook.domain import (
-    Decision,
-    ExampleFacts,
-    Message,
-    ObservedOutcome,
-    OutcomeReport,
-    RecordedOutcome,
-    Source,
-    routing_text,
-)
+from routebook.decide.policy import Envelope, PolicyContext, evaluate_policy, explain_removals
+from routebook.domain import Decision
 from routebook.embed import Embedder
-from routebook.errors import InvalidArgument, NotFound, Unavailable
+from routebook.errors import (
+    FailedPrecondition,
+    PermissionDenied,
+    ResourceExhausted,
+    Unavailable,
+)
 from routebook.index import IndexRegistry
 from routebook.routefiles import text_hash
 from routebook.service.namespaces import NamespaceDirectory, NamespaceInfo
-from routebook.store import decisions as decision_store
-from routebook.store import examples as ex_store
-from routebook.store import outcomes as outcome_store
+from routebook.service.requests import (
+    DecideQuery,
+    RoutingLimits,
+    check_query_fields,
+    conversation_text,
+)
+from routebook.service.spend import SpendLedger
+from routebook.service.telemetry import Telemetry
 from routebook.store.db import Store
-from routebook.store.tables import DecisionRow, ExampleRow, OutcomeRow
-
-MAX_OUTCOME_ID_CHARS = 128
-MAX_MESSAGES = 1000
-MAX_METADATA_ENTRIES = 64
-KNOWN_ROLES = frozenset({"system", "user", "assistant", "tool", "developer"})
-
-
-@dataclass(frozen=True, slots=True)
-class DecideQuery:
-    messages: tuple[Message, ...]
-    namespace: str | None = None
-    metadata: Mapping[str, str] = field(default_factory=dict)
-    quality_target: float | None = None
-    expected_output_tokens: int | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class RoutingLimits:
-    k: int = 10
-    max_query_chars: int = 20000
-    default_output_tokens: int = 256
+from routebook.store.tables import DecisionRow
 
 
 class RoutingService:
@@ -67,6 +43,8 @@ class RoutingService:
         directory: NamespaceDirectory,
         params: DecisionParams,
         limits: RoutingLimits,
+        spend: SpendLedger,
+        telemetry: Telemetry,
     ) -> None:
         self._store = store
         self._embedder = embedder
@@ -74,27 +52,25 @@ class RoutingService:
         self._directory = directory
         self.params = params
         self.limits = limits
-        # One recorder at a time per process: find-or-create of a history example must not race.
-        self._record_lock = threading.Lock()
-
-    # -- Decide ------------------------------------------------------------------------------
+        self._spend = spend
+        self._telemetry = telemetry
 
     def decide(self, query: DecideQuery) -> Decision:
+        started = time.perf_counter()
         info = self._directory.resolve(query.namespace)
-        text = self._routing_text(query.messages)
-        self._check_metadata(query.metadata)
+        text = conversation_text(query.messages, self.limits.max_query_chars)
+        check_query_fields(query)
         params = self.params
         if query.quality_target is not None:
-            target = query.quality_target
-            if not math.isfinite(target) or not 0.0 < target <= 1.0:
-                raise InvalidArgument(f"quality_target must be in (0, 1], got {target}")
-            params = _with_target(params, target)
+            params = replace(params, quality_target=query.quality_target)
         output_tokens = (
             self.limits.default_output_tokens
             if query.expected_output_tokens is None
             else query.expected_output_tokens
         )
         input_tokens = estimate_tokens(" ".join(m.content for m in query.messages))
+        envelope = self._envelope(info, query, input_tokens, output_tokens)
+        override = self._check_override(info, query.model_override, envelope)
 
         vector = self._embedder.embed([text])[0]
         index = self._registry.get(info.name)
@@ -107,6 +83,10 @@ class RoutingService:
                 index_size=len(index),
                 input_tokens=input_tokens,
                 output_tokens=output_tokens,
+                allowed=frozenset(envelope.allowed),
+                override=override,
+                forced=envelope.forced if override is None else None,
+                policy=envelope.effects,
             )
         )
         decision = Decision(
@@ -115,38 +95,58 @@ class RoutingService:
             index_generation=index.generation,
             choice=choice,
         )
-        self._log_decision(info, decision, text)
+        self._save(info, decision, text, query.tenant)
+        self._telemetry.decided(decision, query.tenant, time.perf_counter() - started, text)
         return decision
 
-    def _routing_text(self, messages: Sequence[Message]) -> str:
-        if not messages:
-            raise InvalidArgument("messages is empty: send at least one user message")
-        if len(messages) > MAX_MESSAGES:
-            raise InvalidArgument(f"at most {MAX_MESSAGES} messages per request")
-        for position, message in enumerate(messages):
-            if message.role not in KNOWN_ROLES:
-                raise InvalidArgument(
-                    f"messages[{position}].role is {message.role[:40]!r}; use one of "
-                    f"{', '.join(sorted(KNOWN_ROLES))}"
-                )
-        text = routing_text(tuple(messages))
-        if not text:
-            raise InvalidArgument("the conversation has no user message with text to route on")
-        if "\x00" in text:
-            raise InvalidArgument("the user message contains a NUL character")
-        if len(text) > self.limits.max_query_chars:
-            raise InvalidArgument(
-                f"the user message has {len(text)} characters; the limit is "
-                f"{self.limits.max_query_chars} (setting max_query_chars)"
+    def _envelope(
+        self, info: NamespaceInfo, query: DecideQuery, input_tokens: int, output_tokens: int
+    ) -> Envelope:
+        policy = info.policy
+        spent = 0.0
+        if policy.budget is not None and query.tenant:
+            spent = self._spend.spent(info.id, query.tenant, policy.budget.window_hours)
+        envelope = evaluate_policy(
+            policy,
+            info.catalog,
+            PolicyContext(
+                tenant=query.tenant,
+                required_tags=query.required_tags,
+                contains_pii=query.contains_pii,
+                max_latency_ms=query.max_latency_ms,
+                input_tokens=input_tokens,
+                output_tokens=output_tokens,
+                spent_usd=spent,
+            ),
+        )
+        if (
+            envelope.budget_state == "exhausted"
+            and policy.budget is not None
+            and policy.budget.when_exhausted == "reject"
+        ):
+            raise ResourceExhausted(
+                f"tenant {query.tenant!r} has spent ${spent:.4f}, past its budget of "
+                f"${policy.budget_of(query.tenant):.2f} per {policy.budget.window_hours:g}h"
             )
-        return text
+        if not envelope.allowed:
+            raise FailedPrecondition(
+                "policy leaves no model for this request: "
+                + explain_removals(info.catalog, envelope)
+            )
+        return envelope
 
     @staticmethod
-    def _check_metadata(metadata: Mapping[str, str]) -> None:
-        if len(metadata) > MAX_METADATA_ENTRIES:
-            raise InvalidArgument(f"at most {MAX_METADATA_ENTRIES} metadata entries per request")
+    def _check_override(info: NamespaceInfo, model: str | None, envelope: Envelope) -> str | None:
+        if not model:
+            return None
+        spec = info.catalog.get(model)  # InvalidArgument for a model not in the catalog
+        if spec.name not in envelope.allowed:
+            causes = envelope.removed_by(spec.name)
+            why = "; ".join(f"rule {c.rule}: {c.detail}" for c in causes) or "policy"
+            raise PermissionDenied(f"override to {spec.name} is not allowed: {why}")
+        return spec.name
 
-    def _log_decision(self, info: NamespaceInfo, decision: Decision, text: str) -> None:
+    def _save(self, info: NamespaceInfo, decision: Decision, text: str, tenant: str) -> None:
         choice = decision.choice
         try:
             with self._store.write() as session:
@@ -156,6 +156,7 @@ class RoutingService:
                         namespace_id=info.id,
                         query_hash=text_hash(text),
                         query_text=text,
+                        tenant=tenant or None,
                         strategy=choice.strategy.value,
                         model=choice.model,
                         estimated_cost_usd=choice.estimated_cost_usd,
@@ -163,163 +164,3 @@ class RoutingService:
                 )
         except OperationalError as exc:
             raise Unavailable(f"the store is unavailable: {exc.orig}") from exc
-
-    # -- RecordOutcome -----------------------------------------------------------------------
-
-    def record_outcome(self, report: OutcomeReport) -> RecordedOutcome:
-        self._check_report(report)
-        try:
-            with self._record_lock:
-                return self._record(report)
-        except OperationalError as exc:
-            raise Unavailable(
-                f"the store is unavailable; the outcome was not recorded: {exc.orig}"
-            ) from exc
-
-    def _check_report(self, report: OutcomeReport) -> None:
-        if not 1 <= len(report.outcome_id) <= MAX_OUTCOME_ID_CHARS:
-            raise InvalidArgument(
-                f"outcome_id must be 1 to {MAX_OUTCOME_ID_CHARS} characters (a key you choose, "
-                "so a retry does not record twice)"
-            )
-        if not math.isfinite(report.quality) or not 0.0 <= report.quality <= 1.0:
-            raise InvalidArgument(f"quality must be in [0, 1], got {report.quality}")
-        if report.cost_usd is not None and (
-            not math.isfinite(report.cost_usd) or report.cost_usd < 0
-        ):
-            raise InvalidArgument(f"cost_usd must be a finite number >= 0, got {report.cost_usd}")
-        if report.latency_ms is not None and (
-            not math.isfinite(report.latency_ms) or report.latency_ms < 0
-        ):
-            raise InvalidArgument(
-                f"latency_ms must be a finite number >= 0, got {report.latency_ms}"
-            )
-        if report.decision_id and report.messages:
-            raise InvalidArgument("give either decision_id or messages, not both")
-        if not report.decision_id and not report.messages:
-            raise InvalidArgument("give the decision_id the outcome answers, or the messages")
-
-    def _record(self, report: OutcomeReport) -> RecordedOutcome:
-        with self._store.read() as session:
-            first = outcome_store.find_outcome(session, report.outcome_id)
-            if first is not None:
-                return self._replay(session, first)
-        info, text = self._subject(report)
-        spec = info.catalog.get(report.model)
-        cost = (
-            report.cost_usd
-            if report.cost_usd is not None
-            else spec.cost_usd(report.input_tokens, report.output_tokens)
-        )
-        digest = text_hash(text)
-        with self._store.read() as session:
-            existing = ex_store.find_example(session, info.id, Source.HISTORY, digest)
-            existing_id = existing.id if existing is not None else None
-        vector = None
-        if existing_id is None:
-            vector = self._embedder.embed([text])[0]
-        try:
-            with self._store.write() as session:
-                if existing_id is None:
-                    row = ExampleRow(
-                        namespace_id=info.id,
-                        text=text,
-                        text_hash=digest,
-                        route=None,
-                        source=Source.HISTORY.value,
-                        best_model=None,
-                        embedding=ex_store.vector_bytes(vector) if vector is not None else None,
-                        embedding_model=self._embedder.model_id,
-                    )
-                    session.add(row)
-                    session.flush()
-                    existing_id = row.id
-                session.add(
-                    OutcomeRow(
-                        outcome_id=report.outcome_id,
-                        example_id=existing_id,
-                        decision_id=report.decision_id or None,
-                        model=spec.name,
-                        quality=report.quality,
-                        input_tokens=report.input_tokens,
-                        output_tokens=report.output_tokens,
-                        cost_usd=cost,
-                        latency_ms=report.latency_ms,
-                    )
-                )
-        except IntegrityError:
-            # Another replica recorded the same outcome_id (or the same new query) first.
-            with self._store.read() as session:
-                first = outcome_store.find_outcome(session, report.outcome_id)
-                if first is not None:
-                    return self._replay(session, first)
-            raise
-        # Committed: now the index learns it, so the next Decide on this server sees it.
-        self._index_example(info.name, existing_id, text, vector)
-        return RecordedOutcome(
-            outcome_id=report.outcome_id,
-            example_id=existing_id,
-            duplicate=False,
-            namespace=info.name,
-            quality=report.quality,
-            cost_usd=cost,
-        )
-
-    def _replay(self, session: Session, first: OutcomeRow) -> RecordedOutcome:
-        example = session.get(ExampleRow, first.example_id)
-        namespace = ""
-        if example is not None:
-            namespace = next(
-                (i.name for i in self._directory.all() if i.id == example.namespace_id), ""
-            )
-        return RecordedOutcome(
-            outcome_id=first.outcome_id,
-            example_id=first.example_id,
-            duplicate=True,
-            namespace=namespace,
-            quality=first.quality,
-            cost_usd=first.cost_usd,
-        )
-
-    def _subject(self, report: OutcomeReport) -> tuple[NamespaceInfo, str]:
-        """The namespace and query text the outcome is about."""
-        if report.decision_id:
-            with self._store.read() as session:
-                row = decision_store.get_decision(session, report.decision_id)
-                if row is None:
-                    raise NotFound(
-                        f"decision {report.decision_id!r} is unknown: pass the decision_id Decide "
-                        "returned, or report by messages instead"
-                    )
-                namespace_id, text = row.namespace_id, row.query_text
-            info = next((i for i in self._directory.all() if i.id == namespace_id), None)
-            if info is None:
-                raise NotFound(f"the namespace of decision {report.decision_id!r} no longer exists")
-            return info, text
-        info = self._directory.resolve(report.namespace)
-        return info, self._routing_text(report.messages)
-
-    def _index_example(
-        self, namespace: str, example_id: int, text: str, vector: npt.NDArray[np.float32] | None
-    ) -> None:
-        with self._store.read() as session:
-            means = ex_store.outcome_means(session, example_ids=[example_id]).get(example_id, [])
-        facts = ExampleFacts(
-            example_id=example_id,
-            text=text,
-            route=None,
-            source=Source.HISTORY,
-            best_model=None,
-            outcomes=tuple(ObservedOutcome(m, q, c) for m, q, c in means),
-        )
-        index = self._registry.get(namespace)
-        if example_id in index:
-            index.update_facts(facts)
-            return
-        if vector is None:
-            vector = self._embedder.embed([text])[0]
-        index.add([facts], vector.reshape(1, -1))
-
-
-def _with_target(params: DecisionParams, target: float) -> DecisionParams:
-    return replace(params, quality_target=target)

@@ -6,6 +6,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from routebook.catalog import Catalog, ModelSpec
+from routebook.policyspec import Policy, policy_from_json, policy_to_json
 from routebook.store.tables import CatalogModelRow, NamespaceRow
 
 
@@ -64,4 +65,17 @@ def replace_catalog(session: Session, namespace_id: int, catalog: Catalog) -> bo
         )
         for m in catalog.models
     )
+    return True
+
+
+def load_policy(row: NamespaceRow) -> Policy:
+    return policy_from_json(row.policy)
+
+
+def replace_policy(row: NamespaceRow, policy: Policy) -> bool:
+    """Store `policy` on the namespace; True when it changed."""
+    data = policy_to_json(policy)
+    if row.policy == data:
+        return False
+    row.policy = data
     return True

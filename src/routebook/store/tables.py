@@ -49,6 +49,8 @@ class NamespaceRow(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(128), unique=True)
     description: Mapped[str] = mapped_column(Text, default="")
+    # The namespace's policy (tiers, budgets, PII tags) as policyspec.policy_to_json writes it.
+    policy: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
@@ -90,6 +92,7 @@ class ExampleRow(Base):
 
 class OutcomeRow(Base):
     __tablename__ = "outcomes"
+    __table_args__ = (Index("ix_outcomes_tenant_created_at", "tenant", "created_at"),)
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     outcome_id: Mapped[str] = mapped_column(String(128), unique=True)
@@ -97,6 +100,7 @@ class OutcomeRow(Base):
         ForeignKey("examples.id", ondelete="CASCADE"), index=True
     )
     decision_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    tenant: Mapped[str | None] = mapped_column(String(128), nullable=True)
     model: Mapped[str] = mapped_column(String(128))
     quality: Mapped[float] = mapped_column(Float)
     input_tokens: Mapped[int] = mapped_column(Integer, default=0)
@@ -108,12 +112,14 @@ class OutcomeRow(Base):
 
 class DecisionRow(Base):
     __tablename__ = "decisions"
+    __table_args__ = (Index("ix_decisions_created_at", "created_at"),)
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     namespace_id: Mapped[int] = mapped_column(ForeignKey("namespaces.id", ondelete="CASCADE"))
     query_hash: Mapped[str] = mapped_column(String(64))
     # Kept so RecordOutcome by decision id can add the query to the index.
     query_text: Mapped[str] = mapped_column(Text)
+    tenant: Mapped[str | None] = mapped_column(String(128), nullable=True)
     strategy: Mapped[str] = mapped_column(String(16))
     model: Mapped[str] = mapped_column(String(128))
     estimated_cost_usd: Mapped[float] = mapped_column(Float, default=0.0)

@@ -23,6 +23,8 @@ class ReasonCode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     REASON_CODE_COLD_LOW_SIMILARITY: _ClassVar[ReasonCode]
     REASON_CODE_COLD_LOW_SUPPORT: _ClassVar[ReasonCode]
     REASON_CODE_COLD_EMPTY_INDEX: _ClassVar[ReasonCode]
+    REASON_CODE_OVERRIDE: _ClassVar[ReasonCode]
+    REASON_CODE_BUDGET_EXHAUSTED: _ClassVar[ReasonCode]
 
 class Source(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -40,6 +42,8 @@ REASON_CODE_NONE_MEETS_TARGET: ReasonCode
 REASON_CODE_COLD_LOW_SIMILARITY: ReasonCode
 REASON_CODE_COLD_LOW_SUPPORT: ReasonCode
 REASON_CODE_COLD_EMPTY_INDEX: ReasonCode
+REASON_CODE_OVERRIDE: ReasonCode
+REASON_CODE_BUDGET_EXHAUSTED: ReasonCode
 SOURCE_UNSPECIFIED: Source
 SOURCE_REFERENCE: Source
 SOURCE_HISTORY: Source
@@ -53,7 +57,7 @@ class Message(_message.Message):
     def __init__(self, role: _Optional[str] = ..., content: _Optional[str] = ...) -> None: ...
 
 class DecideRequest(_message.Message):
-    __slots__ = ("namespace", "messages", "metadata", "quality_target", "expected_output_tokens")
+    __slots__ = ("namespace", "messages", "metadata", "quality_target", "expected_output_tokens", "tenant", "model_override", "max_latency_ms", "required_tags", "contains_pii")
     class MetadataEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -66,12 +70,32 @@ class DecideRequest(_message.Message):
     METADATA_FIELD_NUMBER: _ClassVar[int]
     QUALITY_TARGET_FIELD_NUMBER: _ClassVar[int]
     EXPECTED_OUTPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    MODEL_OVERRIDE_FIELD_NUMBER: _ClassVar[int]
+    MAX_LATENCY_MS_FIELD_NUMBER: _ClassVar[int]
+    REQUIRED_TAGS_FIELD_NUMBER: _ClassVar[int]
+    CONTAINS_PII_FIELD_NUMBER: _ClassVar[int]
     namespace: str
     messages: _containers.RepeatedCompositeFieldContainer[Message]
     metadata: _containers.ScalarMap[str, str]
     quality_target: float
     expected_output_tokens: int
-    def __init__(self, namespace: _Optional[str] = ..., messages: _Optional[_Iterable[_Union[Message, _Mapping]]] = ..., metadata: _Optional[_Mapping[str, str]] = ..., quality_target: _Optional[float] = ..., expected_output_tokens: _Optional[int] = ...) -> None: ...
+    tenant: str
+    model_override: str
+    max_latency_ms: float
+    required_tags: _containers.RepeatedScalarFieldContainer[str]
+    contains_pii: bool
+    def __init__(self, namespace: _Optional[str] = ..., messages: _Optional[_Iterable[_Union[Message, _Mapping]]] = ..., metadata: _Optional[_Mapping[str, str]] = ..., quality_target: _Optional[float] = ..., expected_output_tokens: _Optional[int] = ..., tenant: _Optional[str] = ..., model_override: _Optional[str] = ..., max_latency_ms: _Optional[float] = ..., required_tags: _Optional[_Iterable[str]] = ..., contains_pii: _Optional[bool] = ...) -> None: ...
+
+class PolicyEffect(_message.Message):
+    __slots__ = ("rule", "removed_models", "detail")
+    RULE_FIELD_NUMBER: _ClassVar[int]
+    REMOVED_MODELS_FIELD_NUMBER: _ClassVar[int]
+    DETAIL_FIELD_NUMBER: _ClassVar[int]
+    rule: str
+    removed_models: _containers.RepeatedScalarFieldContainer[str]
+    detail: str
+    def __init__(self, rule: _Optional[str] = ..., removed_models: _Optional[_Iterable[str]] = ..., detail: _Optional[str] = ...) -> None: ...
 
 class ObservedOutcome(_message.Message):
     __slots__ = ("model", "mean_quality", "count")
@@ -104,18 +128,20 @@ class Neighbour(_message.Message):
     def __init__(self, example_id: _Optional[int] = ..., text_snippet: _Optional[str] = ..., similarity: _Optional[float] = ..., route: _Optional[str] = ..., source: _Optional[_Union[Source, str]] = ..., best_model: _Optional[str] = ..., outcomes: _Optional[_Iterable[_Union[ObservedOutcome, _Mapping]]] = ..., weight: _Optional[float] = ...) -> None: ...
 
 class ModelEstimate(_message.Message):
-    __slots__ = ("model", "success", "support", "estimated_cost_usd", "meets_target")
+    __slots__ = ("model", "success", "support", "estimated_cost_usd", "meets_target", "allowed")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     SUCCESS_FIELD_NUMBER: _ClassVar[int]
     SUPPORT_FIELD_NUMBER: _ClassVar[int]
     ESTIMATED_COST_USD_FIELD_NUMBER: _ClassVar[int]
     MEETS_TARGET_FIELD_NUMBER: _ClassVar[int]
+    ALLOWED_FIELD_NUMBER: _ClassVar[int]
     model: str
     success: float
     support: float
     estimated_cost_usd: float
     meets_target: bool
-    def __init__(self, model: _Optional[str] = ..., success: _Optional[float] = ..., support: _Optional[float] = ..., estimated_cost_usd: _Optional[float] = ..., meets_target: _Optional[bool] = ...) -> None: ...
+    allowed: bool
+    def __init__(self, model: _Optional[str] = ..., success: _Optional[float] = ..., support: _Optional[float] = ..., estimated_cost_usd: _Optional[float] = ..., meets_target: _Optional[bool] = ..., allowed: _Optional[bool] = ...) -> None: ...
 
 class CascadeStep(_message.Message):
     __slots__ = ("model", "estimated_cost_usd")
@@ -136,7 +162,7 @@ class CascadePlan(_message.Message):
     def __init__(self, steps: _Optional[_Iterable[_Union[CascadeStep, _Mapping]]] = ..., min_quality: _Optional[float] = ..., acceptance: _Optional[str] = ...) -> None: ...
 
 class DecideResponse(_message.Message):
-    __slots__ = ("decision_id", "namespace", "model", "route", "strategy", "confidence", "estimated_cost_usd", "reason_code", "reason", "index_generation", "neighbours", "estimates", "cascade", "quality_target", "top_similarity")
+    __slots__ = ("decision_id", "namespace", "model", "route", "strategy", "confidence", "estimated_cost_usd", "reason_code", "reason", "index_generation", "neighbours", "estimates", "cascade", "quality_target", "top_similarity", "policy", "tenant")
     DECISION_ID_FIELD_NUMBER: _ClassVar[int]
     NAMESPACE_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
@@ -152,6 +178,8 @@ class DecideResponse(_message.Message):
     CASCADE_FIELD_NUMBER: _ClassVar[int]
     QUALITY_TARGET_FIELD_NUMBER: _ClassVar[int]
     TOP_SIMILARITY_FIELD_NUMBER: _ClassVar[int]
+    POLICY_FIELD_NUMBER: _ClassVar[int]
+    TENANT_FIELD_NUMBER: _ClassVar[int]
     decision_id: str
     namespace: str
     model: str
@@ -167,10 +195,12 @@ class DecideResponse(_message.Message):
     cascade: CascadePlan
     quality_target: float
     top_similarity: float
-    def __init__(self, decision_id: _Optional[str] = ..., namespace: _Optional[str] = ..., model: _Optional[str] = ..., route: _Optional[str] = ..., strategy: _Optional[_Union[Strategy, str]] = ..., confidence: _Optional[float] = ..., estimated_cost_usd: _Optional[float] = ..., reason_code: _Optional[_Union[ReasonCode, str]] = ..., reason: _Optional[str] = ..., index_generation: _Optional[int] = ..., neighbours: _Optional[_Iterable[_Union[Neighbour, _Mapping]]] = ..., estimates: _Optional[_Iterable[_Union[ModelEstimate, _Mapping]]] = ..., cascade: _Optional[_Union[CascadePlan, _Mapping]] = ..., quality_target: _Optional[float] = ..., top_similarity: _Optional[float] = ...) -> None: ...
+    policy: _containers.RepeatedCompositeFieldContainer[PolicyEffect]
+    tenant: str
+    def __init__(self, decision_id: _Optional[str] = ..., namespace: _Optional[str] = ..., model: _Optional[str] = ..., route: _Optional[str] = ..., strategy: _Optional[_Union[Strategy, str]] = ..., confidence: _Optional[float] = ..., estimated_cost_usd: _Optional[float] = ..., reason_code: _Optional[_Union[ReasonCode, str]] = ..., reason: _Optional[str] = ..., index_generation: _Optional[int] = ..., neighbours: _Optional[_Iterable[_Union[Neighbour, _Mapping]]] = ..., estimates: _Optional[_Iterable[_Union[ModelEstimate, _Mapping]]] = ..., cascade: _Optional[_Union[CascadePlan, _Mapping]] = ..., quality_target: _Optional[float] = ..., top_similarity: _Optional[float] = ..., policy: _Optional[_Iterable[_Union[PolicyEffect, _Mapping]]] = ..., tenant: _Optional[str] = ...) -> None: ...
 
 class RecordOutcomeRequest(_message.Message):
-    __slots__ = ("outcome_id", "decision_id", "namespace", "messages", "model", "quality", "success", "input_tokens", "output_tokens", "cost_usd", "latency_ms")
+    __slots__ = ("outcome_id", "decision_id", "namespace", "messages", "model", "quality", "success", "input_tokens", "output_tokens", "cost_usd", "latency_ms", "tenant")
     OUTCOME_ID_FIELD_NUMBER: _ClassVar[int]
     DECISION_ID_FIELD_NUMBER: _ClassVar[int]
     NAMESPACE_FIELD_NUMBER: _ClassVar[int]
@@ -182,6 +212,7 @@ class RecordOutcomeRequest(_message.Message):
     OUTPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
     COST_USD_FIELD_NUMBER: _ClassVar[int]
     LATENCY_MS_FIELD_NUMBER: _ClassVar[int]
+    TENANT_FIELD_NUMBER: _ClassVar[int]
     outcome_id: str
     decision_id: str
     namespace: str
@@ -193,7 +224,8 @@ class RecordOutcomeRequest(_message.Message):
     output_tokens: int
     cost_usd: float
     latency_ms: float
-    def __init__(self, outcome_id: _Optional[str] = ..., decision_id: _Optional[str] = ..., namespace: _Optional[str] = ..., messages: _Optional[_Iterable[_Union[Message, _Mapping]]] = ..., model: _Optional[str] = ..., quality: _Optional[float] = ..., success: _Optional[bool] = ..., input_tokens: _Optional[int] = ..., output_tokens: _Optional[int] = ..., cost_usd: _Optional[float] = ..., latency_ms: _Optional[float] = ...) -> None: ...
+    tenant: str
+    def __init__(self, outcome_id: _Optional[str] = ..., decision_id: _Optional[str] = ..., namespace: _Optional[str] = ..., messages: _Optional[_Iterable[_Union[Message, _Mapping]]] = ..., model: _Optional[str] = ..., quality: _Optional[float] = ..., success: _Optional[bool] = ..., input_tokens: _Optional[int] = ..., output_tokens: _Optional[int] = ..., cost_usd: _Optional[float] = ..., latency_ms: _Optional[float] = ..., tenant: _Optional[str] = ...) -> None: ...
 
 class RecordOutcomeResponse(_message.Message):
     __slots__ = ("outcome_id", "example_id", "duplicate", "namespace", "quality", "cost_usd")

@@ -1,0 +1,142 @@
+"""The policy envelope: which models a request may use, before difficulty is considered.
+
+Difficulty decides where a query lands; policy decides the ceiling it lands under. Each rule
+removes models and says why, so a decision can name every rule that changed it, and a request
+left with no model can be refused with the reason for each one.
+
+Rules, in order: tenant tier (a ceiling model), budget (near the limit a lower ceiling; past it
+the cheapest model or a refusal), latency SLA, required tags (and the PII tags), context window.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from routebook.catalog import Catalog, ModelSpec
+from routebook.domain import PolicyEffect
+from routebook.policyspec import Policy
+
+BudgetState = Literal["ok", "near", "exhausted"]
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyContext:
+    """What one request brings to the policy."""
+
+    tenant: str = ""
+    required_tags: tuple[str, ...] = ()
+    contains_pii: bool = False
+    max_latency_ms: float | None = None
+    input_tokens: int = 0
+    output_tokens: int = 0
+    #: The tenant's spend in the budget window so far (USD).
+    spent_usd: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    """The models left, cheapest first, and the rules that removed the others."""
+
+    allowed: tuple[str, ...]
+    effects: tuple[PolicyEffect, ...]
+    budget_state: BudgetState = "ok"
+    #: Set when policy alone picks the model (budget exhausted, action "cheapest").
+    forced: str | None = None
+
+    def removed_by(self, model: str) -> list[PolicyEffect]:
+        return [e for e in self.effects if model in e.removed]
+
+
+def has_tag(spec: ModelSpec, tag: str) -> bool:
+    """`key=value` needs that value; a bare `key` needs the key with a value other than false."""
+    key, _, value = tag.partition("=")
+    if value:
+        return spec.tags.get(key.strip()) == value.strip()
+    present = spec.tags.get(key.strip())
+    return present is not None and present.lower() not in ("false", "no", "0")
+
+
+def evaluate_policy(policy: Policy, catalog: Catalog, context: PolicyContext) -> Envelope:
+    left = list(catalog.models)
+    effects: list[PolicyEffect] = []
+
+    def remove(rule: str, drop: list[ModelSpec], detail: str) -> None:
+        if drop:
+            effects.append(PolicyEffect(rule, tuple(m.name for m in drop), detail))
+            for m in drop:
+                left.remove(m)
+
+    tier = policy.tier_of(context.tenant)
+    if tier is not None and tier in policy.tiers and policy.tiers[tier] in catalog:
+        ceiling = catalog.rank(policy.tiers[tier])
+        remove(
+            "tier",
+            [m for m in left if catalog.rank(m.name) > ceiling],
+            f"tier {tier!r} of tenant {context.tenant or '(none)'!r} allows models up to "
+            f"{policy.tiers[tier]}",
+        )
+
+    state: BudgetState = "ok"
+    limit = policy.budget_of(context.tenant)
+    if policy.budget is not None and limit is not None:
+        if context.spent_usd >= limit:
+            state = "exhausted"
+        elif context.spent_usd >= policy.budget.near_limit_fraction * limit:
+            state = "near"
+            ceiling_name = policy.budget.near_limit_ceiling or catalog.models[0].name
+            if ceiling_name in catalog:
+                ceiling = catalog.rank(ceiling_name)
+                remove(
+                    "budget",
+                    [m for m in left if catalog.rank(m.name) > ceiling],
+                    f"tenant {context.tenant!r} spent ${context.spent_usd:.4f} of "
+                    f"${limit:.2f} in {policy.budget.window_hours:g}h; capped at {ceiling_name}",
+                )
+
+    if context.max_latency_ms is not None:
+        sla = context.max_latency_ms
+        remove(
+            "latency_sla",
+            [m for m in left if m.latency_ms > sla],
+            f"typical latency above the {sla:g} ms SLA",
+        )
+
+    wanted = list(context.required_tags)
+    if context.contains_pii:
+        wanted += [t for t in policy.pii_tags if t not in wanted]
+    for tag in wanted:
+        why = "required for PII" if context.contains_pii and tag in policy.pii_tags else "required"
+        remove("required_tags", [m for m in left if not has_tag(m, tag)], f"tag {tag!r} {why}")
+
+    tokens = context.input_tokens + context.output_tokens
+    remove(
+        "context_window",
+        [m for m in left if m.context_window < tokens],
+        f"about {tokens} tokens exceed the context window",
+    )
+
+    forced = None
+    if state == "exhausted" and left:
+        assert policy.budget is not None
+        if policy.budget.when_exhausted == "cheapest":
+            forced = left[0].name
+            effects.append(
+                PolicyEffect(
+                    "budget",
+                    tuple(m.name for m in left[1:]),
+                    f"tenant {context.tenant!r} spent ${context.spent_usd:.4f}, past its "
+                    f"${limit:.2f} budget; routed to the cheapest allowed model",
+                )
+            )
+    return Envelope(tuple(m.name for m in left), tuple(effects), state, forced)
+
+
+def explain_removals(catalog: Catalog, envelope: Envelope) -> str:
+    """'model: rule (detail); …' for every model the envelope removed."""
+    parts = []
+    for spec in catalog.models:
+        causes = envelope.removed_by(spec.name)
+        if causes:
+            parts.append(f"{spec.name}: " + "; ".join(f"{c.rule} ({c.detail})" for c in causes))
+    return ", ".join(parts)

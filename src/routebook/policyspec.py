@@ -1,0 +1,64 @@
+"""Policy as configured for a namespace: tenant tiers, budgets, PII tags. Plain values, read
+from route files and the store; `decide.policy` applies them to a request."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+
+@dataclass(frozen=True, slots=True)
+class Budget:
+    """Spend per tenant over a rolling window, from reported outcome costs."""
+
+    usd_per_window: float
+    window_hours: float = 24.0
+    near_limit_fraction: float = 0.8
+    #: Near the limit, models pricier than this are removed (default: the cheapest model).
+    near_limit_ceiling: str | None = None
+    #: Past the limit: route to the cheapest allowed model, or refuse (RESOURCE_EXHAUSTED).
+    when_exhausted: Literal["cheapest", "reject"] = "cheapest"
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    #: tier name → the priciest model that tier may use.
+    tiers: Mapping[str, str] = field(default_factory=dict)
+    #: The tier of tenants not listed in `tenant_tiers` (None: no tier rule for them).
+    default_tier: str | None = None
+    tenant_tiers: Mapping[str, str] = field(default_factory=dict)
+    #: The budget every tenant gets unless `tenant_budgets` names another amount.
+    budget: Budget | None = None
+    tenant_budgets: Mapping[str, float] = field(default_factory=dict)
+    #: Tags a model must carry to see a query the caller marks as containing PII.
+    pii_tags: tuple[str, ...] = ("on-prem",)
+
+    def tier_of(self, tenant: str) -> str | None:
+        return self.tenant_tiers.get(tenant, self.default_tier) if tenant else self.default_tier
+
+    def budget_of(self, tenant: str) -> float | None:
+        if self.budget is None or not tenant:
+            return None
+        return self.tenant_budgets.get(tenant, self.budget.usd_per_window)
+
+
+def policy_to_json(policy: Policy) -> dict[str, Any]:
+    data = asdict(policy)
+    data["tiers"], data["tenant_tiers"] = dict(policy.tiers), dict(policy.tenant_tiers)
+    data["tenant_budgets"], data["pii_tags"] = dict(policy.tenant_budgets), list(policy.pii_tags)
+    return data
+
+
+def policy_from_json(data: Mapping[str, Any] | None) -> Policy:
+    if not data:
+        return Policy()
+    budget = data.get("budget")
+    return Policy(
+        tiers=dict(data.get("tiers", {})),
+        default_tier=data.get("default_tier"),
+        tenant_tiers=dict(data.get("tenant_tiers", {})),
+        budget=Budget(**budget) if budget else None,
+        tenant_budgets={k: float(v) for k, v in data.get("tenant_budgets", {}).items()},
+        pii_tags=tuple(data.get("pii_tags", ("on-prem",))),
+    )

@@ -1,0 +1,39 @@
+"""Tenants' spend for budgets, read from the store and cached briefly off the hot path.
+
+A recorded outcome invalidates its tenant's entry, so the next Decide on this server sees the
+new spend at once; other replicas see it within `ttl_seconds`.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from routebook.store import spend as spend_store
+from routebook.store.db import Store
+
+
+class SpendLedger:
+    def __init__(self, store: Store, ttl_seconds: float) -> None:
+        self._store = store
+        self._ttl = ttl_seconds
+        self._cache: dict[tuple[int, str, float], tuple[float, float]] = {}
+        self._lock = threading.Lock()
+
+    def spent(self, namespace_id: int, tenant: str, window_hours: float) -> float:
+        key = (namespace_id, tenant, window_hours)
+        now = time.monotonic()
+        with self._lock:
+            cached = self._cache.get(key)
+        if cached is not None and now - cached[1] < self._ttl:
+            return cached[0]
+        with self._store.read() as session:
+            amount = spend_store.tenant_spend(session, namespace_id, tenant, window_hours)
+        with self._lock:
+            self._cache[key] = (amount, now)
+        return amount
+
+    def invalidate(self, namespace_id: int, tenant: str) -> None:
+        with self._lock:
+            for key in [k for k in self._cache if k[0] == namespace_id and k[1] == tenant]:
+                del self._cache[key]

@@ -1,0 +1,170 @@
+"""What an operator sees: Prometheus metrics and one JSON line per decision.
+
+Each App has its own CollectorRegistry, so two servers in one process (as in the tests) count
+separately. Query text never reaches the log unless `log_query_text` is on.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import TextIO
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from routebook.domain import Decision, Strategy
+
+#: An outcome at or above this quality counts as a success in the per-model success metric.
+SUCCESS_QUALITY = 0.5
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.03, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+
+
+class DecisionLog:
+    """Appends JSON lines to a stream or a file; `None` target means off."""
+
+    def __init__(self, target: str | None) -> None:
+        self._lock = threading.Lock()
+        self._owned: TextIO | None = None
+        self._stream: TextIO | None
+        if not target:
+            self._stream = None
+        elif target == "-":
+            self._stream = sys.stderr
+        else:
+            self._owned = self._stream = open(target, "a", encoding="utf-8")  # noqa: SIM115
+
+    def write(self, record: dict[str, object]) -> None:
+        if self._stream is None:
+            return
+        line = json.dumps(record, ensure_ascii=False, separators=(",", ":"))
+        with self._lock:
+            self._stream.write(line + "\n")
+            self._stream.flush()
+
+    def close(self) -> None:
+        if self._owned is not None:
+            self._owned.close()
+
+
+class Telemetry:
+    def __init__(self, decision_log: DecisionLog, log_query_text: bool = False) -> None:
+        self.registry = CollectorRegistry()
+        self._log = decision_log
+        self._log_query_text = log_query_text
+        r = self.registry
+        self.decisions = Counter(
+            "routebook_decisions",
+            "Decisions made.",
+            ["namespace", "strategy", "model"],
+            registry=r,
+        )
+        self.cold_starts = Counter(
+            "routebook_cold_starts",
+            "Decisions that were cold starts (CASCADE).",
+            ["namespace"],
+            registry=r,
+        )
+        self.overrides = Counter(
+            "routebook_overrides",
+            "Explicit overrides allowed.",
+            ["namespace", "model"],
+            registry=r,
+        )
+        self.policy_hits = Counter(
+            "routebook_policy_rule_hits",
+            "Policy rules that removed models from a decision.",
+            ["namespace", "rule"],
+            registry=r,
+        )
+        self.estimated_cost = Counter(
+            "routebook_estimated_cost_usd",
+            "Estimated cost of the decided calls.",
+            ["namespace", "model", "tenant"],
+            registry=r,
+        )
+        self.reported_cost = Counter(
+            "routebook_reported_cost_usd",
+            "Cost reported with outcomes.",
+            ["namespace", "model", "tenant"],
+            registry=r,
+        )
+        self.outcomes = Counter(
+            "routebook_outcomes",
+            "Outcomes reported, by result (quality >= 0.5 is success).",
+            ["namespace", "model", "result"],
+            registry=r,
+        )
+        self.escalations = Counter(
+            "routebook_escalations",
+            "Outcomes for another model than the decision chose (a cascade or fallback step).",
+            ["namespace", "model"],
+            registry=r,
+        )
+        self.decide_latency = Histogram(
+            "routebook_decide_latency_seconds",
+            "Time to answer Decide, in the server.",
+            ["namespace"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.index_size = Gauge(
+            "routebook_index_size",
+            "Examples in the namespace's index.",
+            ["namespace"],
+            registry=r,
+        )
+
+    def watch_index(self, namespace: str, size: Callable[[], int]) -> None:
+        self.index_size.labels(namespace).set_function(lambda: float(size()))
+
+    def decided(self, decision: Decision, tenant: str, latency_s: float, query_text: str) -> None:
+        choice = decision.choice
+        ns = decision.namespace
+        self.decisions.labels(ns, choice.strategy.value, choice.model).inc()
+        if choice.strategy is Strategy.CASCADE:
+            self.cold_starts.labels(ns).inc()
+        if choice.strategy is Strategy.OVERRIDE:
+            self.overrides.labels(ns, choice.model).inc()
+        for effect in choice.policy:
+            self.policy_hits.labels(ns, effect.rule).inc()
+        self.estimated_cost.labels(ns, choice.model, tenant).inc(choice.estimated_cost_usd)
+        self.decide_latency.labels(ns).observe(latency_s)
+        record: dict[str, object] = {
+            "ts": datetime.now(UTC).isoformat(timespec="milliseconds"),
+            "decision_id": decision.decision_id,
+            "namespace": ns,
+            "tenant": tenant,
+            "strategy": choice.strategy.value,
+            "model": choice.model,
+            "route": choice.route,
+            "top_similarity": round(choice.top_similarity, 4),
+            "confidence": round(choice.confidence, 4),
+            "rules": [effect.rule for effect in choice.policy],
+            "reason_code": choice.reason_code.value,
+            "reason": choice.reason,
+            "latency_ms": round(latency_s * 1000, 3),
+            "estimated_cost_usd": choice.estimated_cost_usd,
+            "index_generation": decision.index_generation,
+        }
+        if self._log_query_text:
+            record["query"] = query_text
+        self._log.write(record)
+
+    def recorded(
+        self,
+        namespace: str,
+        model: str,
+        quality: float,
+        cost_usd: float,
+        tenant: str,
+        escalated: bool,
+    ) -> None:
+        result = "success" if quality >= SUCCESS_QUALITY else "failure"
+        self.outcomes.labels(namespace, model, result).inc()
+        self.reported_cost.labels(namespace, model, tenant).inc(cost_usd)
+        if escalated:
+            self.escalations.labels(namespace, model).inc()

@@ -1,0 +1,241 @@
+"""Policy over real gRPC and a real store: each rule alone changes the decision and is named in
+the evidence; budgets spent through RecordOutcome; overrides; metrics; the decision log."""
+
+from __future__ import annotations
+
+import json
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+
+import grpc
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from routebook.client import decide_request
+from routebook.v1 import router_pb2 as pb
+from tests.conftest import TESTS, Served
+
+POLICY_ROUTES = TESTS / "data" / "policy_routes"
+HARD = "my async Rust code deadlocks when two tasks hold mutexes, why?"
+EASY = "where is my order, it has not arrived"
+
+
+@pytest.fixture
+def policy_server(db_url: str, serve: Callable[..., Served]) -> Served:
+    return serve(db_url, routes_dir=POLICY_ROUTES)
+
+
+def ask(served: Served, text: str, **fields: object) -> pb.DecideResponse:
+    response: pb.DecideResponse = served.router.Decide(
+        decide_request(text, **fields), timeout=10
+    )
+    return response
+
+
+def rules(response: pb.DecideResponse) -> dict[str, list[str]]:
+    return {e.rule: list(e.removed_models) for e in response.policy}
+
+
+def refused(served: Served, text: str, **fields: object) -> grpc.RpcError:
+    with pytest.raises(grpc.RpcError) as caught:
+        ask(served, text, **fields)
+    return caught.value
+
+
+def test_without_policy_effects_the_hard_query_goes_to_frontier(policy_server: Served) -> None:
+    response = ask(policy_server, HARD, tenant="ent")
+    assert (response.model, response.strategy) == ("frontier", pb.STRATEGY_SEMANTIC)
+    assert list(response.policy) == []
+    assert response.tenant == "ent"
+    assert all(e.allowed for e in response.estimates)
+
+
+def test_tier_caps_the_model(policy_server: Served) -> None:
+    response = ask(policy_server, HARD, tenant="tiny")
+    assert response.model == "small"
+    assert rules(response) == {"tier": ["mid", "frontier"]}
+    assert "tier 'free'" in response.policy[0].detail
+    assert [e.allowed for e in response.estimates] == [True, False, False]
+    # The evidence still shows that the neighbours wanted frontier.
+    assert response.estimates[2].meets_target and not response.estimates[0].meets_target
+
+
+def test_latency_sla_excludes_slow_models(policy_server: Served) -> None:
+    response = ask(policy_server, HARD, tenant="ent", max_latency_ms=1000)
+    assert response.model == "mid"
+    assert response.reason_code == pb.REASON_CODE_NONE_MEETS_TARGET
+    assert rules(response) == {"latency_sla": ["frontier"]}
+
+
+def test_required_tag_filters_candidates(policy_server: Served) -> None:
+    response = ask(policy_server, HARD, tenant="ent", required_tags=["region=eu"])
+    assert response.model == "mid"
+    assert rules(response) == {"required_tags": ["frontier"]}
+
+
+def test_pii_requires_on_prem(policy_server: Served) -> None:
+    response = ask(policy_server, HARD, tenant="ent", contains_pii=True)
+    assert response.model == "small"
+    assert rules(response) == {"required_tags": ["mid", "frontier"]}
+    assert "PII" in response.policy[0].detail
+
+
+def test_context_window_excludes_models_too_small_for_the_query(policy_server: Served) -> None:
+    long_easy = EASY + ". " + "The tracking page shows nothing new. " * 120
+    response = ask(policy_server, long_easy, tenant="ent")
+    assert rules(response) == {"context_window": ["small"]}
+    assert response.model == "mid"
+
+
+def test_no_candidate_left_names_every_rule(policy_server: Served) -> None:
+    error = refused(policy_server, EASY, tenant="tiny", max_latency_ms=100)
+    assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
+    details = error.details()
+    assert "small: latency_sla" in details
+    assert "mid: tier" in details and "frontier: tier" in details
+
+
+def test_budget_spent_through_outcomes_caps_then_forces_the_cheapest(
+    policy_server: Served,
+) -> None:
+    first = ask(policy_server, HARD, tenant="spender")
+    assert first.model == "frontier"
+
+    def spend(usd: float, outcome_id: str) -> None:
+        policy_server.router.RecordOutcome(
+            pb.RecordOutcomeRequest(
+                outcome_id=outcome_id, decision_id=first.decision_id, model="frontier",
+                quality=1.0, cost_usd=usd,
+            ),
+            timeout=10,
+        )
+
+    spend(0.0006, "spend-1")  # past half of the $0.001 budget: capped to small
+    near = ask(policy_server, HARD, tenant="spender")
+    assert near.model == "small"
+    assert rules(near) == {"budget": ["mid", "frontier"]}
+    assert near.strategy == pb.STRATEGY_SEMANTIC
+
+    spend(0.0006, "spend-2")  # past the budget: policy picks the cheapest model
+    over = ask(policy_server, HARD, tenant="spender")
+    assert (over.model, over.strategy) == ("small", pb.STRATEGY_POLICY)
+    assert over.reason_code == pb.REASON_CODE_BUDGET_EXHAUSTED
+    assert "budget" in rules(over)
+
+    other = ask(policy_server, HARD, tenant="ent")
+    assert (other.model, other.strategy) == ("frontier", pb.STRATEGY_SEMANTIC)
+
+
+def test_budget_reject_action_refuses_with_resource_exhausted(policy_server: Served) -> None:
+    first = ask(policy_server, HARD, namespace="strict", tenant="acme")
+    policy_server.router.RecordOutcome(
+        pb.RecordOutcomeRequest(
+            outcome_id="strict-1", decision_id=first.decision_id, model="frontier",
+            quality=1.0, cost_usd=0.002,
+        ),
+        timeout=10,
+    )
+    error = refused(policy_server, HARD, namespace="strict", tenant="acme")
+    assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "acme" in error.details() and "budget" in error.details()
+    assert ask(policy_server, HARD, namespace="strict", tenant="other").model == "frontier"
+
+
+def test_override_allowed_forbidden_and_unknown(policy_server: Served) -> None:
+    allowed = ask(policy_server, EASY, tenant="ent", model_override="mid")
+    assert (allowed.model, allowed.strategy) == ("mid", pb.STRATEGY_OVERRIDE)
+    assert allowed.reason_code == pb.REASON_CODE_OVERRIDE
+    assert len(allowed.neighbours) > 0  # the evidence is still there
+
+    forbidden = refused(policy_server, EASY, tenant="tiny", model_override="frontier")
+    assert forbidden.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert "rule tier" in forbidden.details()
+
+    unknown = refused(policy_server, EASY, tenant="ent", model_override="gpt-99")
+    assert unknown.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "unknown model 'gpt-99'" in unknown.details()
+
+
+def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as reply:
+        text = reply.read().decode()
+    samples = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            samples[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return samples
+
+
+def test_metrics_endpoint_counts_a_known_sequence(
+    sqlite_url: str, serve: Callable[..., Served]
+) -> None:
+    served = serve(sqlite_url, routes_dir=POLICY_ROUTES, metrics_port=0)
+    port = served.running.metrics_port
+    assert port
+    ask(served, EASY, tenant="ent")
+    ask(served, EASY, tenant="ent")
+    cold = ask(served, "translate this Latin tombstone inscription into Welsh", tenant="ent")
+    assert cold.strategy == pb.STRATEGY_CASCADE
+    ask(served, EASY, tenant="ent", model_override="mid")
+    ask(served, HARD, tenant="tiny")
+    served.router.RecordOutcome(
+        pb.RecordOutcomeRequest(
+            outcome_id="m1", decision_id=cold.decision_id, model="small", quality=0.2,
+            cost_usd=0.01,
+        ),
+        timeout=10,
+    )
+    served.router.RecordOutcome(
+        pb.RecordOutcomeRequest(
+            outcome_id="m2", decision_id=cold.decision_id, model="mid", quality=0.9,
+            cost_usd=0.02,
+        ),
+        timeout=10,
+    )
+    m = scrape(port)
+
+    def value(name: str, **labels: str) -> float:
+        return m.get((name, tuple(sorted(labels.items()))), 0.0)
+
+    ns = {"namespace": "default"}
+    assert value("routebook_decisions_total", **ns, strategy="semantic", model="small") == 3
+    assert value("routebook_decisions_total", **ns, strategy="cascade", model="small") == 1
+    assert value("routebook_decisions_total", **ns, strategy="override", model="mid") == 1
+    assert value("routebook_cold_starts_total", **ns) == 1
+    assert value("routebook_overrides_total", **ns, model="mid") == 1
+    assert value("routebook_policy_rule_hits_total", **ns, rule="tier") == 1
+    assert value("routebook_outcomes_total", **ns, model="small", result="failure") == 1
+    assert value("routebook_outcomes_total", **ns, model="mid", result="success") == 1
+    assert value("routebook_escalations_total", **ns, model="mid") == 1
+    assert value("routebook_reported_cost_usd_total", **ns, model="mid", tenant="ent") == 0.02
+    assert value("routebook_decide_latency_seconds_count", **ns) == 5
+    assert value("routebook_index_size", **ns) == 7  # 6 route utterances + 1 learned query
+    estimated = value("routebook_estimated_cost_usd_total", **ns, model="small", tenant="ent")
+    assert estimated > 0
+
+
+def test_decision_log_has_one_json_line_per_decision(
+    sqlite_url: str, serve: Callable[..., Served], tmp_path: Path
+) -> None:
+    log = tmp_path / "decisions.jsonl"
+    served = serve(sqlite_url, routes_dir=POLICY_ROUTES, decision_log=str(log))
+    first = ask(served, EASY, tenant="ent")
+    ask(served, HARD, tenant="tiny")
+    lines = [json.loads(line) for line in log.read_text().splitlines()]
+    assert len(lines) == 2
+    assert lines[0]["decision_id"] == first.decision_id
+    assert lines[0]["tenant"] == "ent" and lines[0]["strategy"] == "semantic"
+    assert lines[1]["rules"] == ["tier"] and lines[1]["model"] == "small"
+    assert {"top_similarity", "reason", "latency_ms", "estimated_cost_usd"} <= set(lines[0])
+    assert "query" not in lines[0] and EASY not in log.read_text()
+
+
+def test_decision_log_includes_the_query_only_when_enabled(
+    sqlite_url: str, serve: Callable[..., Served], tmp_path: Path
+) -> None:
+    log = tmp_path / "decisions.jsonl"
+    served = serve(sqlite_url, routes_dir=POLICY_ROUTES, decision_log=str(log),
+                   log_query_text=True)
+    ask(served, EASY)
+    assert json.loads(log.read_text())["query"] == EASY
