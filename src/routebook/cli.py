@@ -287,6 +287,60 @@ def db_upgrade(config_file: str | None, database_url: str | None, revision: str)
 
 
 @main.command()
+@store_options
+@click.option(
+    "--window",
+    default="24h",
+    show_default=True,
+    help="How far back: a number with h (hours) or d (days).",
+)
+@click.option("--namespace", "-n", help="Only this namespace.")
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+def stats(
+    config_file: str | None,
+    database_url: str | None,
+    window: str,
+    namespace: str | None,
+    as_json: bool,
+) -> None:
+    """Cost, quality, escalation and cold-start rates per model and tenant over a window."""
+    from dataclasses import asdict
+
+    from routebook.cli_render import render_stats
+    from routebook.service.stats import routing_stats
+    from routebook.store import migrate
+    from routebook.store.db import Store, make_engine
+
+    hours = _hours(window)
+    try:
+        settings = _settings(config_file, database_url=database_url)
+        store = Store(make_engine(settings.database_url))
+        migrate.upgrade(store.engine)
+        result = routing_stats(store, hours, namespace)
+        store.dispose()
+    except RoutebookError as exc:
+        _fail(exc)
+    if as_json:
+        click.echo(json.dumps(asdict(result), indent=2))
+    else:
+        render_stats(result)
+
+
+def _hours(window: str) -> float:
+    units = {"h": 1.0, "d": 24.0}
+    try:
+        amount = float(window[:-1])
+        unit = units[window[-1]]
+    except (ValueError, KeyError, IndexError):
+        raise click.BadParameter(
+            f"{window!r}: use a number and h or d, e.g. 24h or 7d", param_hint="--window"
+        ) from None
+    if amount <= 0:
+        raise click.BadParameter("the window must be positive", param_hint="--window")
+    return amount * unit
+
+
+@main.command()
 def settings() -> None:
     """Print every setting with its environment variable, default and meaning (Markdown)."""
     from routebook.config import settings_markdown

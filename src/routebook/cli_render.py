@@ -5,6 +5,7 @@ from __future__ import annotations
 from rich.console import Console
 from rich.table import Table
 
+from routebook.service.stats import RoutingStats
 from routebook.v1 import router_pb2 as pb
 
 
@@ -49,3 +50,28 @@ def render_decision(response: pb.DecideResponse, console: Console | None = None)
     if response.strategy == pb.STRATEGY_CASCADE:
         plan = " → ".join(step.model for step in response.cascade.steps)
         console.print(f"cascade: {plan}; {response.cascade.acceptance}")
+
+
+def render_stats(stats: RoutingStats, console: Console | None = None) -> None:
+    console = console or Console()
+    scope = stats.namespace or "all namespaces"
+    console.print(
+        f"[bold]{scope}[/bold], last {stats.window_hours:g}h: {stats.decisions} decisions, "
+        f"cold-start rate {stats.cold_start_rate:.1%}, escalation rate "
+        f"{stats.escalation_rate:.1%}"
+    )
+    strategies = ", ".join(f"{k} {v}" for k, v in sorted(stats.decisions_by_strategy.items()))
+    console.print(f"by strategy: {strategies or '-'}")
+    for title, groups in (("per model", stats.by_model), ("per tenant", stats.by_tenant)):
+        table = Table(title=f"outcomes {title}")
+        for column in ("key", "outcomes", "mean quality", "success rate", "cost $"):
+            table.add_column(column)
+        for g in groups:
+            table.add_row(
+                g.key or "(none)",
+                str(g.outcomes),
+                f"{g.mean_quality:.3f}",
+                f"{g.success_rate:.1%}",
+                f"{g.cost_usd:.6f}",
+            )
+        console.print(table)

@@ -216,5 +216,6 @@ def _describe(exc: ValidationError, raw: dict[str, object]) -> str:
                 where = f"route {routes[loc[1]].get('name', loc[1])!r}: " + ".".join(
                     str(p) for p in loc[2:]
                 )
-        parts.append(f"{where}: {error['msg']}")
+        message = str(error["msg"]).removeprefix("Value error, ")
+        parts.append(message if where == "file" else f"{where}: {message}")
     return "; ".join(parts)

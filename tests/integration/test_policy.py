@@ -27,9 +27,7 @@ def policy_server(db_url: str, serve: Callable[..., Served]) -> Served:
 
 
 def ask(served: Served, text: str, **fields: object) -> pb.DecideResponse:
-    response: pb.DecideResponse = served.router.Decide(
-        decide_request(text, **fields), timeout=10
-    )
+    response: pb.DecideResponse = served.router.Decide(decide_request(text, **fields), timeout=10)
     return response
 
 
@@ -105,8 +103,11 @@ def test_budget_spent_through_outcomes_caps_then_forces_the_cheapest(
     def spend(usd: float, outcome_id: str) -> None:
         policy_server.router.RecordOutcome(
             pb.RecordOutcomeRequest(
-                outcome_id=outcome_id, decision_id=first.decision_id, model="frontier",
-                quality=1.0, cost_usd=usd,
+                outcome_id=outcome_id,
+                decision_id=first.decision_id,
+                model="frontier",
+                quality=1.0,
+                cost_usd=usd,
             ),
             timeout=10,
         )
@@ -131,8 +132,11 @@ def test_budget_reject_action_refuses_with_resource_exhausted(policy_server: Ser
     first = ask(policy_server, HARD, namespace="strict", tenant="acme")
     policy_server.router.RecordOutcome(
         pb.RecordOutcomeRequest(
-            outcome_id="strict-1", decision_id=first.decision_id, model="frontier",
-            quality=1.0, cost_usd=0.002,
+            outcome_id="strict-1",
+            decision_id=first.decision_id,
+            model="frontier",
+            quality=1.0,
+            cost_usd=0.002,
         ),
         timeout=10,
     )
@@ -181,14 +185,20 @@ def test_metrics_endpoint_counts_a_known_sequence(
     ask(served, HARD, tenant="tiny")
     served.router.RecordOutcome(
         pb.RecordOutcomeRequest(
-            outcome_id="m1", decision_id=cold.decision_id, model="small", quality=0.2,
+            outcome_id="m1",
+            decision_id=cold.decision_id,
+            model="small",
+            quality=0.2,
             cost_usd=0.01,
         ),
         timeout=10,
     )
     served.router.RecordOutcome(
         pb.RecordOutcomeRequest(
-            outcome_id="m2", decision_id=cold.decision_id, model="mid", quality=0.9,
+            outcome_id="m2",
+            decision_id=cold.decision_id,
+            model="mid",
+            quality=0.9,
             cost_usd=0.02,
         ),
         timeout=10,
@@ -235,7 +245,53 @@ def test_decision_log_includes_the_query_only_when_enabled(
     sqlite_url: str, serve: Callable[..., Served], tmp_path: Path
 ) -> None:
     log = tmp_path / "decisions.jsonl"
-    served = serve(sqlite_url, routes_dir=POLICY_ROUTES, decision_log=str(log),
-                   log_query_text=True)
+    served = serve(sqlite_url, routes_dir=POLICY_ROUTES, decision_log=str(log), log_query_text=True)
     ask(served, EASY)
     assert json.loads(log.read_text())["query"] == EASY
+
+
+def test_stats_over_a_known_sequence(db_url: str, serve: Callable[..., Served]) -> None:
+    from click.testing import CliRunner
+
+    from routebook import cli
+
+    served = serve(db_url, routes_dir=POLICY_ROUTES)
+    easy = ask(served, EASY, tenant="ent")
+    ask(served, EASY, tenant="ent")
+    cold = ask(served, "translate this Latin tombstone inscription into Welsh", tenant="ent")
+    ask(served, HARD, tenant="tiny")
+    for outcome_id, decision, model, quality, cost in (
+        ("s1", cold, "small", 0.2, 0.01),
+        ("s2", cold, "mid", 0.9, 0.02),
+        ("s3", easy, "small", 1.0, 0.005),
+    ):
+        served.router.RecordOutcome(
+            pb.RecordOutcomeRequest(
+                outcome_id=outcome_id,
+                decision_id=decision.decision_id,
+                model=model,
+                quality=quality,
+                cost_usd=cost,
+            ),
+            timeout=10,
+        )
+    result = CliRunner().invoke(cli.main, ["stats", "--db", db_url, "--json", "--window", "1h"])
+    assert result.exit_code == 0, result.output
+    stats = json.loads(result.output)
+    assert stats["decisions"] == 4
+    assert stats["decisions_by_strategy"] == {"semantic": 3, "cascade": 1}
+    assert stats["cold_start_rate"] == pytest.approx(0.25)
+    assert stats["escalation_rate"] == pytest.approx(0.5)  # 1 of the 2 decisions with outcomes
+    by_model = {g["key"]: g for g in stats["by_model"]}
+    assert by_model["small"]["outcomes"] == 2
+    assert by_model["small"]["mean_quality"] == pytest.approx(0.6)
+    assert by_model["small"]["success_rate"] == pytest.approx(0.5)
+    assert by_model["small"]["cost_usd"] == pytest.approx(0.015)
+    assert by_model["mid"]["cost_usd"] == pytest.approx(0.02)
+    assert [(g["key"], g["outcomes"]) for g in stats["by_tenant"]] == [("ent", 3)]
+    assert stats["by_tenant"][0]["cost_usd"] == pytest.approx(0.035)
+
+    table = CliRunner().invoke(cli.main, ["stats", "--db", db_url, "--namespace", "default"])
+    assert "cold-start rate 25.0%" in table.output and "escalation rate 50.0%" in table.output
+    bad = CliRunner().invoke(cli.main, ["stats", "--db", db_url, "--window", "soon"])
+    assert bad.exit_code == 2 and "--window" in bad.output

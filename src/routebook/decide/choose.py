@@ -190,7 +190,7 @@ def _semantic(
         best = max(estimates, key=lambda e: e.success)
         why = (
             f"no model reaches the target {params.quality_target:.2f} (best: {best.model} at "
-            f"{best.success:.2f}), so the strongest model {chosen.model}"
+            f"{best.success:.2f}), so the strongest allowed model {chosen.model}"
         )
     return Choice(
         model=chosen.model,

@@ -1,0 +1,144 @@
+"""The policy envelope with plain values: each rule, budget states, and the explanations."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from routebook.catalog import Catalog, ModelSpec
+from routebook.decide.policy import PolicyContext, evaluate_policy, explain_removals, has_tag
+from routebook.errors import ConfigError
+from routebook.policyspec import Budget, Policy, policy_from_json, policy_to_json
+from routebook.routefiles import load_route_file
+
+CATALOG = Catalog(
+    [
+        ModelSpec("small", "t", 0.1, 0.4, 300, 1000, {"region": "eu", "on-prem": "true"}),
+        ModelSpec("mid", "t", 0.4, 1.6, 600, 100_000, {"region": "eu", "on-prem": "false"}),
+        ModelSpec("big", "t", 3.0, 15.0, 1500, 200_000, {"region": "us"}),
+    ]
+)
+TIERS = Policy(
+    tiers={"free": "small", "pro": "mid"}, default_tier="pro", tenant_tiers={"acme": "free"}
+)
+
+
+def test_no_policy_allows_everything() -> None:
+    envelope = evaluate_policy(Policy(), CATALOG, PolicyContext())
+    assert envelope.allowed == ("small", "mid", "big")
+    assert envelope.effects == () and envelope.budget_state == "ok" and envelope.forced is None
+
+
+def test_tier_of_a_listed_tenant_and_the_default_tier() -> None:
+    acme = evaluate_policy(TIERS, CATALOG, PolicyContext(tenant="acme"))
+    assert acme.allowed == ("small",)
+    assert [(e.rule, e.removed) for e in acme.effects] == [("tier", ("mid", "big"))]
+    other = evaluate_policy(TIERS, CATALOG, PolicyContext(tenant="someone"))
+    assert other.allowed == ("small", "mid")
+    anonymous = evaluate_policy(TIERS, CATALOG, PolicyContext())
+    assert anonymous.allowed == ("small", "mid")
+
+
+def test_latency_sla_and_context_window() -> None:
+    sla = evaluate_policy(Policy(), CATALOG, PolicyContext(max_latency_ms=600))
+    assert sla.allowed == ("small", "mid")
+    assert sla.effects[0].rule == "latency_sla"
+    # 900 input + 200 output tokens = 1100 > small's 1000-token window.
+    long = evaluate_policy(Policy(), CATALOG, PolicyContext(input_tokens=900, output_tokens=200))
+    assert long.allowed == ("mid", "big")
+    assert long.effects[0].rule == "context_window"
+
+
+@pytest.mark.parametrize(
+    ("tag", "expected"),
+    [("region=eu", ("small", "mid")), ("region=us", ("big",)), ("on-prem", ("small",))],
+)
+def test_required_tags(tag: str, expected: tuple[str, ...]) -> None:
+    envelope = evaluate_policy(Policy(), CATALOG, PolicyContext(required_tags=(tag,)))
+    assert envelope.allowed == expected
+
+
+def test_bare_tag_with_a_false_value_does_not_count() -> None:
+    assert has_tag(CATALOG.get("small"), "on-prem")
+    assert not has_tag(CATALOG.get("mid"), "on-prem")
+    assert not has_tag(CATALOG.get("big"), "on-prem")
+
+
+def test_pii_adds_the_pii_tags() -> None:
+    envelope = evaluate_policy(Policy(), CATALOG, PolicyContext(contains_pii=True))
+    assert envelope.allowed == ("small",)
+    assert "PII" in envelope.effects[0].detail
+
+
+BUDGET = Policy(
+    budget=Budget(usd_per_window=10.0, near_limit_fraction=0.8, near_limit_ceiling="mid"),
+    tenant_budgets={"rich": 1000.0},
+)
+
+
+@pytest.mark.parametrize(
+    ("tenant", "spent", "state", "allowed", "forced"),
+    [
+        ("t", 7.99, "ok", ("small", "mid", "big"), None),
+        ("t", 8.0, "near", ("small", "mid"), None),  # 80% of $10
+        ("t", 10.0, "exhausted", ("small", "mid", "big"), "small"),
+        ("rich", 500.0, "ok", ("small", "mid", "big"), None),
+        ("", 1e9, "ok", ("small", "mid", "big"), None),  # no tenant, no budget
+    ],
+)
+def test_budget_states(
+    tenant: str, spent: float, state: str, allowed: tuple[str, ...], forced: str | None
+) -> None:
+    envelope = evaluate_policy(BUDGET, CATALOG, PolicyContext(tenant=tenant, spent_usd=spent))
+    assert (envelope.budget_state, envelope.allowed, envelope.forced) == (state, allowed, forced)
+
+
+def test_reject_action_forces_nothing() -> None:
+    policy = Policy(budget=Budget(usd_per_window=1.0, when_exhausted="reject"))
+    envelope = evaluate_policy(policy, CATALOG, PolicyContext(tenant="t", spent_usd=2.0))
+    assert envelope.budget_state == "exhausted" and envelope.forced is None
+
+
+def test_explain_removals_names_each_model_and_rule() -> None:
+    envelope = evaluate_policy(TIERS, CATALOG, PolicyContext(tenant="acme", max_latency_ms=100))
+    assert envelope.allowed == ()
+    text = explain_removals(CATALOG, envelope)
+    assert text.startswith("small: latency_sla")
+    assert "mid: tier (tier 'free'" in text and "big: tier" in text
+
+
+def test_policy_round_trips_through_json() -> None:
+    policy = Policy(
+        tiers={"free": "small"},
+        default_tier="free",
+        tenant_tiers={"a": "free"},
+        budget=Budget(5.0, 12.0, 0.5, "small", "reject"),
+        tenant_budgets={"a": 2.0},
+        pii_tags=("on-prem", "region=eu"),
+    )
+    assert policy_from_json(policy_to_json(policy)) == policy
+    assert policy_from_json(None) == Policy()
+
+
+@pytest.mark.parametrize(
+    ("policy_yaml", "words"),
+    [
+        ("  tiers: {free: gpt-9}\n", "tier 'free' names model 'gpt-9'"),
+        ("  tiers: {free: small}\n  default_tier: gold\n", "default_tier 'gold'"),
+        ("  tenants: {a: {tier: gold}}\n", "tenant 'a' has unknown tier 'gold'"),
+        ("  budget: {usd_per_window: 0}\n", "usd_per_window"),
+        ("  budget: {usd_per_window: 1, when_exhausted: panic}\n", "when_exhausted"),
+    ],
+)
+def test_bad_policy_in_a_route_file_names_the_file(
+    tmp_path: Path, policy_yaml: str, words: str
+) -> None:
+    path = tmp_path / "p.yaml"
+    path.write_text(
+        "namespace: p\ncatalog:\n  - {name: small, provider: t, input_usd_per_mtok: 1, "
+        "output_usd_per_mtok: 1, latency_ms: 1, context_window: 10}\npolicy:\n" + policy_yaml
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_route_file(path)
+    assert str(path) in str(caught.value) and words in str(caught.value)
