@@ -69,11 +69,13 @@ def make_settings(db_url: str, **overrides: object) -> Settings:
 
 
 @pytest.fixture
-def make_app(embedder: SentenceTransformerEmbedder) -> Iterator[Callable[..., App]]:
+def make_app(embedder: SentenceTransformerEmbedder, tmp_path: Path) -> Iterator[Callable[..., App]]:
     apps: list[App] = []
 
     def _make(db_url: str, **overrides: object) -> App:
-        app = build(make_settings(db_url, **overrides), embedder=embedder)
+        overrides.setdefault("snapshot_dir", tmp_path / "snapshots")
+        model = overrides.pop("embedder", embedder)
+        app = build(make_settings(db_url, **overrides), embedder=model)  # type: ignore[arg-type]
         apps.append(app)
         return app
 

@@ -340,6 +340,16 @@ def _hours(window: str) -> float:
     return amount * unit
 
 
+def _register_subcommands() -> None:
+    from routebook.cli_admin import admin, reindex
+
+    main.add_command(admin)
+    main.add_command(reindex)
+
+
+_register_subcommands()
+
+
 @main.command()
 def settings() -> None:
     """Print every setting with its environment variable, default and meaning (Markdown)."""

@@ -102,6 +102,24 @@ class Settings(BaseSettings):
     log_query_text: bool = Field(
         False, description="Put the query text in the decision log (off: it may hold PII)."
     )
+    snapshot_dir: Path = Field(
+        Path("snapshots"), description="Folder of index snapshots written by reindex."
+    )
+    follow_interval_seconds: float = Field(
+        0.5, gt=0, description="How often the server catches its indexes up with the store."
+    )
+    admin_token: str = Field(
+        "", description="Bearer token the Admin API requires; empty disables the Admin API."
+    )
+    router_api_keys: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description="Namespace → API keys Router calls must carry (metadata authorization: "
+        "Bearer KEY); empty means Router calls need no key. As env: JSON.",
+    )
+    tls_cert_file: Path | None = Field(
+        None, description="PEM certificate: with tls_key_file, serve gRPC over TLS."
+    )
+    tls_key_file: Path | None = Field(None, description="PEM private key for tls_cert_file.")
     spend_cache_seconds: float = Field(
         1.0, ge=0, description="How long a tenant's budget spend is cached between store reads."
     )
@@ -166,7 +184,7 @@ def settings_markdown() -> str:
         "|---|---|---|---|",
     ]
     for name, info in Settings.model_fields.items():
-        default = info.default
+        default = info.get_default(call_default_factory=True)
         shown = f"`{default}`" if default != "" else "(empty)"
         lines.append(f"| `{name}` | `{ENV_PREFIX}{name.upper()}` | {shown} | {info.description} |")
     return "\n".join(lines) + "\n"

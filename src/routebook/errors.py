@@ -9,6 +9,8 @@ says what to do. The gRPC boundary maps each class to one status code; nothing h
     ├── Unavailable           a dependency is down; retry later (UNAVAILABLE)
     ├── PermissionDenied      policy forbids what was asked (PERMISSION_DENIED)
     ├── ResourceExhausted     a budget or a capacity is used up (RESOURCE_EXHAUSTED)
+    ├── Aborted               a concurrent change won; re-read and retry (ABORTED)
+    ├── Unauthenticated       no valid credentials (UNAUTHENTICATED)
     └── ConfigError           a setting or a file is wrong; raised at start, never per request
 """
 
@@ -44,6 +46,14 @@ class PermissionDenied(RoutebookError):
 
 
 class ResourceExhausted(RoutebookError):
+    pass
+
+
+class Aborted(RoutebookError):
+    pass
+
+
+class Unauthenticated(RoutebookError):
     pass
 
 

@@ -1,11 +1,14 @@
 """The composition root: the one place that builds store, embedder, indexes and services from
 settings. Nothing happens at import; `build()` does the work, in this order: migrate the store,
-load route files into an empty store, build every namespace's index."""
+load route files into an empty store, load every namespace's index (newest snapshot, else
+built from the store) and catch it up."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+
+from sqlalchemy.exc import IntegrityError
 
 from routebook.config import Settings
 from routebook.decide import DecisionParams
@@ -14,11 +17,14 @@ from routebook.index import IndexRegistry
 from routebook.routefiles import load_route_dir
 from routebook.service import (
     ExampleService,
-    IndexMaintainer,
     NamespaceDirectory,
     OutcomeRecorder,
     RoutingService,
 )
+from routebook.service.follower import StoreFollower
+from routebook.service.indexing import IndexBuilder
+from routebook.service.namespace_admin import NamespaceAdmin
+from routebook.service.reindex import Reindexer
 from routebook.service.requests import RoutingLimits
 from routebook.service.spend import SpendLedger
 from routebook.service.telemetry import DecisionLog, Telemetry
@@ -33,14 +39,17 @@ class App:
     embedder: Embedder
     registry: IndexRegistry
     directory: NamespaceDirectory
-    indexes: IndexMaintainer
+    follower: StoreFollower
     examples: ExampleService
+    namespaces: NamespaceAdmin
+    reindexer: Reindexer
     routing: RoutingService
     outcomes: OutcomeRecorder
     telemetry: Telemetry
     decision_log: DecisionLog
 
     def close(self) -> None:
+        self.follower.stop()
         self.decision_log.close()
         self.store.dispose()
 
@@ -63,15 +72,12 @@ def load_embedder(settings: Settings) -> Embedder:
     return SentenceTransformerEmbedder(settings.model_path or None)
 
 
-def _size_of(registry: IndexRegistry, namespace: str) -> Callable[[], int]:
-    return lambda: len(registry.get(namespace))
-
-
 def build(
     settings: Settings,
     *,
     embedder: Embedder | None = None,
     load_routes: bool = True,
+    load_indexes: bool = True,
     progress: Callable[[str], None] | None = None,
 ) -> App:
     say = progress or (lambda _message: None)
@@ -80,8 +86,15 @@ def build(
     embedder = embedder if embedder is not None else load_embedder(settings)
     registry = IndexRegistry(embedder.dim)
     directory = NamespaceDirectory(store, settings.default_namespace)
-    indexes = IndexMaintainer(store, embedder, registry)
-    examples = ExampleService(store, directory, indexes)
+    follower = StoreFollower(
+        store,
+        embedder,
+        registry,
+        directory,
+        IndexBuilder(store, embedder),
+        settings.follow_interval_seconds,
+    )
+    examples = ExampleService(store, directory, follower, settings.max_query_chars)
     decision_log = DecisionLog(settings.decision_log or None)
     telemetry = Telemetry(decision_log, settings.log_query_text)
     spend = SpendLedger(store, settings.spend_cache_seconds)
@@ -103,27 +116,32 @@ def build(
         store, embedder, registry, directory, settings.max_query_chars, spend, telemetry
     )
     app = App(
-        settings,
-        store,
-        embedder,
-        registry,
-        directory,
-        indexes,
-        examples,
-        routing,
-        outcomes,
-        telemetry,
-        decision_log,
+        settings=settings,
+        store=store,
+        embedder=embedder,
+        registry=registry,
+        directory=directory,
+        follower=follower,
+        examples=examples,
+        namespaces=NamespaceAdmin(store, directory, follower),
+        reindexer=Reindexer(store, embedder, directory, settings.snapshot_dir),
+        routing=routing,
+        outcomes=outcomes,
+        telemetry=telemetry,
+        decision_log=decision_log,
     )
+    telemetry.watch_indexes(registry)
     infos = directory.refresh()
     if not infos and load_routes and settings.routes_dir.is_dir():
         say(f"empty store: loading route files from {settings.routes_dir}")
-        examples.sync_routes(load_route_dir(settings.routes_dir))
-        infos = directory.all()
-    else:
+        try:
+            examples.sync_routes(load_route_dir(settings.routes_dir))
+        except IntegrityError:
+            say("another server loaded the route files first")
+        infos = directory.refresh()
+    if load_indexes:
         for info in infos:
-            size = indexes.rebuild(info.name, info.id)
-            say(f"namespace {info.name}: {size} examples indexed")
-    for info in infos:
-        telemetry.watch_index(info.name, _size_of(registry, info.name))
+            if not follower.is_loaded(info.name):
+                index = follower.load(info)
+                say(f"namespace {info.name}: {len(index)} examples, generation {index.generation}")
     return app

@@ -4,20 +4,14 @@ server; and `routebook serve` as a real process that stops cleanly on SIGTERM.""
 from __future__ import annotations
 
 import json
-import os
-import re
 import shutil
 import signal
-import subprocess
-import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import grpc
 import pytest
 from click.testing import CliRunner
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from routebook import cli, wiring
 from routebook.embed.sentence import SentenceTransformerEmbedder
@@ -26,6 +20,7 @@ from routebook.store.db import make_engine
 from routebook.v1 import router_pb2 as pb
 from routebook.v1 import router_pb2_grpc
 from tests.conftest import TEST_ROUTES, Served
+from tests.processes import server_process
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -159,42 +154,9 @@ def test_record_needs_a_quality(runner: CliRunner) -> None:
 def test_serve_process_loads_default_routes_and_stops_on_sigterm(tmp_path: Path) -> None:
     """`routebook serve` on the embedded default: migrates, loads routes/, serves, and on
     SIGTERM turns NOT_SERVING, finishes and exits 0."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ROUTEBOOK_")}
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "routebook",
-            "serve",
-            "--port",
-            "0",
-            "--grace-seconds",
-            "2",
-            "--routes",
-            str(ROOT / "routes"),
-            "--db",
-            f"sqlite:///{tmp_path / 'serve.db'}",
-        ],
-        cwd=tmp_path,
-        env=env,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        port = None
-        deadline = time.monotonic() + 120
-        assert process.stderr is not None
-        while port is None and time.monotonic() < deadline:
-            line = process.stderr.readline()
-            if not line:
-                break
-            found = re.search(r"serving on .*:(\d+)$", line.strip())
-            port = int(found.group(1)) if found else None
-        assert port, "the server never said it was serving"
+    db = f"sqlite:///{tmp_path / 'serve.db'}"
+    with server_process(db, tmp_path, ROOT / "routes") as (process, port):
         with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-            health = health_pb2_grpc.HealthStub(channel)
-            check = health.Check(health_pb2.HealthCheckRequest(service=""), timeout=5)
-            assert check.status == health_pb2.HealthCheckResponse.SERVING
             router = router_pb2_grpc.RouterStub(channel)
             response = router.Decide(
                 pb.DecideRequest(messages=[pb.Message(role="user", content="Where is my order?")]),
@@ -204,9 +166,3 @@ def test_serve_process_loads_default_routes_and_stops_on_sigterm(tmp_path: Path)
             assert response.model == "gpt-4.1-nano"
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=30) == 0
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-        if process.stderr is not None:
-            process.stderr.close()

@@ -1,58 +1,262 @@
-"""One namespace's exact inner-product index, keyed by example id, with the examples' facts.
+"""One namespace's inner-product index, keyed by example id, with the examples' facts.
 
 FAISS holds the vectors; a dict beside it holds what Decide shows as evidence, so answering a
-query touches no database. A lock makes add and search safe from many threads.
+query touches no database. A lock makes add, remove and search safe from many threads.
+
+The FAISS index is flat (exact), HNSW or IVF (see `kinds`). Flat and IVF label vectors with
+example ids and remove them for real. HNSW cannot remove, so its vectors are labelled with their
+insertion row and a removed or replaced example's row goes into a tombstone set that search
+skips; a rebuild (a new generation) sheds the tombstones.
 """
 
 from __future__ import annotations
 
+import logging
+import math
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 
 import faiss
 import numpy as np
 import numpy.typing as npt
 
 from routebook.domain import ExampleFacts, Neighbour
+from routebook.index.kinds import (
+    DEFAULT_EF_SEARCH,
+    DEFAULT_NPROBE,
+    IndexKind,
+    SearchParams,
+    apply_params,
+    choose_kind,
+    concrete_index,
+    kind_of,
+    new_flat,
+    new_hnsw,
+    new_ivf,
+    parse_kind,
+)
+
+__all__ = ["IndexKind", "IndexState", "NamespaceIndex", "SearchParams", "choose_kind"]
+
+log = logging.getLogger(__name__)
+
+Vectors = npt.NDArray[np.float32]
+
+
+@dataclass(frozen=True, slots=True)
+class IndexState:
+    """A self-consistent copy of an index (taken under its lock), for snapshots.
+
+    `labelled` pairs each live example's facts with its FAISS label: the example id for flat and
+    IVF, the insertion row for HNSW (rows no example claims are tombstones).
+    """
+
+    dim: int
+    kind: IndexKind
+    generation: int
+    faiss_bytes: npt.NDArray[np.uint8]
+    labelled: tuple[tuple[int, ExampleFacts], ...]
 
 
 class NamespaceIndex:
-    def __init__(self, dim: int, generation: int = 1) -> None:
+    """Examples of one namespace, searchable by similarity.
+
+    `NamespaceIndex(dim)` is an empty exact index that grows with `add`; `NamespaceIndex.build`
+    makes any kind from a full set of examples at once (IVF needs them to train).
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        generation: int = 1,
+        *,
+        kind: IndexKind | str = IndexKind.FLAT,
+        ef_search: int = DEFAULT_EF_SEARCH,
+        nprobe: int = DEFAULT_NPROBE,
+    ) -> None:
+        kind = parse_kind(kind)
+        if kind is IndexKind.IVF:
+            raise ValueError(
+                "an IVF index must be trained on its vectors: use NamespaceIndex.build"
+            )
+        index = new_hnsw(dim) if kind is IndexKind.HNSW else new_flat(dim)
+        self._setup(dim, kind, index, SearchParams(ef_search, nprobe), generation)
+
+    def _setup(
+        self,
+        dim: int,
+        kind: IndexKind,
+        index: faiss.Index,
+        params: SearchParams,
+        generation: int,
+    ) -> None:
+        apply_params(index, kind, params)
         self._dim = dim
-        self._index = faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
+        self._kind = kind
+        self._params = params
+        self._index = index
         self._facts: dict[int, ExampleFacts] = {}
+        # HNSW only: row → example id (-1 once dead), example id → live row, dead rows.
+        self._row_ids: list[int] = []
+        self._row_of: dict[int, int] = {}
+        self._dead: set[int] = set()
         self._lock = threading.Lock()
         self.generation = generation
+
+    @classmethod
+    def build(
+        cls,
+        dim: int,
+        kind: IndexKind | str,
+        facts: Sequence[ExampleFacts],
+        vectors: Vectors,
+        generation: int = 1,
+        *,
+        ef_search: int = DEFAULT_EF_SEARCH,
+        nprobe: int = DEFAULT_NPROBE,
+    ) -> NamespaceIndex:
+        """An index of `kind` holding `facts`; IVF is trained on `vectors` first.
+
+        With too few vectors to train IVF the result is flat, and its `kind` says so.
+        """
+        kind = parse_kind(kind)
+        facts, vectors = _check_batch(dim, facts, vectors)
+        params = SearchParams(ef_search, nprobe)
+        if kind is not IndexKind.IVF:
+            built = cls(dim, generation, kind=kind, ef_search=ef_search, nprobe=nprobe)
+        else:
+            ivf = new_ivf(vectors)
+            if ivf is None:
+                log.info("%d vectors are too few to train IVF; building a flat index", len(facts))
+                built = cls(dim, generation, ef_search=ef_search, nprobe=nprobe)
+            else:
+                built = cls.__new__(cls)
+                built._setup(dim, IndexKind.IVF, ivf, params, generation)
+        built._add_checked(facts, vectors)
+        return built
+
+    @classmethod
+    def from_state(cls, state: IndexState, params: SearchParams | None = None) -> NamespaceIndex:
+        """Recreate an index from `export_state`'s copy; ValueError if the copy is inconsistent."""
+        index = faiss.deserialize_index(state.faiss_bytes)
+        if int(index.d) != state.dim:
+            raise ValueError(f"the FAISS index has dimension {index.d}, expected {state.dim}")
+        if kind_of(index) is not state.kind:
+            raise ValueError(f"the FAISS index is {kind_of(index)}, expected {state.kind}")
+        restored = cls.__new__(cls)
+        restored._setup(state.dim, state.kind, index, params or SearchParams(), state.generation)
+        restored._restore_labels(state.labelled)
+        return restored
+
+    def _restore_labels(self, labelled: Iterable[tuple[int, ExampleFacts]]) -> None:
+        total = int(self._index.ntotal)
+        claimed: set[int] = set()
+        for label, facts in labelled:
+            if facts.example_id in self._facts:
+                raise ValueError(f"example {facts.example_id} appears twice")
+            self._facts[facts.example_id] = facts
+            if self._kind is IndexKind.HNSW:
+                if not 0 <= label < total or label in claimed:
+                    raise ValueError(f"HNSW row {label} is out of range or claimed twice")
+                claimed.add(label)
+                self._row_of[facts.example_id] = label
+            elif label != facts.example_id:
+                raise ValueError(f"example {facts.example_id} is labelled {label}")
+        if self._kind is IndexKind.HNSW:
+            self._row_ids = [-1] * total
+            for example_id, row in self._row_of.items():
+                self._row_ids[row] = example_id
+            self._dead = {row for row, example_id in enumerate(self._row_ids) if example_id < 0}
+        elif total != len(self._facts):
+            raise ValueError(f"the FAISS index holds {total} vectors for {len(self._facts)} facts")
+        if self._kind is IndexKind.FLAT:
+            ids = faiss.vector_to_array(concrete_index(self._index).id_map)
+            if set(ids.tolist()) != set(self._facts):
+                raise ValueError("the FAISS ids differ from the facts' example ids")
+
+    def export_state(self) -> IndexState:
+        with self._lock:
+            labelled = tuple(
+                (self._row_of[i] if self._kind is IndexKind.HNSW else i, f)
+                for i, f in self._facts.items()
+            )
+            return IndexState(
+                dim=self._dim,
+                kind=self._kind,
+                generation=self.generation,
+                faiss_bytes=faiss.serialize_index(self._index),
+                labelled=labelled,
+            )
 
     @property
     def dim(self) -> int:
         return self._dim
 
+    @property
+    def kind(self) -> IndexKind:
+        """The kind actually built (flat when IVF was asked for with too little data)."""
+        return self._kind
+
+    @property
+    def params(self) -> SearchParams:
+        return self._params
+
+    @property
+    def tombstones(self) -> int:
+        """Dead HNSW vectors still in the graph; a high count is a reason to rebuild."""
+        with self._lock:
+            return len(self._dead)
+
     def __len__(self) -> int:
-        return int(self._index.ntotal)
+        with self._lock:
+            return len(self._facts)
 
     def __contains__(self, example_id: object) -> bool:
         return example_id in self._facts
 
-    def add(self, facts: Sequence[ExampleFacts], vectors: npt.NDArray[np.float32]) -> None:
+    def add(self, facts: Sequence[ExampleFacts], vectors: Vectors) -> None:
         """Add examples; an id already present is replaced (its vector and facts)."""
-        if len(facts) != len(vectors):
-            raise ValueError(f"{len(facts)} examples but {len(vectors)} vectors")
+        facts, vectors = _check_batch(self._dim, facts, vectors)
+        self._add_checked(facts, vectors)
+
+    def _add_checked(self, facts: Sequence[ExampleFacts], vectors: Vectors) -> None:
         if len(facts) == 0:
             return
-        last_of: dict[int, int] = {f.example_id: row for row, f in enumerate(facts)}
-        if len(last_of) < len(facts):  # an id repeated within the batch: the last one wins
-            rows = sorted(last_of.values())
-            facts = [facts[row] for row in rows]
-            vectors = vectors[rows]
         ids = np.fromiter((f.example_id for f in facts), dtype=np.int64, count=len(facts))
         with self._lock:
-            present = [i for i in ids.tolist() if i in self._facts]
-            if present:
-                self._index.remove_ids(np.asarray(present, dtype=np.int64))  # type: ignore[arg-type]
-            self._index.add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32), ids)
+            self._drop([i for i in ids.tolist() if i in self._facts])
+            if self._kind is IndexKind.HNSW:
+                first_row = int(self._index.ntotal)
+                self._index.add(vectors)
+                for offset, example_id in enumerate(ids.tolist()):
+                    self._row_ids.append(example_id)
+                    self._row_of[example_id] = first_row + offset
+            else:
+                self._index.add_with_ids(vectors, ids)
             for f in facts:
                 self._facts[f.example_id] = f
+
+    def remove(self, example_ids: Iterable[int]) -> int:
+        """Remove examples by id; returns how many were present (absent ids are ignored)."""
+        with self._lock:
+            present = [i for i in dict.fromkeys(example_ids) if i in self._facts]
+            self._drop(present)
+            for i in present:
+                del self._facts[i]
+            return len(present)
+
+    def _drop(self, example_ids: list[int]) -> None:
+        """Take the vectors of present `example_ids` out of FAISS (or tombstone them). Locked."""
+        if not example_ids:
+            return
+        if self._kind is IndexKind.HNSW:
+            for example_id in example_ids:
+                row = self._row_of.pop(example_id)
+                self._row_ids[row] = -1
+                self._dead.add(row)
+        else:
+            self._index.remove_ids(np.asarray(example_ids, dtype=np.int64))  # type: ignore[arg-type]
 
     def update_facts(self, facts: ExampleFacts) -> None:
         """Replace what is known of an indexed example (e.g. a new outcome) without re-adding it."""
@@ -65,15 +269,72 @@ class NamespaceIndex:
         with self._lock:
             return self._facts[example_id]
 
-    def search(self, vector: npt.NDArray[np.float32], k: int) -> list[Neighbour]:
+    def search(self, vector: Vectors, k: int) -> list[Neighbour]:
         """The k most similar examples, most similar first."""
         query = np.ascontiguousarray(vector.reshape(1, -1), dtype=np.float32)
         with self._lock:
-            if self._index.ntotal == 0:
+            live = len(self._facts)
+            if live == 0 or k <= 0:
                 return []
-            similarities, ids = self._index.search(query, min(k, int(self._index.ntotal)))
-            return [
-                Neighbour(facts=self._facts[int(i)], similarity=float(s))
-                for s, i in zip(similarities[0], ids[0], strict=True)
-                if i >= 0
+            if self._kind is not IndexKind.HNSW:
+                sims, ids = self._index.search(query, min(k, live))
+                return [
+                    Neighbour(facts=self._facts[int(i)], similarity=float(s))
+                    for s, i in zip(sims[0], ids[0], strict=True)
+                    if i >= 0
+                ]
+            return self._search_skipping_tombstones(query, min(k, live))
+
+    def _search_skipping_tombstones(self, query: Vectors, k: int) -> list[Neighbour]:
+        """HNSW search that asks for extra hits to make up for dead rows, widening if short.
+
+        When even a search for every row comes back short (the graph walk does not reach every
+        node, which matters once most of them are tombstones), the live rows are scored
+        exactly instead.
+        """
+        total = int(self._index.ntotal)
+        dead = len(self._dead)
+        # Expect dead rows among the hits in proportion to their share of the graph.
+        fetch = min(total, k + min(dead, math.ceil(k * dead / (total - dead)) + 8))
+        while True:
+            sims, rows = self._index.search(query, fetch)
+            found = [
+                Neighbour(facts=self._facts[self._row_ids[row]], similarity=float(s))
+                for s, row in zip(sims[0].tolist(), rows[0].tolist(), strict=True)
+                if row >= 0 and row not in self._dead
             ]
+            if len(found) >= k:
+                return found[:k]
+            if fetch >= total:
+                return self._exact_over_live(query, k)
+            fetch = min(total, fetch * 2)
+
+    def _exact_over_live(self, query: Vectors, k: int) -> list[Neighbour]:
+        total = int(self._index.ntotal)
+        storage = concrete_index(concrete_index(self._index).storage)
+        stored = faiss.rev_swig_ptr(storage.get_xb(), total * self._dim).reshape(total, -1)
+        rows = np.fromiter(self._row_of.values(), dtype=np.int64, count=len(self._row_of))
+        sims = stored[rows] @ query[0]
+        best = np.argsort(-sims, kind="stable")[:k]
+        return [
+            Neighbour(facts=self._facts[self._row_ids[int(rows[i])]], similarity=float(sims[i]))
+            for i in best
+        ]
+
+
+def _check_batch(
+    dim: int, facts: Sequence[ExampleFacts], vectors: Vectors
+) -> tuple[Sequence[ExampleFacts], Vectors]:
+    """The batch as float32 rows of `dim`, with only the last of any repeated id."""
+    if len(facts) != len(vectors):
+        raise ValueError(f"{len(facts)} examples but {len(vectors)} vectors")
+    if len(facts) == 0:
+        return facts, np.zeros((0, dim), dtype=np.float32)
+    if vectors.ndim != 2 or vectors.shape[1] != dim:
+        raise ValueError(f"vectors have shape {vectors.shape}, expected (n, {dim})")
+    last_of: dict[int, int] = {f.example_id: row for row, f in enumerate(facts)}
+    if len(last_of) < len(facts):  # an id repeated within the batch: the last one wins
+        rows = sorted(last_of.values())
+        facts = [facts[row] for row in rows]
+        vectors = vectors[rows]
+    return facts, np.ascontiguousarray(vectors, dtype=np.float32)

@@ -20,15 +20,19 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import start_http_server
 
+from routebook.config import Settings
 from routebook.errors import ConfigError
-from routebook.server.interceptors import ErrorMappingInterceptor
+from routebook.server.admin import AdminServicer
+from routebook.server.auth import Authenticator
+from routebook.server.interceptors import ServiceInterceptor
 from routebook.server.router import RouterServicer
-from routebook.v1 import router_pb2, router_pb2_grpc
+from routebook.v1 import admin_pb2, admin_pb2_grpc, router_pb2, router_pb2_grpc
 from routebook.wiring import App
 
 log = logging.getLogger("routebook.server")
 
 ROUTER_SERVICE = router_pb2.DESCRIPTOR.services_by_name["Router"].full_name
+ADMIN_SERVICE = admin_pb2.DESCRIPTOR.services_by_name["Admin"].full_name
 
 
 @dataclass(slots=True)
@@ -36,6 +40,7 @@ class RunningServer:
     server: grpc.Server
     port: int
     health: health.HealthServicer
+    app: App
     metrics_http: WSGIServer | None = None
 
     @property
@@ -45,6 +50,7 @@ class RunningServer:
     def stop(self, grace: float | None) -> threading.Event:
         """Turn health NOT_SERVING, then let in-flight calls finish for up to `grace` seconds."""
         self.health.enter_graceful_shutdown()
+        self.app.follower.stop()
         if self.metrics_http is not None:
             self.metrics_http.shutdown()
             self.metrics_http.server_close()
@@ -62,31 +68,53 @@ def build_server(app: App, host: str | None = None, port: int | None = None) -> 
     ]
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=settings.workers, thread_name_prefix="rpc"),
-        interceptors=[ErrorMappingInterceptor()],
+        interceptors=[
+            ServiceInterceptor(
+                Authenticator(
+                    settings.admin_token, settings.router_api_keys, settings.default_namespace
+                )
+            )
+        ],
         options=options,
         maximum_concurrent_rpcs=settings.workers * 16,
     )
     router_pb2_grpc.add_RouterServicer_to_server(  # type: ignore[no-untyped-call]
         RouterServicer(app.routing, app.outcomes, settings.snippet_chars), server
     )
+    admin_pb2_grpc.add_AdminServicer_to_server(AdminServicer(app), server)  # type: ignore[no-untyped-call]
     health_servicer = health.HealthServicer(experimental_non_blocking=True)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
-        (ROUTER_SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+        (ROUTER_SERVICE, ADMIN_SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME), server
     )
     address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-    bound = server.add_insecure_port(address)
+    if settings.tls_cert_file is not None or settings.tls_key_file is not None:
+        bound = server.add_secure_port(address, _tls_credentials(settings))
+    else:
+        bound = server.add_insecure_port(address)
     if bound == 0:
         raise ConfigError(f"cannot listen on {address}: is the port in use?")
     server.start()
-    for service in ("", ROUTER_SERVICE):
+    app.follower.start()
+    for service in ("", ROUTER_SERVICE, ADMIN_SERVICE):
         health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
     metrics_http = None
     if settings.metrics_port is not None:
         metrics_http, _thread = start_http_server(
             settings.metrics_port, addr=settings.metrics_host, registry=app.telemetry.registry
         )
-    return RunningServer(server, bound, health_servicer, metrics_http)
+    return RunningServer(server, bound, health_servicer, app, metrics_http)
+
+
+def _tls_credentials(settings: Settings) -> grpc.ServerCredentials:
+    if settings.tls_cert_file is None or settings.tls_key_file is None:
+        raise ConfigError("TLS needs both tls_cert_file and tls_key_file")
+    try:
+        key = settings.tls_key_file.read_bytes()
+        cert = settings.tls_cert_file.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"cannot read the TLS files: {exc}") from None
+    return grpc.ssl_server_credentials([(key, cert)])
 
 
 def serve_forever(running: RunningServer, grace: float) -> None:

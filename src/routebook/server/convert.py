@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from routebook.catalog import Catalog, ModelSpec
 from routebook.domain import (
     Decision,
     Message,
@@ -14,7 +15,13 @@ from routebook.domain import (
     Strategy,
 )
 from routebook.errors import InvalidArgument
+from routebook.service.examples import ExampleInput, UpsertResult
+from routebook.service.namespace_admin import NamespaceStats, NamespaceView
+from routebook.service.reindex import JobStatus
 from routebook.service.requests import DecideQuery
+from routebook.store.examples import ExampleFilter
+from routebook.store.tables import ExampleRow
+from routebook.v1 import admin_pb2 as admin_pb
 from routebook.v1 import router_pb2 as pb
 
 STRATEGIES = {
@@ -142,4 +149,112 @@ def record_response(recorded: RecordedOutcome) -> pb.RecordOutcomeResponse:
         namespace=recorded.namespace,
         quality=recorded.quality,
         cost_usd=recorded.cost_usd,
+    )
+
+
+# -- admin --------------------------------------------------------------------------------
+
+
+def catalog_from_proto(models: Iterable[admin_pb.CatalogModel]) -> Catalog:
+    return Catalog(
+        ModelSpec(
+            name=m.name,
+            provider=m.provider,
+            input_usd_per_mtok=m.input_usd_per_mtok,
+            output_usd_per_mtok=m.output_usd_per_mtok,
+            latency_ms=m.latency_ms,
+            context_window=m.context_window,
+            tags=dict(m.tags),
+        )
+        for m in models
+    )
+
+
+def namespace_to_proto(view: NamespaceView) -> admin_pb.Namespace:
+    return admin_pb.Namespace(
+        name=view.name,
+        description=view.description,
+        catalog_version=view.catalog_version,
+        catalog=[
+            admin_pb.CatalogModel(
+                name=m.name,
+                provider=m.provider,
+                input_usd_per_mtok=m.input_usd_per_mtok,
+                output_usd_per_mtok=m.output_usd_per_mtok,
+                latency_ms=m.latency_ms,
+                context_window=m.context_window,
+                tags=dict(m.tags),
+            )
+            for m in view.catalog.models
+        ],
+    )
+
+
+def example_inputs(request: admin_pb.UpsertExamplesRequest) -> list[ExampleInput]:
+    return [ExampleInput(e.text, e.route or None, e.best_model) for e in request.examples]
+
+
+def upsert_response(result: UpsertResult) -> admin_pb.UpsertExamplesResponse:
+    return admin_pb.UpsertExamplesResponse(
+        added=result.added,
+        updated=result.updated,
+        unchanged=result.unchanged,
+        example_ids=result.example_ids,
+    )
+
+
+SOURCE_FROM_PROTO = {pb.SOURCE_REFERENCE: Source.REFERENCE, pb.SOURCE_HISTORY: Source.HISTORY}
+
+
+def example_filter(request: admin_pb.ListExamplesRequest) -> ExampleFilter:
+    return ExampleFilter(
+        source=SOURCE_FROM_PROTO.get(request.source),
+        model=request.model or None,
+        text_prefix=request.text_prefix or None,
+        route=request.route or None,
+    )
+
+
+def example_to_proto(row: ExampleRow, outcomes: list[tuple[str, float, int]]) -> admin_pb.Example:
+    return admin_pb.Example(
+        id=row.id,
+        text=row.text,
+        route=row.route or "",
+        source=SOURCES[Source(row.source)],
+        best_model=row.best_model or "",
+        outcomes=[pb.ObservedOutcome(model=m, mean_quality=q, count=c) for m, q, c in outcomes],
+        created_at=row.created_at.isoformat() if row.created_at else "",
+    )
+
+
+def stats_to_proto(stats: NamespaceStats) -> admin_pb.NamespaceStats:
+    return admin_pb.NamespaceStats(
+        namespace=stats.namespace,
+        examples=stats.examples,
+        examples_by_source=stats.by_source,
+        examples_by_model=stats.by_model,
+        outcomes_by_model=stats.outcomes_by_model,
+        index_size=stats.index_size,
+        index_generation=stats.index_generation,
+        index_kind=stats.index_kind,
+        last_reindex=stats.last_reindex,
+    )
+
+
+JOB_STATES = {
+    "running": admin_pb.JOB_STATE_RUNNING,
+    "succeeded": admin_pb.JOB_STATE_SUCCEEDED,
+    "failed": admin_pb.JOB_STATE_FAILED,
+}
+
+
+def job_to_proto(job: JobStatus) -> admin_pb.ReindexJob:
+    return admin_pb.ReindexJob(
+        job_id=job.job_id,
+        state=JOB_STATES.get(job.state, admin_pb.JOB_STATE_UNSPECIFIED),
+        namespace=job.namespace,
+        total=job.total,
+        done=job.done,
+        generation=job.generation,
+        error=job.error,
     )

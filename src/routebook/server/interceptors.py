@@ -1,4 +1,4 @@
-"""The one boundary where errors become gRPC statuses.
+"""The one boundary where calls are authenticated and errors become gRPC statuses.
 
 A RoutebookError keeps its message and gets its class's status code. Anything else is a bug:
 the caller gets INTERNAL with a correlation id, and the traceback goes to the log, never to the
@@ -15,6 +15,7 @@ from typing import Any
 import grpc
 
 from routebook import errors
+from routebook.server.auth import Authenticator
 
 log = logging.getLogger("routebook.server")
 
@@ -26,6 +27,8 @@ STATUS_BY_ERROR: tuple[tuple[type[errors.RoutebookError], grpc.StatusCode], ...]
     (errors.Unavailable, grpc.StatusCode.UNAVAILABLE),
     (errors.PermissionDenied, grpc.StatusCode.PERMISSION_DENIED),
     (errors.ResourceExhausted, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    (errors.Aborted, grpc.StatusCode.ABORTED),
+    (errors.Unauthenticated, grpc.StatusCode.UNAUTHENTICATED),
     (errors.ConfigError, grpc.StatusCode.FAILED_PRECONDITION),
 )
 
@@ -37,25 +40,45 @@ def status_for(error: errors.RoutebookError) -> grpc.StatusCode:
     return grpc.StatusCode.INTERNAL
 
 
-class ErrorMappingInterceptor(grpc.ServerInterceptor):
+class ServiceInterceptor(grpc.ServerInterceptor):
+    """Wraps every unary-unary and stream-unary handler: authentication, deadlines, errors."""
+
+    def __init__(self, authenticator: Authenticator) -> None:
+        self._auth = authenticator
+
     def intercept_service(
         self,
         continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler[Any, Any] | None],
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler[Any, Any] | None:
         handler = continuation(handler_call_details)
-        if handler is None or handler.unary_unary is None:
+        if handler is None:
             return handler
-        method = handler_call_details.method
-        behaviour = handler.unary_unary
+        method: str = handler_call_details.method
+        if handler.unary_unary is not None:
+            return grpc.unary_unary_rpc_method_handler(
+                self._guard(method, handler.unary_unary, streaming=False),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        if handler.stream_unary is not None:
+            return grpc.stream_unary_rpc_method_handler(
+                self._guard(method, handler.stream_unary, streaming=True),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        return handler
 
+    def _guard(
+        self, method: str, behaviour: Callable[[Any, grpc.ServicerContext], Any], streaming: bool
+    ) -> Callable[[Any, grpc.ServicerContext], Any]:
         def guarded(request: Any, context: grpc.ServicerContext) -> Any:
             remaining = context.time_remaining()
             if remaining is not None and remaining <= 0:
-                context.abort(
-                    grpc.StatusCode.DEADLINE_EXCEEDED, "the deadline passed before work began"
-                )
+                context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "the deadline passed before work")
             try:
+                namespace = None if streaming else getattr(request, "namespace", None)
+                self._auth.check(method, context.invocation_metadata(), namespace)
                 return behaviour(request, context)
             except errors.RoutebookError as exc:
                 context.abort(status_for(exc), str(exc))
@@ -67,8 +90,4 @@ class ErrorMappingInterceptor(grpc.ServerInterceptor):
                     f"internal error; report correlation id {correlation} to the operator",
                 )
 
-        return grpc.unary_unary_rpc_method_handler(
-            guarded,
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
-        )
+        return guarded

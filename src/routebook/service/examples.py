@@ -1,25 +1,29 @@
-"""Reference examples: syncing route files into the store as a diff by content hash.
+"""Reference examples: route-file sync as a diff by content hash, and the admin's upsert,
+delete and list. History examples (learned from outcomes) are never touched by a sync.
 
-A sync is idempotent: the same files twice change nothing the second time. History examples
-(learned from outcomes) are never touched here.
+Writes commit to the store and then ask the follower to catch this server's index up at once;
+other replicas catch up on their own within a second.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sqlalchemy import delete
-
 from routebook.domain import Source
-from routebook.routefiles import RouteFile
-from routebook.service.indexing import IndexMaintainer
+from routebook.errors import InvalidArgument
+from routebook.routefiles import NAME_PATTERN, RouteFile, text_hash
+from routebook.service.follower import StoreFollower
 from routebook.service.namespaces import NamespaceDirectory
 from routebook.store import examples as ex_store
 from routebook.store import namespaces as ns_store
 from routebook.store.db import Store
 from routebook.store.tables import ExampleRow
+
+MAX_BATCH = 10_000
+MAX_PAGE = 1000
 
 
 @dataclass(slots=True)
@@ -35,24 +39,42 @@ class SyncReport:
     removed: list[str] = field(default_factory=list)
     unchanged: int = 0
 
-    @property
-    def touched(self) -> bool:
-        return bool(
-            self.created_namespace
-            or self.catalog_changed
-            or self.added
-            or self.changed
-            or self.removed
-        )
+
+@dataclass(frozen=True, slots=True)
+class ExampleInput:
+    text: str
+    route: str | None
+    best_model: str
+
+
+@dataclass(slots=True)
+class UpsertResult:
+    added: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    example_ids: list[int] = field(default_factory=list)
+
+    def merge(self, other: UpsertResult) -> None:
+        self.added += other.added
+        self.updated += other.updated
+        self.unchanged += other.unchanged
+        self.example_ids.extend(other.example_ids)
 
 
 class ExampleService:
     def __init__(
-        self, store: Store, directory: NamespaceDirectory, indexes: IndexMaintainer
+        self,
+        store: Store,
+        directory: NamespaceDirectory,
+        follower: StoreFollower,
+        max_text_chars: int,
     ) -> None:
         self._store = store
         self._directory = directory
-        self._indexes = indexes
+        self._follower = follower
+        self._max_text_chars = max_text_chars
+
+    # -- route files ----------------------------------------------------------------------
 
     def sync_routes(
         self,
@@ -61,15 +83,15 @@ class ExampleService:
         dry_run: bool = False,
         prune: bool = False,
     ) -> list[SyncReport]:
+        """Every file is parsed and validated before this is called; each namespace is then
+        written in one transaction, so a failure leaves nothing half-applied."""
         reports = []
         for path, route_file in files:
             report = self._sync_one(route_file, dry_run=dry_run, prune=prune)
             report.path = path
             reports.append(report)
         if not dry_run:
-            for info in self._directory.refresh():
-                if any(r.namespace == info.name and r.touched for r in reports):
-                    self._indexes.rebuild(info.name, info.id)
+            self._refresh({r.namespace for r in reports})
         return reports
 
     def _sync_one(self, route_file: RouteFile, *, dry_run: bool, prune: bool) -> SyncReport:
@@ -83,6 +105,8 @@ class ExampleService:
             catalog_changed = ns_store.replace_catalog(session, row.id, route_file.to_catalog())
             policy_changed = ns_store.replace_policy(row, route_file.policy.to_policy())
             report.catalog_changed = catalog_changed or policy_changed
+            if report.catalog_changed and not report.created_namespace:
+                row.catalog_version += 1
             present = ex_store.reference_examples_by_hash(session, row.id)
             for h, example in wanted.items():
                 existing = present.get(h)
@@ -100,15 +124,116 @@ class ExampleService:
                     )
                 elif (existing.route, existing.best_model) != (example.route, example.best_model):
                     report.changed.append(example.text)
-                    existing.route = example.route
-                    existing.best_model = example.best_model
+                    ex_store.replace_reference(session, existing, example.route, example.best_model)
                 else:
                     report.unchanged += 1
             if prune:
                 gone = [e for h, e in present.items() if h not in wanted]
                 report.removed = [e.text for e in gone]
-                if gone:
-                    session.execute(
-                        delete(ExampleRow).where(ExampleRow.id.in_([e.id for e in gone]))
-                    )
+                ex_store.delete_examples(session, row.id, [e.id for e in gone])
         return report
+
+    # -- admin ----------------------------------------------------------------------------
+
+    def upsert(self, namespace: str, items: Sequence[ExampleInput]) -> UpsertResult:
+        info = self._directory.resolve(namespace)
+        if not items:
+            raise InvalidArgument("examples is empty: send at least one example")
+        if len(items) > MAX_BATCH:
+            raise InvalidArgument(
+                f"{len(items)} examples in one request; at most {MAX_BATCH} (stream larger loads)"
+            )
+        cleaned = [
+            self._check(info.catalog.names, position, item) for position, item in enumerate(items)
+        ]
+        result = UpsertResult()
+        with self._store.write() as session:
+            present = ex_store.reference_examples_by_hash(session, info.id)
+            for item in cleaned:
+                h = text_hash(item.text)
+                existing = present.get(h)
+                if existing is None:
+                    row = ExampleRow(
+                        namespace_id=info.id,
+                        text=item.text,
+                        text_hash=h,
+                        route=item.route,
+                        source=Source.REFERENCE.value,
+                        best_model=item.best_model,
+                    )
+                    session.add(row)
+                    session.flush()
+                    present[h] = row
+                    result.added += 1
+                elif (existing.route, existing.best_model) != (item.route, item.best_model):
+                    row = ex_store.replace_reference(session, existing, item.route, item.best_model)
+                    present[h] = row
+                    result.updated += 1
+                else:
+                    row = existing
+                    result.unchanged += 1
+                result.example_ids.append(row.id)
+        self._follower.catch_up(info)
+        return result
+
+    def _check(self, catalog: Sequence[str], position: int, item: ExampleInput) -> ExampleInput:
+        text = item.text.strip()
+        where = f"examples[{position}]"
+        if not text:
+            raise InvalidArgument(f"{where}.text is empty")
+        if "\x00" in text:
+            raise InvalidArgument(f"{where}.text contains a NUL character")
+        if len(text) > self._max_text_chars:
+            raise InvalidArgument(
+                f"{where}.text has {len(text)} characters; the limit is {self._max_text_chars}"
+            )
+        if item.best_model not in catalog:
+            raise InvalidArgument(
+                f"{where}.best_model {item.best_model!r} is not in the catalog "
+                f"({', '.join(catalog)})"
+            )
+        route = (item.route or "").strip() or None
+        if route is not None and not re.match(NAME_PATTERN, route):
+            raise InvalidArgument(
+                f"{where}.route {route[:40]!r}: use letters, digits and _ . : - (at most 128)"
+            )
+        return ExampleInput(text, route, item.best_model)
+
+    def delete(self, namespace: str, ids: Sequence[int]) -> tuple[list[int], list[int]]:
+        """(deleted ids, ids that were not examples of this namespace)."""
+        info = self._directory.resolve(namespace)
+        if not ids:
+            raise InvalidArgument("example_ids is empty")
+        with self._store.write() as session:
+            deleted = ex_store.delete_examples(session, info.id, list(dict.fromkeys(ids)))
+        self._follower.catch_up(info)
+        missing = [i for i in dict.fromkeys(ids) if i not in set(deleted)]
+        return deleted, missing
+
+    def list(
+        self, namespace: str, flt: ex_store.ExampleFilter, page_size: int, page_token: str
+    ) -> tuple[list[ExampleRow], dict[int, list[tuple[str, float, int]]], str]:
+        info = self._directory.resolve(namespace)
+        size = page_size or 100
+        if not 1 <= size <= MAX_PAGE:
+            raise InvalidArgument(f"page_size must be 1 to {MAX_PAGE}, got {page_size}")
+        try:
+            after = int(page_token) if page_token else 0
+        except ValueError:
+            raise InvalidArgument(
+                "page_token is not one this server gave out; pass next_page_token as it came"
+            ) from None
+        with self._store.read() as session:
+            rows = ex_store.list_examples(session, info.id, flt, after, size + 1)
+            page = rows[:size]
+            means = ex_store.outcome_means(session, example_ids=[r.id for r in page])
+        token = str(page[-1].id) if len(rows) > size else ""
+        return page, means, token
+
+    def _refresh(self, namespaces: set[str]) -> None:
+        for info in self._directory.refresh():
+            if info.name in namespaces:
+                if self._follower.is_loaded(info.name):
+                    self._follower.catch_up(info)
+                else:
+                    self._follower.load(info)

@@ -1,24 +1,34 @@
 """Building a namespace's index from the store: the store is the truth, the index a copy.
 
-Vectors cached in the store by the same embedding model are reused; the rest are embedded in
-batches and written back, so the next start is cheap.
+Vectors cached in the store by the same embedding model are reused (unless a reindex asks to
+re-embed everything); the rest are embedded in batches and written back, so the next start is
+cheap. The marks taken before reading say where a follower must catch up from.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
 
 import numpy as np
+import numpy.typing as npt
 from sqlalchemy import update
 
 from routebook.domain import ExampleFacts, ObservedOutcome
 from routebook.embed import Embedder
-from routebook.index import IndexRegistry, NamespaceIndex
+from routebook.index import NamespaceIndex
+from routebook.index.kinds import choose_kind
 from routebook.store import examples as ex_store
+from routebook.store import follow
 from routebook.store.db import Store
 from routebook.store.tables import ExampleRow
 
 EMBED_BATCH = 256
+
+#: A transaction is assumed to commit within this long after its rows were created, so rows
+#: older than this with ids below a mark are all visible (ids are allocated before commit).
+SETTLE = timedelta(seconds=5)
 
 Progress = Callable[[int], None]
 
@@ -36,32 +46,67 @@ def facts_of(
     )
 
 
-class IndexMaintainer:
-    def __init__(self, store: Store, embedder: Embedder, registry: IndexRegistry) -> None:
+@dataclass(frozen=True, slots=True)
+class BuiltIndex:
+    index: NamespaceIndex
+    marks: follow.Marks
+    embedded: int
+
+
+class IndexBuilder:
+    def __init__(self, store: Store, embedder: Embedder) -> None:
         self._store = store
         self._embedder = embedder
-        self._registry = registry
 
-    def rebuild(self, namespace: str, namespace_id: int, progress: Progress | None = None) -> int:
-        """Build a fresh index off to the side, then swap it in; returns its size."""
-        index = NamespaceIndex(self._embedder.dim)
+    def count(self, namespace_id: int) -> int:
         with self._store.read() as session:
-            outcomes = ex_store.outcome_means(session, namespace_id=namespace_id)
-            batches = list(ex_store.iter_examples(session, namespace_id))
-        for batch in batches:
-            vectors = self._vectors(batch)
-            index.add([facts_of(e, outcomes.get(e.id)) for e in batch], vectors)
-            if progress is not None:
-                progress(len(batch))
-        self._registry.swap(namespace, index)
-        return len(index)
+            return ex_store.count_examples(session, namespace_id)
 
-    def _vectors(self, batch: list[ex_store.StoredExample]) -> np.ndarray:
+    def build(
+        self,
+        namespace_id: int,
+        *,
+        kind: str | None = None,
+        reembed: bool = False,
+        progress: Progress | None = None,
+    ) -> BuiltIndex:
+        """A new index of every example of the namespace, off to the side (nothing is swapped)."""
+        with self._store.read() as session:
+            marks = follow.settled_marks(session, SETTLE)
+            outcomes = ex_store.outcome_means(session, namespace_id=namespace_id)
+        facts: list[ExampleFacts] = []
+        chunks: list[npt.NDArray[np.float32]] = []
+        embedded = 0
+        with self._store.read() as session:
+            # Batches of EMBED_BATCH rows, so progress moves at the pace of the model.
+            for batch in ex_store.iter_examples(session, namespace_id, batch=EMBED_BATCH):
+                vectors, fresh = self._vectors(batch, reembed)
+                embedded += fresh
+                facts.extend(facts_of(e, outcomes.get(e.id)) for e in batch)
+                chunks.append(vectors)
+                if progress is not None:
+                    progress(len(batch))
+        vectors = (
+            np.concatenate(chunks) if chunks else np.zeros((0, self._embedder.dim), np.float32)
+        )
+        index = NamespaceIndex.build(
+            self._embedder.dim, kind or choose_kind(len(facts)), facts, vectors
+        )
+        return BuiltIndex(index, marks, embedded)
+
+    def vectors_for(self, batch: list[ex_store.StoredExample]) -> npt.NDArray[np.float32]:
+        return self._vectors(batch, reembed=False)[0]
+
+    def _vectors(
+        self, batch: list[ex_store.StoredExample], reembed: bool
+    ) -> tuple[npt.NDArray[np.float32], int]:
         model_id = self._embedder.model_id
         vectors = np.zeros((len(batch), self._embedder.dim), dtype=np.float32)
         missing = []
         for row, example in enumerate(batch):
-            if example.embedding is not None and example.embedding_model == model_id:
+            cached = example.embedding is not None and example.embedding_model == model_id
+            if cached and not reembed:
+                assert example.embedding is not None
                 vectors[row] = ex_store.vector_from_bytes(example.embedding)
             else:
                 missing.append(row)
@@ -81,4 +126,4 @@ class IndexMaintainer:
                         for r, v in zip(rows, fresh, strict=True)
                     ],
                 )
-        return vectors
+        return vectors, len(missing)

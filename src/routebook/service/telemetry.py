@@ -9,13 +9,16 @@ from __future__ import annotations
 import json
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import TextIO
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from routebook.domain import Decision, Strategy
+from routebook.index import IndexRegistry
 
 #: An outcome at or above this quality counts as a success in the per-model success metric.
 SUCCESS_QUALITY = 0.5
@@ -111,15 +114,23 @@ class Telemetry:
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
-        self.index_size = Gauge(
-            "routebook_index_size",
-            "Examples in the namespace's index.",
-            ["namespace"],
-            registry=r,
-        )
 
-    def watch_index(self, namespace: str, size: Callable[[], int]) -> None:
-        self.index_size.labels(namespace).set_function(lambda: float(size()))
+    def watch_indexes(self, registry: IndexRegistry) -> None:
+        """Index sizes are read at scrape time, for every namespace the registry holds."""
+        registry_ref = registry
+
+        class _Sizes(Collector):
+            def collect(self) -> Iterable[Metric]:
+                family = GaugeMetricFamily(
+                    "routebook_index_size",
+                    "Examples in the namespace's index.",
+                    labels=["namespace"],
+                )
+                for namespace in registry_ref.namespaces():
+                    family.add_metric([namespace], float(len(registry_ref.get(namespace))))
+                yield family
+
+        self.registry.register(_Sizes())
 
     def decided(self, decision: Decision, tenant: str, latency_s: float, query_text: str) -> None:
         choice = decision.choice

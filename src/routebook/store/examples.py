@@ -7,11 +7,11 @@ from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from routebook.domain import Source
-from routebook.store.tables import ExampleRow, OutcomeRow
+from routebook.store.tables import ExampleRow, OutcomeRow, TombstoneRow
 
 
 def find_example(
@@ -92,6 +92,17 @@ def iter_examples(
         last = rows[-1].id
 
 
+def count_examples(session: Session, namespace_id: int) -> int:
+    return int(
+        session.scalar(
+            select(func.count())
+            .select_from(ExampleRow)
+            .where(ExampleRow.namespace_id == namespace_id)
+        )
+        or 0
+    )
+
+
 def outcome_means(
     session: Session, example_ids: list[int] | None = None, namespace_id: int | None = None
 ) -> dict[int, list[tuple[str, float, int]]]:
@@ -114,3 +125,91 @@ def outcome_means(
     for entries in result.values():
         entries.sort()
     return result
+
+
+def delete_examples(session: Session, namespace_id: int, ids: list[int]) -> list[int]:
+    """Delete the namespace's examples among `ids` (outcomes go with them), leaving tombstones
+    for replicas; returns the ids deleted."""
+    found = list(
+        session.scalars(
+            select(ExampleRow.id).where(
+                ExampleRow.namespace_id == namespace_id, ExampleRow.id.in_(ids)
+            )
+        )
+    )
+    if not found:
+        return []
+    session.execute(delete(OutcomeRow).where(OutcomeRow.example_id.in_(found)))
+    session.execute(delete(ExampleRow).where(ExampleRow.id.in_(found)))
+    session.add_all(TombstoneRow(namespace_id=namespace_id, example_id=i) for i in found)
+    return found
+
+
+def replace_reference(
+    session: Session, existing: ExampleRow, route: str | None, best_model: str | None
+) -> ExampleRow:
+    """Change a reference example's label as delete + insert, so replicas, which follow new ids
+    and tombstones, see the change. The cached vector moves along."""
+    fresh = ExampleRow(
+        namespace_id=existing.namespace_id,
+        text=existing.text,
+        text_hash=existing.text_hash,
+        route=route,
+        source=Source.REFERENCE.value,
+        best_model=best_model,
+        embedding=existing.embedding,
+        embedding_model=existing.embedding_model,
+    )
+    delete_examples(session, existing.namespace_id, [existing.id])
+    session.flush()
+    session.add(fresh)
+    session.flush()
+    return fresh
+
+
+@dataclass(frozen=True, slots=True)
+class ExampleFilter:
+    source: Source | None = None
+    model: str | None = None
+    text_prefix: str | None = None
+    route: str | None = None
+
+
+def list_examples(
+    session: Session, namespace_id: int, flt: ExampleFilter, after_id: int, limit: int
+) -> list[ExampleRow]:
+    """A page of examples in id order after `after_id` (keyset paging)."""
+    query = select(ExampleRow).where(
+        ExampleRow.namespace_id == namespace_id, ExampleRow.id > after_id
+    )
+    if flt.source is not None:
+        query = query.where(ExampleRow.source == flt.source.value)
+    if flt.route:
+        query = query.where(ExampleRow.route == flt.route)
+    if flt.text_prefix:
+        escaped = flt.text_prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        query = query.where(ExampleRow.text.like(escaped + "%", escape="\\"))
+    if flt.model:
+        with_outcome = select(OutcomeRow.example_id).where(OutcomeRow.model == flt.model)
+        query = query.where((ExampleRow.best_model == flt.model) | ExampleRow.id.in_(with_outcome))
+    return list(session.scalars(query.order_by(ExampleRow.id).limit(limit)))
+
+
+def count_by(session: Session, namespace_id: int, column: str) -> dict[str, int]:
+    col = ExampleRow.source if column == "source" else ExampleRow.best_model
+    rows = session.execute(
+        select(col, func.count())
+        .where(ExampleRow.namespace_id == namespace_id, col.is_not(None))
+        .group_by(col)
+    )
+    return {str(k): int(n) for k, n in rows}
+
+
+def outcome_counts(session: Session, namespace_id: int) -> dict[str, int]:
+    rows = session.execute(
+        select(OutcomeRow.model, func.count())
+        .join(ExampleRow, ExampleRow.id == OutcomeRow.example_id)
+        .where(ExampleRow.namespace_id == namespace_id)
+        .group_by(OutcomeRow.model)
+    )
+    return {str(k): int(n) for k, n in rows}

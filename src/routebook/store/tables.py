@@ -51,6 +51,8 @@ class NamespaceRow(Base):
     description: Mapped[str] = mapped_column(Text, default="")
     # The namespace's policy (tiers, budgets, PII tags) as policyspec.policy_to_json writes it.
     policy: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    # Bumped at every catalog or policy change: optimistic concurrency, and replicas refresh.
+    catalog_version: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
@@ -124,3 +126,48 @@ class DecisionRow(Base):
     model: Mapped[str] = mapped_column(String(128))
     estimated_cost_usd: Mapped[float] = mapped_column(Float, default=0.0)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class TombstoneRow(Base):
+    """A deleted example, so replicas tailing the store by id remove it from their index."""
+
+    __tablename__ = "example_tombstones"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    namespace_id: Mapped[int] = mapped_column(ForeignKey("namespaces.id", ondelete="CASCADE"))
+    example_id: Mapped[int] = mapped_column(BigInteger)
+    deleted_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class IndexGenerationRow(Base):
+    """A published index snapshot: servers swap to the newest one of their namespace."""
+
+    __tablename__ = "index_generations"
+    __table_args__ = (UniqueConstraint("namespace_id", "generation"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    namespace_id: Mapped[int] = mapped_column(ForeignKey("namespaces.id", ondelete="CASCADE"))
+    generation: Mapped[int] = mapped_column(Integer)
+    snapshot_path: Mapped[str] = mapped_column(Text)
+    embedding_model: Mapped[str] = mapped_column(String(256))
+    dim: Mapped[int] = mapped_column(Integer)
+    kind: Mapped[str] = mapped_column(String(16))
+    examples: Mapped[int] = mapped_column(Integer)
+    high_water_example_id: Mapped[int] = mapped_column(BigInteger)
+    high_water_outcome_id: Mapped[int] = mapped_column(BigInteger)
+    high_water_tombstone_id: Mapped[int] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class ReindexJobRow(Base):
+    __tablename__ = "reindex_jobs"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    namespace: Mapped[str] = mapped_column(String(128), default="")
+    state: Mapped[str] = mapped_column(String(16))
+    total: Mapped[int] = mapped_column(BigInteger, default=0)
+    done: Mapped[int] = mapped_column(BigInteger, default=0)
+    generation: Mapped[int] = mapped_column(Integer, default=0)
+    error: Mapped[str] = mapped_column(Text, default="")
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)

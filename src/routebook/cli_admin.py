@@ -1,0 +1,305 @@
+"""`routebook admin …`: the Admin API from the command line, against a running server; and
+`routebook reindex`, the batch job that runs in its own process."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import click
+
+from routebook.errors import RoutebookError
+
+
+def _stub(ctx: click.Context) -> tuple[Any, list[tuple[str, str]]]:
+    import grpc
+
+    from routebook.v1 import admin_pb2_grpc
+
+    target, token = ctx.obj["target"], ctx.obj["token"]
+    channel = grpc.insecure_channel(target)
+    ctx.call_on_close(channel.close)
+    metadata = [("authorization", f"Bearer {token}")] if token else []
+    return admin_pb2_grpc.AdminStub(channel), metadata  # type: ignore[no-untyped-call]
+
+
+def _call(ctx: click.Context, method: str, request: Any) -> Any:
+    import grpc
+
+    stub, metadata = _stub(ctx)
+    try:
+        return getattr(stub, method)(request, metadata=metadata, timeout=ctx.obj["timeout"])
+    except grpc.RpcError as exc:
+        click.echo(f"error: {exc.code().name}: {exc.details()}", err=True)
+        sys.exit(1)
+
+
+def _print(message: Any) -> None:
+    from google.protobuf.json_format import MessageToDict
+
+    click.echo(json.dumps(MessageToDict(message), indent=2))
+
+
+@click.group()
+@click.option(
+    "--target",
+    default="127.0.0.1:50051",
+    show_default=True,
+    help="host:port of a routebook server.",
+)
+@click.option(
+    "--token",
+    envvar="ROUTEBOOK_ADMIN_TOKEN",
+    help="Admin bearer token (env ROUTEBOOK_ADMIN_TOKEN).",
+)
+@click.option("--timeout", default=30.0, show_default=True, help="Seconds per call.")
+@click.pass_context
+def admin(ctx: click.Context, target: str, token: str | None, timeout: float) -> None:
+    """Manage namespaces, catalogs and examples on a running server (prints JSON)."""
+    ctx.obj = {"target": target, "token": token, "timeout": timeout}
+
+
+def _catalog_from_file(path: Path) -> list[Any]:
+    from routebook.routefiles import load_route_file
+    from routebook.v1 import admin_pb2 as admin_pb
+
+    try:
+        route_file = load_route_file(path)
+    except RoutebookError as exc:
+        raise click.BadParameter(str(exc)) from None
+    return [admin_pb.CatalogModel(**m.model_dump()) for m in route_file.catalog]
+
+
+@admin.command("create-namespace")
+@click.argument("name")
+@click.option(
+    "--catalog",
+    "catalog_file",
+    type=click.Path(exists=True, path_type=Path),
+    required=True,
+    help="A route file whose catalog the namespace gets.",
+)
+@click.option("--description", default="")
+@click.pass_context
+def create_namespace(ctx: click.Context, name: str, catalog_file: Path, description: str) -> None:
+    """Create namespace NAME with the catalog of a route file."""
+    from routebook.v1 import admin_pb2 as admin_pb
+
+    request = admin_pb.CreateNamespaceRequest(
+        name=name, description=description, catalog=_catalog_from_file(catalog_file)
+    )
+    _print(_call(ctx, "CreateNamespace", request))
+
+
+@admin.command("show-namespace")
+@click.argument("name")
+@click.pass_context
+def show_namespace(ctx: click.Context, name: str) -> None:
+    """Print a namespace, its catalog and its catalog version."""
+    from routebook.v1 import admin_pb2 as admin_pb
+
+    _print(_call(ctx, "GetNamespace", admin_pb.GetNamespaceRequest(name=name)))
+
+
+@admin.command("update-catalog")
+@click.argument("namespace")
+@click.option(
+    "--catalog",
+    "catalog_file",
+    type=click.Path(exists=True, path_type=Path),
+    required=True,
+    help="A route file whose catalog replaces the current one.",
+)
+@click.option(
+    "--version",
+    "expected_version",
+    type=int,
+    required=True,
+    help="The catalog_version you read (a stale one is refused with ABORTED).",
+)
+@click.pass_context
+def update_catalog(
+    ctx: click.Context, namespace: str, catalog_file: Path, expected_version: int
+) -> None:
+    """Replace NAMESPACE's catalog."""
+    from routebook.v1 import admin_pb2 as admin_pb
+
+    request = admin_pb.UpdateCatalogRequest(
+        namespace=namespace,
+        expected_version=expected_version,
+        catalog=_catalog_from_file(catalog_file),
+    )
+    _print(_call(ctx, "UpdateCatalog", request))
+
+
+@admin.command("upsert")
+@click.argument("namespace")
+@click.argument("jsonl", type=click.File("r"))
+@click.option("--batch", default=1000, show_default=True, help="Examples per streamed batch.")
+@click.pass_context
+def upsert(ctx: click.Context, namespace: str, jsonl: Any, batch: int) -> None:
+    """Stream reference examples from JSONL rows {"text", "route", "best_model"} (- = stdin)."""
+    import grpc
+
+    from routebook.v1 import admin_pb2 as admin_pb
+
+    def batches() -> Iterator[Any]:
+        chunk: list[Any] = []
+        for number, line in enumerate(jsonl, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+                chunk.append(
+                    admin_pb.ExampleInput(
+                        text=row["text"], route=row.get("route", ""), best_model=row["best_model"]
+                    )
+                )
+            except (ValueError, KeyError, TypeError) as exc:
+                raise click.BadParameter(f"line {number}: {exc}") from None
+            if len(chunk) >= batch:
+                yield admin_pb.UpsertExamplesRequest(namespace=namespace, examples=chunk)
+                chunk = []
+        if chunk:
+            yield admin_pb.UpsertExamplesRequest(namespace=namespace, examples=chunk)
+
+    stub, metadata = _stub(ctx)
+    try:
+        response = stub.UpsertExamplesStream(
+            batches(), metadata=metadata, timeout=ctx.obj["timeout"]
+        )
+    except grpc.RpcError as exc:
+        click.echo(f"error: {exc.code().name}: {exc.details()}", err=True)
+        sys.exit(1)
+    click.echo(
+        f"added {response.added}, updated {response.updated}, unchanged {response.unchanged}"
+    )
+
+
+@admin.command("delete")
+@click.argument("namespace")
+@click.argument("example_ids", type=int, nargs=-1, required=True)
+@click.pass_context
+def delete(ctx: click.Context, namespace: str, example_ids: tuple[int, ...]) -> None:
+    """Delete examples of NAMESPACE by id."""
+    from routebook.v1 import admin_pb2 as admin_pb
+
+    request = admin_pb.DeleteExamplesRequest(namespace=namespace, example_ids=list(example_ids))
+    _print(_call(ctx, "DeleteExamples", request))
+
+
+@admin.command("list")
+@click.argument("namespace")
+@click.option("--source", type=click.Choice(["reference", "history"]))
+@click.option("--model", default="")
+@click.option("--prefix", "text_prefix", default="")
+@click.option("--route", default="")
+@click.option("--page-size", default=100, show_default=True)
+@click.option("--page-token", default="")
+@click.pass_context
+def list_examples(ctx: click.Context, namespace: str, source: str | None, **filters: Any) -> None:
+    """List a page of NAMESPACE's examples (pass nextPageToken to --page-token for more)."""
+    from routebook.v1 import admin_pb2 as admin_pb
+    from routebook.v1 import router_pb2 as pb
+
+    sources = {"reference": pb.SOURCE_REFERENCE, "history": pb.SOURCE_HISTORY, None: 0}
+    request = admin_pb.ListExamplesRequest(namespace=namespace, source=sources[source], **filters)
+    _print(_call(ctx, "ListExamples", request))
+
+
+@admin.command("stats")
+@click.option("--namespace", default="")
+@click.pass_context
+def admin_stats(ctx: click.Context, namespace: str) -> None:
+    """Counts and index state per namespace, from the server."""
+    from routebook.v1 import admin_pb2 as admin_pb
+
+    _print(_call(ctx, "GetStats", admin_pb.GetStatsRequest(namespace=namespace)))
+
+
+@admin.command("reindex")
+@click.option("--namespace", default="")
+@click.option("--index-type", type=click.Choice(["flat", "hnsw", "ivf"]))
+@click.option("--wait/--no-wait", default=True, show_default=True)
+@click.pass_context
+def admin_reindex(ctx: click.Context, namespace: str, index_type: str | None, wait: bool) -> None:
+    """Start a reindex on the server; with --wait, follow it to the end."""
+    from routebook.v1 import admin_pb2 as admin_pb
+
+    job = _call(
+        ctx, "Reindex", admin_pb.ReindexRequest(namespace=namespace, index_kind=index_type or "")
+    )
+    while wait and job.state == admin_pb.JOB_STATE_RUNNING:
+        time.sleep(0.5)
+        job = _call(ctx, "GetReindexJob", admin_pb.GetReindexJobRequest(job_id=job.job_id))
+    _print(job)
+    if job.state == admin_pb.JOB_STATE_FAILED:
+        sys.exit(1)
+
+
+@click.command()
+@click.option("--db", "database_url", help="Store URL; env ROUTEBOOK_DATABASE_URL.")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False), envvar="ROUTEBOOK_CONFIG")
+@click.option("--namespace", "-n", default=None, help="One namespace (default: all).")
+@click.option("--model", "model_path", help="Embed with this local model folder instead.")
+@click.option(
+    "--index-type",
+    type=click.Choice(["flat", "hnsw", "ivf"]),
+    help="Index kind (default: chosen by size).",
+)
+@click.option("--snapshot-dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option(
+    "--reuse-vectors",
+    is_flag=True,
+    help="Reuse vectors cached for this model instead of re-embedding.",
+)
+def reindex(
+    database_url: str | None,
+    config_file: str | None,
+    namespace: str | None,
+    model_path: str | None,
+    index_type: str | None,
+    snapshot_dir: Path | None,
+    reuse_vectors: bool,
+) -> None:
+    """Re-embed every example, build a new index generation off to the side, snapshot it and
+    publish it: running servers on the same store swap to it. Safe to kill and run again."""
+    from rich.progress import Progress
+
+    from routebook.config import load_settings
+    from routebook.wiring import build
+
+    try:
+        settings = load_settings(
+            {
+                "database_url": database_url,
+                "model_path": model_path,
+                "snapshot_dir": snapshot_dir,
+                "decision_log": "",
+            },
+            config_file,
+        )
+        app = build(settings, load_routes=False, load_indexes=False)
+        job_id = app.reindexer.start(namespace, index_type)
+        total = app.reindexer.status(job_id).total
+        with Progress(transient=False) as bar:
+            task = bar.add_task("re-embedding", total=total)
+            status = app.reindexer.run(
+                job_id, namespace, index_type, _advance(bar, task), reembed=not reuse_vectors
+            )
+        app.close()
+    except RoutebookError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+    click.echo(
+        f"reindex {status.job_id}: {status.state}, {status.done} examples, "
+        f"generation {status.generation}"
+    )
+
+
+def _advance(bar: Any, task: Any) -> Callable[[int], None]:
+    return lambda n: bar.advance(task, n)

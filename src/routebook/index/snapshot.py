@@ -1,0 +1,367 @@
+"""Index snapshots on disk, so a server starts (or swaps generation) without rebuilding.
+
+Layout, one folder per namespace and generation::
+
+    <folder>/<namespace>/gen-00000007/index.faiss   the FAISS index (faiss.write_index format)
+                                     /facts.jsonl   one example's facts (and FAISS label) a line
+                                     /meta.json     SnapshotMeta, plus each file's size and sha256
+
+A snapshot is written into a hidden temporary sibling (``.tmp-…``), every file and the folder
+are fsynced, and only then is it renamed into place: a process killed half-way leaves a
+temporary folder that readers never look at and the next save deletes, never a ``gen-…``
+folder that looks complete. ``meta.json`` is written last and records the other files' sizes
+(checked by `latest_snapshot`) and hashes (checked by `load_snapshot`), so a folder damaged
+later is refused too. Saves of one namespace are serialised with a lock file.
+
+Errors::
+
+    SnapshotError
+     ├── SnapshotMismatch   made by another embedding model or with another dimension
+     └── SnapshotCorrupt    missing, truncated or inconsistent files
+
+No store import: what the high-water marks mean is the caller's business.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import re
+import shutil
+import uuid
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from routebook.domain import ExampleFacts, ObservedOutcome, Source
+from routebook.index.kinds import DEFAULT_EF_SEARCH, DEFAULT_NPROBE, SearchParams, parse_kind
+from routebook.index.namespace_index import IndexState, NamespaceIndex
+
+log = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+KEEP = 2
+INDEX_FILE = "index.faiss"
+FACTS_FILE = "facts.jsonl"
+META_FILE = "meta.json"
+_GEN_DIR = re.compile(r"^gen-(\d{8,})$")
+_TEMP_PREFIXES = (".tmp-", ".old-")
+
+
+class SnapshotError(Exception):
+    """A snapshot that cannot be used; the message says which and why."""
+
+
+class SnapshotMismatch(SnapshotError):
+    """The snapshot was made by another embedding model (or dimension) than the configured one."""
+
+
+class SnapshotCorrupt(SnapshotError):
+    """The snapshot folder is incomplete or damaged; rebuild from the store instead."""
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotMeta:
+    """What a snapshot holds and up to where in the store it is complete.
+
+    The caller fills everything but `created_at`, which `save_snapshot` stamps. `count` and
+    `kind` as written are taken from the index itself (it may have grown since the caller
+    counted); `dim` and `generation` must agree with the index.
+    """
+
+    namespace: str
+    generation: int
+    embedding_model_id: str
+    dim: int
+    high_water_example_id: int
+    high_water_outcome_id: int
+    kind: str
+    count: int
+    high_water_tombstone_id: int = 0
+    created_at: datetime | None = None
+    format_version: int = FORMAT_VERSION
+
+
+def snapshot_path(folder: Path, namespace: str, generation: int) -> Path:
+    return _namespace_dir(folder, namespace) / f"gen-{generation:08d}"
+
+
+def save_snapshot(
+    index: NamespaceIndex, folder: Path, meta: SnapshotMeta, *, keep: int = KEEP
+) -> Path:
+    """Write `index` as `meta.namespace`'s snapshot of `meta.generation`; returns its folder.
+
+    Saving a generation that already exists replaces it. Afterwards only the newest `keep`
+    snapshots of the namespace remain, and leftovers of interrupted saves are deleted.
+    """
+    if keep < 1:
+        raise ValueError(f"keep must be at least 1 (got {keep})")
+    state = index.export_state()
+    if meta.dim != state.dim or meta.generation != state.generation:
+        raise ValueError(
+            f"meta says dim {meta.dim}, generation {meta.generation}; the index has dim "
+            f"{state.dim}, generation {state.generation}"
+        )
+    meta = dataclasses.replace(
+        meta,
+        kind=str(state.kind),
+        count=len(state.labelled),
+        created_at=datetime.now(UTC),
+        format_version=FORMAT_VERSION,
+    )
+    ns_dir = _namespace_dir(folder, meta.namespace)
+    ns_dir.mkdir(parents=True, exist_ok=True)
+    final = snapshot_path(folder, meta.namespace, meta.generation)
+    with _namespace_lock(ns_dir):
+        _remove_leftovers(ns_dir)
+        temp = ns_dir / f".tmp-{final.name}-{uuid.uuid4().hex}"
+        temp.mkdir()
+        files = {
+            INDEX_FILE: _write_file(temp / INDEX_FILE, [state.faiss_bytes.data]),
+            FACTS_FILE: _write_file(temp / FACTS_FILE, _facts_lines(state)),
+        }
+        _write_file(temp / META_FILE, [_meta_json(meta, files)])
+        _fsync_dir(temp)
+        if final.exists():  # same generation saved again: move the old one aside first
+            final.rename(ns_dir / f".old-{final.name}-{uuid.uuid4().hex}")
+        temp.rename(final)
+        _fsync_dir(ns_dir)
+        _remove_leftovers(ns_dir)
+        _prune(ns_dir, keep, final)
+    return final
+
+
+def latest_snapshot(folder: Path, namespace: str) -> SnapshotMeta | None:
+    """The newest complete snapshot of `namespace`, skipping incomplete or damaged ones."""
+    for _generation, path in _generations(_namespace_dir(folder, namespace)):
+        try:
+            meta, _files = _read_meta(path)
+        except SnapshotCorrupt as exc:
+            log.warning("ignoring snapshot %s: %s", path, exc)
+            continue
+        if meta.namespace == namespace:
+            return meta
+        log.warning("ignoring snapshot %s: it belongs to namespace %r", path, meta.namespace)
+    return None
+
+
+def load_snapshot(
+    path: Path,
+    expected_model_id: str,
+    expected_dim: int,
+    *,
+    ef_search: int = DEFAULT_EF_SEARCH,
+    nprobe: int = DEFAULT_NPROBE,
+) -> tuple[NamespaceIndex, SnapshotMeta]:
+    """The index saved in `path` and its meta.
+
+    Raises FileNotFoundError if `path` does not exist, SnapshotMismatch if it was made by
+    another model or dimension, SnapshotCorrupt if anything in it is missing or damaged.
+    """
+    if not path.is_dir():
+        raise FileNotFoundError(f"no snapshot folder at {path}")
+    meta, files = _read_meta(path)
+    if meta.embedding_model_id != expected_model_id or meta.dim != expected_dim:
+        raise SnapshotMismatch(
+            f"snapshot {path} was made with embedding model {meta.embedding_model_id!r} "
+            f"(dim {meta.dim}), but the configured model is {expected_model_id!r} "
+            f"(dim {expected_dim})"
+        )
+    blobs = {name: _read_checked(path / name, *files[name]) for name in (INDEX_FILE, FACTS_FILE)}
+    try:
+        labelled = tuple(_parse_fact_line(line) for line in blobs[FACTS_FILE].splitlines())
+        state = IndexState(
+            dim=meta.dim,
+            kind=parse_kind(meta.kind),
+            generation=meta.generation,
+            faiss_bytes=np.frombuffer(blobs[INDEX_FILE], dtype=np.uint8),
+            labelled=labelled,
+        )
+        index = NamespaceIndex.from_state(state, SearchParams(ef_search, nprobe))
+    except (ValueError, KeyError, TypeError, RuntimeError) as exc:  # RuntimeError: FAISS
+        raise SnapshotCorrupt(f"snapshot {path} cannot be read: {exc}") from exc
+    if len(index) != meta.count:
+        raise SnapshotCorrupt(
+            f"snapshot {path} holds {len(index)} examples, meta says {meta.count}"
+        )
+    return index, meta
+
+
+def prune_snapshots(folder: Path, namespace: str, keep: int = KEEP) -> None:
+    """Keep only the newest `keep` snapshots of `namespace` (save_snapshot does this itself)."""
+    ns_dir = _namespace_dir(folder, namespace)
+    if ns_dir.is_dir():
+        with _namespace_lock(ns_dir):
+            _prune(ns_dir, keep, None)
+
+
+# -- writing ------------------------------------------------------------------------------
+
+
+def _facts_lines(state: IndexState) -> Iterator[bytes]:
+    for label, f in state.labelled:
+        record = {
+            "label": label,
+            "id": f.example_id,
+            "text": f.text,
+            "route": f.route,
+            "source": f.source.value,
+            "best_model": f.best_model,
+            "outcomes": [[o.model, o.mean_quality, o.count] for o in f.outcomes],
+        }
+        yield (json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8")
+
+
+def _meta_json(meta: SnapshotMeta, files: dict[str, tuple[int, str]]) -> bytes:
+    record: dict[str, Any] = dataclasses.asdict(meta)
+    record["created_at"] = meta.created_at.isoformat() if meta.created_at else None
+    record["files"] = {name: {"bytes": n, "sha256": digest} for name, (n, digest) in files.items()}
+    return (json.dumps(record, indent=2) + "\n").encode("utf-8")
+
+
+def _write_file(path: Path, chunks: Iterable[bytes | memoryview]) -> tuple[int, str]:
+    """Write and fsync `path`; returns its size and sha256."""
+    digest = hashlib.sha256()
+    size = 0
+    with path.open("wb") as out:
+        for chunk in chunks:
+            out.write(chunk)
+            digest.update(chunk)
+            size += memoryview(chunk).nbytes
+        out.flush()
+        os.fsync(out.fileno())
+    return size, digest.hexdigest()
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def _namespace_lock(ns_dir: Path) -> Iterator[None]:
+    """Serialise saves and prunes of one namespace, across processes too."""
+    with (ns_dir / ".lock").open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _remove_leftovers(ns_dir: Path) -> None:
+    """Delete what interrupted saves left behind; safe because the caller holds the lock."""
+    for entry in ns_dir.iterdir():
+        if entry.name.startswith(_TEMP_PREFIXES) and entry.is_dir():
+            shutil.rmtree(entry, ignore_errors=True)
+
+
+def _prune(ns_dir: Path, keep: int, just_saved: Path | None) -> None:
+    """Delete complete snapshots beyond the newest `keep`, and anything older than those."""
+    kept: list[int] = []
+    for generation, path in _generations(ns_dir):
+        if len(kept) < keep or path == just_saved:
+            try:
+                _read_meta(path)
+            except SnapshotCorrupt:
+                if not kept:
+                    continue  # damaged but newer than every good one: not ours to judge
+            else:
+                kept.append(generation)
+                continue
+        log.info("pruning snapshot %s", path)
+        shutil.rmtree(path, ignore_errors=True)
+
+
+# -- reading ------------------------------------------------------------------------------
+
+
+def _generations(ns_dir: Path) -> list[tuple[int, Path]]:
+    """The gen-… folders of a namespace, newest first."""
+    if not ns_dir.is_dir():
+        return []
+    found = []
+    for entry in ns_dir.iterdir():
+        match = _GEN_DIR.match(entry.name)
+        if match and entry.is_dir():
+            found.append((int(match.group(1)), entry))
+    return sorted(found, reverse=True)
+
+
+def _read_meta(path: Path) -> tuple[SnapshotMeta, dict[str, tuple[int, str]]]:
+    """The snapshot's meta and recorded files, after checking the files exist at those sizes."""
+    try:
+        record = json.loads((path / META_FILE).read_text("utf-8"))
+        if record.get("format_version") != FORMAT_VERSION:
+            raise SnapshotCorrupt(
+                f"snapshot {path} has format version {record.get('format_version')!r}; this "
+                f"version of routebook reads version {FORMAT_VERSION}"
+            )
+        files = {
+            name: (int(record["files"][name]["bytes"]), str(record["files"][name]["sha256"]))
+            for name in (INDEX_FILE, FACTS_FILE)
+        }
+        created = record["created_at"]
+        meta = SnapshotMeta(
+            namespace=str(record["namespace"]),
+            generation=int(record["generation"]),
+            embedding_model_id=str(record["embedding_model_id"]),
+            dim=int(record["dim"]),
+            high_water_example_id=int(record["high_water_example_id"]),
+            high_water_outcome_id=int(record["high_water_outcome_id"]),
+            high_water_tombstone_id=int(record.get("high_water_tombstone_id", 0)),
+            kind=str(parse_kind(record["kind"])),
+            count=int(record["count"]),
+            created_at=datetime.fromisoformat(created) if created else None,
+            format_version=FORMAT_VERSION,
+        )
+    except FileNotFoundError:
+        raise SnapshotCorrupt(f"snapshot {path} has no {META_FILE}") from None
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise SnapshotCorrupt(f"snapshot {path} has an unreadable {META_FILE}: {exc}") from exc
+    for name, (size, _digest) in files.items():
+        try:
+            actual = (path / name).stat().st_size
+        except FileNotFoundError:
+            raise SnapshotCorrupt(f"snapshot {path} has no {name}") from None
+        if actual != size:
+            raise SnapshotCorrupt(f"snapshot {path}: {name} is {actual} bytes, expected {size}")
+    return meta, files
+
+
+def _read_checked(path: Path, size: int, sha256: str) -> bytes:
+    data = path.read_bytes() if path.exists() else b""
+    if len(data) != size or hashlib.sha256(data).hexdigest() != sha256:
+        raise SnapshotCorrupt(f"{path} is damaged: its size or checksum differs from the meta")
+    return data
+
+
+def _parse_fact_line(line: bytes) -> tuple[int, ExampleFacts]:
+    record = json.loads(line)
+    facts = ExampleFacts(
+        example_id=int(record["id"]),
+        text=str(record["text"]),
+        route=record["route"],
+        source=Source(record["source"]),
+        best_model=record["best_model"],
+        outcomes=tuple(ObservedOutcome(str(m), float(q), int(c)) for m, q, c in record["outcomes"]),
+    )
+    return int(record["label"]), facts
+
+
+def _namespace_dir(folder: Path, namespace: str) -> Path:
+    if not namespace or namespace.startswith(".") or "/" in namespace or "\\" in namespace:
+        raise ValueError(f"namespace {namespace!r} cannot name a snapshot folder")
+    return folder / namespace

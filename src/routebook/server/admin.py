@@ -1,0 +1,102 @@
+"""The Admin service: convert, call the use-case, convert back. Auth is the interceptor's."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import grpc
+
+from routebook.server import convert
+from routebook.service.examples import UpsertResult
+from routebook.v1 import admin_pb2 as admin_pb
+from routebook.v1 import admin_pb2_grpc
+from routebook.wiring import App
+
+
+class AdminServicer(admin_pb2_grpc.AdminServicer):
+    def __init__(self, app: App) -> None:
+        self._app = app
+
+    def CreateNamespace(
+        self, request: admin_pb.CreateNamespaceRequest, context: grpc.ServicerContext
+    ) -> admin_pb.Namespace:
+        view = self._app.namespaces.create(
+            request.name, request.description, convert.catalog_from_proto(request.catalog)
+        )
+        return convert.namespace_to_proto(view)
+
+    def GetNamespace(
+        self, request: admin_pb.GetNamespaceRequest, context: grpc.ServicerContext
+    ) -> admin_pb.Namespace:
+        return convert.namespace_to_proto(self._app.namespaces.get(request.name))
+
+    def UpdateCatalog(
+        self, request: admin_pb.UpdateCatalogRequest, context: grpc.ServicerContext
+    ) -> admin_pb.Namespace:
+        view = self._app.namespaces.update_catalog(
+            request.namespace, request.expected_version, convert.catalog_from_proto(request.catalog)
+        )
+        return convert.namespace_to_proto(view)
+
+    def UpsertExamples(
+        self, request: admin_pb.UpsertExamplesRequest, context: grpc.ServicerContext
+    ) -> admin_pb.UpsertExamplesResponse:
+        result = self._app.examples.upsert(request.namespace, convert.example_inputs(request))
+        return convert.upsert_response(result)
+
+    def UpsertExamplesStream(
+        self, requests: Iterator[admin_pb.UpsertExamplesRequest], context: grpc.ServicerContext
+    ) -> admin_pb.UpsertExamplesResponse:
+        total = UpsertResult()
+        for request in requests:
+            total.merge(
+                self._app.examples.upsert(request.namespace, convert.example_inputs(request))
+            )
+        return convert.upsert_response(total)
+
+    def DeleteExamples(
+        self, request: admin_pb.DeleteExamplesRequest, context: grpc.ServicerContext
+    ) -> admin_pb.DeleteExamplesResponse:
+        deleted, missing = self._app.examples.delete(request.namespace, list(request.example_ids))
+        return admin_pb.DeleteExamplesResponse(deleted=len(deleted), missing_ids=missing)
+
+    def ListExamples(
+        self, request: admin_pb.ListExamplesRequest, context: grpc.ServicerContext
+    ) -> admin_pb.ListExamplesResponse:
+        rows, means, token = self._app.examples.list(
+            request.namespace,
+            convert.example_filter(request),
+            request.page_size,
+            request.page_token,
+        )
+        return admin_pb.ListExamplesResponse(
+            examples=[convert.example_to_proto(r, means.get(r.id, [])) for r in rows],
+            next_page_token=token,
+        )
+
+    def GetStats(
+        self, request: admin_pb.GetStatsRequest, context: grpc.ServicerContext
+    ) -> admin_pb.GetStatsResponse:
+        registry = self._app.registry
+        sizes = {}
+        for name in registry.namespaces():
+            index = registry.get(name)
+            sizes[name] = (len(index), index.generation, str(index.kind))
+        stats = self._app.namespaces.stats(request.namespace or None, sizes)
+        return admin_pb.GetStatsResponse(
+            namespaces=[convert.stats_to_proto(s) for s in stats],
+            embedding_model=self._app.embedder.model_id,
+        )
+
+    def Reindex(
+        self, request: admin_pb.ReindexRequest, context: grpc.ServicerContext
+    ) -> admin_pb.ReindexJob:
+        job_id = self._app.reindexer.run_in_background(
+            request.namespace or None, request.index_kind or None
+        )
+        return convert.job_to_proto(self._app.reindexer.status(job_id))
+
+    def GetReindexJob(
+        self, request: admin_pb.GetReindexJobRequest, context: grpc.ServicerContext
+    ) -> admin_pb.ReindexJob:
+        return convert.job_to_proto(self._app.reindexer.status(request.job_id))

@@ -1,0 +1,73 @@
+"""Who may call what: the admin bearer token for the Admin service, and per-namespace API keys
+for the Router service when any are configured.
+
+Tokens are compared with hmac.compare_digest against every configured key (no early exit that
+would leak which key matched), and never appear in a message or a log line.
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Mapping, Sequence
+
+from routebook.errors import PermissionDenied, Unauthenticated
+
+ADMIN_PREFIX = "/routebook.v1.Admin/"
+ROUTER_PREFIX = "/routebook.v1.Router/"
+
+
+def bearer_token(metadata: Sequence[tuple[str, str | bytes]]) -> str | None:
+    for key, value in metadata:
+        if key.lower() == "authorization":
+            text = value.decode() if isinstance(value, bytes) else value
+            scheme, _, token = text.strip().partition(" ")
+            if scheme.lower() == "bearer" and token.strip():
+                return token.strip()
+    return None
+
+
+class Authenticator:
+    def __init__(
+        self,
+        admin_token: str,
+        router_keys: Mapping[str, Sequence[str]],
+        default_namespace: str,
+    ) -> None:
+        self._admin = admin_token.encode()
+        self._default_namespace = default_namespace
+        namespaces_of: dict[bytes, set[str]] = {}
+        for namespace, keys in router_keys.items():
+            for key in keys:
+                namespaces_of.setdefault(key.encode(), set()).add(namespace)
+        self._router_keys = list(namespaces_of.items())
+
+    def check(
+        self, method: str, metadata: Sequence[tuple[str, str | bytes]], namespace: str | None
+    ) -> None:
+        if method.startswith(ADMIN_PREFIX):
+            self._check_admin(bearer_token(metadata))
+        elif method.startswith(ROUTER_PREFIX) and self._router_keys:
+            self._check_router(bearer_token(metadata), namespace or self._default_namespace)
+
+    def _check_admin(self, token: str | None) -> None:
+        if not self._admin:
+            raise Unauthenticated("the Admin API is disabled: the server has no admin_token set")
+        if token is None:
+            raise Unauthenticated("the Admin API needs metadata 'authorization: Bearer <token>'")
+        if not hmac.compare_digest(token.encode(), self._admin):
+            raise Unauthenticated("the admin token is not valid")
+
+    def _check_router(self, token: str | None, namespace: str) -> None:
+        if token is None:
+            raise Unauthenticated(
+                "this server requires an API key: send metadata 'authorization: Bearer <key>'"
+            )
+        given = token.encode()
+        allowed: set[str] | None = None
+        for key, namespaces in self._router_keys:
+            if hmac.compare_digest(given, key):
+                allowed = namespaces
+        if allowed is None:
+            raise Unauthenticated("the API key is not valid")
+        if namespace not in allowed:
+            raise PermissionDenied(f"this API key is not allowed for namespace {namespace!r}")

@@ -1,0 +1,240 @@
+"""Keeping this server's indexes equal to the store, so replicas agree within about a second.
+
+Every `interval` the follower:
+- refreshes namespaces and catalogs (a catalog change on one replica reaches all);
+- loads the index of a namespace it has not seen (newest snapshot, else built from the store);
+- swaps to a newer published generation (a reindex elsewhere) once it has loaded and caught up;
+- catches up each index past its marks: new examples by id, tombstones (deletions), outcomes.
+
+Writes made through this server call `catch_up` at once, so its own next Decide sees them.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from sqlalchemy import select
+
+from routebook.domain import ObservedOutcome
+from routebook.embed import Embedder
+from routebook.errors import ConfigError
+from routebook.index import IndexRegistry, NamespaceIndex
+from routebook.index.snapshot import SnapshotCorrupt, SnapshotMismatch, load_snapshot
+from routebook.service.indexing import SETTLE, IndexBuilder, facts_of
+from routebook.service.namespaces import NamespaceDirectory, NamespaceInfo
+from routebook.store import examples as ex_store
+from routebook.store import follow
+from routebook.store.db import Store
+from routebook.store.tables import IndexGenerationRow
+
+log = logging.getLogger("routebook.follower")
+
+
+@dataclass(frozen=True, slots=True)
+class Published:
+    generation: int
+    snapshot_path: str
+    embedding_model: str
+    marks: follow.Marks
+
+
+def latest_published(store: Store, namespace_id: int) -> Published | None:
+    with store.read() as session:
+        row = session.scalars(
+            select(IndexGenerationRow)
+            .where(IndexGenerationRow.namespace_id == namespace_id)
+            .order_by(IndexGenerationRow.generation.desc())
+            .limit(1)
+        ).one_or_none()
+        if row is None:
+            return None
+        return Published(
+            row.generation,
+            row.snapshot_path,
+            row.embedding_model,
+            follow.Marks(
+                row.high_water_example_id, row.high_water_outcome_id, row.high_water_tombstone_id
+            ),
+        )
+
+
+class StoreFollower:
+    def __init__(
+        self,
+        store: Store,
+        embedder: Embedder,
+        registry: IndexRegistry,
+        directory: NamespaceDirectory,
+        builder: IndexBuilder,
+        interval: float,
+    ) -> None:
+        self._store = store
+        self._embedder = embedder
+        self._registry = registry
+        self._directory = directory
+        self._builder = builder
+        self._interval = interval
+        self._marks: dict[str, follow.Marks] = {}
+        self._refused: set[int] = set()
+        self._lock = threading.RLock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # -- loading --------------------------------------------------------------------------
+
+    def is_loaded(self, namespace: str) -> bool:
+        with self._lock:
+            return namespace in self._marks
+
+    def load(self, info: NamespaceInfo, *, strict: bool = True) -> NamespaceIndex:
+        """Install the namespace's index: the newest snapshot if there is one, else built from
+        the store; then catch up. With `strict`, a snapshot of another embedding model is an
+        error; otherwise it is logged and the index is built from the store."""
+        with self._lock:
+            published = latest_published(self._store, info.id)
+            index: NamespaceIndex | None = None
+            marks = follow.Marks()
+            if published is not None and Path(published.snapshot_path).exists():
+                try:
+                    index, _meta = load_snapshot(
+                        Path(published.snapshot_path), self._embedder.model_id, self._embedder.dim
+                    )
+                    index.generation = published.generation
+                    marks = published.marks
+                except SnapshotCorrupt as exc:
+                    log.error("namespace %s: %s; building from the store", info.name, exc)
+                except SnapshotMismatch as exc:
+                    if strict:
+                        raise ConfigError(
+                            f"namespace {info.name!r}: {exc}; run `routebook reindex` with the "
+                            "configured model, or configure the snapshot's model"
+                        ) from None
+                    log.error("namespace %s: %s; building from the store", info.name, exc)
+            if index is None:
+                built = self._builder.build(info.id)
+                index, marks = built.index, built.marks
+                index.generation = published.generation if published is not None else 0
+            self._install(info.name, index, marks)
+            self.catch_up(info)
+            return index
+
+    def _install(self, namespace: str, index: NamespaceIndex, marks: follow.Marks) -> None:
+        generation = index.generation
+        self._registry.swap(namespace, index)
+        index.generation = generation  # the published generation, not the swap count
+        self._marks[namespace] = marks
+
+    def swap_to_published(self, info: NamespaceInfo) -> bool:
+        """Load and swap in a generation newer than the serving one; False when none is."""
+        published = latest_published(self._store, info.id)
+        current = self._registry.get(info.name)
+        if published is None or published.generation <= current.generation:
+            return False
+        if published.generation in self._refused:
+            return False
+        try:
+            index, _meta = load_snapshot(
+                Path(published.snapshot_path), self._embedder.model_id, self._embedder.dim
+            )
+        except SnapshotMismatch as exc:
+            self._refused.add(published.generation)
+            log.error(
+                "namespace %s: not swapping to generation %d: %s",
+                info.name,
+                published.generation,
+                exc,
+            )
+            return False
+        except (FileNotFoundError, SnapshotCorrupt):
+            log.error(
+                "namespace %s: snapshot %s is missing or damaged",
+                info.name,
+                published.snapshot_path,
+            )
+            self._refused.add(published.generation)
+            return False
+        index.generation = published.generation
+        with self._lock:
+            # Catch the new index up before it serves, so no answer goes back in time.
+            marks = self._catch_up_index(info, index, published.marks)
+            self._install(info.name, index, marks)
+        log.info("namespace %s: now serving generation %d", info.name, published.generation)
+        return True
+
+    # -- catching up ----------------------------------------------------------------------
+
+    def catch_up(self, info: NamespaceInfo) -> None:
+        with self._lock:
+            marks = self._marks.get(info.name)
+            if marks is None:
+                return
+            self._marks[info.name] = self._catch_up_index(
+                info, self._registry.get(info.name), marks
+            )
+
+    def _catch_up_index(
+        self, info: NamespaceInfo, index: NamespaceIndex, marks: follow.Marks
+    ) -> follow.Marks:
+        """Apply what the store has past `marks` to `index`; returns the new marks."""
+        with self._store.read() as session:
+            settled = follow.settled_marks(session, SETTLE)
+            # New examples (a row already indexed is skipped).
+            for batch in ex_store.iter_examples(session, info.id, after_id=marks.example):
+                fresh = [e for e in batch if e.id not in index]
+                if fresh:
+                    means = ex_store.outcome_means(session, example_ids=[e.id for e in fresh])
+                    vectors = self._builder.vectors_for(fresh)
+                    index.add([facts_of(e, means.get(e.id)) for e in fresh], vectors)
+            # Deletions.
+            gone = follow.tombstones_after(session, info.id, marks.tombstone)
+            if gone:
+                index.remove([example_id for _, example_id in gone])
+            # New outcomes change what the examples' facts say.
+            touched, _ = follow.outcome_examples_after(session, info.id, marks.outcome)
+            if touched:
+                means = ex_store.outcome_means(session, example_ids=touched)
+                for example_id in touched:
+                    if example_id in index:
+                        facts = index.facts(example_id)
+                        outcomes = tuple(
+                            ObservedOutcome(m, q, c) for m, q, c in means.get(example_id, [])
+                        )
+                        index.update_facts(replace(facts, outcomes=outcomes))
+        # Everything at or below the settled marks has been seen; newer rows are re-read next
+        # time (cheap: indexed rows are skipped).
+        return follow.Marks(
+            max(marks.example, settled.example),
+            max(marks.outcome, settled.outcome),
+            max(marks.tombstone, settled.tombstone),
+        )
+
+    # -- the loop -------------------------------------------------------------------------
+
+    def tick(self) -> None:
+        for info in self._directory.refresh():
+            if info.name not in self._marks:
+                self.load(info, strict=False)
+                continue
+            if not self.swap_to_published(info):
+                self.catch_up(info)
+
+    def start(self) -> None:
+        if self._thread is not None:
+            return
+        self._thread = threading.Thread(target=self._run, name="store-follower", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval):
+            try:
+                self.tick()
+            except Exception:  # a store outage must not kill the follower; it retries
+                log.exception("following the store failed; retrying in %.1fs", self._interval)

@@ -1,0 +1,142 @@
+"""Namespaces and their catalogs, as the admin API sees them, and per-namespace statistics."""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+
+from sqlalchemy import select, update
+
+from routebook.catalog import Catalog
+from routebook.errors import Aborted, AlreadyExists, InvalidArgument, NotFound
+from routebook.routefiles import NAME_PATTERN
+from routebook.service.follower import StoreFollower
+from routebook.service.namespaces import NamespaceDirectory
+from routebook.store import examples as ex_store
+from routebook.store import namespaces as ns_store
+from routebook.store.db import Store
+from routebook.store.tables import IndexGenerationRow, NamespaceRow
+
+
+@dataclass(frozen=True, slots=True)
+class NamespaceView:
+    name: str
+    description: str
+    catalog: Catalog
+    catalog_version: int
+
+
+@dataclass(frozen=True, slots=True)
+class NamespaceStats:
+    namespace: str
+    examples: int
+    by_source: dict[str, int]
+    by_model: dict[str, int]
+    outcomes_by_model: dict[str, int]
+    index_size: int
+    index_generation: int
+    index_kind: str
+    last_reindex: str
+
+
+class NamespaceAdmin:
+    def __init__(
+        self, store: Store, directory: NamespaceDirectory, follower: StoreFollower
+    ) -> None:
+        self._store = store
+        self._directory = directory
+        self._follower = follower
+
+    def create(self, name: str, description: str, catalog: Catalog) -> NamespaceView:
+        if not re.match(NAME_PATTERN, name):
+            raise InvalidArgument(
+                f"namespace name {name[:40]!r}: use letters, digits and _ . : - (at most 128)"
+            )
+        _check_catalog(catalog)
+        with self._store.write() as session:
+            if ns_store.get_namespace(session, name) is not None:
+                raise AlreadyExists(f"namespace {name!r} exists already; use UpdateCatalog")
+            row = ns_store.ensure_namespace(session, name, description)
+            ns_store.replace_catalog(session, row.id, catalog)
+        for info in self._directory.refresh():
+            if info.name == name:
+                self._follower.load(info, strict=False)
+        return self.get(name)
+
+    def get(self, name: str) -> NamespaceView:
+        with self._store.read() as session:
+            row = ns_store.get_namespace(session, name)
+            if row is None:
+                raise NotFound(f"namespace {name!r} does not exist")
+            return NamespaceView(
+                row.name,
+                row.description,
+                ns_store.load_catalog(session, row.id),
+                row.catalog_version,
+            )
+
+    def update_catalog(self, name: str, expected_version: int, catalog: Catalog) -> NamespaceView:
+        _check_catalog(catalog)
+        with self._store.write() as session:
+            row = ns_store.get_namespace(session, name)
+            if row is None:
+                raise NotFound(f"namespace {name!r} does not exist")
+            # Compare-and-set on the version: of two concurrent updates exactly one wins.
+            bumped = session.execute(
+                update(NamespaceRow)
+                .where(NamespaceRow.id == row.id, NamespaceRow.catalog_version == expected_version)
+                .values(catalog_version=NamespaceRow.catalog_version + 1)
+            )
+            if bumped.rowcount != 1:  # type: ignore[attr-defined]
+                raise Aborted(
+                    f"catalog of {name!r} changed since version {expected_version} (it is now "
+                    f"{row.catalog_version}); read it again and reapply your change"
+                )
+            ns_store.replace_catalog(session, row.id, catalog)
+        self._directory.refresh()
+        return self.get(name)
+
+    def stats(
+        self, namespace: str | None, registry_size: dict[str, tuple[int, int, str]]
+    ) -> list[NamespaceStats]:
+        """`registry_size`: namespace → (index size, generation, kind) on this server."""
+        infos = [self._directory.resolve(namespace)] if namespace else self._directory.all()
+        result = []
+        with self._store.read() as session:
+            for info in sorted(infos, key=lambda i: i.name):
+                by_source = ex_store.count_by(session, info.id, "source")
+                published = session.scalars(
+                    select(IndexGenerationRow.created_at)
+                    .where(IndexGenerationRow.namespace_id == info.id)
+                    .order_by(IndexGenerationRow.generation.desc())
+                    .limit(1)
+                ).one_or_none()
+                size, generation, kind = registry_size.get(info.name, (0, 0, ""))
+                result.append(
+                    NamespaceStats(
+                        namespace=info.name,
+                        examples=sum(by_source.values()),
+                        by_source=by_source,
+                        by_model=ex_store.count_by(session, info.id, "best_model"),
+                        outcomes_by_model=ex_store.outcome_counts(session, info.id),
+                        index_size=size,
+                        index_generation=generation,
+                        index_kind=kind,
+                        last_reindex=published.isoformat() if published is not None else "",
+                    )
+                )
+        return result
+
+
+def _check_catalog(catalog: Catalog) -> None:
+    if len(catalog) == 0:
+        raise InvalidArgument("the catalog is empty: give at least one model")
+    for spec in catalog.models:
+        if not re.match(NAME_PATTERN, spec.name):
+            raise InvalidArgument(f"model name {spec.name[:40]!r} is not a valid name")
+        numbers = (spec.input_usd_per_mtok, spec.output_usd_per_mtok, spec.latency_ms)
+        if not all(math.isfinite(x) and x >= 0 for x in numbers):
+            raise InvalidArgument(f"model {spec.name!r}: prices and latency must be >= 0")
+        if spec.context_window <= 0:
+            raise InvalidArgument(f"model {spec.name!r}: context_window must be > 0")

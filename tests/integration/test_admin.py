@@ -1,0 +1,274 @@
+"""The Admin API over real gRPC: authentication, namespaces and catalogs, examples, stats and
+reindexing while Decide runs."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from routebook.v1 import admin_pb2 as admin_pb
+from routebook.v1 import admin_pb2_grpc
+from routebook.v1 import router_pb2 as pb
+from tests.conftest import Served
+
+TOKEN = "s3cret-admin-token"
+ADMIN = [("authorization", f"Bearer {TOKEN}")]
+MODELS = [
+    admin_pb.CatalogModel(
+        name="cheap",
+        provider="p",
+        input_usd_per_mtok=0.1,
+        output_usd_per_mtok=0.2,
+        latency_ms=100,
+        context_window=8000,
+    ),
+    admin_pb.CatalogModel(
+        name="strong",
+        provider="p",
+        input_usd_per_mtok=5,
+        output_usd_per_mtok=15,
+        latency_ms=900,
+        context_window=100000,
+        tags={"region": "eu"},
+    ),
+]
+
+
+def admin_stub(served: Served) -> admin_pb2_grpc.AdminStub:
+    return admin_pb2_grpc.AdminStub(served.channel)  # type: ignore[no-untyped-call]
+
+
+def code_of(call: Callable[[], object]) -> grpc.StatusCode:
+    with pytest.raises(grpc.RpcError) as caught:
+        call()
+    return caught.value.code()
+
+
+def ask(served: Served, text: str, **fields: object) -> pb.DecideResponse:
+    request = pb.DecideRequest(messages=[pb.Message(role="user", content=text)], **fields)
+    response: pb.DecideResponse = served.router.Decide(request, timeout=10)
+    return response
+
+
+def test_admin_needs_the_token(sqlite_url: str, serve: Callable[..., Served]) -> None:
+    served = serve(sqlite_url, admin_token=TOKEN)
+    admin = admin_stub(served)
+    request = admin_pb.GetStatsRequest()
+    assert code_of(lambda: admin.GetStats(request, timeout=5)) == grpc.StatusCode.UNAUTHENTICATED
+    wrong = [("authorization", "Bearer nope")]
+    assert code_of(lambda: admin.GetStats(request, metadata=wrong, timeout=5)) == (
+        grpc.StatusCode.UNAUTHENTICATED
+    )
+    with pytest.raises(grpc.RpcError) as caught:
+        admin.GetStats(request, metadata=wrong, timeout=5)
+    assert "nope" not in caught.value.details() and TOKEN not in caught.value.details()
+    stats = admin.GetStats(request, metadata=ADMIN, timeout=5)
+    assert stats.namespaces[0].namespace == "default"
+    # Router calls need nothing when no API keys are configured; health needs nothing.
+    assert ask(served, "where is my order?").model == "small"
+    health = health_pb2_grpc.HealthStub(served.channel)
+    assert health.Check(health_pb2.HealthCheckRequest(), timeout=5).status == (
+        health_pb2.HealthCheckResponse.SERVING
+    )
+
+
+def test_admin_is_disabled_without_a_configured_token(
+    sqlite_url: str, serve: Callable[..., Served]
+) -> None:
+    served = serve(sqlite_url)
+    with pytest.raises(grpc.RpcError) as caught:
+        admin_stub(served).GetStats(admin_pb.GetStatsRequest(), metadata=ADMIN, timeout=5)
+    assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert "disabled" in caught.value.details()
+
+
+def test_router_api_keys_per_namespace(sqlite_url: str, serve: Callable[..., Served]) -> None:
+    served = serve(sqlite_url, router_api_keys={"default": ["key-default"], "other": ["key-o"]})
+    request = pb.DecideRequest(messages=[pb.Message(role="user", content="where is my order?")])
+
+    def with_key(key: str | None) -> Callable[[], object]:
+        metadata = [("authorization", f"Bearer {key}")] if key else []
+        return lambda: served.router.Decide(request, metadata=metadata, timeout=10)
+
+    assert code_of(with_key(None)) == grpc.StatusCode.UNAUTHENTICATED
+    assert code_of(with_key("made-up")) == grpc.StatusCode.UNAUTHENTICATED
+    assert code_of(with_key("key-o")) == grpc.StatusCode.PERMISSION_DENIED
+    response = with_key("key-default")()
+    assert isinstance(response, pb.DecideResponse) and response.model == "small"
+
+
+def test_namespace_catalog_and_examples_lifecycle(
+    db_url: str, serve: Callable[..., Served]
+) -> None:
+    served = serve(db_url, admin_token=TOKEN)
+    admin = admin_stub(served)
+    created = admin.CreateNamespace(
+        admin_pb.CreateNamespaceRequest(name="support", catalog=MODELS), metadata=ADMIN
+    )
+    assert (created.name, created.catalog_version) == ("support", 1)
+    again = admin_pb.CreateNamespaceRequest(name="support", catalog=MODELS)
+    assert code_of(lambda: admin.CreateNamespace(again, metadata=ADMIN)) == (
+        grpc.StatusCode.ALREADY_EXISTS
+    )
+
+    # Examples: added, then the same again (unchanged), then relabelled (updated).
+    upsert = admin_pb.UpsertExamplesRequest(
+        namespace="support",
+        examples=[
+            admin_pb.ExampleInput(text="reset my password", route="account", best_model="cheap"),
+            admin_pb.ExampleInput(
+                text="I forgot my login password", route="account", best_model="cheap"
+            ),
+            admin_pb.ExampleInput(
+                text="prove the Riemann hypothesis", route="math", best_model="strong"
+            ),
+        ],
+    )
+    first = admin.UpsertExamples(upsert, metadata=ADMIN)
+    assert (first.added, first.updated, first.unchanged) == (3, 0, 0)
+    assert admin.UpsertExamples(upsert, metadata=ADMIN).unchanged == 3
+    decision = ask(served, "how do I reset my password?", namespace="support")
+    assert (decision.strategy, decision.model) == (pb.STRATEGY_SEMANTIC, "cheap")
+    assert decision.neighbours[0].example_id in first.example_ids
+
+    bad = admin_pb.UpsertExamplesRequest(
+        namespace="support", examples=[admin_pb.ExampleInput(text="x", best_model="gpt-9")]
+    )
+    assert code_of(lambda: admin.UpsertExamples(bad, metadata=ADMIN)) == (
+        grpc.StatusCode.INVALID_ARGUMENT
+    )
+
+    # Streaming upsert of several batches.
+    def batches() -> object:
+        for start in range(0, 30, 10):
+            yield admin_pb.UpsertExamplesRequest(
+                namespace="support",
+                examples=[
+                    admin_pb.ExampleInput(
+                        text=f"what is the status of ticket {n}",
+                        route="tickets",
+                        best_model="cheap",
+                    )
+                    for n in range(start, start + 10)
+                ],
+            )
+
+    streamed = admin.UpsertExamplesStream(batches(), metadata=ADMIN)
+    assert streamed.added == 30 and len(streamed.example_ids) == 30
+
+    # Listing: filters and pages.
+    page = admin.ListExamples(
+        admin_pb.ListExamplesRequest(namespace="support", route="tickets", page_size=20),
+        metadata=ADMIN,
+    )
+    assert len(page.examples) == 20 and page.next_page_token
+    rest = admin.ListExamples(
+        admin_pb.ListExamplesRequest(
+            namespace="support", route="tickets", page_size=20, page_token=page.next_page_token
+        ),
+        metadata=ADMIN,
+    )
+    assert len(rest.examples) == 10 and not rest.next_page_token
+    prefixed = admin.ListExamples(
+        admin_pb.ListExamplesRequest(namespace="support", text_prefix="reset"), metadata=ADMIN
+    )
+    assert [e.text for e in prefixed.examples] == ["reset my password"]
+    strong = admin.ListExamples(
+        admin_pb.ListExamplesRequest(namespace="support", model="strong"), metadata=ADMIN
+    )
+    assert [e.route for e in strong.examples] == ["math"]
+
+    # Delete: the example leaves the evidence at once.
+    gone = first.example_ids[0]
+    deleted = admin.DeleteExamples(
+        admin_pb.DeleteExamplesRequest(namespace="support", example_ids=[gone, 999_999]),
+        metadata=ADMIN,
+    )
+    assert (deleted.deleted, list(deleted.missing_ids)) == (1, [999_999])
+    after = ask(served, "reset my password", namespace="support")
+    assert gone not in [n.example_id for n in after.neighbours]
+
+    # Catalog: optimistic concurrency.
+    stale = admin_pb.UpdateCatalogRequest(
+        namespace="support", expected_version=7, catalog=MODELS[:1]
+    )
+    assert code_of(lambda: admin.UpdateCatalog(stale, metadata=ADMIN)) == grpc.StatusCode.ABORTED
+    unchanged = admin.GetNamespace(admin_pb.GetNamespaceRequest(name="support"), metadata=ADMIN)
+    assert [m.name for m in unchanged.catalog] == ["cheap", "strong"]
+    assert unchanged.catalog_version == 1
+    updated = admin.UpdateCatalog(
+        admin_pb.UpdateCatalogRequest(
+            namespace="support",
+            expected_version=1,
+            catalog=[
+                MODELS[0],
+                admin_pb.CatalogModel(
+                    name="mid",
+                    provider="p",
+                    input_usd_per_mtok=1,
+                    output_usd_per_mtok=2,
+                    latency_ms=300,
+                    context_window=8000,
+                ),
+            ],
+        ),
+        metadata=ADMIN,
+    )
+    assert updated.catalog_version == 2
+    assert [e.model for e in ask(served, "hello there", namespace="support").estimates] == [
+        "cheap",
+        "mid",
+    ]
+
+    stats = admin.GetStats(admin_pb.GetStatsRequest(namespace="support"), metadata=ADMIN)
+    entry = stats.namespaces[0]
+    assert entry.examples == 32 and entry.index_size == 32
+    assert dict(entry.examples_by_source) == {"reference": 32}
+    assert entry.examples_by_model["cheap"] == 31
+    assert stats.embedding_model.startswith("all-MiniLM-L6-v2")
+
+
+def test_reindex_while_deciding_changes_the_generation_exactly_once(
+    db_url: str, serve: Callable[..., Served]
+) -> None:
+    served = serve(db_url, admin_token=TOKEN)
+    admin = admin_stub(served)
+    generations: list[int] = []
+    failures: list[BaseException] = []
+    stop = threading.Event()
+
+    def loop() -> None:
+        while not stop.is_set():
+            try:
+                generations.append(ask(served, "where is my parcel?").index_generation)
+            except grpc.RpcError as exc:  # any failure fails the test below
+                failures.append(exc)
+
+    worker = threading.Thread(target=loop)
+    worker.start()
+    try:
+        time.sleep(0.3)
+        job = admin.Reindex(admin_pb.ReindexRequest(namespace="default"), metadata=ADMIN)
+        deadline = time.monotonic() + 60
+        while job.state == admin_pb.JOB_STATE_RUNNING and time.monotonic() < deadline:
+            time.sleep(0.1)
+            job = admin.GetReindexJob(
+                admin_pb.GetReindexJobRequest(job_id=job.job_id), metadata=ADMIN
+            )
+        assert job.state == admin_pb.JOB_STATE_SUCCEEDED, job.error
+        assert (job.generation, job.done, job.total) == (1, 14, 14)
+        deadline = time.monotonic() + 10
+        while (not generations or generations[-1] != 1) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        time.sleep(0.3)
+    finally:
+        stop.set()
+        worker.join()
+    assert failures == []
+    changes = sum(1 for a, b in zip(generations, generations[1:], strict=False) if a != b)
+    assert (generations[0], generations[-1], changes) == (0, 1, 1)

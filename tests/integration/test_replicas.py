@@ -1,0 +1,232 @@
+"""Replicas on one PostgreSQL, reindex killed half-way, and restart from a snapshot."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import grpc
+import numpy as np
+import numpy.typing as npt
+import pytest
+from sqlalchemy import func, select
+
+from routebook.embed.sentence import SentenceTransformerEmbedder
+from routebook.service.examples import ExampleInput
+from routebook.store.tables import IndexGenerationRow, ReindexJobRow
+from routebook.v1 import admin_pb2 as admin_pb
+from routebook.v1 import admin_pb2_grpc, router_pb2_grpc
+from routebook.v1 import router_pb2 as pb
+from routebook.wiring import App
+from tests.conftest import TEST_ROUTES, Served
+from tests.processes import server_process
+
+TOKEN = "replica-token"
+ADMIN = [("authorization", f"Bearer {TOKEN}")]
+UNSEEN = "translate this Latin inscription from a Roman tombstone into modern Welsh"
+PARAPHRASE = "turn the Latin text on an old Roman gravestone into present-day Welsh"
+
+
+def decide(channel: grpc.Channel, text: str) -> pb.DecideResponse:
+    router = router_pb2_grpc.RouterStub(channel)
+    response: pb.DecideResponse = router.Decide(
+        pb.DecideRequest(messages=[pb.Message(role="user", content=text)]), timeout=10
+    )
+    return response
+
+
+def seconds_until(condition: Callable[[], bool], limit: float) -> float:
+    started = time.monotonic()
+    while not condition():
+        if time.monotonic() - started > limit:
+            raise AssertionError(f"not within {limit}s")
+        time.sleep(0.02)
+    return time.monotonic() - started
+
+
+def test_two_server_processes_share_outcomes_and_deletions(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    settings = {
+        "admin_token": TOKEN,
+        "follow_interval_seconds": "0.2",
+        "snapshot_dir": str(tmp_path / "snapshots"),
+    }
+    with (
+        server_process(postgres_url, tmp_path, TEST_ROUTES, **settings) as (_a, port_a),
+        server_process(postgres_url, tmp_path, TEST_ROUTES, **settings) as (_b, port_b),
+        grpc.insecure_channel(f"127.0.0.1:{port_a}") as a,
+        grpc.insecure_channel(f"127.0.0.1:{port_b}") as b,
+    ):
+        assert decide(b, PARAPHRASE).strategy == pb.STRATEGY_CASCADE
+        recorded = router_pb2_grpc.RouterStub(a).RecordOutcome(
+            pb.RecordOutcomeRequest(
+                outcome_id="replica-1",
+                messages=[pb.Message(role="user", content=UNSEEN)],
+                model="small",
+                quality=1.0,
+            ),
+            timeout=10,
+        )
+
+        def b_sees_it() -> bool:
+            return recorded.example_id in [n.example_id for n in decide(b, PARAPHRASE).neighbours]
+
+        assert seconds_until(b_sees_it, limit=1.0) <= 1.0
+        assert decide(b, PARAPHRASE).model == "small"
+
+        admin_b = admin_pb2_grpc.AdminStub(b)  # type: ignore[no-untyped-call]
+        deleted = admin_b.DeleteExamples(
+            admin_pb.DeleteExamplesRequest(namespace="default", example_ids=[recorded.example_id]),
+            metadata=ADMIN,
+            timeout=10,
+        )
+        assert deleted.deleted == 1
+
+        def a_forgot_it() -> bool:
+            ids = [n.example_id for n in decide(a, PARAPHRASE).neighbours]
+            return recorded.example_id not in ids
+
+        assert seconds_until(a_forgot_it, limit=1.0) <= 1.0
+
+
+def test_reindex_killed_half_way_leaves_serving_untouched_and_can_run_again(
+    postgres_url: str, serve: Callable[..., Served], tmp_path: Path
+) -> None:
+    snapshots = tmp_path / "snapshots"
+    served = serve(postgres_url, snapshot_dir=snapshots, follow_interval_seconds=0.2)
+    texts = [
+        f"where is order number {n} that I placed on {day}"
+        for n in range(500)
+        for day in ("monday", "friday", "sunday", "tuesday")
+    ]
+    served.app.examples.upsert("default", [ExampleInput(t, "orders", "small") for t in texts])
+    before = decide(served.channel, "where is my parcel?")
+    assert before.index_generation == 0
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ROUTEBOOK_")}
+    job = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "routebook",
+            "reindex",
+            "--db",
+            postgres_url,
+            "--snapshot-dir",
+            str(snapshots),
+        ],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+
+        def half_way() -> bool:
+            with served.app.store.read() as session:
+                done = session.scalar(select(func.max(ReindexJobRow.done))) or 0
+            return 0 < done < len(texts)
+
+        seconds_until(half_way, limit=120)
+        job.send_signal(signal.SIGKILL)
+        job.wait(timeout=10)
+    finally:
+        if job.poll() is None:
+            job.kill()
+            job.wait()
+
+    with served.app.store.read() as session:
+        assert session.scalar(select(func.count()).select_from(IndexGenerationRow)) == 0
+        assert session.scalar(select(ReindexJobRow.state)) == "running"  # died, never finished
+    time.sleep(0.5)
+    after_kill = decide(served.channel, "where is my parcel?")
+    assert (after_kill.index_generation, after_kill.model) == (0, before.model)
+
+    reindexer = served.app.reindexer
+    status = reindexer.run(reindexer.start(None, None), None, None)
+    assert (status.state, status.generation, status.done) == ("succeeded", 1, len(texts) + 14)
+    seconds_until(lambda: decide(served.channel, "where is my parcel?").index_generation == 1, 5)
+
+
+class CountingEmbedder:
+    """The real model, counting the texts it embeds."""
+
+    def __init__(self, inner: SentenceTransformerEmbedder) -> None:
+        self._inner = inner
+        self.embedded = 0
+
+    @property
+    def dim(self) -> int:
+        return self._inner.dim
+
+    @property
+    def model_id(self) -> str:
+        return self._inner.model_id
+
+    def embed(self, texts: Sequence[str]) -> npt.NDArray[np.float32]:
+        self.embedded += len(texts)
+        return self._inner.embed(texts)
+
+
+@pytest.mark.parametrize("kind", ["flat"])
+def test_restart_from_a_snapshot_of_20000_examples_embeds_nothing(
+    sqlite_url: str,
+    make_app: Callable[..., App],
+    embedder: SentenceTransformerEmbedder,
+    tmp_path: Path,
+    kind: str,
+) -> None:
+    from routebook.server.convert import decide_response
+    from routebook.service.requests import DecideQuery
+    from routebook.domain import Message
+
+    snapshots = tmp_path / "snapshots"
+    first = make_app(sqlite_url, snapshot_dir=snapshots)
+    subjects = [
+        "invoice",
+        "parcel",
+        "password",
+        "refund",
+        "subscription",
+        "warranty",
+        "delivery",
+        "account",
+        "coupon",
+        "receipt",
+    ]
+    texts = [
+        f"question {n} about my {subjects[n % 10]} from {n // 10 % 50} days ago"
+        for n in range(20_000)
+    ]
+    for start in range(0, len(texts), 10_000):
+        first.examples.upsert(
+            "default", [ExampleInput(t, "bulk", "small") for t in texts[start : start + 10_000]]
+        )
+    reindexer = first.reindexer
+    status = reindexer.run(reindexer.start("default", kind), "default", kind, reembed=False)
+    assert status.state == "succeeded"
+
+    def answer(app: App) -> pb.DecideResponse:
+        decision = app.routing.decide(
+            DecideQuery(messages=(Message("user", "a question about my refund"),))
+        )
+        return decide_response(decision)
+
+    before = answer(first)
+    first.close()
+
+    counting = CountingEmbedder(embedder)
+    restarted = make_app(sqlite_url, snapshot_dir=snapshots, embedder=counting)
+    index = restarted.registry.get("default")
+    assert (len(index), index.generation) == (20_014, 1)
+    assert counting.embedded == 0  # nothing re-embedded at start
+    after = answer(restarted)
+    assert counting.embedded == 1  # only the query
+    assert (after.model, after.strategy) == (before.model, before.strategy)
+    assert [n.example_id for n in after.neighbours] == [n.example_id for n in before.neighbours]
