@@ -3,16 +3,22 @@ reindexing while Decide runs."""
 
 from __future__ import annotations
 
+import itertools
+import json
+import subprocess
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import grpc
 import pytest
+from click.testing import CliRunner
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from routebook import cli
 from routebook.v1 import admin_pb2 as admin_pb
-from routebook.v1 import admin_pb2_grpc
+from routebook.v1 import admin_pb2_grpc, router_pb2_grpc
 from routebook.v1 import router_pb2 as pb
 from tests.conftest import Served
 
@@ -270,5 +276,96 @@ def test_reindex_while_deciding_changes_the_generation_exactly_once(
         stop.set()
         worker.join()
     assert failures == []
-    changes = sum(1 for a, b in zip(generations, generations[1:], strict=False) if a != b)
+    changes = sum(1 for a, b in itertools.pairwise(generations) if a != b)
     assert (generations[0], generations[-1], changes) == (0, 1, 1)
+
+
+def test_reindex_to_hnsw_is_reported_in_stats(
+    sqlite_url: str, serve: Callable[..., Served]
+) -> None:
+    served = serve(sqlite_url, admin_token=TOKEN, follow_interval_seconds=0.1)
+    admin = admin_stub(served)
+    job = admin.Reindex(admin_pb.ReindexRequest(index_kind="hnsw"), metadata=ADMIN)
+    deadline = time.monotonic() + 60
+    while job.state == admin_pb.JOB_STATE_RUNNING and time.monotonic() < deadline:
+        time.sleep(0.1)
+        job = admin.GetReindexJob(admin_pb.GetReindexJobRequest(job_id=job.job_id), metadata=ADMIN)
+    assert job.state == admin_pb.JOB_STATE_SUCCEEDED
+    deadline = time.monotonic() + 5
+    entry = admin.GetStats(admin_pb.GetStatsRequest(), metadata=ADMIN).namespaces[0]
+    while entry.index_generation != 1 and time.monotonic() < deadline:
+        time.sleep(0.1)
+        entry = admin.GetStats(admin_pb.GetStatsRequest(), metadata=ADMIN).namespaces[0]
+    assert (entry.index_kind, entry.index_generation, entry.index_size) == ("hnsw", 1, 14)
+    assert entry.last_reindex
+    assert ask(served, "where is my order?").model == "small"
+    bad = admin_pb.ReindexRequest(index_kind="btree")
+    assert code_of(lambda: admin.Reindex(bad, metadata=ADMIN)) == grpc.StatusCode.INVALID_ARGUMENT
+    unknown = admin_pb.GetReindexJobRequest(job_id="nope")
+    assert code_of(lambda: admin.GetReindexJob(unknown, metadata=ADMIN)) == (
+        grpc.StatusCode.NOT_FOUND
+    )
+
+
+def test_admin_cli_against_a_server(
+    sqlite_url: str, serve: Callable[..., Served], tmp_path: Path
+) -> None:
+    served = serve(sqlite_url, admin_token=TOKEN)
+    base = ["admin", "--target", served.target, "--token", TOKEN]
+    rows = tmp_path / "examples.jsonl"
+    rows.write_text(
+        "\n".join(
+            json.dumps(
+                {
+                    "text": f"cancel my subscription number {n}",
+                    "route": "billing",
+                    "best_model": "small",
+                }
+            )
+            for n in range(5)
+        )
+    )
+    runner = CliRunner()
+    upserted = runner.invoke(cli.main, [*base, "upsert", "default", str(rows), "--batch", "2"])
+    assert upserted.exit_code == 0, upserted.output
+    assert "added 5, updated 0, unchanged 0" in upserted.output
+    listed = runner.invoke(cli.main, [*base, "list", "default", "--route", "billing"])
+    assert len(json.loads(listed.output)["examples"]) == 5
+    stats = runner.invoke(cli.main, [*base, "stats"])
+    assert json.loads(stats.output)["namespaces"][0]["examples"] == "19"  # int64 as JSON text
+    denied = runner.invoke(cli.main, ["admin", "--target", served.target, "--token", "x", "stats"])
+    assert denied.exit_code == 1 and "UNAUTHENTICATED" in denied.output
+
+
+def test_tls(sqlite_url: str, serve: Callable[..., Served], tmp_path: Path) -> None:
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=DNS:localhost,IP:127.0.0.1",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    served = serve(sqlite_url, tls_cert_file=cert, tls_key_file=key)
+    credentials = grpc.ssl_channel_credentials(root_certificates=cert.read_bytes())
+    with grpc.secure_channel(served.target, credentials) as channel:
+        router = router_pb2_grpc.RouterStub(channel)
+        request = pb.DecideRequest(messages=[pb.Message(role="user", content="where is my order?")])
+        assert router.Decide(request, timeout=10).model == "small"
+    # The plaintext channel the fixture opened cannot talk to a TLS port.
+    assert code_of(lambda: ask(served, "where is my order?")) == grpc.StatusCode.UNAVAILABLE

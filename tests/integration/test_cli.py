@@ -166,3 +166,34 @@ def test_serve_process_loads_default_routes_and_stops_on_sigterm(tmp_path: Path)
             assert response.model == "gpt-4.1-nano"
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=30) == 0
+
+
+def test_a_bad_route_file_among_good_ones_applies_nothing(
+    runner: CliRunner, sqlite_url: str, tmp_path: Path
+) -> None:
+    folder = tmp_path / "routes"
+    folder.mkdir()
+    shutil.copy(TEST_ROUTES / "shop.yaml", folder / "a_good.yaml")
+    (folder / "b_bad.yaml").write_text(
+        (TEST_ROUTES / "shop.yaml")
+        .read_text()
+        .replace("namespace: default", "namespace: other")
+        .replace("- name: refunds", "- name: order_status")
+    )
+    result = runner.invoke(
+        cli.main, ["routes", "sync", "--db", sqlite_url, "--routes", str(folder)]
+    )
+    assert result.exit_code == 1
+    assert (
+        "b_bad.yaml" in result.output and "route 'order_status' is defined twice" in result.output
+    )
+    engine = make_engine(sqlite_url)
+    with engine.connect() as connection:
+        tables = connection.exec_driver_sql(
+            "SELECT name FROM sqlite_master WHERE type='table' AND name='namespaces'"
+        ).all()
+        count = (
+            connection.exec_driver_sql("SELECT count(*) FROM namespaces").scalar() if tables else 0
+        )
+    engine.dispose()
+    assert count == 0
