@@ -201,12 +201,18 @@ def delete(ctx: click.Context, namespace: str, example_ids: tuple[int, ...]) -> 
 @click.option("--page-size", default=100, show_default=True)
 @click.option("--page-token", default="")
 @click.pass_context
-def list_examples(ctx: click.Context, namespace: str, source: str | None, **filters: Any) -> None:
+def list_examples(
+    ctx: click.Context, /, namespace: str, source: str | None, **filters: Any
+) -> None:
     """List a page of NAMESPACE's examples (pass nextPageToken to --page-token for more)."""
     from routebook.v1 import admin_pb2 as admin_pb
     from routebook.v1 import router_pb2 as pb
 
-    sources = {"reference": pb.SOURCE_REFERENCE, "history": pb.SOURCE_HISTORY, None: 0}
+    sources: dict[str | None, Any] = {
+        "reference": pb.SOURCE_REFERENCE,
+        "history": pb.SOURCE_HISTORY,
+        None: 0,
+    }
     request = admin_pb.ListExamplesRequest(namespace=namespace, source=sources[source], **filters)
     _print(_call(ctx, "ListExamples", request))
 

@@ -102,6 +102,20 @@ class Settings(BaseSettings):
     log_query_text: bool = Field(
         False, description="Put the query text in the decision log (off: it may hold PII)."
     )
+    embed_batch_max: int = Field(
+        32, ge=1, description="Most query texts embedded in one model call (micro-batching)."
+    )
+    embed_batch_wait_ms: float = Field(
+        2.0, ge=0, description="How long a query waits for others to share its model call."
+    )
+    embed_cache_size: int = Field(
+        10_000, ge=0, description="Query vectors kept by text hash; 0 turns the cache off."
+    )
+    approximate_index_above: int = Field(
+        50_000,
+        ge=0,
+        description="Namespaces with more examples get an approximate (HNSW) index; fewer, exact.",
+    )
     snapshot_dir: Path = Field(
         Path("snapshots"), description="Folder of index snapshots written by reindex."
     )

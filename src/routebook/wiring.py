@@ -13,6 +13,8 @@ from sqlalchemy.exc import IntegrityError
 from routebook.config import Settings
 from routebook.decide import DecisionParams
 from routebook.embed import Embedder
+from routebook.embed.batcher import MicroBatcher
+from routebook.embed.cache import CachedEmbedder
 from routebook.index import IndexRegistry
 from routebook.routefiles import load_route_dir
 from routebook.service import (
@@ -21,6 +23,7 @@ from routebook.service import (
     OutcomeRecorder,
     RoutingService,
 )
+from routebook.service.decision_writer import DecisionWriter
 from routebook.service.follower import StoreFollower
 from routebook.service.indexing import IndexBuilder
 from routebook.service.namespace_admin import NamespaceAdmin
@@ -47,9 +50,11 @@ class App:
     outcomes: OutcomeRecorder
     telemetry: Telemetry
     decision_log: DecisionLog
+    decision_writer: DecisionWriter
 
     def close(self) -> None:
         self.follower.stop()
+        self.decision_writer.close()
         self.decision_log.close()
         self.store.dispose()
 
@@ -91,16 +96,23 @@ def build(
         embedder,
         registry,
         directory,
-        IndexBuilder(store, embedder),
+        IndexBuilder(store, embedder, settings.approximate_index_above),
         settings.follow_interval_seconds,
     )
     examples = ExampleService(store, directory, follower, settings.max_query_chars)
     decision_log = DecisionLog(settings.decision_log or None)
+    writer = DecisionWriter(store)
+    # Queries go through the cache and the micro-batcher; bulk indexing calls the model as is.
+    query_embedder: Embedder = MicroBatcher(
+        embedder, settings.embed_batch_max, settings.embed_batch_wait_ms
+    )
+    if settings.embed_cache_size > 0:
+        query_embedder = CachedEmbedder(query_embedder, settings.embed_cache_size)
     telemetry = Telemetry(decision_log, settings.log_query_text)
     spend = SpendLedger(store, settings.spend_cache_seconds)
     routing = RoutingService(
         store,
-        embedder,
+        query_embedder,
         registry,
         directory,
         decision_params(settings),
@@ -111,9 +123,17 @@ def build(
         ),
         spend,
         telemetry,
+        writer,
     )
     outcomes = OutcomeRecorder(
-        store, embedder, registry, directory, settings.max_query_chars, spend, telemetry
+        store,
+        query_embedder,
+        registry,
+        directory,
+        settings.max_query_chars,
+        spend,
+        telemetry,
+        writer,
     )
     app = App(
         settings=settings,
@@ -124,11 +144,14 @@ def build(
         follower=follower,
         examples=examples,
         namespaces=NamespaceAdmin(store, directory, follower),
-        reindexer=Reindexer(store, embedder, directory, settings.snapshot_dir),
+        reindexer=Reindexer(
+            store, embedder, directory, settings.snapshot_dir, settings.approximate_index_above
+        ),
         routing=routing,
         outcomes=outcomes,
         telemetry=telemetry,
         decision_log=decision_log,
+        decision_writer=writer,
     )
     telemetry.watch_indexes(registry)
     infos = directory.refresh()

@@ -275,6 +275,7 @@ def test_stats_over_a_known_sequence(db_url: str, serve: Callable[..., Served]) 
             ),
             timeout=10,
         )
+    served.app.decision_writer.flush()  # decisions are written behind; make them visible now
     result = CliRunner().invoke(cli.main, ["stats", "--db", db_url, "--json", "--window", "1h"])
     assert result.exit_code == 0, result.output
     stats = json.loads(result.output)

@@ -18,7 +18,7 @@ from sqlalchemy import update
 from routebook.domain import ExampleFacts, ObservedOutcome
 from routebook.embed import Embedder
 from routebook.index import NamespaceIndex
-from routebook.index.kinds import choose_kind
+from routebook.index.kinds import APPROXIMATE_ABOVE, choose_kind
 from routebook.store import examples as ex_store
 from routebook.store import follow
 from routebook.store.db import Store
@@ -54,9 +54,12 @@ class BuiltIndex:
 
 
 class IndexBuilder:
-    def __init__(self, store: Store, embedder: Embedder) -> None:
+    def __init__(
+        self, store: Store, embedder: Embedder, approximate_above: int = APPROXIMATE_ABOVE
+    ) -> None:
         self._store = store
         self._embedder = embedder
+        self._approximate_above = approximate_above
 
     def count(self, namespace_id: int) -> int:
         with self._store.read() as session:
@@ -90,7 +93,10 @@ class IndexBuilder:
             np.concatenate(chunks) if chunks else np.zeros((0, self._embedder.dim), np.float32)
         )
         index = NamespaceIndex.build(
-            self._embedder.dim, kind or choose_kind(len(facts)), facts, vectors
+            self._embedder.dim,
+            kind or choose_kind(len(facts), self._approximate_above),
+            facts,
+            vectors,
         )
         return BuiltIndex(index, marks, embedded)
 

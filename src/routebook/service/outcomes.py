@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import threading
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -26,6 +27,7 @@ from routebook.embed import Embedder
 from routebook.errors import InvalidArgument, NotFound, Unavailable
 from routebook.index import IndexRegistry
 from routebook.routefiles import text_hash
+from routebook.service.decision_writer import DecisionWriter
 from routebook.service.namespaces import NamespaceDirectory, NamespaceInfo
 from routebook.service.requests import MAX_NAME_CHARS, conversation_text
 from routebook.service.spend import SpendLedger
@@ -59,7 +61,9 @@ class OutcomeRecorder:
         max_query_chars: int,
         spend: SpendLedger,
         telemetry: Telemetry,
+        writer: DecisionWriter,
     ) -> None:
+        self._writer = writer
         self._store = store
         self._embedder = embedder
         self._registry = registry
@@ -171,15 +175,7 @@ class OutcomeRecorder:
 
     def _subject(self, report: OutcomeReport) -> _Subject:
         if report.decision_id:
-            with self._store.read() as session:
-                row = decision_store.get_decision(session, report.decision_id)
-                if row is None:
-                    raise NotFound(
-                        f"decision {report.decision_id!r} is unknown: pass the decision_id Decide "
-                        "returned, or report by messages instead"
-                    )
-                namespace_id, text = row.namespace_id, row.query_text
-                tenant, decided = row.tenant or "", row.model
+            namespace_id, text, tenant, decided = self._decision(report.decision_id)
             info = next((i for i in self._directory.all() if i.id == namespace_id), None)
             if info is None:
                 raise NotFound(f"the namespace of decision {report.decision_id!r} no longer exists")
@@ -187,6 +183,25 @@ class OutcomeRecorder:
         info = self._directory.resolve(report.namespace)
         text = conversation_text(report.messages, self._max_query_chars)
         return _Subject(info, text, report.tenant, None)
+
+    def _decision(self, decision_id: str) -> tuple[int, str, str, str]:
+        """(namespace id, query text, tenant, model) of a decision: from the write-behind
+        buffer, else the store. Another replica's decision may be a moment from the store,
+        so a miss is retried briefly before NOT_FOUND."""
+        for attempt in range(4):
+            pending = self._writer.pending(decision_id)
+            if pending is not None:
+                return pending.namespace_id, pending.query_text, pending.tenant or "", pending.model
+            with self._store.read() as session:
+                row = decision_store.get_decision(session, decision_id)
+                if row is not None:
+                    return row.namespace_id, row.query_text, row.tenant or "", row.model
+            if attempt < 3:
+                time.sleep(0.1)
+        raise NotFound(
+            f"decision {decision_id!r} is unknown: pass the decision_id Decide returned, or "
+            "report by messages instead"
+        )
 
     def _index_example(
         self,

@@ -50,11 +50,12 @@ class Reindexer:
         embedder: Embedder,
         directory: NamespaceDirectory,
         snapshot_dir: Path,
+        approximate_above: int,
     ) -> None:
         self._store = store
         self._embedder = embedder
         self._directory = directory
-        self._builder = IndexBuilder(store, embedder)
+        self._builder = IndexBuilder(store, embedder, approximate_above)
         self._snapshot_dir = snapshot_dir
 
     def targets(self, namespace: str | None) -> list[NamespaceInfo]:

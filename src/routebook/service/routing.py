@@ -6,8 +6,6 @@ import time
 import uuid
 from dataclasses import replace
 
-from sqlalchemy.exc import OperationalError
-
 from routebook.catalog import estimate_tokens
 from routebook.decide import DecisionParams, DecisionRequest, decide
 from routebook.decide.policy import Envelope, PolicyContext, evaluate_policy, explain_removals
@@ -17,10 +15,10 @@ from routebook.errors import (
     FailedPrecondition,
     PermissionDenied,
     ResourceExhausted,
-    Unavailable,
 )
 from routebook.index import IndexRegistry
 from routebook.routefiles import text_hash
+from routebook.service.decision_writer import DecisionWriter, PendingDecision
 from routebook.service.namespaces import NamespaceDirectory, NamespaceInfo
 from routebook.service.requests import (
     DecideQuery,
@@ -31,7 +29,6 @@ from routebook.service.requests import (
 from routebook.service.spend import SpendLedger
 from routebook.service.telemetry import Telemetry
 from routebook.store.db import Store
-from routebook.store.tables import DecisionRow
 
 
 class RoutingService:
@@ -45,7 +42,9 @@ class RoutingService:
         limits: RoutingLimits,
         spend: SpendLedger,
         telemetry: Telemetry,
+        writer: DecisionWriter,
     ) -> None:
+        self._writer = writer
         self._store = store
         self._embedder = embedder
         self._registry = registry
@@ -89,6 +88,12 @@ class RoutingService:
                 policy=envelope.effects,
             )
         )
+        if not self._writer.store_ok:
+            choice = replace(
+                choice,
+                reason=choice.reason + "; the store is unavailable: answered from the in-memory "
+                "index, the decision is buffered",
+            )
         decision = Decision(
             decision_id=uuid.uuid4().hex,
             namespace=info.name,
@@ -147,20 +152,17 @@ class RoutingService:
         return spec.name
 
     def _save(self, info: NamespaceInfo, decision: Decision, text: str, tenant: str) -> None:
+        """Queue the decision row; the writer commits it behind, off the hot path."""
         choice = decision.choice
-        try:
-            with self._store.write() as session:
-                session.add(
-                    DecisionRow(
-                        id=decision.decision_id,
-                        namespace_id=info.id,
-                        query_hash=text_hash(text),
-                        query_text=text,
-                        tenant=tenant or None,
-                        strategy=choice.strategy.value,
-                        model=choice.model,
-                        estimated_cost_usd=choice.estimated_cost_usd,
-                    )
-                )
-        except OperationalError as exc:
-            raise Unavailable(f"the store is unavailable: {exc.orig}") from exc
+        self._writer.add(
+            PendingDecision(
+                id=decision.decision_id,
+                namespace_id=info.id,
+                query_hash=text_hash(text),
+                query_text=text,
+                tenant=tenant or None,
+                strategy=choice.strategy.value,
+                model=choice.model,
+                estimated_cost_usd=choice.estimated_cost_usd,
+            )
+        )

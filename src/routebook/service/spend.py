@@ -9,6 +9,8 @@ from __future__ import annotations
 import threading
 import time
 
+from sqlalchemy.exc import OperationalError
+
 from routebook.store import spend as spend_store
 from routebook.store.db import Store
 
@@ -27,8 +29,12 @@ class SpendLedger:
             cached = self._cache.get(key)
         if cached is not None and now - cached[1] < self._ttl:
             return cached[0]
-        with self._store.read() as session:
-            amount = spend_store.tenant_spend(session, namespace_id, tenant, window_hours)
+        try:
+            with self._store.read() as session:
+                amount = spend_store.tenant_spend(session, namespace_id, tenant, window_hours)
+        except OperationalError:
+            # The store is down: budgets use the last known spend rather than fail Decide.
+            return cached[0] if cached is not None else 0.0
         with self._lock:
             self._cache[key] = (amount, now)
         return amount

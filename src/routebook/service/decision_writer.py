@@ -1,0 +1,136 @@
+"""Decision rows written behind, in batches, so Decide never waits on the store.
+
+A decision is kept in memory until a background thread has committed it; RecordOutcome by
+decision id looks in that buffer first, so it finds decisions not yet written. When the store
+is down the buffer keeps them (up to `max_pending`, oldest dropped first with a warning) and
+the writer retries; Decide goes on answering from the in-memory index meanwhile.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+
+from sqlalchemy.exc import IntegrityError, OperationalError
+
+from routebook.store.db import Store
+from routebook.store.tables import DecisionRow
+
+log = logging.getLogger("routebook.decisions")
+
+
+@dataclass(frozen=True, slots=True)
+class PendingDecision:
+    id: str
+    namespace_id: int
+    query_hash: str
+    query_text: str
+    tenant: str | None
+    strategy: str
+    model: str
+    estimated_cost_usd: float
+
+
+class DecisionWriter:
+    def __init__(
+        self,
+        store: Store,
+        flush_interval: float = 0.05,
+        max_batch: int = 500,
+        max_pending: int = 100_000,
+    ) -> None:
+        self._store = store
+        self._interval = flush_interval
+        self._max_batch = max_batch
+        self._max_pending = max_pending
+        self._pending: OrderedDict[str, PendingDecision] = OrderedDict()
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._flush_lock = threading.Lock()
+        self.store_ok = True
+        self.dropped = 0
+        self._thread = threading.Thread(target=self._run, name="decision-writer", daemon=True)
+        self._thread.start()
+
+    def add(self, decision: PendingDecision) -> None:
+        with self._lock:
+            self._pending[decision.id] = decision
+            while len(self._pending) > self._max_pending:
+                self._pending.popitem(last=False)
+                self.dropped += 1
+            full = len(self._pending) >= self._max_batch
+        if full:
+            self._wake.set()
+
+    def pending(self, decision_id: str) -> PendingDecision | None:
+        with self._lock:
+            return self._pending.get(decision_id)
+
+    def flush(self) -> None:
+        """Write everything pending now; raises OperationalError when the store is down."""
+        with self._flush_lock:
+            while True:
+                with self._lock:
+                    batch = list(self._pending.values())[: self._max_batch]
+                if not batch:
+                    return
+                self._write(batch)
+                with self._lock:
+                    for decision in batch:
+                        self._pending.pop(decision.id, None)
+
+    def _write(self, batch: list[PendingDecision]) -> None:
+        rows = [
+            DecisionRow(
+                id=d.id,
+                namespace_id=d.namespace_id,
+                query_hash=d.query_hash,
+                query_text=d.query_text,
+                tenant=d.tenant,
+                strategy=d.strategy,
+                model=d.model,
+                estimated_cost_usd=d.estimated_cost_usd,
+            )
+            for d in batch
+        ]
+        try:
+            with self._store.write() as session:
+                session.add_all(rows)
+        except IntegrityError:
+            # Written before a crash of this writer mid-batch: write the rest one by one.
+            for row in rows:
+                try:
+                    with self._store.write() as session:
+                        if session.get(DecisionRow, row.id) is None:
+                            session.add(row)
+                except IntegrityError:
+                    continue
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait(self._interval)
+            self._wake.clear()
+            try:
+                self.flush()
+                if not self.store_ok:
+                    log.warning("store is back: buffered decisions written")
+                self.store_ok = True
+            except OperationalError as exc:
+                if self.store_ok:
+                    log.warning("store unavailable, buffering decisions: %s", exc.orig)
+                self.store_ok = False
+            except Exception:
+                log.exception("writing decisions failed; retrying")
+
+    def close(self) -> None:
+        """Stop the thread after a last flush (best effort: the store may be down)."""
+        self._stop.set()
+        self._wake.set()
+        self._thread.join(timeout=5)
+        try:
+            self.flush()
+        except Exception as exc:  # shutting down: say what is lost, do not hang
+            log.warning("%d decisions not written at shutdown: %s", len(self._pending), exc)

@@ -1,0 +1,120 @@
+"""The fast path decides exactly like the plain one: micro-batching and the embedding cache
+change how vectors are computed, never which decision comes out; and the approximate index is
+used past its size threshold."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+
+import numpy as np
+
+from routebook.embed.batcher import MicroBatcher
+from routebook.embed.cache import CachedEmbedder
+from routebook.embed.sentence import SentenceTransformerEmbedder
+from routebook.v1 import router_pb2 as pb
+from tests.conftest import Served
+
+QUERIES = [
+    "where is my parcel?",
+    "my package never came",
+    "I want a refund for these broken headphones",
+    "summarise this meeting into action items",
+    "my async Rust tasks deadlock on two mutexes",
+    "translate this Latin inscription into Welsh",
+    "give me three bullet points from these reviews",
+    "can I return the shoes I bought last week",
+]
+
+
+def test_cache_returns_the_models_vectors(embedder: SentenceTransformerEmbedder) -> None:
+    cached = CachedEmbedder(embedder, capacity=4)
+    first = cached.embed(QUERIES[:3])
+    again = cached.embed(QUERIES[:3])
+    assert np.array_equal(first, again)
+    assert np.allclose(first, embedder.embed(QUERIES[:3]), atol=1e-6)
+    assert (cached.hits, cached.misses) == (3, 3)
+    cached.embed(QUERIES[3:6])  # capacity 4: the oldest entries go
+    cached.embed(QUERIES[:1])
+    assert cached.misses == 7
+
+
+def test_batcher_coalesces_concurrent_calls_into_fewer_model_calls(
+    embedder: SentenceTransformerEmbedder,
+) -> None:
+    batcher = MicroBatcher(embedder, max_batch=32, max_wait_ms=50)
+    results: dict[int, np.ndarray] = {}
+    start = threading.Barrier(len(QUERIES))
+
+    def one(position: int) -> None:
+        start.wait()
+        results[position] = batcher.embed([QUERIES[position]])[0]
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(len(QUERIES))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert batcher.batches < len(QUERIES)
+    plain = embedder.embed(QUERIES)
+    for position, vector in results.items():
+        # Padding inside a batch changes the last float bits only.
+        assert np.allclose(vector, plain[position], atol=1e-5)
+
+
+def test_fast_and_plain_servers_decide_the_same(
+    sqlite_url: str, serve: Callable[..., Served], tmp_path: object
+) -> None:
+    fast = serve(sqlite_url, embed_batch_max=32, embed_batch_wait_ms=5, embed_cache_size=1000)
+    plain = serve(sqlite_url, embed_batch_max=1, embed_batch_wait_ms=0, embed_cache_size=0)
+    answers: dict[str, list[pb.DecideResponse]] = {"fast": [], "plain": []}
+    lock = threading.Lock()
+
+    def ask(name: str, served: Served, text: str) -> None:
+        request = pb.DecideRequest(messages=[pb.Message(role="user", content=text)])
+        response = served.router.Decide(request, timeout=30)
+        with lock:
+            answers[name].append(response)
+
+    threads = [
+        threading.Thread(target=ask, args=(name, served, text))
+        for name, served in (("fast", fast), ("plain", plain))
+        for text in QUERIES * 2  # the second round hits the cache
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+    def summary(responses: list[pb.DecideResponse]) -> list[tuple[object, ...]]:
+        return sorted(
+            (
+                r.neighbours[0].text_snippet,
+                r.model,
+                r.strategy,
+                r.route,
+                tuple(n.example_id for n in r.neighbours[:3]),
+            )
+            for r in responses
+        )
+
+    assert summary(answers["fast"]) == summary(answers["plain"])
+    assert len(answers["fast"]) == 2 * len(QUERIES)
+
+
+def test_approximate_index_past_the_threshold(
+    sqlite_url: str, serve: Callable[..., Served]
+) -> None:
+    small = serve(sqlite_url)
+    assert str(small.app.registry.get("default").kind) == "flat"
+    reindexer = small.app.reindexer
+    assert reindexer.run(reindexer.start(None, None), None, None).state == "succeeded"
+
+    big = serve(sqlite_url, approximate_index_above=10)  # 14 examples > 10
+    reindexer = big.app.reindexer
+    assert reindexer.run(reindexer.start(None, None), None, None).state == "succeeded"
+    big.app.follower.tick()
+    index = big.app.registry.get("default")
+    assert (str(index.kind), index.generation) == ("hnsw", 2)
+    request = pb.DecideRequest(messages=[pb.Message(role="user", content="where is my order?")])
+    assert big.router.Decide(request, timeout=10).model == "small"
