@@ -351,6 +351,33 @@ _register_subcommands()
 
 
 @main.command()
+@click.option("--size", default=10_000, show_default=True, help="Examples in the namespace.")
+@click.option("--requests", default=400, show_default=True, help="Decides per concurrency level.")
+@click.option("--concurrency", default="1,8,32,64", show_default=True)
+@click.option(
+    "--datasets",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("../shared/datasets"),
+    show_default=True,
+    help="Folder of the shared datasets whose texts fill the index.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
+def bench(size: int, requests: int, concurrency: str, datasets: Path, as_json: bool) -> None:
+    """Fill a fresh namespace to --size, start a server, and measure Decide and friends."""
+    from routebook.jobs.bench import as_markdown, run_bench, to_json
+
+    levels = tuple(int(c) for c in concurrency.split(","))
+    result = run_bench(
+        size, datasets, levels, requests, progress=lambda message: click.echo(message, err=True)
+    )
+    if as_json:
+        click.echo(to_json(result))
+    else:
+        command = " ".join(["routebook", *sys.argv[1:]])
+        click.echo(as_markdown(result, command))
+
+
+@main.command()
 def settings() -> None:
     """Print every setting with its environment variable, default and meaning (Markdown)."""
     from routebook.config import settings_markdown

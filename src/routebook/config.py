@@ -111,6 +111,9 @@ class Settings(BaseSettings):
     embed_cache_size: int = Field(
         10_000, ge=0, description="Query vectors kept by text hash; 0 turns the cache off."
     )
+    faiss_threads: int = Field(
+        1, ge=1, description="OpenMP threads FAISS uses per search (1 suits many small queries)."
+    )
     approximate_index_above: int = Field(
         50_000,
         ge=0,

@@ -182,9 +182,9 @@ def test_restart_from_a_snapshot_of_20000_examples_embeds_nothing(
     tmp_path: Path,
     kind: str,
 ) -> None:
+    from routebook.domain import Message
     from routebook.server.convert import decide_response
     from routebook.service.requests import DecideQuery
-    from routebook.domain import Message
 
     snapshots = tmp_path / "snapshots"
     first = make_app(sqlite_url, snapshot_dir=snapshots)
