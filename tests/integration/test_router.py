@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import grpc
 import pytest
 from sqlalchemy import func, select
 
@@ -207,3 +208,45 @@ def test_quality_target_in_the_request_is_used(db_url: str, serve: Callable[...,
     assert strict.quality_target == pytest.approx(1.0)
     assert strict.model == "frontier"
     assert strict.reason_code == pb.REASON_CODE_NONE_MEETS_TARGET
+
+
+def test_concurrent_records_for_one_query_make_one_example_and_no_duplicates(
+    db_url: str, serve: Callable[..., Served]
+) -> None:
+    import threading
+
+    served = serve(db_url)
+    decision = ask(served, UNSEEN)
+    start = threading.Barrier(12)
+    errors: list[BaseException] = []
+
+    def record(outcome_id: str) -> None:
+        start.wait()
+        try:
+            served.router.RecordOutcome(
+                pb.RecordOutcomeRequest(
+                    outcome_id=outcome_id,
+                    decision_id=decision.decision_id,
+                    model="small",
+                    quality=1.0,
+                ),
+                timeout=30,
+            )
+        except grpc.RpcError as exc:
+            errors.append(exc)
+
+    # Eight distinct outcomes and four retries of one outcome id, all at once.
+    ids = [f"c{n}" for n in range(8)] + ["same"] * 4
+    threads = [threading.Thread(target=record, args=(i,)) for i in ids]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert count(served, OutcomeRow) == 9
+    with served.app.store.read() as session:
+        history = session.scalars(select(ExampleRow.id).where(ExampleRow.source == "history")).all()
+    assert len(history) == 1
+    served.app.follower.catch_up(served.app.directory.resolve("default"))
+    facts = served.app.registry.get("default").facts(history[0])
+    assert [(o.model, o.count) for o in facts.outcomes] == [("small", 9)]

@@ -7,7 +7,6 @@ even when two replicas race (the unique constraint decides, and the loser reads 
 from __future__ import annotations
 
 import math
-import threading
 import time
 from dataclasses import dataclass
 
@@ -51,6 +50,10 @@ class _Subject:
     decided_model: str | None
 
 
+class _LostRace(Exception):
+    """A concurrent writer created the history example this outcome needed; try again."""
+
+
 class OutcomeRecorder:
     def __init__(
         self,
@@ -71,24 +74,22 @@ class OutcomeRecorder:
         self._max_query_chars = max_query_chars
         self._spend = spend
         self._telemetry = telemetry
-        # One recorder at a time per process: find-or-create of a history example must not race.
-        self._lock = threading.Lock()
 
     def record_outcome(self, report: OutcomeReport) -> RecordedOutcome:
         check_report(report)
         try:
-            with self._lock:
-                return self._record(report)
+            for _attempt in range(3):
+                try:
+                    return self._record(report)
+                except _LostRace:
+                    continue  # another writer created the same history example: use it
+            raise Unavailable("the outcome could not be recorded under contention; retry it")
         except OperationalError as exc:
             raise Unavailable(
                 f"the store is unavailable; the outcome was not recorded: {exc.orig}"
             ) from exc
 
     def _record(self, report: OutcomeReport) -> RecordedOutcome:
-        with self._store.read() as session:
-            first = outcome_store.find_outcome(session, report.outcome_id)
-            if first is not None:
-                return self._replay(session, first)
         subject = self._subject(report)
         info, text = subject.info, subject.text
         spec = info.catalog.get(report.model)
@@ -99,9 +100,13 @@ class OutcomeRecorder:
         )
         digest = text_hash(text)
         with self._store.read() as session:
+            first = outcome_store.find_outcome(session, report.outcome_id)
+            if first is not None:
+                return self._replay(session, first)
             existing = ex_store.find_example(session, info.id, Source.HISTORY, digest)
             example_id = existing.id if existing is not None else None
         vector = self._embedder.embed([text])[0] if example_id is None else None
+        created = example_id is None
         try:
             with self._store.write() as session:
                 if example_id is None:
@@ -134,14 +139,15 @@ class OutcomeRecorder:
                     )
                 )
         except IntegrityError:
-            # Another replica recorded the same outcome_id (or the same new query) first.
+            # Another writer recorded the same outcome_id, or created the same example, first.
             with self._store.read() as session:
                 first = outcome_store.find_outcome(session, report.outcome_id)
                 if first is not None:
                     return self._replay(session, first)
-            raise
+            raise _LostRace() from None
         # Committed: now the index learns it, so the next Decide on this server sees it.
-        self._index_example(info.name, example_id, text, vector)
+        means = [(spec.name, report.quality, 1)] if created else None
+        self._index_example(info.name, example_id, text, vector, means)
         if subject.tenant:
             self._spend.invalidate(info.id, subject.tenant)
         escalated = subject.decided_model is not None and subject.decided_model != spec.name
@@ -209,9 +215,14 @@ class OutcomeRecorder:
         example_id: int,
         text: str,
         vector: npt.NDArray[np.float32] | None,
+        means: list[tuple[str, float, int]] | None,
     ) -> None:
-        with self._store.read() as session:
-            means = ex_store.outcome_means(session, example_ids=[example_id]).get(example_id, [])
+        """`means` is known for a new example (its one outcome); otherwise it is read."""
+        if means is None:
+            with self._store.read() as session:
+                means = ex_store.outcome_means(session, example_ids=[example_id]).get(
+                    example_id, []
+                )
         facts = ExampleFacts(
             example_id=example_id,
             text=text,
