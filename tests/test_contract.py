@@ -109,9 +109,11 @@ def test_generated_stubs_are_fresh(tmp_path: Path) -> None:
 
 def test_client_public_surface_is_pinned() -> None:
     assert sorted(routebook.client.__all__) == [
+        "AllModelsFailed",
         "Attempt",
         "CascadeResult",
         "ModelCall",
+        "ModelFailure",
         "RouterClient",
         "decide_request",
         "pb",

@@ -23,13 +23,22 @@ from routebook.v1 import router_pb2 as pb
 from routebook.v1 import router_pb2_grpc
 
 __all__ = [
+    "AllModelsFailed",
     "Attempt",
     "CascadeResult",
     "ModelCall",
+    "ModelFailure",
     "RouterClient",
     "decide_request",
     "pb",
 ]
+
+FAILURE_KINDS = {
+    "rate_limited": pb.FAILURE_KIND_RATE_LIMITED,
+    "server_error": pb.FAILURE_KIND_SERVER_ERROR,
+    "timeout": pb.FAILURE_KIND_TIMEOUT,
+    "content_filter": pb.FAILURE_KIND_CONTENT_FILTER,
+}
 
 T = TypeVar("T")
 
@@ -44,6 +53,21 @@ class ModelCall(Generic[T]):
     cost_usd: float | None = None
 
 
+class ModelFailure(Exception):
+    """Raise from `call_model` to say how a call failed: "rate_limited" (with the provider's
+    retry-after), "server_error", "timeout" or "content_filter". Any other exception counts as
+    a server error (TimeoutError as a timeout)."""
+
+    def __init__(
+        self, kind: str = "server_error", retry_after: float | None = None, message: str = ""
+    ) -> None:
+        if kind not in FAILURE_KINDS:
+            raise ValueError(f"failure kind {kind!r}: use one of {', '.join(FAILURE_KINDS)}")
+        super().__init__(message or kind)
+        self.kind = kind
+        self.retry_after = retry_after
+
+
 @dataclass(frozen=True, slots=True)
 class Attempt:
     model: str
@@ -51,6 +75,18 @@ class Attempt:
     accepted: bool
     outcome_id: str
     latency_ms: float
+    #: Set when the call failed instead of answering.
+    failure: str | None = None
+    error: str = ""
+
+
+class AllModelsFailed(Exception):
+    """Every model of a decision failed; `attempts` says how."""
+
+    def __init__(self, attempts: list[Attempt]) -> None:
+        listed = "; ".join(f"{a.model}: {a.failure} ({a.error})" for a in attempts)
+        super().__init__(f"all {len(attempts)} models failed: {listed}")
+        self.attempts = attempts
 
 
 @dataclass(slots=True)
@@ -152,6 +188,8 @@ class RouterClient:
         cost_usd: float | None = None,
         latency_ms: float | None = None,
         tenant: str = "",
+        failure: str | None = None,
+        retry_after: float | None = None,
     ) -> pb.RecordOutcomeResponse:
         """Report how `model` did, by `decision_id` or by `query` text. Safe to retry with the
         same `outcome_id` (a fresh one is made when none is given)."""
@@ -173,6 +211,10 @@ class RouterClient:
             request.cost_usd = cost_usd
         if latency_ms is not None:
             request.latency_ms = latency_ms
+        if failure is not None:
+            request.failure = FAILURE_KINDS[failure]
+        if retry_after is not None:
+            request.retry_after_seconds = retry_after
         response: pb.RecordOutcomeResponse = self._stub.RecordOutcome(request, timeout=self.timeout)
         return response
 
@@ -198,13 +240,19 @@ class RouterClient:
         result: CascadeResult[T] = CascadeResult(answer=None, model=None, accepted=False)
         for position, model in enumerate(models):
             started = time.perf_counter()
-            returned = call_model(model)
+            outcome_id = f"{decision.decision_id}:{position}:{model}"
+            try:
+                returned = call_model(model)
+            except Exception as exc:  # a failure is not a quality miss: report it, go on
+                result.attempts.append(
+                    self._report_failure(decision, model, outcome_id, started, exc)
+                )
+                continue
             latency_ms = (time.perf_counter() - started) * 1000
             call = returned if isinstance(returned, ModelCall) else ModelCall(returned)
             grade = accept(call.answer)
             quality = float(grade) if not isinstance(grade, bool) else (1.0 if grade else 0.0)
             accepted = quality >= min_quality
-            outcome_id = f"{decision.decision_id}:{position}:{model}"
             self.record_outcome(
                 model=model,
                 quality=quality,
@@ -220,3 +268,64 @@ class RouterClient:
             if accepted:
                 break
         return result
+
+    def call_with_fallbacks(
+        self,
+        decision: pb.DecideResponse,
+        call_model: Callable[[str], T | ModelCall[T]],
+    ) -> tuple[T, list[Attempt]]:
+        """Call the decision's model, then its fallbacks in order, until one answers.
+
+        Every failure is reported as a failure outcome (so the model may go on cooldown) and
+        the answer as a success; returns (answer, attempts). Raises AllModelsFailed, listing
+        every attempt, when none answers.
+        """
+        attempts: list[Attempt] = []
+        for position, model in enumerate([decision.model, *decision.fallbacks]):
+            started = time.perf_counter()
+            outcome_id = f"{decision.decision_id}:fallback:{position}:{model}"
+            try:
+                returned = call_model(model)
+            except Exception as exc:
+                attempts.append(self._report_failure(decision, model, outcome_id, started, exc))
+                continue
+            latency_ms = (time.perf_counter() - started) * 1000
+            call = returned if isinstance(returned, ModelCall) else ModelCall(returned)
+            self.record_outcome(
+                model=model,
+                success=True,
+                decision_id=decision.decision_id,
+                outcome_id=outcome_id,
+                input_tokens=call.input_tokens,
+                output_tokens=call.output_tokens,
+                cost_usd=call.cost_usd,
+                latency_ms=latency_ms,
+            )
+            attempts.append(Attempt(model, 1.0, True, outcome_id, latency_ms))
+            return call.answer, attempts
+        raise AllModelsFailed(attempts)
+
+    def _report_failure(
+        self,
+        decision: pb.DecideResponse,
+        model: str,
+        outcome_id: str,
+        started: float,
+        exc: Exception,
+    ) -> Attempt:
+        if isinstance(exc, ModelFailure):
+            kind, retry_after = exc.kind, exc.retry_after
+        elif isinstance(exc, TimeoutError):
+            kind, retry_after = "timeout", None
+        else:
+            kind, retry_after = "server_error", None
+        latency_ms = (time.perf_counter() - started) * 1000
+        self.record_outcome(
+            model=model,
+            decision_id=decision.decision_id,
+            outcome_id=outcome_id,
+            failure=kind,
+            retry_after=retry_after,
+            latency_ms=latency_ms,
+        )
+        return Attempt(model, 0.0, False, outcome_id, latency_ms, kind, str(exc)[:200])

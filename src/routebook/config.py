@@ -111,6 +111,24 @@ class Settings(BaseSettings):
     embed_cache_size: int = Field(
         10_000, ge=0, description="Query vectors kept by text hash; 0 turns the cache off."
     )
+    max_fallbacks: int = Field(5, ge=0, description="Fallback models returned per decision.")
+    cooldown_seconds: float = Field(
+        30.0,
+        gt=0,
+        description="Cooldown after a rate limit without retry-after, or too many failures.",
+    )
+    failure_threshold: int = Field(
+        3,
+        ge=1,
+        description="Failures of a model within failure_window_seconds that start a "
+        "cooldown (one more than this).",
+    )
+    failure_window_seconds: float = Field(
+        60.0, gt=0, description="The window failures are counted over."
+    )
+    session_idle_seconds: float = Field(
+        1800.0, gt=0, description="A sticky session forgets its model after this long idle."
+    )
     faiss_threads: int = Field(
         1, ge=1, description="OpenMP threads FAISS uses per search (1 suits many small queries)."
     )

@@ -15,6 +15,7 @@ class Strategy(enum.Enum):
     CASCADE = "cascade"
     POLICY = "policy"
     OVERRIDE = "override"
+    STICKY = "sticky"
 
 
 class ReasonCode(enum.Enum):
@@ -25,6 +26,8 @@ class ReasonCode(enum.Enum):
     COLD_EMPTY_INDEX = "cold_empty_index"
     OVERRIDE = "override"
     BUDGET_EXHAUSTED = "budget_exhausted"
+    COOLDOWN = "cooldown"
+    STICKY = "sticky"
 
 
 class Source(enum.Enum):
@@ -133,6 +136,7 @@ class Decision:
     namespace: str
     index_generation: int
     choice: Choice
+    fallbacks: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,6 +154,9 @@ class OutcomeReport:
     namespace: str | None = None
     messages: tuple[Message, ...] = ()
     tenant: str = ""
+    #: Set when the call failed: rate_limited, server_error, timeout or content_filter.
+    failure: str | None = None
+    retry_after_seconds: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,6 +167,7 @@ class RecordedOutcome:
     namespace: str
     quality: float
     cost_usd: float
+    cooldown_seconds: float = 0.0
 
 
 def routing_text(messages: tuple[Message, ...] | list[Message]) -> str:

@@ -24,12 +24,14 @@ from routebook.service import (
     OutcomeRecorder,
     RoutingService,
 )
+from routebook.service.cooldowns import CooldownBook, CooldownRules
 from routebook.service.decision_writer import DecisionWriter
 from routebook.service.follower import StoreFollower
 from routebook.service.indexing import IndexBuilder
 from routebook.service.namespace_admin import NamespaceAdmin
 from routebook.service.reindex import Reindexer
 from routebook.service.requests import RoutingLimits
+from routebook.service.sessions import StickySessions
 from routebook.service.spend import SpendLedger
 from routebook.service.telemetry import DecisionLog, Telemetry
 from routebook.store import migrate
@@ -114,6 +116,12 @@ def build(
         query_embedder = CachedEmbedder(query_embedder, settings.embed_cache_size)
     telemetry = Telemetry(decision_log, settings.log_query_text)
     spend = SpendLedger(store, settings.spend_cache_seconds)
+    cooldowns = CooldownBook(
+        store,
+        CooldownRules(
+            settings.cooldown_seconds, settings.failure_threshold, settings.failure_window_seconds
+        ),
+    )
     routing = RoutingService(
         store,
         query_embedder,
@@ -124,10 +132,13 @@ def build(
             k=settings.k,
             max_query_chars=settings.max_query_chars,
             default_output_tokens=settings.default_output_tokens,
+            max_fallbacks=settings.max_fallbacks,
         ),
         spend,
         telemetry,
         writer,
+        cooldowns,
+        StickySessions(settings.session_idle_seconds),
     )
     outcomes = OutcomeRecorder(
         store,
@@ -138,6 +149,7 @@ def build(
         spend,
         telemetry,
         writer,
+        cooldowns,
     )
     app = App(
         settings=settings,

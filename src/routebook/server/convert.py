@@ -29,6 +29,7 @@ STRATEGIES = {
     Strategy.CASCADE: pb.STRATEGY_CASCADE,
     Strategy.POLICY: pb.STRATEGY_POLICY,
     Strategy.OVERRIDE: pb.STRATEGY_OVERRIDE,
+    Strategy.STICKY: pb.STRATEGY_STICKY,
 }
 REASONS = {
     ReasonCode.CHEAPEST_MEETS_TARGET: pb.REASON_CODE_CHEAPEST_MEETS_TARGET,
@@ -38,6 +39,14 @@ REASONS = {
     ReasonCode.COLD_EMPTY_INDEX: pb.REASON_CODE_COLD_EMPTY_INDEX,
     ReasonCode.OVERRIDE: pb.REASON_CODE_OVERRIDE,
     ReasonCode.BUDGET_EXHAUSTED: pb.REASON_CODE_BUDGET_EXHAUSTED,
+    ReasonCode.COOLDOWN: pb.REASON_CODE_COOLDOWN,
+    ReasonCode.STICKY: pb.REASON_CODE_STICKY,
+}
+FAILURES = {
+    pb.FAILURE_KIND_RATE_LIMITED: "rate_limited",
+    pb.FAILURE_KIND_SERVER_ERROR: "server_error",
+    pb.FAILURE_KIND_TIMEOUT: "timeout",
+    pb.FAILURE_KIND_CONTENT_FILTER: "content_filter",
 }
 SOURCES = {Source.REFERENCE: pb.SOURCE_REFERENCE, Source.HISTORY: pb.SOURCE_HISTORY}
 
@@ -60,6 +69,7 @@ def decide_query(request: pb.DecideRequest) -> DecideQuery:
         max_latency_ms=request.max_latency_ms if request.HasField("max_latency_ms") else None,
         required_tags=tuple(request.required_tags),
         contains_pii=request.contains_pii,
+        session_id=request.session_id,
     )
 
 
@@ -81,6 +91,7 @@ def decide_response(
         quality_target=choice.quality_target,
         top_similarity=choice.top_similarity,
         tenant=tenant,
+        fallbacks=list(decision.fallbacks),
     )
     for effect in choice.policy:
         response.policy.add(
@@ -118,7 +129,12 @@ def decide_response(
 
 
 def outcome_report(request: pb.RecordOutcomeRequest) -> OutcomeReport:
-    if request.HasField("quality"):
+    failure = FAILURES.get(request.failure) if request.failure else None
+    if request.failure and failure is None:
+        raise InvalidArgument(f"failure {request.failure} is not a known FailureKind")
+    if failure is not None:
+        quality = 0.0
+    elif request.HasField("quality"):
         quality = request.quality
     elif request.HasField("success"):
         quality = 1.0 if request.success else 0.0
@@ -138,6 +154,10 @@ def outcome_report(request: pb.RecordOutcomeRequest) -> OutcomeReport:
         namespace=request.namespace or None,
         messages=messages_from_proto(request.messages),
         tenant=request.tenant,
+        failure=failure,
+        retry_after_seconds=(
+            request.retry_after_seconds if request.HasField("retry_after_seconds") else None
+        ),
     )
 
 
@@ -149,6 +169,7 @@ def record_response(recorded: RecordedOutcome) -> pb.RecordOutcomeResponse:
         namespace=recorded.namespace,
         quality=recorded.quality,
         cost_usd=recorded.cost_usd,
+        cooldown_seconds=recorded.cooldown_seconds,
     )
 
 

@@ -26,6 +26,7 @@ from routebook.embed import Embedder
 from routebook.errors import InvalidArgument, NotFound, Unavailable
 from routebook.index import IndexRegistry
 from routebook.routefiles import text_hash
+from routebook.service.cooldowns import CooldownBook
 from routebook.service.decision_writer import DecisionWriter
 from routebook.service.namespaces import NamespaceDirectory, NamespaceInfo
 from routebook.service.requests import MAX_NAME_CHARS, conversation_text
@@ -38,6 +39,7 @@ from routebook.store.db import Store
 from routebook.store.tables import ExampleRow, OutcomeRow
 
 MAX_OUTCOME_ID_CHARS = 128
+FAILURE_KINDS = ("rate_limited", "server_error", "timeout", "content_filter")
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,8 +67,10 @@ class OutcomeRecorder:
         spend: SpendLedger,
         telemetry: Telemetry,
         writer: DecisionWriter,
+        cooldowns: CooldownBook,
     ) -> None:
         self._writer = writer
+        self._cooldowns = cooldowns
         self._store = store
         self._embedder = embedder
         self._registry = registry
@@ -77,6 +81,13 @@ class OutcomeRecorder:
 
     def record_outcome(self, report: OutcomeReport) -> RecordedOutcome:
         check_report(report)
+        if report.failure is not None:
+            try:
+                return self._record_failure(report)
+            except OperationalError as exc:
+                raise Unavailable(
+                    f"the store is unavailable; the failure was not recorded: {exc.orig}"
+                ) from exc
         try:
             for _attempt in range(3):
                 try:
@@ -88,6 +99,32 @@ class OutcomeRecorder:
             raise Unavailable(
                 f"the store is unavailable; the outcome was not recorded: {exc.orig}"
             ) from exc
+
+    def _record_failure(self, report: OutcomeReport) -> RecordedOutcome:
+        """A failed call is cooldown evidence, never quality evidence: it does not touch the
+        examples, the outcomes or the index."""
+        assert report.failure is not None
+        subject = self._subject(report)
+        spec = subject.info.catalog.get(report.model)
+        seconds, seen = self._cooldowns.record_failure(
+            subject.info.id,
+            report.outcome_id,
+            spec.name,
+            report.failure,
+            report.decision_id,
+            report.retry_after_seconds,
+        )
+        if not seen:
+            self._telemetry.failed(subject.info.name, spec.name, report.failure, seconds)
+        return RecordedOutcome(
+            outcome_id=report.outcome_id,
+            example_id=0,
+            duplicate=seen,
+            namespace=subject.info.name,
+            quality=0.0,
+            cost_usd=report.cost_usd or 0.0,
+            cooldown_seconds=seconds,
+        )
 
     def _record(self, report: OutcomeReport) -> RecordedOutcome:
         subject = self._subject(report)
@@ -246,7 +283,13 @@ def check_report(report: OutcomeReport) -> None:
             f"outcome_id must be 1 to {MAX_OUTCOME_ID_CHARS} characters (a key you choose, "
             "so a retry does not record twice)"
         )
-    if not math.isfinite(report.quality) or not 0.0 <= report.quality <= 1.0:
+    if report.failure is not None:
+        if report.failure not in FAILURE_KINDS:
+            raise InvalidArgument(f"failure {report.failure!r}: use one of {FAILURE_KINDS}")
+        retry = report.retry_after_seconds
+        if retry is not None and (not math.isfinite(retry) or not 0 <= retry <= 86_400):
+            raise InvalidArgument(f"retry_after_seconds must be 0 to 86400, got {retry}")
+    elif not math.isfinite(report.quality) or not 0.0 <= report.quality <= 1.0:
         raise InvalidArgument(f"quality must be in [0, 1], got {report.quality}")
     for name, value in (("cost_usd", report.cost_usd), ("latency_ms", report.latency_ms)):
         if value is not None and (not math.isfinite(value) or value < 0):

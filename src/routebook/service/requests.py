@@ -28,6 +28,7 @@ class DecideQuery:
     max_latency_ms: float | None = None
     required_tags: tuple[str, ...] = ()
     contains_pii: bool = False
+    session_id: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +36,7 @@ class RoutingLimits:
     k: int = 10
     max_query_chars: int = 20000
     default_output_tokens: int = 256
+    max_fallbacks: int = 5
 
 
 def conversation_text(messages: Sequence[Message], max_chars: int) -> str:
@@ -75,6 +77,8 @@ def check_query_fields(query: DecideQuery) -> None:
         raise InvalidArgument(f"tenant is longer than {MAX_NAME_CHARS} characters")
     if len(query.required_tags) > MAX_TAGS:
         raise InvalidArgument(f"at most {MAX_TAGS} required_tags per request")
+    if len(query.session_id) > MAX_NAME_CHARS:
+        raise InvalidArgument(f"session_id is longer than {MAX_NAME_CHARS} characters")
     for tag in query.required_tags:
         if not tag.strip() or len(tag) > MAX_NAME_CHARS:
             raise InvalidArgument(f"required tag {tag[:40]!r} is empty or too long")

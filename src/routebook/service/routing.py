@@ -8,8 +8,9 @@ from dataclasses import replace
 
 from routebook.catalog import estimate_tokens
 from routebook.decide import DecisionParams, DecisionRequest, decide
+from routebook.decide.fallbacks import fallback_order, without_cooled
 from routebook.decide.policy import Envelope, PolicyContext, evaluate_policy, explain_removals
-from routebook.domain import Decision
+from routebook.domain import Decision, PolicyEffect, ReasonCode, Strategy
 from routebook.embed import Embedder
 from routebook.errors import (
     FailedPrecondition,
@@ -18,6 +19,7 @@ from routebook.errors import (
 )
 from routebook.index import IndexRegistry
 from routebook.routefiles import text_hash
+from routebook.service.cooldowns import Cooldown, CooldownBook
 from routebook.service.decision_writer import DecisionWriter, PendingDecision
 from routebook.service.namespaces import NamespaceDirectory, NamespaceInfo
 from routebook.service.requests import (
@@ -26,6 +28,7 @@ from routebook.service.requests import (
     check_query_fields,
     conversation_text,
 )
+from routebook.service.sessions import StickySessions
 from routebook.service.spend import SpendLedger
 from routebook.service.telemetry import Telemetry
 from routebook.store.db import Store
@@ -43,8 +46,12 @@ class RoutingService:
         spend: SpendLedger,
         telemetry: Telemetry,
         writer: DecisionWriter,
+        cooldowns: CooldownBook,
+        sessions: StickySessions,
     ) -> None:
         self._writer = writer
+        self._cooldowns = cooldowns
+        self._sessions = sessions
         self._store = store
         self._embedder = embedder
         self._registry = registry
@@ -70,24 +77,56 @@ class RoutingService:
         input_tokens = estimate_tokens(" ".join(m.content for m in query.messages))
         envelope = self._envelope(info, query, input_tokens, output_tokens)
         override = self._check_override(info, query.model_override, envelope)
+        cooled = self._cooldowns.active(info.id)
+        available = without_cooled(envelope.allowed, cooled)
+        effects = envelope.effects
+        left_out = [m for m in envelope.allowed if m in cooled and m not in available] or [
+            m for m in envelope.allowed if m in cooled
+        ]
+        if left_out:
+            effects += (cooldown_effect(left_out, cooled, ignored=available == envelope.allowed),)
+        sticky = None
+        if query.session_id and override is None and envelope.forced is None:
+            kept = self._sessions.model(info.name, query.session_id)
+            sticky = kept if kept in available else None
 
         vector = self._embedder.embed([text])[0]
         index = self._registry.get(info.name)
         neighbours = index.search(vector, self.limits.k)
-        choice = decide(
-            DecisionRequest(
-                neighbours=neighbours,
-                catalog=info.catalog,
-                params=params,
-                index_size=len(index),
-                input_tokens=input_tokens,
-                output_tokens=output_tokens,
-                allowed=frozenset(envelope.allowed),
-                override=override,
-                forced=envelope.forced if override is None else None,
-                policy=envelope.effects,
-            )
+        request = DecisionRequest(
+            neighbours=neighbours,
+            catalog=info.catalog,
+            params=params,
+            index_size=len(index),
+            input_tokens=input_tokens,
+            output_tokens=output_tokens,
+            allowed=frozenset(available),
+            override=override or sticky,
+            forced=envelope.forced if override is None else None,
+            policy=effects,
         )
+        choice = decide(request)
+        if sticky is not None:
+            choice = replace(
+                choice,
+                strategy=Strategy.STICKY,
+                reason_code=ReasonCode.STICKY,
+                reason=f"session {query.session_id[:40]!r} keeps {sticky}; its estimated "
+                f"success is {choice.confidence:.2f}",
+            )
+        elif left_out and choice.strategy is Strategy.SEMANTIC:
+            wanted = decide(replace(request, allowed=frozenset(envelope.allowed))).model
+            if wanted in cooled:
+                left = cooled[wanted]
+                choice = replace(
+                    choice,
+                    reason_code=ReasonCode.COOLDOWN,
+                    reason=f"{wanted} is on cooldown ({left.seconds_left():.1f}s left, "
+                    f"{left.reason}); {choice.reason}",
+                )
+        if query.session_id:
+            self._sessions.keep(info.name, query.session_id, choice.model)
+        fallbacks = fallback_order(choice, available, self.limits.max_fallbacks)
         if not self._writer.store_ok:
             choice = replace(
                 choice,
@@ -99,6 +138,7 @@ class RoutingService:
             namespace=info.name,
             index_generation=index.generation,
             choice=choice,
+            fallbacks=fallbacks,
         )
         self._save(info, decision, text, query.tenant)
         self._telemetry.decided(decision, query.tenant, time.perf_counter() - started, text)
@@ -166,3 +206,14 @@ class RoutingService:
                 estimated_cost_usd=choice.estimated_cost_usd,
             )
         )
+
+
+def cooldown_effect(models: list[str], cooled: dict[str, Cooldown], ignored: bool) -> PolicyEffect:
+    details = ", ".join(
+        f"{m} {cooled[m].seconds_left():.1f}s left ({cooled[m].reason})" for m in models
+    )
+    if ignored:
+        return PolicyEffect(
+            "cooldown", (), f"every allowed model is on cooldown, so none is left out: {details}"
+        )
+    return PolicyEffect("cooldown", tuple(models), f"on cooldown: {details}")

@@ -107,6 +107,18 @@ class Telemetry:
             ["namespace", "model"],
             registry=r,
         )
+        self.failures = Counter(
+            "routebook_failures",
+            "Failed model calls reported, by kind.",
+            ["namespace", "model", "kind"],
+            registry=r,
+        )
+        self.cooldowns = Counter(
+            "routebook_cooldowns",
+            "Cooldowns started.",
+            ["namespace", "model"],
+            registry=r,
+        )
         self.decide_latency = Histogram(
             "routebook_decide_latency_seconds",
             "Time to answer Decide, in the server.",
@@ -164,6 +176,11 @@ class Telemetry:
         if self._log_query_text:
             record["query"] = query_text
         self._log.write(record)
+
+    def failed(self, namespace: str, model: str, kind: str, cooldown_seconds: float) -> None:
+        self.failures.labels(namespace, model, kind).inc()
+        if cooldown_seconds > 0:
+            self.cooldowns.labels(namespace, model).inc()
 
     def recorded(
         self,

@@ -171,3 +171,35 @@ class ReindexJobRow(Base):
     error: Mapped[str] = mapped_column(Text, default="")
     started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class ModelFailureRow(Base):
+    """A failed call (rate limit, error, timeout, filter): cooldown evidence, never quality."""
+
+    __tablename__ = "model_failures"
+    __table_args__ = (
+        Index("ix_model_failures_ns_model_created", "namespace_id", "model", "created_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    outcome_id: Mapped[str] = mapped_column(String(128), unique=True)
+    namespace_id: Mapped[int] = mapped_column(ForeignKey("namespaces.id", ondelete="CASCADE"))
+    model: Mapped[str] = mapped_column(String(128))
+    kind: Mapped[str] = mapped_column(String(32))
+    decision_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    retry_after_seconds: Mapped[float | None] = mapped_column(Float, nullable=True)
+    cooldown_seconds: Mapped[float] = mapped_column(Float, default=0.0)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class CooldownRow(Base):
+    """A model left out of decisions until `until`; shared by every replica on the store."""
+
+    __tablename__ = "cooldowns"
+    __table_args__ = (UniqueConstraint("namespace_id", "model"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    namespace_id: Mapped[int] = mapped_column(ForeignKey("namespaces.id", ondelete="CASCADE"))
+    model: Mapped[str] = mapped_column(String(128))
+    until: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    reason: Mapped[str] = mapped_column(String(256), default="")

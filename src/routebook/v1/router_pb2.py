@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19routebook/v1/router.proto\x12\x0croutebook.v1\"(\n\x07Message\x12\x0c\n\x04role\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\"\xae\x03\n\rDecideRequest\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12\'\n\x08messages\x18\x02 \x03(\x0b\x32\x15.routebook.v1.Message\x12;\n\x08metadata\x18\x03 \x03(\x0b\x32).routebook.v1.DecideRequest.MetadataEntry\x12\x1b\n\x0equality_target\x18\x04 \x01(\x01H\x00\x88\x01\x01\x12#\n\x16\x65xpected_output_tokens\x18\x05 \x01(\rH\x01\x88\x01\x01\x12\x0e\n\x06tenant\x18\x06 \x01(\t\x12\x16\n\x0emodel_override\x18\x07 \x01(\t\x12\x1b\n\x0emax_latency_ms\x18\x08 \x01(\x01H\x02\x88\x01\x01\x12\x15\n\rrequired_tags\x18\t \x03(\t\x12\x14\n\x0c\x63ontains_pii\x18\n \x01(\x08\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\x11\n\x0f_quality_targetB\x19\n\x17_expected_output_tokensB\x11\n\x0f_max_latency_ms\"D\n\x0cPolicyEffect\x12\x0c\n\x04rule\x18\x01 \x01(\t\x12\x16\n\x0eremoved_models\x18\x02 \x03(\t\x12\x0e\n\x06\x64\x65tail\x18\x03 \x01(\t\"E\n\x0fObservedOutcome\x12\r\n\x05model\x18\x01 \x01(\t\x12\x14\n\x0cmean_quality\x18\x02 \x01(\x01\x12\r\n\x05\x63ount\x18\x03 \x01(\r\"\xd3\x01\n\tNeighbour\x12\x12\n\nexample_id\x18\x01 \x01(\x03\x12\x14\n\x0ctext_snippet\x18\x02 \x01(\t\x12\x12\n\nsimilarity\x18\x03 \x01(\x01\x12\r\n\x05route\x18\x04 \x01(\t\x12$\n\x06source\x18\x05 \x01(\x0e\x32\x14.routebook.v1.Source\x12\x12\n\nbest_model\x18\x06 \x01(\t\x12/\n\x08outcomes\x18\x07 \x03(\x0b\x32\x1d.routebook.v1.ObservedOutcome\x12\x0e\n\x06weight\x18\x08 \x01(\x01\"\x83\x01\n\rModelEstimate\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07success\x18\x02 \x01(\x01\x12\x0f\n\x07support\x18\x03 \x01(\x01\x12\x1a\n\x12\x65stimated_cost_usd\x18\x04 \x01(\x01\x12\x14\n\x0cmeets_target\x18\x05 \x01(\x08\x12\x0f\n\x07\x61llowed\x18\x06 \x01(\x08\"8\n\x0b\x43\x61scadeStep\x12\r\n\x05model\x18\x01 \x01(\t\x12\x1a\n\x12\x65stimated_cost_usd\x18\x02 \x01(\x01\"`\n\x0b\x43\x61scadePlan\x12(\n\x05steps\x18\x01 \x03(\x0b\x32\x19.routebook.v1.CascadeStep\x12\x13\n\x0bmin_quality\x18\x02 \x01(\x01\x12\x12\n\nacceptance\x18\x03 \x01(\t\"\xfe\x03\n\x0e\x44\x65\x63ideResponse\x12\x13\n\x0b\x64\x65\x63ision_id\x18\x01 \x01(\t\x12\x11\n\tnamespace\x18\x02 \x01(\t\x12\r\n\x05model\x18\x03 \x01(\t\x12\r\n\x05route\x18\x04 \x01(\t\x12(\n\x08strategy\x18\x05 \x01(\x0e\x32\x16.routebook.v1.Strategy\x12\x12\n\nconfidence\x18\x06 \x01(\x01\x12\x1a\n\x12\x65stimated_cost_usd\x18\x07 \x01(\x01\x12-\n\x0breason_code\x18\x08 \x01(\x0e\x32\x18.routebook.v1.ReasonCode\x12\x0e\n\x06reason\x18\t \x01(\t\x12\x18\n\x10index_generation\x18\n \x01(\x04\x12+\n\nneighbours\x18\x0b \x03(\x0b\x32\x17.routebook.v1.Neighbour\x12.\n\testimates\x18\x0c \x03(\x0b\x32\x1b.routebook.v1.ModelEstimate\x12*\n\x07\x63\x61scade\x18\r \x01(\x0b\x32\x19.routebook.v1.CascadePlan\x12\x16\n\x0equality_target\x18\x0e \x01(\x01\x12\x16\n\x0etop_similarity\x18\x0f \x01(\x01\x12*\n\x06policy\x18\x10 \x03(\x0b\x32\x1a.routebook.v1.PolicyEffect\x12\x0e\n\x06tenant\x18\x11 \x01(\t\"\xd7\x02\n\x14RecordOutcomeRequest\x12\x12\n\noutcome_id\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65\x63ision_id\x18\x02 \x01(\t\x12\x11\n\tnamespace\x18\x03 \x01(\t\x12\'\n\x08messages\x18\x04 \x03(\x0b\x32\x15.routebook.v1.Message\x12\r\n\x05model\x18\x05 \x01(\t\x12\x14\n\x07quality\x18\x06 \x01(\x01H\x00\x88\x01\x01\x12\x14\n\x07success\x18\x07 \x01(\x08H\x01\x88\x01\x01\x12\x14\n\x0cinput_tokens\x18\x08 \x01(\r\x12\x15\n\routput_tokens\x18\t \x01(\r\x12\x15\n\x08\x63ost_usd\x18\n \x01(\x01H\x02\x88\x01\x01\x12\x17\n\nlatency_ms\x18\x0b \x01(\x01H\x03\x88\x01\x01\x12\x0e\n\x06tenant\x18\x0c \x01(\tB\n\n\x08_qualityB\n\n\x08_successB\x0b\n\t_cost_usdB\r\n\x0b_latency_ms\"\x88\x01\n\x15RecordOutcomeResponse\x12\x12\n\noutcome_id\x18\x01 \x01(\t\x12\x12\n\nexample_id\x18\x02 \x01(\x03\x12\x11\n\tduplicate\x18\x03 \x01(\x08\x12\x11\n\tnamespace\x18\x04 \x01(\t\x12\x0f\n\x07quality\x18\x05 \x01(\x01\x12\x10\n\x08\x63ost_usd\x18\x06 \x01(\x01*}\n\x08Strategy\x12\x18\n\x14STRATEGY_UNSPECIFIED\x10\x00\x12\x15\n\x11STRATEGY_SEMANTIC\x10\x01\x12\x14\n\x10STRATEGY_CASCADE\x10\x02\x12\x13\n\x0fSTRATEGY_POLICY\x10\x03\x12\x15\n\x11STRATEGY_OVERRIDE\x10\x04*\x98\x02\n\nReasonCode\x12\x1b\n\x17REASON_CODE_UNSPECIFIED\x10\x00\x12%\n!REASON_CODE_CHEAPEST_MEETS_TARGET\x10\x01\x12!\n\x1dREASON_CODE_NONE_MEETS_TARGET\x10\x02\x12#\n\x1fREASON_CODE_COLD_LOW_SIMILARITY\x10\x03\x12 \n\x1cREASON_CODE_COLD_LOW_SUPPORT\x10\x04\x12 \n\x1cREASON_CODE_COLD_EMPTY_INDEX\x10\x05\x12\x18\n\x14REASON_CODE_OVERRIDE\x10\x06\x12 \n\x1cREASON_CODE_BUDGET_EXHAUSTED\x10\x07*J\n\x06Source\x12\x16\n\x12SOURCE_UNSPECIFIED\x10\x00\x12\x14\n\x10SOURCE_REFERENCE\x10\x01\x12\x12\n\x0eSOURCE_HISTORY\x10\x02\x32\xa7\x01\n\x06Router\x12\x43\n\x06\x44\x65\x63ide\x12\x1b.routebook.v1.DecideRequest\x1a\x1c.routebook.v1.DecideResponse\x12X\n\rRecordOutcome\x12\".routebook.v1.RecordOutcomeRequest\x1a#.routebook.v1.RecordOutcomeResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19routebook/v1/router.proto\x12\x0croutebook.v1\"(\n\x07Message\x12\x0c\n\x04role\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\"\xc2\x03\n\rDecideRequest\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12\'\n\x08messages\x18\x02 \x03(\x0b\x32\x15.routebook.v1.Message\x12;\n\x08metadata\x18\x03 \x03(\x0b\x32).routebook.v1.DecideRequest.MetadataEntry\x12\x1b\n\x0equality_target\x18\x04 \x01(\x01H\x00\x88\x01\x01\x12#\n\x16\x65xpected_output_tokens\x18\x05 \x01(\rH\x01\x88\x01\x01\x12\x0e\n\x06tenant\x18\x06 \x01(\t\x12\x16\n\x0emodel_override\x18\x07 \x01(\t\x12\x1b\n\x0emax_latency_ms\x18\x08 \x01(\x01H\x02\x88\x01\x01\x12\x15\n\rrequired_tags\x18\t \x03(\t\x12\x14\n\x0c\x63ontains_pii\x18\n \x01(\x08\x12\x12\n\nsession_id\x18\x0b \x01(\t\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\x11\n\x0f_quality_targetB\x19\n\x17_expected_output_tokensB\x11\n\x0f_max_latency_ms\"D\n\x0cPolicyEffect\x12\x0c\n\x04rule\x18\x01 \x01(\t\x12\x16\n\x0eremoved_models\x18\x02 \x03(\t\x12\x0e\n\x06\x64\x65tail\x18\x03 \x01(\t\"E\n\x0fObservedOutcome\x12\r\n\x05model\x18\x01 \x01(\t\x12\x14\n\x0cmean_quality\x18\x02 \x01(\x01\x12\r\n\x05\x63ount\x18\x03 \x01(\r\"\xd3\x01\n\tNeighbour\x12\x12\n\nexample_id\x18\x01 \x01(\x03\x12\x14\n\x0ctext_snippet\x18\x02 \x01(\t\x12\x12\n\nsimilarity\x18\x03 \x01(\x01\x12\r\n\x05route\x18\x04 \x01(\t\x12$\n\x06source\x18\x05 \x01(\x0e\x32\x14.routebook.v1.Source\x12\x12\n\nbest_model\x18\x06 \x01(\t\x12/\n\x08outcomes\x18\x07 \x03(\x0b\x32\x1d.routebook.v1.ObservedOutcome\x12\x0e\n\x06weight\x18\x08 \x01(\x01\"\x83\x01\n\rModelEstimate\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07success\x18\x02 \x01(\x01\x12\x0f\n\x07support\x18\x03 \x01(\x01\x12\x1a\n\x12\x65stimated_cost_usd\x18\x04 \x01(\x01\x12\x14\n\x0cmeets_target\x18\x05 \x01(\x08\x12\x0f\n\x07\x61llowed\x18\x06 \x01(\x08\"8\n\x0b\x43\x61scadeStep\x12\r\n\x05model\x18\x01 \x01(\t\x12\x1a\n\x12\x65stimated_cost_usd\x18\x02 \x01(\x01\"`\n\x0b\x43\x61scadePlan\x12(\n\x05steps\x18\x01 \x03(\x0b\x32\x19.routebook.v1.CascadeStep\x12\x13\n\x0bmin_quality\x18\x02 \x01(\x01\x12\x12\n\nacceptance\x18\x03 \x01(\t\"\x91\x04\n\x0e\x44\x65\x63ideResponse\x12\x13\n\x0b\x64\x65\x63ision_id\x18\x01 \x01(\t\x12\x11\n\tnamespace\x18\x02 \x01(\t\x12\r\n\x05model\x18\x03 \x01(\t\x12\r\n\x05route\x18\x04 \x01(\t\x12(\n\x08strategy\x18\x05 \x01(\x0e\x32\x16.routebook.v1.Strategy\x12\x12\n\nconfidence\x18\x06 \x01(\x01\x12\x1a\n\x12\x65stimated_cost_usd\x18\x07 \x01(\x01\x12-\n\x0breason_code\x18\x08 \x01(\x0e\x32\x18.routebook.v1.ReasonCode\x12\x0e\n\x06reason\x18\t \x01(\t\x12\x18\n\x10index_generation\x18\n \x01(\x04\x12+\n\nneighbours\x18\x0b \x03(\x0b\x32\x17.routebook.v1.Neighbour\x12.\n\testimates\x18\x0c \x03(\x0b\x32\x1b.routebook.v1.ModelEstimate\x12*\n\x07\x63\x61scade\x18\r \x01(\x0b\x32\x19.routebook.v1.CascadePlan\x12\x16\n\x0equality_target\x18\x0e \x01(\x01\x12\x16\n\x0etop_similarity\x18\x0f \x01(\x01\x12*\n\x06policy\x18\x10 \x03(\x0b\x32\x1a.routebook.v1.PolicyEffect\x12\x0e\n\x06tenant\x18\x11 \x01(\t\x12\x11\n\tfallbacks\x18\x12 \x03(\t\"\xbd\x03\n\x14RecordOutcomeRequest\x12\x12\n\noutcome_id\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65\x63ision_id\x18\x02 \x01(\t\x12\x11\n\tnamespace\x18\x03 \x01(\t\x12\'\n\x08messages\x18\x04 \x03(\x0b\x32\x15.routebook.v1.Message\x12\r\n\x05model\x18\x05 \x01(\t\x12\x14\n\x07quality\x18\x06 \x01(\x01H\x00\x88\x01\x01\x12\x14\n\x07success\x18\x07 \x01(\x08H\x01\x88\x01\x01\x12\x14\n\x0cinput_tokens\x18\x08 \x01(\r\x12\x15\n\routput_tokens\x18\t \x01(\r\x12\x15\n\x08\x63ost_usd\x18\n \x01(\x01H\x02\x88\x01\x01\x12\x17\n\nlatency_ms\x18\x0b \x01(\x01H\x03\x88\x01\x01\x12\x0e\n\x06tenant\x18\x0c \x01(\t\x12*\n\x07\x66\x61ilure\x18\r \x01(\x0e\x32\x19.routebook.v1.FailureKind\x12 \n\x13retry_after_seconds\x18\x0e \x01(\x01H\x04\x88\x01\x01\x42\n\n\x08_qualityB\n\n\x08_successB\x0b\n\t_cost_usdB\r\n\x0b_latency_msB\x16\n\x14_retry_after_seconds\"\xa2\x01\n\x15RecordOutcomeResponse\x12\x12\n\noutcome_id\x18\x01 \x01(\t\x12\x12\n\nexample_id\x18\x02 \x01(\x03\x12\x11\n\tduplicate\x18\x03 \x01(\x08\x12\x11\n\tnamespace\x18\x04 \x01(\t\x12\x0f\n\x07quality\x18\x05 \x01(\x01\x12\x10\n\x08\x63ost_usd\x18\x06 \x01(\x01\x12\x18\n\x10\x63ooldown_seconds\x18\x07 \x01(\x01*\x92\x01\n\x08Strategy\x12\x18\n\x14STRATEGY_UNSPECIFIED\x10\x00\x12\x15\n\x11STRATEGY_SEMANTIC\x10\x01\x12\x14\n\x10STRATEGY_CASCADE\x10\x02\x12\x13\n\x0fSTRATEGY_POLICY\x10\x03\x12\x15\n\x11STRATEGY_OVERRIDE\x10\x04\x12\x13\n\x0fSTRATEGY_STICKY\x10\x05*\xca\x02\n\nReasonCode\x12\x1b\n\x17REASON_CODE_UNSPECIFIED\x10\x00\x12%\n!REASON_CODE_CHEAPEST_MEETS_TARGET\x10\x01\x12!\n\x1dREASON_CODE_NONE_MEETS_TARGET\x10\x02\x12#\n\x1fREASON_CODE_COLD_LOW_SIMILARITY\x10\x03\x12 \n\x1cREASON_CODE_COLD_LOW_SUPPORT\x10\x04\x12 \n\x1cREASON_CODE_COLD_EMPTY_INDEX\x10\x05\x12\x18\n\x14REASON_CODE_OVERRIDE\x10\x06\x12 \n\x1cREASON_CODE_BUDGET_EXHAUSTED\x10\x07\x12\x18\n\x14REASON_CODE_COOLDOWN\x10\x08\x12\x16\n\x12REASON_CODE_STICKY\x10\t*\xa4\x01\n\x0b\x46\x61ilureKind\x12\x1c\n\x18\x46\x41ILURE_KIND_UNSPECIFIED\x10\x00\x12\x1d\n\x19\x46\x41ILURE_KIND_RATE_LIMITED\x10\x01\x12\x1d\n\x19\x46\x41ILURE_KIND_SERVER_ERROR\x10\x02\x12\x18\n\x14\x46\x41ILURE_KIND_TIMEOUT\x10\x03\x12\x1f\n\x1b\x46\x41ILURE_KIND_CONTENT_FILTER\x10\x04*J\n\x06Source\x12\x16\n\x12SOURCE_UNSPECIFIED\x10\x00\x12\x14\n\x10SOURCE_REFERENCE\x10\x01\x12\x12\n\x0eSOURCE_HISTORY\x10\x02\x32\xa7\x01\n\x06Router\x12\x43\n\x06\x44\x65\x63ide\x12\x1b.routebook.v1.DecideRequest\x1a\x1c.routebook.v1.DecideResponse\x12X\n\rRecordOutcome\x12\".routebook.v1.RecordOutcomeRequest\x1a#.routebook.v1.RecordOutcomeResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,36 +33,38 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_DECIDEREQUEST_METADATAENTRY']._loaded_options = None
   _globals['_DECIDEREQUEST_METADATAENTRY']._serialized_options = b'8\001'
-  _globals['_STRATEGY']._serialized_start=2161
-  _globals['_STRATEGY']._serialized_end=2286
-  _globals['_REASONCODE']._serialized_start=2289
-  _globals['_REASONCODE']._serialized_end=2569
-  _globals['_SOURCE']._serialized_start=2571
-  _globals['_SOURCE']._serialized_end=2645
+  _globals['_STRATEGY']._serialized_start=2329
+  _globals['_STRATEGY']._serialized_end=2475
+  _globals['_REASONCODE']._serialized_start=2478
+  _globals['_REASONCODE']._serialized_end=2808
+  _globals['_FAILUREKIND']._serialized_start=2811
+  _globals['_FAILUREKIND']._serialized_end=2975
+  _globals['_SOURCE']._serialized_start=2977
+  _globals['_SOURCE']._serialized_end=3051
   _globals['_MESSAGE']._serialized_start=43
   _globals['_MESSAGE']._serialized_end=83
   _globals['_DECIDEREQUEST']._serialized_start=86
-  _globals['_DECIDEREQUEST']._serialized_end=516
-  _globals['_DECIDEREQUEST_METADATAENTRY']._serialized_start=404
-  _globals['_DECIDEREQUEST_METADATAENTRY']._serialized_end=451
-  _globals['_POLICYEFFECT']._serialized_start=518
-  _globals['_POLICYEFFECT']._serialized_end=586
-  _globals['_OBSERVEDOUTCOME']._serialized_start=588
-  _globals['_OBSERVEDOUTCOME']._serialized_end=657
-  _globals['_NEIGHBOUR']._serialized_start=660
-  _globals['_NEIGHBOUR']._serialized_end=871
-  _globals['_MODELESTIMATE']._serialized_start=874
-  _globals['_MODELESTIMATE']._serialized_end=1005
-  _globals['_CASCADESTEP']._serialized_start=1007
-  _globals['_CASCADESTEP']._serialized_end=1063
-  _globals['_CASCADEPLAN']._serialized_start=1065
-  _globals['_CASCADEPLAN']._serialized_end=1161
-  _globals['_DECIDERESPONSE']._serialized_start=1164
-  _globals['_DECIDERESPONSE']._serialized_end=1674
-  _globals['_RECORDOUTCOMEREQUEST']._serialized_start=1677
-  _globals['_RECORDOUTCOMEREQUEST']._serialized_end=2020
-  _globals['_RECORDOUTCOMERESPONSE']._serialized_start=2023
-  _globals['_RECORDOUTCOMERESPONSE']._serialized_end=2159
-  _globals['_ROUTER']._serialized_start=2648
-  _globals['_ROUTER']._serialized_end=2815
+  _globals['_DECIDEREQUEST']._serialized_end=536
+  _globals['_DECIDEREQUEST_METADATAENTRY']._serialized_start=424
+  _globals['_DECIDEREQUEST_METADATAENTRY']._serialized_end=471
+  _globals['_POLICYEFFECT']._serialized_start=538
+  _globals['_POLICYEFFECT']._serialized_end=606
+  _globals['_OBSERVEDOUTCOME']._serialized_start=608
+  _globals['_OBSERVEDOUTCOME']._serialized_end=677
+  _globals['_NEIGHBOUR']._serialized_start=680
+  _globals['_NEIGHBOUR']._serialized_end=891
+  _globals['_MODELESTIMATE']._serialized_start=894
+  _globals['_MODELESTIMATE']._serialized_end=1025
+  _globals['_CASCADESTEP']._serialized_start=1027
+  _globals['_CASCADESTEP']._serialized_end=1083
+  _globals['_CASCADEPLAN']._serialized_start=1085
+  _globals['_CASCADEPLAN']._serialized_end=1181
+  _globals['_DECIDERESPONSE']._serialized_start=1184
+  _globals['_DECIDERESPONSE']._serialized_end=1713
+  _globals['_RECORDOUTCOMEREQUEST']._serialized_start=1716
+  _globals['_RECORDOUTCOMEREQUEST']._serialized_end=2161
+  _globals['_RECORDOUTCOMERESPONSE']._serialized_start=2164
+  _globals['_RECORDOUTCOMERESPONSE']._serialized_end=2326
+  _globals['_ROUTER']._serialized_start=3054
+  _globals['_ROUTER']._serialized_end=3221
 # @@protoc_insertion_point(module_scope)

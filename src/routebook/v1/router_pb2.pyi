@@ -14,6 +14,7 @@ class Strategy(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     STRATEGY_CASCADE: _ClassVar[Strategy]
     STRATEGY_POLICY: _ClassVar[Strategy]
     STRATEGY_OVERRIDE: _ClassVar[Strategy]
+    STRATEGY_STICKY: _ClassVar[Strategy]
 
 class ReasonCode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -25,6 +26,16 @@ class ReasonCode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     REASON_CODE_COLD_EMPTY_INDEX: _ClassVar[ReasonCode]
     REASON_CODE_OVERRIDE: _ClassVar[ReasonCode]
     REASON_CODE_BUDGET_EXHAUSTED: _ClassVar[ReasonCode]
+    REASON_CODE_COOLDOWN: _ClassVar[ReasonCode]
+    REASON_CODE_STICKY: _ClassVar[ReasonCode]
+
+class FailureKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    FAILURE_KIND_UNSPECIFIED: _ClassVar[FailureKind]
+    FAILURE_KIND_RATE_LIMITED: _ClassVar[FailureKind]
+    FAILURE_KIND_SERVER_ERROR: _ClassVar[FailureKind]
+    FAILURE_KIND_TIMEOUT: _ClassVar[FailureKind]
+    FAILURE_KIND_CONTENT_FILTER: _ClassVar[FailureKind]
 
 class Source(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -36,6 +47,7 @@ STRATEGY_SEMANTIC: Strategy
 STRATEGY_CASCADE: Strategy
 STRATEGY_POLICY: Strategy
 STRATEGY_OVERRIDE: Strategy
+STRATEGY_STICKY: Strategy
 REASON_CODE_UNSPECIFIED: ReasonCode
 REASON_CODE_CHEAPEST_MEETS_TARGET: ReasonCode
 REASON_CODE_NONE_MEETS_TARGET: ReasonCode
@@ -44,6 +56,13 @@ REASON_CODE_COLD_LOW_SUPPORT: ReasonCode
 REASON_CODE_COLD_EMPTY_INDEX: ReasonCode
 REASON_CODE_OVERRIDE: ReasonCode
 REASON_CODE_BUDGET_EXHAUSTED: ReasonCode
+REASON_CODE_COOLDOWN: ReasonCode
+REASON_CODE_STICKY: ReasonCode
+FAILURE_KIND_UNSPECIFIED: FailureKind
+FAILURE_KIND_RATE_LIMITED: FailureKind
+FAILURE_KIND_SERVER_ERROR: FailureKind
+FAILURE_KIND_TIMEOUT: FailureKind
+FAILURE_KIND_CONTENT_FILTER: FailureKind
 SOURCE_UNSPECIFIED: Source
 SOURCE_REFERENCE: Source
 SOURCE_HISTORY: Source
@@ -57,7 +76,7 @@ class Message(_message.Message):
     def __init__(self, role: _Optional[str] = ..., content: _Optional[str] = ...) -> None: ...
 
 class DecideRequest(_message.Message):
-    __slots__ = ("namespace", "messages", "metadata", "quality_target", "expected_output_tokens", "tenant", "model_override", "max_latency_ms", "required_tags", "contains_pii")
+    __slots__ = ("namespace", "messages", "metadata", "quality_target", "expected_output_tokens", "tenant", "model_override", "max_latency_ms", "required_tags", "contains_pii", "session_id")
     class MetadataEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -75,6 +94,7 @@ class DecideRequest(_message.Message):
     MAX_LATENCY_MS_FIELD_NUMBER: _ClassVar[int]
     REQUIRED_TAGS_FIELD_NUMBER: _ClassVar[int]
     CONTAINS_PII_FIELD_NUMBER: _ClassVar[int]
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     namespace: str
     messages: _containers.RepeatedCompositeFieldContainer[Message]
     metadata: _containers.ScalarMap[str, str]
@@ -85,7 +105,8 @@ class DecideRequest(_message.Message):
     max_latency_ms: float
     required_tags: _containers.RepeatedScalarFieldContainer[str]
     contains_pii: bool
-    def __init__(self, namespace: _Optional[str] = ..., messages: _Optional[_Iterable[_Union[Message, _Mapping]]] = ..., metadata: _Optional[_Mapping[str, str]] = ..., quality_target: _Optional[float] = ..., expected_output_tokens: _Optional[int] = ..., tenant: _Optional[str] = ..., model_override: _Optional[str] = ..., max_latency_ms: _Optional[float] = ..., required_tags: _Optional[_Iterable[str]] = ..., contains_pii: _Optional[bool] = ...) -> None: ...
+    session_id: str
+    def __init__(self, namespace: _Optional[str] = ..., messages: _Optional[_Iterable[_Union[Message, _Mapping]]] = ..., metadata: _Optional[_Mapping[str, str]] = ..., quality_target: _Optional[float] = ..., expected_output_tokens: _Optional[int] = ..., tenant: _Optional[str] = ..., model_override: _Optional[str] = ..., max_latency_ms: _Optional[float] = ..., required_tags: _Optional[_Iterable[str]] = ..., contains_pii: _Optional[bool] = ..., session_id: _Optional[str] = ...) -> None: ...
 
 class PolicyEffect(_message.Message):
     __slots__ = ("rule", "removed_models", "detail")
@@ -162,7 +183,7 @@ class CascadePlan(_message.Message):
     def __init__(self, steps: _Optional[_Iterable[_Union[CascadeStep, _Mapping]]] = ..., min_quality: _Optional[float] = ..., acceptance: _Optional[str] = ...) -> None: ...
 
 class DecideResponse(_message.Message):
-    __slots__ = ("decision_id", "namespace", "model", "route", "strategy", "confidence", "estimated_cost_usd", "reason_code", "reason", "index_generation", "neighbours", "estimates", "cascade", "quality_target", "top_similarity", "policy", "tenant")
+    __slots__ = ("decision_id", "namespace", "model", "route", "strategy", "confidence", "estimated_cost_usd", "reason_code", "reason", "index_generation", "neighbours", "estimates", "cascade", "quality_target", "top_similarity", "policy", "tenant", "fallbacks")
     DECISION_ID_FIELD_NUMBER: _ClassVar[int]
     NAMESPACE_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
@@ -180,6 +201,7 @@ class DecideResponse(_message.Message):
     TOP_SIMILARITY_FIELD_NUMBER: _ClassVar[int]
     POLICY_FIELD_NUMBER: _ClassVar[int]
     TENANT_FIELD_NUMBER: _ClassVar[int]
+    FALLBACKS_FIELD_NUMBER: _ClassVar[int]
     decision_id: str
     namespace: str
     model: str
@@ -197,10 +219,11 @@ class DecideResponse(_message.Message):
     top_similarity: float
     policy: _containers.RepeatedCompositeFieldContainer[PolicyEffect]
     tenant: str
-    def __init__(self, decision_id: _Optional[str] = ..., namespace: _Optional[str] = ..., model: _Optional[str] = ..., route: _Optional[str] = ..., strategy: _Optional[_Union[Strategy, str]] = ..., confidence: _Optional[float] = ..., estimated_cost_usd: _Optional[float] = ..., reason_code: _Optional[_Union[ReasonCode, str]] = ..., reason: _Optional[str] = ..., index_generation: _Optional[int] = ..., neighbours: _Optional[_Iterable[_Union[Neighbour, _Mapping]]] = ..., estimates: _Optional[_Iterable[_Union[ModelEstimate, _Mapping]]] = ..., cascade: _Optional[_Union[CascadePlan, _Mapping]] = ..., quality_target: _Optional[float] = ..., top_similarity: _Optional[float] = ..., policy: _Optional[_Iterable[_Union[PolicyEffect, _Mapping]]] = ..., tenant: _Optional[str] = ...) -> None: ...
+    fallbacks: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, decision_id: _Optional[str] = ..., namespace: _Optional[str] = ..., model: _Optional[str] = ..., route: _Optional[str] = ..., strategy: _Optional[_Union[Strategy, str]] = ..., confidence: _Optional[float] = ..., estimated_cost_usd: _Optional[float] = ..., reason_code: _Optional[_Union[ReasonCode, str]] = ..., reason: _Optional[str] = ..., index_generation: _Optional[int] = ..., neighbours: _Optional[_Iterable[_Union[Neighbour, _Mapping]]] = ..., estimates: _Optional[_Iterable[_Union[ModelEstimate, _Mapping]]] = ..., cascade: _Optional[_Union[CascadePlan, _Mapping]] = ..., quality_target: _Optional[float] = ..., top_similarity: _Optional[float] = ..., policy: _Optional[_Iterable[_Union[PolicyEffect, _Mapping]]] = ..., tenant: _Optional[str] = ..., fallbacks: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class RecordOutcomeRequest(_message.Message):
-    __slots__ = ("outcome_id", "decision_id", "namespace", "messages", "model", "quality", "success", "input_tokens", "output_tokens", "cost_usd", "latency_ms", "tenant")
+    __slots__ = ("outcome_id", "decision_id", "namespace", "messages", "model", "quality", "success", "input_tokens", "output_tokens", "cost_usd", "latency_ms", "tenant", "failure", "retry_after_seconds")
     OUTCOME_ID_FIELD_NUMBER: _ClassVar[int]
     DECISION_ID_FIELD_NUMBER: _ClassVar[int]
     NAMESPACE_FIELD_NUMBER: _ClassVar[int]
@@ -213,6 +236,8 @@ class RecordOutcomeRequest(_message.Message):
     COST_USD_FIELD_NUMBER: _ClassVar[int]
     LATENCY_MS_FIELD_NUMBER: _ClassVar[int]
     TENANT_FIELD_NUMBER: _ClassVar[int]
+    FAILURE_FIELD_NUMBER: _ClassVar[int]
+    RETRY_AFTER_SECONDS_FIELD_NUMBER: _ClassVar[int]
     outcome_id: str
     decision_id: str
     namespace: str
@@ -225,20 +250,24 @@ class RecordOutcomeRequest(_message.Message):
     cost_usd: float
     latency_ms: float
     tenant: str
-    def __init__(self, outcome_id: _Optional[str] = ..., decision_id: _Optional[str] = ..., namespace: _Optional[str] = ..., messages: _Optional[_Iterable[_Union[Message, _Mapping]]] = ..., model: _Optional[str] = ..., quality: _Optional[float] = ..., success: _Optional[bool] = ..., input_tokens: _Optional[int] = ..., output_tokens: _Optional[int] = ..., cost_usd: _Optional[float] = ..., latency_ms: _Optional[float] = ..., tenant: _Optional[str] = ...) -> None: ...
+    failure: FailureKind
+    retry_after_seconds: float
+    def __init__(self, outcome_id: _Optional[str] = ..., decision_id: _Optional[str] = ..., namespace: _Optional[str] = ..., messages: _Optional[_Iterable[_Union[Message, _Mapping]]] = ..., model: _Optional[str] = ..., quality: _Optional[float] = ..., success: _Optional[bool] = ..., input_tokens: _Optional[int] = ..., output_tokens: _Optional[int] = ..., cost_usd: _Optional[float] = ..., latency_ms: _Optional[float] = ..., tenant: _Optional[str] = ..., failure: _Optional[_Union[FailureKind, str]] = ..., retry_after_seconds: _Optional[float] = ...) -> None: ...
 
 class RecordOutcomeResponse(_message.Message):
-    __slots__ = ("outcome_id", "example_id", "duplicate", "namespace", "quality", "cost_usd")
+    __slots__ = ("outcome_id", "example_id", "duplicate", "namespace", "quality", "cost_usd", "cooldown_seconds")
     OUTCOME_ID_FIELD_NUMBER: _ClassVar[int]
     EXAMPLE_ID_FIELD_NUMBER: _ClassVar[int]
     DUPLICATE_FIELD_NUMBER: _ClassVar[int]
     NAMESPACE_FIELD_NUMBER: _ClassVar[int]
     QUALITY_FIELD_NUMBER: _ClassVar[int]
     COST_USD_FIELD_NUMBER: _ClassVar[int]
+    COOLDOWN_SECONDS_FIELD_NUMBER: _ClassVar[int]
     outcome_id: str
     example_id: int
     duplicate: bool
     namespace: str
     quality: float
     cost_usd: float
-    def __init__(self, outcome_id: _Optional[str] = ..., example_id: _Optional[int] = ..., duplicate: _Optional[bool] = ..., namespace: _Optional[str] = ..., quality: _Optional[float] = ..., cost_usd: _Optional[float] = ...) -> None: ...
+    cooldown_seconds: float
+    def __init__(self, outcome_id: _Optional[str] = ..., example_id: _Optional[int] = ..., duplicate: _Optional[bool] = ..., namespace: _Optional[str] = ..., quality: _Optional[float] = ..., cost_usd: _Optional[float] = ..., cooldown_seconds: _Optional[float] = ...) -> None: ...

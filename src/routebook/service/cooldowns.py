@@ -1,0 +1,152 @@
+"""Cooldowns: a model that is rate limited, or fails too often in a window, is left out of
+decisions for a while. They live in the store, so every replica honours them and a restart
+keeps them; each server reads them at most every `refresh_seconds` (off the hot path otherwise).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.orm import Session
+
+from routebook.store.db import Store
+from routebook.store.tables import CooldownRow, ModelFailureRow, utcnow
+
+
+@dataclass(frozen=True, slots=True)
+class Cooldown:
+    model: str
+    until: datetime
+    reason: str
+
+    def seconds_left(self, now: datetime | None = None) -> float:
+        return max(0.0, (self.until - (now or utcnow())).total_seconds())
+
+
+@dataclass(frozen=True, slots=True)
+class CooldownRules:
+    default_seconds: float = 30.0
+    failure_threshold: int = 3
+    window_seconds: float = 60.0
+
+
+class CooldownBook:
+    def __init__(self, store: Store, rules: CooldownRules, refresh_seconds: float = 0.25) -> None:
+        self._store = store
+        self._rules = rules
+        self._refresh = refresh_seconds
+        self._cache: dict[int, tuple[float, dict[str, Cooldown]]] = {}
+        self._lock = threading.Lock()
+
+    def active(self, namespace_id: int) -> dict[str, Cooldown]:
+        """Models on cooldown now. With the store down, the last known set is used."""
+        now_mono = time.monotonic()
+        with self._lock:
+            cached = self._cache.get(namespace_id)
+        if cached is None or now_mono - cached[0] >= self._refresh:
+            try:
+                with self._store.read() as session:
+                    rows = session.scalars(
+                        select(CooldownRow).where(
+                            CooldownRow.namespace_id == namespace_id, CooldownRow.until > utcnow()
+                        )
+                    ).all()
+                    found = {r.model: Cooldown(r.model, _aware(r.until), r.reason) for r in rows}
+                cached = (now_mono, found)
+                with self._lock:
+                    self._cache[namespace_id] = cached
+            except OperationalError:
+                if cached is None:
+                    return {}
+        now = utcnow()
+        return {m: c for m, c in cached[1].items() if c.until > now}
+
+    def record_failure(
+        self,
+        namespace_id: int,
+        outcome_id: str,
+        model: str,
+        kind: str,
+        decision_id: str | None,
+        retry_after: float | None,
+    ) -> tuple[float, bool]:
+        """Store the failure; start or extend a cooldown when the rules say so.
+        Returns (cooldown seconds started, 0 if none; whether this outcome_id was seen before)."""
+        now = utcnow()
+        with self._store.read() as session:
+            seen = session.scalars(
+                select(ModelFailureRow).where(ModelFailureRow.outcome_id == outcome_id)
+            ).one_or_none()
+            if seen is not None:
+                return seen.cooldown_seconds, True
+            since = now - timedelta(seconds=self._rules.window_seconds)
+            recent = int(
+                session.scalar(
+                    select(func.count())
+                    .select_from(ModelFailureRow)
+                    .where(
+                        ModelFailureRow.namespace_id == namespace_id,
+                        ModelFailureRow.model == model,
+                        ModelFailureRow.created_at >= since,
+                    )
+                )
+                or 0
+            )
+        seconds = 0.0
+        reason = ""
+        if kind == "rate_limited":
+            seconds = retry_after if retry_after is not None else self._rules.default_seconds
+            reason = "rate limited"
+        elif recent + 1 > self._rules.failure_threshold:
+            seconds = self._rules.default_seconds
+            reason = f"{recent + 1} failures in {self._rules.window_seconds:g}s"
+        try:
+            with self._store.write() as session:
+                session.add(
+                    ModelFailureRow(
+                        outcome_id=outcome_id,
+                        namespace_id=namespace_id,
+                        model=model,
+                        kind=kind,
+                        decision_id=decision_id,
+                        retry_after_seconds=retry_after,
+                        cooldown_seconds=seconds,
+                    )
+                )
+                if seconds > 0:
+                    self._extend(
+                        session, namespace_id, model, now + timedelta(seconds=seconds), reason
+                    )
+        except IntegrityError:
+            return self.record_failure(
+                namespace_id, outcome_id, model, kind, decision_id, retry_after
+            )
+        with self._lock:
+            self._cache.pop(namespace_id, None)
+        return seconds, False
+
+    @staticmethod
+    def _extend(
+        session: Session, namespace_id: int, model: str, until: datetime, reason: str
+    ) -> None:
+        row = session.scalars(
+            select(CooldownRow).where(
+                CooldownRow.namespace_id == namespace_id, CooldownRow.model == model
+            )
+        ).one_or_none()
+        if row is None:
+            session.add(
+                CooldownRow(namespace_id=namespace_id, model=model, until=until, reason=reason)
+            )
+        elif _aware(row.until) < until:
+            row.until, row.reason = until, reason
+
+
+def _aware(moment: datetime) -> datetime:
+    """SQLite hands back naive datetimes; they were written in UTC."""
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)

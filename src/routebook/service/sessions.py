@@ -1,0 +1,36 @@
+"""Sticky sessions: a conversation keeps its model across Decides (prompt caches, consistent
+answers) until it has been idle for `idle_seconds`. Kept in this server's memory: a load
+balancer should pin a session to a replica, or stickiness restarts on another one."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+
+
+class StickySessions:
+    def __init__(self, idle_seconds: float, capacity: int = 100_000) -> None:
+        self._idle = idle_seconds
+        self._capacity = capacity
+        self._models: OrderedDict[tuple[str, str], tuple[str, float]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def model(self, namespace: str, session_id: str) -> str | None:
+        key = (namespace, session_id)
+        with self._lock:
+            found = self._models.get(key)
+            if found is None:
+                return None
+            if time.monotonic() - found[1] > self._idle:
+                del self._models[key]
+                return None
+            return found[0]
+
+    def keep(self, namespace: str, session_id: str, model: str) -> None:
+        key = (namespace, session_id)
+        with self._lock:
+            self._models[key] = (model, time.monotonic())
+            self._models.move_to_end(key)
+            while len(self._models) > self._capacity:
+                self._models.popitem(last=False)

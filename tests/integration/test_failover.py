@@ -1,0 +1,236 @@
+"""Failover over real gRPC: failures put models on cooldown (shared by replicas), decisions
+carry fallbacks, the client walks them, and sessions stick to their model."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import grpc
+import pytest
+from sqlalchemy import func, select
+
+from routebook.client import AllModelsFailed, ModelFailure, RouterClient
+from routebook.store.tables import ExampleRow, ModelFailureRow, OutcomeRow
+from routebook.v1 import router_pb2 as pb
+from tests.conftest import Served
+
+EASY = "where is my parcel, it has not arrived"
+HARD = "my async Rust tasks deadlock while holding two mutexes, why?"
+
+
+def ask(served: Served, text: str, **fields: object) -> pb.DecideResponse:
+    request = pb.DecideRequest(messages=[pb.Message(role="user", content=text)], **fields)
+    response: pb.DecideResponse = served.router.Decide(request, timeout=10)
+    return response
+
+
+def fail(
+    served: Served, decision: pb.DecideResponse, model: str, outcome_id: str, **fields: object
+) -> pb.RecordOutcomeResponse:
+    response: pb.RecordOutcomeResponse = served.router.RecordOutcome(
+        pb.RecordOutcomeRequest(
+            outcome_id=outcome_id, decision_id=decision.decision_id, model=model, **fields
+        ),
+        timeout=10,
+    )
+    return response
+
+
+def rows(served: Served, table: type) -> int:
+    with served.app.store.read() as session:
+        return int(session.scalar(select(func.count()).select_from(table)) or 0)
+
+
+def test_decisions_carry_fallbacks_best_next_first(
+    sqlite_url: str, serve: Callable[..., Served]
+) -> None:
+    served = serve(sqlite_url)
+    easy = ask(served, EASY)
+    assert easy.model == "small"
+    assert list(easy.fallbacks) == ["mid", "frontier"]  # both meet the target: cheapest first
+    hard = ask(served, HARD)
+    assert hard.model == "frontier"
+    assert list(hard.fallbacks) == ["mid", "small"] or list(hard.fallbacks) == ["small", "mid"]
+    cold = ask(served, "translate this Latin tombstone inscription into Welsh")
+    assert cold.strategy == pb.STRATEGY_CASCADE
+    assert list(cold.fallbacks) == ["mid", "frontier"]
+    limited = serve(sqlite_url, max_fallbacks=1)
+    assert list(ask(limited, EASY).fallbacks) == ["mid"]
+
+
+def test_rate_limit_with_retry_after_puts_the_model_on_cooldown_then_back(
+    db_url: str, serve: Callable[..., Served]
+) -> None:
+    served = serve(db_url)
+    first = ask(served, EASY)
+    assert first.model == "small"
+    recorded = fail(
+        served,
+        first,
+        "small",
+        "rl-1",
+        failure=pb.FAILURE_KIND_RATE_LIMITED,
+        retry_after_seconds=2.0,
+    )
+    assert recorded.cooldown_seconds == pytest.approx(2.0)
+    assert rows(served, ExampleRow) == 14 and rows(served, OutcomeRow) == 0  # not quality evidence
+
+    avoided = ask(served, EASY)
+    assert avoided.model == "mid"
+    assert avoided.reason_code == pb.REASON_CODE_COOLDOWN
+    assert "small is on cooldown" in avoided.reason
+    cooldown = next(e for e in avoided.policy if e.rule == "cooldown")
+    assert list(cooldown.removed_models) == ["small"] and "s left (rate limited)" in cooldown.detail
+    assert "small" not in avoided.fallbacks
+
+    time.sleep(2.1)
+    back = ask(served, EASY)
+    assert (back.model, back.reason_code) == ("small", pb.REASON_CODE_CHEAPEST_MEETS_TARGET)
+    again = fail(
+        served,
+        first,
+        "small",
+        "rl-1",
+        failure=pb.FAILURE_KIND_RATE_LIMITED,
+        retry_after_seconds=2.0,
+    )
+    assert again.duplicate and rows(served, ModelFailureRow) == 1
+
+
+def test_repeated_errors_past_the_threshold_start_a_cooldown(
+    sqlite_url: str, serve: Callable[..., Served]
+) -> None:
+    served = serve(sqlite_url, failure_threshold=2, cooldown_seconds=60)
+    decision = ask(served, EASY)
+    for n in range(2):
+        assert (
+            fail(
+                served, decision, "small", f"e{n}", failure=pb.FAILURE_KIND_SERVER_ERROR
+            ).cooldown_seconds
+            == 0
+        )
+    assert ask(served, EASY).model == "small"
+    third = fail(served, decision, "small", "e2", failure=pb.FAILURE_KIND_TIMEOUT)
+    assert third.cooldown_seconds == 60
+    assert ask(served, EASY).model == "mid"
+
+
+def test_a_cooldown_set_through_one_replica_is_honoured_by_another(
+    postgres_url: str, serve: Callable[..., Served]
+) -> None:
+    a = serve(postgres_url)
+    b = serve(postgres_url)
+    decision = ask(a, EASY)
+    fail(
+        a,
+        decision,
+        "small",
+        "shared-1",
+        failure=pb.FAILURE_KIND_RATE_LIMITED,
+        retry_after_seconds=30,
+    )
+    time.sleep(0.3)  # B reads cooldowns from the store at most every 0.25 s
+    assert ask(b, EASY).model == "mid"
+
+
+def test_call_with_fallbacks_reports_two_failures_and_one_success(
+    db_url: str, serve: Callable[..., Served]
+) -> None:
+    served = serve(db_url)
+    called: list[str] = []
+
+    def call_model(model: str) -> str:
+        called.append(model)
+        if model == "small":
+            raise ModelFailure("rate_limited", retry_after=5)
+        if model == "mid":
+            raise TimeoutError("no answer in 30 s")
+        return "answer from frontier"
+
+    with RouterClient(served.target) as client:
+        decision = client.decide(EASY)
+        answer, attempts = client.call_with_fallbacks(decision, call_model)
+    assert (answer, called) == ("answer from frontier", ["small", "mid", "frontier"])
+    assert [(a.model, a.failure, a.accepted) for a in attempts] == [
+        ("small", "rate_limited", False),
+        ("mid", "timeout", False),
+        ("frontier", None, True),
+    ]
+    assert rows(served, ModelFailureRow) == 2 and rows(served, OutcomeRow) == 1
+
+    with RouterClient(served.target) as client:
+        hard = client.decide(HARD)
+        with pytest.raises(AllModelsFailed) as caught:
+            client.call_with_fallbacks(hard, lambda model: 1 / 0)
+    # small is still cooling down from its rate limit, so only two models are tried.
+    assert [a.model for a in caught.value.attempts] == ["frontier", "mid"]
+    assert "server_error" in str(caught.value)
+
+
+def test_cascade_runner_treats_a_failure_as_a_failure_not_a_quality_miss(
+    sqlite_url: str, serve: Callable[..., Served]
+) -> None:
+    served = serve(sqlite_url)
+
+    def call_model(model: str) -> str:
+        if model == "small":
+            raise ModelFailure("content_filter")
+        return "Gorffwys mewn hedd"
+
+    with RouterClient(served.target) as client:
+        decision = client.decide("translate this Latin tombstone inscription into Welsh")
+        result = client.run_cascade(decision, call_model, accept=lambda answer: 0.9)
+    assert result.model == "mid" and result.accepted
+    assert [(a.model, a.failure) for a in result.attempts] == [
+        ("small", "content_filter"),
+        ("mid", None),
+    ]
+    with served.app.store.read() as session:
+        models = session.scalars(select(OutcomeRow.model)).all()
+    assert models == ["mid"]  # no quality outcome for small
+
+
+def test_a_session_keeps_its_model_until_a_cooldown_moves_it(
+    db_url: str, serve: Callable[..., Served]
+) -> None:
+    served = serve(db_url)
+    first = ask(served, EASY, session_id="conv-1")
+    assert first.model == "small"
+    kept = ask(served, HARD, session_id="conv-1")
+    assert (kept.model, kept.strategy, kept.reason_code) == (
+        "small",
+        pb.STRATEGY_STICKY,
+        pb.REASON_CODE_STICKY,
+    )
+    assert ask(served, HARD, session_id="conv-2").model == "frontier"
+    overridden = ask(served, HARD, session_id="conv-1", model_override="mid")
+    assert overridden.strategy == pb.STRATEGY_OVERRIDE
+
+    fail(served, first, "mid", "s-rl", failure=pb.FAILURE_KIND_RATE_LIMITED, retry_after_seconds=30)
+    moved = ask(served, HARD, session_id="conv-1")
+    assert moved.model == "frontier" and moved.strategy == pb.STRATEGY_SEMANTIC
+    assert ask(served, EASY, session_id="conv-1").strategy == pb.STRATEGY_STICKY
+
+
+def test_session_forgets_after_idle(sqlite_url: str, serve: Callable[..., Served]) -> None:
+    served = serve(sqlite_url, session_idle_seconds=0.5)
+    assert ask(served, EASY, session_id="s").model == "small"
+    time.sleep(0.6)
+    assert ask(served, HARD, session_id="s").strategy == pb.STRATEGY_SEMANTIC
+
+
+def test_bad_failure_reports(sqlite_url: str, serve: Callable[..., Served]) -> None:
+    served = serve(sqlite_url)
+    decision = ask(served, EASY)
+    with pytest.raises(grpc.RpcError) as caught:
+        fail(
+            served,
+            decision,
+            "small",
+            "x",
+            failure=pb.FAILURE_KIND_RATE_LIMITED,
+            retry_after_seconds=-1.0,
+        )
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "retry_after_seconds" in caught.value.details()
