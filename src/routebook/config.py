@@ -9,7 +9,7 @@ A bad value fails at start with the key and the value in the message.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, ValidationError
 from pydantic_settings import (
@@ -150,6 +150,15 @@ class Settings(BaseSettings):
         default_factory=dict,
         description="Namespace → API keys Router calls must carry (metadata authorization: "
         "Bearer KEY); empty means Router calls need no key. As env: JSON.",
+    )
+    evidence_levels: dict[str, Literal["full", "summary", "none"]] = Field(
+        default_factory=dict,
+        description="API key → what its callers see of a decision: full (neighbours, texts, "
+        "estimates), summary (model, strategy, confidence, reason code) or none (model only). "
+        "Keys not listed get summary; the admin token gets full.",
+    )
+    default_evidence: Literal["full", "summary", "none"] = Field(
+        "full", description="Evidence level of Router calls when no router_api_keys are set."
     )
     tls_cert_file: Path | None = Field(
         None, description="PEM certificate: with tls_key_file, serve gRPC over TLS."

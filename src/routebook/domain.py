@@ -60,6 +60,8 @@ class ExampleFacts:
     source: Source
     best_model: str | None
     outcomes: tuple[ObservedOutcome, ...] = ()
+    #: For history examples: the tenant whose query it was (its text is shown to no other).
+    tenant: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,6 +22,17 @@ class Budget:
 
 
 @dataclass(frozen=True, slots=True)
+class EscalationCap:
+    """Per tenant: at most this share of decisions may go to the strongest model or escalate
+    in a cascade, over a rolling window; past it, the strongest model is left out."""
+
+    max_strong_share: float
+    window_minutes: float = 60.0
+    #: Below this many decisions in the window the cap does not apply yet.
+    min_decisions: int = 20
+
+
+@dataclass(frozen=True, slots=True)
 class Policy:
     #: tier name → the priciest model that tier may use.
     tiers: Mapping[str, str] = field(default_factory=dict)
@@ -33,6 +44,7 @@ class Policy:
     tenant_budgets: Mapping[str, float] = field(default_factory=dict)
     #: Tags a model must carry to see a query the caller marks as containing PII.
     pii_tags: tuple[str, ...] = ("on-prem",)
+    escalation_cap: EscalationCap | None = None
 
     def tier_of(self, tenant: str) -> str | None:
         return self.tenant_tiers.get(tenant, self.default_tier) if tenant else self.default_tier
@@ -61,4 +73,5 @@ def policy_from_json(data: Mapping[str, Any] | None) -> Policy:
         budget=Budget(**budget) if budget else None,
         tenant_budgets={k: float(v) for k, v in data.get("tenant_budgets", {}).items()},
         pii_tags=tuple(data.get("pii_tags", ("on-prem",))),
+        escalation_cap=EscalationCap(**cap) if (cap := data.get("escalation_cap")) else None,
     )

@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from routebook.catalog import Catalog, ModelSpec
 from routebook.errors import ConfigError
-from routebook.policyspec import Budget, Policy
+from routebook.policyspec import Budget, EscalationCap, Policy
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:\-]{0,127}$"
 
@@ -64,6 +64,14 @@ class TenantEntry(BaseModel):
     budget_usd: float | None = Field(None, gt=0)
 
 
+class EscalationCapEntry(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_strong_share: float = Field(gt=0, le=1)
+    window_minutes: float = Field(60.0, gt=0)
+    min_decisions: int = Field(20, ge=1)
+
+
 class PolicyEntry(BaseModel):
     """Tiers map to a ceiling model; budgets are per tenant over a rolling window."""
 
@@ -74,6 +82,7 @@ class PolicyEntry(BaseModel):
     tenants: dict[str, TenantEntry] = Field(default_factory=dict)
     budget: BudgetEntry | None = None
     pii_tags: list[str] = Field(default_factory=lambda: ["on-prem"])
+    escalation_cap: EscalationCapEntry | None = None
 
     def check(self, models: list[str]) -> None:
         for tier, ceiling in self.tiers.items():
@@ -103,6 +112,11 @@ class PolicyEntry(BaseModel):
                 t: e.budget_usd for t, e in self.tenants.items() if e.budget_usd is not None
             },
             pii_tags=tuple(self.pii_tags),
+            escalation_cap=(
+                EscalationCap(**self.escalation_cap.model_dump())
+                if self.escalation_cap is not None
+                else None
+            ),
         )
 
 

@@ -26,6 +26,7 @@ from routebook.service import (
 )
 from routebook.service.cooldowns import CooldownBook, CooldownRules
 from routebook.service.decision_writer import DecisionWriter
+from routebook.service.escalation import EscalationGuard
 from routebook.service.follower import StoreFollower
 from routebook.service.indexing import IndexBuilder
 from routebook.service.namespace_admin import NamespaceAdmin
@@ -116,6 +117,7 @@ def build(
         query_embedder = CachedEmbedder(query_embedder, settings.embed_cache_size)
     telemetry = Telemetry(decision_log, settings.log_query_text)
     spend = SpendLedger(store, settings.spend_cache_seconds)
+    guard = EscalationGuard()
     cooldowns = CooldownBook(
         store,
         CooldownRules(
@@ -139,6 +141,7 @@ def build(
         writer,
         cooldowns,
         StickySessions(settings.session_idle_seconds),
+        guard,
     )
     outcomes = OutcomeRecorder(
         store,
@@ -150,6 +153,7 @@ def build(
         telemetry,
         writer,
         cooldowns,
+        guard,
     )
     app = App(
         settings=settings,

@@ -234,3 +234,73 @@ def test_bad_failure_reports(sqlite_url: str, serve: Callable[..., Served]) -> N
         )
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "retry_after_seconds" in caught.value.details()
+
+
+KEYS = {"default": ["k-full", "k-summary", "k-none", "k-plain"]}
+LEVELS = {"k-full": "full", "k-summary": "summary", "k-none": "none"}
+
+
+def test_evidence_levels_per_api_key(sqlite_url: str, serve: Callable[..., Served]) -> None:
+    served = serve(sqlite_url, router_api_keys=KEYS, evidence_levels=LEVELS, admin_token="adm")
+
+    def as_key(key: str) -> pb.DecideResponse:
+        request = pb.DecideRequest(messages=[pb.Message(role="user", content=EASY)])
+        response: pb.DecideResponse = served.router.Decide(
+            request, metadata=[("authorization", f"Bearer {key}")], timeout=10
+        )
+        return response
+
+    full = as_key("k-full")
+    assert full.neighbours and full.estimates and full.reason and full.route == "order_status"
+    assert full.neighbours[0].text_snippet
+    for key in ("k-summary", "k-plain"):  # a key without a listed level gets summary
+        summary = as_key(key)
+        assert (summary.model, summary.strategy) == ("small", pb.STRATEGY_SEMANTIC)
+        assert summary.confidence > 0 and summary.reason_code == full.reason_code
+        assert summary.decision_id and list(summary.fallbacks) == ["mid", "frontier"]
+        assert not summary.neighbours and not summary.estimates
+        assert (summary.reason, summary.route, summary.top_similarity) == ("", "", 0.0)
+    none = as_key("k-none")
+    assert none.model == "small" and none.decision_id
+    assert none.strategy == pb.STRATEGY_UNSPECIFIED and none.confidence == 0.0
+    assert not none.neighbours and none.reason_code == pb.REASON_CODE_UNSPECIFIED
+    assert as_key("adm").neighbours  # the admin token sees everything
+
+
+def test_another_tenants_history_text_is_never_shown(
+    sqlite_url: str, serve: Callable[..., Served]
+) -> None:
+    served = serve(sqlite_url)
+    secret = "translate the Latin inscription on the Smith family tombstone into Welsh"
+    recorded = served.router.RecordOutcome(
+        pb.RecordOutcomeRequest(
+            outcome_id="acme-1",
+            tenant="acme",
+            model="small",
+            quality=1.0,
+            messages=[pb.Message(role="user", content=secret)],
+        ),
+        timeout=10,
+    )
+    paraphrase = "turn the Latin text on the Smith family gravestone into Welsh"
+    for tenant, visible in (("acme", True), ("globex", False), ("", False)):
+        response = ask(served, paraphrase, tenant=tenant)
+        mine = [n for n in response.neighbours if n.example_id == recorded.example_id]
+        assert mine and mine[0].source == pb.SOURCE_HISTORY
+        assert (mine[0].text_snippet == secret) is visible
+        assert visible or mine[0].text_snippet == ""
+
+
+def test_escalation_guard_caps_one_tenant_not_another(
+    sqlite_url: str, serve: Callable[..., Served]
+) -> None:
+    from tests.integration.test_policy import POLICY_ROUTES
+
+    served = serve(sqlite_url, routes_dir=POLICY_ROUTES)
+    for _ in range(4):
+        assert ask(served, HARD, namespace="guarded", tenant="abuser").model == "frontier"
+    capped = ask(served, HARD, namespace="guarded", tenant="abuser")
+    assert capped.model == "mid"
+    guard = next(e for e in capped.policy if e.rule == "escalation_guard")
+    assert list(guard.removed_models) == ["frontier"] and "100%" in guard.detail
+    assert ask(served, HARD, namespace="guarded", tenant="honest").model == "frontier"

@@ -217,6 +217,7 @@ def _facts_lines(state: IndexState) -> Iterator[bytes]:
             "source": f.source.value,
             "best_model": f.best_model,
             "outcomes": [[o.model, o.mean_quality, o.count] for o in f.outcomes],
+            "tenant": f.tenant,
         }
         yield (json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8")
 
@@ -357,6 +358,7 @@ def _parse_fact_line(line: bytes) -> tuple[int, ExampleFacts]:
         source=Source(record["source"]),
         best_model=record["best_model"],
         outcomes=tuple(ObservedOutcome(str(m), float(q), int(c)) for m, q, c in record["outcomes"]),
+        tenant=record.get("tenant"),
     )
     return int(record["label"]), facts
 

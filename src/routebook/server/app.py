@@ -71,7 +71,11 @@ def build_server(app: App, host: str | None = None, port: int | None = None) -> 
         interceptors=[
             ServiceInterceptor(
                 Authenticator(
-                    settings.admin_token, settings.router_api_keys, settings.default_namespace
+                    settings.admin_token,
+                    settings.router_api_keys,
+                    settings.default_namespace,
+                    settings.evidence_levels,
+                    settings.default_evidence,
                 )
             )
         ],

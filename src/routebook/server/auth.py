@@ -9,11 +9,15 @@ from __future__ import annotations
 
 import hmac
 from collections.abc import Mapping, Sequence
+from contextvars import ContextVar
 
 from routebook.errors import PermissionDenied, Unauthenticated
 
 ADMIN_PREFIX = "/routebook.v1.Admin/"
 ROUTER_PREFIX = "/routebook.v1.Router/"
+
+#: What the current call's caller may see of a decision: "full", "summary" or "none".
+EVIDENCE_LEVEL: ContextVar[str] = ContextVar("evidence_level", default="none")
 
 
 def bearer_token(metadata: Sequence[tuple[str, str | bytes]]) -> str | None:
@@ -32,8 +36,12 @@ class Authenticator:
         admin_token: str,
         router_keys: Mapping[str, Sequence[str]],
         default_namespace: str,
+        evidence_levels: Mapping[str, str] | None = None,
+        default_evidence: str = "full",
     ) -> None:
         self._admin = admin_token.encode()
+        self._levels = [(k.encode(), v) for k, v in (evidence_levels or {}).items()]
+        self._default_evidence = default_evidence
         self._default_namespace = default_namespace
         namespaces_of: dict[bytes, set[str]] = {}
         for namespace, keys in router_keys.items():
@@ -44,10 +52,31 @@ class Authenticator:
     def check(
         self, method: str, metadata: Sequence[tuple[str, str | bytes]], namespace: str | None
     ) -> None:
+        """Raise when the call is not allowed; otherwise set EVIDENCE_LEVEL for it."""
+        token = bearer_token(metadata)
         if method.startswith(ADMIN_PREFIX):
-            self._check_admin(bearer_token(metadata))
+            self._check_admin(token)
+            EVIDENCE_LEVEL.set("full")
         elif method.startswith(ROUTER_PREFIX) and self._router_keys:
-            self._check_router(bearer_token(metadata), namespace or self._default_namespace)
+            if (
+                token is not None
+                and self._admin
+                and hmac.compare_digest(token.encode(), self._admin)
+            ):
+                EVIDENCE_LEVEL.set("full")  # the admin token may call the Router too
+                return
+            self._check_router(token, namespace or self._default_namespace)
+            assert token is not None
+            EVIDENCE_LEVEL.set(self._level_of(token.encode()))
+        else:
+            EVIDENCE_LEVEL.set(self._default_evidence)
+
+    def _level_of(self, key: bytes) -> str:
+        level = "summary"
+        for known, value in self._levels:
+            if hmac.compare_digest(key, known):
+                level = value
+        return level
 
     def _check_admin(self, token: str | None) -> None:
         if not self._admin:

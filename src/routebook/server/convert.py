@@ -98,9 +98,11 @@ def decide_response(
             rule=effect.rule, removed_models=list(effect.removed), detail=effect.detail
         )
     for n in choice.neighbours:
+        # One tenant's queries are never shown to another tenant.
+        foreign = n.facts.source is Source.HISTORY and (n.facts.tenant or "") != tenant
         response.neighbours.add(
             example_id=n.facts.example_id,
-            text_snippet=n.facts.text[:snippet_chars],
+            text_snippet="" if foreign else n.facts.text[:snippet_chars],
             similarity=n.similarity,
             route=n.facts.route or "",
             source=SOURCES[n.facts.source],
@@ -126,6 +128,28 @@ def decide_response(
         for step in choice.cascade.steps:
             response.cascade.steps.add(model=step.model, estimated_cost_usd=step.estimated_cost_usd)
     return response
+
+
+def redact(response: pb.DecideResponse, level: str) -> pb.DecideResponse:
+    """What a caller sees, by its evidence level: full (everything), summary (model, strategy,
+    confidence, reason code, and what running the decision needs) or none (model only)."""
+    if level == "full":
+        return response
+    redacted = pb.DecideResponse(
+        decision_id=response.decision_id,
+        namespace=response.namespace,
+        model=response.model,
+        fallbacks=list(response.fallbacks),
+    )
+    if level == "summary":
+        redacted.strategy = response.strategy
+        redacted.confidence = response.confidence
+        redacted.reason_code = response.reason_code
+        redacted.index_generation = response.index_generation
+        redacted.tenant = response.tenant
+        if response.HasField("cascade"):
+            redacted.cascade.CopyFrom(response.cascade)
+    return redacted
 
 
 def outcome_report(request: pb.RecordOutcomeRequest) -> OutcomeReport:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import grpc
 
 from routebook.server import convert
+from routebook.server.auth import EVIDENCE_LEVEL
 from routebook.service import OutcomeRecorder, RoutingService
 from routebook.v1 import router_pb2 as pb
 from routebook.v1 import router_pb2_grpc
@@ -20,7 +21,8 @@ class RouterServicer(router_pb2_grpc.RouterServicer):
 
     def Decide(self, request: pb.DecideRequest, context: grpc.ServicerContext) -> pb.DecideResponse:
         decision = self._routing.decide(convert.decide_query(request))
-        return convert.decide_response(decision, self._snippet_chars, request.tenant)
+        response = convert.decide_response(decision, self._snippet_chars, request.tenant)
+        return convert.redact(response, EVIDENCE_LEVEL.get())
 
     def RecordOutcome(
         self, request: pb.RecordOutcomeRequest, context: grpc.ServicerContext

@@ -43,6 +43,7 @@ def facts_of(
         source=example.source,
         best_model=example.best_model,
         outcomes=tuple(ObservedOutcome(m, q, c) for m, q, c in (outcomes or [])),
+        tenant=example.tenant,
     )
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import numpy.typing as npt
@@ -28,6 +28,7 @@ from routebook.index import IndexRegistry
 from routebook.routefiles import text_hash
 from routebook.service.cooldowns import CooldownBook
 from routebook.service.decision_writer import DecisionWriter
+from routebook.service.escalation import EscalationGuard
 from routebook.service.namespaces import NamespaceDirectory, NamespaceInfo
 from routebook.service.requests import MAX_NAME_CHARS, conversation_text
 from routebook.service.spend import SpendLedger
@@ -68,7 +69,9 @@ class OutcomeRecorder:
         telemetry: Telemetry,
         writer: DecisionWriter,
         cooldowns: CooldownBook,
+        guard: EscalationGuard,
     ) -> None:
+        self._guard = guard
         self._writer = writer
         self._cooldowns = cooldowns
         self._store = store
@@ -157,6 +160,7 @@ class OutcomeRecorder:
                         best_model=None,
                         embedding=ex_store.vector_bytes(vector),
                         embedding_model=self._embedder.model_id,
+                        tenant=subject.tenant or None,
                     )
                     session.add(row)
                     session.flush()
@@ -184,10 +188,12 @@ class OutcomeRecorder:
             raise _LostRace() from None
         # Committed: now the index learns it, so the next Decide on this server sees it.
         means = [(spec.name, report.quality, 1)] if created else None
-        self._index_example(info.name, example_id, text, vector, means)
+        self._index_example(info.name, example_id, text, vector, means, subject.tenant or None)
         if subject.tenant:
             self._spend.invalidate(info.id, subject.tenant)
         escalated = subject.decided_model is not None and subject.decided_model != spec.name
+        if escalated and subject.tenant:
+            self._guard.note(info.name, subject.tenant, True)
         self._telemetry.recorded(
             info.name, spec.name, report.quality, cost, subject.tenant, escalated
         )
@@ -253,6 +259,7 @@ class OutcomeRecorder:
         text: str,
         vector: npt.NDArray[np.float32] | None,
         means: list[tuple[str, float, int]] | None,
+        tenant: str | None,
     ) -> None:
         """`means` is known for a new example (its one outcome); otherwise it is read."""
         if means is None:
@@ -267,9 +274,11 @@ class OutcomeRecorder:
             source=Source.HISTORY,
             best_model=None,
             outcomes=tuple(ObservedOutcome(m, q, c) for m, q, c in means),
+            tenant=tenant,
         )
         index = self._registry.get(namespace)
         if example_id in index:
+            facts = replace(facts, tenant=index.facts(example_id).tenant)  # the first tenant's
             index.update_facts(facts)
             return
         if vector is None:

@@ -21,6 +21,7 @@ from routebook.index import IndexRegistry
 from routebook.routefiles import text_hash
 from routebook.service.cooldowns import Cooldown, CooldownBook
 from routebook.service.decision_writer import DecisionWriter, PendingDecision
+from routebook.service.escalation import EscalationGuard
 from routebook.service.namespaces import NamespaceDirectory, NamespaceInfo
 from routebook.service.requests import (
     DecideQuery,
@@ -48,7 +49,9 @@ class RoutingService:
         writer: DecisionWriter,
         cooldowns: CooldownBook,
         sessions: StickySessions,
+        guard: EscalationGuard,
     ) -> None:
+        self._guard = guard
         self._writer = writer
         self._cooldowns = cooldowns
         self._sessions = sessions
@@ -85,6 +88,27 @@ class RoutingService:
         ]
         if left_out:
             effects += (cooldown_effect(left_out, cooled, ignored=available == envelope.allowed),)
+        cap = info.policy.escalation_cap
+        strongest = info.catalog.strongest.name
+        if (
+            cap is not None
+            and query.tenant
+            and override is None
+            and strongest in available
+            and len(available) > 1
+            and self._guard.over(info.name, query.tenant, cap)
+        ):
+            share, calls = self._guard.share(info.name, query.tenant, cap)
+            available = tuple(m for m in available if m != strongest)
+            effects += (
+                PolicyEffect(
+                    "escalation_guard",
+                    (strongest,),
+                    f"tenant {query.tenant!r} sent {share:.0%} of its last {calls} calls to "
+                    f"{strongest} or escalations (cap {cap.max_strong_share:.0%} per "
+                    f"{cap.window_minutes:g} min)",
+                ),
+            )
         sticky = None
         if query.session_id and override is None and envelope.forced is None:
             kept = self._sessions.model(info.name, query.session_id)
@@ -126,6 +150,8 @@ class RoutingService:
                 )
         if query.session_id:
             self._sessions.keep(info.name, query.session_id, choice.model)
+        if cap is not None and query.tenant:
+            self._guard.note(info.name, query.tenant, choice.model == strongest)
         fallbacks = fallback_order(choice, available, self.limits.max_fallbacks)
         if not self._writer.store_ok:
             choice = replace(

@@ -53,6 +53,7 @@ class StoredExample:
     best_model: str | None
     embedding: bytes | None
     embedding_model: str | None
+    tenant: str | None = None
 
 
 def iter_examples(
@@ -70,6 +71,7 @@ def iter_examples(
                 ExampleRow.best_model,
                 ExampleRow.embedding,
                 ExampleRow.embedding_model,
+                ExampleRow.tenant,
             )
             .where(ExampleRow.namespace_id == namespace_id, ExampleRow.id > last)
             .order_by(ExampleRow.id)
@@ -86,6 +88,7 @@ def iter_examples(
                 r.best_model,
                 r.embedding,
                 r.embedding_model,
+                r.tenant,
             )
             for r in rows
         ]

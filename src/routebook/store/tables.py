@@ -85,6 +85,8 @@ class ExampleRow(Base):
     route: Mapped[str | None] = mapped_column(String(128), nullable=True)
     source: Mapped[str] = mapped_column(String(16))
     best_model: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    # History examples: the tenant whose query it was.
+    tenant: Mapped[str | None] = mapped_column(String(128), nullable=True)
     # The vector is cached beside the text so a restart need not re-embed; `embedding_model`
     # says which model made it, and a mismatch means re-embed.
     embedding: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
