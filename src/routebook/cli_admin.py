@@ -227,6 +227,19 @@ def admin_stats(ctx: click.Context, namespace: str) -> None:
     _print(_call(ctx, "GetStats", admin_pb.GetStatsRequest(namespace=namespace)))
 
 
+@admin.command("check")
+@click.option("--namespace", default="")
+@click.pass_context
+def admin_check(ctx: click.Context, namespace: str) -> None:
+    """Compare the server's index with the store; exit 1 when they differ."""
+    from routebook.v1 import admin_pb2 as admin_pb
+
+    response = _call(ctx, "CheckIndex", admin_pb.CheckIndexRequest(namespace=namespace))
+    _print(response)
+    if not response.consistent:
+        sys.exit(1)
+
+
 @admin.command("reindex")
 @click.option("--namespace", default="")
 @click.option("--index-type", type=click.Choice(["flat", "hnsw", "ivf"]))

@@ -369,3 +369,38 @@ def test_tls(sqlite_url: str, serve: Callable[..., Served], tmp_path: Path) -> N
         assert router.Decide(request, timeout=10).model == "small"
     # The plaintext channel the fixture opened cannot talk to a TLS port.
     assert code_of(lambda: ask(served, "where is my order?")) == grpc.StatusCode.UNAVAILABLE
+
+
+def test_check_compares_the_index_with_the_store(
+    sqlite_url: str, serve: Callable[..., Served]
+) -> None:
+    from sqlalchemy import delete, select
+
+    from routebook.store.tables import ExampleRow
+
+    served = serve(sqlite_url, admin_token=TOKEN)
+    served.router.RecordOutcome(
+        pb.RecordOutcomeRequest(
+            outcome_id="chk",
+            model="small",
+            quality=1.0,
+            messages=[pb.Message(role="user", content="a brand new query")],
+        ),
+        timeout=10,
+    )
+    runner = CliRunner()
+    base = ["admin", "--target", served.target, "--token", TOKEN, "check"]
+    agreed = runner.invoke(cli.main, base)
+    assert agreed.exit_code == 0, agreed.output
+    assert json.loads(agreed.output)["consistent"] is True
+
+    # Delete an example behind the server's back (no tombstone): the check must see it.
+    with served.app.store.write() as session:
+        victim = session.scalars(
+            select(ExampleRow.id).where(ExampleRow.source == "reference").order_by(ExampleRow.id)
+        ).first()
+        session.execute(delete(ExampleRow).where(ExampleRow.id == victim))
+    drifted = runner.invoke(cli.main, base)
+    assert drifted.exit_code == 1
+    report = json.loads(drifted.output)["namespaces"][0]
+    assert report["extra"] == [str(victim)] and report["storeExamples"] == "14"

@@ -215,6 +215,11 @@ class NamespaceIndex:
     def __contains__(self, example_id: object) -> bool:
         return example_id in self._facts
 
+    def all_facts(self) -> list[ExampleFacts]:
+        """A copy of every example's facts, for checks against the store."""
+        with self._lock:
+            return list(self._facts.values())
+
     def add(self, facts: Sequence[ExampleFacts], vectors: Vectors) -> None:
         """Add examples; an id already present is replaced (its vector and facts)."""
         facts, vectors = _check_batch(self._dim, facts, vectors)

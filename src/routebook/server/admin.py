@@ -7,6 +7,7 @@ from collections.abc import Iterator
 import grpc
 
 from routebook.server import convert
+from routebook.service.check import check_indexes
 from routebook.service.examples import UpsertResult
 from routebook.v1 import admin_pb2 as admin_pb
 from routebook.v1 import admin_pb2_grpc
@@ -95,6 +96,26 @@ class AdminServicer(admin_pb2_grpc.AdminServicer):
             request.namespace or None, request.index_kind or None
         )
         return convert.job_to_proto(self._app.reindexer.status(job_id))
+
+    def CheckIndex(
+        self, request: admin_pb.CheckIndexRequest, context: grpc.ServicerContext
+    ) -> admin_pb.CheckIndexResponse:
+        app = self._app
+        checks = check_indexes(app.store, app.directory, app.registry, request.namespace or None)
+        return admin_pb.CheckIndexResponse(
+            namespaces=[
+                admin_pb.IndexCheck(
+                    namespace=c.namespace,
+                    store_examples=c.store_examples,
+                    index_examples=c.index_examples,
+                    missing=c.missing,
+                    extra=c.extra,
+                    stale_outcomes=c.stale_outcomes,
+                )
+                for c in checks
+            ],
+            consistent=all(c.consistent for c in checks),
+        )
 
     def GetReindexJob(
         self, request: admin_pb.GetReindexJobRequest, context: grpc.ServicerContext

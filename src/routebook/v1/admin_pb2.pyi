@@ -260,3 +260,33 @@ class GetReindexJobRequest(_message.Message):
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     def __init__(self, job_id: _Optional[str] = ...) -> None: ...
+
+class CheckIndexRequest(_message.Message):
+    __slots__ = ("namespace",)
+    NAMESPACE_FIELD_NUMBER: _ClassVar[int]
+    namespace: str
+    def __init__(self, namespace: _Optional[str] = ...) -> None: ...
+
+class IndexCheck(_message.Message):
+    __slots__ = ("namespace", "store_examples", "index_examples", "missing", "extra", "stale_outcomes")
+    NAMESPACE_FIELD_NUMBER: _ClassVar[int]
+    STORE_EXAMPLES_FIELD_NUMBER: _ClassVar[int]
+    INDEX_EXAMPLES_FIELD_NUMBER: _ClassVar[int]
+    MISSING_FIELD_NUMBER: _ClassVar[int]
+    EXTRA_FIELD_NUMBER: _ClassVar[int]
+    STALE_OUTCOMES_FIELD_NUMBER: _ClassVar[int]
+    namespace: str
+    store_examples: int
+    index_examples: int
+    missing: _containers.RepeatedScalarFieldContainer[int]
+    extra: _containers.RepeatedScalarFieldContainer[int]
+    stale_outcomes: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, namespace: _Optional[str] = ..., store_examples: _Optional[int] = ..., index_examples: _Optional[int] = ..., missing: _Optional[_Iterable[int]] = ..., extra: _Optional[_Iterable[int]] = ..., stale_outcomes: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class CheckIndexResponse(_message.Message):
+    __slots__ = ("namespaces", "consistent")
+    NAMESPACES_FIELD_NUMBER: _ClassVar[int]
+    CONSISTENT_FIELD_NUMBER: _ClassVar[int]
+    namespaces: _containers.RepeatedCompositeFieldContainer[IndexCheck]
+    consistent: bool
+    def __init__(self, namespaces: _Optional[_Iterable[_Union[IndexCheck, _Mapping]]] = ..., consistent: _Optional[bool] = ...) -> None: ...

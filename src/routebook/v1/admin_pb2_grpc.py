@@ -86,6 +86,11 @@ class AdminStub:
                 request_serializer=routebook_dot_v1_dot_admin__pb2.GetReindexJobRequest.SerializeToString,
                 response_deserializer=routebook_dot_v1_dot_admin__pb2.ReindexJob.FromString,
                 _registered_method=True)
+        self.CheckIndex = channel.unary_unary(
+                '/routebook.v1.Admin/CheckIndex',
+                request_serializer=routebook_dot_v1_dot_admin__pb2.CheckIndexRequest.SerializeToString,
+                response_deserializer=routebook_dot_v1_dot_admin__pb2.CheckIndexResponse.FromString,
+                _registered_method=True)
 
 
 class AdminServicer:
@@ -165,6 +170,14 @@ class AdminServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CheckIndex(self, request, context):
+        """Compare this server's index with the store: examples missing or extra, outcomes out of
+        date. Writes from the last few seconds may still be on their way (see settle_seconds).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -217,6 +230,11 @@ def add_AdminServicer_to_server(servicer, server):
                     servicer.GetReindexJob,
                     request_deserializer=routebook_dot_v1_dot_admin__pb2.GetReindexJobRequest.FromString,
                     response_serializer=routebook_dot_v1_dot_admin__pb2.ReindexJob.SerializeToString,
+            ),
+            'CheckIndex': grpc.unary_unary_rpc_method_handler(
+                    servicer.CheckIndex,
+                    request_deserializer=routebook_dot_v1_dot_admin__pb2.CheckIndexRequest.FromString,
+                    response_serializer=routebook_dot_v1_dot_admin__pb2.CheckIndexResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -491,6 +509,33 @@ class Admin:
             '/routebook.v1.Admin/GetReindexJob',
             routebook_dot_v1_dot_admin__pb2.GetReindexJobRequest.SerializeToString,
             routebook_dot_v1_dot_admin__pb2.ReindexJob.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CheckIndex(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/routebook.v1.Admin/CheckIndex',
+            routebook_dot_v1_dot_admin__pb2.CheckIndexRequest.SerializeToString,
+            routebook_dot_v1_dot_admin__pb2.CheckIndexResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,66 @@
+"""`routebook check`: does this server's index agree with the store?
+
+Differences younger than the follower's settle window can be writes still on their way; an
+operator runs the check again before acting on them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from sqlalchemy import select
+
+from routebook.index import IndexRegistry
+from routebook.service.namespaces import NamespaceDirectory
+from routebook.store import examples as ex_store
+from routebook.store.db import Store
+from routebook.store.tables import ExampleRow
+
+
+@dataclass(slots=True)
+class IndexCheck:
+    namespace: str
+    store_examples: int
+    index_examples: int
+    missing: list[int] = field(default_factory=list)
+    extra: list[int] = field(default_factory=list)
+    stale_outcomes: list[int] = field(default_factory=list)
+
+    @property
+    def consistent(self) -> bool:
+        return not (self.missing or self.extra or self.stale_outcomes)
+
+
+def check_indexes(
+    store: Store,
+    directory: NamespaceDirectory,
+    registry: IndexRegistry,
+    namespace: str | None = None,
+) -> list[IndexCheck]:
+    infos = [directory.resolve(namespace)] if namespace else directory.all()
+    result = []
+    for info in sorted(infos, key=lambda i: i.name):
+        with store.read() as session:
+            stored = set(
+                session.scalars(select(ExampleRow.id).where(ExampleRow.namespace_id == info.id))
+            )
+            means = ex_store.outcome_means(session, namespace_id=info.id)
+        facts = {f.example_id: f for f in registry.get(info.name).all_facts()}
+        stale = [
+            example_id
+            for example_id, f in facts.items()
+            if example_id in stored
+            and sorted((o.model, round(o.mean_quality, 9), o.count) for o in f.outcomes)
+            != sorted((m, round(q, 9), c) for m, q, c in means.get(example_id, []))
+        ]
+        result.append(
+            IndexCheck(
+                namespace=info.name,
+                store_examples=len(stored),
+                index_examples=len(facts),
+                missing=sorted(stored - facts.keys()),
+                extra=sorted(facts.keys() - stored),
+                stale_outcomes=sorted(stale),
+            )
+        )
+    return result
