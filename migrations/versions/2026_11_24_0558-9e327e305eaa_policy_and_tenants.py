@@ -12,7 +12,6 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-
 revision: str = "9e327e305eaa"
 down_revision: str | Sequence[str] | None = "00c6daeeab40"
 branch_labels: str | Sequence[str] | None = None

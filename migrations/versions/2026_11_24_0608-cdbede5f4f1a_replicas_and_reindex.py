@@ -12,7 +12,6 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-
 revision: str = "cdbede5f4f1a"
 down_revision: str | Sequence[str] | None = "9e327e305eaa"
 branch_labels: str | Sequence[str] | None = None

@@ -12,7 +12,6 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-
 revision: str = "a587bcf6ae6d"
 down_revision: str | Sequence[str] | None = "cdbede5f4f1a"
 branch_labels: str | Sequence[str] | None = None

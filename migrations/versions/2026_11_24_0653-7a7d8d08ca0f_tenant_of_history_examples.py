@@ -12,7 +12,6 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-
 revision: str = "7a7d8d08ca0f"
 down_revision: str | Sequence[str] | None = "a587bcf6ae6d"
 branch_labels: str | Sequence[str] | None = None

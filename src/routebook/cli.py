@@ -396,3 +396,9 @@ def _remote(target: str, call: Callable[[Any], Any]) -> Any:
         except grpc.RpcError as exc:
             click.echo(f"error: {exc.code().name}: {exc.details()}", err=True)
             sys.exit(1)
+
+
+from routebook.cli_eval import calibrate, evaluate  # noqa: E402
+
+main.add_command(evaluate)
+main.add_command(calibrate)

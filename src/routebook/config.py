@@ -49,6 +49,11 @@ class Settings(BaseSettings):
     quality_target: float = Field(
         0.8, gt=0, le=1, description="Default success probability a model must reach to be chosen."
     )
+    target_mode: Literal["absolute", "relative"] = Field(
+        "absolute",
+        description="absolute: a model is chosen when its estimate reaches quality_target; "
+        "relative: when it reaches quality_target times the best allowed model's estimate.",
+    )
     cold_start_threshold: float = Field(
         0.55,
         ge=-1,

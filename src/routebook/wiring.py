@@ -72,6 +72,7 @@ def decision_params(settings: Settings) -> DecisionParams:
         prior_success=settings.prior_success,
         prior_strength=settings.prior_strength,
         weight_power=settings.weight_power,
+        target_mode=settings.target_mode,
     )
 
 

@@ -486,7 +486,13 @@ def bootstrap_ci(
     for r in range(n_resamples):
         idx = rng.integers(0, n, size=n)
         stats[r] = statistic(*(a[idx] for a in data))
-    low, high = np.quantile(stats, [alpha / 2.0, 1.0 - alpha / 2.0])
+    # A resample can leave a statistic undefined (NaN: e.g. both models scoring the same on a
+    # 14-query MT-Bench draw, so PGR divides by zero); the interval is taken over the others.
+    finite = stats[np.isfinite(stats)]
+    if finite.size == 0:
+        low = high = math.nan
+    else:
+        low, high = np.quantile(finite, [alpha / 2.0, 1.0 - alpha / 2.0])
     return ConfidenceInterval(estimate=float(statistic(*data)), low=float(low), high=float(high))
 
 

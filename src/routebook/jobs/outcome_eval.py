@@ -1,0 +1,332 @@
+"""Evaluate routers on outcome data (prompt + per-model quality): curves, APGR, CPT, savings.
+
+For each router (routebook's decision rule, the kNN vote, the linear head) the quality target
+is swept over every distinct estimate (`jobs.sweep`), giving a cost-quality curve. The cost axis
+of RouteLLM's figures is the share of strong-model calls; routebook's cold-start queries may make
+two calls (a cascade), so the axis here is the *strong-call equivalent*: mean cost per query,
+with each model priced at its mean call cost over the test set, rescaled so that the cheapest
+model alone is 0 and the strongest alone is 1. For a router that makes one call per query and two
+models this is exactly RouteLLM's share of strong calls; a cascade's wasted cheap call counts at
+its price. With more than two models the same axis is "normalised dollars", and APGR/CPT are
+measured between the cheapest and the strongest model (see docs/evaluation.md).
+
+Every figure gets a percentile-bootstrap 95% interval over test queries (`metrics.bootstrap_ci`;
+the same seed gives every router the same resamples) and the random router at the same cost.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from routebook.catalog import Catalog
+from routebook.decide import DecisionParams
+from routebook.domain import Choice, Strategy
+from routebook.jobs import metrics, sweep
+from routebook.jobs.metrics import ConfidenceInterval, CostPoint, CurvePoint
+
+FloatArray = npt.NDArray[np.float64]
+BoolArray = npt.NDArray[np.bool_]
+
+#: Share of the strongest model's quality the cost saving is measured at (the issue's 95%).
+SAVING_AT = 0.95
+
+
+@dataclass(frozen=True, slots=True)
+class Operating:
+    """The router at one quality target: what it answers with, what it pays."""
+
+    target: float
+    quality: float
+    relative_quality: float
+    strong_equivalent: float
+    cost_per_query: float
+    cold_share: float
+    answer_share: dict[str, float]
+    call_share: dict[str, float]
+    random_quality: float
+
+
+@dataclass(frozen=True, slots=True)
+class RouterFigures:
+    name: str
+    apgr: ConfidenceInterval
+    cpt50: ConfidenceInterval | None
+    cpt80: ConfidenceInterval | None
+    saving95: ConfidenceInterval | None
+    operating: Operating
+    operating_quality: ConfidenceInterval
+    operating_random: ConfidenceInterval
+    curve: tuple[tuple[float, float, float], ...]
+    """(strong-call equivalent, mean quality, mean $ per query), highest target first."""
+
+
+@dataclass(frozen=True, slots=True)
+class Reference:
+    """What any router on this data is measured against."""
+
+    models: tuple[str, ...]
+    mean_quality: dict[str, float]
+    mean_cost: dict[str, float]
+    oracle_quality: float
+    oracle_apgr: float | None
+    random_apgr: float | None
+    random_cpt50: float
+    random_cpt80: float
+    random_saving95: float | None
+    oracle_curve: tuple[tuple[float, float], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class OutcomeEvaluation:
+    n_index: int
+    n_test: int
+    k: int
+    params: DecisionParams
+    reference: Reference
+    routers: tuple[RouterFigures, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Scored:
+    """One router's view of the test set: estimates per model and which queries go cold."""
+
+    name: str
+    estimates: FloatArray
+    cold: BoolArray
+
+
+def as_keys(estimates: FloatArray, target_mode: str) -> FloatArray:
+    """What is compared with the target: decide's estimates or their share of the best one
+    ("relative"); for the baselines, "gain": 1 minus how far below the best estimate a model is,
+    i.e. ranking queries by the expected gain of the stronger model, as RouteLLM's routers do."""
+    if target_mode == "absolute":
+        return estimates
+    if target_mode == "gain":
+        gain: FloatArray = 1.0 - (estimates.max(axis=1, keepdims=True) - estimates)
+        return gain
+    best = estimates.max(axis=1, keepdims=True)
+    keys: FloatArray = np.divide(estimates, best, out=np.ones_like(estimates), where=best > 0)
+    return keys
+
+
+def scored_from_choices(
+    name: str, choices: list[Choice], catalog: Catalog, target_mode: str
+) -> Scored:
+    estimates = np.array([[e.success for e in c.estimates] for c in choices], dtype=np.float64)
+    cold = np.array([c.strategy is Strategy.CASCADE for c in choices], dtype=bool)
+    keys = as_keys(estimates.reshape(len(choices), len(catalog)), target_mode)
+    return Scored(name=name, estimates=keys, cold=cold)
+
+
+class Priced:
+    """The test set's qualities and costs, shared by every router."""
+
+    def __init__(self, quality: FloatArray, call_cost: FloatArray) -> None:
+        self.quality = quality
+        self.call_cost = call_cost
+        unit = call_cost.mean(axis=0) / call_cost.mean(axis=0)[-1]
+        self.unit_cost = np.broadcast_to(unit, quality.shape).copy()
+        self.cheap_unit = float(unit[0])
+        self.n = quality.shape[0]
+
+
+def _weights(idx: npt.NDArray[np.int64], n: int) -> FloatArray:
+    return np.bincount(idx, minlength=n).astype(np.float64)
+
+
+class _RouterCurves:
+    """Events for the share axis and the dollar axis of one router, and figures from them."""
+
+    def __init__(self, scored: Scored, priced: Priced) -> None:
+        self.priced = priced
+        self.unit = sweep.events(
+            sweep.policy(scored.estimates, scored.cold, priced.quality, priced.unit_cost)
+        )
+        self.dollars = sweep.events(
+            sweep.policy(scored.estimates, scored.cold, priced.quality, priced.call_cost)
+        )
+
+    def share_points(self, w: FloatArray | None) -> tuple[list[CurvePoint], float, float]:
+        c = sweep.curve(self.unit, w)
+        x = (c.cost - self.priced.cheap_unit) / (1.0 - self.priced.cheap_unit)
+        points = [
+            CurvePoint(float(min(max(s, 0.0), 1.0)), float(q))
+            for s, q in zip(x, c.quality, strict=True)
+        ]
+        ww = np.ones(self.priced.n) if w is None else w
+        means = ww @ self.priced.quality / ww.sum()
+        return points, float(means[0]), float(means[-1])
+
+    def cost_points(self, w: FloatArray | None) -> tuple[list[CostPoint], float, float]:
+        c = sweep.curve(self.dollars, w)
+        ww = np.ones(self.priced.n) if w is None else w
+        strong_q = float(ww @ self.priced.quality[:, -1] / ww.sum())
+        strong_c = float(ww @ self.priced.call_cost[:, -1] / ww.sum())
+        points = [CostPoint(float(a), float(b)) for a, b in zip(c.cost, c.quality, strict=True)]
+        points.append(CostPoint(strong_c, strong_q))
+        return points, strong_c, strong_q
+
+
+def _nan(value: float | None) -> float:
+    return math.nan if value is None else float(value)
+
+
+def _ci(
+    statistic: Callable[[npt.NDArray[np.int64]], float], n: int, resamples: int, seed: int
+) -> ConfidenceInterval:
+    return metrics.bootstrap_ci(statistic, np.arange(n), n_resamples=resamples, seed=seed)
+
+
+def _optional_ci(
+    statistic: Callable[[npt.NDArray[np.int64]], float], n: int, resamples: int, seed: int
+) -> ConfidenceInterval | None:
+    ci = _ci(statistic, n, resamples, seed)
+    return None if math.isnan(ci.estimate) else ci
+
+
+def evaluate_router(
+    scored: Scored,
+    priced: Priced,
+    models: tuple[str, ...],
+    target: float,
+    resamples: int,
+    seed: int,
+) -> RouterFigures:
+    curves = _RouterCurves(scored, priced)
+    n = priced.n
+
+    def apgr_of(idx: npt.NDArray[np.int64]) -> float:
+        points, weak, strong = curves.share_points(_weights(idx, n))
+        if weak == strong:
+            return math.nan
+        return metrics.apgr(points, weak, strong)
+
+    def cpt_of(level: float) -> Callable[[npt.NDArray[np.int64]], float]:
+        def stat(idx: npt.NDArray[np.int64]) -> float:
+            points, weak, strong = curves.share_points(_weights(idx, n))
+            if weak == strong:
+                return math.nan
+            return _nan(metrics.cpt(points, weak, strong, level))
+
+        return stat
+
+    def saving_of(idx: npt.NDArray[np.int64]) -> float:
+        points, strong_c, strong_q = curves.cost_points(_weights(idx, n))
+        return _nan(metrics.cost_saving_at_quality(points, strong_c, strong_q, SAVING_AT))
+
+    p_unit = sweep.policy(scored.estimates, scored.cold, priced.quality, priced.unit_cost)
+    final = sweep.choices_at(p_unit, target)
+    rows = np.arange(n)
+    answer_q = priced.quality[rows, final]
+    unit_paid = p_unit.cost[rows, final]
+    dollars = np.where(
+        scored.cold, np.cumsum(priced.call_cost, axis=1)[rows, final], priced.call_cost[rows, final]
+    )
+    strong_equiv = (unit_paid - priced.cheap_unit) / (1.0 - priced.cheap_unit)
+
+    def op_quality(idx: npt.NDArray[np.int64]) -> float:
+        return float(answer_q[idx].mean())
+
+    def op_random(idx: npt.NDArray[np.int64]) -> float:
+        share = float(np.clip(strong_equiv[idx].mean(), 0.0, 1.0))
+        q = priced.quality[idx]
+        return share * float(q[:, -1].mean()) + (1 - share) * float(q[:, 0].mean())
+
+    calls = np.zeros(len(models))
+    answers = np.zeros(len(models))
+    for j in range(len(models)):
+        answers[j] = float((final == j).sum())
+        calls[j] = float(((final == j) | (scored.cold & (final > j))).sum())
+    strong_mean = float(priced.quality[:, -1].mean())
+    share = float(np.clip(strong_equiv.mean(), 0.0, 1.0))
+    operating = Operating(
+        target=target,
+        quality=float(answer_q.mean()),
+        relative_quality=float(answer_q.mean()) / strong_mean if strong_mean else math.nan,
+        strong_equivalent=float(strong_equiv.mean()),
+        cost_per_query=float(dollars.mean()),
+        cold_share=float(scored.cold.mean()),
+        answer_share={m: float(answers[j] / n) for j, m in enumerate(models)},
+        call_share={m: float(calls[j] / n) for j, m in enumerate(models)},
+        random_quality=metrics.random_router_quality(
+            priced.quality[:, -1], priced.quality[:, 0], share
+        ),
+    )
+    points, _, _ = curves.share_points(None)
+    dollar_curve = sweep.curve(curves.dollars)
+    return RouterFigures(
+        name=scored.name,
+        apgr=_ci(apgr_of, n, resamples, seed),
+        cpt50=_optional_ci(cpt_of(0.5), n, resamples, seed),
+        cpt80=_optional_ci(cpt_of(0.8), n, resamples, seed),
+        saving95=_optional_ci(saving_of, n, resamples, seed),
+        operating=operating,
+        operating_quality=_ci(op_quality, n, resamples, seed),
+        operating_random=_ci(op_random, n, resamples, seed),
+        curve=tuple(
+            (p.strong_share, p.quality, float(c))
+            for p, c in zip(points, dollar_curve.cost, strict=True)
+        ),
+    )
+
+
+def reference(quality: FloatArray, call_cost: FloatArray, models: tuple[str, ...]) -> Reference:
+    strong, weak = quality[:, -1], quality[:, 0]
+    two = quality.shape[1] == 2
+    best = quality.max(axis=1)
+    shares = [i / 100 for i in range(101)]
+    oracle_points = metrics.oracle_curve(strong, weak, shares) if two else []
+    gap = float(strong.mean() - weak.mean())
+    random_line = [
+        CostPoint(float(call_cost[:, 0].mean()), float(weak.mean())),
+        CostPoint(float(call_cost[:, -1].mean()), float(strong.mean())),
+    ]
+    return Reference(
+        models=models,
+        mean_quality={m: float(quality[:, j].mean()) for j, m in enumerate(models)},
+        mean_cost={m: float(call_cost[:, j].mean()) for j, m in enumerate(models)},
+        oracle_quality=float(best.mean()),
+        oracle_apgr=(
+            metrics.apgr(oracle_points, float(weak.mean()), float(strong.mean()))
+            if two and gap != 0
+            else None
+        ),
+        random_apgr=(
+            metrics.apgr(
+                metrics.random_router_curve(strong, weak), float(weak.mean()), float(strong.mean())
+            )
+            if gap != 0
+            else None
+        ),
+        random_cpt50=0.5,
+        random_cpt80=0.8,
+        random_saving95=metrics.cost_saving_at_quality(
+            random_line, float(call_cost[:, -1].mean()), float(strong.mean()), SAVING_AT
+        ),
+        oracle_curve=tuple((p.strong_share, p.quality) for p in oracle_points),
+    )
+
+
+def check_matches_decide(scored: Scored, choices: list[Choice], catalog: Catalog) -> None:
+    """The sweep's choice at the decide target must be decide's own choice, query by query.
+
+    This guards the one shortcut the evaluation takes: it derives every other target's choices
+    from the estimates instead of calling decide once per target.
+    """
+    if not choices:
+        return
+    target = choices[0].quality_target
+    n = len(choices)
+    ones = np.ones((n, len(catalog)))
+    picked = sweep.choices_at(sweep.policy(scored.estimates, scored.cold, ones, ones), target)
+    for i, choice in enumerate(choices):
+        if choice.strategy is Strategy.SEMANTIC and catalog.rank(choice.model) != picked[i]:
+            raise RuntimeError(
+                f"query {i}: decide chose {choice.model} but the sweep picks "
+                f"{catalog.names[picked[i]]}; the sweep no longer mirrors decide's rule"
+            )

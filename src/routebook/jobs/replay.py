@@ -1,0 +1,165 @@
+"""Replay a dataset through the server's own routing pieces, in process.
+
+The index file becomes a fresh `NamespaceIndex` (the class the server serves from), test
+queries are searched in it, and every decision is made by `routebook.decide.decide`, so an
+evaluation measures the code that runs in production, not a re-implementation of it.
+
+- Outcome rows become history-like examples: `ObservedOutcome(model, quality, 1)` per model.
+- Intent rows become reference examples whose route is the label. The label's route is served
+  by the cheapest catalog model (`best_model`), which is what gives the example evidence weight.
+
+Searching is done once with the largest k any setting needs; a smaller k takes the first k of
+those neighbours, which is exactly what a search with that k returns (the index is exact).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from routebook.catalog import Catalog, ModelSpec, estimate_tokens
+from routebook.decide import DecisionParams, DecisionRequest, decide
+from routebook.domain import Choice, ExampleFacts, Neighbour, ObservedOutcome, Source
+from routebook.index import NamespaceIndex
+from routebook.jobs.datasets import IntentRow, OutcomeRow
+
+Vectors = npt.NDArray[np.float32]
+
+STRONG = "gpt-4-1106-preview"
+WEAK = "mixtral-8x7b-instruct-v0.1"
+
+#: Extra neighbours fetched in leave-one-out search, to replace the query itself and its copies.
+LOO_SPARE = 4
+
+#: The answer length the server assumes when a request gives none (Settings.default_output_tokens).
+DEFAULT_OUTPUT_TOKENS = 256
+
+
+def routellm_catalog() -> Catalog:
+    """RouteLLM's model pair at list prices per 1M tokens (input / output).
+
+    GPT-4 Turbo (gpt-4-1106-preview): $10 / $30, OpenAI's list price. Mixtral 8x7B Instruct:
+    $0.24 / $0.24, the price RouteLLM's paper uses for it. See docs/evaluation.md.
+    """
+    return Catalog(
+        [
+            ModelSpec(STRONG, "openai", 10.0, 30.0, 2000.0, 128_000),
+            ModelSpec(WEAK, "together", 0.24, 0.24, 800.0, 32_000),
+        ]
+    )
+
+
+def intent_catalog() -> Catalog:
+    """A one-model catalog for intent data, where only the route matters."""
+    return Catalog([ModelSpec("route-model", "any", 0.0, 0.0, 0.0, 1_000_000)])
+
+
+def outcome_facts(rows: Sequence[OutcomeRow]) -> list[ExampleFacts]:
+    return [
+        ExampleFacts(
+            example_id=i,
+            text=row.prompt,
+            route=None,
+            source=Source.HISTORY,
+            best_model=None,
+            outcomes=tuple(ObservedOutcome(m, q, 1) for m, q in sorted(row.outcomes.items())),
+        )
+        for i, row in enumerate(rows)
+    ]
+
+
+def intent_facts(rows: Sequence[IntentRow], catalog: Catalog) -> list[ExampleFacts]:
+    cheapest = catalog.models[0].name
+    return [
+        ExampleFacts(
+            example_id=i,
+            text=row.text,
+            route=row.label,
+            source=Source.REFERENCE,
+            best_model=cheapest,
+        )
+        for i, row in enumerate(rows)
+    ]
+
+
+def build_index(facts: Sequence[ExampleFacts], vectors: Vectors) -> NamespaceIndex:
+    index = NamespaceIndex(int(vectors.shape[1]))
+    index.add(list(facts), vectors)
+    return index
+
+
+@dataclass(frozen=True, slots=True)
+class Searched:
+    """The neighbours of every test query at the largest k, most similar first."""
+
+    neighbours: tuple[tuple[Neighbour, ...], ...]
+    index_size: int
+    input_tokens: tuple[int, ...]
+
+    def __len__(self) -> int:
+        return len(self.neighbours)
+
+
+def search_all(
+    index: NamespaceIndex,
+    texts: Sequence[str],
+    vectors: Vectors,
+    k: int,
+    advance: Callable[[int], None] | None = None,
+    leave_one_out: bool = False,
+) -> Searched:
+    """The k nearest examples of every query.
+
+    `leave_one_out`: the queries are the index's own examples, so each query's own text (and
+    any exact duplicate of it) is dropped from its neighbours, as if it had never been indexed.
+    """
+    found = []
+    for text, vector in zip(texts, vectors, strict=True):
+        if leave_one_out:
+            near = index.search(vector, k + LOO_SPARE)
+            found.append(tuple(n for n in near if n.facts.text != text)[:k])
+        else:
+            found.append(tuple(index.search(vector, k)))
+        if advance is not None:
+            advance(1)
+    return Searched(
+        neighbours=tuple(found),
+        index_size=len(index),
+        input_tokens=tuple(estimate_tokens(t) for t in texts),
+    )
+
+
+def decide_all(
+    searched: Searched,
+    catalog: Catalog,
+    params: DecisionParams,
+    k: int,
+    output_tokens: int = DEFAULT_OUTPUT_TOKENS,
+) -> list[Choice]:
+    """One real decision per query, with the first k neighbours."""
+    return [
+        decide(
+            DecisionRequest(
+                neighbours=neighbours[:k],
+                catalog=catalog,
+                params=params,
+                index_size=searched.index_size,
+                input_tokens=tokens,
+                output_tokens=output_tokens,
+            )
+        )
+        for neighbours, tokens in zip(searched.neighbours, searched.input_tokens, strict=True)
+    ]
+
+
+def call_costs(
+    catalog: Catalog, input_tokens: Sequence[int], output_tokens: int = DEFAULT_OUTPUT_TOKENS
+) -> npt.NDArray[np.float64]:
+    """(n_queries, n_models) dollars of one call, models cheapest first."""
+    return np.array(
+        [[m.cost_usd(t, output_tokens) for m in catalog.models] for t in input_tokens],
+        dtype=np.float64,
+    ).reshape(len(input_tokens), len(catalog))

@@ -1,0 +1,135 @@
+"""`routebook eval` end to end on slices of real datasets, through the real model.
+
+The model is the session fixture, handed to the command through click's context object, so it
+loads once per test session. Embeddings go to a per-session cache folder.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from routebook.cli import main
+from routebook.embed.sentence import SentenceTransformerEmbedder
+from tests.jobs.conftest import DATA, needs_data
+
+GSM8K_INDEX = DATA / "routellm" / "gsm8k.dev_index.jsonl"
+GSM8K_TEST = DATA / "routellm" / "gsm8k.dev_test.jsonl"
+
+
+def run(embedder: SentenceTransformerEmbedder, *args: str) -> str:
+    result = CliRunner().invoke(main, list(args), obj={"embedder": embedder})
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    return result.output
+
+
+@needs_data
+def test_eval_outcome_slice_end_to_end(
+    embedder: SentenceTransformerEmbedder, cache_dir: Path, tmp_path: Path
+) -> None:
+    png = tmp_path / "curve.png"
+    out = run(
+        embedder,
+        "eval",
+        "--index", str(GSM8K_INDEX),
+        "--test", str(GSM8K_TEST),
+        "--limit", "200",
+        "--resamples", "100",
+        "--cache-dir", str(cache_dir),
+        "--plot", str(png),
+        "--json",
+    )  # fmt: skip
+    report = json.loads(out)
+    assert report["kind"] == "outcome"
+    assert (report["n_index"], report["n_test"], report["k"]) == (653, 200, 10)
+    ref = report["reference"]
+    weak, strong = ref["mean_quality"].values()
+    assert 0.5 < weak < strong < 1.0
+    # The random router's expected curve is the diagonal: APGR 0.5, CPT(x) = x.
+    assert ref["random_apgr"] == pytest.approx(0.5)
+    assert (ref["random_cpt50"], ref["random_cpt80"]) == (0.5, 0.8)
+    assert ref["oracle_quality"] >= strong
+    names = [r["name"] for r in report["routers"]]
+    assert names == ["routebook", "routebook, no cascade", "kNN vote (k=50)", "linear head"]
+    for router in report["routers"]:
+        apgr = router["apgr"]
+        assert apgr["low"] <= apgr["estimate"] <= apgr["high"]
+        # No router beats the oracle: a cascade pays for its wasted cheap calls.
+        assert 0.0 < apgr["estimate"] <= ref["oracle_apgr"] + 1e-9
+        for cpt in (router["cpt50"], router["cpt80"]):
+            assert 0.0 <= cpt["low"] <= cpt["estimate"] <= cpt["high"] <= 1.0
+        assert router["cpt50"]["estimate"] <= router["cpt80"]["estimate"]
+        shares = [p[0] for p in router["curve"]]
+        dollars = [p[2] for p in router["curve"]]
+        # Highest target first: lowering the target never costs more.
+        assert all(a >= b - 1e-12 for a, b in itertools.pairwise(shares))
+        assert all(a >= b - 1e-15 for a, b in itertools.pairwise(dollars))
+        op = router["operating"]
+        assert sum(op["answer_share"].values()) == pytest.approx(1.0)
+        assert 0.0 <= op["cold_share"] <= 1.0
+        assert 0.0 < op["relative_quality"] <= ref["oracle_quality"] / strong + 1e-9
+    cold = [r["operating"]["cold_share"] for r in report["routers"]]
+    assert cold[1:] == [0.0, 0.0, 0.0]
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@needs_data
+def test_eval_table_for_people(embedder: SentenceTransformerEmbedder, cache_dir: Path) -> None:
+    out = run(
+        embedder,
+        "eval",
+        "--index", str(GSM8K_INDEX),
+        "--test", str(GSM8K_TEST),
+        "--limit", "50",
+        "--resamples", "20",
+        "--cache-dir", str(cache_dir),
+    )  # fmt: skip
+    for word in ("APGR", "CPT(50%)", "random", "kNN vote", "linear head", "oracle"):
+        assert word in out
+
+
+@needs_data
+def test_eval_intent_slice_end_to_end(
+    embedder: SentenceTransformerEmbedder, cache_dir: Path, tmp_path: Path
+) -> None:
+    # Index: the first 8 training queries of every CLINC150 label (oos included); test: 200
+    # validation queries, 10 of them out of scope.
+    per_label: dict[str, int] = {}
+    index = tmp_path / "index.jsonl"
+    with index.open("w") as out:
+        for line in (DATA / "clinc150" / "train.jsonl").read_text().splitlines(keepends=True):
+            row = json.loads(line)
+            if per_label.get(row["label"], 0) < 8:
+                per_label[row["label"]] = per_label.get(row["label"], 0) + 1
+                out.write(line)
+    val = [json.loads(line) for line in (DATA / "clinc150" / "val.jsonl").read_text().splitlines()]
+    test = tmp_path / "test.jsonl"
+    picked = [r for r in val if r["label"] != "oos"][:190]
+    picked += [r for r in val if r["label"] == "oos"][:10]
+    test.write_text("".join(json.dumps(r) + "\n" for r in picked))
+    out = run(
+        embedder,
+        "eval",
+        "--index", str(index),
+        "--test", str(test),
+        "--resamples", "50",
+        "--cache-dir", str(cache_dir),
+        "--json",
+    )  # fmt: skip
+    report = json.loads(out)
+    assert report["kind"] == "intent"
+    assert (report["n_test"], report["n_labels"]) == (200, 150)
+    assert [r["name"] for r in report["routers"]] == ["routebook", "kNN vote (k=10)", "linear head"]
+    for router in report["routers"]:
+        rep = router["report"]
+        assert (rep["n_in_scope"], rep["n_oos"]) == (190, 10)
+        # Far better than chance (1/150) with 8 examples per label.
+        assert rep["in_scope_accuracy"] > 0.5 > router["random"]["in_scope_accuracy"]
+        for field, ci in router["intervals"].items():
+            if ci is not None:
+                assert ci["low"] <= ci["estimate"] <= ci["high"], field
+        assert router["random"]["oos_recall"] == pytest.approx(router["cold_share"])

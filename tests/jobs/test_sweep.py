@@ -1,0 +1,70 @@
+"""The exact target sweep: hand-worked curves, and agreement with brute force at every target."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from routebook.jobs import sweep
+
+# Two models (weak, strong), three queries, call costs weak 1, strong 10.
+#   q0 warm, weak estimate 0.9, outcomes weak 1 strong 1
+#   q1 warm, weak estimate 0.4, outcomes weak 0 strong 1
+#   q2 cold (cascade): outcomes weak 1 strong 0 -> accepted at weak for any target <= 1
+ESTIMATES = np.array([[0.9, 0.95], [0.4, 0.7], [0.2, 0.8]])
+COLD = np.array([False, False, True])
+QUALITY = np.array([[1.0, 1.0], [0.0, 1.0], [1.0, 0.0]])
+COST = np.array([[1.0, 10.0]] * 3)
+
+
+def test_hand_worked_curve() -> None:
+    p = sweep.policy(ESTIMATES, COLD, QUALITY, COST)
+    # Cold query keys come from its outcomes (running max: 1, inf); costs are cumulative.
+    assert p.keys[2].tolist() == [1.0, np.inf]
+    assert p.cost[2].tolist() == [1.0, 11.0]
+    c = sweep.curve(sweep.events(p))
+    # Targets from high to low: inf (q0, q1 strong; q2 escalates), then 1.0 (q2 accepts weak),
+    # 0.9 (q0 weak), 0.4 (q1 weak).
+    assert c.targets.tolist() == [np.inf, 1.0, 0.9, 0.4]
+    assert c.quality.tolist() == pytest.approx([2 / 3, 1.0, 1.0, 2 / 3])
+    assert c.cost.tolist() == pytest.approx([31 / 3, 21 / 3, 12 / 3, 3 / 3])
+
+
+def test_weights_are_bootstrap_multiplicities() -> None:
+    ev = sweep.events(sweep.policy(ESTIMATES, COLD, QUALITY, COST))
+    weighted = sweep.curve(ev, np.array([2.0, 0.0, 1.0]))
+    rows = [0, 0, 2]
+    plain = sweep.curve(
+        sweep.events(sweep.policy(ESTIMATES[rows], COLD[rows], QUALITY[rows], COST[rows]))
+    )
+    assert weighted.quality[0] == pytest.approx(plain.quality[0])
+    for target in (1.0, 0.9):
+        assert weighted.quality[weighted.targets == target] == pytest.approx(
+            plain.quality[plain.targets == target]
+        )
+
+
+def test_sweep_equals_brute_force_on_random_data() -> None:
+    rng = np.random.default_rng(3)
+    n, m = 300, 3
+    estimates = np.round(rng.random((n, m)), 2)  # many ties on purpose
+    cold = rng.random(n) < 0.3
+    quality = (rng.random((n, m)) < 0.6).astype(float)
+    cost = np.sort(rng.random((n, m)) * 5, axis=1)
+    p = sweep.policy(estimates, cold, quality, cost)
+    c = sweep.curve(sweep.events(p))
+    assert np.all(np.diff(c.cost) <= 1e-12)  # lowering the target never costs more
+    for target, q, cst in zip(c.targets[1:], c.quality[1:], c.cost[1:], strict=True):
+        final = np.empty(n, dtype=int)
+        paid = np.empty(n)
+        for i in range(n):
+            if cold[i]:  # cascade: first answer whose quality reaches the target
+                j = next((j for j in range(m) if quality[i, j] >= target), m - 1)
+                paid[i] = cost[i, : j + 1].sum()
+            else:  # decide: cheapest model whose estimate reaches the target
+                j = next((j for j in range(m) if estimates[i, j] >= target), m - 1)
+                paid[i] = cost[i, j]
+            final[i] = j
+        assert q == pytest.approx(quality[np.arange(n), final].mean())
+        assert cst == pytest.approx(paid.mean())
+        assert (sweep.choices_at(p, target) == final).all()
