@@ -16,6 +16,7 @@ class Strategy(enum.Enum):
     POLICY = "policy"
     OVERRIDE = "override"
     STICKY = "sticky"
+    RULE = "rule"
 
 
 class ReasonCode(enum.Enum):
@@ -28,6 +29,7 @@ class ReasonCode(enum.Enum):
     BUDGET_EXHAUSTED = "budget_exhausted"
     COOLDOWN = "cooldown"
     STICKY = "sticky"
+    RULE = "rule"
 
 
 class Source(enum.Enum):
@@ -139,6 +141,7 @@ class Decision:
     index_generation: int
     choice: Choice
     fallbacks: tuple[str, ...] = ()
+    matched_rule: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

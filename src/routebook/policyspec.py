@@ -33,6 +33,21 @@ class EscalationCap:
 
 
 @dataclass(frozen=True, slots=True)
+class Rule:
+    """An explicit routing rule: when every condition given holds, route to `model` (or to the
+    ceiling model of `tier`). Rules are tried in order after policy; the first match wins."""
+
+    name: str
+    metadata: Mapping[str, str] = field(default_factory=dict)
+    keywords: tuple[str, ...] = ()
+    regex: str | None = None
+    min_tokens: int | None = None
+    max_tokens: int | None = None
+    model: str | None = None
+    tier: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Policy:
     #: tier name → the priciest model that tier may use.
     tiers: Mapping[str, str] = field(default_factory=dict)
@@ -45,6 +60,7 @@ class Policy:
     #: Tags a model must carry to see a query the caller marks as containing PII.
     pii_tags: tuple[str, ...] = ("on-prem",)
     escalation_cap: EscalationCap | None = None
+    rules: tuple[Rule, ...] = ()
 
     def tier_of(self, tenant: str) -> str | None:
         return self.tenant_tiers.get(tenant, self.default_tier) if tenant else self.default_tier
@@ -59,6 +75,10 @@ def policy_to_json(policy: Policy) -> dict[str, Any]:
     data = asdict(policy)
     data["tiers"], data["tenant_tiers"] = dict(policy.tiers), dict(policy.tenant_tiers)
     data["tenant_budgets"], data["pii_tags"] = dict(policy.tenant_budgets), list(policy.pii_tags)
+    data["rules"] = [
+        {**asdict(rule), "metadata": dict(rule.metadata), "keywords": list(rule.keywords)}
+        for rule in policy.rules
+    ]
     return data
 
 
@@ -74,4 +94,8 @@ def policy_from_json(data: Mapping[str, Any] | None) -> Policy:
         tenant_budgets={k: float(v) for k, v in data.get("tenant_budgets", {}).items()},
         pii_tags=tuple(data.get("pii_tags", ("on-prem",))),
         escalation_cap=EscalationCap(**cap) if (cap := data.get("escalation_cap")) else None,
+        rules=tuple(
+            Rule(**{**r, "metadata": dict(r["metadata"]), "keywords": tuple(r["keywords"])})
+            for r in data.get("rules", [])
+        ),
     )

@@ -8,12 +8,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+import regex
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from routebook.catalog import Catalog, ModelSpec
 from routebook.errors import ConfigError
-from routebook.policyspec import Budget, EscalationCap, Policy
+from routebook.policyspec import Budget, EscalationCap, Policy, Rule
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:\-]{0,127}$"
 
@@ -72,6 +73,40 @@ class EscalationCapEntry(BaseModel):
     min_decisions: int = Field(20, ge=1)
 
 
+class RuleEntry(BaseModel):
+    """when: conditions that must all hold; then: the model (or tier) to route to."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(pattern=NAME_PATTERN)
+    metadata: dict[str, str] = Field(default_factory=dict)
+    keywords: list[str] = Field(default_factory=list)
+    regex: str | None = None
+    min_tokens: int | None = Field(None, ge=0)
+    max_tokens: int | None = Field(None, ge=0)
+    model: str | None = None
+    tier: str | None = None
+
+    @model_validator(mode="after")
+    def _well_formed(self) -> RuleEntry:
+        if (self.model is None) == (self.tier is None):
+            raise ValueError(f"rule {self.name!r}: give exactly one of model or tier")
+        if not (
+            self.metadata
+            or self.keywords
+            or self.regex
+            or self.min_tokens is not None
+            or self.max_tokens is not None
+        ):
+            raise ValueError(f"rule {self.name!r} has no condition, so it would match everything")
+        if self.regex is not None:
+            try:
+                regex.compile(self.regex)
+            except regex.error as exc:
+                raise ValueError(f"rule {self.name!r}: bad regex {self.regex!r}: {exc}") from None
+        return self
+
+
 class PolicyEntry(BaseModel):
     """Tiers map to a ceiling model; budgets are per tenant over a rolling window."""
 
@@ -83,6 +118,7 @@ class PolicyEntry(BaseModel):
     budget: BudgetEntry | None = None
     pii_tags: list[str] = Field(default_factory=lambda: ["on-prem"])
     escalation_cap: EscalationCapEntry | None = None
+    rules: list[RuleEntry] = Field(default_factory=list)
 
     def check(self, models: list[str]) -> None:
         for tier, ceiling in self.tiers.items():
@@ -97,6 +133,14 @@ class PolicyEntry(BaseModel):
                 raise ValueError(f"policy: tenant {tenant!r} has unknown tier {entry.tier!r}")
             if entry.budget_usd is not None and self.budget is None:
                 raise ValueError(f"policy: tenant {tenant!r} has a budget but there is no budget")
+        names = [rule.name for rule in self.rules]
+        if len(set(names)) != len(names):
+            raise ValueError("policy: two rules have the same name")
+        for rule in self.rules:
+            if rule.model is not None and rule.model not in models:
+                raise ValueError(f"rule {rule.name!r}: model {rule.model!r} is not in the catalog")
+            if rule.tier is not None and rule.tier not in self.tiers:
+                raise ValueError(f"rule {rule.name!r}: tier {rule.tier!r} is not a policy tier")
         near = self.budget.near_limit_ceiling if self.budget else None
         if near is not None and near not in models:
             raise ValueError(f"policy: near_limit_ceiling {near!r} is not in the catalog")
@@ -112,6 +156,9 @@ class PolicyEntry(BaseModel):
                 t: e.budget_usd for t, e in self.tenants.items() if e.budget_usd is not None
             },
             pii_tags=tuple(self.pii_tags),
+            rules=tuple(
+                Rule(**{**r.model_dump(), "keywords": tuple(r.keywords)}) for r in self.rules
+            ),
             escalation_cap=(
                 EscalationCap(**self.escalation_cap.model_dump())
                 if self.escalation_cap is not None

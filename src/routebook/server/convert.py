@@ -30,6 +30,7 @@ STRATEGIES = {
     Strategy.POLICY: pb.STRATEGY_POLICY,
     Strategy.OVERRIDE: pb.STRATEGY_OVERRIDE,
     Strategy.STICKY: pb.STRATEGY_STICKY,
+    Strategy.RULE: pb.STRATEGY_RULE,
 }
 REASONS = {
     ReasonCode.CHEAPEST_MEETS_TARGET: pb.REASON_CODE_CHEAPEST_MEETS_TARGET,
@@ -41,6 +42,7 @@ REASONS = {
     ReasonCode.BUDGET_EXHAUSTED: pb.REASON_CODE_BUDGET_EXHAUSTED,
     ReasonCode.COOLDOWN: pb.REASON_CODE_COOLDOWN,
     ReasonCode.STICKY: pb.REASON_CODE_STICKY,
+    ReasonCode.RULE: pb.REASON_CODE_RULE,
 }
 FAILURES = {
     pb.FAILURE_KIND_RATE_LIMITED: "rate_limited",
@@ -92,6 +94,7 @@ def decide_response(
         top_similarity=choice.top_similarity,
         tenant=tenant,
         fallbacks=list(decision.fallbacks),
+        matched_rule=decision.matched_rule or "",
     )
     for effect in choice.policy:
         response.policy.add(

@@ -10,6 +10,7 @@ from routebook.catalog import estimate_tokens
 from routebook.decide import DecisionParams, DecisionRequest, decide
 from routebook.decide.fallbacks import fallback_order, without_cooled
 from routebook.decide.policy import Envelope, PolicyContext, evaluate_policy, explain_removals
+from routebook.decide.rules import first_match
 from routebook.domain import Decision, PolicyEffect, ReasonCode, Strategy
 from routebook.embed import Embedder
 from routebook.errors import (
@@ -109,8 +110,20 @@ class RoutingService:
                     f"{cap.window_minutes:g} min)",
                 ),
             )
+        ruled = None
+        if info.policy.rules and override is None and envelope.forced is None:
+            ruled = first_match(
+                info.policy.rules,
+                text,
+                query.metadata,
+                input_tokens,
+                available,
+                info.policy.tiers,
+            )
+            self._telemetry.rule_timeouts(info.name, ruled.timed_out)
+        rule_model = ruled.model if ruled is not None else None
         sticky = None
-        if query.session_id and override is None and envelope.forced is None:
+        if query.session_id and override is None and envelope.forced is None and not rule_model:
             kept = self._sessions.model(info.name, query.session_id)
             sticky = kept if kept in available else None
 
@@ -125,12 +138,20 @@ class RoutingService:
             input_tokens=input_tokens,
             output_tokens=output_tokens,
             allowed=frozenset(available),
-            override=override or sticky,
+            override=override or rule_model or sticky,
             forced=envelope.forced if override is None else None,
             policy=effects,
         )
         choice = decide(request)
-        if sticky is not None:
+        if ruled is not None and ruled.rule is not None:
+            choice = replace(
+                choice,
+                strategy=Strategy.RULE,
+                reason_code=ReasonCode.RULE,
+                reason=f"rule {ruled.rule.name!r} routes to {ruled.model}; its estimated "
+                f"success is {choice.confidence:.2f}",
+            )
+        elif sticky is not None:
             choice = replace(
                 choice,
                 strategy=Strategy.STICKY,
@@ -165,6 +186,7 @@ class RoutingService:
             index_generation=index.generation,
             choice=choice,
             fallbacks=fallbacks,
+            matched_rule=ruled.rule.name if ruled is not None and ruled.rule else None,
         )
         self._save(info, decision, text, query.tenant)
         self._telemetry.decided(decision, query.tenant, time.perf_counter() - started, text)

@@ -107,6 +107,12 @@ class Telemetry:
             ["namespace", "model"],
             registry=r,
         )
+        self.rule_regex_timeouts = Counter(
+            "routebook_rule_regex_timeouts",
+            "Rule regular expressions that ran out of time.",
+            ["namespace", "rule"],
+            registry=r,
+        )
         self.failures = Counter(
             "routebook_failures",
             "Failed model calls reported, by kind.",
@@ -176,6 +182,10 @@ class Telemetry:
         if self._log_query_text:
             record["query"] = query_text
         self._log.write(record)
+
+    def rule_timeouts(self, namespace: str, rules: tuple[str, ...]) -> None:
+        for rule in rules:
+            self.rule_regex_timeouts.labels(namespace, rule).inc()
 
     def failed(self, namespace: str, model: str, kind: str, cooldown_seconds: float) -> None:
         self.failures.labels(namespace, model, kind).inc()

@@ -15,6 +15,7 @@ class Strategy(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     STRATEGY_POLICY: _ClassVar[Strategy]
     STRATEGY_OVERRIDE: _ClassVar[Strategy]
     STRATEGY_STICKY: _ClassVar[Strategy]
+    STRATEGY_RULE: _ClassVar[Strategy]
 
 class ReasonCode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -28,6 +29,7 @@ class ReasonCode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     REASON_CODE_BUDGET_EXHAUSTED: _ClassVar[ReasonCode]
     REASON_CODE_COOLDOWN: _ClassVar[ReasonCode]
     REASON_CODE_STICKY: _ClassVar[ReasonCode]
+    REASON_CODE_RULE: _ClassVar[ReasonCode]
 
 class FailureKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -48,6 +50,7 @@ STRATEGY_CASCADE: Strategy
 STRATEGY_POLICY: Strategy
 STRATEGY_OVERRIDE: Strategy
 STRATEGY_STICKY: Strategy
+STRATEGY_RULE: Strategy
 REASON_CODE_UNSPECIFIED: ReasonCode
 REASON_CODE_CHEAPEST_MEETS_TARGET: ReasonCode
 REASON_CODE_NONE_MEETS_TARGET: ReasonCode
@@ -58,6 +61,7 @@ REASON_CODE_OVERRIDE: ReasonCode
 REASON_CODE_BUDGET_EXHAUSTED: ReasonCode
 REASON_CODE_COOLDOWN: ReasonCode
 REASON_CODE_STICKY: ReasonCode
+REASON_CODE_RULE: ReasonCode
 FAILURE_KIND_UNSPECIFIED: FailureKind
 FAILURE_KIND_RATE_LIMITED: FailureKind
 FAILURE_KIND_SERVER_ERROR: FailureKind
@@ -183,7 +187,7 @@ class CascadePlan(_message.Message):
     def __init__(self, steps: _Optional[_Iterable[_Union[CascadeStep, _Mapping]]] = ..., min_quality: _Optional[float] = ..., acceptance: _Optional[str] = ...) -> None: ...
 
 class DecideResponse(_message.Message):
-    __slots__ = ("decision_id", "namespace", "model", "route", "strategy", "confidence", "estimated_cost_usd", "reason_code", "reason", "index_generation", "neighbours", "estimates", "cascade", "quality_target", "top_similarity", "policy", "tenant", "fallbacks")
+    __slots__ = ("decision_id", "namespace", "model", "route", "strategy", "confidence", "estimated_cost_usd", "reason_code", "reason", "index_generation", "neighbours", "estimates", "cascade", "quality_target", "top_similarity", "policy", "tenant", "fallbacks", "matched_rule")
     DECISION_ID_FIELD_NUMBER: _ClassVar[int]
     NAMESPACE_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
@@ -202,6 +206,7 @@ class DecideResponse(_message.Message):
     POLICY_FIELD_NUMBER: _ClassVar[int]
     TENANT_FIELD_NUMBER: _ClassVar[int]
     FALLBACKS_FIELD_NUMBER: _ClassVar[int]
+    MATCHED_RULE_FIELD_NUMBER: _ClassVar[int]
     decision_id: str
     namespace: str
     model: str
@@ -220,7 +225,8 @@ class DecideResponse(_message.Message):
     policy: _containers.RepeatedCompositeFieldContainer[PolicyEffect]
     tenant: str
     fallbacks: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, decision_id: _Optional[str] = ..., namespace: _Optional[str] = ..., model: _Optional[str] = ..., route: _Optional[str] = ..., strategy: _Optional[_Union[Strategy, str]] = ..., confidence: _Optional[float] = ..., estimated_cost_usd: _Optional[float] = ..., reason_code: _Optional[_Union[ReasonCode, str]] = ..., reason: _Optional[str] = ..., index_generation: _Optional[int] = ..., neighbours: _Optional[_Iterable[_Union[Neighbour, _Mapping]]] = ..., estimates: _Optional[_Iterable[_Union[ModelEstimate, _Mapping]]] = ..., cascade: _Optional[_Union[CascadePlan, _Mapping]] = ..., quality_target: _Optional[float] = ..., top_similarity: _Optional[float] = ..., policy: _Optional[_Iterable[_Union[PolicyEffect, _Mapping]]] = ..., tenant: _Optional[str] = ..., fallbacks: _Optional[_Iterable[str]] = ...) -> None: ...
+    matched_rule: str
+    def __init__(self, decision_id: _Optional[str] = ..., namespace: _Optional[str] = ..., model: _Optional[str] = ..., route: _Optional[str] = ..., strategy: _Optional[_Union[Strategy, str]] = ..., confidence: _Optional[float] = ..., estimated_cost_usd: _Optional[float] = ..., reason_code: _Optional[_Union[ReasonCode, str]] = ..., reason: _Optional[str] = ..., index_generation: _Optional[int] = ..., neighbours: _Optional[_Iterable[_Union[Neighbour, _Mapping]]] = ..., estimates: _Optional[_Iterable[_Union[ModelEstimate, _Mapping]]] = ..., cascade: _Optional[_Union[CascadePlan, _Mapping]] = ..., quality_target: _Optional[float] = ..., top_similarity: _Optional[float] = ..., policy: _Optional[_Iterable[_Union[PolicyEffect, _Mapping]]] = ..., tenant: _Optional[str] = ..., fallbacks: _Optional[_Iterable[str]] = ..., matched_rule: _Optional[str] = ...) -> None: ...
 
 class RecordOutcomeRequest(_message.Message):
     __slots__ = ("outcome_id", "decision_id", "namespace", "messages", "model", "quality", "success", "input_tokens", "output_tokens", "cost_usd", "latency_ms", "tenant", "failure", "retry_after_seconds")

@@ -1,0 +1,75 @@
+"""Explicit rules, first match wins: conditions on request metadata, keywords, a regular
+expression and the token count.
+
+Regular expressions run with the `regex` module's timeout, so a hostile query cannot make a
+rule backtrack for long: a rule whose match times out simply does not match (and is reported).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+
+import regex
+
+from routebook.policyspec import Rule
+
+#: Longest a rule's regular expression may run on one query.
+REGEX_TIMEOUT_SECONDS = 0.01
+_WORD = regex.compile(r"\w+")
+
+
+@dataclass(frozen=True, slots=True)
+class RuleMatch:
+    rule: Rule | None
+    #: The model the rule routes to (its model, or its tier's ceiling model).
+    model: str | None = None
+    #: Rules whose regular expression ran out of time (treated as not matching).
+    timed_out: tuple[str, ...] = ()
+
+
+@lru_cache(maxsize=1024)
+def _compiled(pattern: str) -> regex.Pattern[str]:
+    return regex.compile(pattern)
+
+
+def rule_matches(
+    rule: Rule, text: str, words: frozenset[str], metadata: Mapping[str, str], tokens: int
+) -> bool:
+    """Raises TimeoutError when the rule's regular expression runs out of time."""
+    if any(metadata.get(key) != value for key, value in rule.metadata.items()):
+        return False
+    if rule.keywords and not any(k.lower() in words for k in rule.keywords):
+        return False
+    if rule.min_tokens is not None and tokens < rule.min_tokens:
+        return False
+    if rule.max_tokens is not None and tokens > rule.max_tokens:
+        return False
+    if rule.regex is not None:
+        return _compiled(rule.regex).search(text, timeout=REGEX_TIMEOUT_SECONDS) is not None
+    return True
+
+
+def first_match(
+    rules: Sequence[Rule],
+    text: str,
+    metadata: Mapping[str, str],
+    tokens: int,
+    usable: Collection[str],
+    tiers: Mapping[str, str],
+) -> RuleMatch:
+    """The first rule that matches and whose target model is usable (allowed by policy, not
+    cooling down); a rule whose target is not usable is passed over."""
+    words = frozenset(w.lower() for w in _WORD.findall(text))
+    timed_out: list[str] = []
+    for rule in rules:
+        try:
+            matched = rule_matches(rule, text, words, metadata, tokens)
+        except TimeoutError:
+            timed_out.append(rule.name)
+            continue
+        target = rule.model or tiers.get(rule.tier or "")
+        if matched and target is not None and target in usable:
+            return RuleMatch(rule, target, tuple(timed_out))
+    return RuleMatch(None, None, tuple(timed_out))

@@ -1,0 +1,94 @@
+"""Rules over real gRPC: policy before rules before the semantic step; first match wins; the
+rule is named in the evidence; a hostile input cannot make a rule's regex run long."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from routebook.errors import ConfigError
+from routebook.routefiles import load_route_file
+from routebook.v1 import router_pb2 as pb
+from tests.conftest import Served
+from tests.integration.test_policy import POLICY_ROUTES
+
+
+def ask(served: Served, text: str, **fields: object) -> pb.DecideResponse:
+    request = pb.DecideRequest(
+        namespace="ruled", messages=[pb.Message(role="user", content=text)], **fields
+    )
+    response: pb.DecideResponse = served.router.Decide(request, timeout=30)
+    return response
+
+
+@pytest.fixture
+def ruled(sqlite_url: str, serve: Callable[..., Served]) -> Served:
+    return serve(sqlite_url, routes_dir=POLICY_ROUTES)
+
+
+def test_a_keyword_rule_decides_and_is_named(ruled: Served) -> None:
+    response = ask(ruled, "where is the signed contract I sent?")
+    assert (response.model, response.strategy) == ("frontier", pb.STRATEGY_RULE)
+    assert (response.matched_rule, response.reason_code) == (
+        "legal-to-frontier",
+        pb.REASON_CODE_RULE,
+    )
+    assert "rule 'legal-to-frontier'" in response.reason
+    assert response.neighbours  # the evidence is still there
+
+
+def test_first_match_wins(ruled: Served) -> None:
+    both = ask(ruled, "select the lawsuit files from the archive")
+    assert both.matched_rule == "legal-to-frontier"
+    sql = ask(ruled, "select name from users")
+    assert (sql.model, sql.matched_rule) == ("mid", "sql-to-mid")
+
+
+def test_metadata_and_tier_rules(ruled: Served) -> None:
+    response = ask(ruled, "where is my order?", metadata={"plan": "enterprise"})
+    assert (response.model, response.matched_rule) == ("frontier", "enterprise-plan")
+    plain = ask(ruled, "where is my order?", metadata={"plan": "basic"})
+    assert (plain.model, plain.strategy, plain.matched_rule) == ("small", pb.STRATEGY_SEMANTIC, "")
+
+
+def test_policy_runs_before_rules(ruled: Served) -> None:
+    # cheapco's tier allows only small: the frontier rule is passed over.
+    response = ask(ruled, "where is the contract for my order?", tenant="cheapco")
+    assert response.model == "small" and response.strategy != pb.STRATEGY_RULE
+    assert [e.rule for e in response.policy] == ["tier"]
+
+
+def test_a_hostile_input_returns_within_the_time_bound(ruled: Served) -> None:
+    started = time.monotonic()
+    response = ask(ruled, "a" * 3000 + "!")
+    elapsed = time.monotonic() - started
+    assert response.strategy != pb.STRATEGY_RULE  # the timed-out rule did not match
+    assert elapsed < 2.0  # (a|aa)+$ on 3000 letters would run for ages without the timeout
+
+
+@pytest.mark.parametrize(
+    ("rule", "words"),
+    [
+        ("{name: r, regex: '(unclosed', model: small}", "bad regex"),
+        ("{name: r, keywords: [x], model: gpt-9}", "model 'gpt-9' is not in the catalog"),
+        ("{name: r, keywords: [x], tier: gold}", "tier 'gold' is not a policy tier"),
+        ("{name: r, model: small}", "no condition"),
+        ("{name: r, keywords: [x], model: small, tier: free}", "exactly one of model or tier"),
+    ],
+)
+def test_invalid_rules_are_refused_with_file_rule_and_reason(
+    tmp_path: Path, rule: str, words: str
+) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text(
+        "namespace: p\ncatalog:\n  - {name: small, provider: t, input_usd_per_mtok: 1, "
+        "output_usd_per_mtok: 1, latency_ms: 1, context_window: 10}\n"
+        f"policy:\n  tiers: {{free: small}}\n  rules:\n    - {rule}\n"
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_route_file(path)
+    message = str(caught.value)
+    assert str(path) in message and "'r'" in message and words in message
