@@ -240,6 +240,22 @@ def admin_check(ctx: click.Context, namespace: str) -> None:
         sys.exit(1)
 
 
+@admin.command("drift")
+@click.option("--namespace", default="")
+@click.pass_context
+def admin_drift(ctx: click.Context, namespace: str) -> None:
+    """The server's drift figures and verdict; exit 1 when a namespace drifted."""
+    from routebook.v1 import admin_pb2 as admin_pb
+
+    response = _call(ctx, "GetDrift", admin_pb.GetDriftRequest(namespace=namespace))
+    _print(response)
+    for entry in response.namespaces:
+        verdict = "DRIFTED: " + "; ".join(entry.moved) if entry.drifted else "stable"
+        click.echo(f"{entry.namespace}: {verdict}", err=True)
+    if any(entry.drifted for entry in response.namespaces):
+        sys.exit(1)
+
+
 @admin.command("reindex")
 @click.option("--namespace", default="")
 @click.option("--index-type", type=click.Choice(["flat", "hnsw", "ivf"]))

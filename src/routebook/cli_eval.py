@@ -109,6 +109,33 @@ def _inputs(
     show_default=True,
     help="Intent data: OOS recall goal for choosing the baselines' thresholds.",
 )
+@click.option(
+    "--baseline",
+    "baseline_file",
+    type=_FILE,
+    help="Gate: settings TOML of the current router (as `serve --config` reads it).",
+)
+@click.option(
+    "--candidate",
+    "candidate_file",
+    type=_FILE,
+    help="Gate: settings TOML that must not be worse than --baseline.",
+)
+@click.option(
+    "--tolerance-quality",
+    type=click.FloatRange(0, 1),
+    default=0.01,
+    show_default=True,
+    help="Gate: how far the candidate's quality figures may fall below the baseline's.",
+)
+@click.option(
+    "--min-saving",
+    type=click.FloatRange(max=1),
+    default=0.0,
+    show_default=True,
+    help="Gate, outcome data: least share of the baseline's cost per query the candidate must "
+    "save (negative: the extra cost allowed).",
+)
 @click.pass_context
 def evaluate(
     ctx: click.Context,
@@ -126,13 +153,57 @@ def evaluate(
     as_json: bool,
     plot_path: Path | None,
     oos_recall: float,
+    baseline_file: Path | None,
+    candidate_file: Path | None,
+    tolerance_quality: float,
+    min_saving: float,
 ) -> None:
     """Route every query of --test through a namespace filled from --index, and score it.
 
     Outcome data (prompt + outcomes) gives APGR, CPT(50%), CPT(80%), quality and cost; intent
     data (text + label) gives accuracy, macro-F1 and out-of-scope detection. Both beside the
     random router, a kNN vote and a linear head, with bootstrap 95% intervals.
+
+    Gate (--baseline and --candidate, two settings files as `serve --config` reads them; k and
+    the decision settings come from the files, so --config, --k and --target-mode are refused):
+    the data is embedded once and routed with each file at its own quality target, and both are
+    shown side by side. The candidate fails, with exit code 1 and a one-line reason on stderr,
+    when its quality falls more than --tolerance-quality below the baseline's, or when it saves
+    less than --min-saving of the baseline's cost per query. Quality is the mean quality
+    relative to the strongest model's (outcome data), or in-scope accuracy and OOS recall
+    (intent data; --min-saving above 0 is refused there, intent data has no cost). Otherwise
+    the exit code is 0. Bad input also exits 1, with "error:" on stderr.
+
+    \b
+    Example: fail unless tuned.toml keeps quality within 1 point and saves 10%:
+      routebook eval --index index.jsonl --test test.jsonl \\
+        --baseline current.toml --candidate tuned.toml \\
+        --tolerance-quality 0.01 --min-saving 0.1 --json
     """
+    if baseline_file is not None or candidate_file is not None:
+        _gate(
+            ctx,
+            baseline_file,
+            candidate_file,
+            index_path=index_path,
+            test_path=test_path,
+            refused={
+                "--config": config_file,
+                "--k": k,
+                "--target-mode": target_mode,
+                "--plot": plot_path,
+            },
+            catalog_path=catalog_path,
+            seed=seed,
+            resamples=resamples,
+            limit=limit,
+            cache_dir=cache_dir,
+            model_path=model_path,
+            as_json=as_json,
+            tolerance_quality=tolerance_quality,
+            min_saving=min_saving,
+        )
+        return
     try:
         from routebook.jobs import report
         from routebook.jobs.progress import rich_tracker
@@ -160,6 +231,69 @@ def evaluate(
         report.render(evaluation)
         if plot_path is not None:
             click.echo(f"curve written to {plot_path}")
+
+
+def _gate(
+    ctx: click.Context,
+    baseline_file: Path | None,
+    candidate_file: Path | None,
+    *,
+    index_path: Path,
+    test_path: Path,
+    refused: dict[str, object],
+    catalog_path: Path | None,
+    seed: int,
+    resamples: int,
+    limit: int | None,
+    cache_dir: Path | None,
+    model_path: str | None,
+    as_json: bool,
+    tolerance_quality: float,
+    min_saving: float,
+) -> None:
+    """`eval --baseline A --candidate B`: exit 0 when B passes the gate, 1 (reason on stderr)
+    when it does not."""
+    if baseline_file is None or candidate_file is None:
+        raise click.UsageError("the gate needs both --baseline and --candidate")
+    given = [flag for flag, value in refused.items() if value is not None]
+    if given:
+        raise click.UsageError(
+            f"{', '.join(given)} cannot be combined with --baseline/--candidate: put the "
+            "settings in the two TOML files"
+        )
+    try:
+        from routebook.jobs import gate
+        from routebook.jobs.progress import rich_tracker
+
+        # The baseline's file only builds the shared pieces (embedder, cache, catalog) here.
+        inputs = _inputs(ctx, baseline_file, None, model_path, catalog_path, cache_dir, None)
+        with rich_tracker(enabled=not as_json) as tracker:
+            result = gate.run_gate(
+                inputs,
+                baseline_file,
+                candidate_file,
+                index_path,
+                test_path,
+                tolerance_quality=tolerance_quality,
+                min_saving=min_saving,
+                model_path=model_path,
+                seed=seed,
+                resamples=resamples,
+                limit=limit,
+                tracker=tracker,
+            )
+    except (RoutebookError, ValueError) as exc:
+        _fail(exc)
+    if as_json:
+        click.echo(json.dumps(gate.to_json(result), indent=2))
+    else:
+        gate.render(result)
+    if not result.passed:
+        click.echo(f"gate failed: {result.reason}", err=True)
+        sys.exit(1)
+    if not as_json:
+        rules = ", ".join(c.figure for c in result.checks)
+        click.echo(f"gate passed: the candidate holds on every rule ({rules})")
 
 
 @click.command()

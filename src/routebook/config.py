@@ -134,6 +134,16 @@ class Settings(BaseSettings):
     session_idle_seconds: float = Field(
         1800.0, gt=0, description="A sticky session forgets its model after this long idle."
     )
+    drift_reference_size: int = Field(
+        500, ge=10, description="Decisions in the drift watch's reference window (the first)."
+    )
+    drift_window: int = Field(500, ge=10, description="Decisions in the current drift window.")
+    drift_psi_level: float = Field(
+        0.2, gt=0, description="Top-similarity PSI at which a namespace counts as drifted."
+    )
+    drift_cold_start_delta: float = Field(
+        0.10, gt=0, description="Change of cold-start rate at which a namespace has drifted."
+    )
     faiss_threads: int = Field(
         1, ge=1, description="OpenMP threads FAISS uses per search (1 suits many small queries)."
     )

@@ -26,6 +26,7 @@ from routebook.service import (
 )
 from routebook.service.cooldowns import CooldownBook, CooldownRules
 from routebook.service.decision_writer import DecisionWriter
+from routebook.service.drift import DriftLevels, DriftWatch
 from routebook.service.escalation import EscalationGuard
 from routebook.service.follower import StoreFollower
 from routebook.service.indexing import IndexBuilder
@@ -55,6 +56,7 @@ class App:
     telemetry: Telemetry
     decision_log: DecisionLog
     decision_writer: DecisionWriter
+    drift: DriftWatch
 
     def close(self) -> None:
         self.follower.stop()
@@ -119,6 +121,11 @@ def build(
     telemetry = Telemetry(decision_log, settings.log_query_text)
     spend = SpendLedger(store, settings.spend_cache_seconds)
     guard = EscalationGuard()
+    drift = DriftWatch(
+        settings.drift_reference_size,
+        settings.drift_window,
+        DriftLevels(psi=settings.drift_psi_level, cold_start_delta=settings.drift_cold_start_delta),
+    )
     cooldowns = CooldownBook(
         store,
         CooldownRules(
@@ -143,6 +150,7 @@ def build(
         cooldowns,
         StickySessions(settings.session_idle_seconds),
         guard,
+        drift,
     )
     outcomes = OutcomeRecorder(
         store,
@@ -155,6 +163,7 @@ def build(
         writer,
         cooldowns,
         guard,
+        drift,
     )
     app = App(
         settings=settings,
@@ -173,8 +182,10 @@ def build(
         telemetry=telemetry,
         decision_log=decision_log,
         decision_writer=writer,
+        drift=drift,
     )
     telemetry.watch_indexes(registry)
+    telemetry.watch_drift(drift, registry)
     infos = directory.refresh()
     if not infos and load_routes and settings.routes_dir.is_dir():
         say(f"empty store: loading route files from {settings.routes_dir}")

@@ -100,7 +100,7 @@ def _encode(
 def _fast_report(t: npt.NDArray[np.int64], p: npt.NDArray[np.int64]) -> dict[str, float]:
     """`metrics.intent_report`'s figures on integer codes, fast enough for 1,000 resamples.
 
-    `_figures` checks it against `intent_report` on the full data, so the two cannot drift.
+    `intent_figures` checks it against `intent_report` on the full data, so the two cannot drift.
     """
     inside = t >= 0
     detected = p < 0
@@ -127,7 +127,7 @@ def _fast_report(t: npt.NDArray[np.int64], p: npt.NDArray[np.int64]) -> dict[str
     }
 
 
-def _figures(
+def intent_figures(
     name: str,
     threshold: float | None,
     true: Sequence[str],
@@ -264,7 +264,7 @@ def evaluate_intent_routers(
         (f"kNN vote (k={k})", knn_threshold, knn.routed(knn_threshold)),
         ("linear head", linear_threshold, linear.routed(linear_threshold)),
     ):
-        figures.append(_figures(name, threshold, true, pred, resamples, seed))
+        figures.append(intent_figures(name, threshold, true, pred, resamples, seed))
         advance(1)
     return IntentEvaluation(
         n_index=len(index_rows),

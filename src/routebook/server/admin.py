@@ -117,6 +117,16 @@ class AdminServicer(admin_pb2_grpc.AdminServicer):
             consistent=all(c.consistent for c in checks),
         )
 
+    def GetDrift(
+        self, request: admin_pb.GetDriftRequest, context: grpc.ServicerContext
+    ) -> admin_pb.GetDriftResponse:
+        names = [request.namespace] if request.namespace else self._app.registry.namespaces()
+        if request.namespace:
+            self._app.directory.resolve(request.namespace)  # NOT_FOUND for an unknown one
+        return admin_pb.GetDriftResponse(
+            namespaces=[convert.drift_to_proto(self._app.drift.report(n)) for n in names]
+        )
+
     def GetReindexJob(
         self, request: admin_pb.GetReindexJobRequest, context: grpc.ServicerContext
     ) -> admin_pb.ReindexJob:

@@ -15,6 +15,7 @@ from routebook.domain import (
     Strategy,
 )
 from routebook.errors import InvalidArgument
+from routebook.service.drift import DriftReport, WindowStats
 from routebook.service.examples import ExampleInput, UpsertResult
 from routebook.service.namespace_admin import NamespaceStats, NamespaceView
 from routebook.service.reindex import JobStatus
@@ -305,4 +306,26 @@ def job_to_proto(job: JobStatus) -> admin_pb.ReindexJob:
         done=job.done,
         generation=job.generation,
         error=job.error,
+    )
+
+
+def _window(stats: WindowStats) -> admin_pb.DriftWindow:
+    return admin_pb.DriftWindow(
+        decisions=stats.decisions,
+        cold_start_rate=stats.cold_start_rate,
+        top_similarity_median=stats.top_similarity_median,
+        success_by_model=stats.success_by_model,
+    )
+
+
+def drift_to_proto(report: DriftReport) -> admin_pb.NamespaceDrift:
+    return admin_pb.NamespaceDrift(
+        namespace=report.namespace,
+        reference=_window(report.reference),
+        current=_window(report.current),
+        psi=report.psi,
+        ks=report.ks,
+        drifted=report.drifted,
+        moved=report.moved,
+        reference_since=report.reference_since,
     )

@@ -28,6 +28,7 @@ from routebook.index import IndexRegistry
 from routebook.routefiles import text_hash
 from routebook.service.cooldowns import CooldownBook
 from routebook.service.decision_writer import DecisionWriter
+from routebook.service.drift import DriftWatch
 from routebook.service.escalation import EscalationGuard
 from routebook.service.namespaces import NamespaceDirectory, NamespaceInfo
 from routebook.service.requests import MAX_NAME_CHARS, conversation_text
@@ -70,7 +71,9 @@ class OutcomeRecorder:
         writer: DecisionWriter,
         cooldowns: CooldownBook,
         guard: EscalationGuard,
+        drift: DriftWatch,
     ) -> None:
+        self._drift = drift
         self._guard = guard
         self._writer = writer
         self._cooldowns = cooldowns
@@ -191,6 +194,7 @@ class OutcomeRecorder:
         self._index_example(info.name, example_id, text, vector, means, subject.tenant or None)
         if subject.tenant:
             self._spend.invalidate(info.id, subject.tenant)
+        self._drift.outcome(info.name, spec.name, report.quality >= 0.5)
         escalated = subject.decided_model is not None and subject.decided_model != spec.name
         if escalated and subject.tenant:
             self._guard.note(info.name, subject.tenant, True)

@@ -22,6 +22,7 @@ from routebook.index import IndexRegistry
 from routebook.routefiles import text_hash
 from routebook.service.cooldowns import Cooldown, CooldownBook
 from routebook.service.decision_writer import DecisionWriter, PendingDecision
+from routebook.service.drift import DriftWatch
 from routebook.service.escalation import EscalationGuard
 from routebook.service.namespaces import NamespaceDirectory, NamespaceInfo
 from routebook.service.requests import (
@@ -51,7 +52,9 @@ class RoutingService:
         cooldowns: CooldownBook,
         sessions: StickySessions,
         guard: EscalationGuard,
+        drift: DriftWatch,
     ) -> None:
+        self._drift = drift
         self._guard = guard
         self._writer = writer
         self._cooldowns = cooldowns
@@ -189,6 +192,7 @@ class RoutingService:
             matched_rule=ruled.rule.name if ruled is not None and ruled.rule else None,
         )
         self._save(info, decision, text, query.tenant)
+        self._drift.observe(info.name, choice.top_similarity, choice.strategy is Strategy.CASCADE)
         self._telemetry.decided(decision, query.tenant, time.perf_counter() - started, text)
         return decision
 

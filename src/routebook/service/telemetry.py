@@ -19,6 +19,7 @@ from prometheus_client.registry import Collector
 
 from routebook.domain import Decision, Strategy
 from routebook.index import IndexRegistry
+from routebook.service.drift import DriftWatch
 
 #: An outcome at or above this quality counts as a success in the per-model success metric.
 SUCCESS_QUALITY = 0.5
@@ -149,6 +150,32 @@ class Telemetry:
                 yield family
 
         self.registry.register(_Sizes())
+
+    def watch_drift(self, drift: DriftWatch, registry: IndexRegistry) -> None:
+        """Drift figures are computed at scrape time from the watch's windows."""
+        drift_ref, registry_ref = drift, registry
+
+        class _Drift(Collector):
+            def collect(self) -> Iterable[Metric]:
+                psi = GaugeMetricFamily(
+                    "routebook_drift_psi",
+                    "PSI of top similarity, current vs reference.",
+                    labels=["namespace"],
+                )
+                cold = GaugeMetricFamily(
+                    "routebook_drift_cold_start_rate",
+                    "Cold-start rate per drift window.",
+                    labels=["namespace", "window"],
+                )
+                for namespace in registry_ref.namespaces():
+                    report = drift_ref.report(namespace)
+                    psi.add_metric([namespace], report.psi)
+                    cold.add_metric([namespace, "reference"], report.reference.cold_start_rate)
+                    cold.add_metric([namespace, "current"], report.current.cold_start_rate)
+                yield psi
+                yield cold
+
+        self.registry.register(_Drift())
 
     def decided(self, decision: Decision, tenant: str, latency_s: float, query_text: str) -> None:
         choice = decision.choice

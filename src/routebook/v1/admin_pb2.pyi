@@ -290,3 +290,54 @@ class CheckIndexResponse(_message.Message):
     namespaces: _containers.RepeatedCompositeFieldContainer[IndexCheck]
     consistent: bool
     def __init__(self, namespaces: _Optional[_Iterable[_Union[IndexCheck, _Mapping]]] = ..., consistent: _Optional[bool] = ...) -> None: ...
+
+class GetDriftRequest(_message.Message):
+    __slots__ = ("namespace",)
+    NAMESPACE_FIELD_NUMBER: _ClassVar[int]
+    namespace: str
+    def __init__(self, namespace: _Optional[str] = ...) -> None: ...
+
+class DriftWindow(_message.Message):
+    __slots__ = ("decisions", "cold_start_rate", "top_similarity_median", "success_by_model")
+    class SuccessByModelEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    DECISIONS_FIELD_NUMBER: _ClassVar[int]
+    COLD_START_RATE_FIELD_NUMBER: _ClassVar[int]
+    TOP_SIMILARITY_MEDIAN_FIELD_NUMBER: _ClassVar[int]
+    SUCCESS_BY_MODEL_FIELD_NUMBER: _ClassVar[int]
+    decisions: int
+    cold_start_rate: float
+    top_similarity_median: float
+    success_by_model: _containers.ScalarMap[str, float]
+    def __init__(self, decisions: _Optional[int] = ..., cold_start_rate: _Optional[float] = ..., top_similarity_median: _Optional[float] = ..., success_by_model: _Optional[_Mapping[str, float]] = ...) -> None: ...
+
+class NamespaceDrift(_message.Message):
+    __slots__ = ("namespace", "reference", "current", "psi", "ks", "drifted", "moved", "reference_since")
+    NAMESPACE_FIELD_NUMBER: _ClassVar[int]
+    REFERENCE_FIELD_NUMBER: _ClassVar[int]
+    CURRENT_FIELD_NUMBER: _ClassVar[int]
+    PSI_FIELD_NUMBER: _ClassVar[int]
+    KS_FIELD_NUMBER: _ClassVar[int]
+    DRIFTED_FIELD_NUMBER: _ClassVar[int]
+    MOVED_FIELD_NUMBER: _ClassVar[int]
+    REFERENCE_SINCE_FIELD_NUMBER: _ClassVar[int]
+    namespace: str
+    reference: DriftWindow
+    current: DriftWindow
+    psi: float
+    ks: float
+    drifted: bool
+    moved: _containers.RepeatedScalarFieldContainer[str]
+    reference_since: str
+    def __init__(self, namespace: _Optional[str] = ..., reference: _Optional[_Union[DriftWindow, _Mapping]] = ..., current: _Optional[_Union[DriftWindow, _Mapping]] = ..., psi: _Optional[float] = ..., ks: _Optional[float] = ..., drifted: _Optional[bool] = ..., moved: _Optional[_Iterable[str]] = ..., reference_since: _Optional[str] = ...) -> None: ...
+
+class GetDriftResponse(_message.Message):
+    __slots__ = ("namespaces",)
+    NAMESPACES_FIELD_NUMBER: _ClassVar[int]
+    namespaces: _containers.RepeatedCompositeFieldContainer[NamespaceDrift]
+    def __init__(self, namespaces: _Optional[_Iterable[_Union[NamespaceDrift, _Mapping]]] = ...) -> None: ...

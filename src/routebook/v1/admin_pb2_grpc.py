@@ -91,6 +91,11 @@ class AdminStub:
                 request_serializer=routebook_dot_v1_dot_admin__pb2.CheckIndexRequest.SerializeToString,
                 response_deserializer=routebook_dot_v1_dot_admin__pb2.CheckIndexResponse.FromString,
                 _registered_method=True)
+        self.GetDrift = channel.unary_unary(
+                '/routebook.v1.Admin/GetDrift',
+                request_serializer=routebook_dot_v1_dot_admin__pb2.GetDriftRequest.SerializeToString,
+                response_deserializer=routebook_dot_v1_dot_admin__pb2.GetDriftResponse.FromString,
+                _registered_method=True)
 
 
 class AdminServicer:
@@ -178,6 +183,14 @@ class AdminServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetDrift(self, request, context):
+        """Drift watch: this server's reference window (its first decisions) against its latest
+        decisions, with a verdict and what moved.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -235,6 +248,11 @@ def add_AdminServicer_to_server(servicer, server):
                     servicer.CheckIndex,
                     request_deserializer=routebook_dot_v1_dot_admin__pb2.CheckIndexRequest.FromString,
                     response_serializer=routebook_dot_v1_dot_admin__pb2.CheckIndexResponse.SerializeToString,
+            ),
+            'GetDrift': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetDrift,
+                    request_deserializer=routebook_dot_v1_dot_admin__pb2.GetDriftRequest.FromString,
+                    response_serializer=routebook_dot_v1_dot_admin__pb2.GetDriftResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -536,6 +554,33 @@ class Admin:
             '/routebook.v1.Admin/CheckIndex',
             routebook_dot_v1_dot_admin__pb2.CheckIndexRequest.SerializeToString,
             routebook_dot_v1_dot_admin__pb2.CheckIndexResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetDrift(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/routebook.v1.Admin/GetDrift',
+            routebook_dot_v1_dot_admin__pb2.GetDriftRequest.SerializeToString,
+            routebook_dot_v1_dot_admin__pb2.GetDriftResponse.FromString,
             options,
             channel_credentials,
             insecure,

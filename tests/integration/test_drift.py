@@ -1,0 +1,115 @@
+"""Drift watch on real traffic: queries from CLINC150 against an index of CLINC150, then from
+Banking77. Same data again: stable. Another dataset: the figures cross the level and the
+warning says what moved."""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import yaml
+
+from routebook.service.drift import ks_statistic, psi
+from routebook.v1 import admin_pb2 as admin_pb
+from routebook.v1 import admin_pb2_grpc
+from routebook.v1 import router_pb2 as pb
+from tests.conftest import Served
+
+DATASETS = Path(
+    os.environ.get("ROUTEBOOK_DATASETS", Path(__file__).parents[3] / "shared" / "datasets")
+)
+TOKEN = "drift-token"
+
+
+def rows(name: str) -> list[dict[str, str]]:
+    path = DATASETS / name
+    return [json.loads(line) for line in path.read_text().split("\n") if line.strip()]
+
+
+def test_psi_and_ks_on_plain_numbers() -> None:
+    same = [float(i) for i in range(100)]
+    assert psi(same, same) == pytest.approx(0.0, abs=1e-9)
+    assert ks_statistic(same, same) == 0.0
+    shifted = [x + 50 for x in same]  # half the mass moves past the reference's range
+    assert psi(same, shifted) > 1.0 and ks_statistic(same, shifted) == pytest.approx(0.5)
+
+
+@pytest.mark.skipif(not DATASETS.is_dir(), reason="needs ../shared/datasets")
+def test_drift_is_seen_for_another_dataset_and_not_for_the_same_one(
+    sqlite_url: str,
+    serve: Callable[..., Served],
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    train = [r for r in rows("clinc150/train.jsonl") if r["label"] != "oos"]
+    intents = sorted({r["label"] for r in train})[:25]
+    routes = tmp_path / "routes"
+    routes.mkdir()
+    (routes / "clinc.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "namespace": "default",
+                "catalog": [
+                    {
+                        "name": "small",
+                        "provider": "t",
+                        "input_usd_per_mtok": 0.1,
+                        "output_usd_per_mtok": 0.4,
+                        "latency_ms": 300,
+                        "context_window": 8000,
+                    }
+                ],
+                "routes": [
+                    {
+                        "name": intent,
+                        "best_model": "small",
+                        "utterances": [r["text"] for r in train if r["label"] == intent][:12],
+                    }
+                    for intent in intents
+                ],
+            }
+        )
+    )
+    served = serve(
+        sqlite_url, routes_dir=routes, admin_token=TOKEN, drift_reference_size=60, drift_window=60
+    )
+    clinc = [r["text"] for r in rows("clinc150/val.jsonl") if r["label"] in intents]
+    random.Random(7).shuffle(clinc)  # the file is sorted by intent: sample it evenly
+    banking = [r["text"] for r in rows("banking77/train.dev_test.jsonl")]
+
+    def feed(texts: list[str]) -> None:
+        for text in texts:
+            served.router.Decide(
+                pb.DecideRequest(messages=[pb.Message(role="user", content=text)]), timeout=30
+            )
+
+    def drift() -> admin_pb.NamespaceDrift:
+        stub = admin_pb2_grpc.AdminStub(served.channel)  # type: ignore[no-untyped-call]
+        response = stub.GetDrift(
+            admin_pb.GetDriftRequest(namespace="default"),
+            metadata=[("authorization", f"Bearer {TOKEN}")],
+            timeout=10,
+        )
+        return response.namespaces[0]
+
+    caplog.set_level(logging.WARNING, logger="routebook.drift")
+    feed(clinc[:60])  # the reference window
+    feed(clinc[60:120])  # the same kind of traffic
+    steady = drift()
+    assert (steady.reference.decisions, steady.current.decisions) == (60, 60)
+    assert not steady.drifted and list(steady.moved) == []
+    assert not [r for r in caplog.records if "drifted" in r.getMessage()]
+
+    feed(banking[:60])  # another dataset
+    moved = drift()
+    assert moved.drifted and moved.psi > 0.2
+    assert moved.current.top_similarity_median < moved.reference.top_similarity_median
+    warnings = [r.getMessage() for r in caplog.records if "drifted" in r.getMessage()]
+    assert len(warnings) == 1
+    assert "top similarity median" in warnings[0] or "cold-start rate" in warnings[0]
+    assert "→" in warnings[0]

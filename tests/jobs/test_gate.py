@@ -1,0 +1,207 @@
+"""`routebook eval --baseline A.toml --candidate B.toml`: the gate end to end, real model.
+
+Outcome data: 300 GSM8K index rows and 150 test rows, embedded once per session (the shared
+cache folder), so every test after the first only searches and decides. Intent data: the test
+route file's utterances as the index, a few paraphrases and out-of-scope queries as the test.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+from click.testing import CliRunner, Result
+
+from routebook.cli import main
+from routebook.embed.sentence import SentenceTransformerEmbedder
+from tests.conftest import TEST_ROUTES
+from tests.jobs.conftest import DATA, needs_data
+
+GSM8K_INDEX = DATA / "routellm" / "gsm8k.dev_index.jsonl"
+GSM8K_TEST = DATA / "routellm" / "gsm8k.dev_test.jsonl"
+
+BASELINE = "k = 10\nquality_target = 0.8\ncold_start_threshold = 0.55\n"
+#: Nearly everything to the cheap model: far cheaper, far worse.
+CHEAP = "k = 10\nquality_target = 0.01\ncold_start_threshold = -1\nmin_support = 0\n"
+
+
+@pytest.fixture
+def index_slice(tmp_path: Path) -> Path:
+    path = tmp_path / "index.jsonl"
+    lines = GSM8K_INDEX.read_text(encoding="utf-8").splitlines(keepends=True)[:300]
+    path.write_text("".join(lines), encoding="utf-8")
+    return path
+
+
+def _toml(tmp_path: Path, name: str, text: str) -> Path:
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def gate(
+    embedder: SentenceTransformerEmbedder,
+    cache_dir: Path,
+    index: Path,
+    test: Path,
+    baseline: Path,
+    candidate: Path,
+    *extra: str,
+) -> Result:
+    args = [
+        "eval",
+        "--index", str(index),
+        "--test", str(test),
+        "--baseline", str(baseline),
+        "--candidate", str(candidate),
+        "--resamples", "50",
+        "--cache-dir", str(cache_dir),
+        *extra,
+    ]  # fmt: skip
+    return CliRunner().invoke(main, args, obj={"embedder": embedder})
+
+
+@needs_data
+def test_identical_candidate_passes_with_equal_figures(
+    embedder: SentenceTransformerEmbedder, cache_dir: Path, index_slice: Path, tmp_path: Path
+) -> None:
+    a = _toml(tmp_path, "a.toml", BASELINE)
+    b = _toml(tmp_path, "b.toml", BASELINE)
+    result = gate(embedder, cache_dir, index_slice, GSM8K_TEST, a, b, "--limit", "150", "--json")
+    assert result.exit_code == 0, result.output + result.stderr
+    report = json.loads(result.stdout)
+    base, cand = report["baseline"], report["candidate"]
+    assert base["figures"]["operating"] == cand["figures"]["operating"]
+    assert base["figures"]["apgr"] == cand["figures"]["apgr"]
+    assert report["gate"]["passed"] is True
+    assert report["gate"]["reason"] is None
+    measured = {c["figure"]: c["measured"] for c in report["gate"]["checks"]}
+    assert measured == {"relative quality": 0.0, "cost saving": 0.0}
+    assert result.stderr == ""
+
+    # The table for people says the same.
+    table = gate(embedder, cache_dir, index_slice, GSM8K_TEST, a, b, "--limit", "150")
+    assert table.exit_code == 0, table.output
+    for word in ("baseline", "candidate", "relative quality", "cost saving", "gate passed"):
+        assert word in table.stdout
+
+
+@needs_data
+def test_clearly_worse_candidate_fails_naming_the_figure(
+    embedder: SentenceTransformerEmbedder, cache_dir: Path, index_slice: Path, tmp_path: Path
+) -> None:
+    a = _toml(tmp_path, "a.toml", BASELINE)
+    b = _toml(tmp_path, "b.toml", CHEAP)
+    result = gate(embedder, cache_dir, index_slice, GSM8K_TEST, a, b, "--limit", "150")
+    assert result.exit_code == 1
+    # Progress bars go to stderr too (not with --json); the verdict is its one last line.
+    reason = result.stderr.strip().splitlines()[-1]
+    assert reason.startswith("gate failed: relative quality ")
+    assert "tolerance 0.01" in reason
+    # It is far cheaper, so the saving rule alone would have passed.
+    assert "cost saving" not in reason
+
+    # The other way round: the expensive side saves nothing, and quality rose, so only the
+    # saving rule fails.
+    back = gate(
+        embedder, cache_dir, index_slice, GSM8K_TEST, b, a,
+        "--limit", "150", "--min-saving", "0.1", "--json",
+    )  # fmt: skip
+    assert back.exit_code == 1
+    assert back.stderr.startswith("gate failed: cost saving ")
+    assert back.stderr.count("\n") == 1
+    assert "relative quality" not in back.stderr
+
+
+@needs_data
+def test_json_holds_both_sides(
+    embedder: SentenceTransformerEmbedder, cache_dir: Path, index_slice: Path, tmp_path: Path
+) -> None:
+    a = _toml(tmp_path, "a.toml", BASELINE)
+    b = _toml(tmp_path, "b.toml", CHEAP)
+    result = gate(embedder, cache_dir, index_slice, GSM8K_TEST, a, b, "--limit", "150", "--json")
+    assert result.exit_code == 1
+    report = json.loads(result.stdout)  # the verdict goes to stderr; stdout stays JSON
+    assert (report["kind"], report["n_index"], report["n_test"]) == ("outcome", 300, 150)
+    assert report["baseline"]["config"] == str(a)
+    assert report["candidate"]["config"] == str(b)
+    assert report["baseline"]["params"]["quality_target"] == 0.8
+    assert report["candidate"]["params"]["quality_target"] == 0.01
+    base = report["baseline"]["figures"]["operating"]
+    cand = report["candidate"]["figures"]["operating"]
+    assert cand["cost_per_query"] < base["cost_per_query"]
+    assert cand["relative_quality"] < base["relative_quality"] - 0.01
+    assert cand["cold_share"] == 0.0
+    strongest = report["reference"]["models"][-1]
+    assert cand["call_share"][strongest] < 0.1
+    gate_json = report["gate"]
+    assert gate_json["passed"] is False
+    assert gate_json["tolerance_quality"] == 0.01
+    checks = {c["figure"]: c for c in gate_json["checks"]}
+    assert checks["relative quality"]["passed"] is False
+    assert checks["relative quality"]["measured"] == pytest.approx(
+        cand["relative_quality"] - base["relative_quality"]
+    )
+    assert checks["cost saving"]["passed"] is True
+    assert checks["cost saving"]["measured"] == pytest.approx(
+        1 - cand["cost_per_query"] / base["cost_per_query"]
+    )
+
+
+def test_intent_gate_compares_accuracy_and_oos_recall(
+    embedder: SentenceTransformerEmbedder, cache_dir: Path, tmp_path: Path
+) -> None:
+    routes = yaml.safe_load((TEST_ROUTES / "shop.yaml").read_text())["routes"]
+    index = tmp_path / "index.jsonl"
+    index.write_text(
+        "".join(
+            json.dumps({"id": f"u{i}-{j}", "text": text, "label": route["name"]}) + "\n"
+            for i, route in enumerate(routes)
+            for j, text in enumerate(route["utterances"])
+        )
+    )
+    probes = [
+        ("where is my package right now", "order_status"),
+        ("I am not happy with this purchase", "refunds"),
+        ("give me a summary of this long article", "summaries"),
+        ("what is the capital of australia", "oos"),
+        ("tell me a joke about penguins", "oos"),
+    ]
+    test = tmp_path / "test.jsonl"
+    test.write_text(
+        "".join(
+            json.dumps({"id": f"t{i}", "text": t, "label": y}) + "\n"
+            for i, (t, y) in enumerate(probes)
+        )
+    )
+    a = _toml(tmp_path, "a.toml", "k = 5\ncold_start_threshold = 0.3\nmin_support = 0\n")
+    # Cold on everything: in-scope accuracy drops to 0 while OOS recall can only rise.
+    b = _toml(tmp_path, "b.toml", "k = 5\ncold_start_threshold = 0.999\nmin_support = 0\n")
+    result = gate(embedder, cache_dir, index, test, a, b, "--json")
+    assert result.exit_code == 1
+    assert result.stderr.startswith("gate failed: in-scope accuracy 0.0000 is ")
+    assert "OOS recall" not in result.stderr
+    report = json.loads(result.stdout)
+    assert report["kind"] == "intent"
+    assert report["candidate"]["figures"]["cold_share"] == 1.0
+    assert [c["figure"] for c in report["gate"]["checks"]] == ["in-scope accuracy", "OOS recall"]
+
+    refused = gate(embedder, cache_dir, index, test, a, b, "--min-saving", "0.1")
+    assert refused.exit_code == 1
+    assert "error: --min-saving needs outcome data" in refused.stderr
+
+
+def test_gate_refuses_half_or_mixed_options(tmp_path: Path) -> None:
+    a = _toml(tmp_path, "a.toml", BASELINE)
+    data = _toml(tmp_path, "rows.jsonl", json.dumps({"id": "1", "text": "hi", "label": "x"}))
+    base = ["eval", "--index", str(data), "--test", str(data)]
+    half = CliRunner().invoke(main, [*base, "--baseline", str(a)])
+    assert half.exit_code == 2
+    assert "needs both --baseline and --candidate" in half.output
+    mixed = CliRunner().invoke(
+        main, [*base, "--baseline", str(a), "--candidate", str(a), "--k", "5"]
+    )
+    assert mixed.exit_code == 2
+    assert "--k cannot be combined with --baseline/--candidate" in mixed.output
