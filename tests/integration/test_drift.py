@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import json
 import logging
-import random
 import os
+import random
 from collections.abc import Callable
 from pathlib import Path
 
