@@ -377,6 +377,60 @@ def bench(size: int, requests: int, concurrency: str, datasets: Path, as_json: b
         click.echo(as_markdown(result, command))
 
 
+@main.group()
+def shadow() -> None:
+    """Shadow mode: a candidate rule decided beside the live one (setting shadow_config)."""
+
+
+@shadow.command("report")
+@store_options
+@click.option("--window", default="24h", show_default=True, help="How far back: 24h, 7d, ...")
+@click.option("--namespace", "-n", help="Only this namespace.")
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+def shadow_report(
+    config_file: str | None,
+    database_url: str | None,
+    window: str,
+    namespace: str | None,
+    as_json: bool,
+) -> None:
+    """Agreement, estimated cost and quality of the shadow candidate against the live rule."""
+    from dataclasses import asdict
+
+    from routebook.service.stats import shadow_report as build_report
+    from routebook.store import migrate
+    from routebook.store.db import Store, make_engine
+
+    hours = _hours(window)
+    try:
+        settings = _settings(config_file, database_url=database_url)
+        store = Store(make_engine(settings.database_url))
+        migrate.upgrade(store.engine)
+        report = build_report(store, hours, namespace)
+        store.dispose()
+    except RoutebookError as exc:
+        _fail(exc)
+    if as_json:
+        click.echo(json.dumps(asdict(report), indent=2))
+        return
+    click.echo(
+        f"{report.decisions} decisions in shadow over {hours:g}h: {report.agreements} agree, "
+        f"{report.decisions - report.agreements} differ ({report.disagreement_share:.1%})"
+    )
+    for pair, count in report.disagreements.items():
+        click.echo(f"  {pair}: {count}")
+    click.echo(
+        f"estimated cost: live ${report.estimated_cost_live_usd:.6f}, candidate "
+        f"${report.estimated_cost_candidate_usd:.6f}; estimated success: live "
+        f"{report.estimated_success_live:.3f}, candidate {report.estimated_success_candidate:.3f}"
+    )
+    click.echo(
+        f"outcomes where they differ: live quality {report.live_quality:.3f} "
+        f"({report.live_outcomes}), candidate {report.candidate_quality:.3f} "
+        f"({report.candidate_outcomes})"
+    )
+
+
 @main.command()
 def settings() -> None:
     """Print every setting with its environment variable, default and meaning (Markdown)."""

@@ -144,6 +144,11 @@ class Settings(BaseSettings):
     drift_cold_start_delta: float = Field(
         0.10, gt=0, description="Change of cold-start rate at which a namespace has drifted."
     )
+    shadow_config: Path | None = Field(
+        None,
+        description="A settings file (TOML) of a candidate decision rule to run in shadow: "
+        "decided beside the live one on the same neighbours, recorded, never answered.",
+    )
     faiss_threads: int = Field(
         1, ge=1, description="OpenMP threads FAISS uses per search (1 suits many small queries)."
     )

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import faiss
 from sqlalchemy.exc import IntegrityError
 
-from routebook.config import Settings
+from routebook.config import Settings, load_settings
 from routebook.decide import DecisionParams
 from routebook.embed import Embedder
 from routebook.embed.batcher import MicroBatcher
@@ -33,6 +33,7 @@ from routebook.service.indexing import IndexBuilder
 from routebook.service.namespace_admin import NamespaceAdmin
 from routebook.service.reindex import Reindexer
 from routebook.service.requests import RoutingLimits
+from routebook.service.routing import ShadowCandidate
 from routebook.service.sessions import StickySessions
 from routebook.service.spend import SpendLedger
 from routebook.service.telemetry import DecisionLog, Telemetry
@@ -76,6 +77,14 @@ def decision_params(settings: Settings) -> DecisionParams:
         weight_power=settings.weight_power,
         target_mode=settings.target_mode,
     )
+
+
+def shadow_candidate(settings: Settings) -> ShadowCandidate | None:
+    """The candidate of shadow mode, read from its settings file like `serve --config`."""
+    if settings.shadow_config is None:
+        return None
+    candidate = load_settings({}, settings.shadow_config)
+    return ShadowCandidate(decision_params(candidate), candidate.k)
 
 
 def load_embedder(settings: Settings) -> Embedder:
@@ -151,6 +160,7 @@ def build(
         StickySessions(settings.session_idle_seconds),
         guard,
         drift,
+        shadow_candidate(settings),
     )
     outcomes = OutcomeRecorder(
         store,

@@ -31,6 +31,10 @@ class PendingDecision:
     strategy: str
     model: str
     estimated_cost_usd: float
+    confidence: float | None = None
+    shadow_model: str | None = None
+    shadow_estimated_cost_usd: float | None = None
+    shadow_confidence: float | None = None
 
 
 class DecisionWriter:
@@ -93,6 +97,10 @@ class DecisionWriter:
                 strategy=d.strategy,
                 model=d.model,
                 estimated_cost_usd=d.estimated_cost_usd,
+                confidence=d.confidence,
+                shadow_model=d.shadow_model,
+                shadow_estimated_cost_usd=d.shadow_estimated_cost_usd,
+                shadow_confidence=d.shadow_confidence,
             )
             for d in batch
         ]

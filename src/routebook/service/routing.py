@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import time
 import uuid
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 from routebook.catalog import estimate_tokens
 from routebook.decide import DecisionParams, DecisionRequest, decide
 from routebook.decide.fallbacks import fallback_order, without_cooled
 from routebook.decide.policy import Envelope, PolicyContext, evaluate_policy, explain_removals
 from routebook.decide.rules import first_match
-from routebook.domain import Decision, PolicyEffect, ReasonCode, Strategy
+from routebook.domain import Choice, Decision, PolicyEffect, ReasonCode, Strategy
 from routebook.embed import Embedder
 from routebook.errors import (
     FailedPrecondition,
@@ -37,6 +37,14 @@ from routebook.service.telemetry import Telemetry
 from routebook.store.db import Store
 
 
+@dataclass(frozen=True, slots=True)
+class ShadowCandidate:
+    """A candidate decision rule run in shadow beside the live one."""
+
+    params: DecisionParams
+    k: int
+
+
 class RoutingService:
     def __init__(
         self,
@@ -53,7 +61,9 @@ class RoutingService:
         sessions: StickySessions,
         guard: EscalationGuard,
         drift: DriftWatch,
+        shadow: ShadowCandidate | None = None,
     ) -> None:
+        self._shadow = shadow
         self._drift = drift
         self._guard = guard
         self._writer = writer
@@ -132,7 +142,9 @@ class RoutingService:
 
         vector = self._embedder.embed([text])[0]
         index = self._registry.get(info.name)
-        neighbours = index.search(vector, self.limits.k)
+        shadow_k = self._shadow.k if self._shadow is not None else 0
+        found = index.search(vector, max(self.limits.k, shadow_k))
+        neighbours = found[: self.limits.k]
         request = DecisionRequest(
             neighbours=neighbours,
             catalog=info.catalog,
@@ -191,7 +203,14 @@ class RoutingService:
             fallbacks=fallbacks,
             matched_rule=ruled.rule.name if ruled is not None and ruled.rule else None,
         )
-        self._save(info, decision, text, query.tenant)
+        shadow = None
+        if self._shadow is not None and choice.strategy in (Strategy.SEMANTIC, Strategy.CASCADE):
+            # The candidate decides on the same neighbours and the same allowed models; its
+            # answer is recorded, never returned.
+            shadow = decide(
+                replace(request, neighbours=found[: self._shadow.k], params=self._shadow.params)
+            )
+        self._save(info, decision, text, query.tenant, shadow)
         self._drift.observe(info.name, choice.top_similarity, choice.strategy is Strategy.CASCADE)
         self._telemetry.decided(decision, query.tenant, time.perf_counter() - started, text)
         return decision
@@ -243,7 +262,14 @@ class RoutingService:
             raise PermissionDenied(f"override to {spec.name} is not allowed: {why}")
         return spec.name
 
-    def _save(self, info: NamespaceInfo, decision: Decision, text: str, tenant: str) -> None:
+    def _save(
+        self,
+        info: NamespaceInfo,
+        decision: Decision,
+        text: str,
+        tenant: str,
+        shadow: Choice | None,
+    ) -> None:
         """Queue the decision row; the writer commits it behind, off the hot path."""
         choice = decision.choice
         self._writer.add(
@@ -256,6 +282,10 @@ class RoutingService:
                 strategy=choice.strategy.value,
                 model=choice.model,
                 estimated_cost_usd=choice.estimated_cost_usd,
+                confidence=choice.confidence,
+                shadow_model=shadow.model if shadow is not None else None,
+                shadow_estimated_cost_usd=shadow.estimated_cost_usd if shadow is not None else None,
+                shadow_confidence=shadow.confidence if shadow is not None else None,
             )
         )
 

@@ -53,3 +53,60 @@ def routing_stats(store: Store, window_hours: float, namespace: str | None = Non
         by_model=by_model,
         by_tenant=by_tenant,
     )
+
+
+@dataclass(frozen=True, slots=True)
+class ShadowReport:
+    window_hours: float
+    namespace: str | None
+    decisions: int
+    agreements: int
+    disagreement_share: float
+    disagreements: dict[str, int]
+    estimated_cost_live_usd: float
+    estimated_cost_candidate_usd: float
+    estimated_success_live: float
+    estimated_success_candidate: float
+    #: Disagreeing decisions with an outcome for the live model, and their mean quality.
+    live_outcomes: int
+    live_quality: float
+    #: Disagreeing decisions with an outcome for the candidate's model too (e.g. a cascade).
+    candidate_outcomes: int
+    candidate_quality: float
+
+
+def shadow_report(store: Store, window_hours: float, namespace: str | None = None) -> ShadowReport:
+    since = utcnow() - timedelta(hours=window_hours)
+    with store.read() as session:
+        rows = stats_store.shadow_rows(session, since, namespace)
+        differing = [r for r in rows if r.model != r.shadow_model]
+        quality = stats_store.outcome_quality(session, [r.decision_id for r in differing])
+    pairs: dict[str, int] = {}
+    for r in differing:
+        key = f"{r.model} -> {r.shadow_model}"
+        pairs[key] = pairs.get(key, 0) + 1
+    live = [
+        quality[(r.decision_id, r.model)] for r in differing if (r.decision_id, r.model) in quality
+    ]
+    candidate = [
+        quality[(r.decision_id, r.shadow_model)]
+        for r in differing
+        if (r.decision_id, r.shadow_model) in quality
+    ]
+    n = len(rows)
+    return ShadowReport(
+        window_hours=window_hours,
+        namespace=namespace,
+        decisions=n,
+        agreements=n - len(differing),
+        disagreement_share=len(differing) / n if n else 0.0,
+        disagreements=dict(sorted(pairs.items())),
+        estimated_cost_live_usd=sum(r.cost for r in rows),
+        estimated_cost_candidate_usd=sum(r.shadow_cost for r in rows),
+        estimated_success_live=sum(r.confidence for r in rows) / n if n else 0.0,
+        estimated_success_candidate=sum(r.shadow_confidence for r in rows) / n if n else 0.0,
+        live_outcomes=len(live),
+        live_quality=sum(live) / len(live) if live else 0.0,
+        candidate_outcomes=len(candidate),
+        candidate_quality=sum(candidate) / len(candidate) if candidate else 0.0,
+    )

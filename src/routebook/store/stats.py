@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import case, func, select
@@ -70,3 +71,48 @@ def escalations(session: Session, since: datetime, namespace: str | None) -> tup
     escalated_query = base.where(OutcomeRow.model != DecisionRow.model)
     escalated = session.scalar(select(func.count()).select_from(escalated_query.subquery())) or 0
     return int(escalated), int(with_outcome)
+
+
+@dataclass(frozen=True, slots=True)
+class ShadowRow:
+    decision_id: str
+    model: str
+    shadow_model: str
+    cost: float
+    shadow_cost: float
+    confidence: float
+    shadow_confidence: float
+
+
+def shadow_rows(session: Session, since: datetime, namespace: str | None) -> list[ShadowRow]:
+    query = select(
+        DecisionRow.id,
+        DecisionRow.model,
+        DecisionRow.shadow_model,
+        DecisionRow.estimated_cost_usd,
+        DecisionRow.shadow_estimated_cost_usd,
+        DecisionRow.confidence,
+        DecisionRow.shadow_confidence,
+    ).where(DecisionRow.created_at >= since, DecisionRow.shadow_model.is_not(None))
+    if namespace is not None:
+        query = query.join(NamespaceRow, NamespaceRow.id == DecisionRow.namespace_id).where(
+            NamespaceRow.name == namespace
+        )
+    return [
+        ShadowRow(
+            str(i), str(m), str(s), float(c or 0), float(sc or 0), float(q or 0), float(sq or 0)
+        )
+        for i, m, s, c, sc, q, sq in session.execute(query)
+    ]
+
+
+def outcome_quality(session: Session, decision_ids: list[str]) -> dict[tuple[str, str], float]:
+    """(decision id, model) → mean reported quality, for the given decisions."""
+    if not decision_ids:
+        return {}
+    rows = session.execute(
+        select(OutcomeRow.decision_id, OutcomeRow.model, func.avg(OutcomeRow.quality))
+        .where(OutcomeRow.decision_id.in_(decision_ids))
+        .group_by(OutcomeRow.decision_id, OutcomeRow.model)
+    )
+    return {(str(d), str(m)): float(q) for d, m, q in rows}

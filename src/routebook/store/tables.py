@@ -127,6 +127,11 @@ class DecisionRow(Base):
     strategy: Mapped[str] = mapped_column(String(16))
     model: Mapped[str] = mapped_column(String(128))
     estimated_cost_usd: Mapped[float] = mapped_column(Float, default=0.0)
+    confidence: Mapped[float | None] = mapped_column(Float, nullable=True)
+    # Shadow mode: what the candidate configuration would have decided (never answered).
+    shadow_model: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    shadow_estimated_cost_usd: Mapped[float | None] = mapped_column(Float, nullable=True)
+    shadow_confidence: Mapped[float | None] = mapped_column(Float, nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 

@@ -1,0 +1,82 @@
+"""Shadow mode: a candidate rule decides beside the live one, is never answered, and the report
+counts the disagreements exactly."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from routebook import cli
+from routebook.v1 import router_pb2 as pb
+from tests.conftest import Served
+
+QUERIES = [
+    "where is my parcel?",
+    "my package never arrived",
+    "I want a refund for my broken headphones",
+    "summarise this meeting into action items",
+    "my async Rust tasks deadlock on two mutexes",
+    "refactor this Java monolith into services",
+    "translate this Latin inscription into Welsh",
+    "track my package please",
+    "give me three bullet points from these reviews",
+    "can I return the shoes I bought",
+]
+
+
+def test_shadow_candidate_is_recorded_never_answered_and_counted_exactly(
+    sqlite_url: str, serve: Callable[..., Served], tmp_path: Path
+) -> None:
+    candidate = tmp_path / "candidate.toml"
+    candidate.write_text("quality_target = 1.0\n")  # nothing reaches it: always the strongest
+    served = serve(sqlite_url, shadow_config=candidate)
+    answers = [
+        served.router.Decide(
+            pb.DecideRequest(messages=[pb.Message(role="user", content=text)]), timeout=30
+        )
+        for text in QUERIES
+    ]
+    # The live answers are the live rule's: target 0.8, cheap models where they suffice.
+    assert {a.model for a in answers} >= {"small", "frontier"}
+    assert all(a.quality_target == 0.8 for a in answers)
+    # The candidate goes to frontier on every semantic decision and agrees on cascades (same
+    # plan, same first step), so it differs exactly where a semantic answer is not frontier.
+    expected = sum(
+        1 for a in answers if a.strategy == pb.STRATEGY_SEMANTIC and a.model != "frontier"
+    )
+    assert 0 < expected < len(QUERIES)
+    served.router.RecordOutcome(
+        pb.RecordOutcomeRequest(
+            outcome_id="o1", decision_id=answers[0].decision_id, model=answers[0].model, quality=0.9
+        ),
+        timeout=10,
+    )
+    served.app.decision_writer.flush()
+
+    result = CliRunner().invoke(cli.main, ["shadow", "report", "--db", sqlite_url, "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert report["decisions"] == len(QUERIES)
+    assert report["decisions"] - report["agreements"] == expected
+    assert sum(report["disagreements"].values()) == expected
+    assert all(pair.endswith("-> frontier") for pair in report["disagreements"])
+    assert report["estimated_cost_candidate_usd"] > report["estimated_cost_live_usd"]
+    assert (report["live_outcomes"], report["live_quality"]) == (1, 0.9)
+
+    table = CliRunner().invoke(cli.main, ["shadow", "report", "--db", sqlite_url])
+    assert f"{expected} differ" in table.output
+
+
+def test_without_a_candidate_nothing_is_recorded(
+    sqlite_url: str, serve: Callable[..., Served]
+) -> None:
+    served = serve(sqlite_url)
+    served.router.Decide(
+        pb.DecideRequest(messages=[pb.Message(role="user", content=QUERIES[0])]), timeout=30
+    )
+    served.app.decision_writer.flush()
+    result = CliRunner().invoke(cli.main, ["shadow", "report", "--db", sqlite_url, "--json"])
+    assert json.loads(result.output)["decisions"] == 0
