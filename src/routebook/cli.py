@@ -13,7 +13,7 @@ import sys
 import uuid
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import click
 
@@ -21,6 +21,7 @@ from routebook import __version__
 from routebook.errors import RoutebookError
 
 F = TypeVar("F", bound=Callable[..., Any])
+T = TypeVar("T")
 
 
 def store_options(func: F) -> F:
@@ -45,7 +46,7 @@ def _settings(config_file: str | None, **flags: Any) -> Any:
     return load_settings(flags, config_file)
 
 
-def _fail(exc: RoutebookError) -> None:
+def _fail(exc: RoutebookError) -> NoReturn:
     click.echo(f"error: {exc}", err=True)
     sys.exit(1)
 
@@ -308,22 +309,30 @@ def stats(
 
     from routebook.cli_render import render_stats
     from routebook.service.stats import routing_stats
-    from routebook.store import migrate
-    from routebook.store.db import Store, make_engine
 
     hours = _hours(window)
-    try:
-        settings = _settings(config_file, database_url=database_url)
-        store = Store(make_engine(settings.database_url))
-        migrate.upgrade(store.engine)
-        result = routing_stats(store, hours, namespace)
-        store.dispose()
-    except RoutebookError as exc:
-        _fail(exc)
+    result = _over_store(config_file, database_url, lambda s: routing_stats(s, hours, namespace))
     if as_json:
         click.echo(json.dumps(asdict(result), indent=2))
     else:
         render_stats(result)
+
+
+def _over_store(config_file: str | None, database_url: str | None, read: Callable[[Any], T]) -> T:
+    """Open the configured store (migrated), run one read over it, close it."""
+    from routebook.store import migrate
+    from routebook.store.db import Store, make_engine
+
+    try:
+        settings = _settings(config_file, database_url=database_url)
+        store = Store(make_engine(settings.database_url))
+        try:
+            migrate.upgrade(store.engine)
+            return read(store)
+        finally:
+            store.dispose()
+    except RoutebookError as exc:
+        _fail(exc)
 
 
 def _hours(window: str) -> float:
@@ -398,18 +407,9 @@ def shadow_report(
     from dataclasses import asdict
 
     from routebook.service.stats import shadow_report as build_report
-    from routebook.store import migrate
-    from routebook.store.db import Store, make_engine
 
     hours = _hours(window)
-    try:
-        settings = _settings(config_file, database_url=database_url)
-        store = Store(make_engine(settings.database_url))
-        migrate.upgrade(store.engine)
-        report = build_report(store, hours, namespace)
-        store.dispose()
-    except RoutebookError as exc:
-        _fail(exc)
+    report = _over_store(config_file, database_url, lambda s: build_report(s, hours, namespace))
     if as_json:
         click.echo(json.dumps(asdict(report), indent=2))
         return

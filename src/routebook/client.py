@@ -239,33 +239,15 @@ class RouterClient:
             min_quality = decision.quality_target
         result: CascadeResult[T] = CascadeResult(answer=None, model=None, accepted=False)
         for position, model in enumerate(models):
-            started = time.perf_counter()
             outcome_id = f"{decision.decision_id}:{position}:{model}"
-            try:
-                returned = call_model(model)
-            except Exception as exc:  # a failure is not a quality miss: report it, go on
-                result.attempts.append(
-                    self._report_failure(decision, model, outcome_id, started, exc)
-                )
-                continue
-            latency_ms = (time.perf_counter() - started) * 1000
-            call = returned if isinstance(returned, ModelCall) else ModelCall(returned)
-            grade = accept(call.answer)
-            quality = float(grade) if not isinstance(grade, bool) else (1.0 if grade else 0.0)
-            accepted = quality >= min_quality
-            self.record_outcome(
-                model=model,
-                quality=quality,
-                decision_id=decision.decision_id,
-                outcome_id=outcome_id,
-                input_tokens=call.input_tokens,
-                output_tokens=call.output_tokens,
-                cost_usd=call.cost_usd,
-                latency_ms=latency_ms,
+            attempt, call = self._attempt(
+                decision, model, outcome_id, call_model, accept, min_quality
             )
-            result.attempts.append(Attempt(model, quality, accepted, outcome_id, latency_ms))
-            result.answer, result.model, result.accepted = call.answer, model, accepted
-            if accepted:
+            result.attempts.append(attempt)
+            if call is None:
+                continue  # a failure is not a quality miss: it was reported; go on
+            result.answer, result.model, result.accepted = call.answer, model, attempt.accepted
+            if attempt.accepted:
                 break
         return result
 
@@ -282,28 +264,44 @@ class RouterClient:
         """
         attempts: list[Attempt] = []
         for position, model in enumerate([decision.model, *decision.fallbacks]):
-            started = time.perf_counter()
             outcome_id = f"{decision.decision_id}:fallback:{position}:{model}"
-            try:
-                returned = call_model(model)
-            except Exception as exc:
-                attempts.append(self._report_failure(decision, model, outcome_id, started, exc))
-                continue
-            latency_ms = (time.perf_counter() - started) * 1000
-            call = returned if isinstance(returned, ModelCall) else ModelCall(returned)
-            self.record_outcome(
-                model=model,
-                success=True,
-                decision_id=decision.decision_id,
-                outcome_id=outcome_id,
-                input_tokens=call.input_tokens,
-                output_tokens=call.output_tokens,
-                cost_usd=call.cost_usd,
-                latency_ms=latency_ms,
-            )
-            attempts.append(Attempt(model, 1.0, True, outcome_id, latency_ms))
-            return call.answer, attempts
+            attempt, call = self._attempt(decision, model, outcome_id, call_model, _answered, 1.0)
+            attempts.append(attempt)
+            if call is not None:
+                return call.answer, attempts
         raise AllModelsFailed(attempts)
+
+    def _attempt(
+        self,
+        decision: pb.DecideResponse,
+        model: str,
+        outcome_id: str,
+        call_model: Callable[[str], T | ModelCall[T]],
+        accept: Callable[[T], float | bool],
+        min_quality: float,
+    ) -> tuple[Attempt, ModelCall[T] | None]:
+        """Call one model, grade the answer and report the outcome (or the failure)."""
+        started = time.perf_counter()
+        try:
+            returned = call_model(model)
+        except Exception as exc:
+            return self._report_failure(decision, model, outcome_id, started, exc), None
+        latency_ms = (time.perf_counter() - started) * 1000
+        call = returned if isinstance(returned, ModelCall) else ModelCall(returned)
+        grade = accept(call.answer)
+        quality = float(grade) if not isinstance(grade, bool) else (1.0 if grade else 0.0)
+        self.record_outcome(
+            model=model,
+            quality=quality,
+            decision_id=decision.decision_id,
+            outcome_id=outcome_id,
+            input_tokens=call.input_tokens,
+            output_tokens=call.output_tokens,
+            cost_usd=call.cost_usd,
+            latency_ms=latency_ms,
+        )
+        attempt = Attempt(model, quality, quality >= min_quality, outcome_id, latency_ms)
+        return attempt, call
 
     def _report_failure(
         self,
@@ -329,3 +327,8 @@ class RouterClient:
             latency_ms=latency_ms,
         )
         return Attempt(model, 0.0, False, outcome_id, latency_ms, kind, str(exc)[:200])
+
+
+def _answered(_answer: object) -> bool:
+    """The grade of `call_with_fallbacks`: an answer, any answer, is a success."""
+    return True
