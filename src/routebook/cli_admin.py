@@ -256,6 +256,26 @@ def admin_drift(ctx: click.Context, namespace: str) -> None:
         sys.exit(1)
 
 
+@click.command("drift")
+@click.option(
+    "--target",
+    default="127.0.0.1:50051",
+    show_default=True,
+    help="host:port of a routebook server.",
+)
+@click.option(
+    "--token",
+    envvar="ROUTEBOOK_ADMIN_TOKEN",
+    help="Admin bearer token (env ROUTEBOOK_ADMIN_TOKEN).",
+)
+@click.option("--namespace", default="")
+@click.pass_context
+def drift(ctx: click.Context, target: str, token: str | None, namespace: str) -> None:
+    """Drift figures of a running server with a verdict (same as `routebook admin drift`)."""
+    ctx.obj = {"target": target, "token": token, "timeout": 30.0}
+    ctx.invoke(admin_drift, namespace=namespace)
+
+
 @admin.command("reindex")
 @click.option("--namespace", default="")
 @click.option("--index-type", type=click.Choice(["flat", "hnsw", "ivf"]))

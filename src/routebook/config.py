@@ -149,6 +149,11 @@ class Settings(BaseSettings):
         description="A settings file (TOML) of a candidate decision rule to run in shadow: "
         "decided beside the live one on the same neighbours, recorded, never answered.",
     )
+    shadow_rules: Path | None = Field(
+        None,
+        description="A route file or folder whose policy rules replace, for the shadow "
+        "candidate, the live rules of the namespaces it names.",
+    )
     faiss_threads: int = Field(
         1, ge=1, description="OpenMP threads FAISS uses per search (1 suits many small queries)."
     )

@@ -17,7 +17,7 @@ from routebook.embed import Embedder
 from routebook.embed.batcher import MicroBatcher
 from routebook.embed.cache import CachedEmbedder
 from routebook.index import IndexRegistry
-from routebook.routefiles import load_route_dir
+from routebook.routefiles import load_route_dir, load_route_file
 from routebook.service import (
     ExampleService,
     NamespaceDirectory,
@@ -84,7 +84,12 @@ def shadow_candidate(settings: Settings) -> ShadowCandidate | None:
     if settings.shadow_config is None:
         return None
     candidate = load_settings({}, settings.shadow_config)
-    return ShadowCandidate(decision_params(candidate), candidate.k)
+    rules = {}
+    if settings.shadow_rules is not None:
+        path = settings.shadow_rules
+        files = [(path, load_route_file(path))] if path.is_file() else load_route_dir(path)
+        rules = {f.namespace: f.policy.to_policy().rules for _, f in files}
+    return ShadowCandidate(decision_params(candidate), candidate.k, rules)
 
 
 def load_embedder(settings: Settings) -> Embedder:

@@ -13,7 +13,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+from click.testing import CliRunner
 
+from routebook import cli
 from routebook.service.drift import ks_statistic, psi
 from routebook.v1 import admin_pb2 as admin_pb
 from routebook.v1 import admin_pb2_grpc
@@ -113,3 +115,6 @@ def test_drift_is_seen_for_another_dataset_and_not_for_the_same_one(
     assert len(warnings) == 1
     assert "top similarity median" in warnings[0] or "cold-start rate" in warnings[0]
     assert "→" in warnings[0]
+
+    verdict = CliRunner().invoke(cli.main, ["drift", "--target", served.target, "--token", TOKEN])
+    assert verdict.exit_code == 1 and "default: DRIFTED" in verdict.output

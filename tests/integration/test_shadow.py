@@ -80,3 +80,28 @@ def test_without_a_candidate_nothing_is_recorded(
     served.app.decision_writer.flush()
     result = CliRunner().invoke(cli.main, ["shadow", "report", "--db", sqlite_url, "--json"])
     assert json.loads(result.output)["decisions"] == 0
+
+
+def test_a_candidate_with_its_own_rules(
+    sqlite_url: str, serve: Callable[..., Served], tmp_path: Path
+) -> None:
+    candidate = tmp_path / "candidate.toml"
+    candidate.write_text("quality_target = 0.8\n")  # the live target: only the rules differ
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(
+        "namespace: default\n"
+        "catalog:\n"
+        "  - {name: mid, provider: t, input_usd_per_mtok: 1, output_usd_per_mtok: 1,"
+        " latency_ms: 1, context_window: 100000}\n"
+        "policy:\n  rules:\n    - {name: refunds-to-mid, keywords: [refund], model: mid}\n"
+    )
+    served = serve(sqlite_url, shadow_config=candidate, shadow_rules=rules)
+    for text in QUERIES:
+        served.router.Decide(
+            pb.DecideRequest(messages=[pb.Message(role="user", content=text)]), timeout=30
+        )
+    served.app.decision_writer.flush()
+    result = CliRunner().invoke(cli.main, ["shadow", "report", "--db", sqlite_url, "--json"])
+    report = json.loads(result.output)
+    assert report["decisions"] == len(QUERIES)
+    assert report["disagreements"] == {"small -> mid": 1}  # the one refund query

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import time
 import uuid
-from dataclasses import dataclass, replace
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 
 from routebook.catalog import estimate_tokens
 from routebook.decide import DecisionParams, DecisionRequest, decide
@@ -19,6 +20,7 @@ from routebook.errors import (
     ResourceExhausted,
 )
 from routebook.index import IndexRegistry
+from routebook.policyspec import Rule
 from routebook.routefiles import text_hash
 from routebook.service.cooldowns import Cooldown, CooldownBook
 from routebook.service.decision_writer import DecisionWriter, PendingDecision
@@ -43,6 +45,13 @@ class ShadowCandidate:
 
     params: DecisionParams
     k: int
+    #: namespace → the candidate's rules (a namespace not listed keeps its live rules).
+    rules: Mapping[str, tuple[Rule, ...]] = field(default_factory=dict)
+
+
+#: Decisions the shadow candidate is compared on (overrides, sticky sessions and policy-forced
+#: decisions are the same for both).
+SHADOWED = (Strategy.SEMANTIC, Strategy.CASCADE, Strategy.RULE)
 
 
 class RoutingService:
@@ -204,11 +213,20 @@ class RoutingService:
             matched_rule=ruled.rule.name if ruled is not None and ruled.rule else None,
         )
         shadow = None
-        if self._shadow is not None and choice.strategy in (Strategy.SEMANTIC, Strategy.CASCADE):
-            # The candidate decides on the same neighbours and the same allowed models; its
-            # answer is recorded, never returned.
+        if self._shadow is not None and choice.strategy in SHADOWED:
+            # The candidate decides on the same neighbours and the same allowed models, with its
+            # own rules if it has some; its answer is recorded, never returned.
+            candidate_rules = self._shadow.rules.get(info.name, info.policy.rules)
+            match = first_match(
+                candidate_rules, text, query.metadata, input_tokens, available, info.policy.tiers
+            )
             shadow = decide(
-                replace(request, neighbours=found[: self._shadow.k], params=self._shadow.params)
+                replace(
+                    request,
+                    neighbours=found[: self._shadow.k],
+                    params=self._shadow.params,
+                    override=match.model,
+                )
             )
         self._save(info, decision, text, query.tenant, shadow)
         self._drift.observe(info.name, choice.top_similarity, choice.strategy is Strategy.CASCADE)
