@@ -10,6 +10,8 @@ index is approximate), the server's RSS and start-up time from a snapshot.
 from __future__ import annotations
 
 import json
+import random
+import statistics
 import tempfile
 import threading
 import time
@@ -67,6 +69,7 @@ class BenchResult:
     rss_mb: float = 0.0
     startup_from_snapshot_s: float = 0.0
     fill_s: float = 0.0
+    query_chars_mean: float = 0.0
 
 
 def real_texts(datasets: Path) -> list[str]:
@@ -160,9 +163,11 @@ def run_bench(
     from routebook.wiring import build
 
     texts = real_texts(datasets)
-    # Fresh texts for every concurrency level, so no level is served from the cache.
+    # Fresh texts for every concurrency level, so no level is served from the cache; sampled
+    # across all the datasets (short intents and long benchmark prompts alike), seeded.
     needed = requests * len(concurrencies)
-    queries = [f"could you tell me: {t}" for t in texts[-needed:]]
+    sample = random.Random(20261124).sample(texts, min(needed, len(texts)))
+    queries = [f"could you tell me: {t}" for t in sample]
     if len(queries) < needed:
         raise ValueError(f"{len(queries)} query texts for {needed} requests: lower --requests")
     fill = list(varied(texts, size))
@@ -199,7 +204,11 @@ def run_bench(
     startup = time.perf_counter() - started
     index = app.registry.get(catalog.namespace)
     result = BenchResult(
-        size=len(index), index_kind=str(index.kind), fill_s=fill_s, startup_from_snapshot_s=startup
+        size=len(index),
+        index_kind=str(index.kind),
+        fill_s=fill_s,
+        startup_from_snapshot_s=startup,
+        query_chars_mean=statistics.fmean(len(q) for q in queries),
     )
 
     running = build_server(app, host="127.0.0.1", port=0)
@@ -283,7 +292,8 @@ def as_markdown(result: BenchResult, command: str) -> str:
         "",
         f"Index: {result.size} examples, kind {result.index_kind}; fill {result.fill_s:.0f} s; "
         f"start-up from snapshot {result.startup_from_snapshot_s:.1f} s; "
-        f"RSS {result.rss_mb:.0f} MB",
+        f"RSS {result.rss_mb:.0f} MB; query texts {result.query_chars_mean:.0f} characters on "
+        "average",
         "",
         "| concurrency | requests | p50 ms | p95 ms | p99 ms | decisions/s |",
         "|---|---|---|---|---|---|",
