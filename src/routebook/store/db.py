@@ -30,7 +30,15 @@ def make_engine(url: str) -> Engine:
     if parsed.get_backend_name() == "postgresql":
         if parsed.drivername == "postgresql":
             parsed = parsed.set(drivername="postgresql+psycopg")
-        return create_engine(parsed, pool_pre_ping=True, pool_size=10, max_overflow=10)
+        # A store that stops answering must fail a call within seconds, not hang it.
+        return create_engine(
+            parsed,
+            pool_pre_ping=True,
+            pool_size=10,
+            max_overflow=10,
+            pool_timeout=10,
+            connect_args={"connect_timeout": 5},
+        )
     raise ConfigError(f"database URL {url!r}: only sqlite and postgresql are supported")
 
 
