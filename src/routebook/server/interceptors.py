@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import grpc
+from sqlalchemy.exc import DBAPIError, OperationalError
 
 from routebook import errors
 from routebook.server.auth import Authenticator
+from routebook.server.validate import check_request
 
 log = logging.getLogger("routebook.server")
 
@@ -79,9 +81,24 @@ class ServiceInterceptor(grpc.ServerInterceptor):
             try:
                 namespace = None if streaming else getattr(request, "namespace", None)
                 self._auth.check(method, context.invocation_metadata(), namespace)
+                if streaming:
+                    request = _checked_stream(request)
+                else:
+                    check_request(request)
                 return behaviour(request, context)
             except errors.RoutebookError as exc:
                 context.abort(status_for(exc), str(exc))
+            except OperationalError as exc:
+                log.warning("store unavailable in %s: %s", method, _first_line(exc.orig))
+                context.abort(
+                    grpc.StatusCode.UNAVAILABLE,
+                    "the store is unavailable; nothing was changed, retry later",
+                )
+            except DBAPIError as exc:
+                context.abort(
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    f"the store refused a value of the request: {_first_line(exc.orig)[:200]}",
+                )
             except Exception:
                 correlation = uuid.uuid4().hex[:12]
                 log.exception("unhandled error in %s (correlation id %s)", method, correlation)
@@ -91,3 +108,13 @@ class ServiceInterceptor(grpc.ServerInterceptor):
                 )
 
         return guarded
+
+
+def _checked_stream(requests: Iterator[Any]) -> Iterator[Any]:
+    for request in requests:
+        check_request(request)
+        yield request
+
+
+def _first_line(error: object) -> str:
+    return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__

@@ -13,7 +13,7 @@ import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import DBAPIError, OperationalError
 
 from routebook.store.db import Store
 from routebook.store.tables import DecisionRow
@@ -107,15 +107,25 @@ class DecisionWriter:
         try:
             with self._store.write() as session:
                 session.add_all(rows)
-        except IntegrityError:
-            # Written before a crash of this writer mid-batch: write the rest one by one.
+        except OperationalError:
+            raise  # the store is down: keep the batch, retry later
+        except DBAPIError:
+            # One row the store refuses (or one written before) must not block the others
+            # forever: write them one by one and drop, with a log line, what still fails.
             for row in rows:
                 try:
                     with self._store.write() as session:
                         if session.get(DecisionRow, row.id) is None:
                             session.add(row)
-                except IntegrityError:
-                    continue
+                except OperationalError:
+                    raise
+                except DBAPIError as exc:
+                    self.dropped += 1
+                    log.error(
+                        "decision %s dropped: the store refuses it: %s",
+                        row.id,
+                        str(exc.orig).splitlines()[0] if str(exc.orig) else exc,
+                    )
 
     def _run(self) -> None:
         while not self._stop.is_set():

@@ -219,6 +219,8 @@ class ExampleService:
             raise InvalidArgument(f"page_size must be 1 to {MAX_PAGE}, got {page_size}")
         try:
             after = int(page_token) if page_token else 0
+            if not 0 <= after < 2**63:
+                raise ValueError(page_token)
         except ValueError:
             raise InvalidArgument(
                 "page_token is not one this server gave out; pass next_page_token as it came"

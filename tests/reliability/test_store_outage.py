@@ -1,0 +1,290 @@
+"""The store goes away while the server runs, and comes back.
+
+The server reaches PostgreSQL through a small TCP proxy written here (threads on 127.0.0.1,
+forwarding to the test PostgreSQL) that the test cuts and restores; the machine's PostgreSQL
+itself is never touched. Expected: Decide keeps answering from the in-memory index and says so
+in its reason; RecordOutcome answers UNAVAILABLE and stores nothing (never a false
+acknowledgment); once the store is back, writes work again without a restart.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+
+import grpc
+import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+from routebook.v1 import admin_pb2 as admin_pb
+from routebook.v1 import admin_pb2_grpc
+from routebook.v1 import router_pb2 as pb
+from tests.conftest import Served
+
+pytestmark = pytest.mark.postgres
+
+TOKEN = "outage-admin-token"
+ADMIN = (("authorization", f"Bearer {TOKEN}"),)
+
+
+class CuttableProxy:
+    """Forwards 127.0.0.1:<port> to the upstream address until `cut()`: then every open
+    connection is closed and new ones are closed as soon as they are accepted, until
+    `restore()`."""
+
+    def __init__(self, upstream: tuple[str, int]) -> None:
+        self._upstream = upstream
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port: int = self._listener.getsockname()[1]
+        self._up = threading.Event()
+        self._up.set()
+        self._lock = threading.Lock()
+        self._open: set[socket.socket] = set()
+        self._closed = False
+        threading.Thread(target=self._accept, name="proxy-accept", daemon=True).start()
+
+    def _accept(self) -> None:
+        while not self._closed:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            if not self._up.is_set():
+                _close(client)
+                continue
+            try:
+                server = socket.create_connection(self._upstream, timeout=5)
+                server.settimeout(None)
+            except OSError:
+                _close(client)
+                continue
+            with self._lock:
+                self._open.update((client, server))
+            for source, sink in ((client, server), (server, client)):
+                threading.Thread(target=self._pipe, args=(source, sink), daemon=True).start()
+
+    def _pipe(self, source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while True:
+                data = source.recv(65536)
+                if not data or not self._up.is_set():
+                    break
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for end in (source, sink):
+                self._forget(end)
+
+    def _forget(self, end: socket.socket) -> None:
+        with self._lock:
+            self._open.discard(end)
+        _close(end)
+
+    def cut(self) -> None:
+        self._up.clear()
+        with self._lock:
+            ends = list(self._open)
+            self._open.clear()
+        for end in ends:
+            _close(end)
+
+    def restore(self) -> None:
+        self._up.set()
+
+    def close(self) -> None:
+        self._closed = True
+        self.cut()
+        _close(self._listener)
+
+
+def _close(end: socket.socket) -> None:
+    with contextlib.suppress(OSError):
+        end.shutdown(socket.SHUT_RDWR)
+    with contextlib.suppress(OSError):
+        end.close()
+
+
+@pytest.fixture
+def proxied_url(postgres_url: str) -> Iterator[tuple[str, CuttableProxy]]:
+    url = make_url(postgres_url)
+    proxy = CuttableProxy((url.host or "127.0.0.1", url.port or 5432))
+    try:
+        yield url.set(host="127.0.0.1", port=proxy.port).render_as_string(False), proxy
+    finally:
+        proxy.close()
+
+
+def user(content: str) -> list[pb.Message]:
+    return [pb.Message(role="user", content=content)]
+
+
+def outcome(outcome_id: str, content: str) -> pb.RecordOutcomeRequest:
+    return pb.RecordOutcomeRequest(
+        outcome_id=outcome_id, messages=user(content), model="mid", quality=0.9
+    )
+
+
+def stored_outcomes(postgres_url: str, outcome_id: str) -> int:
+    engine = create_engine(postgres_url)
+    try:
+        with engine.connect() as connection:
+            return int(
+                connection.execute(
+                    text("SELECT count(*) FROM outcomes WHERE outcome_id = :o"), {"o": outcome_id}
+                ).scalar_one()
+            )
+    finally:
+        engine.dispose()
+
+
+def code_of(call: Callable[[], object]) -> tuple[grpc.StatusCode, str]:
+    try:
+        call()
+    except grpc.RpcError as exc:
+        return exc.code(), exc.details() or ""
+    return grpc.StatusCode.OK, ""
+
+
+def test_record_outcome_is_unavailable_during_an_outage_and_works_again_after(
+    postgres_url: str,
+    proxied_url: tuple[str, CuttableProxy],
+    serve: Callable[..., Served],
+) -> None:
+    url, proxy = proxied_url
+    served = serve(url, admin_token=TOKEN)
+    first = served.router.RecordOutcome(outcome("before", "my parcel is late again"), timeout=10)
+    assert not first.duplicate
+
+    proxy.cut()
+    during = f"during-{uuid.uuid4().hex}"
+    started = time.monotonic()
+    code, details = code_of(
+        lambda: served.router.RecordOutcome(
+            outcome(during, "the outage parcel question"), timeout=30
+        )
+    )
+    assert code == grpc.StatusCode.UNAVAILABLE, (code, details)
+    assert "store" in details.lower() and "not recorded" in details
+    assert time.monotonic() - started < 20, "the refusal took too long"
+    # Several more attempts: each refused, none acknowledged.
+    for attempt in range(3):
+        request = outcome(f"{during}-{attempt}", "another outage question")
+        code, _ = code_of(lambda r=request: served.router.RecordOutcome(r, timeout=30))
+        assert code == grpc.StatusCode.UNAVAILABLE
+    proxy.restore()
+    # No false acknowledgment: nothing was stored for the refused outcome.
+    assert stored_outcomes(postgres_url, during) == 0
+    # Without a restart, the same write now succeeds, once.
+    deadline = time.monotonic() + 30
+    while True:
+        code, details = code_of(
+            lambda: served.router.RecordOutcome(
+                outcome(during, "the outage parcel question"), timeout=30
+            )
+        )
+        if code == grpc.StatusCode.OK or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert code == grpc.StatusCode.OK, (code, details)
+    again = served.router.RecordOutcome(outcome(during, "the outage parcel question"), timeout=10)
+    assert again.duplicate
+    assert stored_outcomes(postgres_url, during) == 1
+    # And the index learned it: the next Decide on the same text finds it.
+    decided = served.router.Decide(
+        pb.DecideRequest(messages=user("the outage parcel question")), timeout=10
+    )
+    assert any(n.example_id == again.example_id and n.similarity > 0.99 for n in decided.neighbours)
+
+
+def test_decide_keeps_answering_from_the_index_during_an_outage(
+    postgres_url: str,
+    proxied_url: tuple[str, CuttableProxy],
+    serve: Callable[..., Served],
+) -> None:
+    url, proxy = proxied_url
+    served = serve(url, admin_token=TOKEN)
+    before = served.router.Decide(pb.DecideRequest(messages=user("where is my order?")))
+    assert before.model == "small" and "unavailable" not in before.reason
+
+    proxy.cut()
+    reasons = []
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        response = served.router.Decide(
+            pb.DecideRequest(messages=user("has my order shipped yet")), timeout=10
+        )
+        assert response.model == "small" and response.decision_id
+        reasons.append(response.reason)
+        if "store is unavailable" in response.reason:
+            break
+        time.sleep(0.1)
+    assert "store is unavailable" in reasons[-1], reasons[-3:]
+    decided_during = response.decision_id
+
+    proxy.restore()
+    # Decisions made during the outage are written once the store is back, so an outcome can
+    # be reported against one of them.
+    deadline = time.monotonic() + 30
+    while True:
+        code, details = code_of(
+            lambda: served.router.RecordOutcome(
+                pb.RecordOutcomeRequest(
+                    outcome_id="after-outage",
+                    decision_id=decided_during,
+                    model="small",
+                    quality=1.0,
+                ),
+                timeout=10,
+            )
+        )
+        if code == grpc.StatusCode.OK or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert code == grpc.StatusCode.OK, (code, details)
+    engine = create_engine(postgres_url)
+    with engine.connect() as connection:
+        deadline = time.monotonic() + 10
+        while True:
+            written = connection.execute(
+                text("SELECT count(*) FROM decisions WHERE id = :d"), {"d": decided_during}
+            ).scalar_one()
+            if written == 1 or time.monotonic() > deadline:
+                break
+            connection.commit()
+            time.sleep(0.2)
+    engine.dispose()
+    assert written == 1
+    after = served.router.Decide(pb.DecideRequest(messages=user("where is my order?")))
+    assert "unavailable" not in after.reason
+
+
+def test_an_admin_write_during_an_outage_is_unavailable_and_works_after(
+    proxied_url: tuple[str, CuttableProxy], serve: Callable[..., Served]
+) -> None:
+    url, proxy = proxied_url
+    served = serve(url, admin_token=TOKEN)
+    admin = admin_pb2_grpc.AdminStub(served.channel)  # type: ignore[no-untyped-call]
+    request = admin_pb.UpsertExamplesRequest(
+        namespace="default",
+        examples=[
+            admin_pb.ExampleInput(text="an example sent during the outage", best_model="mid")
+        ],
+    )
+    proxy.cut()
+    code, details = code_of(lambda: admin.UpsertExamples(request, metadata=ADMIN, timeout=30))
+    proxy.restore()
+    assert code == grpc.StatusCode.UNAVAILABLE, (code, details)
+    assert "store" in details.lower()
+    deadline = time.monotonic() + 30
+    while True:
+        code, details = code_of(lambda: admin.UpsertExamples(request, metadata=ADMIN, timeout=30))
+        if code == grpc.StatusCode.OK or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert code == grpc.StatusCode.OK, (code, details)
