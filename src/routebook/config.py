@@ -88,6 +88,12 @@ class Settings(BaseSettings):
         4 * 1024 * 1024, ge=1024, description="Largest gRPC message received or sent."
     )
     workers: int = Field(8, ge=1, description="Threads serving gRPC calls.")
+    max_concurrent_calls: int = Field(
+        0,
+        ge=0,
+        description="Calls the server takes at once (running and queued); beyond it a "
+        "call is refused with RESOURCE_EXHAUSTED. 0 means 16 per worker.",
+    )
     grace_seconds: float = Field(
         10.0, ge=0, description="On SIGTERM, how long in-flight calls may finish."
     )

@@ -230,3 +230,20 @@ def test_restart_from_a_snapshot_of_20000_examples_embeds_nothing(
     assert counting.embedded == 1  # only the query
     assert (after.model, after.strategy) == (before.model, before.strategy)
     assert [n.example_id for n in after.neighbours] == [n.example_id for n in before.neighbours]
+
+
+def test_a_corrupted_snapshot_falls_back_to_the_store(
+    sqlite_url: str, make_app: Callable[..., App], tmp_path: Path
+) -> None:
+    snapshots = tmp_path / "snapshots"
+    first = make_app(sqlite_url, snapshot_dir=snapshots)
+    status = first.reindexer.run(first.reindexer.start(None, None), None, None)
+    assert status.generation == 1
+    first.close()
+    index_files = list(snapshots.rglob("index.faiss"))
+    assert len(index_files) == 1
+    index_files[0].write_bytes(index_files[0].read_bytes()[:100])  # truncate it
+
+    restarted = make_app(sqlite_url, snapshot_dir=snapshots)
+    index = restarted.registry.get("default")
+    assert (len(index), index.generation) == (14, 1)  # rebuilt from the store, same generation

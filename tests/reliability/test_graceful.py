@@ -203,3 +203,32 @@ def test_a_call_whose_deadline_passes_in_the_queue_gets_deadline_exceeded_and_do
     assert codes.count(grpc.StatusCode.DEADLINE_EXCEEDED) >= 18, codes
     assert served.router.Decide(decide_request(), timeout=10).model == "small"
     engine.dispose()
+
+
+def test_the_configured_bound_sheds_the_excess(
+    sqlite_url: str, serve: Callable[..., Served]
+) -> None:
+    served = serve(sqlite_url, workers=1, max_concurrent_calls=2)
+    start = threading.Barrier(20)
+    codes: list[grpc.StatusCode] = []
+    lock = threading.Lock()
+
+    def one(n: int) -> None:
+        start.wait()
+        request = pb.DecideRequest(messages=[pb.Message(role="user", content=f"parcel {n}?")])
+        try:
+            served.router.Decide(request, timeout=30)
+            code = grpc.StatusCode.OK
+        except grpc.RpcError as exc:
+            code = exc.code()
+        with lock:
+            codes.append(code)
+
+    threads = [threading.Thread(target=one, args=(n,)) for n in range(20)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert set(codes) <= {grpc.StatusCode.OK, grpc.StatusCode.RESOURCE_EXHAUSTED}
+    assert codes.count(grpc.StatusCode.OK) >= 1
+    assert codes.count(grpc.StatusCode.RESOURCE_EXHAUSTED) >= 10  # at most 2 taken at once

@@ -80,7 +80,7 @@ def build_server(app: App, host: str | None = None, port: int | None = None) -> 
             )
         ],
         options=options,
-        maximum_concurrent_rpcs=settings.workers * 16,
+        maximum_concurrent_rpcs=settings.max_concurrent_calls or settings.workers * 16,
     )
     router_pb2_grpc.add_RouterServicer_to_server(  # type: ignore[no-untyped-call]
         RouterServicer(app.routing, app.outcomes, settings.snippet_chars), server
