@@ -350,9 +350,10 @@ def _hours(window: str) -> float:
 
 
 def _register_subcommands() -> None:
-    from routebook.cli_admin import admin, drift, reindex
+    from routebook.cli_admin import admin, check, drift, reindex
 
     main.add_command(admin)
+    main.add_command(check)
     main.add_command(drift)
     main.add_command(reindex)
 

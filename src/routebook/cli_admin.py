@@ -256,18 +256,32 @@ def admin_drift(ctx: click.Context, namespace: str) -> None:
         sys.exit(1)
 
 
+def _server_options(func: Any) -> Any:
+    func = click.option(
+        "--token",
+        envvar="ROUTEBOOK_ADMIN_TOKEN",
+        help="Admin bearer token (env ROUTEBOOK_ADMIN_TOKEN).",
+    )(func)
+    return click.option(
+        "--target",
+        default="127.0.0.1:50051",
+        show_default=True,
+        help="host:port of a routebook server.",
+    )(func)
+
+
+@click.command("check")
+@_server_options
+@click.option("--namespace", default="")
+@click.pass_context
+def check(ctx: click.Context, target: str, token: str | None, namespace: str) -> None:
+    """Compare a running server's index with the store (same as `routebook admin check`)."""
+    ctx.obj = {"target": target, "token": token, "timeout": 30.0}
+    ctx.invoke(admin_check, namespace=namespace)
+
+
 @click.command("drift")
-@click.option(
-    "--target",
-    default="127.0.0.1:50051",
-    show_default=True,
-    help="host:port of a routebook server.",
-)
-@click.option(
-    "--token",
-    envvar="ROUTEBOOK_ADMIN_TOKEN",
-    help="Admin bearer token (env ROUTEBOOK_ADMIN_TOKEN).",
-)
+@_server_options
 @click.option("--namespace", default="")
 @click.pass_context
 def drift(ctx: click.Context, target: str, token: str | None, namespace: str) -> None:

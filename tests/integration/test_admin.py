@@ -402,5 +402,7 @@ def test_check_compares_the_index_with_the_store(
         session.execute(delete(ExampleRow).where(ExampleRow.id == victim))
     drifted = runner.invoke(cli.main, base)
     assert drifted.exit_code == 1
+    alias = runner.invoke(cli.main, ["check", "--target", served.target, "--token", TOKEN])
+    assert alias.exit_code == 1 and f'"{victim}"' in alias.output
     report = json.loads(drifted.output)["namespaces"][0]
     assert report["extra"] == [str(victim)] and report["storeExamples"] == "14"
