@@ -233,7 +233,9 @@ NAME = st.one_of(
     st.from_regex(r"\A[A-Za-z0-9][A-Za-z0-9_.:\-]{0,20}\Z"),
     st.text(max_size=40),
 )
-QUOTED = st.one_of(st.text(max_size=40), st.text(min_size=40, max_size=3000), st.just("z" * 20_000))
+# Up to 3,000 characters here; the 20,000-character case of each quoted field is in
+# test_known_bugs.py (in this shared generator it would make valid requests too rare).
+QUOTED = st.one_of(st.text(max_size=40), st.text(min_size=40, max_size=3000))
 MODEL = st.one_of(st.sampled_from([*CATALOG, "", "gpt-99", "SMALL", "small "]), QUOTED)
 ROLE = st.one_of(
     st.sampled_from(["user", "user", "user", "system", "assistant", "tool", "developer"]),
@@ -380,7 +382,14 @@ def test_record_outcome_fuzz(sqlite_url: str, serve: Callable[..., Served]) -> N
 
     one()
     assert ledger.sent >= 2300, ledger
-    assert ledger.codes.get("OK", 0) > 0 and ledger.codes.get("INVALID_ARGUMENT", 0) > 0, ledger
+    assert ledger.codes.get("INVALID_ARGUMENT", 0) > 0, ledger
+    # Fully valid combinations are rare among the generated ones (the boundary refuses any one
+    # bad field), so the success path is checked explicitly: after all that, a valid report
+    # by decision id is still acknowledged.
+    valid = pb.RecordOutcomeRequest(
+        outcome_id="after-the-fuzz", decision_id=decided.decision_id, model="small", quality=1.0
+    )
+    assert ledger.call(served.router.RecordOutcome, valid, (), metadata=None)[0] == OK
     still_serving(served)
 
 
