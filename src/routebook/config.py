@@ -87,7 +87,12 @@ class Settings(BaseSettings):
     max_message_bytes: int = Field(
         4 * 1024 * 1024, ge=1024, description="Largest gRPC message received or sent."
     )
-    workers: int = Field(8, ge=1, description="Threads serving gRPC calls.")
+    workers: int = Field(
+        32,
+        ge=1,
+        description="Threads serving gRPC calls; concurrent Decide calls share model batches "
+        "only up to this many.",
+    )
     max_concurrent_calls: int = Field(
         0,
         ge=0,
@@ -117,7 +122,10 @@ class Settings(BaseSettings):
         32, ge=1, description="Most query texts embedded in one model call (micro-batching)."
     )
     embed_batch_wait_ms: float = Field(
-        2.0, ge=0, description="How long a query waits for others to share its model call."
+        2.0,
+        ge=0,
+        description="Under load, how long a batch waits for more queries to join it; a lone "
+        "query never waits.",
     )
     embed_cache_size: int = Field(
         10_000, ge=0, description="Query vectors kept by text hash; 0 turns the cache off."

@@ -118,3 +118,13 @@ def test_approximate_index_past_the_threshold(
     assert (str(index.kind), index.generation) == ("hnsw", 2)
     request = pb.DecideRequest(messages=[pb.Message(role="user", content="where is my order?")])
     assert big.router.Decide(request, timeout=10).model == "small"
+
+
+def test_a_mixed_length_batch_embeds_like_one_text_at_a_time(
+    embedder: SentenceTransformerEmbedder,
+) -> None:
+    long_prompt = "Explain, step by step, how a compiler turns source into machine code. " * 30
+    texts = [QUERIES[0], long_prompt, QUERIES[1], long_prompt[:400], QUERIES[2]]
+    together = embedder.embed(texts)
+    for position, text in enumerate(texts):
+        assert np.allclose(together[position], embedder.embed([text])[0], atol=1e-5)

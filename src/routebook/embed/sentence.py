@@ -32,6 +32,30 @@ def bundled_model_path() -> Path:
     return path
 
 
+#: Characters of padded input per model call. A batch is padded to its longest text, so one
+#: long prompt among short queries would make every short one cost as much as it; texts are
+#: sorted by length and cut into chunks whose count times longest stays under this budget (a
+#: text counts at most TRUNCATED_CHARS: the model cuts it at 256 tokens anyway).
+CHUNK_CHARS = 8_000
+TRUNCATED_CHARS = 1_500
+
+
+def length_chunks(texts: Sequence[str], max_batch: int, budget_chars: int) -> list[list[int]]:
+    """Positions of `texts` grouped into similar-length chunks, shortest first."""
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+    chunks: list[list[int]] = []
+    current: list[int] = []
+    for position in order:
+        longest = min(len(texts[position]), TRUNCATED_CHARS)  # sorted: the longest so far
+        if current and (len(current) >= max_batch or (len(current) + 1) * longest > budget_chars):
+            chunks.append(current)
+            current = []
+        current.append(position)
+    if current:
+        chunks.append(current)
+    return chunks
+
+
 class SentenceTransformerEmbedder:
     """Loads once, encodes under a lock (torch already uses every core for one batch)."""
 
@@ -69,12 +93,14 @@ class SentenceTransformerEmbedder:
     def embed(self, texts: Sequence[str]) -> npt.NDArray[np.float32]:
         if not texts:
             return np.zeros((0, self._dim), dtype=np.float32)
+        out = np.empty((len(texts), self._dim), dtype=np.float32)
         with self._lock:
-            vectors = self._model.encode(
-                list(texts),
-                batch_size=self._batch_size,
-                normalize_embeddings=True,
-                convert_to_numpy=True,
-                show_progress_bar=False,
-            )
-        return np.ascontiguousarray(vectors, dtype=np.float32)
+            for chunk in length_chunks(texts, self._batch_size, CHUNK_CHARS):
+                out[chunk] = self._model.encode(
+                    [texts[i] for i in chunk],
+                    batch_size=len(chunk),
+                    normalize_embeddings=True,
+                    convert_to_numpy=True,
+                    show_progress_bar=False,
+                )
+        return out
