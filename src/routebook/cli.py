@@ -372,15 +372,41 @@ _register_subcommands()
     show_default=True,
     help="Folder of the shared datasets whose texts fill the index.",
 )
+@click.option(
+    "--db",
+    "database_url",
+    help="Store to fill (default: a fresh SQLite file); use an empty scratch database.",
+)
+@click.option(
+    "--target",
+    help="host:port of a running, filled server to load instead of starting one.",
+)
+@click.option("--namespace", default="default", show_default=True, help="Namespace to decide in.")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
-def bench(size: int, requests: int, concurrency: str, datasets: Path, as_json: bool) -> None:
-    """Fill a fresh namespace to --size, start a server, and measure Decide and friends."""
-    from routebook.jobs.bench import as_markdown, run_bench, to_json
+def bench(
+    size: int,
+    requests: int,
+    concurrency: str,
+    datasets: Path,
+    database_url: str | None,
+    target: str | None,
+    namespace: str,
+    as_json: bool,
+) -> None:
+    """Fill a fresh namespace to --size, start a server process, and measure Decide and friends."""
+    from routebook.jobs.bench import as_markdown, run_against, run_bench, to_json
 
     levels = tuple(int(c) for c in concurrency.split(","))
-    result = run_bench(
-        size, datasets, levels, requests, progress=lambda message: click.echo(message, err=True)
-    )
+
+    def progress(message: str) -> None:
+        click.echo(message, err=True)
+
+    if target:
+        result = run_against(target, namespace, datasets, levels, requests, progress)
+    else:
+        result = run_bench(
+            size, datasets, levels, requests, progress=progress, database_url=database_url
+        )
     if as_json:
         click.echo(to_json(result))
     else:

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from sqlalchemy import text
 
 from routebook.embed.sentence import SentenceTransformerEmbedder
-from routebook.jobs.bench import as_markdown, real_texts, run_bench, varied
+from routebook.jobs.bench import as_markdown, real_texts, run_against, run_bench, varied
+from tests.conftest import Served
 
 DATASETS = Path(
     os.environ.get("ROUTEBOOK_DATASETS", Path(__file__).parents[3] / "shared" / "datasets")
@@ -36,6 +39,24 @@ def test_bench_measures_every_figure(embedder: SentenceTransformerEmbedder) -> N
     assert result.record_outcome_per_s > 0
     assert 0 < result.search_p50_ms <= result.search_p99_ms
     assert result.index_kind == "flat" and result.recall_at_10 is None
-    assert result.rss_mb > 100
+    assert result.store == "sqlite"
+    # The server ran as its own process: its memory holds the model, its start-up is measured.
+    assert 100 < result.rss_mb <= result.peak_rss_mb
+    assert result.startup_s > result.startup_from_snapshot_s > 0
     table = as_markdown(result, "routebook bench --size 300")
     assert "| 4 | 20 |" in table and "recall@10 exact (flat)" in table
+
+
+def test_bench_against_a_running_server(sqlite_url: str, serve: Callable[..., Served]) -> None:
+    served = serve(sqlite_url)
+    result = run_against(served.target, "default", DATASETS, concurrencies=(2,), requests=10)
+    assert [(row.concurrency, row.requests) for row in result.decide] == [(2, 10)]
+    assert result.record_outcome_per_s > 0 and result.cached_p50_ms > 0
+    # Every decision the bench made got its outcome, under the bench's own outcome ids.
+    with served.app.store.engine.connect() as connection:
+        recorded = connection.execute(
+            text("SELECT count(*) FROM outcomes WHERE outcome_id LIKE 'bench-%'")
+        ).scalar_one()
+    assert recorded == 10
+    table = as_markdown(result, "routebook bench --target x")
+    assert "index search alone" not in table and "| 2 | 10 |" in table

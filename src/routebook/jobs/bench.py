@@ -10,15 +10,22 @@ index is approximate), the server's RSS and start-up time from a snapshot.
 from __future__ import annotations
 
 import json
+import os
 import random
+import socket
 import statistics
+import subprocess
+import sys
 import tempfile
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -60,13 +67,20 @@ class LatencyRow:
 class BenchResult:
     size: int
     index_kind: str
+    store: str = "sqlite"
     decide: list[LatencyRow] = field(default_factory=list)
     cached_p50_ms: float = 0.0
     record_outcome_per_s: float = 0.0
     search_p50_ms: float = 0.0
     search_p99_ms: float = 0.0
     recall_at_10: float | None = None
+    #: The server process's resident memory after the load, and its peak.
     rss_mb: float = 0.0
+    peak_rss_mb: float = 0.0
+    #: From starting `routebook serve` on the filled store to health SERVING (imports, model,
+    #: index from its snapshot, catch-up).
+    startup_s: float = 0.0
+    #: Loading the namespaces from their snapshots alone (in the bench process).
     startup_from_snapshot_s: float = 0.0
     fill_s: float = 0.0
     query_chars_mean: float = 0.0
@@ -109,9 +123,10 @@ def percentile(values: Sequence[float], q: float) -> float:
     return float(np.percentile(np.asarray(values), q)) if values else 0.0
 
 
-def rss_mb() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+def rss_mb(pid: int | str = "self", field_name: str = "VmRSS") -> float:
+    """Resident memory of a process in MB (VmHWM for the peak), from /proc."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(f"{field_name}:"):
             return int(line.split()[1]) / 1024
     return 0.0
 
@@ -141,6 +156,14 @@ def measure(call: Callable[[int], None], requests: int, concurrency: int) -> Lat
     )
 
 
+def query_texts(texts: Sequence[str], count: int) -> list[str]:
+    """Fresh query texts, seeded, across all the datasets (short intents and long prompts)."""
+    sample = random.Random(20261124).sample(list(texts), min(count, len(texts)))
+    if len(sample) < count:
+        raise ValueError(f"{len(sample)} query texts for {count} requests: lower --requests")
+    return [f"could you tell me: {t}" for t in sample]
+
+
 def run_bench(
     size: int,
     datasets: Path,
@@ -149,41 +172,35 @@ def run_bench(
     catalog_file: Path | None = None,
     progress: Callable[[str], None] = lambda _m: None,
     embedder: Embedder | None = None,
+    database_url: str | None = None,
+    workdir: Path | None = None,
 ) -> BenchResult:
-    import grpc
+    """Fill a store, start `routebook serve` on it as a process of its own, and measure.
 
+    The server runs in its own process, as in production: a load generator in the same process
+    would compete with it for the GIL and measure itself.
+    """
     from routebook.config import load_settings
     from routebook.embed.sentence import SentenceTransformerEmbedder
     from routebook.index import NamespaceIndex
     from routebook.routefiles import load_route_file
-    from routebook.server.app import build_server
     from routebook.service.examples import ExampleInput
-    from routebook.v1 import router_pb2 as pb
-    from routebook.v1 import router_pb2_grpc
     from routebook.wiring import build
 
     texts = real_texts(datasets)
-    # Fresh texts for every concurrency level, so no level is served from the cache; sampled
-    # across all the datasets (short intents and long benchmark prompts alike), seeded.
-    needed = requests * len(concurrencies)
-    sample = random.Random(20261124).sample(texts, min(needed, len(texts)))
-    queries = [f"could you tell me: {t}" for t in sample]
-    if len(queries) < needed:
-        raise ValueError(f"{len(queries)} query texts for {needed} requests: lower --requests")
+    # Fresh texts for every concurrency level, so no level is served from the cache.
+    queries = query_texts(texts, requests * len(concurrencies))
     fill = list(varied(texts, size))
-    workdir = Path(tempfile.mkdtemp(prefix="routebook-bench-"))
+    workdir = workdir or Path(tempfile.mkdtemp(prefix="routebook-bench-"))
     routes = catalog_file or Path(__file__).resolve().parents[3] / "routes" / "default.yaml"
     catalog = load_route_file(routes)
-    settings = load_settings(
-        {
-            "database_url": f"sqlite:///{workdir / 'bench.db'}",
-            "routes_dir": workdir / "none",
-            "snapshot_dir": workdir / "snapshots",
-            "decision_log": "",
-            "port": 0,
-            "workers": max(concurrencies) + 8,
-        }
-    )
+    values = {
+        "database_url": database_url or f"sqlite:///{workdir / 'bench.db'}",
+        "routes_dir": str(workdir / "none"),
+        "snapshot_dir": str(workdir / "snapshots"),
+        "decision_log": "",
+    }
+    settings = load_settings({**values, "port": 0})
     model = embedder if embedder is not None else SentenceTransformerEmbedder()
     app = build(settings, embedder=model)
     app.examples.sync_routes([(routes, catalog)])
@@ -201,55 +218,16 @@ def run_bench(
 
     started = time.perf_counter()
     app = build(settings, embedder=model)
-    startup = time.perf_counter() - started
+    loaded_s = time.perf_counter() - started
     index = app.registry.get(catalog.namespace)
     result = BenchResult(
         size=len(index),
         index_kind=str(index.kind),
+        store=settings.database_url.split(":", 1)[0].split("+", 1)[0],
         fill_s=fill_s,
-        startup_from_snapshot_s=startup,
+        startup_from_snapshot_s=loaded_s,
         query_chars_mean=statistics.fmean(len(q) for q in queries),
     )
-
-    running = build_server(app, host="127.0.0.1", port=0)
-    channel = grpc.insecure_channel(f"127.0.0.1:{running.port}")
-    router = router_pb2_grpc.RouterStub(channel)  # type: ignore[no-untyped-call]
-
-    def decide(text: str) -> pb.DecideResponse:
-        request = pb.DecideRequest(
-            namespace=catalog.namespace, messages=[pb.Message(role="user", content=text)]
-        )
-        response: pb.DecideResponse = router.Decide(request, timeout=60)
-        return response
-
-    decisions: list[str] = []
-
-    def decide_into(batch: list[str]) -> Callable[[int], None]:
-        return lambda i: decisions.append(decide(batch[i]).decision_id)
-
-    def decide_cached(_i: int) -> None:
-        decide(queries[0])
-
-    for level, concurrency in enumerate(concurrencies):
-        batch = queries[level * requests : (level + 1) * requests]
-        row = measure(decide_into(batch), len(batch), concurrency)
-        result.decide.append(row)
-        progress(f"decide c={concurrency}: p50 {row.p50_ms:.1f} ms, {row.throughput_per_s:.0f}/s")
-    decide(queries[0])
-    result.cached_p50_ms = measure(decide_cached, 200, 1).p50_ms
-
-    ids = decisions[:requests]
-
-    def record(i: int) -> None:
-        router.RecordOutcome(
-            pb.RecordOutcomeRequest(
-                outcome_id=f"bench-{i}", decision_id=ids[i], model=best, quality=1.0
-            ),
-            timeout=60,
-        )
-
-    result.record_outcome_per_s = measure(record, len(ids), 16).throughput_per_s
-
     vectors = model.embed(queries[:300])
     search_ms = []
     for vector in vectors:
@@ -262,11 +240,161 @@ def run_bench(
         result.recall_at_10 = recall_against_exact(
             index, app, catalog.namespace, vectors, NamespaceIndex
         )
-    result.rss_mb = rss_mb()
-    channel.close()
-    running.stop(1).wait()
     app.close()
+    progress(f"search alone: p99 {result.search_p99_ms:.2f} ms")
+
+    with served(values, workdir) as server:
+        result.startup_s = server.startup_s
+        progress(f"server serving after {server.startup_s:.1f} s")
+        load_target(
+            server.target, catalog.namespace, queries, concurrencies, requests, result, progress
+        )
+        result.rss_mb = rss_mb(server.pid)
+        result.peak_rss_mb = rss_mb(server.pid, "VmHWM")
     return result
+
+
+def run_against(
+    target: str,
+    namespace: str,
+    datasets: Path,
+    concurrencies: Sequence[int] = (1, 8, 32, 64),
+    requests: int = 400,
+    progress: Callable[[str], None] = lambda _m: None,
+) -> BenchResult:
+    """Load a server that is already running and filled (`--target`): latency and throughput
+    only; its size, memory and start-up are not visible from here. Outcomes are recorded for
+    the decisions the bench made, under outcome ids starting with `bench-`."""
+    queries = query_texts(real_texts(datasets), requests * len(concurrencies))
+    result = BenchResult(
+        size=0,
+        index_kind="unknown",
+        store="unknown",
+        query_chars_mean=statistics.fmean(len(q) for q in queries),
+    )
+    load_target(target, namespace, queries, concurrencies, requests, result, progress)
+    return result
+
+
+def load_target(
+    target: str,
+    namespace: str,
+    queries: Sequence[str],
+    concurrencies: Sequence[int],
+    requests: int,
+    result: BenchResult,
+    progress: Callable[[str], None] = lambda _m: None,
+) -> None:
+    """Decide at each concurrency, a cached query, then RecordOutcome at 16, over gRPC."""
+    import grpc
+
+    from routebook.v1 import router_pb2 as pb
+    from routebook.v1 import router_pb2_grpc
+
+    channel = grpc.insecure_channel(target)
+    router = router_pb2_grpc.RouterStub(channel)  # type: ignore[no-untyped-call]
+
+    def decide(text: str) -> pb.DecideResponse:
+        request = pb.DecideRequest(
+            namespace=namespace, messages=[pb.Message(role="user", content=text)]
+        )
+        response: pb.DecideResponse = router.Decide(request, timeout=60)
+        return response
+
+    decisions: list[tuple[str, str]] = []  # (decision id, the model it chose)
+
+    def decide_into(batch: Sequence[str]) -> Callable[[int], None]:
+        def one(i: int) -> None:
+            response = decide(batch[i])
+            decisions.append((response.decision_id, response.model))
+
+        return one
+
+    def decide_cached(_i: int) -> None:
+        decide(queries[0])
+
+    try:
+        decide(queries[-1])  # warm up: first-call costs are start-up, not latency
+        for level, concurrency in enumerate(concurrencies):
+            batch = queries[level * requests : (level + 1) * requests]
+            row = measure(decide_into(batch), len(batch), concurrency)
+            result.decide.append(row)
+            progress(
+                f"decide c={concurrency}: p50 {row.p50_ms:.1f} ms, {row.throughput_per_s:.0f}/s"
+            )
+        decide(queries[0])
+        result.cached_p50_ms = measure(decide_cached, 200, 1).p50_ms
+        stamp = uuid.uuid4().hex[:8]
+
+        def record(i: int) -> None:
+            router.RecordOutcome(
+                pb.RecordOutcomeRequest(
+                    outcome_id=f"bench-{stamp}-{i}",
+                    decision_id=decisions[i][0],
+                    model=decisions[i][1],
+                    quality=1.0,
+                ),
+                timeout=60,
+            )
+
+        result.record_outcome_per_s = measure(record, len(decisions), 16).throughput_per_s
+        progress(f"record outcome c=16: {result.record_outcome_per_s:.0f}/s")
+    finally:
+        channel.close()
+
+
+@dataclass(frozen=True, slots=True)
+class ServedProcess:
+    pid: int
+    target: str
+    startup_s: float
+
+
+@contextmanager
+def served(values: dict[str, str], workdir: Path) -> Iterator[ServedProcess]:
+    """`routebook serve` as a child process on a free port, configured by environment."""
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ROUTEBOOK_")}
+    env.update({f"ROUTEBOOK_{k.upper()}": v for k, v in values.items()})
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    target = f"127.0.0.1:{port}"
+    log_path = workdir / "server.log"
+    started = time.perf_counter()
+    with log_path.open("w") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "routebook", "serve", "--port", str(port)],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        with grpc.insecure_channel(target) as channel:
+            health: Any = health_pb2_grpc.HealthStub(channel)
+            while True:
+                if process.poll() is not None:
+                    raise RuntimeError(
+                        f"the server exited with {process.returncode}: "
+                        f"{log_path.read_text()[-2000:]}"
+                    )
+                try:
+                    status = health.Check(health_pb2.HealthCheckRequest(), timeout=1).status
+                    if status == health_pb2.HealthCheckResponse.SERVING:
+                        break
+                except grpc.RpcError:
+                    pass
+                time.sleep(0.05)
+        yield ServedProcess(process.pid, target, time.perf_counter() - started)
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
 
 def recall_against_exact(
@@ -287,13 +415,17 @@ def recall_against_exact(
 
 
 def as_markdown(result: BenchResult, command: str) -> str:
-    lines = [
-        f"Command: `{command}`",
-        "",
-        f"Index: {result.size} examples, kind {result.index_kind}; fill {result.fill_s:.0f} s; "
-        f"start-up from snapshot {result.startup_from_snapshot_s:.1f} s; "
-        f"RSS {result.rss_mb:.0f} MB; query texts {result.query_chars_mean:.0f} characters on "
-        "average",
+    lines = [f"Command: `{command}`", ""]
+    if result.size:
+        lines += [
+            f"Index: {result.size} examples, kind {result.index_kind}, store {result.store}; "
+            f"fill {result.fill_s:.0f} s; server start-up to SERVING {result.startup_s:.1f} s "
+            f"(snapshot load alone {result.startup_from_snapshot_s:.1f} s); server RSS "
+            f"{result.rss_mb:.0f} MB (peak {result.peak_rss_mb:.0f} MB)",
+            "",
+        ]
+    lines += [
+        f"Query texts: {result.query_chars_mean:.0f} characters on average.",
         "",
         "| concurrency | requests | p50 ms | p95 ms | p99 ms | decisions/s |",
         "|---|---|---|---|---|---|",
@@ -308,9 +440,12 @@ def as_markdown(result: BenchResult, command: str) -> str:
         "",
         f"- cached query text, Decide p50: {result.cached_p50_ms:.2f} ms",
         f"- RecordOutcome by decision id, concurrency 16: {result.record_outcome_per_s:.0f}/s",
-        f"- index search alone: p50 {result.search_p50_ms:.2f} ms, p99 "
-        f"{result.search_p99_ms:.2f} ms; recall@10 {recall}",
     ]
+    if result.size:
+        lines.append(
+            f"- index search alone: p50 {result.search_p50_ms:.2f} ms, p99 "
+            f"{result.search_p99_ms:.2f} ms; recall@10 {recall}"
+        )
     return "\n".join(lines) + "\n"
 
 
