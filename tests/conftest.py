@@ -13,10 +13,11 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from routebook.config import Settings, load_settings
+from routebook.embed import Embedder
 from routebook.embed.sentence import SentenceTransformerEmbedder
 from routebook.server.app import RunningServer, build_server
 from routebook.v1 import router_pb2_grpc
-from routebook.wiring import App, build
+from routebook.wiring import App, build, load_embedder
 
 TESTS = Path(__file__).parent
 TEST_ROUTES = TESTS / "data" / "routes"
@@ -34,7 +35,14 @@ def clean_environ(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture(scope="session")
-def embedder() -> SentenceTransformerEmbedder:
+def embedder() -> Embedder:
+    """The embedder a server builds by default (the onnx backend), loaded once per session."""
+    return load_embedder(load_settings({}))
+
+
+@pytest.fixture(scope="session")
+def torch_embedder() -> SentenceTransformerEmbedder:
+    """The sentence-transformers backend, for tests that compare the two."""
     return SentenceTransformerEmbedder()
 
 
@@ -69,7 +77,7 @@ def make_settings(db_url: str, **overrides: object) -> Settings:
 
 
 @pytest.fixture
-def make_app(embedder: SentenceTransformerEmbedder, tmp_path: Path) -> Iterator[Callable[..., App]]:
+def make_app(embedder: Embedder, tmp_path: Path) -> Iterator[Callable[..., App]]:
     apps: list[App] = []
 
     def _make(db_url: str, **overrides: object) -> App:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import faiss
 from sqlalchemy.exc import IntegrityError
@@ -93,6 +94,13 @@ def shadow_candidate(settings: Settings) -> ShadowCandidate | None:
 
 
 def load_embedder(settings: Settings) -> Embedder:
+    if settings.embed_backend == "onnx":
+        from routebook.embed.onnx import OnnxEmbedder
+
+        cache = Path(settings.model_cache_dir) if settings.model_cache_dir else None
+        return OnnxEmbedder(
+            settings.model_path or None, cache_dir=cache, threads=settings.embed_threads
+        )
     from routebook.embed.sentence import SentenceTransformerEmbedder
 
     return SentenceTransformerEmbedder(settings.model_path or None)

@@ -181,11 +181,10 @@ def run_bench(
     would compete with it for the GIL and measure itself.
     """
     from routebook.config import load_settings
-    from routebook.embed.sentence import SentenceTransformerEmbedder
     from routebook.index import NamespaceIndex
     from routebook.routefiles import load_route_file
     from routebook.service.examples import ExampleInput
-    from routebook.wiring import build
+    from routebook.wiring import build, load_embedder
 
     texts = real_texts(datasets)
     # Fresh texts for every concurrency level, so no level is served from the cache.
@@ -201,7 +200,7 @@ def run_bench(
         "decision_log": "",
     }
     settings = load_settings({**values, "port": 0})
-    model = embedder if embedder is not None else SentenceTransformerEmbedder()
+    model = embedder if embedder is not None else load_embedder(settings)
     app = build(settings, embedder=model)
     app.examples.sync_routes([(routes, catalog)])
     best = catalog.to_catalog().names[0]

@@ -1,0 +1,75 @@
+"""The onnx backend gives the torch backend's vectors, exports its graph once, and refuses
+models it cannot run instead of embedding them wrongly."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from routebook.embed import Embedder
+from routebook.embed.onnx import OnnxEmbedder
+from routebook.embed.sentence import SentenceTransformerEmbedder, bundled_model_path
+from routebook.errors import ConfigError
+
+TEXTS = [
+    "where is my parcel?",
+    "  leading and trailing spaces  ",
+    "Ünïcödé, 文字 and an emoji 🎉",
+    "word " * 400,  # past the 256-token limit: truncated the same way
+    "",
+    "\ttabs\nand newlines ",
+    "Explain how a compiler turns source code into machine code, step by step.",
+]
+
+
+def test_onnx_and_torch_give_the_same_vectors(
+    embedder: Embedder, torch_embedder: SentenceTransformerEmbedder
+) -> None:
+    assert isinstance(embedder, OnnxEmbedder)  # the server's default backend
+    assert embedder.model_id == torch_embedder.model_id
+    onnx_vectors = embedder.embed(TEXTS)
+    torch_vectors = torch_embedder.embed(TEXTS)
+    assert onnx_vectors.shape == torch_vectors.shape == (len(TEXTS), 384)
+    assert np.abs(onnx_vectors - torch_vectors).max() < 1e-5
+    assert np.allclose(np.linalg.norm(onnx_vectors, axis=1), 1.0, atol=1e-5)
+    assert embedder.embed([]).shape == (0, 384)
+
+
+def test_the_graph_is_exported_once_per_cache(tmp_path: Path, embedder: Embedder) -> None:
+    cache = tmp_path / "onnx"
+    OnnxEmbedder(cache_dir=cache)
+    graphs = list(cache.glob("*.onnx"))
+    assert len(graphs) == 1 and not list(cache.glob(".*"))  # no temporary left behind
+    exported_at = graphs[0].stat().st_mtime_ns
+    again = OnnxEmbedder(cache_dir=cache)
+    assert graphs[0].stat().st_mtime_ns == exported_at
+    assert np.abs(again.embed(TEXTS[:2]) - embedder.embed(TEXTS[:2])).max() < 1e-6
+
+
+def _model_copy(tmp_path: Path) -> Path:
+    source = bundled_model_path()
+    copy = tmp_path / "model-copy"
+    shutil.copytree(source, copy, ignore=shutil.ignore_patterns("*.safetensors"))
+    (copy / "model.safetensors").symlink_to(source / "model.safetensors")
+    return copy
+
+
+def test_a_model_that_does_not_pool_by_mean_is_refused(tmp_path: Path) -> None:
+    copy = _model_copy(tmp_path)
+    pooling = copy / "1_Pooling" / "config.json"
+    config = json.loads(pooling.read_text())
+    config.update(pooling_mode_mean_tokens=False, pooling_mode_cls_token=True)
+    pooling.write_text(json.dumps(config))
+    with pytest.raises(ConfigError, match=r"mean pooling only.*embed_backend"):
+        OnnxEmbedder(copy, cache_dir=tmp_path / "cache")
+
+
+def test_a_folder_without_a_fast_tokenizer_is_refused(tmp_path: Path) -> None:
+    copy = _model_copy(tmp_path)
+    (copy / "tokenizer.json").unlink()
+    with pytest.raises(ConfigError, match=r"no tokenizer\.json"):
+        OnnxEmbedder(copy, cache_dir=tmp_path / "cache")
