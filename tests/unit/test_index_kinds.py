@@ -79,6 +79,26 @@ def test_choose_kind_is_flat_up_to_the_threshold_and_hnsw_above() -> None:
     assert choose_kind(99, approximate_above=99) == "flat"
 
 
+def test_choose_kind_can_pick_ivf_above_the_threshold() -> None:
+    assert choose_kind(50_000, approximate="ivf") is IndexKind.FLAT
+    assert choose_kind(50_001, approximate="ivf") is IndexKind.IVF
+    assert choose_kind(1_000_000, 10, IndexKind.IVF) is IndexKind.IVF
+    with pytest.raises(ValueError, match="unknown index kind"):
+        choose_kind(1_000_000, approximate="annoy")
+
+
+def test_ivf_stores_vectors_in_half_the_bytes_of_flat() -> None:
+    """float16 storage: what makes a million examples fit in memory (issue #7)."""
+    vectors = clustered_unit_vectors(5000, 128, seed=6)
+    sizes = {
+        kind: NamespaceIndex.build(128, kind, facts_for(range(5000)), vectors)
+        .export_state()
+        .faiss_bytes.nbytes
+        for kind in (IndexKind.FLAT, IndexKind.IVF)
+    }
+    assert sizes[IndexKind.IVF] < 0.6 * sizes[IndexKind.FLAT]
+
+
 def test_unknown_kind_lists_the_valid_ones() -> None:
     with pytest.raises(ValueError, match="unknown index kind 'annoy'; expected one of: flat, hnsw"):
         parse_kind("annoy")

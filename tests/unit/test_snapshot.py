@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -90,7 +91,7 @@ def test_round_trip_keeps_results_facts_generation_and_kind(kind: str, tmp_path:
     index.add([rich_facts(4)], VECTORS[N : N + 1])  # re-added with a new vector
     path = save_snapshot(index, tmp_path, meta_for(index))
     assert path == snapshot_path(tmp_path, "shop", 3) == tmp_path / "shop" / "gen-00000003"
-    assert sorted(p.name for p in path.iterdir()) == ["facts.jsonl", "index.faiss", "meta.json"]
+    assert sorted(p.name for p in path.iterdir()) == ["facts.bin", "index.faiss", "meta.json"]
 
     loaded, meta = load_snapshot(path, MODEL, DIM)
     assert (loaded.kind, loaded.generation, len(loaded), loaded.dim) == (kind, 3, N - 2, DIM)
@@ -130,8 +131,8 @@ def test_index_file_is_plain_faiss(tmp_path: Path) -> None:
     meta = json.loads((path / "meta.json").read_text())
     assert {"namespace", "generation", "embedding_model_id", "dim", "kind", "count"} <= set(meta)
     assert {"high_water_example_id", "high_water_outcome_id", "created_at"} <= set(meta)
-    assert meta["format_version"] == 1 and meta["kind"] == "flat"
-    assert len((path / "facts.jsonl").read_text("utf-8").splitlines()) == N
+    assert meta["format_version"] == 2 and meta["kind"] == "flat"
+    assert (path / "facts.bin").read_bytes().startswith(b"RBFACTS\0")
 
 
 def test_count_and_kind_in_the_meta_come_from_the_index(tmp_path: Path) -> None:
@@ -227,7 +228,7 @@ def test_damaged_bytes_of_the_same_size_fail_the_checksum(
     tmp_path: Path, two_generations: tuple[Path, Path]
 ) -> None:
     _, newer = two_generations
-    facts_file = newer / "facts.jsonl"
+    facts_file = newer / "facts.bin"
     data = bytearray(facts_file.read_bytes())
     data[10] ^= 0xFF
     facts_file.write_bytes(bytes(data))
@@ -251,6 +252,127 @@ def test_a_namespace_that_cannot_be_a_folder_name_is_refused(tmp_path: Path) -> 
     for bad in ("", ".hidden", "a/b", "../up"):
         with pytest.raises(ValueError, match="cannot name a snapshot folder"):
             latest_snapshot(tmp_path, bad)
+
+
+def rewrite_with_meta(path: Path, name: str, data: bytes) -> None:
+    """Replace a file and record its new size and hash, as a forger (or a bug) would."""
+    (path / name).write_bytes(data)
+    meta = json.loads((path / "meta.json").read_text())
+    meta["files"][name] = {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+    (path / "meta.json").write_text(json.dumps(meta))
+
+
+def test_a_facts_file_that_passes_the_checksum_but_does_not_fit_is_corrupt(
+    tmp_path: Path,
+) -> None:
+    index = make_index("flat")
+    path = save_snapshot(index, tmp_path, meta_for(index))
+    data = (path / "facts.bin").read_bytes()
+    rewrite_with_meta(path, "facts.bin", data[:-64])
+    with pytest.raises(SnapshotCorrupt, match="cannot be read: facts column"):
+        load_snapshot(path, MODEL, DIM)
+    rewrite_with_meta(path, "facts.bin", b"RBFACTS\0" + bytes(100))
+    with pytest.raises(SnapshotCorrupt, match="cannot be read"):
+        load_snapshot(path, MODEL, DIM)
+
+
+def test_facts_labelled_for_another_index_are_corrupt(tmp_path: Path) -> None:
+    index = make_index("ivf")
+    other = NamespaceIndex.build(
+        DIM, "ivf", [rich_facts(i) for i in range(1, N)], VECTORS[: N - 1], generation=3
+    )
+    path = save_snapshot(index, tmp_path, meta_for(index))
+    (path / "index.faiss").unlink()
+    save_snapshot(other, tmp_path / "other", meta_for(other))
+    data = (snapshot_path(tmp_path / "other", "shop", 3) / "index.faiss").read_bytes()
+    rewrite_with_meta(path, "index.faiss", data)
+    with pytest.raises(SnapshotCorrupt, match=f"holds {N - 1} vectors for {N} facts"):
+        load_snapshot(path, MODEL, DIM)
+
+
+def write_version_1(index: NamespaceIndex, folder: Path) -> Path:
+    """The snapshot an older routebook wrote: facts as JSON lines, format version 1."""
+    path = snapshot_path(folder, "shop", index.generation)
+    path.mkdir(parents=True)
+    state = index.export_state()
+    lines = []
+    for label, example_id in zip(
+        state.labels.tolist(), state.facts.columns["example_id"], strict=True
+    ):
+        f = index.facts(int(example_id))
+        record = {
+            "label": label,
+            "id": f.example_id,
+            "text": f.text,
+            "route": f.route,
+            "source": f.source.value,
+            "best_model": f.best_model,
+            "outcomes": [[o.model, o.mean_quality, o.count] for o in f.outcomes],
+            "tenant": f.tenant,
+        }
+        lines.append(json.dumps(record, ensure_ascii=False) + "\n")
+    blobs = {
+        "index.faiss": state.faiss_bytes.tobytes(),
+        "facts.jsonl": "".join(lines).encode("utf-8"),
+    }
+    for name, data in blobs.items():
+        (path / name).write_bytes(data)
+    meta = {
+        "namespace": "shop",
+        "generation": index.generation,
+        "embedding_model_id": MODEL,
+        "dim": DIM,
+        "high_water_example_id": N,
+        "high_water_outcome_id": 77,
+        "high_water_tombstone_id": 5,
+        "kind": str(index.kind),
+        "count": len(index),
+        "created_at": "2026-11-20T10:00:00+00:00",
+        "format_version": 1,
+        "files": {
+            name: {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+            for name, data in blobs.items()
+        },
+    }
+    (path / "meta.json").write_text(json.dumps(meta))
+    return path
+
+
+@pytest.mark.parametrize("kind", ["flat", "hnsw", "ivf-flat"])
+def test_a_version_1_snapshot_still_loads(kind: str, tmp_path: Path) -> None:
+    if kind == "ivf-flat":  # IVF as version 1 stored it: full float32 vectors
+        ivf = faiss.index_factory(DIM, "IVF8,Flat", faiss.METRIC_INNER_PRODUCT)
+        ivf.train(VECTORS[:N])
+        ivf.add_with_ids(VECTORS[:N], np.arange(1, N + 1, dtype=np.int64))
+        index = NamespaceIndex.from_parts(
+            ivf,
+            dim=DIM,
+            kind=IndexKind.IVF,
+            generation=3,
+            facts=make_index("flat").export_state().facts,
+            labels=np.arange(1, N + 1, dtype=np.int64),
+        )
+    else:
+        index = make_index(kind)
+    index.remove([2, 4])
+    path = write_version_1(index, tmp_path)
+    meta = latest_snapshot(tmp_path, "shop")
+    assert meta is not None and meta.format_version == 1 and meta.count == N - 2
+    loaded, _ = load_snapshot(path, MODEL, DIM)
+    assert (loaded.kind, len(loaded), loaded.tombstones) == (index.kind, N - 2, index.tombstones)
+    assert all(loaded.facts(i) == index.facts(i) for i in range(1, N + 1) if i in index)
+    assert results(loaded, VECTORS[N:]) == results(index, VECTORS[N:])
+    loaded.generation = 4  # saving it again writes the current format
+    again = save_snapshot(loaded, tmp_path, meta_for(loaded))
+    assert (again / "facts.bin").exists() and not (again / "facts.jsonl").exists()
+
+
+def test_a_version_1_snapshot_with_a_damaged_jsonl_is_corrupt(tmp_path: Path) -> None:
+    path = write_version_1(make_index("flat"), tmp_path)
+    data = (path / "facts.jsonl").read_bytes()
+    rewrite_with_meta(path, "facts.jsonl", data.replace(b'"id": 7,', b'"id": 8,', 1))
+    with pytest.raises(SnapshotCorrupt, match="appears twice"):
+        load_snapshot(path, MODEL, DIM)
 
 
 # --------------------------------------------------------------------------------------------

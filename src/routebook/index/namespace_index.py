@@ -1,7 +1,8 @@
 """One namespace's inner-product index, keyed by example id, with the examples' facts.
 
-FAISS holds the vectors; a dict beside it holds what Decide shows as evidence, so answering a
-query touches no database. A lock makes add, remove and search safe from many threads.
+FAISS holds the vectors; a columnar `FactsTable` beside it holds what Decide shows as evidence,
+so answering a query touches no database. A lock makes add, remove and search safe from many
+threads.
 
 The FAISS index is flat (exact), HNSW or IVF (see `kinds`). Flat and IVF label vectors with
 example ids and remove them for real. HNSW cannot remove, so its vectors are labelled with their
@@ -22,6 +23,7 @@ import numpy as np
 import numpy.typing as npt
 
 from routebook.domain import ExampleFacts, Neighbour
+from routebook.index.facts_table import FactsColumns, FactsTable
 from routebook.index.kinds import (
     DEFAULT_EF_SEARCH,
     DEFAULT_NPROBE,
@@ -48,15 +50,16 @@ Vectors = npt.NDArray[np.float32]
 class IndexState:
     """A self-consistent copy of an index (taken under its lock), for snapshots.
 
-    `labelled` pairs each live example's facts with its FAISS label: the example id for flat and
-    IVF, the insertion row for HNSW (rows no example claims are tombstones).
+    `labels[r]` is the FAISS label of the example in row r of `facts`: the example id for flat
+    and IVF, the insertion row for HNSW (rows no example claims are tombstones).
     """
 
     dim: int
     kind: IndexKind
     generation: int
     faiss_bytes: npt.NDArray[np.uint8]
-    labelled: tuple[tuple[int, ExampleFacts], ...]
+    facts: FactsColumns
+    labels: npt.NDArray[np.int64]
 
 
 class NamespaceIndex:
@@ -96,7 +99,7 @@ class NamespaceIndex:
         self._kind = kind
         self._params = params
         self._index = index
-        self._facts: dict[int, ExampleFacts] = {}
+        self._facts = FactsTable()
         # HNSW only: row → example id (-1 once dead), example id → live row, dead rows.
         self._row_ids: list[int] = []
         self._row_of: dict[int, int] = {}
@@ -139,54 +142,82 @@ class NamespaceIndex:
     @classmethod
     def from_state(cls, state: IndexState, params: SearchParams | None = None) -> NamespaceIndex:
         """Recreate an index from `export_state`'s copy; ValueError if the copy is inconsistent."""
-        index = faiss.deserialize_index(state.faiss_bytes)
-        if int(index.d) != state.dim:
-            raise ValueError(f"the FAISS index has dimension {index.d}, expected {state.dim}")
-        if kind_of(index) is not state.kind:
-            raise ValueError(f"the FAISS index is {kind_of(index)}, expected {state.kind}")
+        return cls.from_parts(
+            faiss.deserialize_index(state.faiss_bytes),
+            dim=state.dim,
+            kind=state.kind,
+            generation=state.generation,
+            facts=state.facts,
+            labels=state.labels,
+            params=params,
+        )
+
+    @classmethod
+    def from_parts(
+        cls,
+        index: faiss.Index,
+        *,
+        dim: int,
+        kind: IndexKind,
+        generation: int,
+        facts: FactsColumns,
+        labels: npt.NDArray[np.int64],
+        params: SearchParams | None = None,
+    ) -> NamespaceIndex:
+        """An index around an already read FAISS index (a snapshot's, read straight from its
+        file); ValueError if the parts do not fit together."""
+        if int(index.d) != dim:
+            raise ValueError(f"the FAISS index has dimension {index.d}, expected {dim}")
+        if kind_of(index) is not kind:
+            raise ValueError(f"the FAISS index is {kind_of(index)}, expected {kind}")
         restored = cls.__new__(cls)
-        restored._setup(state.dim, state.kind, index, params or SearchParams(), state.generation)
-        restored._restore_labels(state.labelled)
+        restored._setup(dim, kind, index, params or SearchParams(), generation)
+        restored._restore_labels(facts, labels)
         return restored
 
-    def _restore_labels(self, labelled: Iterable[tuple[int, ExampleFacts]]) -> None:
+    def _restore_labels(self, packed: FactsColumns, labels: npt.NDArray[np.int64]) -> None:
+        self._facts = FactsTable(packed)  # ValueError for repeated ids or ill-fitting columns
+        ids = packed.columns["example_id"]
         total = int(self._index.ntotal)
-        claimed: set[int] = set()
-        for label, facts in labelled:
-            if facts.example_id in self._facts:
-                raise ValueError(f"example {facts.example_id} appears twice")
-            self._facts[facts.example_id] = facts
-            if self._kind is IndexKind.HNSW:
-                if not 0 <= label < total or label in claimed:
-                    raise ValueError(f"HNSW row {label} is out of range or claimed twice")
-                claimed.add(label)
-                self._row_of[facts.example_id] = label
-            elif label != facts.example_id:
-                raise ValueError(f"example {facts.example_id} is labelled {label}")
+        if len(labels) != len(ids):
+            raise ValueError(f"{len(labels)} FAISS labels for {len(ids)} facts")
         if self._kind is IndexKind.HNSW:
-            self._row_ids = [-1] * total
-            for example_id, row in self._row_of.items():
-                self._row_ids[row] = example_id
-            self._dead = {row for row, example_id in enumerate(self._row_ids) if example_id < 0}
-        elif total != len(self._facts):
-            raise ValueError(f"the FAISS index holds {total} vectors for {len(self._facts)} facts")
+            if len(labels) and (int(labels.min()) < 0 or int(labels.max()) >= total):
+                raise ValueError("an HNSW row is out of range")
+            if len(np.unique(labels)) != len(labels):
+                raise ValueError("an HNSW row is claimed twice")
+            row_ids = np.full(total, -1, dtype=np.int64)
+            row_ids[labels] = ids
+            self._row_ids = row_ids.tolist()
+            self._row_of = dict(zip(ids.tolist(), labels.tolist(), strict=True))
+            self._dead = set(np.flatnonzero(row_ids < 0).tolist())
+            return
+        if not np.array_equal(labels, ids):
+            raise ValueError("an example is labelled with another id")
+        if total != len(ids):
+            raise ValueError(f"the FAISS index holds {total} vectors for {len(ids)} facts")
         if self._kind is IndexKind.FLAT:
-            ids = faiss.vector_to_array(concrete_index(self._index).id_map)
-            if set(ids.tolist()) != set(self._facts):
+            faiss_ids = faiss.vector_to_array(concrete_index(self._index).id_map)
+            if not np.array_equal(np.sort(faiss_ids), np.sort(ids)):
                 raise ValueError("the FAISS ids differ from the facts' example ids")
 
     def export_state(self) -> IndexState:
         with self._lock:
-            labelled = tuple(
-                (self._row_of[i] if self._kind is IndexKind.HNSW else i, f)
-                for i, f in self._facts.items()
-            )
+            packed = self._facts.packed()
+            ids = packed.columns["example_id"]
+            if self._kind is IndexKind.HNSW:
+                labels = np.fromiter(
+                    map(self._row_of.__getitem__, ids.tolist()), np.int64, len(ids)
+                )
+            else:
+                labels = ids.copy()
             return IndexState(
                 dim=self._dim,
                 kind=self._kind,
                 generation=self.generation,
                 faiss_bytes=faiss.serialize_index(self._index),
-                labelled=labelled,
+                facts=packed,
+                labels=labels,
             )
 
     @property
@@ -218,7 +249,7 @@ class NamespaceIndex:
     def all_facts(self) -> list[ExampleFacts]:
         """A copy of every example's facts, for checks against the store."""
         with self._lock:
-            return list(self._facts.values())
+            return list(self._facts)
 
     def add(self, facts: Sequence[ExampleFacts], vectors: Vectors) -> None:
         """Add examples; an id already present is replaced (its vector and facts)."""
@@ -239,16 +270,14 @@ class NamespaceIndex:
                     self._row_of[example_id] = first_row + offset
             else:
                 self._index.add_with_ids(vectors, ids)
-            for f in facts:
-                self._facts[f.example_id] = f
+            self._facts.put(facts)
 
     def remove(self, example_ids: Iterable[int]) -> int:
         """Remove examples by id; returns how many were present (absent ids are ignored)."""
         with self._lock:
             present = [i for i in dict.fromkeys(example_ids) if i in self._facts]
             self._drop(present)
-            for i in present:
-                del self._facts[i]
+            self._facts.remove(present)
             return len(present)
 
     def _drop(self, example_ids: list[int]) -> None:
@@ -268,11 +297,11 @@ class NamespaceIndex:
         with self._lock:
             if facts.example_id not in self._facts:
                 raise KeyError(facts.example_id)
-            self._facts[facts.example_id] = facts
+            self._facts.put([facts])
 
     def facts(self, example_id: int) -> ExampleFacts:
         with self._lock:
-            return self._facts[example_id]
+            return self._facts.get(example_id)
 
     def search(self, vector: Vectors, k: int) -> list[Neighbour]:
         """The k most similar examples, most similar first."""
@@ -284,8 +313,8 @@ class NamespaceIndex:
             if self._kind is not IndexKind.HNSW:
                 sims, ids = self._index.search(query, min(k, live))
                 return [
-                    Neighbour(facts=self._facts[int(i)], similarity=float(s))
-                    for s, i in zip(sims[0], ids[0], strict=True)
+                    Neighbour(facts=self._facts.get(i), similarity=s)
+                    for s, i in zip(sims[0].tolist(), ids[0].tolist(), strict=True)
                     if i >= 0
                 ]
             return self._search_skipping_tombstones(query, min(k, live))
@@ -304,7 +333,7 @@ class NamespaceIndex:
         while True:
             sims, rows = self._index.search(query, fetch)
             found = [
-                Neighbour(facts=self._facts[self._row_ids[row]], similarity=float(s))
+                Neighbour(facts=self._facts.get(self._row_ids[row]), similarity=s)
                 for s, row in zip(sims[0].tolist(), rows[0].tolist(), strict=True)
                 if row >= 0 and row not in self._dead
             ]
@@ -322,7 +351,7 @@ class NamespaceIndex:
         sims = stored[rows] @ query[0]
         best = np.argsort(-sims, kind="stable")[:k]
         return [
-            Neighbour(facts=self._facts[self._row_ids[int(rows[i])]], similarity=float(sims[i]))
+            Neighbour(facts=self._facts.get(self._row_ids[int(rows[i])]), similarity=float(sims[i]))
             for i in best
         ]
 

@@ -3,15 +3,19 @@
 Layout, one folder per namespace and generation::
 
     <folder>/<namespace>/gen-00000007/index.faiss   the FAISS index (faiss.write_index format)
-                                     /facts.jsonl   one example's facts (and FAISS label) a line
+                                     /facts.bin     the facts' columns and FAISS labels (facts_file)
                                      /meta.json     SnapshotMeta, plus each file's size and sha256
+
+Format version 1 kept the facts as JSON lines (facts.jsonl); such snapshots are still read.
 
 A snapshot is written into a hidden temporary sibling (``.tmp-…``), every file and the folder
 are fsynced, and only then is it renamed into place: a process killed half-way leaves a
 temporary folder that readers never look at and the next save deletes, never a ``gen-…``
 folder that looks complete. ``meta.json`` is written last and records the other files' sizes
 (checked by `latest_snapshot`) and hashes (checked by `load_snapshot`), so a folder damaged
-later is refused too. Saves of one namespace are serialised with a lock file.
+later is refused too; the hash is checked before FAISS parses a byte, streaming the file so
+the check costs no second copy of it in memory. Saves of one namespace are serialised with a
+lock file.
 
 Errors::
 
@@ -40,19 +44,26 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import faiss
 import numpy as np
+import numpy.typing as npt
 
 from routebook.domain import ExampleFacts, ObservedOutcome, Source
+from routebook.index import facts_file
+from routebook.index.facts_table import FactsColumns, FactsTable
 from routebook.index.kinds import DEFAULT_EF_SEARCH, DEFAULT_NPROBE, SearchParams, parse_kind
-from routebook.index.namespace_index import IndexState, NamespaceIndex
+from routebook.index.namespace_index import NamespaceIndex
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 KEEP = 2
 INDEX_FILE = "index.faiss"
-FACTS_FILE = "facts.jsonl"
+FACTS_FILE = "facts.bin"
 META_FILE = "meta.json"
+#: Format version → its facts file. Version 1 is read, never written.
+_FACTS_FILES = {1: "facts.jsonl", 2: FACTS_FILE}
+_HASH_CHUNK = 1 << 22
 _GEN_DIR = re.compile(r"^gen-(\d{8,})$")
 _TEMP_PREFIXES = (".tmp-", ".old-")
 
@@ -114,7 +125,7 @@ def save_snapshot(
     meta = dataclasses.replace(
         meta,
         kind=str(state.kind),
-        count=len(state.labelled),
+        count=state.facts.rows,
         created_at=datetime.now(UTC),
         format_version=FORMAT_VERSION,
     )
@@ -127,7 +138,9 @@ def save_snapshot(
         temp.mkdir()
         files = {
             INDEX_FILE: _write_file(temp / INDEX_FILE, [state.faiss_bytes.data]),
-            FACTS_FILE: _write_file(temp / FACTS_FILE, _facts_lines(state)),
+            FACTS_FILE: _write_file(
+                temp / FACTS_FILE, facts_file.encode(state.facts, state.labels)
+            ),
         }
         _write_file(temp / META_FILE, [_meta_json(meta, files)])
         _fsync_dir(temp)
@@ -176,17 +189,23 @@ def load_snapshot(
             f"(dim {meta.dim}), but the configured model is {expected_model_id!r} "
             f"(dim {expected_dim})"
         )
-    blobs = {name: _read_checked(path / name, *files[name]) for name in (INDEX_FILE, FACTS_FILE)}
+    facts_name = _FACTS_FILES[meta.format_version]
+    facts_data = _read_checked(path / facts_name, *files[facts_name])
+    _check_hash(path / INDEX_FILE, *files[INDEX_FILE])
     try:
-        labelled = tuple(_parse_fact_line(line) for line in blobs[FACTS_FILE].splitlines())
-        state = IndexState(
+        if meta.format_version == 1:
+            packed, labels = _parse_fact_lines(facts_data)
+        else:
+            packed, labels = facts_file.decode(facts_data)
+        index = NamespaceIndex.from_parts(
+            faiss.read_index(str(path / INDEX_FILE)),
             dim=meta.dim,
             kind=parse_kind(meta.kind),
             generation=meta.generation,
-            faiss_bytes=np.frombuffer(blobs[INDEX_FILE], dtype=np.uint8),
-            labelled=labelled,
+            facts=packed,
+            labels=labels,
+            params=SearchParams(ef_search, nprobe),
         )
-        index = NamespaceIndex.from_state(state, SearchParams(ef_search, nprobe))
     except (ValueError, KeyError, TypeError, RuntimeError) as exc:  # RuntimeError: FAISS
         raise SnapshotCorrupt(f"snapshot {path} cannot be read: {exc}") from exc
     if len(index) != meta.count:
@@ -205,21 +224,6 @@ def prune_snapshots(folder: Path, namespace: str, keep: int = KEEP) -> None:
 
 
 # -- writing ------------------------------------------------------------------------------
-
-
-def _facts_lines(state: IndexState) -> Iterator[bytes]:
-    for label, f in state.labelled:
-        record = {
-            "label": label,
-            "id": f.example_id,
-            "text": f.text,
-            "route": f.route,
-            "source": f.source.value,
-            "best_model": f.best_model,
-            "outcomes": [[o.model, o.mean_quality, o.count] for o in f.outcomes],
-            "tenant": f.tenant,
-        }
-        yield (json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8")
 
 
 def _meta_json(meta: SnapshotMeta, files: dict[str, tuple[int, str]]) -> bytes:
@@ -305,14 +309,16 @@ def _read_meta(path: Path) -> tuple[SnapshotMeta, dict[str, tuple[int, str]]]:
     """The snapshot's meta and recorded files, after checking the files exist at those sizes."""
     try:
         record = json.loads((path / META_FILE).read_text("utf-8"))
-        if record.get("format_version") != FORMAT_VERSION:
+        version = record.get("format_version")
+        if version not in _FACTS_FILES:
+            readable = " and ".join(str(v) for v in _FACTS_FILES)
             raise SnapshotCorrupt(
-                f"snapshot {path} has format version {record.get('format_version')!r}; this "
-                f"version of routebook reads version {FORMAT_VERSION}"
+                f"snapshot {path} has format version {version!r}; this version of routebook "
+                f"reads versions {readable}"
             )
         files = {
             name: (int(record["files"][name]["bytes"]), str(record["files"][name]["sha256"]))
-            for name in (INDEX_FILE, FACTS_FILE)
+            for name in (INDEX_FILE, _FACTS_FILES[version])
         }
         created = record["created_at"]
         meta = SnapshotMeta(
@@ -326,7 +332,7 @@ def _read_meta(path: Path) -> tuple[SnapshotMeta, dict[str, tuple[int, str]]]:
             kind=str(parse_kind(record["kind"])),
             count=int(record["count"]),
             created_at=datetime.fromisoformat(created) if created else None,
-            format_version=FORMAT_VERSION,
+            format_version=int(version),
         )
     except FileNotFoundError:
         raise SnapshotCorrupt(f"snapshot {path} has no {META_FILE}") from None
@@ -349,18 +355,46 @@ def _read_checked(path: Path, size: int, sha256: str) -> bytes:
     return data
 
 
-def _parse_fact_line(line: bytes) -> tuple[int, ExampleFacts]:
-    record = json.loads(line)
-    facts = ExampleFacts(
-        example_id=int(record["id"]),
-        text=str(record["text"]),
-        route=record["route"],
-        source=Source(record["source"]),
-        best_model=record["best_model"],
-        outcomes=tuple(ObservedOutcome(str(m), float(q), int(c)) for m, q, c in record["outcomes"]),
-        tenant=record.get("tenant"),
-    )
-    return int(record["label"]), facts
+def _check_hash(path: Path, size: int, sha256: str) -> None:
+    """Like `_read_checked` for a file too big to hold twice: hashed in chunks, not kept."""
+    digest = hashlib.sha256()
+    seen = 0
+    try:
+        with path.open("rb") as handle:
+            while chunk := handle.read(_HASH_CHUNK):
+                digest.update(chunk)
+                seen += len(chunk)
+    except FileNotFoundError:
+        seen = -1
+    if seen != size or digest.hexdigest() != sha256:
+        raise SnapshotCorrupt(f"{path} is damaged: its size or checksum differs from the meta")
+
+
+def _parse_fact_lines(data: bytes) -> tuple[FactsColumns, npt.NDArray[np.int64]]:
+    """Format version 1's facts.jsonl as columns and labels."""
+    labels: list[int] = []
+    facts: list[ExampleFacts] = []
+    for line in data.splitlines():
+        record = json.loads(line)
+        labels.append(int(record["label"]))
+        facts.append(
+            ExampleFacts(
+                example_id=int(record["id"]),
+                text=str(record["text"]),
+                route=record["route"],
+                source=Source(record["source"]),
+                best_model=record["best_model"],
+                outcomes=tuple(
+                    ObservedOutcome(str(m), float(q), int(c)) for m, q, c in record["outcomes"]
+                ),
+                tenant=record.get("tenant"),
+            )
+        )
+    table = FactsTable()
+    table.put(facts)
+    if len(table) != len(facts):
+        raise ValueError("an example appears twice in the facts")
+    return table.packed(), np.asarray(labels, dtype=np.int64)
 
 
 def _namespace_dir(folder: Path, namespace: str) -> Path:
