@@ -128,7 +128,12 @@ def build(
         embedder,
         registry,
         directory,
-        IndexBuilder(store, embedder, settings.approximate_index_above),
+        IndexBuilder(
+            store,
+            embedder,
+            settings.approximate_index_above,
+            settings.approximate_index_kind,
+        ),
         settings.follow_interval_seconds,
     )
     examples = ExampleService(store, directory, follower, settings.max_query_chars)
@@ -198,7 +203,12 @@ def build(
         examples=examples,
         namespaces=NamespaceAdmin(store, directory, follower),
         reindexer=Reindexer(
-            store, embedder, directory, settings.snapshot_dir, settings.approximate_index_above
+            store,
+            embedder,
+            directory,
+            settings.snapshot_dir,
+            settings.approximate_index_above,
+            settings.approximate_index_kind,
         ),
         routing=routing,
         outcomes=outcomes,

@@ -12,6 +12,7 @@ import numpy as np
 from routebook.embed.batcher import MicroBatcher
 from routebook.embed.cache import CachedEmbedder
 from routebook.embed.sentence import SentenceTransformerEmbedder
+from routebook.service.examples import ExampleInput
 from routebook.v1 import router_pb2 as pb
 from tests.conftest import Served
 
@@ -110,7 +111,7 @@ def test_approximate_index_past_the_threshold(
     reindexer = small.app.reindexer
     assert reindexer.run(reindexer.start(None, None), None, None).state == "succeeded"
 
-    big = serve(sqlite_url, approximate_index_above=10)  # 14 examples > 10
+    big = serve(sqlite_url, approximate_index_above=10, approximate_index_kind="hnsw")  # 14 > 10
     reindexer = big.app.reindexer
     assert reindexer.run(reindexer.start(None, None), None, None).state == "succeeded"
     big.app.follower.tick()
@@ -128,3 +129,20 @@ def test_a_mixed_length_batch_embeds_like_one_text_at_a_time(
     together = embedder.embed(texts)
     for position, text in enumerate(texts):
         assert np.allclose(together[position], embedder.embed([text])[0], atol=1e-5)
+
+
+def test_ivf_is_the_default_approximate_index(
+    sqlite_url: str, serve: Callable[..., Served]
+) -> None:
+    """IVF needs enough vectors to train its lists (39 per list, 8 lists at least)."""
+    served = serve(sqlite_url, approximate_index_above=100)
+    texts = [f"{prefix} order number {n}" for n in range(60) for prefix in QUERIES[:6]]
+    served.app.examples.upsert("default", [ExampleInput(t, None, "small") for t in texts])
+    reindexer = served.app.reindexer
+    assert reindexer.run(reindexer.start(None, None), None, None).state == "succeeded"
+    served.app.follower.tick()
+    index = served.app.registry.get("default")
+    assert str(index.kind) == "ivf" and len(index) == len(texts) + 14
+    request = pb.DecideRequest(messages=[pb.Message(role="user", content=f"{QUERIES[0]} 7")])
+    response = served.router.Decide(request, timeout=10)
+    assert response.neighbours[0].similarity > 0.9

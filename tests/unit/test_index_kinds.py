@@ -70,12 +70,12 @@ def ids_of(index: NamespaceIndex, query: Vectors, k: int) -> list[int]:
 # --------------------------------------------------------------------------------------------
 
 
-def test_choose_kind_is_flat_up_to_the_threshold_and_hnsw_above() -> None:
+def test_choose_kind_is_flat_up_to_the_threshold_and_approximate_above() -> None:
     assert choose_kind(0) == "flat"
     assert choose_kind(50_000) == "flat"
-    assert choose_kind(50_001) == "hnsw"
-    assert choose_kind(1_000_000) is IndexKind.HNSW
-    assert choose_kind(100, approximate_above=99) == "hnsw"
+    assert choose_kind(50_001) == "ivf"
+    assert choose_kind(1_000_000) is IndexKind.IVF
+    assert choose_kind(100, approximate_above=99, approximate="hnsw") == "hnsw"
     assert choose_kind(99, approximate_above=99) == "flat"
 
 

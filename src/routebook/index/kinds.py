@@ -77,7 +77,7 @@ def parse_kind(value: str) -> IndexKind:
 def choose_kind(
     n_examples: int,
     approximate_above: int = APPROXIMATE_ABOVE,
-    approximate: IndexKind | str = IndexKind.HNSW,
+    approximate: IndexKind | str = IndexKind.IVF,
 ) -> IndexKind:
     """Exact search up to `approximate_above` examples, the `approximate` kind beyond."""
     if n_examples <= approximate_above:

@@ -56,11 +56,16 @@ class BuiltIndex:
 
 class IndexBuilder:
     def __init__(
-        self, store: Store, embedder: Embedder, approximate_above: int = APPROXIMATE_ABOVE
+        self,
+        store: Store,
+        embedder: Embedder,
+        approximate_above: int = APPROXIMATE_ABOVE,
+        approximate_kind: str = "ivf",
     ) -> None:
         self._store = store
         self._embedder = embedder
         self._approximate_above = approximate_above
+        self._approximate_kind = approximate_kind
 
     def count(self, namespace_id: int) -> int:
         with self._store.read() as session:
@@ -95,7 +100,7 @@ class IndexBuilder:
         )
         index = NamespaceIndex.build(
             self._embedder.dim,
-            kind or choose_kind(len(facts), self._approximate_above),
+            kind or choose_kind(len(facts), self._approximate_above, self._approximate_kind),
             facts,
             vectors,
         )

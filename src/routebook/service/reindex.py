@@ -51,11 +51,12 @@ class Reindexer:
         directory: NamespaceDirectory,
         snapshot_dir: Path,
         approximate_above: int,
+        approximate_kind: str = "ivf",
     ) -> None:
         self._store = store
         self._embedder = embedder
         self._directory = directory
-        self._builder = IndexBuilder(store, embedder, approximate_above)
+        self._builder = IndexBuilder(store, embedder, approximate_above, approximate_kind)
         self._snapshot_dir = snapshot_dir
 
     def targets(self, namespace: str | None) -> list[NamespaceInfo]:
