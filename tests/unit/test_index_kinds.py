@@ -316,3 +316,28 @@ def test_hnsw_concurrent_add_remove_and_search(small_vectors: Vectors) -> None:
     assert errors == []
     assert len(index) == 200 + 4 * 20
     assert index.tombstones == 4 * 20
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_training_data_gives_each_live_example_its_stored_vector(kind: IndexKind) -> None:
+    vectors = clustered_unit_vectors(1_000, 32, seed=5)
+    index = NamespaceIndex.build(32, kind, facts_for(range(1_000)), vectors)
+    built = index.version
+    assert index.kind is kind
+    index.remove(range(0, 1_000, 10))
+    index.update_facts(facts_for([1], tag=" updated")[0])
+    assert index.version == built + 100 + 1
+
+    got, facts = index.training_data(limit=10_000)
+    ids = [f.example_id for f in facts]
+    assert sorted(ids) == [i for i in range(1_000) if i % 10]
+    tolerance = 1e-3 if kind is IndexKind.IVF else 1e-6  # IVF stores float16
+    assert np.allclose(got, vectors[ids], atol=tolerance)
+    assert next(f.text for f in facts if f.example_id == 1) == "example 1 updated"
+
+    sample, sampled = index.training_data(limit=50, seed=3)
+    assert sample.shape == (50, 32) and len({f.example_id for f in sampled}) == 50
+    assert np.allclose(sample, vectors[[f.example_id for f in sampled]], atol=tolerance)
+    assert [f.example_id for f in index.training_data(limit=50, seed=3)[1]] == [
+        f.example_id for f in sampled
+    ]

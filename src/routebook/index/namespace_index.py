@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import math
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import faiss
@@ -99,6 +99,7 @@ class NamespaceIndex:
         self._kind = kind
         self._params = params
         self._index = index
+        self._version = 0  # changes since made: adds, removals, fact updates
         self._facts = FactsTable()
         # HNSW only: row → example id (-1 once dead), example id → live row, dead rows.
         self._row_ids: list[int] = []
@@ -271,6 +272,7 @@ class NamespaceIndex:
             else:
                 self._index.add_with_ids(vectors, ids)
             self._facts.put(facts)
+            self._version += len(facts)
 
     def remove(self, example_ids: Iterable[int]) -> int:
         """Remove examples by id; returns how many were present (absent ids are ignored)."""
@@ -278,6 +280,7 @@ class NamespaceIndex:
             present = [i for i in dict.fromkeys(example_ids) if i in self._facts]
             self._drop(present)
             self._facts.remove(present)
+            self._version += len(present)
             return len(present)
 
     def _drop(self, example_ids: list[int]) -> None:
@@ -298,6 +301,71 @@ class NamespaceIndex:
             if facts.example_id not in self._facts:
                 raise KeyError(facts.example_id)
             self._facts.put([facts])
+            self._version += 1
+
+    @property
+    def version(self) -> int:
+        """How many changes (examples added or removed, facts updated) since it was made; a
+        namespace's learned head is retrained once enough have piled up."""
+        return self._version
+
+    def training_data(self, limit: int, seed: int = 0) -> tuple[Vectors, list[ExampleFacts]]:
+        """Live examples' vectors (as stored) and facts, a seeded sample of `limit` beyond it:
+        what a learned head trains on, read from the index so it sees what the neighbours see."""
+        with self._lock:
+            ids, read = self._stored_vectors()
+            positions = np.arange(len(ids))
+            if len(ids) > limit:
+                rng = np.random.default_rng(seed)
+                positions = np.sort(rng.choice(len(ids), size=limit, replace=False))
+            vectors = read(positions) if len(positions) else np.zeros((0, self._dim), np.float32)
+            return vectors, [self._facts.get(int(i)) for i in ids[positions]]
+
+    def _stored_vectors(
+        self,
+    ) -> tuple[npt.NDArray[np.int64], Callable[[npt.NDArray[np.int64]], Vectors]]:
+        """Every live example id, and a reader of the vectors at chosen positions. Locked."""
+        concrete = concrete_index(self._index)
+        total = int(concrete.ntotal)
+        if self._kind is IndexKind.FLAT:
+            ids = faiss.vector_to_array(concrete.id_map).astype(np.int64)
+
+            def read_flat(positions: npt.NDArray[np.int64]) -> Vectors:
+                stored = concrete_index(concrete.index).reconstruct_n(0, total)
+                return np.ascontiguousarray(stored[positions], dtype=np.float32)
+
+            return ids, read_flat
+        if self._kind is IndexKind.HNSW:
+            rows = np.fromiter(self._row_of.values(), dtype=np.int64, count=len(self._row_of))
+            ids = np.array([self._row_ids[r] for r in rows.tolist()], dtype=np.int64)
+
+            def read_hnsw(positions: npt.NDArray[np.int64]) -> Vectors:
+                storage = concrete_index(concrete.storage)
+                stored = faiss.rev_swig_ptr(storage.get_xb(), total * self._dim)
+                return np.array(stored.reshape(total, -1)[rows[positions]], dtype=np.float32)
+
+            return ids, read_hnsw
+        # IVF: ids live in the inverted lists; vectors are decoded from their list and offset.
+        lists = concrete.invlists
+        sizes = np.array([lists.list_size(n) for n in range(int(concrete.nlist))], np.int64)
+        found = [
+            faiss.rev_swig_ptr(lists.get_ids(n), int(size)).astype(np.int64)
+            for n, size in enumerate(sizes.tolist())
+            if size
+        ]
+        ids = np.concatenate(found) if found else np.zeros(0, np.int64)
+        list_of = np.repeat(np.arange(len(sizes), dtype=np.int64), sizes)
+        offset_of = np.arange(len(ids), dtype=np.int64) - np.repeat(np.cumsum(sizes) - sizes, sizes)
+
+        def read_ivf(positions: npt.NDArray[np.int64]) -> Vectors:
+            out = np.empty((len(positions), self._dim), dtype=np.float32)
+            for row, p in enumerate(positions.tolist()):
+                concrete.reconstruct_from_offset(
+                    int(list_of[p]), int(offset_of[p]), faiss.swig_ptr(out[row])
+                )
+            return out
+
+        return ids, read_ivf
 
     def facts(self, example_id: int) -> ExampleFacts:
         with self._lock:
