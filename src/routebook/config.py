@@ -63,6 +63,35 @@ class Settings(BaseSettings):
     quality_target: float = Field(
         0.8, gt=0, le=1, description="Default success probability a model must reach to be chosen."
     )
+    head_enabled: bool = Field(
+        True,
+        description="Train a learned head per namespace (logistic regressions on the index's "
+        "embeddings) in the background; its prediction is each estimate's prior.",
+    )
+    head_strength: float = Field(
+        10.0,
+        ge=0,
+        description="Weight of the head's P(success) as an estimate's prior, in neighbours at "
+        "similarity 1; 0 ignores it.",
+    )
+    route_head_strength: float = Field(
+        3.0,
+        ge=0,
+        description="Weight of the head's route probabilities in the route vote and the "
+        "cold-start support; 0 ignores them.",
+    )
+    head_retrain_after: int = Field(
+        200, ge=1, description="Index changes (examples, outcomes) after which a head retrains."
+    )
+    head_check_seconds: float = Field(
+        30.0, gt=0, description="How often the background trainer looks for stale heads."
+    )
+    head_max_examples: int = Field(
+        50_000,
+        ge=1,
+        description="Most examples a head trains on (a seeded sample beyond), bounding its "
+        "training time.",
+    )
     target_mode: Literal["absolute", "relative"] = Field(
         "absolute",
         description="absolute: a model is chosen when its estimate reaches quality_target; "
@@ -140,6 +169,18 @@ class Settings(BaseSettings):
         ge=0,
         description="Under load, how long a batch waits for more queries to join it; a lone "
         "query never waits.",
+    )
+    outcome_batch_max: int = Field(
+        64,
+        ge=1,
+        description="Most RecordOutcome calls committed in one shared transaction (group "
+        "commit); each is answered only after that commit.",
+    )
+    outcome_batch_wait_ms: float = Field(
+        0.0,
+        ge=0,
+        description="How long the first RecordOutcome of a batch waits for company before "
+        "committing; 0 batches only the calls that arrive while the previous commit runs.",
     )
     embed_cache_size: int = Field(
         10_000, ge=0, description="Query vectors kept by text hash; 0 turns the cache off."

@@ -85,6 +85,29 @@ class PolicyEffect:
 
 
 @dataclass(frozen=True, slots=True)
+class HeadPrediction:
+    """What a namespace's learned head says about one query before any neighbour is counted.
+
+    `success`: (model, P(success)) for the models the head was trained for; `routes`: (route,
+    probability) over the routes it knows, summing to 1. Pairs, not dicts, so the value stays
+    hashable and converts one-to-one to repeated proto fields.
+    """
+
+    success: tuple[tuple[str, float], ...] = ()
+    routes: tuple[tuple[str, float], ...] = ()
+    #: The head's generation (the index generation it was trained from) and its training size.
+    generation: int = 0
+    trained_on: int = 0
+
+    def success_of(self, model: str) -> float | None:
+        return next((p for m, p in self.success if m == model), None)
+
+    @property
+    def top_route(self) -> tuple[str, float] | None:
+        return max(self.routes, key=lambda item: (item[1], item[0]), default=None)
+
+
+@dataclass(frozen=True, slots=True)
 class ModelEstimate:
     model: str
     success: float
@@ -92,6 +115,8 @@ class ModelEstimate:
     estimated_cost_usd: float
     meets_target: bool
     allowed: bool = True
+    #: The head's P(success) that served as this estimate's prior (None: the constant prior).
+    head_success: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,6 +157,8 @@ class Choice:
     quality_target: float
     top_similarity: float
     policy: tuple[PolicyEffect, ...] = ()
+    #: What the namespace's head predicted for this query, when a head took part.
+    head: HeadPrediction | None = None
 
 
 @dataclass(frozen=True, slots=True)

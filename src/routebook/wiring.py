@@ -30,6 +30,7 @@ from routebook.service.decision_writer import DecisionWriter
 from routebook.service.drift import DriftLevels, DriftWatch
 from routebook.service.escalation import EscalationGuard
 from routebook.service.follower import StoreFollower
+from routebook.service.heads import HeadBook, HeadSettings
 from routebook.service.indexing import IndexBuilder
 from routebook.service.namespace_admin import NamespaceAdmin
 from routebook.service.reindex import Reindexer
@@ -59,8 +60,10 @@ class App:
     decision_log: DecisionLog
     decision_writer: DecisionWriter
     drift: DriftWatch
+    heads: HeadBook
 
     def close(self) -> None:
+        self.heads.stop()
         self.follower.stop()
         self.decision_writer.close()
         self.decision_log.close()
@@ -77,6 +80,8 @@ def decision_params(settings: Settings) -> DecisionParams:
         prior_strength=settings.prior_strength,
         weight_power=settings.weight_power,
         target_mode=settings.target_mode,
+        head_strength=settings.head_strength,
+        route_head_strength=settings.route_head_strength,
     )
 
 
@@ -123,6 +128,16 @@ def build(
     embedder = embedder if embedder is not None else load_embedder(settings)
     registry = IndexRegistry(embedder.dim)
     directory = NamespaceDirectory(store, settings.default_namespace)
+    heads = HeadBook(
+        registry,
+        lambda namespace: directory.resolve(namespace).catalog,
+        HeadSettings(
+            enabled=settings.head_enabled,
+            retrain_after=settings.head_retrain_after,
+            check_seconds=settings.head_check_seconds,
+            max_examples=settings.head_max_examples,
+        ),
+    )
     follower = StoreFollower(
         store,
         embedder,
@@ -179,6 +194,7 @@ def build(
         guard,
         drift,
         shadow_candidate(settings),
+        heads,
     )
     outcomes = OutcomeRecorder(
         store,
@@ -192,6 +208,8 @@ def build(
         cooldowns,
         guard,
         drift,
+        batch_max=settings.outcome_batch_max,
+        batch_wait_ms=settings.outcome_batch_wait_ms,
     )
     app = App(
         settings=settings,
@@ -216,6 +234,7 @@ def build(
         decision_log=decision_log,
         decision_writer=writer,
         drift=drift,
+        heads=heads,
     )
     telemetry.watch_indexes(registry)
     telemetry.watch_drift(drift, registry)
@@ -232,4 +251,5 @@ def build(
             if not follower.is_loaded(info.name):
                 index = follower.load(info)
                 say(f"namespace {info.name}: {len(index)} examples, generation {index.generation}")
+        heads.start()  # trains every namespace's head in the background, then keeps them fresh
     return app

@@ -6,7 +6,12 @@ Each neighbour gives, for each model, either a success value in [0, 1] or nothin
 - otherwise the neighbour says nothing about that model.
 
 The estimate is (prior * strength + sum(w * value)) / (strength + sum(w)), so a model with little
-evidence stays near the prior instead of swinging on one neighbour.
+evidence stays near the prior instead of swinging on one neighbour. When the namespace has a
+learned head (`decide/head.py`), its P(success) for the query is the prior, at `head_strength`:
+the head says what the whole index suggests, the neighbours what the closest precedents did, and
+a precedent recorded a moment ago counts at once. Routes are voted the same way: each route gets
+the weight of its neighbours plus a strength (`route_head_strength`) times the head's
+probability for it.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from routebook.catalog import Catalog
-from routebook.domain import ExampleFacts, ModelEstimate, Neighbour
+from routebook.domain import ExampleFacts, HeadPrediction, ModelEstimate, Neighbour
 
 
 def neighbour_weight(similarity: float, floor: float, power: float) -> float:
@@ -42,10 +47,24 @@ def estimate_models(
     quality_target: float,
     input_tokens: int,
     output_tokens: int,
+    head: HeadPrediction | None = None,
+    head_strength: float = 0.0,
 ) -> tuple[ModelEstimate, ...]:
-    """One estimate per catalog model, cheapest first."""
+    """One estimate per catalog model, cheapest first.
+
+    The head's P(success) replaces the constant prior for the models it knows, when
+    `head_strength` > 0; other models keep the constant prior.
+    """
     estimates = []
     for spec in catalog.models:
+        head_success = (
+            head.success_of(spec.name) if head is not None and head_strength > 0 else None
+        )
+        prior, strength = (
+            (prior_success, prior_strength)
+            if head_success is None
+            else (head_success, head_strength)
+        )
         weighted_sum = 0.0
         support = 0.0
         for neighbour in neighbours:
@@ -56,7 +75,7 @@ def estimate_models(
                 continue
             weighted_sum += neighbour.weight * value
             support += neighbour.weight
-        success = (prior_success * prior_strength + weighted_sum) / (prior_strength + support)
+        success = (prior * strength + weighted_sum) / (strength + support)
         estimates.append(
             ModelEstimate(
                 model=spec.name,
@@ -64,6 +83,7 @@ def estimate_models(
                 support=support,
                 estimated_cost_usd=spec.cost_usd(input_tokens, output_tokens),
                 meets_target=success >= quality_target,
+                head_success=head_success,
             )
         )
     return tuple(estimates)
@@ -79,12 +99,32 @@ def evidence_weight(neighbours: Sequence[Neighbour], catalog: Catalog) -> float:
     )
 
 
-def vote_route(neighbours: Sequence[Neighbour]) -> str | None:
-    """The route with the most neighbour weight behind it, if any neighbour carries a route."""
+def vote_route(
+    neighbours: Sequence[Neighbour],
+    head: HeadPrediction | None = None,
+    head_strength: float = 0.0,
+) -> str | None:
+    """The route with the most weight behind it: its neighbours' weight, plus `head_strength`
+    times the head's probability for it; None when nothing carries a route."""
     totals: dict[str, float] = {}
     for n in neighbours:
         if n.facts.route and n.weight > 0:
             totals[n.facts.route] = totals.get(n.facts.route, 0.0) + n.weight
+    if head is not None and head_strength > 0:
+        for route, p in head.routes:
+            totals[route] = totals.get(route, 0.0) + head_strength * p
     if not totals:
         return None
     return max(totals.items(), key=lambda item: (item[1], item[0]))[0]
+
+
+def head_support(head: HeadPrediction | None, head_strength: float) -> float:
+    """What the head adds to the cold-start support test: `head_strength` times its top route's
+    probability. A query the head confidently places in a route is not out of scope even when
+    its neighbours are a little far (CLINC150 train folds: in-scope accuracy at OOS recall 0.8
+    rose from 0.950 with the head's probability alone, or 0.928 with the neighbours' weight
+    alone, to 0.958 with the sum)."""
+    if head is None or head_strength <= 0:
+        return 0.0
+    top = head.top_route
+    return 0.0 if top is None else head_strength * top[1]

@@ -16,6 +16,11 @@ Goals:
   are `--calib FILE`, or 20% of each label plus every `oos` row of the index file, held out
   deterministically (`jobs.splits`).
 
+Both searches also choose how much the namespace head counts (`head_strength` for outcome data,
+`route_head_strength` for intents; 0 leaves it out). The head is trained on the indexed part
+only; in leave-one-out calibration each query's head prediction comes from a head trained
+without it (`replay.crossfit_heads`).
+
 The chosen setting is then reported on the test file with the whole index file indexed, the
 way `serve` would hold it. Nothing is tuned on the test file.
 """
@@ -33,6 +38,8 @@ import numpy.typing as npt
 
 from routebook.config import Settings
 from routebook.decide import DecisionParams
+from routebook.decide.estimate import head_support
+from routebook.decide.head import train_head
 from routebook.domain import Strategy
 from routebook.jobs import replay, splits, sweep
 from routebook.jobs.datasets import (
@@ -56,6 +63,8 @@ TARGET_MODES = ("absolute", "relative")
 #: (similarity_floor, weight_power) pairs tried for intent data.
 WEIGHT_SHAPES = ((0.3, 1.0), (0.3, 2.0), (0.3, 4.0), (0.0, 2.0), (0.0, 4.0), (0.0, 6.0), (0.0, 8.0))
 COLD_GRID = (-1.0, *(round(0.30 + 0.05 * i, 2) for i in range(13)))  # never, 0.30 ... 0.90
+#: Route-head strengths tried for intent data (0: the neighbour vote alone).
+ROUTE_HEAD_STRENGTHS = (0.0, 1.0, 3.0, 10.0)
 GOALS = ("quality", "oos_recall")
 
 FloatArray = npt.NDArray[np.float64]
@@ -118,10 +127,27 @@ def _outcome_search(
     index_vectors = cache.embed([r.prompt for r in kept], tracker.step("embed index", len(kept)))
     texts = [r.prompt for r in calib]
     vectors = cache.embed(texts, tracker.step("embed calibration", len(calib)))
-    index = replay.build_index(replay.outcome_facts(kept), index_vectors)
+    facts = replay.outcome_facts(kept)
+    index = replay.build_index(facts, index_vectors)
     grid = _k_grid(inputs, len(kept))
+    strengths = sorted({0.0, inputs.params.head_strength})
+    head, heads = None, None
+    if replay.uses_head(inputs.params):
+        advance = tracker.step("train head", 1)
+        if leave_one_out:
+            heads = replay.crossfit_heads(facts, index_vectors, catalog)
+        else:
+            head = train_head(index_vectors, facts, catalog)
+        advance(1)
     searched = replay.search_all(
-        index, texts, vectors, max(grid), tracker.step("search", len(calib)), leave_one_out
+        index,
+        texts,
+        vectors,
+        max(grid),
+        tracker.step("search", len(calib)),
+        leave_one_out,
+        head=head,
+        heads=heads,
     )
     quality = quality_matrix(calib, catalog)
     cost = replay.call_costs(catalog, searched.input_tokens)
@@ -129,11 +155,16 @@ def _outcome_search(
     strongest_cost = float(cost[:, -1].mean())
     # (cost, -quality) decides; the rest describes the setting.
     best: tuple[float, float, int, DecisionParams] | None = None
-    advance = tracker.step("calibrate", len(grid) * len(OUTCOME_SHAPES))
+    shapes = [(f, p, h) for f, p in OUTCOME_SHAPES for h in strengths]
+    advance = tracker.step("calibrate", len(grid) * len(shapes))
     for k in grid:
-        for floor, power in OUTCOME_SHAPES:
+        for floor, power, strength in shapes:
             never = replace(
-                inputs.params, cold_start_threshold=-1.0, similarity_floor=floor, weight_power=power
+                inputs.params,
+                cold_start_threshold=-1.0,
+                similarity_floor=floor,
+                weight_power=power,
+                head_strength=strength,
             )
             if not cascade:  # nothing may go cold: no low-support test either
                 never = replace(never, min_support=0.0)
@@ -225,24 +256,29 @@ def _intent_search(
     index_vectors = cache.embed([r.text for r in kept], tracker.step("embed index", len(kept)))
     texts = [r.text for r in calib]
     vectors = cache.embed(texts, tracker.step("embed calibration", len(calib)))
-    index = replay.build_index(replay.intent_facts(kept, catalog), index_vectors)
+    facts = replay.intent_facts(kept, catalog)
+    index = replay.build_index(facts, index_vectors)
     grid = _k_grid(inputs, len(kept))
+    head = replay.index_head(facts, index_vectors, catalog, inputs.params)
+    strengths = ROUTE_HEAD_STRENGTHS if head is not None and head.routes else (0.0,)
     searched = replay.search_all(
-        index, texts, vectors, max(grid), tracker.step("search", len(calib))
+        index, texts, vectors, max(grid), tracker.step("search", len(calib)), head=head
     )
     truth = np.array([r.label for r in calib], dtype=object)
     inside = ~is_oos
     need = math.ceil(goal.value * is_oos.sum() - 1e-9)
     best: tuple[float, int, DecisionParams, float] | None = None
-    advance = tracker.step("calibrate", len(grid) * len(WEIGHT_SHAPES))
+    shapes = [(f, p, h) for f, p in WEIGHT_SHAPES for h in strengths]
+    advance = tracker.step("calibrate", len(grid) * len(shapes))
     for k in grid:
-        for floor, power in WEIGHT_SHAPES:
+        for floor, power, strength in shapes:
             never = replace(
                 inputs.params,
                 cold_start_threshold=-1.0,
                 min_support=0.0,
                 similarity_floor=floor,
                 weight_power=power,
+                route_head_strength=strength,
             )
             choices = replay.decide_all(searched, catalog, never, k)
             routed = np.array(
@@ -250,7 +286,13 @@ def _intent_search(
             )
             routed_oos = routed == OOS_LABEL
             top = np.array([c.top_similarity for c in choices])
-            weight = np.array([sum(n.weight for n in c.neighbours) for c in choices])
+            # The support test's own score: the neighbours' weight plus the head's share.
+            weight = np.array(
+                [
+                    sum(n.weight for n in c.neighbours) + head_support(c.head, strength)
+                    for c in choices
+                ]
+            )
             for scores, test in ((top, "similarity"), (weight, "support")):
                 threshold = _lowest_reaching(scores, is_oos, routed_oos, need)
                 if threshold is None:
@@ -352,9 +394,8 @@ def write_config(result: Calibrated, path: Path) -> None:
         else:
             line = f"{key} = {value:.6g}"
         if key not in Settings.model_fields:
-            # Not a setting yet: kept as a comment so `serve` still reads the file; pass it to
-            # `routebook eval` as a flag (e.g. --target-mode).
-            line = f"# {line}  (no such setting yet; use --{key.replace('_', '-')})"
+            # Not a setting yet: kept as a comment so `serve` still reads the file.
+            line = f"# {line}  (not a setting yet: serve and eval use the default)"
         lines.append(line)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")

@@ -1,9 +1,9 @@
 """`routebook eval`: fill a fresh namespace from an index file, route a test file, measure.
 
-The embedder, the index and the decision rule are the server's own (`jobs.replay`); the kNN
-vote and the linear head run on the very same vectors (`jobs.baselines`), so the comparison is
-between decision rules, not encoders. Outcome data goes to `jobs.outcome_eval`, intent data to
-`jobs.intent_eval`.
+The embedder, the index, the namespace head and the decision rule are the server's own
+(`jobs.replay`); the kNN vote and the linear head run on the very same vectors
+(`jobs.baselines`), so the comparison is between decision rules, not encoders. Outcome data
+goes to `jobs.outcome_eval`, intent data to `jobs.intent_eval`.
 """
 
 from __future__ import annotations
@@ -75,9 +75,18 @@ def evaluate_outcomes(
     index_vectors = embed_texts(cache, [r.prompt for r in index_rows], "index", tracker)
     test_texts = [r.prompt for r in test_rows]
     test_vectors = embed_texts(cache, test_texts, "test", tracker)
-    index = replay.build_index(replay.outcome_facts(index_rows), index_vectors)
+    facts = replay.outcome_facts(index_rows)
+    index = replay.build_index(facts, index_vectors)
+    advance = tracker.step("train head", 1)
+    head = replay.index_head(facts, index_vectors, catalog, options.params)
+    advance(1)
     searched = replay.search_all(
-        index, test_texts, test_vectors, options.k, tracker.step("search", len(test_rows))
+        index,
+        test_texts,
+        test_vectors,
+        options.k,
+        tracker.step("search", len(test_rows)),
+        head=head,
     )
     advance = tracker.step("decide", len(test_rows))
     choices = replay.decide_all(searched, catalog, options.params, options.k)

@@ -29,9 +29,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import numpy.typing as npt
+
+from routebook.catalog import Catalog
 from routebook.config import load_settings
 from routebook.decide import DecisionParams
-from routebook.domain import Strategy
+from routebook.decide.head import Head, train_head
+from routebook.domain import ExampleFacts, Strategy
 from routebook.jobs import replay
 from routebook.jobs.datasets import OOS_LABEL, detect_kind, load_intent_rows, load_outcome_rows
 from routebook.jobs.evaluate import embed_texts, quality_matrix
@@ -163,6 +168,18 @@ def run_gate(
     )
 
 
+def _head(
+    facts: Sequence[ExampleFacts],
+    vectors: npt.NDArray[np.float32],
+    catalog: Catalog,
+    sides: Sequence[Side],
+) -> Head | None:
+    """One head for both sides (it depends on the index only); each side's strengths weigh it."""
+    if not any(replay.uses_head(s.params) for s in sides):
+        return None
+    return train_head(vectors, facts, catalog)
+
+
 def _outcome_sides(
     inputs: Inputs,
     sides: Sequence[Side],
@@ -179,9 +196,13 @@ def _outcome_sides(
     index_vectors = embed_texts(inputs.cache, [r.prompt for r in index_rows], "index", tracker)
     texts = [r.prompt for r in test_rows]
     vectors = embed_texts(inputs.cache, texts, "test", tracker)
-    index = replay.build_index(replay.outcome_facts(index_rows), index_vectors)
+    facts = replay.outcome_facts(index_rows)
+    index = replay.build_index(facts, index_vectors)
     k = max(s.k for s in sides)
-    searched = replay.search_all(index, texts, vectors, k, tracker.step("search", len(texts)))
+    head = _head(facts, index_vectors, catalog, sides)
+    searched = replay.search_all(
+        index, texts, vectors, k, tracker.step("search", len(texts)), head=head
+    )
     quality = quality_matrix(test_rows, catalog)
     priced = Priced(quality, replay.call_costs(catalog, searched.input_tokens))
     advance = tracker.step("decide and measure", len(sides))
@@ -216,9 +237,13 @@ def _intent_sides(
     texts = [r.text for r in test_rows]
     vectors = embed_texts(inputs.cache, texts, "test", tracker)
     catalog = replay.intent_catalog()
-    index = replay.build_index(replay.intent_facts(index_rows, catalog), index_vectors)
+    facts = replay.intent_facts(index_rows, catalog)
+    index = replay.build_index(facts, index_vectors)
     k = max(s.k for s in sides)
-    searched = replay.search_all(index, texts, vectors, k, tracker.step("search", len(texts)))
+    head = _head(facts, index_vectors, catalog, sides)
+    searched = replay.search_all(
+        index, texts, vectors, k, tracker.step("search", len(texts)), head=head
+    )
     true = [r.label for r in test_rows]
     advance = tracker.step("decide and measure", len(sides))
     measured = []

@@ -77,10 +77,14 @@ def route_with_routebook(
     k: int,
     advance: Callable[[int], None] | None = None,
 ) -> tuple[list[str | None], FloatArray]:
-    """routebook's route per query (None = cold start) and each query's top similarity."""
+    """routebook's route per query (None = cold start) and each query's top similarity.
+
+    The head is trained on the in-scope index rows, as the server trains it on its index."""
     catalog = replay.intent_catalog()
-    index = replay.build_index(replay.intent_facts(index_rows, catalog), index_vectors)
-    searched = replay.search_all(index, texts, vectors, k, advance)
+    facts = replay.intent_facts(index_rows, catalog)
+    index = replay.build_index(facts, index_vectors)
+    head = replay.index_head(facts, index_vectors, catalog, params)
+    searched = replay.search_all(index, texts, vectors, k, advance, head=head)
     choices = replay.decide_all(searched, catalog, params, k)
     routes = [c.route if c.strategy is Strategy.SEMANTIC else None for c in choices]
     return routes, np.array([c.top_similarity for c in choices], dtype=np.float64)

@@ -10,10 +10,16 @@ evaluation measures the code that runs in production, not a re-implementation of
 
 Searching is done once with the largest k any setting needs; a smaller k takes the first k of
 those neighbours, which is exactly what a search with that k returns (the index is exact).
+
+The namespace head (`decide/head.py`) is trained on the index file, as the server trains it on
+its index, and its prediction for each query rides along with the neighbours. When the queries
+are the index's own rows (leave-one-out calibration), each query's prediction comes from a head
+that never saw it (`crossfit_heads`).
 """
 
 from __future__ import annotations
 
+import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -22,7 +28,15 @@ import numpy.typing as npt
 
 from routebook.catalog import Catalog, ModelSpec, estimate_tokens
 from routebook.decide import DecisionParams, DecisionRequest, decide
-from routebook.domain import Choice, ExampleFacts, Neighbour, ObservedOutcome, Source
+from routebook.decide.head import Head, train_head
+from routebook.domain import (
+    Choice,
+    ExampleFacts,
+    HeadPrediction,
+    Neighbour,
+    ObservedOutcome,
+    Source,
+)
 from routebook.index import NamespaceIndex
 from routebook.jobs.datasets import IntentRow, OutcomeRow
 
@@ -36,6 +50,9 @@ LOO_SPARE = 4
 
 #: The answer length the server assumes when a request gives none (Settings.default_output_tokens).
 DEFAULT_OUTPUT_TOKENS = 256
+
+#: Folds of the cross-fitted head predictions used when the index's own rows are the queries.
+CROSSFIT_FOLDS = 5
 
 
 def routellm_catalog() -> Catalog:
@@ -98,6 +115,8 @@ class Searched:
     neighbours: tuple[tuple[Neighbour, ...], ...]
     index_size: int
     input_tokens: tuple[int, ...]
+    #: The head's prediction per query; empty when the namespace has no head.
+    heads: tuple[HeadPrediction | None, ...] = ()
 
     def __len__(self) -> int:
         return len(self.neighbours)
@@ -110,11 +129,14 @@ def search_all(
     k: int,
     advance: Callable[[int], None] | None = None,
     leave_one_out: bool = False,
+    head: Head | None = None,
+    heads: Sequence[HeadPrediction | None] | None = None,
 ) -> Searched:
-    """The k nearest examples of every query.
+    """The k nearest examples of every query, and the head's prediction for each.
 
     `leave_one_out`: the queries are the index's own examples, so each query's own text (and
     any exact duplicate of it) is dropped from its neighbours, as if it had never been indexed.
+    `heads` gives the predictions directly (cross-fitted ones); otherwise `head` makes them.
     """
     found = []
     for text, vector in zip(texts, vectors, strict=True):
@@ -125,11 +147,55 @@ def search_all(
             found.append(tuple(index.search(vector, k)))
         if advance is not None:
             advance(1)
+    tokens = tuple(estimate_tokens(t) for t in texts)
+    if heads is None and head is not None:
+        heads = [head.predict(v, t) for v, t in zip(vectors, tokens, strict=True)]
     return Searched(
         neighbours=tuple(found),
         index_size=len(index),
-        input_tokens=tuple(estimate_tokens(t) for t in texts),
+        input_tokens=tokens,
+        heads=tuple(heads or ()),
     )
+
+
+def uses_head(params: DecisionParams) -> bool:
+    """Whether the decision rule gives a head any weight (else none is trained)."""
+    return params.head_strength > 0 or params.route_head_strength > 0
+
+
+def index_head(
+    facts: Sequence[ExampleFacts], vectors: Vectors, catalog: Catalog, params: DecisionParams
+) -> Head | None:
+    """The head the server would train on this index, or None when the rule gives it no weight."""
+    return train_head(vectors, facts, catalog) if uses_head(params) else None
+
+
+def crossfit_heads(
+    facts: Sequence[ExampleFacts],
+    vectors: Vectors,
+    catalog: Catalog,
+    folds: int = CROSSFIT_FOLDS,
+    seed: int = 0,
+) -> list[HeadPrediction | None]:
+    """Each example's head prediction from a head trained on the other folds.
+
+    Leave-one-out calibration routes the index's own rows; a head trained on all of them would
+    have seen each query and its outcome. Copies of a text share a fold, like the neighbour
+    search drops a query's copies.
+    """
+    texts = sorted({f.text for f in facts})
+    random.Random(seed).shuffle(texts)
+    fold_of = {t: i % folds for i, t in enumerate(texts)}
+    fold = np.array([fold_of[f.text] for f in facts])
+    out: list[HeadPrediction | None] = [None] * len(facts)
+    for part in range(folds):
+        train = [int(i) for i in np.flatnonzero(fold != part)]
+        head = train_head(vectors[train], [facts[i] for i in train], catalog)
+        if head is None:
+            continue
+        for i in (int(j) for j in np.flatnonzero(fold == part)):
+            out[i] = head.predict(vectors[i], estimate_tokens(facts[i].text))
+    return out
 
 
 def decide_all(
@@ -149,9 +215,12 @@ def decide_all(
                 index_size=searched.index_size,
                 input_tokens=tokens,
                 output_tokens=output_tokens,
+                head=searched.heads[i] if searched.heads else None,
             )
         )
-        for neighbours, tokens in zip(searched.neighbours, searched.input_tokens, strict=True)
+        for i, (neighbours, tokens) in enumerate(
+            zip(searched.neighbours, searched.input_tokens, strict=True)
+        )
     ]
 
 

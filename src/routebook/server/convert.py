@@ -118,7 +118,7 @@ def decide_response(
             weight=n.weight,
         )
     for e in choice.estimates:
-        response.estimates.add(
+        estimate = response.estimates.add(
             model=e.model,
             success=e.success,
             support=e.support,
@@ -126,6 +126,14 @@ def decide_response(
             meets_target=e.meets_target,
             allowed=e.allowed,
         )
+        if e.head_success is not None:
+            estimate.head_success = e.head_success
+    if choice.head is not None:
+        response.head.generation = choice.head.generation
+        response.head.trained_on = choice.head.trained_on
+        top = sorted(choice.head.routes, key=lambda item: (-item[1], item[0]))[:3]
+        for route, probability in top:
+            response.head.top_routes.add(route=route, probability=probability)
     if choice.cascade is not None:
         response.cascade.min_quality = choice.cascade.min_quality
         response.cascade.acceptance = choice.cascade.acceptance

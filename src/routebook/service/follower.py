@@ -32,6 +32,9 @@ from routebook.store.tables import IndexGenerationRow
 
 log = logging.getLogger("routebook.follower")
 
+#: Examples read at once when catching up (their vectors come with them).
+CATCH_UP_BATCH = 1000
+
 
 @dataclass(frozen=True, slots=True)
 class Published:
@@ -78,6 +81,8 @@ class StoreFollower:
         self._builder = builder
         self._interval = interval
         self._marks: dict[str, follow.Marks] = {}
+        # Per namespace: outcome ids past its outcome mark already applied to its index.
+        self._seen_outcomes: dict[str, frozenset[int]] = {}
         self._refused: set[int] = set()
         self._lock = threading.RLock()
         self._stop = threading.Event()
@@ -121,11 +126,18 @@ class StoreFollower:
             self.catch_up(info)
             return index
 
-    def _install(self, namespace: str, index: NamespaceIndex, marks: follow.Marks) -> None:
+    def _install(
+        self,
+        namespace: str,
+        index: NamespaceIndex,
+        marks: follow.Marks,
+        seen: frozenset[int] = frozenset(),
+    ) -> None:
         generation = index.generation
         self._registry.swap(namespace, index)
         index.generation = generation  # the published generation, not the swap count
         self._marks[namespace] = marks
+        self._seen_outcomes[namespace] = seen
 
     def swap_to_published(self, info: NamespaceInfo) -> bool:
         """Load and swap in a generation newer than the serving one; False when none is."""
@@ -159,8 +171,8 @@ class StoreFollower:
         index.generation = published.generation
         with self._lock:
             # Catch the new index up before it serves, so no answer goes back in time.
-            marks = self._catch_up_index(info, index, published.marks)
-            self._install(info.name, index, marks)
+            marks, seen = self._catch_up_index(info, index, published.marks, frozenset())
+            self._install(info.name, index, marks, seen)
         log.info("namespace %s: now serving generation %d", info.name, published.generation)
         return True
 
@@ -171,19 +183,33 @@ class StoreFollower:
             marks = self._marks.get(info.name)
             if marks is None:
                 return
-            self._marks[info.name] = self._catch_up_index(
-                info, self._registry.get(info.name), marks
+            seen = self._seen_outcomes.get(info.name, frozenset())
+            index = self._registry.get(info.name)
+            self._marks[info.name], self._seen_outcomes[info.name] = self._catch_up_index(
+                info, index, marks, seen
             )
 
     def _catch_up_index(
-        self, info: NamespaceInfo, index: NamespaceIndex, marks: follow.Marks
-    ) -> follow.Marks:
-        """Apply what the store has past `marks` to `index`; returns the new marks."""
+        self,
+        info: NamespaceInfo,
+        index: NamespaceIndex,
+        marks: follow.Marks,
+        seen: frozenset[int],
+    ) -> tuple[follow.Marks, frozenset[int]]:
+        """Apply what the store has past `marks` to `index`, where `seen` are the outcome ids
+        past `marks.outcome` already applied; returns the new marks and seen ids.
+
+        Rows past the marks are read again on every pass until they settle, so under a stream
+        of writes most of them are known already: only ids are read for those, and only an
+        example not indexed or an outcome not seen costs real work.
+        """
         with self._store.read() as session:
             settled = follow.settled_marks(session, SETTLE)
             # New examples (a row already indexed is skipped).
-            for batch in ex_store.iter_examples(session, info.id, after_id=marks.example):
-                fresh = [e for e in batch if e.id not in index]
+            ids = follow.example_ids_after(session, info.id, marks.example)
+            unindexed = [i for i in ids if i not in index]
+            for start in range(0, len(unindexed), CATCH_UP_BATCH):
+                fresh = follow.examples_with_ids(session, unindexed[start : start + CATCH_UP_BATCH])
                 if fresh:
                     means = ex_store.outcome_means(session, example_ids=[e.id for e in fresh])
                     vectors = self._builder.vectors_for(fresh)
@@ -193,7 +219,8 @@ class StoreFollower:
             if gone:
                 index.remove([example_id for _, example_id in gone])
             # New outcomes change what the examples' facts say.
-            touched, _ = follow.outcome_examples_after(session, info.id, marks.outcome)
+            recent = follow.outcomes_after(session, info.id, marks.outcome)
+            touched = sorted({e for o, e in recent if o not in seen})
             if touched:
                 means = ex_store.outcome_means(session, example_ids=touched)
                 for example_id in touched:
@@ -204,12 +231,13 @@ class StoreFollower:
                         )
                         index.update_facts(replace(facts, outcomes=outcomes))
         # Everything at or below the settled marks has been seen; newer rows are re-read next
-        # time (cheap: indexed rows are skipped).
-        return follow.Marks(
+        # time (cheap: indexed examples and seen outcomes are skipped).
+        new_marks = follow.Marks(
             max(marks.example, settled.example),
             max(marks.outcome, settled.outcome),
             max(marks.tombstone, settled.tombstone),
         )
+        return new_marks, frozenset(o for o, _ in recent if o > new_marks.outcome)
 
     # -- the loop -------------------------------------------------------------------------
 

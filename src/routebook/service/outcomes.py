@@ -1,19 +1,22 @@
 """RecordOutcome: commit to the store, then teach the index, then acknowledge.
 
-Idempotent on the client's outcome_id: a repeat returns the first result and writes nothing,
-even when two replicas race (the unique constraint decides, and the loser reads the winner).
+Concurrent outcomes share a transaction (a group commit: one commit for many, each caller
+answered only after the commit holding its row), which is what lets RecordOutcome keep up
+under concurrency. Idempotent on the client's outcome_id: a repeat returns the first result and
+writes nothing, even when two replicas race (the unique constraint decides, and the loser reads
+the winner on its retry).
 """
 
 from __future__ import annotations
 
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
 import numpy.typing as npt
 from sqlalchemy.exc import IntegrityError, OperationalError
-from sqlalchemy.orm import Session
 
 from routebook.domain import (
     ExampleFacts,
@@ -34,11 +37,11 @@ from routebook.service.namespaces import NamespaceDirectory, NamespaceInfo
 from routebook.service.requests import MAX_NAME_CHARS, conversation_text
 from routebook.service.spend import SpendLedger
 from routebook.service.telemetry import Telemetry
-from routebook.store import decisions as decision_store
 from routebook.store import examples as ex_store
 from routebook.store import outcomes as outcome_store
 from routebook.store.db import Store
-from routebook.store.tables import ExampleRow, OutcomeRow
+from routebook.store.group_commit import GroupCommit
+from routebook.store.outcomes import Means, StoredOutcome
 
 MAX_OUTCOME_ID_CHARS = 128
 FAILURE_KINDS = ("rate_limited", "server_error", "timeout", "content_filter")
@@ -46,16 +49,19 @@ FAILURE_KINDS = ("rate_limited", "server_error", "timeout", "content_filter")
 
 @dataclass(frozen=True, slots=True)
 class _Subject:
-    """What an outcome is about: the namespace, the query text, and the decision behind it."""
+    """What an outcome is about: the namespace, the query text, the decision behind it, and
+    whether the text's history example is stored (when not, a new one needs its vector)."""
 
     info: NamespaceInfo
     text: str
     tenant: str
     decided_model: str | None
+    example_known: bool
 
 
 class _LostRace(Exception):
-    """A concurrent writer created the history example this outcome needed; try again."""
+    """A concurrent writer stored this outcome_id or its history example between our look and
+    our write, or deleted the example we found; look again."""
 
 
 class OutcomeRecorder:
@@ -72,6 +78,8 @@ class OutcomeRecorder:
         cooldowns: CooldownBook,
         guard: EscalationGuard,
         drift: DriftWatch,
+        batch_max: int = 64,
+        batch_wait_ms: float = 0.0,
     ) -> None:
         self._drift = drift
         self._guard = guard
@@ -84,6 +92,11 @@ class OutcomeRecorder:
         self._max_query_chars = max_query_chars
         self._spend = spend
         self._telemetry = telemetry
+        self.commits: GroupCommit[outcome_store.NewOutcome, StoredOutcome] = GroupCommit(
+            self._write,
+            max_batch=batch_max,
+            max_wait=batch_wait_ms / 1000,
+        )
 
     def record_outcome(self, report: OutcomeReport) -> RecordedOutcome:
         check_report(report)
@@ -110,7 +123,7 @@ class OutcomeRecorder:
         """A failed call is cooldown evidence, never quality evidence: it does not touch the
         examples, the outcomes or the index."""
         assert report.failure is not None
-        subject = self._subject(report)
+        subject = self._subject(report, look_for_example=False)
         spec = subject.info.catalog.get(report.model)
         seconds, seen = self._cooldowns.record_failure(
             subject.info.id,
@@ -133,7 +146,7 @@ class OutcomeRecorder:
         )
 
     def _record(self, report: OutcomeReport) -> RecordedOutcome:
-        subject = self._subject(report)
+        subject = self._subject(report, look_for_example=True)
         info, text = subject.info, subject.text
         spec = info.catalog.get(report.model)
         cost = (
@@ -142,56 +155,37 @@ class OutcomeRecorder:
             else spec.cost_usd(report.input_tokens, report.output_tokens)
         )
         digest = text_hash(text)
-        with self._store.read() as session:
-            first = outcome_store.find_outcome(session, report.outcome_id)
-            if first is not None:
-                return self._replay(session, first)
-            existing = ex_store.find_example(session, info.id, Source.HISTORY, digest)
-            example_id = existing.id if existing is not None else None
-        vector = self._embedder.embed([text])[0] if example_id is None else None
-        created = example_id is None
+        # Embed only for a new example (usually a cache hit: Decide embedded the same text).
+        vector = None if subject.example_known else self._embedder.embed([text])[0]
         try:
-            with self._store.write() as session:
-                if example_id is None:
-                    assert vector is not None
-                    row = ExampleRow(
-                        namespace_id=info.id,
-                        text=text,
-                        text_hash=digest,
-                        route=None,
-                        source=Source.HISTORY.value,
-                        best_model=None,
-                        embedding=ex_store.vector_bytes(vector),
-                        embedding_model=self._embedder.model_id,
-                        tenant=subject.tenant or None,
-                    )
-                    session.add(row)
-                    session.flush()
-                    example_id = row.id
-                session.add(
-                    OutcomeRow(
-                        outcome_id=report.outcome_id,
-                        example_id=example_id,
-                        decision_id=report.decision_id or None,
-                        tenant=subject.tenant or None,
-                        model=spec.name,
-                        quality=report.quality,
-                        input_tokens=report.input_tokens,
-                        output_tokens=report.output_tokens,
-                        cost_usd=cost,
-                        latency_ms=report.latency_ms,
-                    )
+            stored = self.commits.submit(
+                outcome_store.NewOutcome(
+                    outcome_id=report.outcome_id,
+                    namespace_id=info.id,
+                    text=text,
+                    text_hash=digest,
+                    tenant=subject.tenant or None,
+                    embedding=None if vector is None else ex_store.vector_bytes(vector),
+                    embedding_model=self._embedder.model_id,
+                    decision_id=report.decision_id or None,
+                    model=spec.name,
+                    quality=report.quality,
+                    input_tokens=report.input_tokens,
+                    output_tokens=report.output_tokens,
+                    cost_usd=cost,
+                    latency_ms=report.latency_ms,
                 )
-        except IntegrityError:
-            # Another writer recorded the same outcome_id, or created the same example, first.
-            with self._store.read() as session:
-                first = outcome_store.find_outcome(session, report.outcome_id)
-                if first is not None:
-                    return self._replay(session, first)
+            )
+        except (IntegrityError, outcome_store.ExampleVanished):
+            # Another writer stored the same outcome_id or example between our look and our
+            # write, or deleted the example we found: look again.
             raise _LostRace() from None
+        if stored.duplicate:
+            return self._replay(stored)
         # Committed: now the index learns it, so the next Decide on this server sees it.
-        means = [(spec.name, report.quality, 1)] if created else None
-        self._index_example(info.name, example_id, text, vector, means, subject.tenant or None)
+        self._index_example(
+            info.name, stored.example_id, text, vector, stored.means, subject.tenant or None
+        )
         if subject.tenant:
             self._spend.invalidate(info.id, subject.tenant)
         self._drift.outcome(info.name, spec.name, report.quality >= 0.5)
@@ -203,20 +197,20 @@ class OutcomeRecorder:
         )
         return RecordedOutcome(
             outcome_id=report.outcome_id,
-            example_id=example_id,
+            example_id=stored.example_id,
             duplicate=False,
             namespace=info.name,
             quality=report.quality,
             cost_usd=cost,
         )
 
-    def _replay(self, session: Session, first: OutcomeRow) -> RecordedOutcome:
-        example = session.get(ExampleRow, first.example_id)
-        namespace = ""
-        if example is not None:
-            namespace = next(
-                (i.name for i in self._directory.all() if i.id == example.namespace_id), ""
-            )
+    def _write(self, batch: Sequence[outcome_store.NewOutcome]) -> list[StoredOutcome]:
+        """One transaction for a group of concurrent outcomes (see GroupCommit)."""
+        with self._store.write() as session:
+            return outcome_store.write_outcomes(session.connection(), batch)
+
+    def _replay(self, first: StoredOutcome) -> RecordedOutcome:
+        namespace = next((i.name for i in self._directory.all() if i.id == first.namespace_id), "")
         return RecordedOutcome(
             outcome_id=first.outcome_id,
             example_id=first.example_id,
@@ -226,29 +220,32 @@ class OutcomeRecorder:
             cost_usd=first.cost_usd,
         )
 
-    def _subject(self, report: OutcomeReport) -> _Subject:
+    def _subject(self, report: OutcomeReport, look_for_example: bool) -> _Subject:
+        """Resolve what the outcome is about, with one read of the store at most."""
         if report.decision_id:
-            namespace_id, text, tenant, decided = self._decision(report.decision_id)
-            info = next((i for i in self._directory.all() if i.id == namespace_id), None)
-            if info is None:
-                raise NotFound(f"the namespace of decision {report.decision_id!r} no longer exists")
-            return _Subject(info, text, tenant, decided)
+            return self._decision_subject(report.decision_id, look_for_example)
         info = self._directory.resolve(report.namespace)
         text = conversation_text(report.messages, self._max_query_chars)
-        return _Subject(info, text, report.tenant, None)
+        known = look_for_example and self._example_known(info.id, text)
+        return _Subject(info, text, report.tenant, None, known)
 
-    def _decision(self, decision_id: str) -> tuple[int, str, str, str]:
-        """(namespace id, query text, tenant, model) of a decision: from the write-behind
-        buffer, else the store. Another replica's decision may be a moment from the store,
-        so a miss is retried briefly before NOT_FOUND."""
+    def _decision_subject(self, decision_id: str, look_for_example: bool) -> _Subject:
+        """From the write-behind buffer, else the store. Another replica's decision may be a
+        moment from the store, so a miss is retried briefly before NOT_FOUND."""
         for attempt in range(4):
             pending = self._writer.pending(decision_id)
             if pending is not None:
-                return pending.namespace_id, pending.query_text, pending.tenant or "", pending.model
-            with self._store.read() as session:
-                row = decision_store.get_decision(session, decision_id)
-                if row is not None:
-                    return row.namespace_id, row.query_text, row.tenant or "", row.model
+                info = self._namespace(pending.namespace_id, decision_id)
+                known = look_for_example and self._example_known(info.id, pending.query_text)
+                return _Subject(
+                    info, pending.query_text, pending.tenant or "", pending.model, known
+                )
+            with self._store.connect() as connection:
+                row = outcome_store.decision_subject(connection, decision_id)
+            if row is not None:
+                info = self._namespace(row.namespace_id, decision_id)
+                known = row.example_id is not None
+                return _Subject(info, row.query_text, row.tenant or "", row.model, known)
             if attempt < 3:
                 time.sleep(0.1)
         raise NotFound(
@@ -256,21 +253,27 @@ class OutcomeRecorder:
             "report by messages instead"
         )
 
+    def _namespace(self, namespace_id: int, decision_id: str) -> NamespaceInfo:
+        info = next((i for i in self._directory.all() if i.id == namespace_id), None)
+        if info is None:
+            raise NotFound(f"the namespace of decision {decision_id!r} no longer exists")
+        return info
+
+    def _example_known(self, namespace_id: int, text: str) -> bool:
+        with self._store.connect() as connection:
+            digest = text_hash(text)
+            return outcome_store.history_example_id(connection, namespace_id, digest) is not None
+
     def _index_example(
         self,
         namespace: str,
         example_id: int,
         text: str,
         vector: npt.NDArray[np.float32] | None,
-        means: list[tuple[str, float, int]] | None,
+        means: Means,
         tenant: str | None,
     ) -> None:
-        """`means` is known for a new example (its one outcome); otherwise it is read."""
-        if means is None:
-            with self._store.read() as session:
-                means = ex_store.outcome_means(session, example_ids=[example_id]).get(
-                    example_id, []
-                )
+        """`means` is the example's outcomes as the committing transaction saw them."""
         facts = ExampleFacts(
             example_id=example_id,
             text=text,
@@ -282,12 +285,18 @@ class OutcomeRecorder:
         )
         index = self._registry.get(namespace)
         if example_id in index:
-            facts = replace(facts, tenant=index.facts(example_id).tenant)  # the first tenant's
-            index.update_facts(facts)
+            current = index.facts(example_id)
+            if _count(current.outcomes) > _count(facts.outcomes):
+                return  # a later commit's view got there first: do not step back
+            index.update_facts(replace(facts, tenant=current.tenant))  # the first tenant's
             return
         if vector is None:
             vector = self._embedder.embed([text])[0]
         index.add([facts], vector.reshape(1, -1))
+
+
+def _count(outcomes: Sequence[ObservedOutcome]) -> int:
+    return sum(o.count for o in outcomes)
 
 
 def check_report(report: OutcomeReport) -> None:

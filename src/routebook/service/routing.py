@@ -26,6 +26,7 @@ from routebook.service.cooldowns import Cooldown, CooldownBook
 from routebook.service.decision_writer import DecisionWriter, PendingDecision
 from routebook.service.drift import DriftWatch
 from routebook.service.escalation import EscalationGuard
+from routebook.service.heads import HeadBook
 from routebook.service.namespaces import NamespaceDirectory, NamespaceInfo
 from routebook.service.requests import (
     DecideQuery,
@@ -71,7 +72,9 @@ class RoutingService:
         guard: EscalationGuard,
         drift: DriftWatch,
         shadow: ShadowCandidate | None = None,
+        heads: HeadBook | None = None,
     ) -> None:
+        self._heads = heads
         self._shadow = shadow
         self._drift = drift
         self._guard = guard
@@ -154,6 +157,7 @@ class RoutingService:
         shadow_k = self._shadow.k if self._shadow is not None else 0
         found = index.search(vector, max(self.limits.k, shadow_k))
         neighbours = found[: self.limits.k]
+        head = self._heads.get(info.name) if self._heads is not None else None
         request = DecisionRequest(
             neighbours=neighbours,
             catalog=info.catalog,
@@ -165,6 +169,7 @@ class RoutingService:
             override=override or rule_model or sticky,
             forced=envelope.forced if override is None else None,
             policy=effects,
+            head=head.predict(vector, input_tokens) if head is not None else None,
         )
         choice = decide(request)
         if ruled is not None and ruled.rule is not None:

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError
+from sqlalchemy.exc import ArgumentError, DisconnectionError
 from sqlalchemy.orm import Session, sessionmaker
 
 from routebook.errors import ConfigError
@@ -31,15 +32,46 @@ def make_engine(url: str) -> Engine:
         if parsed.drivername == "postgresql":
             parsed = parsed.set(drivername="postgresql+psycopg")
         # A store that stops answering must fail a call within seconds, not hang it.
-        return create_engine(
+        engine = create_engine(
             parsed,
-            pool_pre_ping=True,
             pool_size=10,
             max_overflow=10,
             pool_timeout=10,
             connect_args={"connect_timeout": 5},
         )
+        _ping_when_idle(engine)
+        return engine
     raise ConfigError(f"database URL {url!r}: only sqlite and postgresql are supported")
+
+
+#: A pooled connection unused for longer than this is pinged before it is handed out.
+PING_IDLE_SECONDS = 1.0
+
+
+def _ping_when_idle(engine: Engine) -> None:
+    """Pre-ping, but only a connection that sat idle in the pool.
+
+    A connection idle in the pool may have died with a store restart, so it is pinged and, if
+    dead, replaced before a call sees it (what `pool_pre_ping` does). Pinging on every checkout
+    cost a round trip per read under load, when connections go back and forth every few
+    milliseconds; one that just came back from a successful call is handed out as it is (if the
+    store died in that instant, the call fails like any call that meets an outage).
+    """
+
+    def checkin(_dbapi_connection: Any, record: Any) -> None:
+        record.info["checked_in"] = time.monotonic()
+
+    def checkout(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        last = record.info.get("checked_in")
+        if last is not None and time.monotonic() - last < PING_IDLE_SECONDS:
+            return
+        try:
+            engine.dialect.do_ping(dbapi_connection)
+        except Exception as exc:  # the pool discards it and tries a fresh connection
+            raise DisconnectionError(f"stale pooled connection: {exc}") from exc
+
+    event.listen(engine, "checkin", checkin)
+    event.listen(engine, "checkout", checkout)
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -60,6 +92,14 @@ class Store:
         self._write_lock: threading.Lock | None = (
             threading.Lock() if engine.dialect.name == "sqlite" else None
         )
+        # PostgreSQL reads in autocommit skip BEGIN and ROLLBACK, two round trips of three for
+        # a one-query read; a statement still sees one snapshot. pysqlite needs no BEGIN for a
+        # read, and switching its mode per checkout costs more than it saves.
+        self._reader = (
+            engine.execution_options(isolation_level="AUTOCOMMIT")
+            if engine.dialect.name == "postgresql"
+            else engine
+        )
 
     @property
     def dialect(self) -> str:
@@ -69,6 +109,13 @@ class Store:
     def read(self) -> Iterator[Session]:
         with self._sessions() as session:
             yield session
+
+    @contextmanager
+    def connect(self) -> Iterator[Connection]:
+        """A bare connection for one-query reads on a hot path: no ORM session to set up and
+        tear down, and on PostgreSQL no transaction around the query."""
+        with self._reader.connect() as connection:
+            yield connection
 
     @contextmanager
     def write(self) -> Iterator[Session]:

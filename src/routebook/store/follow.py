@@ -8,6 +8,8 @@ from datetime import timedelta
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from routebook.domain import Source
+from routebook.store.examples import StoredExample
 from routebook.store.tables import ExampleRow, OutcomeRow, TombstoneRow, utcnow
 
 
@@ -59,16 +61,55 @@ def tombstones_after(session: Session, namespace_id: int, after: int) -> list[tu
     return [(int(t), int(e)) for t, e in rows]
 
 
-def outcome_examples_after(
-    session: Session, namespace_id: int, after: int
-) -> tuple[list[int], int]:
-    """Ids of the namespace's examples with outcomes after `after`, and the new mark."""
+def example_ids_after(session: Session, namespace_id: int, after: int) -> list[int]:
+    """Ids only, in id order: most rows past a mark are indexed already (this server wrote
+    them, or an earlier pass saw them before they settled), so their text and vector need not
+    be read again."""
+    return list(
+        session.scalars(
+            select(ExampleRow.id)
+            .where(ExampleRow.namespace_id == namespace_id, ExampleRow.id > after)
+            .order_by(ExampleRow.id)
+        )
+    )
+
+
+def examples_with_ids(session: Session, ids: list[int]) -> list[StoredExample]:
+    rows = session.execute(
+        select(
+            ExampleRow.id,
+            ExampleRow.text,
+            ExampleRow.route,
+            ExampleRow.source,
+            ExampleRow.best_model,
+            ExampleRow.embedding,
+            ExampleRow.embedding_model,
+            ExampleRow.tenant,
+        )
+        .where(ExampleRow.id.in_(ids))
+        .order_by(ExampleRow.id)
+    ).all()
+    return [
+        StoredExample(
+            r.id,
+            r.text,
+            r.route,
+            Source(r.source),
+            r.best_model,
+            r.embedding,
+            r.embedding_model,
+            r.tenant,
+        )
+        for r in rows
+    ]
+
+
+def outcomes_after(session: Session, namespace_id: int, after: int) -> list[tuple[int, int]]:
+    """[(outcome id, example id)] of the namespace's outcomes after `after`, in id order."""
     rows = session.execute(
         select(OutcomeRow.id, OutcomeRow.example_id)
         .join(ExampleRow, ExampleRow.id == OutcomeRow.example_id)
         .where(ExampleRow.namespace_id == namespace_id, OutcomeRow.id > after)
         .order_by(OutcomeRow.id)
     ).all()
-    if not rows:
-        return [], after
-    return sorted({int(e) for _, e in rows}), int(rows[-1][0])
+    return [(int(o), int(e)) for o, e in rows]

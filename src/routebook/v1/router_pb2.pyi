@@ -153,20 +153,40 @@ class Neighbour(_message.Message):
     def __init__(self, example_id: _Optional[int] = ..., text_snippet: _Optional[str] = ..., similarity: _Optional[float] = ..., route: _Optional[str] = ..., source: _Optional[_Union[Source, str]] = ..., best_model: _Optional[str] = ..., outcomes: _Optional[_Iterable[_Union[ObservedOutcome, _Mapping]]] = ..., weight: _Optional[float] = ...) -> None: ...
 
 class ModelEstimate(_message.Message):
-    __slots__ = ("model", "success", "support", "estimated_cost_usd", "meets_target", "allowed")
+    __slots__ = ("model", "success", "support", "estimated_cost_usd", "meets_target", "allowed", "head_success")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     SUCCESS_FIELD_NUMBER: _ClassVar[int]
     SUPPORT_FIELD_NUMBER: _ClassVar[int]
     ESTIMATED_COST_USD_FIELD_NUMBER: _ClassVar[int]
     MEETS_TARGET_FIELD_NUMBER: _ClassVar[int]
     ALLOWED_FIELD_NUMBER: _ClassVar[int]
+    HEAD_SUCCESS_FIELD_NUMBER: _ClassVar[int]
     model: str
     success: float
     support: float
     estimated_cost_usd: float
     meets_target: bool
     allowed: bool
-    def __init__(self, model: _Optional[str] = ..., success: _Optional[float] = ..., support: _Optional[float] = ..., estimated_cost_usd: _Optional[float] = ..., meets_target: _Optional[bool] = ..., allowed: _Optional[bool] = ...) -> None: ...
+    head_success: float
+    def __init__(self, model: _Optional[str] = ..., success: _Optional[float] = ..., support: _Optional[float] = ..., estimated_cost_usd: _Optional[float] = ..., meets_target: _Optional[bool] = ..., allowed: _Optional[bool] = ..., head_success: _Optional[float] = ...) -> None: ...
+
+class RouteProbability(_message.Message):
+    __slots__ = ("route", "probability")
+    ROUTE_FIELD_NUMBER: _ClassVar[int]
+    PROBABILITY_FIELD_NUMBER: _ClassVar[int]
+    route: str
+    probability: float
+    def __init__(self, route: _Optional[str] = ..., probability: _Optional[float] = ...) -> None: ...
+
+class HeadEvidence(_message.Message):
+    __slots__ = ("generation", "trained_on", "top_routes")
+    GENERATION_FIELD_NUMBER: _ClassVar[int]
+    TRAINED_ON_FIELD_NUMBER: _ClassVar[int]
+    TOP_ROUTES_FIELD_NUMBER: _ClassVar[int]
+    generation: int
+    trained_on: int
+    top_routes: _containers.RepeatedCompositeFieldContainer[RouteProbability]
+    def __init__(self, generation: _Optional[int] = ..., trained_on: _Optional[int] = ..., top_routes: _Optional[_Iterable[_Union[RouteProbability, _Mapping]]] = ...) -> None: ...
 
 class CascadeStep(_message.Message):
     __slots__ = ("model", "estimated_cost_usd")
@@ -187,7 +207,7 @@ class CascadePlan(_message.Message):
     def __init__(self, steps: _Optional[_Iterable[_Union[CascadeStep, _Mapping]]] = ..., min_quality: _Optional[float] = ..., acceptance: _Optional[str] = ...) -> None: ...
 
 class DecideResponse(_message.Message):
-    __slots__ = ("decision_id", "namespace", "model", "route", "strategy", "confidence", "estimated_cost_usd", "reason_code", "reason", "index_generation", "neighbours", "estimates", "cascade", "quality_target", "top_similarity", "policy", "tenant", "fallbacks", "matched_rule")
+    __slots__ = ("decision_id", "namespace", "model", "route", "strategy", "confidence", "estimated_cost_usd", "reason_code", "reason", "index_generation", "neighbours", "estimates", "cascade", "quality_target", "top_similarity", "policy", "tenant", "fallbacks", "matched_rule", "head")
     DECISION_ID_FIELD_NUMBER: _ClassVar[int]
     NAMESPACE_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
@@ -207,6 +227,7 @@ class DecideResponse(_message.Message):
     TENANT_FIELD_NUMBER: _ClassVar[int]
     FALLBACKS_FIELD_NUMBER: _ClassVar[int]
     MATCHED_RULE_FIELD_NUMBER: _ClassVar[int]
+    HEAD_FIELD_NUMBER: _ClassVar[int]
     decision_id: str
     namespace: str
     model: str
@@ -226,7 +247,8 @@ class DecideResponse(_message.Message):
     tenant: str
     fallbacks: _containers.RepeatedScalarFieldContainer[str]
     matched_rule: str
-    def __init__(self, decision_id: _Optional[str] = ..., namespace: _Optional[str] = ..., model: _Optional[str] = ..., route: _Optional[str] = ..., strategy: _Optional[_Union[Strategy, str]] = ..., confidence: _Optional[float] = ..., estimated_cost_usd: _Optional[float] = ..., reason_code: _Optional[_Union[ReasonCode, str]] = ..., reason: _Optional[str] = ..., index_generation: _Optional[int] = ..., neighbours: _Optional[_Iterable[_Union[Neighbour, _Mapping]]] = ..., estimates: _Optional[_Iterable[_Union[ModelEstimate, _Mapping]]] = ..., cascade: _Optional[_Union[CascadePlan, _Mapping]] = ..., quality_target: _Optional[float] = ..., top_similarity: _Optional[float] = ..., policy: _Optional[_Iterable[_Union[PolicyEffect, _Mapping]]] = ..., tenant: _Optional[str] = ..., fallbacks: _Optional[_Iterable[str]] = ..., matched_rule: _Optional[str] = ...) -> None: ...
+    head: HeadEvidence
+    def __init__(self, decision_id: _Optional[str] = ..., namespace: _Optional[str] = ..., model: _Optional[str] = ..., route: _Optional[str] = ..., strategy: _Optional[_Union[Strategy, str]] = ..., confidence: _Optional[float] = ..., estimated_cost_usd: _Optional[float] = ..., reason_code: _Optional[_Union[ReasonCode, str]] = ..., reason: _Optional[str] = ..., index_generation: _Optional[int] = ..., neighbours: _Optional[_Iterable[_Union[Neighbour, _Mapping]]] = ..., estimates: _Optional[_Iterable[_Union[ModelEstimate, _Mapping]]] = ..., cascade: _Optional[_Union[CascadePlan, _Mapping]] = ..., quality_target: _Optional[float] = ..., top_similarity: _Optional[float] = ..., policy: _Optional[_Iterable[_Union[PolicyEffect, _Mapping]]] = ..., tenant: _Optional[str] = ..., fallbacks: _Optional[_Iterable[str]] = ..., matched_rule: _Optional[str] = ..., head: _Optional[_Union[HeadEvidence, _Mapping]] = ...) -> None: ...
 
 class RecordOutcomeRequest(_message.Message):
     __slots__ = ("outcome_id", "decision_id", "namespace", "messages", "model", "quality", "success", "input_tokens", "output_tokens", "cost_usd", "latency_ms", "tenant", "failure", "retry_after_seconds")

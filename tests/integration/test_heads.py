@@ -1,0 +1,118 @@
+"""A namespace's learned head in the server: trained from the index, shown in the evidence,
+retrained when the index has changed enough, and never in the way of a fresh outcome."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+
+from routebook.service.examples import ExampleInput
+from routebook.v1 import router_pb2 as pb
+from tests.conftest import Served
+
+ROUTES = {
+    "order_status": ("small", ["where is my order", "track my parcel", "has my package shipped"]),
+    "refunds": ("small", ["I want a refund", "return this item for my money", "refund please"]),
+    "code_review": (
+        "frontier",
+        ["find the deadlock in this Rust code", "review my C++ lock-free queue", "fix this race"],
+    ),
+    "summaries": ("mid", ["summarize this meeting", "condense these reviews", "short summary"]),
+}
+SUFFIXES = [f" (case {n})" for n in range(10)]
+
+
+def fill(served: Served) -> int:
+    """120 labelled examples: enough for both parts of a head (100 labelled, 20 routed)."""
+    items = [
+        ExampleInput(f"{text}{suffix}", route, best)
+        for route, (best, texts) in ROUTES.items()
+        for text in texts
+        for suffix in SUFFIXES
+    ]
+    served.app.examples.upsert("default", items)
+    return len(items)
+
+
+def ask(served: Served, text: str) -> pb.DecideResponse:
+    request = pb.DecideRequest(messages=[pb.Message(role="user", content=text)])
+    response: pb.DecideResponse = served.router.Decide(request, timeout=10)
+    return response
+
+
+def test_the_head_is_trained_from_the_index_and_shown_in_the_evidence(
+    sqlite_url: str, serve: Callable[..., Served]
+) -> None:
+    served = serve(sqlite_url, head_check_seconds=3600)
+    before = ask(served, "please track my parcel")
+    assert not before.HasField("head")  # 14 route-file examples: too few for a head
+    assert all(not e.HasField("head_success") for e in before.estimates)
+
+    size = fill(served) + 14
+    head = served.app.heads.refresh("default", force=True)
+    assert head is not None and head.trained_on == size
+
+    after = ask(served, "please track my parcel")
+    assert after.head.trained_on == size
+    assert after.head.generation == after.index_generation
+    assert after.head.top_routes[0].route == "order_status"
+    probabilities = [r.probability for r in after.head.top_routes]
+    assert probabilities == sorted(probabilities, reverse=True) and 0 < probabilities[0] <= 1
+    assert all(e.HasField("head_success") for e in after.estimates)
+    assert after.route == "order_status" and after.model == "small"
+    assert len(after.neighbours) > 0  # the neighbours stay the evidence
+
+
+def test_an_outcome_moves_the_next_decision_before_any_retraining(
+    sqlite_url: str, serve: Callable[..., Served]
+) -> None:
+    served = serve(sqlite_url, head_check_seconds=3600, head_retrain_after=1_000)
+    fill(served)
+    served.app.heads.refresh("default", force=True)
+    trainings = served.app.heads.trainings
+    query = "review my Go worker pool for goroutine leaks"
+    first = ask(served, query)
+    small = next(e for e in first.estimates if e.model == "small")
+
+    served.router.RecordOutcome(
+        pb.RecordOutcomeRequest(
+            outcome_id="head-1", decision_id=first.decision_id, model="small", quality=1.0
+        ),
+        timeout=10,
+    )
+    second = ask(served, query)
+    assert served.app.heads.trainings == trainings  # the head did not move
+    assert second.head.trained_on == first.head.trained_on
+    top = second.neighbours[0]
+    assert top.similarity == pytest.approx(1.0, abs=1e-4)  # the outcome joined the index
+    assert [(o.model, o.mean_quality) for o in top.outcomes] == [("small", 1.0)]
+    small_now = next(e for e in second.estimates if e.model == "small")
+    assert small_now.success > small.success  # … and moved the estimate at once
+
+
+def test_a_head_retrains_once_its_index_has_changed_enough(
+    sqlite_url: str, serve: Callable[..., Served]
+) -> None:
+    served = serve(sqlite_url, head_check_seconds=3600, head_retrain_after=50)
+    fill(served)
+    heads = served.app.heads
+    heads.refresh("default", force=True)
+    trainings = heads.trainings
+    assert heads.refresh("default") is heads.get("default")  # fresh: not retrained
+    assert heads.trainings == trainings
+
+    extra = [
+        ExampleInput(f"where is my order number {n}", "order_status", "small") for n in range(60)
+    ]
+    served.app.examples.upsert("default", extra)
+    retrained = heads.refresh("default")
+    assert heads.trainings == trainings + 1
+    assert retrained is not None and retrained.trained_on == 120 + 14 + 60
+
+
+def test_heads_can_be_switched_off(sqlite_url: str, serve: Callable[..., Served]) -> None:
+    served = serve(sqlite_url, head_enabled=False)
+    fill(served)
+    assert served.app.heads.refresh("default", force=True) is None
+    assert not ask(served, "please track my parcel").HasField("head")

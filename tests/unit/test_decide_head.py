@@ -1,0 +1,130 @@
+"""decide() with a namespace head: the head is the prior of the neighbour vote, adds to the route
+vote and to the cold-start support, and a precedent recorded now still counts at once.
+
+Unless a test says otherwise: similarity floor 0 and power 1, so a neighbour's weight is its
+similarity, and no cold-start test, so the numbers below can be checked by hand.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import replace
+
+import pytest
+
+from routebook.decide import DecisionParams, DecisionRequest, decide
+from routebook.domain import HeadPrediction, Neighbour, ObservedOutcome, ReasonCode, Strategy
+from tests.unit.test_decide import BIG, CATALOG, MINI, NANO, facts, near
+
+PLAIN = DecisionParams(
+    similarity_floor=0.0, weight_power=1.0, cold_start_threshold=-1.0, min_support=0.0
+)
+
+
+def ask(
+    neighbours: Sequence[Neighbour],
+    head: HeadPrediction | None,
+    params: DecisionParams = PLAIN,
+) -> DecisionRequest:
+    return DecisionRequest(
+        neighbours=neighbours,
+        catalog=CATALOG,
+        params=params,
+        index_size=100,
+        input_tokens=1000,
+        output_tokens=500,
+        head=head,
+    )
+
+
+def test_without_a_head_the_head_settings_change_nothing() -> None:
+    neighbours = [
+        near(facts(best_model=MINI, route="a"), 0.9),
+        near(facts(best_model=BIG, route="b"), 0.7),
+        near(facts(outcomes=[ObservedOutcome(NANO, 1.0, 1)]), 0.6),
+    ]
+    plain = decide(ask(neighbours, None, DecisionParams()))
+    other = DecisionParams(head_strength=50.0, route_head_strength=50.0)
+    assert decide(ask(neighbours, None, other)) == plain
+    assert plain.head is None
+    assert all(e.head_success is None for e in plain.estimates)
+    assert "head" not in plain.reason
+
+
+def test_the_heads_success_is_the_prior_of_the_vote() -> None:
+    neighbours = [
+        near(facts(outcomes=[ObservedOutcome(NANO, 1.0, 1)]), 0.5),
+        near(facts(outcomes=[ObservedOutcome(NANO, 0.0, 1)]), 0.25),
+    ]
+    head = HeadPrediction(success=((NANO, 0.2), (MINI, 0.6)), generation=3, trained_on=40)
+    choice = decide(ask(neighbours, head, replace(PLAIN, head_strength=4.0)))
+    by_model = {e.model: e for e in choice.estimates}
+    # nano: (0.2 * 4 + 0.5 * 1 + 0.25 * 0) / (4 + 0.75)
+    assert by_model[NANO].success == pytest.approx(1.3 / 4.75)
+    assert by_model[NANO].head_success == 0.2
+    # mini: no neighbour evidence, so the head's prior alone.
+    assert by_model[MINI].success == pytest.approx(0.6)
+    # big is not in the head: the constant prior 0.5 at strength 0.25.
+    assert by_model[BIG].success == pytest.approx(0.5)
+    assert by_model[BIG].head_success is None
+    assert choice.head == head
+    assert "head (generation 3)" in choice.reason
+
+
+def test_strength_zero_leaves_the_head_out() -> None:
+    neighbours = [near(facts(best_model=MINI, route="a"), 0.8)]
+    head = HeadPrediction(success=((NANO, 0.99),), routes=(("b", 1.0),))
+    off = DecisionParams(head_strength=0.0, route_head_strength=0.0)
+    assert decide(ask(neighbours, head, off)) == decide(ask(neighbours, None, off))
+
+
+def test_the_head_joins_the_route_vote() -> None:
+    neighbours = [near(facts(route="a"), 0.6), near(facts(route="b"), 0.5)]
+    head = HeadPrediction(routes=(("a", 0.1), ("b", 0.9)))
+    assert decide(ask(neighbours, None)).route == "a"
+    # a: 0.6 + 1 * 0.1 = 0.7 against b: 0.5 + 1 * 0.9 = 1.4
+    strong = replace(PLAIN, route_head_strength=1.0)
+    assert decide(ask(neighbours, head, strong)).route == "b"
+    # a: 0.6 + 0.1 * 0.1 = 0.61 against b: 0.5 + 0.1 * 0.9 = 0.59
+    weak = replace(PLAIN, route_head_strength=0.1)
+    assert decide(ask(neighbours, head, weak)).route == "a"
+
+
+def test_the_heads_confidence_counts_as_support() -> None:
+    """Cold-start support is the neighbours' weight plus strength x the head's top probability."""
+    params = replace(PLAIN, min_support=1.0, route_head_strength=1.0)
+    neighbours = [near(facts(best_model=NANO, route="a"), 0.5)]
+    assert decide(ask(neighbours, None, params)).reason_code is ReasonCode.COLD_LOW_SUPPORT
+    sure = HeadPrediction(routes=(("a", 0.9), ("b", 0.1)))
+    assert decide(ask(neighbours, sure, params)).strategy is Strategy.SEMANTIC  # 0.5 + 0.9
+    unsure = HeadPrediction(routes=(("a", 0.3), ("b", 0.3), ("c", 0.4)))
+    cold = decide(ask(neighbours, unsure, params))  # 0.5 + 0.4 < 1
+    assert cold.strategy is Strategy.CASCADE
+    assert cold.reason_code is ReasonCode.COLD_LOW_SUPPORT
+    assert "weight 0.90 (0.40 of it the head's confidence)" in cold.reason
+    assert cold.head == unsure
+
+
+def test_an_outcome_recorded_now_changes_the_next_decision_at_once() -> None:
+    """The head is not retrained between the two decisions: the new precedent alone moves them.
+
+    Head: nano 0.79, mini 0.79, big 0.95 at strength 10, target 0.8. Before: no model but big
+    reaches the target. A nano success on this very query is recorded (similarity 1, weight 1):
+    nano's estimate becomes (0.79 * 10 + 1) / 11 = 0.809, and nano is chosen. A failure instead
+    drops it to 7.9 / 11.
+    """
+    head = HeadPrediction(success=((NANO, 0.79), (MINI, 0.79), (BIG, 0.95)))
+    params = replace(PLAIN, head_strength=10.0)
+    far = [near(facts(route="x"), 0.4)]  # a precedent that says nothing about any model
+    before = decide(ask(far, head, params))
+    assert before.model == BIG
+
+    success = [near(facts(outcomes=[ObservedOutcome(NANO, 1.0, 1)]), 1.0), *far]
+    after = decide(ask(success, head, params))
+    nano = next(e for e in after.estimates if e.model == NANO)
+    assert nano.success == pytest.approx(8.9 / 11)
+    assert after.model == NANO
+
+    failure = [near(facts(outcomes=[ObservedOutcome(NANO, 0.0, 1)]), 1.0), *far]
+    worse = next(e for e in decide(ask(failure, head, params)).estimates if e.model == NANO)
+    assert worse.success == pytest.approx(7.9 / 11)
