@@ -67,7 +67,9 @@ def build_server(app: App, host: str | None = None, port: int | None = None) -> 
         ("grpc.so_reuseport", 0),
     ]
     server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=settings.workers, thread_name_prefix="rpc"),
+        futures.ThreadPoolExecutor(
+            max_workers=settings.workers, thread_name_prefix="rpc", initializer=app.prepare_thread
+        ),
         interceptors=[
             ServiceInterceptor(
                 Authenticator(

@@ -126,6 +126,9 @@ class DriftWatch:
         self._current: dict[str, _Window] = {}
         self._since: dict[str, datetime] = {}
         self._warned: set[str] = set()
+        # A full report sorts both windows: run it every `check_every` decisions, not on each.
+        self._check_every = max(1, window // 20)
+        self._unchecked: dict[str, int] = {}
         self._lock = threading.Lock()
 
     def _windows(self, namespace: str) -> tuple[_Window, _Window]:
@@ -146,8 +149,10 @@ class DriftWatch:
                 return
             current.similarity.append(top_similarity)
             current.cold.append(cold)
-            full = len(current.similarity) >= self._window
-        if full:
+            unchecked = self._unchecked.get(namespace, 0) + 1
+            due = len(current.similarity) >= self._window and unchecked >= self._check_every
+            self._unchecked[namespace] = 0 if due else unchecked
+        if due:
             self._check(namespace)
 
     def outcome(self, namespace: str, model: str, success: bool) -> None:
