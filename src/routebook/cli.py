@@ -382,6 +382,13 @@ _register_subcommands()
     help="host:port of a running, filled server to load instead of starting one.",
 )
 @click.option("--namespace", default="default", show_default=True, help="Namespace to decide in.")
+@click.option(
+    "--index-only",
+    is_flag=True,
+    help="Measure the index alone at --size (build, search, recall, snapshot, memory), with "
+    "vectors made from cached real embeddings: no model, no server.",
+)
+@click.option("--kind", default="ivf", show_default=True, help="Index kind for --index-only.")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
 def bench(
     size: int,
@@ -391,11 +398,24 @@ def bench(
     database_url: str | None,
     target: str | None,
     namespace: str,
+    index_only: bool,
+    kind: str,
     as_json: bool,
 ) -> None:
     """Fill a fresh namespace to --size, start a server process, and measure Decide and friends."""
     from routebook.jobs.bench import as_markdown, run_against, run_bench, to_json
 
+    command = " ".join(["routebook", *sys.argv[1:]])
+    if index_only:
+        from routebook.jobs.bench_index import index_markdown, run_index_bench
+
+        measured = run_index_bench(size, datasets, kind)
+        click.echo(
+            json.dumps(measured.as_dict(), indent=2)
+            if as_json
+            else index_markdown(measured, command)
+        )
+        return
     levels = tuple(int(c) for c in concurrency.split(","))
 
     def progress(message: str) -> None:
@@ -410,7 +430,6 @@ def bench(
     if as_json:
         click.echo(to_json(result))
     else:
-        command = " ".join(["routebook", *sys.argv[1:]])
         click.echo(as_markdown(result, command))
 
 

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 from sqlalchemy import text
 
+from routebook.cli import main
+from routebook.embed import Embedder
 from routebook.embed.sentence import SentenceTransformerEmbedder
 from routebook.jobs.bench import as_markdown, real_texts, run_against, run_bench, varied
+from routebook.jobs.embedcache import EmbeddingCache
 from tests.conftest import Served
 
 DATASETS = Path(
@@ -60,3 +65,21 @@ def test_bench_against_a_running_server(sqlite_url: str, serve: Callable[..., Se
     assert recorded == 10
     table = as_markdown(result, "routebook bench --target x")
     assert "index search alone" not in table and "| 2 | 10 |" in table
+
+
+def test_bench_index_only_from_the_command_line(
+    embedder: Embedder, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`bench --index-only` makes its vectors from cached real embeddings: fill a cache first."""
+    monkeypatch.setenv("ROUTEBOOK_CACHE_DIR", str(tmp_path))
+    EmbeddingCache(embedder, tmp_path).embed(real_texts(DATASETS)[:1_200])
+    result = CliRunner().invoke(
+        main,
+        ["bench", "--index-only", "--size", "4000", "--datasets", str(DATASETS), "--json"],
+    )
+    assert result.exit_code == 0, result.output
+    measured = json.loads(result.output)
+    assert (measured["size"], measured["kind"], measured["queries"]) == (4000, "ivf", 1000)
+    assert 0.9 <= measured["recall_at_10"] <= 1.0
+    assert 0 < measured["search_p50_ms"] <= measured["search_p99_ms"]
+    assert measured["load_seconds"] > 0 and measured["rss_bytes"] > 0

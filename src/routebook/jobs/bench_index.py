@@ -363,3 +363,35 @@ if __name__ == "__main__":
     else:
         raise SystemExit(f"usage: python -m {__name__} load PATH DIM NPROBE EF_SEARCH")
     os._exit(0)  # skip tearing down a large index: the figures are printed
+
+
+def run_index_bench(
+    size: int, datasets: Path, kind: str = "ivf", queries: int = 1000
+) -> IndexBenchResult:
+    """`routebook bench --index-only`: an index of `size` made from the cached real embeddings."""
+    base, held_out = split_queries(real_embeddings(), queries)
+    vectors = synthetic_vectors(base, size)
+    facts = synthetic_facts(size, dataset_texts(datasets))
+    return bench_index(vectors, held_out, facts, kind=kind)
+
+
+def index_markdown(result: IndexBenchResult, command: str) -> str:
+    mb = 1024 * 1024
+    load = "not measured" if result.load_seconds is None else f"{result.load_seconds:.1f} s"
+    rss = "" if result.rss_bytes is None else f"{result.rss_bytes / mb:.0f} MB"
+    peak = "" if result.peak_rss_bytes is None else f"{result.peak_rss_bytes / mb:.0f} MB"
+    return "\n".join(
+        [
+            f"Command: `{command}`",
+            "",
+            "| examples | kind | build | search p50 | search p99 | recall@10 | snapshot | "
+            "snapshot save | snapshot load | RSS after load (peak) |",
+            "|---|---|---|---|---|---|---|---|---|---|",
+            f"| {result.size:,} | {result.kind} (nprobe {result.nprobe}) | "
+            f"{result.build_seconds:.0f} s | {result.search_p50_ms:.2f} ms | "
+            f"{result.search_p99_ms:.2f} ms | {result.recall_at_10:.3f} | "
+            f"{result.snapshot_bytes / mb:.0f} MB | {result.save_seconds:.1f} s | {load} | "
+            f"{rss} ({peak}) |",
+            "",
+        ]
+    )
