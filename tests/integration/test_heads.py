@@ -7,6 +7,7 @@ from collections.abc import Callable
 
 import pytest
 
+from routebook.service import heads as heads_module
 from routebook.service.examples import ExampleInput
 from routebook.v1 import router_pb2 as pb
 from tests.conftest import Served
@@ -92,8 +93,9 @@ def test_an_outcome_moves_the_next_decision_before_any_retraining(
 
 
 def test_a_head_retrains_once_its_index_has_changed_enough(
-    sqlite_url: str, serve: Callable[..., Served]
+    sqlite_url: str, serve: Callable[..., Served], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr(heads_module, "DUTY", 0.0)  # no pause between trainings
     served = serve(sqlite_url, head_check_seconds=3600, head_retrain_after=50)
     fill(served)
     heads = served.app.heads
@@ -109,6 +111,24 @@ def test_a_head_retrains_once_its_index_has_changed_enough(
     retrained = heads.refresh("default")
     assert heads.trainings == trainings + 1
     assert retrained is not None and retrained.trained_on == 120 + 14 + 60
+
+
+def test_a_head_waits_a_multiple_of_its_training_time_before_retraining(
+    sqlite_url: str, serve: Callable[..., Served], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Training competes with Decide for the cores: a bulk load must not retrain back to back."""
+    served = serve(sqlite_url, head_check_seconds=3600, head_retrain_after=10)
+    fill(served)
+    heads = served.app.heads
+    first = heads.refresh("default", force=True)
+    monkeypatch.setattr(heads_module, "DUTY", 1e9)
+    extra = [
+        ExampleInput(f"where is my order number {n}", "order_status", "small") for n in range(60)
+    ]
+    served.app.examples.upsert("default", extra)
+    assert heads.refresh("default") is first  # stale by changes, but trained moments ago
+    monkeypatch.setattr(heads_module, "DUTY", 0.0)
+    assert heads.refresh("default") is not first
 
 
 def test_heads_can_be_switched_off(sqlite_url: str, serve: Callable[..., Served]) -> None:

@@ -53,6 +53,10 @@ SUFFIXES = (
 )
 
 
+#: Longest wait for a namespace's head before the load starts (none comes when heads are off).
+HEAD_WAIT_S = 300.0
+
+
 @dataclass(slots=True)
 class LatencyRow:
     concurrency: int
@@ -82,6 +86,8 @@ class BenchResult:
     startup_s: float = 0.0
     #: Loading the namespaces from their snapshots alone (in the bench process).
     startup_from_snapshot_s: float = 0.0
+    #: After SERVING, until Decide answers with the namespace's learned head.
+    head_ready_s: float = 0.0
     fill_s: float = 0.0
     query_chars_mean: float = 0.0
 
@@ -246,7 +252,14 @@ def run_bench(
         result.startup_s = server.startup_s
         progress(f"server serving after {server.startup_s:.1f} s")
         load_target(
-            server.target, catalog.namespace, queries, concurrencies, requests, result, progress
+            server.target,
+            catalog.namespace,
+            queries,
+            concurrencies,
+            requests,
+            result,
+            progress,
+            head_wait_s=HEAD_WAIT_S,
         )
         result.rss_mb = rss_mb(server.pid)
         result.peak_rss_mb = rss_mb(server.pid, "VmHWM")
@@ -283,8 +296,13 @@ def load_target(
     requests: int,
     result: BenchResult,
     progress: Callable[[str], None] = lambda _m: None,
+    head_wait_s: float = 0.0,
 ) -> None:
-    """Decide at each concurrency, a cached query, then RecordOutcome at 16, over gRPC."""
+    """Decide at each concurrency, a cached query, then RecordOutcome at 16, over gRPC.
+
+    With `head_wait_s`, first wait (that long at most) for Decide to carry the namespace's
+    learned head: a server trains it in the background after start, and that training would
+    otherwise share the cores with the load."""
     import grpc
 
     from routebook.v1 import router_pb2 as pb
@@ -313,7 +331,13 @@ def load_target(
         decide(queries[0])
 
     try:
-        decide(queries[-1])  # warm up: first-call costs are start-up, not latency
+        started = time.perf_counter()
+        while not decide(queries[-1]).HasField("head"):  # the first call warms up too
+            if time.perf_counter() - started >= head_wait_s:
+                break
+            time.sleep(0.5)
+        result.head_ready_s = time.perf_counter() - started
+        progress(f"learned head ready after {result.head_ready_s:.1f} s")
         for level, concurrency in enumerate(concurrencies):
             batch = queries[level * requests : (level + 1) * requests]
             row = measure(decide_into(batch), len(batch), concurrency)
@@ -419,7 +443,8 @@ def as_markdown(result: BenchResult, command: str) -> str:
         lines += [
             f"Index: {result.size} examples, kind {result.index_kind}, store {result.store}; "
             f"fill {result.fill_s:.0f} s; server start-up to SERVING {result.startup_s:.1f} s "
-            f"(snapshot load alone {result.startup_from_snapshot_s:.1f} s); server RSS "
+            f"(snapshot load alone {result.startup_from_snapshot_s:.1f} s; learned head ready "
+            f"{result.head_ready_s:.1f} s later); server RSS "
             f"{result.rss_mb:.0f} MB (peak {result.peak_rss_mb:.0f} MB)",
             "",
         ]

@@ -6,12 +6,18 @@ head sees exactly what the neighbours see. A head is retrained when its index ch
 since the last training: a new generation (reindex, snapshot), or `retrain_after` examples and
 outcomes added, removed or updated. Between trainings the neighbours carry every fresh outcome
 into the next decision at once; the head only moves the prior.
+
+Training competes with Decide for the same cores, so a namespace's head is not retrained
+before `DUTY` times its last training's duration has passed (a head trained in 20 s waits
+200 s): during a bulk load of 100k examples, heads take at most a tenth of the CPU instead
+of retraining back to back.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -20,6 +26,9 @@ from routebook.decide.head import Head, train_head
 from routebook.index import IndexRegistry, NamespaceIndex
 
 log = logging.getLogger(__name__)
+
+#: Wall time between two trainings of one head, as a multiple of the last one's duration.
+DUTY = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +47,8 @@ class _Trained:
     head: Head | None
     generation: int
     version: int
+    finished: float = 0.0  # time.monotonic() when it was trained
+    took: float = 0.0  # seconds its training took
 
 
 class HeadBook:
@@ -66,7 +77,11 @@ class HeadBook:
     def stale(self, namespace: str, index: NamespaceIndex) -> bool:
         with self._lock:
             trained = self._trained.get(namespace)
-        if trained is None or trained.generation != index.generation:
+        if trained is None:
+            return True
+        if time.monotonic() - trained.finished < DUTY * trained.took:
+            return False  # trained moments ago: let Decide have the cores
+        if trained.generation != index.generation:
             return True
         return index.version - trained.version >= self._settings.retrain_after
 
@@ -79,6 +94,7 @@ class HeadBook:
             if not force and not self.stale(namespace, index):
                 return self.get(namespace)
             generation, version = index.generation, index.version
+            started = time.monotonic()
             vectors, facts = index.training_data(self._settings.max_examples)
             try:
                 head = (
@@ -90,7 +106,10 @@ class HeadBook:
                 log.exception("head of namespace %s: training failed, old one kept", namespace)
                 return self.get(namespace)
             with self._lock:
-                self._trained[namespace] = _Trained(head, generation, version)
+                finished = time.monotonic()
+                self._trained[namespace] = _Trained(
+                    head, generation, version, finished, finished - started
+                )
             self.trainings += 1
             log.info(
                 "namespace %s: head trained on %d examples (generation %d)%s",
