@@ -205,7 +205,9 @@ def run_bench(
         "snapshot_dir": str(workdir / "snapshots"),
         "decision_log": "",
     }
-    settings = load_settings({**values, "port": 0})
+    # In this process heads stay off: their background training would share the cores with the
+    # fill and with "index search alone". The server process trains its own.
+    settings = load_settings({**values, "port": 0, "head_enabled": False})
     model = embedder if embedder is not None else load_embedder(settings)
     app = build(settings, embedder=model)
     app.examples.sync_routes([(routes, catalog)])
