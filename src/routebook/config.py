@@ -182,6 +182,12 @@ class Settings(BaseSettings):
         description="How long the first RecordOutcome of a batch waits for company before "
         "committing; 0 batches only the calls that arrive while the previous commit runs.",
     )
+    embed_workers: int = Field(
+        2,
+        ge=1,
+        description="Model calls that may run at once under load (micro-batch workers). With "
+        "the onnx backend a lone call uses every core and overlapping calls one thread each.",
+    )
     embed_cache_size: int = Field(
         10_000, ge=0, description="Query vectors kept by text hash; 0 turns the cache off."
     )

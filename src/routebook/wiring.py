@@ -162,7 +162,7 @@ def build(
     writer = DecisionWriter(store)
     # Queries go through the cache and the micro-batcher; bulk indexing calls the model as is.
     query_embedder: Embedder = MicroBatcher(
-        embedder, settings.embed_batch_max, settings.embed_batch_wait_ms
+        embedder, settings.embed_batch_max, settings.embed_batch_wait_ms, settings.embed_workers
     )
     if settings.embed_cache_size > 0:
         query_embedder = CachedEmbedder(query_embedder, settings.embed_cache_size)

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import json
 import shutil
+import threading
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from routebook.embed import Embedder
+from routebook.embed.batcher import MicroBatcher
 from routebook.embed.onnx import OnnxEmbedder
 from routebook.embed.sentence import SentenceTransformerEmbedder, bundled_model_path
 from routebook.errors import ConfigError
@@ -73,3 +75,44 @@ def test_a_folder_without_a_fast_tokenizer_is_refused(tmp_path: Path) -> None:
     (copy / "tokenizer.json").unlink()
     with pytest.raises(ConfigError, match=r"no tokenizer\.json"):
         OnnxEmbedder(copy, cache_dir=tmp_path / "cache")
+
+
+def test_overlapping_calls_use_one_thread_each_and_give_the_same_vectors(
+    embedder: Embedder,
+) -> None:
+    alone = embedder.embed(TEXTS)
+    results: dict[int, np.ndarray] = {}
+    start = threading.Barrier(4)
+
+    def one(position: int) -> None:
+        start.wait()
+        for _ in range(5):  # overlapping calls: the narrow session serves all but one
+            results[position] = embedder.embed(TEXTS)
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for vectors in results.values():
+        assert np.abs(vectors - alone).max() < 1e-5
+
+
+def test_two_batch_workers_hand_every_caller_its_own_rows(embedder: Embedder) -> None:
+    batcher = MicroBatcher(embedder, max_batch=4, max_wait_ms=5, workers=2)
+    plain = embedder.embed(TEXTS)
+    results: dict[int, np.ndarray] = {}
+    start = threading.Barrier(len(TEXTS))
+
+    def one(position: int) -> None:
+        start.wait()
+        results[position] = batcher.embed([TEXTS[position]])[0]
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(len(TEXTS))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(results) == list(range(len(TEXTS)))
+    for position, vector in results.items():
+        assert np.abs(vector - plain[position]).max() < 1e-5

@@ -26,15 +26,20 @@ Vectors = npt.NDArray[np.float32]
 class MicroBatcher:
     """An Embedder that batches concurrent calls to another Embedder."""
 
-    def __init__(self, inner: Embedder, max_batch: int = 32, max_wait_ms: float = 2.0) -> None:
+    def __init__(
+        self, inner: Embedder, max_batch: int = 32, max_wait_ms: float = 2.0, workers: int = 1
+    ) -> None:
         self._inner = inner
         self._max_batch = max_batch
         self._max_wait = max_wait_ms / 1000
         self._queue: queue.Queue[tuple[list[str], Future[Vectors]]] = queue.Queue()
-        self._worker = threading.Thread(target=self._run, name="embed-batcher", daemon=True)
-        self._worker.start()
         self.batches = 0  # model calls made, for tests and benchmarks
+        self._count_lock = threading.Lock()
         self._last_batch_size = 0
+        # Several workers: under load, batches run side by side (the onnx embedder gives
+        # overlapping calls one thread each, which embeds more per second than one wide call).
+        for number in range(workers):
+            threading.Thread(target=self._run, name=f"embed-batcher-{number}", daemon=True).start()
 
     @property
     def dim(self) -> int:
@@ -86,7 +91,8 @@ class MicroBatcher:
             for _, future in pending:
                 future.set_exception(exc)
             return
-        self.batches += 1
+        with self._count_lock:
+            self.batches += 1
         start = 0
         for item, future in pending:
             future.set_result(vectors[start : start + len(item)])
