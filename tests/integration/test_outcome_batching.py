@@ -236,7 +236,10 @@ def test_a_row_the_store_refuses_fails_alone_and_its_batch_is_written(
     answers = record_in_one_batch(served, db_url, requests)
 
     refused = answers.pop(4)
-    assert isinstance(refused, grpc.RpcError) and refused.code() != grpc.StatusCode.OK
+    assert isinstance(refused, grpc.RpcError)
+    assert refused.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "store refused this outcome" in str(refused.details())
+    assert "refused by the test" in str(refused.details())
     assert all(isinstance(a, pb.RecordOutcomeResponse) and not a.duplicate for a in answers)
     stored = stored_outcomes(served)
     assert sorted(stored) == sorted(f"good-{n}" for n in range(8))

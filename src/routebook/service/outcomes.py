@@ -61,7 +61,12 @@ class _Subject:
 
 class _LostRace(Exception):
     """A concurrent writer stored this outcome_id or its history example between our look and
-    our write, or deleted the example we found; look again."""
+    our write, or deleted the example we found; look again. `refusal` is the store's own
+    message when the write broke a constraint (a race, or a store that refuses the row)."""
+
+    def __init__(self, refusal: str | None = None) -> None:
+        super().__init__(refusal)
+        self.refusal = refusal
 
 
 class OutcomeRecorder:
@@ -108,11 +113,17 @@ class OutcomeRecorder:
                     f"the store is unavailable; the failure was not recorded: {exc.orig}"
                 ) from exc
         try:
+            refusals = []
             for _attempt in range(3):
                 try:
                     return self._record(report)
-                except _LostRace:
-                    continue  # another writer created the same history example: use it
+                except _LostRace as race:
+                    refusals.append(race.refusal)  # another writer got there first: look again
+            if refusals[-1] is not None and len(set(refusals)) == 1:
+                # The same constraint three times is no race: the store refuses this row.
+                raise InvalidArgument(
+                    f"the store refused this outcome, it was not recorded: {refusals[-1]}"
+                )
             raise Unavailable("the outcome could not be recorded under contention; retry it")
         except OperationalError as exc:
             raise Unavailable(
@@ -176,10 +187,12 @@ class OutcomeRecorder:
                     latency_ms=report.latency_ms,
                 )
             )
-        except (IntegrityError, outcome_store.ExampleVanished):
+        except IntegrityError as exc:
             # Another writer stored the same outcome_id or example between our look and our
-            # write, or deleted the example we found: look again.
-            raise _LostRace() from None
+            # write (or the store refuses the row): look again.
+            raise _LostRace(str(exc.orig).splitlines()[0][:300]) from None
+        except outcome_store.ExampleVanished:
+            raise _LostRace() from None  # another writer deleted the example we found
         if stored.duplicate:
             return self._replay(stored)
         # Committed: now the index learns it, so the next Decide on this server sees it.
