@@ -27,7 +27,12 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from routebook.embed.sentence import CHUNK_CHARS, bundled_model_path, length_chunks
+from routebook.embed.sentence import (
+    CHUNK_CHARS,
+    bundled_model_path,
+    length_chunks,
+    model_id_for,
+)
 from routebook.errors import ConfigError
 
 Vectors = npt.NDArray[np.float32]
@@ -203,8 +208,7 @@ class OnnxEmbedder:
         self._in_flight_lock = threading.Lock()
         self._batch_size = batch_size
         self._dim = int(self._session.get_outputs()[0].shape[-1])
-        name = path.name if path.name != "model" else "all-MiniLM-L6-v2"
-        self._model_id = f"{name}:{self._dim}"  # the torch backend's id: same vectors
+        self._model_id = model_id_for(path, self._dim)
 
     @property
     def dim(self) -> int:

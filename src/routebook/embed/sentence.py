@@ -32,6 +32,13 @@ def bundled_model_path() -> Path:
     return path
 
 
+def model_id_for(model_path: Path, dim: int) -> str:
+    """The id vectors are stored and snapshotted under. Both backends use it: their vectors
+    agree to 1e-6, so an index built by one is served by the other."""
+    name = "all-MiniLM-L6-v2" if model_path.name == "model" else model_path.name
+    return f"{name}:{dim}"
+
+
 #: A batch is padded to its longest text, so one long prompt among short queries would make every
 #: short one cost as much as it. Texts are sorted by length and cut into chunks whose longest is
 #: at most PAD_RATIO times the shortest plus PAD_SLACK characters, and whose count times longest
@@ -92,7 +99,7 @@ class SentenceTransformerEmbedder:
         if dim is None:
             raise ConfigError(f"model at {path} does not say its embedding dimension")
         self._dim = dim
-        self._model_id = f"{path.name if path.name != 'model' else 'all-MiniLM-L6-v2'}:{self._dim}"
+        self._model_id = model_id_for(path, dim)
 
     @property
     def dim(self) -> int:

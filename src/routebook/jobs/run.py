@@ -55,9 +55,9 @@ class Inputs:
         if target_mode is not None:
             params = replace(params, target_mode=target_mode)
         if embedder is None:
-            from routebook.embed.sentence import SentenceTransformerEmbedder
+            from routebook.wiring import load_embedder  # the backend the server would use
 
-            embedder = SentenceTransformerEmbedder(settings.model_path or None)
+            embedder = load_embedder(settings)
         catalog = None
         if catalog_path is not None:
             from routebook.routefiles import load_route_file

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from sqlalchemy import delete, func, select
+from sqlalchemy import Row, delete, func, select
 from sqlalchemy.orm import Session
 
 from routebook.domain import Source
@@ -56,6 +57,35 @@ class StoredExample:
     tenant: str | None = None
 
 
+#: The columns a StoredExample is made of, in its field order: `select(*STORED_COLUMNS)`.
+STORED_COLUMNS = (
+    ExampleRow.id,
+    ExampleRow.text,
+    ExampleRow.route,
+    ExampleRow.source,
+    ExampleRow.best_model,
+    ExampleRow.embedding,
+    ExampleRow.embedding_model,
+    ExampleRow.tenant,
+)
+
+
+def stored_examples(rows: Sequence[Row[*tuple[Any, ...]]]) -> list[StoredExample]:
+    return [
+        StoredExample(
+            r.id,
+            r.text,
+            r.route,
+            Source(r.source),
+            r.best_model,
+            r.embedding,
+            r.embedding_model,
+            r.tenant,
+        )
+        for r in rows
+    ]
+
+
 def iter_examples(
     session: Session, namespace_id: int, after_id: int = 0, batch: int = 5000
 ) -> Iterator[list[StoredExample]]:
@@ -63,35 +93,14 @@ def iter_examples(
     last = after_id
     while True:
         rows = session.execute(
-            select(
-                ExampleRow.id,
-                ExampleRow.text,
-                ExampleRow.route,
-                ExampleRow.source,
-                ExampleRow.best_model,
-                ExampleRow.embedding,
-                ExampleRow.embedding_model,
-                ExampleRow.tenant,
-            )
+            select(*STORED_COLUMNS)
             .where(ExampleRow.namespace_id == namespace_id, ExampleRow.id > last)
             .order_by(ExampleRow.id)
             .limit(batch)
         ).all()
         if not rows:
             return
-        yield [
-            StoredExample(
-                r.id,
-                r.text,
-                r.route,
-                Source(r.source),
-                r.best_model,
-                r.embedding,
-                r.embedding_model,
-                r.tenant,
-            )
-            for r in rows
-        ]
+        yield stored_examples(rows)
         last = rows[-1].id
 
 

@@ -8,8 +8,7 @@ from datetime import timedelta
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from routebook.domain import Source
-from routebook.store.examples import StoredExample
+from routebook.store.examples import STORED_COLUMNS, StoredExample, stored_examples
 from routebook.store.tables import ExampleRow, OutcomeRow, TombstoneRow, utcnow
 
 
@@ -76,32 +75,9 @@ def example_ids_after(session: Session, namespace_id: int, after: int) -> list[i
 
 def examples_with_ids(session: Session, ids: list[int]) -> list[StoredExample]:
     rows = session.execute(
-        select(
-            ExampleRow.id,
-            ExampleRow.text,
-            ExampleRow.route,
-            ExampleRow.source,
-            ExampleRow.best_model,
-            ExampleRow.embedding,
-            ExampleRow.embedding_model,
-            ExampleRow.tenant,
-        )
-        .where(ExampleRow.id.in_(ids))
-        .order_by(ExampleRow.id)
+        select(*STORED_COLUMNS).where(ExampleRow.id.in_(ids)).order_by(ExampleRow.id)
     ).all()
-    return [
-        StoredExample(
-            r.id,
-            r.text,
-            r.route,
-            Source(r.source),
-            r.best_model,
-            r.embedding,
-            r.embedding_model,
-            r.tenant,
-        )
-        for r in rows
-    ]
+    return stored_examples(rows)
 
 
 def outcomes_after(session: Session, namespace_id: int, after: int) -> list[tuple[int, int]]:
