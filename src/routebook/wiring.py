@@ -17,6 +17,7 @@ from routebook.decide import DecisionParams
 from routebook.embed import Embedder
 from routebook.embed.batcher import MicroBatcher
 from routebook.embed.cache import CachedEmbedder
+from routebook.errors import ConfigError
 from routebook.index import IndexRegistry
 from routebook.routefiles import load_route_dir, load_route_file
 from routebook.service import (
@@ -110,7 +111,14 @@ def load_embedder(settings: Settings) -> Embedder:
 
         cache = Path(settings.model_cache_dir) if settings.model_cache_dir else None
         return OnnxEmbedder(
-            settings.model_path or None, cache_dir=cache, threads=settings.embed_threads
+            settings.model_path or None,
+            cache_dir=cache,
+            threads=settings.embed_threads,
+            precision=settings.embed_precision,
+        )
+    if settings.embed_precision != "float32":
+        raise ConfigError(
+            f'embed_precision = {settings.embed_precision!r} needs embed_backend = "onnx"'
         )
     from routebook.embed.sentence import SentenceTransformerEmbedder
 

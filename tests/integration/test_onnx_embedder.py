@@ -116,3 +116,69 @@ def test_two_batch_workers_hand_every_caller_its_own_rows(embedder: Embedder) ->
     assert sorted(results) == list(range(len(TEXTS)))
     for position, vector in results.items():
         assert np.abs(vector - plain[position]).max() < 1e-5
+
+
+@pytest.fixture(scope="module")
+def int8_embedder() -> OnnxEmbedder:
+    return OnnxEmbedder(precision="int8")
+
+
+def test_int8_vectors_are_close_to_float32_under_an_id_of_their_own(
+    embedder: Embedder, int8_embedder: OnnxEmbedder
+) -> None:
+    assert int8_embedder.model_id == "all-MiniLM-L6-v2+int8:384"
+    assert int8_embedder.model_id != embedder.model_id
+    full = embedder.embed(TEXTS)
+    quantized = int8_embedder.embed(TEXTS)
+    assert quantized.shape == full.shape
+    assert np.allclose(np.linalg.norm(quantized, axis=1), 1.0, atol=1e-5)
+    cosines = np.sum(full * quantized, axis=1)
+    assert cosines.min() > 0.95, cosines
+    assert not np.allclose(full, quantized, atol=1e-4)  # really another graph
+
+
+def test_int8_keeps_the_nearest_neighbour(embedder: Embedder, int8_embedder: OnnxEmbedder) -> None:
+    corpus = [
+        "where is my parcel?",
+        "I want my money back for this order",
+        "how do I reset my password",
+        "write a poem about the sea",
+        "what is the capital of France",
+    ]
+    queries = [
+        "my package has not arrived",
+        "refund please",
+        "forgot my login",
+        "a sonnet about waves",
+        "Paris is the capital of which country?",
+    ]
+    for model in (embedder, int8_embedder):
+        nearest = np.argmax(model.embed(queries) @ model.embed(corpus).T, axis=1)
+        assert nearest.tolist() == [0, 1, 2, 3, 4]
+
+
+def test_the_int8_graph_is_quantized_once(tmp_path: Path, int8_embedder: OnnxEmbedder) -> None:
+    from routebook.embed.onnx import default_model_cache, exported_graph
+
+    cache = tmp_path / "onnx"
+    cache.mkdir()
+    graph = exported_graph(bundled_model_path(), default_model_cache())
+    shutil.copy(graph, cache / graph.name)  # skip the export: only quantization is tested here
+    OnnxEmbedder(cache_dir=cache, precision="int8")
+    quantized = list(cache.glob("*-int8.onnx"))
+    assert len(quantized) == 1 and not list(cache.glob(".*"))
+    made_at = quantized[0].stat().st_mtime_ns
+    again = OnnxEmbedder(cache_dir=cache, precision="int8")
+    assert quantized[0].stat().st_mtime_ns == made_at
+    assert np.abs(again.embed(TEXTS[:2]) - int8_embedder.embed(TEXTS[:2])).max() < 1e-6
+
+
+def test_int8_needs_the_onnx_backend() -> None:
+    from routebook.config import load_settings
+    from routebook.wiring import load_embedder
+
+    settings = load_settings({"embed_backend": "torch", "embed_precision": "int8"})
+    with pytest.raises(ConfigError, match="needs embed_backend"):
+        load_embedder(settings)
+    with pytest.raises(ConfigError, match="float32 or int8"):
+        OnnxEmbedder(precision="int4")

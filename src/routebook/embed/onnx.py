@@ -120,6 +120,35 @@ def exported_graph(model_path: Path, cache_dir: Path) -> Path:
     return target
 
 
+def quantized_graph(graph: Path) -> Path:
+    """The int8 version of an exported graph, quantizing it first if the cache has none.
+
+    Dynamic quantization with per-channel int8 weights: on CPUs with int8 dot products (VNNI)
+    a model call takes about half the time. Per-tensor weights were twice as far from the
+    float32 vectors (cosine 0.957 against 0.992 on the bench's queries), so per-channel it is.
+    """
+    target = graph.with_name(f"{graph.stem}-int8.onnx")
+    if target.is_file():
+        return target
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic  # type: ignore[import-untyped]
+
+    partial = graph.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        quantize_dynamic(
+            graph,
+            partial,
+            weight_type=QuantType.QInt8,
+            per_channel=True,
+            # Shape inference cannot type the exported attention's outputs; they are float.
+            extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
+        )
+        partial.replace(target)
+    finally:
+        partial.unlink(missing_ok=True)
+    return target
+
+
 def _export(model_path: Path, destination: Path) -> None:
     # Deferred: torch and transformers cost seconds and hundreds of MB; only an export needs them.
     import torch
@@ -169,6 +198,7 @@ class OnnxEmbedder:
         cache_dir: Path | None = None,
         threads: int = 0,
         batch_size: int = 64,
+        precision: str = "float32",
     ) -> None:
         os.environ["HF_HUB_OFFLINE"] = "1"
         path = Path(model_path) if model_path else bundled_model_path()
@@ -179,6 +209,10 @@ class OnnxEmbedder:
             )
         self._normalize = check_mean_pooling(path)
         graph = exported_graph(path, cache_dir or default_model_cache())
+        if precision == "int8":
+            graph = quantized_graph(graph)
+        elif precision != "float32":
+            raise ConfigError(f"embed_precision must be float32 or int8, not {precision!r}")
 
         import onnxruntime as ort  # type: ignore[import-untyped]
         from tokenizers import Tokenizer
@@ -208,7 +242,9 @@ class OnnxEmbedder:
         self._in_flight_lock = threading.Lock()
         self._batch_size = batch_size
         self._dim = int(self._session.get_outputs()[0].shape[-1])
-        self._model_id = model_id_for(path, self._dim)
+        # int8 vectors are close to float32 ones but not the same: they get an id of their own,
+        # so an index is never built from one and searched with the other.
+        self._model_id = model_id_for(path, self._dim, "int8" if precision == "int8" else "")
 
     @property
     def dim(self) -> int:

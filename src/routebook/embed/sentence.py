@@ -32,11 +32,12 @@ def bundled_model_path() -> Path:
     return path
 
 
-def model_id_for(model_path: Path, dim: int) -> str:
-    """The id vectors are stored and snapshotted under. Both backends use it: their vectors
-    agree to 1e-6, so an index built by one is served by the other."""
+def model_id_for(model_path: Path, dim: int, variant: str = "") -> str:
+    """The id vectors are stored and snapshotted under. Both backends use it: their float32
+    vectors agree to 1e-6, so an index built by one is served by the other. A variant (int8)
+    gives other vectors, hence another id."""
     name = "all-MiniLM-L6-v2" if model_path.name == "model" else model_path.name
-    return f"{name}:{dim}"
+    return f"{name}+{variant}:{dim}" if variant else f"{name}:{dim}"
 
 
 #: A batch is padded to its longest text, so one long prompt among short queries would make every
