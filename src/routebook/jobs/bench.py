@@ -1,10 +1,12 @@
 """`routebook bench`: how fast is Decide, and what does it cost, at a given index size?
 
 It fills a namespace in a fresh store with real text (the datasets under ../shared/datasets,
-varied deterministically to reach the size), starts a real server on loopback, and measures
-Decide latency and throughput at several concurrencies over gRPC, a repeated (cached) query,
-RecordOutcome throughput, index search alone (with recall@10 against exact search when the
-index is approximate), the server's RSS and start-up time from a snapshot.
+varied deterministically to reach the size; their vectors from the model, or with
+`fill_vectors="derived"` made from the base texts' vectors, see `bench_fill`), starts a real
+server on loopback, and measures Decide latency and throughput at several concurrencies over
+gRPC, a repeated (cached) query, RecordOutcome throughput, index search alone (with recall@10
+against exact search when the index is approximate), the server's RSS and start-up time from a
+snapshot.
 """
 
 from __future__ import annotations
@@ -88,7 +90,14 @@ class BenchResult:
     startup_from_snapshot_s: float = 0.0
     #: After SERVING, until Decide answers with the namespace's learned head.
     head_ready_s: float = 0.0
+    #: Filling the namespace, embedding included.
     fill_s: float = 0.0
+    #: Where the fill's vectors came from: "model" (every text embedded) or "derived" (only
+    #: the distinct base texts embedded; their variations' vectors derived, see `bench_fill`).
+    fill_vectors: str = "model"
+    #: Texts written by the fill, and how many of them the model embedded.
+    fill_texts: int = 0
+    fill_model_texts: int = 0
     query_chars_mean: float = 0.0
 
 
@@ -180,22 +189,25 @@ def run_bench(
     embedder: Embedder | None = None,
     database_url: str | None = None,
     workdir: Path | None = None,
+    fill_vectors: str = "model",
 ) -> BenchResult:
     """Fill a store, start `routebook serve` on it as a process of its own, and measure.
 
     The server runs in its own process, as in production: a load generator in the same process
-    would compete with it for the GIL and measure itself.
+    would compete with it for the GIL and measure itself. `fill_vectors` is "model" (every fill
+    text embedded by the model) or "derived" (see `bench_fill`).
     """
     from routebook.config import load_settings
     from routebook.index import NamespaceIndex
+    from routebook.jobs.bench_fill import FILL_VECTORS, FillEmbedder, fill_namespace
     from routebook.routefiles import load_route_file
-    from routebook.service.examples import ExampleInput
     from routebook.wiring import build, load_embedder
 
+    if fill_vectors not in FILL_VECTORS:
+        raise ValueError(f"fill_vectors {fill_vectors!r}: use one of {', '.join(FILL_VECTORS)}")
     texts = real_texts(datasets)
     # Fresh texts for every concurrency level, so no level is served from the cache.
     queries = query_texts(texts, requests * len(concurrencies))
-    fill = list(varied(texts, size))
     workdir = workdir or Path(tempfile.mkdtemp(prefix="routebook-bench-"))
     routes = catalog_file or Path(__file__).resolve().parents[3] / "routes" / "default.yaml"
     catalog = load_route_file(routes)
@@ -209,17 +221,21 @@ def run_bench(
     # fill and with "index search alone". The server process trains its own.
     settings = load_settings({**values, "port": 0, "head_enabled": False})
     model = embedder if embedder is not None else load_embedder(settings)
-    app = build(settings, embedder=model)
+    filler = FillEmbedder(model)
+    app = build(settings, embedder=filler)
     app.examples.sync_routes([(routes, catalog)])
     best = catalog.to_catalog().names[0]
 
-    started = time.perf_counter()
-    for start in range(0, len(fill), 10_000):
-        chunk = fill[start : start + 10_000]
-        app.examples.upsert(catalog.namespace, [ExampleInput(t, None, best) for t in chunk])
-        progress(f"filled {min(start + 10_000, len(fill))}/{len(fill)}")
-    fill_s = time.perf_counter() - started
+    filled = fill_namespace(
+        app, filler, catalog.namespace, best, texts, size, fill_vectors, progress
+    )
+    reached_model = filler.model_texts
     status = app.reindexer.run(app.reindexer.start(None, None), None, None, reembed=False)
+    if fill_vectors == "derived" and filler.model_texts > reached_model:
+        raise RuntimeError(
+            f"the reindex embedded {filler.model_texts - reached_model} examples through the "
+            "model: the derived fill did not store their vectors"
+        )
     progress(f"snapshot generation {status.generation}")
     app.close()
 
@@ -231,7 +247,10 @@ def run_bench(
         size=len(index),
         index_kind=str(index.kind),
         store=settings.database_url.split(":", 1)[0].split("+", 1)[0],
-        fill_s=fill_s,
+        fill_s=filled.seconds,
+        fill_vectors=fill_vectors,
+        fill_texts=filled.texts,
+        fill_model_texts=filled.model_texts,
         startup_from_snapshot_s=loaded_s,
         query_chars_mean=statistics.fmean(len(q) for q in queries),
     )
@@ -284,6 +303,7 @@ def run_against(
         size=0,
         index_kind="unknown",
         store="unknown",
+        fill_vectors="unknown",
         query_chars_mean=statistics.fmean(len(q) for q in queries),
     )
     load_target(target, namespace, queries, concurrencies, requests, result, progress)
@@ -449,6 +469,8 @@ def as_markdown(result: BenchResult, command: str) -> str:
             f"{result.head_ready_s:.1f} s later); server RSS "
             f"{result.rss_mb:.0f} MB (peak {result.peak_rss_mb:.0f} MB)",
             "",
+            fill_line(result),
+            "",
         ]
     lines += [
         f"Query texts: {result.query_chars_mean:.0f} characters on average.",
@@ -473,6 +495,32 @@ def as_markdown(result: BenchResult, command: str) -> str:
             f"{result.search_p99_ms:.2f} ms; recall@10 {recall}"
         )
     return "\n".join(lines) + "\n"
+
+
+def fill_line(result: BenchResult) -> str:
+    """Where the fill's vectors came from, in a sentence."""
+    if result.fill_vectors == "derived":
+        from routebook.jobs.bench_fill import DERIVED_NOISE
+
+        low, high = DERIVED_NOISE
+        derived = result.fill_texts - result.fill_model_texts
+        if derived <= 0:
+            return (
+                f"Fill vectors: **derived** (`--fill-vectors derived`), {result.fill_s:.0f} s; "
+                f"all {result.fill_texts:,} fill texts are distinct dataset texts, embedded by "
+                "the model: no vector was derived (--size is within the datasets' texts)."
+            )
+        return (
+            f"Fill vectors: **derived** (`--fill-vectors derived`), {result.fill_s:.0f} s: "
+            f"{result.fill_model_texts:,} distinct dataset texts embedded by the model; the "
+            f"other {derived:,} fill texts (prefix/suffix variations of them, stored as text) "
+            f"got their base text's vector plus seeded gaussian noise of norm {low} to {high}, "
+            "renormalised, not their own embedding. Queries are embedded by the server's model."
+        )
+    return (
+        f"Fill vectors: model, {result.fill_s:.0f} s: the model embedded "
+        f"{result.fill_model_texts:,} of the {result.fill_texts:,} fill texts."
+    )
 
 
 def to_json(result: BenchResult) -> str:
