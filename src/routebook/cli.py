@@ -399,6 +399,14 @@ _register_subcommands()
     "each prefix/suffix variation is stored with its base text's vector plus a little seeded "
     "noise, so a large --size fills in minutes. Queries are always embedded by the server.",
 )
+@click.option(
+    "--set",
+    "overrides",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="A setting of the filled and started server, as `serve` reads it (repeatable), e.g. "
+    "--set embed_precision=int8.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
 def bench(
     size: int,
@@ -411,6 +419,7 @@ def bench(
     index_only: bool,
     kind: str,
     fill_vectors: str,
+    overrides: tuple[str, ...],
     as_json: bool,
 ) -> None:
     """Fill a fresh namespace to --size, start a server process, and measure Decide and friends."""
@@ -418,6 +427,16 @@ def bench(
 
     if fill_vectors != "model" and (index_only or target):
         raise click.UsageError("--fill-vectors is for a fill: not with --index-only or --target")
+    if overrides and (index_only or target):
+        raise click.UsageError(
+            "--set configures the started server: not with --index-only or --target"
+        )
+    server_settings = {}
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise click.UsageError(f"--set {item!r}: write KEY=VALUE, e.g. embed_precision=int8")
+        server_settings[key.strip()] = value.strip()
     command = " ".join(["routebook", *sys.argv[1:]])
     if index_only:
         from routebook.jobs.bench_index import index_markdown, run_index_bench
@@ -445,6 +464,7 @@ def bench(
             progress=progress,
             database_url=database_url,
             fill_vectors=fill_vectors,
+            server_settings=server_settings,
         )
     if as_json:
         click.echo(to_json(result))

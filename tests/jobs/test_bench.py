@@ -48,7 +48,7 @@ def test_bench_measures_every_figure(embedder: SentenceTransformerEmbedder) -> N
     assert result.record_outcome_per_s > 0
     assert 0 < result.search_p50_ms <= result.search_p99_ms
     assert result.index_kind == "flat" and result.recall_at_10 is None
-    assert result.store == "sqlite"
+    assert result.store == "sqlite" and result.embedding_model == embedder.model_id
     # The server ran as its own process: its memory holds the model, its start-up is measured.
     assert 100 < result.rss_mb <= result.peak_rss_mb
     assert result.startup_s > result.startup_from_snapshot_s > 0
@@ -167,3 +167,12 @@ def test_fill_vectors_needs_a_fill() -> None:
     )
     assert result.exit_code == 2
     assert "--fill-vectors is for a fill" in result.output
+
+
+def test_set_needs_key_equals_value() -> None:
+    result = CliRunner().invoke(main, ["bench", "--set", "embed_precision"])
+    assert result.exit_code == 2
+    assert "write KEY=VALUE" in result.output
+    result = CliRunner().invoke(main, ["bench", "--index-only", "--set", "workers=4"])
+    assert result.exit_code == 2
+    assert "--set configures the started server" in result.output

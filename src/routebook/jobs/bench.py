@@ -95,6 +95,8 @@ class BenchResult:
     #: Where the fill's vectors came from: "model" (every text embedded) or "derived" (only
     #: the distinct base texts embedded; their variations' vectors derived, see `bench_fill`).
     fill_vectors: str = "model"
+    #: The model id the fill and the server embedded with (e.g. "all-MiniLM-L6-v2+int8:384").
+    embedding_model: str = "unknown"
     #: Texts written by the fill, and how many of them the model embedded.
     fill_texts: int = 0
     fill_model_texts: int = 0
@@ -190,12 +192,15 @@ def run_bench(
     database_url: str | None = None,
     workdir: Path | None = None,
     fill_vectors: str = "model",
+    server_settings: dict[str, str] | None = None,
 ) -> BenchResult:
     """Fill a store, start `routebook serve` on it as a process of its own, and measure.
 
     The server runs in its own process, as in production: a load generator in the same process
     would compete with it for the GIL and measure itself. `fill_vectors` is "model" (every fill
-    text embedded by the model) or "derived" (see `bench_fill`).
+    text embedded by the model) or "derived" (see `bench_fill`). `server_settings` (e.g.
+    {"embed_precision": "int8"}) configure both the fill and the server, as `serve` would read
+    them; the bench's own store, routes and snapshot folder take precedence.
     """
     from routebook.config import load_settings
     from routebook.index import NamespaceIndex
@@ -212,6 +217,7 @@ def run_bench(
     routes = catalog_file or Path(__file__).resolve().parents[3] / "routes" / "default.yaml"
     catalog = load_route_file(routes)
     values = {
+        **(server_settings or {}),
         "database_url": database_url or f"sqlite:///{workdir / 'bench.db'}",
         "routes_dir": str(workdir / "none"),
         "snapshot_dir": str(workdir / "snapshots"),
@@ -249,6 +255,7 @@ def run_bench(
         store=settings.database_url.split(":", 1)[0].split("+", 1)[0],
         fill_s=filled.seconds,
         fill_vectors=fill_vectors,
+        embedding_model=model.model_id,
         fill_texts=filled.texts,
         fill_model_texts=filled.model_texts,
         startup_from_snapshot_s=loaded_s,
@@ -463,7 +470,8 @@ def as_markdown(result: BenchResult, command: str) -> str:
     lines = [f"Command: `{command}`", ""]
     if result.size:
         lines += [
-            f"Index: {result.size} examples, kind {result.index_kind}, store {result.store}; "
+            f"Index: {result.size} examples, kind {result.index_kind}, store {result.store}, "
+            f"embedding model {result.embedding_model}; "
             f"fill {result.fill_s:.0f} s; server start-up to SERVING {result.startup_s:.1f} s "
             f"(snapshot load alone {result.startup_from_snapshot_s:.1f} s; learned head ready "
             f"{result.head_ready_s:.1f} s later); server RSS "
