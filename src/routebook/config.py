@@ -52,7 +52,8 @@ class Settings(BaseSettings):
         "float32",
         description="Weights of the onnx backend's graph: float32, or int8 (per-channel dynamic "
         "quantization: about twice the embeddings per second on CPUs with VNNI, vectors at "
-        "cosine 0.99 to float32 ones). int8 has its own model id: switching re-embeds the index.",
+        "cosine 0.99 to float32 ones). int8 has its own model id: after switching, run `routebook "
+        "reindex` (a server refuses a snapshot of the other precision, saying so).",
     )
     embed_threads: int = Field(
         0, ge=0, description="Threads the onnx backend uses per model call; 0 means one per core."

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import shutil
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,8 @@ from routebook.embed.batcher import MicroBatcher
 from routebook.embed.onnx import OnnxEmbedder
 from routebook.embed.sentence import SentenceTransformerEmbedder, bundled_model_path
 from routebook.errors import ConfigError
+from routebook.wiring import App, build
+from tests.conftest import make_settings
 
 TEXTS = [
     "where is my parcel?",
@@ -137,6 +140,13 @@ def test_int8_vectors_are_close_to_float32_under_an_id_of_their_own(
     assert not np.allclose(full, quantized, atol=1e-4)  # really another graph
 
 
+def test_an_int8_vector_does_not_depend_on_its_batch(int8_embedder: OnnxEmbedder) -> None:
+    similar = ["where is my order?", "track my package please", "has my order shipped yet"]
+    alone = int8_embedder.embed(similar[:1])
+    batched = int8_embedder.embed(similar)
+    assert np.abs(alone[0] - batched[0]).max() < 1e-6
+
+
 def test_int8_keeps_the_nearest_neighbour(embedder: Embedder, int8_embedder: OnnxEmbedder) -> None:
     corpus = [
         "where is my parcel?",
@@ -182,3 +192,27 @@ def test_int8_needs_the_onnx_backend() -> None:
         load_embedder(settings)
     with pytest.raises(ConfigError, match="float32 or int8"):
         OnnxEmbedder(precision="int4")
+
+
+def test_switching_precision_needs_a_reindex(
+    make_app: Callable[..., App], sqlite_url: str, tmp_path: Path, int8_embedder: OnnxEmbedder
+) -> None:
+    first = make_app(sqlite_url)  # float32, the session's embedder
+    status = first.reindexer.run(first.reindexer.start(None, None), None, None)
+    assert status.state == "succeeded"
+    first.close()
+    with pytest.raises(ConfigError, match=r"all-MiniLM-L6-v2\+int8:384.*run `routebook reindex`"):
+        make_app(sqlite_url, embedder=int8_embedder)
+    # `routebook reindex` builds its app without loading the indexes, then re-embeds everything.
+    settings = make_settings(sqlite_url, snapshot_dir=tmp_path / "snapshots")
+    reindexing = build(settings, embedder=int8_embedder, load_routes=False, load_indexes=False)
+    try:
+        status = reindexing.reindexer.run(reindexing.reindexer.start(None, None), None, None)
+        assert status.state == "succeeded"
+    finally:
+        reindexing.close()
+    served = make_app(sqlite_url, embedder=int8_embedder)
+    vector = int8_embedder.embed(["my parcel has not arrived yet"])[0]
+    (top,) = served.registry.get("default").search(vector, 1)
+    assert top.facts.text == "my parcel has not arrived yet"
+    assert top.similarity > 0.9999  # the stored vector is the int8 one (float32's: about 0.99)
