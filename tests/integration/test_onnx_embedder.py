@@ -172,7 +172,7 @@ def test_the_int8_graph_is_quantized_once(tmp_path: Path, int8_embedder: OnnxEmb
 
     cache = tmp_path / "onnx"
     cache.mkdir()
-    graph = exported_graph(bundled_model_path(), default_model_cache())
+    graph = exported_graph(bundled_model_path(), default_model_cache(), ids_only=True)
     shutil.copy(graph, cache / graph.name)  # skip the export: only quantization is tested here
     OnnxEmbedder(cache_dir=cache, precision="int8")
     quantized = list(cache.glob("*-int8.onnx"))
@@ -181,6 +181,29 @@ def test_the_int8_graph_is_quantized_once(tmp_path: Path, int8_embedder: OnnxEmb
     again = OnnxEmbedder(cache_dir=cache, precision="int8")
     assert quantized[0].stat().st_mtime_ns == made_at
     assert np.abs(again.embed(TEXTS[:2]) - int8_embedder.embed(TEXTS[:2])).max() < 1e-6
+
+
+def test_the_ids_only_graph_gives_the_full_graphs_vectors(
+    embedder: Embedder, int8_embedder: OnnxEmbedder
+) -> None:
+    """int8 runs a graph without attention mask and token types (one text per run, so the mask
+    is all ones): exported in float32 it must give the full graph's vectors."""
+    import onnxruntime as ort  # type: ignore[import-untyped]
+    from tokenizers import Tokenizer
+
+    from routebook.embed.onnx import default_model_cache, exported_graph
+
+    graph = exported_graph(bundled_model_path(), default_model_cache(), ids_only=True)
+    session = ort.InferenceSession(str(graph), providers=["CPUExecutionProvider"])
+    assert [i.name for i in session.get_inputs()] == ["input_ids"]
+    tokenizer = Tokenizer.from_file(str(bundled_model_path() / "tokenizer.json"))
+    tokenizer.enable_truncation(max_length=256)
+    tokenizer.no_padding()  # the file pads to 128 tokens
+    for text, expected in zip(TEXTS, embedder.embed(TEXTS), strict=True):
+        ids = np.array([tokenizer.encode(text.strip()).ids], dtype=np.int64)
+        (hidden,) = session.run(None, {"input_ids": ids})
+        vector = hidden[0].mean(axis=0)
+        assert np.abs(vector / np.linalg.norm(vector) - expected).max() < 1e-5
 
 
 def test_int8_needs_the_onnx_backend() -> None:

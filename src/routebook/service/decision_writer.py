@@ -11,8 +11,9 @@ from __future__ import annotations
 import logging
 import threading
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
+from sqlalchemy import insert
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from routebook.store.db import Store
@@ -35,6 +36,9 @@ class PendingDecision:
     shadow_model: str | None = None
     shadow_estimated_cost_usd: float | None = None
     shadow_confidence: float | None = None
+
+
+DECISION_COLUMNS = tuple(f.name for f in fields(PendingDecision))
 
 
 class DecisionWriter:
@@ -87,26 +91,12 @@ class DecisionWriter:
                         self._pending.pop(decision.id, None)
 
     def _write(self, batch: list[PendingDecision]) -> None:
-        rows = [
-            DecisionRow(
-                id=d.id,
-                namespace_id=d.namespace_id,
-                query_hash=d.query_hash,
-                query_text=d.query_text,
-                tenant=d.tenant,
-                strategy=d.strategy,
-                model=d.model,
-                estimated_cost_usd=d.estimated_cost_usd,
-                confidence=d.confidence,
-                shadow_model=d.shadow_model,
-                shadow_estimated_cost_usd=d.shadow_estimated_cost_usd,
-                shadow_confidence=d.shadow_confidence,
-            )
-            for d in batch
-        ]
+        # A Core insert of plain rows: the ORM's unit of work cost a third of the server's
+        # Python time under load (py-spy, c=32), for rows that are only ever inserted.
+        rows = [{name: getattr(d, name) for name in DECISION_COLUMNS} for d in batch]
         try:
             with self._store.write() as session:
-                session.add_all(rows)
+                session.execute(insert(DecisionRow), rows)
         except OperationalError:
             raise  # the store is down: keep the batch, retry later
         except DBAPIError:
@@ -115,15 +105,15 @@ class DecisionWriter:
             for row in rows:
                 try:
                     with self._store.write() as session:
-                        if session.get(DecisionRow, row.id) is None:
-                            session.add(row)
+                        if session.get(DecisionRow, row["id"]) is None:
+                            session.execute(insert(DecisionRow), [row])
                 except OperationalError:
                     raise
                 except DBAPIError as exc:
                     self.dropped += 1
                     log.error(
                         "decision %s dropped: the store refuses it: %s",
-                        row.id,
+                        row["id"],
                         str(exc.orig).splitlines()[0] if str(exc.orig) else exc,
                     )
 

@@ -1,0 +1,99 @@
+"""Decisions written behind: what the writer acknowledges in memory reaches the store, and one
+row the store refuses does not hold back the rest of its batch. SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+
+import pytest
+from sqlalchemy import select
+
+from routebook.service.decision_writer import DecisionWriter, PendingDecision
+from routebook.store.db import Store, make_engine
+from routebook.store.migrate import upgrade
+from routebook.store.namespaces import ensure_namespace
+from routebook.store.tables import DecisionRow
+
+
+@pytest.fixture
+def store(db_url: str) -> Iterator[Store]:
+    engine = make_engine(db_url)
+    upgrade(engine)
+    yield Store(engine)
+    engine.dispose()
+
+
+def pending(namespace_id: int, **overrides: object) -> PendingDecision:
+    values: dict[str, object] = {
+        "id": uuid.uuid4().hex,
+        "namespace_id": namespace_id,
+        "query_hash": "h" * 64,
+        "query_text": "where is my parcel?",
+        "tenant": "acme",
+        "strategy": "SEMANTIC",
+        "model": "gpt-4.1-nano",
+        "estimated_cost_usd": 0.0002,
+        "confidence": 0.91,
+    }
+    values.update(overrides)
+    return PendingDecision(**values)  # type: ignore[arg-type]
+
+
+def stored(store: Store) -> dict[str, DecisionRow]:
+    with store.read() as session:
+        return {row.id: row for row in session.scalars(select(DecisionRow))}
+
+
+def test_every_field_of_a_pending_decision_is_written(store: Store) -> None:
+    with store.write() as session:
+        namespace_id = ensure_namespace(session, "writer").id
+    writer = DecisionWriter(store, flush_interval=60)
+    try:
+        shadowed = pending(
+            namespace_id,
+            tenant=None,
+            shadow_model="gpt-4.1",
+            shadow_estimated_cost_usd=0.01,
+            shadow_confidence=0.5,
+        )
+        plain = pending(namespace_id, strategy="CASCADE", confidence=None)
+        writer.add(shadowed)
+        writer.add(plain)
+        assert writer.pending(plain.id) == plain  # found before it is written
+        writer.flush()
+        assert writer.pending(plain.id) is None
+        rows = stored(store)
+        for decision in (shadowed, plain):
+            row = rows[decision.id]
+            assert {name: getattr(row, name) for name in PendingDecision.__slots__} == {
+                name: getattr(decision, name) for name in PendingDecision.__slots__
+            }
+            assert row.created_at is not None
+    finally:
+        writer.close()
+
+
+def test_a_refused_row_does_not_hold_back_its_batch(store: Store) -> None:
+    with store.write() as session:
+        namespace_id = ensure_namespace(session, "writer").id
+    writer = DecisionWriter(store, flush_interval=60)
+    try:
+        first = pending(namespace_id)
+        writer.add(first)
+        writer.flush()
+        # The same id again (a row written before) and a namespace the store does not have.
+        again = pending(namespace_id, id=first.id, model="other")
+        orphan = pending(namespace_id + 1000)
+        good = [pending(namespace_id) for _ in range(3)]
+        for decision in (good[0], again, good[1], orphan, good[2]):
+            writer.add(decision)
+        writer.flush()
+        rows = stored(store)
+        assert {d.id for d in good} <= set(rows)
+        assert rows[first.id].model == first.model  # never overwritten
+        assert orphan.id not in rows
+        assert writer.dropped == 1
+        assert writer.pending(orphan.id) is None
+    finally:
+        writer.close()
