@@ -284,8 +284,8 @@ class OnnxEmbedder:
         if self._one_per_run:
             (text,) = texts
             ids = np.array([self._tokenizer.encode(text).ids], dtype=np.int64)
-            (hidden,) = session.run(None, {"input_ids": ids})
-            return self._normalized(hidden.mean(axis=1))
+            (unpadded,) = session.run(None, {"input_ids": ids})
+            return self._normalized(unpadded.mean(axis=1))
         encodings = self._tokenizer.encode_batch(texts)
         ids = np.array([e.ids for e in encodings], dtype=np.int64)
         mask = np.array([e.attention_mask for e in encodings], dtype=np.int64)
