@@ -194,3 +194,52 @@ def test_calibrate_outcome_goal_writes_loadable_settings(
     assert settings.cold_start_threshold == pytest.approx(chosen["cold_start_threshold"])
     assert report["test"]["n_test"] == 60
     assert report["test"]["k"] == settings.k
+
+
+@needs_data
+def test_the_oos_threshold_is_set_for_the_whole_index(
+    embedder: SentenceTransformerEmbedder, cache_dir: Path, tmp_path: Path
+) -> None:
+    """The search sets the threshold with 80% of the index; `serve` holds all of it, which
+    makes out-of-scope queries look closer. The threshold is set again on the index file's
+    `oos` rows (never indexed) against the whole index, so those rows, routed as `eval` and
+    `serve` route them, reach the recall goal."""
+    rows = [
+        json.loads(line)
+        for line in (DATA / "clinc150" / "train.jsonl").read_text(encoding="utf-8").split("\n")
+        if line.strip()
+    ]
+    intents = sorted({r["label"] for r in rows if r["label"] != "oos"})[:12]
+    kept = [r for r in rows if r["label"] in intents or r["label"] == "oos"]
+    index = _write_jsonl(tmp_path / "index.jsonl", kept)
+    in_scope_probes = [r for r in kept if r["label"] != "oos"][::25]
+    test = _write_jsonl(
+        tmp_path / "test.jsonl", [r for r in kept if r["label"] == "oos"] + in_scope_probes
+    )
+    result = CliRunner().invoke(
+        main,
+        [
+            "calibrate",
+            "--index",
+            str(index),
+            "--test",
+            str(test),
+            "--goal",
+            "oos_recall=0.8",
+            "--resamples",
+            "20",
+            "--cache-dir",
+            str(cache_dir),
+            "--json",
+        ],
+        obj={"embedder": embedder},
+    )
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    report = json.loads(result.output)
+    calibration = report["calibration"]
+    assert calibration["oos_recall"] >= 0.8  # on the 80% index the search used
+    whole = calibration["oos_recall_whole_index"]
+    assert whole >= 0.8
+    (routebook,) = [r for r in report["test"]["routers"] if r["name"] == "routebook"]
+    served_recall = routebook["report"]["oos_recall"]
+    assert served_recall == pytest.approx(whole)
