@@ -4,6 +4,7 @@ models it cannot run instead of embedding them wrongly."""
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import threading
 from collections.abc import Callable
@@ -167,14 +168,21 @@ def test_int8_keeps_the_nearest_neighbour(embedder: Embedder, int8_embedder: Onn
         assert nearest.tolist() == [0, 1, 2, 3, 4]
 
 
-def test_the_int8_graph_is_quantized_once(tmp_path: Path, int8_embedder: OnnxEmbedder) -> None:
+def test_the_int8_graph_is_quantized_once(
+    tmp_path: Path, int8_embedder: OnnxEmbedder, caplog: pytest.LogCaptureFixture
+) -> None:
     from routebook.embed.onnx import default_model_cache, exported_graph
 
     cache = tmp_path / "onnx"
     cache.mkdir()
     graph = exported_graph(bundled_model_path(), default_model_cache(), ids_only=True)
     shutil.copy(graph, cache / graph.name)  # skip the export: only quantization is tested here
-    OnnxEmbedder(cache_dir=cache, precision="int8")
+    with caplog.at_level(logging.INFO):
+        OnnxEmbedder(cache_dir=cache, precision="int8")
+        # The quantizer's line-per-tensor log stays out of the server's log, and only it.
+        assert [r.getMessage() for r in caplog.records if r.name == "root"] == []
+        logging.getLogger("routebook.test").info("logging works again after quantizing")
+    assert caplog.records[-1].getMessage() == "logging works again after quantizing"
     quantized = list(cache.glob("*-int8.onnx"))
     assert len(quantized) == 1 and not list(cache.glob(".*"))
     made_at = quantized[0].stat().st_mtime_ns

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import threading
 import uuid
@@ -140,6 +141,10 @@ def quantized_graph(graph: Path) -> Path:
     from onnxruntime.quantization import QuantType, quantize_dynamic  # type: ignore[import-untyped]
 
     partial = graph.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
+    # The quantizer logs a line per tensor at INFO on the root logger, and a warning advising
+    # pre-processing meant for image models: noise in the server's log on the first start.
+    # Only this one-off step is silenced, errors excepted.
+    logging.disable(logging.WARNING)
     try:
         quantize_dynamic(
             graph,
@@ -151,6 +156,7 @@ def quantized_graph(graph: Path) -> Path:
         )
         partial.replace(target)
     finally:
+        logging.disable(logging.NOTSET)
         partial.unlink(missing_ok=True)
     return target
 
