@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -50,6 +51,16 @@ OUT_OF_SCOPE = [
 def _write_jsonl(path: Path, rows: list[dict[str, str]]) -> Path:
     path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     return path
+
+
+def _calibrate_json(embedder: SentenceTransformerEmbedder, *args: str) -> dict[str, Any]:
+    """`routebook calibrate ARGS --resamples 20 --json`, its report parsed."""
+    result = CliRunner().invoke(
+        main, ["calibrate", *args, "--resamples", "20", "--json"], obj={"embedder": embedder}
+    )
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    report: dict[str, Any] = json.loads(result.output)
+    return report
 
 
 def _ask(served: Served, text: str) -> pb.DecideResponse:
@@ -159,30 +170,13 @@ def test_calibrate_outcome_goal_writes_loadable_settings(
     embedder: SentenceTransformerEmbedder, cache_dir: Path, tmp_path: Path
 ) -> None:
     config = tmp_path / "gsm8k.toml"
-    result = CliRunner().invoke(
-        main,
-        [
-            "calibrate",
-            "--index",
-            str(DATA / "routellm" / "gsm8k.dev_index.jsonl"),
-            "--test",
-            str(DATA / "routellm" / "gsm8k.dev_test.jsonl"),
-            "--goal",
-            "quality=0.95",
-            "--limit",
-            "60",
-            "--resamples",
-            "20",
-            "--cache-dir",
-            str(cache_dir),
-            "--out",
-            str(config),
-            "--json",
-        ],
-        obj={"embedder": embedder},
+    report = _calibrate_json(
+        embedder,
+        *("--index", str(DATA / "routellm" / "gsm8k.dev_index.jsonl")),
+        *("--test", str(DATA / "routellm" / "gsm8k.dev_test.jsonl")),
+        *("--goal", "quality=0.95", "--limit", "60"),
+        *("--cache-dir", str(cache_dir), "--out", str(config)),
     )
-    assert result.exit_code == 0, result.output + repr(result.exception)
-    report = json.loads(result.output)
     calib = report["calibration"]
     assert calib["rows"] == 653  # leave-one-out: every index row is a calibration query
     assert calib["relative_quality"] >= 0.95 - 1e-9  # the goal, met where it was tuned
@@ -216,26 +210,11 @@ def test_the_oos_threshold_is_set_for_the_whole_index(
     test = _write_jsonl(
         tmp_path / "test.jsonl", [r for r in kept if r["label"] == "oos"] + in_scope_probes
     )
-    result = CliRunner().invoke(
-        main,
-        [
-            "calibrate",
-            "--index",
-            str(index),
-            "--test",
-            str(test),
-            "--goal",
-            "oos_recall=0.8",
-            "--resamples",
-            "20",
-            "--cache-dir",
-            str(cache_dir),
-            "--json",
-        ],
-        obj={"embedder": embedder},
+    report = _calibrate_json(
+        embedder,
+        *("--index", str(index), "--test", str(test), "--goal", "oos_recall=0.8"),
+        *("--cache-dir", str(cache_dir)),
     )
-    assert result.exit_code == 0, result.output + repr(result.exception)
-    report = json.loads(result.output)
     calibration = report["calibration"]
     assert calibration["oos_recall"] >= 0.8  # on the 80% index the search used
     whole = calibration["oos_recall_whole_index"]
