@@ -14,7 +14,8 @@ Goals:
   (top similarity, or total neighbour weight) whose calibration out-of-scope recall reaches R
   (lowest = fewest in-scope queries lost); the best in-scope accuracy wins. Calibration queries
   are `--calib FILE`, or 20% of each label plus every `oos` row of the index file, held out
-  deterministically (`jobs.splits`).
+  deterministically (`jobs.splits`). In the latter case the chosen test's threshold is then set
+  again on those `oos` rows against the whole index, the one `serve` will hold.
 
 Both searches also choose how much the namespace head counts (`head_strength` for outcome data,
 `route_head_strength` for intents; 0 leaves it out). The head is trained on the indexed part
