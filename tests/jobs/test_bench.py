@@ -44,6 +44,9 @@ def test_bench_measures_every_figure(embedder: SentenceTransformerEmbedder) -> N
         assert row.requests == 20
         assert 0 < row.p50_ms <= row.p95_ms <= row.p99_ms
         assert row.throughput_per_s > 0
+        # CPU per Decide, both sides: the server embeds every query, so it cannot be free.
+        assert row.server_cpu_ms is not None and row.server_cpu_ms > 0.5
+        assert row.client_cpu_ms > 0
     assert result.cached_p50_ms > 0
     assert result.record_outcome_per_s > 0
     assert 0 < result.search_p50_ms <= result.search_p99_ms
@@ -54,6 +57,9 @@ def test_bench_measures_every_figure(embedder: SentenceTransformerEmbedder) -> N
     assert result.startup_s > result.startup_from_snapshot_s > 0
     table = as_markdown(result, "routebook bench --size 300")
     assert "| 4 | 20 |" in table and "recall@10 exact (flat)" in table
+    assert (
+        f"| {result.decide[1].server_cpu_ms:.2f} / {result.decide[1].client_cpu_ms:.2f} |" in table
+    )
     assert "Fill vectors: model" in table and "the model embedded 300 of the 300" in table
 
 
@@ -61,6 +67,8 @@ def test_bench_against_a_running_server(sqlite_url: str, serve: Callable[..., Se
     served = serve(sqlite_url)
     result = run_against(served.target, "default", DATASETS, concurrencies=(2,), requests=10)
     assert [(row.concurrency, row.requests) for row in result.decide] == [(2, 10)]
+    # A server elsewhere: its CPU is not visible from the bench.
+    assert result.decide[0].server_cpu_ms is None and result.decide[0].client_cpu_ms > 0
     assert result.record_outcome_per_s > 0 and result.cached_p50_ms > 0
     # Every decision the bench made got its outcome, under the bench's own outcome ids.
     with served.app.store.engine.connect() as connection:

@@ -67,6 +67,10 @@ class LatencyRow:
     p95_ms: float
     p99_ms: float
     throughput_per_s: float
+    #: CPU time per call of the load generator (this process), and of the server process when
+    #: it runs on this machine (else None): on a shared machine both count against throughput.
+    client_cpu_ms: float = 0.0
+    server_cpu_ms: float | None = None
 
 
 @dataclass(slots=True)
@@ -148,7 +152,15 @@ def rss_mb(pid: int | str = "self", field_name: str = "VmRSS") -> float:
     return 0.0
 
 
-def measure(call: Callable[[int], None], requests: int, concurrency: int) -> LatencyRow:
+def process_cpu_s(pid: int | str = "self") -> float:
+    """User plus system CPU seconds of a process, all threads, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def measure(
+    call: Callable[[int], None], requests: int, concurrency: int, server_pid: int | None = None
+) -> LatencyRow:
     latencies: list[float] = []
     lock = threading.Lock()
 
@@ -159,10 +171,15 @@ def measure(call: Callable[[int], None], requests: int, concurrency: int) -> Lat
         with lock:
             latencies.append(elapsed)
 
+    server_cpu = process_cpu_s(server_pid) if server_pid is not None else 0.0
+    client_cpu = time.process_time()
     wall = time.perf_counter()
     with ThreadPoolExecutor(max_workers=concurrency) as pool:
         list(pool.map(one, range(requests)))
     wall = time.perf_counter() - wall
+    client_cpu = time.process_time() - client_cpu
+    if server_pid is not None:
+        server_cpu = process_cpu_s(server_pid) - server_cpu
     return LatencyRow(
         concurrency,
         requests,
@@ -170,6 +187,8 @@ def measure(call: Callable[[int], None], requests: int, concurrency: int) -> Lat
         percentile(latencies, 95),
         percentile(latencies, 99),
         requests / wall,
+        client_cpu * 1000 / requests,
+        server_cpu * 1000 / requests if server_pid is not None else None,
     )
 
 
@@ -288,6 +307,7 @@ def run_bench(
             result,
             progress,
             head_wait_s=HEAD_WAIT_S,
+            server_pid=server.pid,
         )
         result.rss_mb = rss_mb(server.pid)
         result.peak_rss_mb = rss_mb(server.pid, "VmHWM")
@@ -326,6 +346,7 @@ def load_target(
     result: BenchResult,
     progress: Callable[[str], None] = lambda _m: None,
     head_wait_s: float = 0.0,
+    server_pid: int | None = None,
 ) -> None:
     """Decide at each concurrency, a cached query, then RecordOutcome at 16, over gRPC.
 
@@ -369,7 +390,7 @@ def load_target(
         progress(f"learned head ready after {result.head_ready_s:.1f} s")
         for level, concurrency in enumerate(concurrencies):
             batch = queries[level * requests : (level + 1) * requests]
-            row = measure(decide_into(batch), len(batch), concurrency)
+            row = measure(decide_into(batch), len(batch), concurrency, server_pid)
             result.decide.append(row)
             progress(
                 f"decide c={concurrency}: p50 {row.p50_ms:.1f} ms, {row.throughput_per_s:.0f}/s"
@@ -483,13 +504,16 @@ def as_markdown(result: BenchResult, command: str) -> str:
     lines += [
         f"Query texts: {result.query_chars_mean:.0f} characters on average.",
         "",
-        "| concurrency | requests | p50 ms | p95 ms | p99 ms | decisions/s |",
-        "|---|---|---|---|---|---|",
+        "| concurrency | requests | p50 ms | p95 ms | p99 ms | decisions/s "
+        "| CPU ms per Decide: server / client |",
+        "|---|---|---|---|---|---|---|",
     ]
     for row in result.decide:
+        server = f"{row.server_cpu_ms:.2f}" if row.server_cpu_ms is not None else "—"
         lines.append(
             f"| {row.concurrency} | {row.requests} | {row.p50_ms:.1f} | "
-            f"{row.p95_ms:.1f} | {row.p99_ms:.1f} | {row.throughput_per_s:.0f} |"
+            f"{row.p95_ms:.1f} | {row.p99_ms:.1f} | {row.throughput_per_s:.0f} "
+            f"| {server} / {row.client_cpu_ms:.2f} |"
         )
     recall = f"{result.recall_at_10:.3f}" if result.recall_at_10 is not None else "exact (flat)"
     lines += [
