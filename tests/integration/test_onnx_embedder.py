@@ -130,7 +130,7 @@ def int8_embedder() -> OnnxEmbedder:
 def test_int8_vectors_are_close_to_float32_under_an_id_of_their_own(
     embedder: Embedder, int8_embedder: OnnxEmbedder
 ) -> None:
-    assert int8_embedder.model_id == "all-MiniLM-L6-v2+int8:384"
+    assert int8_embedder.model_id == "all-MiniLM-L6-v2+int8.2:384"
     assert int8_embedder.model_id != embedder.model_id
     full = embedder.embed(TEXTS)
     quantized = int8_embedder.embed(TEXTS)
@@ -232,7 +232,7 @@ def test_switching_precision_needs_a_reindex(
     status = first.reindexer.run(first.reindexer.start(None, None), None, None)
     assert status.state == "succeeded"
     first.close()
-    with pytest.raises(ConfigError, match=r"all-MiniLM-L6-v2\+int8:384.*run `routebook reindex`"):
+    with pytest.raises(ConfigError, match=r"all-MiniLM-L6-v2\+int8\.2:384.*run `routebook reindex`"):
         make_app(sqlite_url, embedder=int8_embedder)
     # `routebook reindex` builds its app without loading the indexes, then re-embeds everything.
     settings = make_settings(sqlite_url, snapshot_dir=tmp_path / "snapshots")

@@ -99,7 +99,7 @@ class BenchResult:
     #: Where the fill's vectors came from: "model" (every text embedded) or "derived" (only
     #: the distinct base texts embedded; their variations' vectors derived, see `bench_fill`).
     fill_vectors: str = "model"
-    #: The model id the fill and the server embedded with (e.g. "all-MiniLM-L6-v2+int8:384").
+    #: The model id the fill and the server embedded with (e.g. "all-MiniLM-L6-v2+int8.2:384").
     embedding_model: str = "unknown"
     #: Texts written by the fill, and how many of them the model embedded.
     fill_texts: int = 0
