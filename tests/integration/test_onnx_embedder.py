@@ -232,7 +232,8 @@ def test_switching_precision_needs_a_reindex(
     status = first.reindexer.run(first.reindexer.start(None, None), None, None)
     assert status.state == "succeeded"
     first.close()
-    with pytest.raises(ConfigError, match=r"all-MiniLM-L6-v2\+int8\.2:384.*run `routebook reindex`"):
+    stale = r"all-MiniLM-L6-v2\+int8\.2:384.*run `routebook reindex`"
+    with pytest.raises(ConfigError, match=stale):
         make_app(sqlite_url, embedder=int8_embedder)
     # `routebook reindex` builds its app without loading the indexes, then re-embeds everything.
     settings = make_settings(sqlite_url, snapshot_dir=tmp_path / "snapshots")
