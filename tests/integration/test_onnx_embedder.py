@@ -15,7 +15,13 @@ import pytest
 
 from routebook.embed import Embedder
 from routebook.embed.batcher import MicroBatcher
-from routebook.embed.onnx import OnnxEmbedder
+from routebook.embed.onnx import (
+    OnnxEmbedder,
+    default_model_cache,
+    exported_graph,
+    open_session,
+    quantized_graph,
+)
 from routebook.embed.sentence import SentenceTransformerEmbedder, bundled_model_path
 from routebook.errors import ConfigError
 from routebook.wiring import App, build
@@ -212,6 +218,33 @@ def test_the_ids_only_graph_gives_the_full_graphs_vectors(
         (hidden,) = session.run(None, {"input_ids": ids})
         vector = hidden[0].mean(axis=0)
         assert np.abs(vector / np.linalg.norm(vector) - expected).max() < 1e-5
+
+
+def test_the_slow_skip_layer_norm_fusion_is_left_out(
+    tmp_path: Path, int8_embedder: OnnxEmbedder
+) -> None:
+    """ONNX Runtime fuses Add + LayerNormalization into SkipLayerNormalization by default; its
+    kernel was 6-9 times slower (docs/benchmarks.md, change 10), so the embedder's sessions
+    must not get it."""
+    import onnx
+    import onnxruntime as ort  # type: ignore[import-untyped]
+
+    graph = quantized_graph(
+        exported_graph(bundled_model_path(), default_model_cache(), ids_only=True)
+    )
+
+    def op_types(path: Path) -> set[str]:
+        return {node.op_type for node in onnx.load(str(path)).graph.node}
+
+    default_options = ort.SessionOptions()
+    default_options.optimized_model_filepath = str(tmp_path / "default.onnx")
+    ort.InferenceSession(str(graph), default_options, providers=["CPUExecutionProvider"])
+    assert "SkipLayerNormalization" in op_types(tmp_path / "default.onnx")  # what is avoided
+
+    open_session(graph, 1, optimized_copy=tmp_path / "served.onnx")
+    served = op_types(tmp_path / "served.onnx")
+    assert "SkipLayerNormalization" not in served
+    assert "LayerNormalization" in served
 
 
 def test_int8_needs_the_onnx_backend() -> None:

@@ -210,6 +210,24 @@ def _export(model_path: Path, destination: Path, *, ids_only: bool) -> None:
         )
 
 
+def open_session(graph: Path, intra_op_threads: int, *, optimized_copy: Path | None = None) -> Any:
+    """An ONNX Runtime session as the embedder runs it; `optimized_copy` saves the graph as
+    ONNX Runtime rewrote it (to check which fusions it applied)."""
+    import onnxruntime as ort  # type: ignore[import-untyped]
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = intra_op_threads  # 0: one per core
+    options.inter_op_num_threads = 1
+    # Idle worker threads must not spin: gRPC threads need the same cores.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.log_severity_level = 3
+    if optimized_copy is not None:
+        options.optimized_model_filepath = str(optimized_copy)
+    return ort.InferenceSession(
+        str(graph), options, providers=["CPUExecutionProvider"], disabled_optimizers=UNFUSED
+    )
+
+
 class OnnxEmbedder:
     """Tokenizes with the model's own tokenizer.json and runs the exported graph."""
 
@@ -242,7 +260,6 @@ class OnnxEmbedder:
         if precision == "int8":
             graph = quantized_graph(graph)
 
-        import onnxruntime as ort  # type: ignore[import-untyped]
         from tokenizers import Tokenizer
 
         tokenizer = Tokenizer.from_file(str(path / "tokenizer.json"))
@@ -252,25 +269,11 @@ class OnnxEmbedder:
         tokenizer.enable_padding(pad_id=0 if pad_id is None else pad_id, pad_token=pad_token)
         self._tokenizer = tokenizer
 
-        def session(intra_op_threads: int) -> Any:
-            options = ort.SessionOptions()
-            options.intra_op_num_threads = intra_op_threads  # 0: one per core
-            options.inter_op_num_threads = 1
-            # Idle worker threads must not spin: gRPC threads need the same cores.
-            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-            options.log_severity_level = 3
-            return ort.InferenceSession(
-                str(graph),
-                options,
-                providers=["CPUExecutionProvider"],
-                disabled_optimizers=UNFUSED,
-            )
-
         # A call with the model to itself runs on every core (one query: 6.6 ms against 9.1 ms
         # on one thread); calls that overlap run on one thread each, which embeds more per
         # second than one call on two threads (218/s against 185/s on the bench's queries).
-        self._session = session(threads)
-        self._narrow = session(1) if threads != 1 else self._session
+        self._session = open_session(graph, threads)
+        self._narrow = open_session(graph, 1) if threads != 1 else self._session
         self._in_flight = 0
         self._in_flight_lock = threading.Lock()
         self._batch_size = 1 if self._one_per_run else batch_size
