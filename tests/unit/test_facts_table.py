@@ -61,6 +61,22 @@ def test_churn_compacts_and_keeps_every_live_example() -> None:
     assert table.nbytes < 4 * sum(a.nbytes for a in live.columns.values()) + 200_000
 
 
+def test_get_many_gives_each_example_in_the_order_asked() -> None:
+    """After churn the rows' texts and outcomes sit out of order in their buffers: a search's
+    results must still come back each with its own facts, repeats and all."""
+    table = FactsTable()
+    table.put(facts(i) for i in range(1, 201))
+    table.put(facts(i, " grown") for i in range(1, 201, 3))  # these move to the buffers' end
+    table.remove([5, 6])
+    asked = [200, 1, 7, 7, 4, 150, 2, 3]  # outcome counts 0 to 3, moved and unmoved rows
+    expected = [facts(i, " grown" if i % 3 == 1 else "") for i in asked]
+    assert table.get_many(asked) == expected
+    assert table.get_many([]) == []
+    assert [table.get(i) for i in asked] == expected
+    with pytest.raises(KeyError):
+        table.get_many([1, 5])
+
+
 def test_updates_of_the_same_size_happen_in_place() -> None:
     """What every reported outcome does: new means and counts, same text; nothing grows."""
     table = FactsTable()

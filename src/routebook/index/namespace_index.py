@@ -319,7 +319,7 @@ class NamespaceIndex:
                 rng = np.random.default_rng(seed)
                 positions = np.sort(rng.choice(len(ids), size=limit, replace=False))
             vectors = read(positions) if len(positions) else np.zeros((0, self._dim), np.float32)
-            return vectors, [self._facts.get(int(i)) for i in ids[positions]]
+            return vectors, self._facts.get_many(ids[positions].tolist())
 
     def _stored_vectors(
         self,
@@ -380,11 +380,8 @@ class NamespaceIndex:
                 return []
             if self._kind is not IndexKind.HNSW:
                 sims, ids = self._index.search(query, min(k, live))
-                return [
-                    Neighbour(facts=self._facts.get(i), similarity=s)
-                    for s, i in zip(sims[0].tolist(), ids[0].tolist(), strict=True)
-                    if i >= 0
-                ]
+                pairs = zip(sims[0].tolist(), ids[0].tolist(), strict=True)
+                return self._neighbours([(s, i) for s, i in pairs if i >= 0])
             return self._search_skipping_tombstones(query, min(k, live))
 
     def _search_skipping_tombstones(self, query: Vectors, k: int) -> list[Neighbour]:
@@ -400,11 +397,13 @@ class NamespaceIndex:
         fetch = min(total, k + min(dead, math.ceil(k * dead / (total - dead)) + 8))
         while True:
             sims, rows = self._index.search(query, fetch)
-            found = [
-                Neighbour(facts=self._facts.get(self._row_ids[row]), similarity=s)
-                for s, row in zip(sims[0].tolist(), rows[0].tolist(), strict=True)
-                if row >= 0 and row not in self._dead
-            ]
+            found = self._neighbours(
+                [
+                    (s, self._row_ids[row])
+                    for s, row in zip(sims[0].tolist(), rows[0].tolist(), strict=True)
+                    if row >= 0 and row not in self._dead
+                ]
+            )
             if len(found) >= k:
                 return found[:k]
             if fetch >= total:
@@ -418,10 +417,12 @@ class NamespaceIndex:
         rows = np.fromiter(self._row_of.values(), dtype=np.int64, count=len(self._row_of))
         sims = stored[rows] @ query[0]
         best = np.argsort(-sims, kind="stable")[:k]
-        return [
-            Neighbour(facts=self._facts.get(self._row_ids[int(rows[i])]), similarity=float(sims[i]))
-            for i in best
-        ]
+        return self._neighbours([(float(sims[i]), self._row_ids[int(rows[i])]) for i in best])
+
+    def _neighbours(self, hits: list[tuple[float, int]]) -> list[Neighbour]:
+        """(similarity, example id) pairs as neighbours with their facts, in the same order."""
+        facts = self._facts.get_many([example_id for _, example_id in hits])
+        return [Neighbour(facts=f, similarity=s) for (s, _), f in zip(hits, facts, strict=True)]
 
 
 def _check_batch(
