@@ -43,7 +43,7 @@ EXPORT_VERSION = 1
 
 #: ONNX Runtime fusions left out. Its fused SkipLayerNormalization kernel (1.32, CPU) takes 6 to
 #: 9 times as long as the LayerNormalization and Add it replaces (measured alone on 1 x 30 x 384:
-#: 75 µs against 13 µs): without it an int8 text takes 2.7 ms instead of 3.1 ms on the bench's
+#: 75 µs against 13 µs): without it an int8 text takes 2.9 ms instead of 3.3 ms on the bench's
 #: queries. float32 vectors come out the same to the bit; int8 ones round differently (cosine
 #: 0.9997 on average to the fused graph's, equally close to float32), hence INT8_VARIANT.
 UNFUSED = ["SkipLayerNormFusion"]
