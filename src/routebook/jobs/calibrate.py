@@ -276,14 +276,17 @@ def _intent_search(
     index_vectors = cache.embed([r.text for r in kept], tracker.step("embed index", len(kept)))
     texts = [r.text for r in calib]
     vectors = cache.embed(texts, tracker.step("embed calibration", len(calib)))
-    facts = replay.intent_facts(kept, catalog)
-    index = replay.build_index(facts, index_vectors)
     grid = _k_grid(inputs, len(kept))
-    head = replay.index_head(facts, index_vectors, catalog, inputs.params)
-    strengths = ROUTE_HEAD_STRENGTHS if head is not None and head.routes else (0.0,)
-    searched = replay.search_all(
-        index, texts, vectors, max(grid), tracker.step("search", len(calib)), head=head
+    searched, head = replay.search_intents(
+        kept,
+        index_vectors,
+        texts,
+        vectors,
+        max(grid),
+        inputs.params,
+        tracker.step("search", len(calib)),
     )
+    strengths = ROUTE_HEAD_STRENGTHS if head is not None and head.routes else (0.0,)
     truth = np.array([r.label for r in calib], dtype=object)
     inside = ~is_oos
     need = math.ceil(goal.value * is_oos.sum() - 1e-9)
@@ -351,15 +354,8 @@ def _threshold_for_whole_index(
     )
     texts = [r.text for r in oos]
     vectors = inputs.cache.embed(texts, tracker.step("embed oos rows", len(oos)))
-    facts = replay.intent_facts(kept, catalog)
-    head = replay.index_head(facts, index_vectors, catalog, params)
-    searched = replay.search_all(
-        replay.build_index(facts, index_vectors),
-        texts,
-        vectors,
-        k,
-        tracker.step("search whole index", len(oos)),
-        head=head,
+    searched, _head = replay.search_intents(
+        kept, index_vectors, texts, vectors, k, params, tracker.step("search whole index", len(oos))
     )
     never = replace(params, cold_start_threshold=-1.0, min_support=0.0)
     choices = replay.decide_all(searched, catalog, never, k)

@@ -80,12 +80,10 @@ def route_with_routebook(
     """routebook's route per query (None = cold start) and each query's top similarity.
 
     The head is trained on the in-scope index rows, as the server trains it on its index."""
-    catalog = replay.intent_catalog()
-    facts = replay.intent_facts(index_rows, catalog)
-    index = replay.build_index(facts, index_vectors)
-    head = replay.index_head(facts, index_vectors, catalog, params)
-    searched = replay.search_all(index, texts, vectors, k, advance, head=head)
-    choices = replay.decide_all(searched, catalog, params, k)
+    searched, _head = replay.search_intents(
+        index_rows, index_vectors, texts, vectors, k, params, advance
+    )
+    choices = replay.decide_all(searched, replay.intent_catalog(), params, k)
     routes = [c.route if c.strategy is Strategy.SEMANTIC else None for c in choices]
     return routes, np.array([c.top_similarity for c in choices], dtype=np.float64)
 

@@ -198,6 +198,25 @@ def crossfit_heads(
     return out
 
 
+def search_intents(
+    index_rows: Sequence[IntentRow],
+    index_vectors: Vectors,
+    texts: Sequence[str],
+    vectors: Vectors,
+    k: int,
+    params: DecisionParams,
+    advance: Callable[[int], None] | None = None,
+) -> tuple[Searched, Head | None]:
+    """Intent queries searched as `serve` would: an index of the rows (a route per label) and
+    the head trained on it. Returns the search and the head (None when the rule gives it no
+    weight)."""
+    catalog = intent_catalog()
+    facts = intent_facts(index_rows, catalog)
+    head = index_head(facts, index_vectors, catalog, params)
+    searched = search_all(build_index(facts, index_vectors), texts, vectors, k, advance, head=head)
+    return searched, head
+
+
 def decide_all(
     searched: Searched,
     catalog: Catalog,
