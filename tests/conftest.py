@@ -4,6 +4,7 @@ schemas, a migrated store, and a real gRPC server on a free loopback port."""
 from __future__ import annotations
 
 import os
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -122,3 +123,10 @@ def serve(make_app: Callable[..., App]) -> Iterator[Callable[..., Served]]:
     yield _serve
     for served in servers:
         served.stop()
+
+
+def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.02)

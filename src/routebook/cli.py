@@ -335,6 +335,10 @@ def _over_store(config_file: str | None, database_url: str | None, read: Callabl
         _fail(exc)
 
 
+#: The longest --window `stats` reads back (ten years; longer overflows date arithmetic).
+MAX_STATS_DAYS = 3660
+
+
 def _hours(window: str) -> float:
     units = {"h": 1.0, "d": 24.0}
     try:
@@ -344,8 +348,10 @@ def _hours(window: str) -> float:
         raise click.BadParameter(
             f"{window!r}: use a number and h or d, e.g. 24h or 7d", param_hint="--window"
         ) from None
-    if amount <= 0:
-        raise click.BadParameter("the window must be positive", param_hint="--window")
+    if not 0 < amount * unit <= MAX_STATS_DAYS * 24:
+        raise click.BadParameter(
+            f"the window must be positive and at most {MAX_STATS_DAYS}d", param_hint="--window"
+        )
     return amount * unit
 
 
@@ -381,6 +387,12 @@ _register_subcommands()
     "--target",
     help="host:port of a running, filled server to load instead of starting one.",
 )
+@click.option(
+    "--metrics",
+    "metrics_url",
+    help="With --target: the server's metrics URL (e.g. http://host:9464/metrics), to report "
+    "the time spent inside it and in its embed and search stages.",
+)
 @click.option("--namespace", default="default", show_default=True, help="Namespace to decide in.")
 @click.option(
     "--index-only",
@@ -415,6 +427,7 @@ def bench(
     datasets: Path,
     database_url: str | None,
     target: str | None,
+    metrics_url: str | None,
     namespace: str,
     index_only: bool,
     kind: str,
@@ -425,6 +438,8 @@ def bench(
     """Fill a fresh namespace to --size, start a server process, and measure Decide and friends."""
     from routebook.jobs.bench import as_markdown, run_against, run_bench, to_json
 
+    if metrics_url and not target:
+        raise click.UsageError("--metrics is for --target: a started server's are read anyway")
     if fill_vectors != "model" and (index_only or target):
         raise click.UsageError("--fill-vectors is for a fill: not with --index-only or --target")
     if overrides and (index_only or target):
@@ -454,7 +469,9 @@ def bench(
         click.echo(message, err=True)
 
     if target:
-        result = run_against(target, namespace, datasets, levels, requests, progress)
+        result = run_against(
+            target, namespace, datasets, levels, requests, progress, metrics_url=metrics_url
+        )
     else:
         result = run_bench(
             size,

@@ -202,6 +202,7 @@ class Settings(BaseSettings):
     cooldown_seconds: float = Field(
         30.0,
         gt=0,
+        le=86_400,
         description="Cooldown after a rate limit without retry-after, or too many failures.",
     )
     failure_threshold: int = Field(
@@ -211,7 +212,7 @@ class Settings(BaseSettings):
         "cooldown (one more than this).",
     )
     failure_window_seconds: float = Field(
-        60.0, gt=0, description="The window failures are counted over."
+        60.0, gt=0, le=7 * 86_400, description="The window failures are counted over."
     )
     session_idle_seconds: float = Field(
         1800.0, gt=0, description="A sticky session forgets its model after this long idle."

@@ -48,11 +48,16 @@ class RouteEntry(BaseModel):
         return cleaned
 
 
+#: The longest rolling window a budget or an escalation cap may use: a year (a longer one
+#: would overflow date arithmetic and mean nothing for a budget anyway).
+MAX_WINDOW_HOURS = 366 * 24
+
+
 class BudgetEntry(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     usd_per_window: float = Field(gt=0)
-    window_hours: float = Field(24.0, gt=0)
+    window_hours: float = Field(24.0, gt=0, le=MAX_WINDOW_HOURS)
     near_limit_fraction: float = Field(0.8, gt=0, le=1)
     near_limit_ceiling: str | None = None
     when_exhausted: Literal["cheapest", "reject"] = "cheapest"
@@ -69,7 +74,7 @@ class EscalationCapEntry(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     max_strong_share: float = Field(gt=0, le=1)
-    window_minutes: float = Field(60.0, gt=0)
+    window_minutes: float = Field(60.0, gt=0, le=MAX_WINDOW_HOURS * 60)
     min_decisions: int = Field(20, ge=1)
 
 

@@ -169,11 +169,15 @@ def build(
     decision_log = DecisionLog(settings.decision_log or None)
     writer = DecisionWriter(store)
     # Queries go through the cache and the micro-batcher; bulk indexing calls the model as is.
-    query_embedder: Embedder = MicroBatcher(
+    batcher = MicroBatcher(
         embedder, settings.embed_batch_max, settings.embed_batch_wait_ms, settings.embed_workers
     )
-    if settings.embed_cache_size > 0:
-        query_embedder = CachedEmbedder(query_embedder, settings.embed_cache_size)
+    cache = (
+        CachedEmbedder(batcher, settings.embed_cache_size)
+        if settings.embed_cache_size > 0
+        else None
+    )
+    query_embedder: Embedder = batcher if cache is None else cache
     telemetry = Telemetry(decision_log, settings.log_query_text)
     spend = SpendLedger(store, settings.spend_cache_seconds)
     guard = EscalationGuard()
@@ -252,6 +256,7 @@ def build(
     )
     telemetry.watch_indexes(registry)
     telemetry.watch_drift(drift, registry)
+    telemetry.watch_embedder(batcher, cache)
     infos = directory.refresh()
     if not infos and load_routes and settings.routes_dir.is_dir():
         say(f"empty store: loading route files from {settings.routes_dir}")

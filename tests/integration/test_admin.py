@@ -196,6 +196,11 @@ def test_namespace_catalog_and_examples_lifecycle(
         metadata=ADMIN,
     )
     assert (deleted.deleted, list(deleted.missing_ids)) == (1, [999_999])
+    too_many = admin_pb.DeleteExamplesRequest(namespace="support", example_ids=range(1, 10_002))
+    with pytest.raises(grpc.RpcError) as refused:
+        admin.DeleteExamples(too_many, metadata=ADMIN)
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "example_ids holds 10001 ids; delete at most 10000" in (refused.value.details() or "")
     after = ask(served, "reset my password", namespace="support")
     assert gone not in [n.example_id for n in after.neighbours]
 

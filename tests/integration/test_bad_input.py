@@ -8,6 +8,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from sqlalchemy import text
 
 from routebook.v1 import router_pb2 as pb
 from tests.conftest import Served
@@ -140,14 +141,26 @@ def test_bad_record_is_refused_and_writes_nothing(
 ) -> None:
     served = serve(db_url)
     request, code, words = BAD_RECORDS[case]
+    before = row_counts(served)
     with pytest.raises(grpc.RpcError) as caught:
         served.router.RecordOutcome(request, timeout=10)
     assert caught.value.code() == code
     assert words in caught.value.details()
+    assert row_counts(served) == before
+    # Nothing was kept under the refused call's outcome id either: a good record under it is new.
     ok = served.router.RecordOutcome(
-        record(outcome_id="good", messages=user("hello"), model="small", quality=1.0), timeout=10
+        record(outcome_id="a", messages=user("hello"), model="small", quality=1.0), timeout=10
     )
     assert not ok.duplicate
+    assert row_counts(served)["outcomes"] == before["outcomes"] + 1
+
+
+def row_counts(served: Served) -> dict[str, int]:
+    with served.app.store.engine.connect() as connection:
+        return {
+            table: connection.execute(text(f"SELECT count(*) FROM {table}")).scalar_one()
+            for table in ("outcomes", "examples", "model_failures", "decisions")
+        }
 
 
 def test_oversize_message_is_refused_by_the_transport(

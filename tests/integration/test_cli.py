@@ -153,7 +153,7 @@ def test_record_needs_a_quality(runner: CliRunner) -> None:
 
 def test_serve_process_loads_default_routes_and_stops_on_sigterm(tmp_path: Path) -> None:
     """`routebook serve` on the embedded default: migrates, loads routes/, serves, and on
-    SIGTERM turns NOT_SERVING, finishes and exits 0."""
+    SIGTERM finishes and exits 0 (NOT_SERVING while it drains: reliability/test_graceful.py)."""
     db = f"sqlite:///{tmp_path / 'serve.db'}"
     with server_process(db, tmp_path, ROOT / "routes") as (process, port):
         with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:

@@ -97,3 +97,23 @@ def test_a_refused_row_does_not_hold_back_its_batch(store: Store) -> None:
         assert writer.pending(orphan.id) is None
     finally:
         writer.close()
+
+
+def test_a_full_buffer_drops_the_oldest_with_a_warning(
+    store: Store, caplog: pytest.LogCaptureFixture
+) -> None:
+    with store.write() as session:
+        namespace_id = ensure_namespace(session, "writer").id
+    writer = DecisionWriter(store, flush_interval=60, max_pending=3)
+    try:
+        decisions = [pending(namespace_id) for _ in range(5)]
+        with caplog.at_level("WARNING", logger="routebook.decisions"):
+            for decision in decisions:
+                writer.add(decision)
+        assert writer.dropped == 2
+        assert [writer.pending(d.id) is not None for d in decisions] == [False, False] + [True] * 3
+        warnings = [r.getMessage() for r in caplog.records]
+        assert len(warnings) == 1  # the first drop, not every one
+        assert "decision buffer full (3 unwritten)" in warnings[0] and "1 so far" in warnings[0]
+    finally:
+        writer.close()

@@ -51,7 +51,8 @@ def test_decisions_carry_fallbacks_best_next_first(
     assert list(easy.fallbacks) == ["mid", "frontier"]  # both meet the target: cheapest first
     hard = ask(served, HARD)
     assert hard.model == "frontier"
-    assert list(hard.fallbacks) == ["mid", "small"] or list(hard.fallbacks) == ["small", "mid"]
+    # Neither cheaper model meets the target: the likelier to succeed first, on a tie the stronger.
+    assert list(hard.fallbacks) == ["mid", "small"]
     cold = ask(served, "translate this Latin tombstone inscription into Welsh")
     assert cold.strategy == pb.STRATEGY_CASCADE
     assert list(cold.fallbacks) == ["mid", "frontier"]

@@ -88,9 +88,25 @@ def test_a_folder_without_a_fast_tokenizer_is_refused(tmp_path: Path) -> None:
 
 
 def test_overlapping_calls_use_one_thread_each_and_give_the_same_vectors(
-    embedder: Embedder,
+    embedder: Embedder, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    assert isinstance(embedder, OnnxEmbedder)
+    wide, narrow = embedder._session, embedder._narrow
+    assert narrow.get_session_options().intra_op_num_threads == 1
+    assert wide.get_session_options().intra_op_num_threads == 0  # 0: one thread per core
     alone = embedder.embed(TEXTS)
+    # Which session ran each model call (the real run, watched on its way through).
+    used: list[str] = []
+    real_run = embedder._run
+
+    def watched(session: object, texts: list[str]) -> np.ndarray:
+        used.append("narrow" if session is narrow else "wide")
+        return real_run(session, texts)
+
+    monkeypatch.setattr(embedder, "_run", watched)
+    embedder.embed(TEXTS[:1])
+    assert used == ["wide"]  # a call alone gets every core
+    used.clear()
     results: dict[int, np.ndarray] = {}
     start = threading.Barrier(4)
 
@@ -106,6 +122,7 @@ def test_overlapping_calls_use_one_thread_each_and_give_the_same_vectors(
         t.join()
     for vectors in results.values():
         assert np.abs(vectors - alone).max() < 1e-5
+    assert "narrow" in used  # calls that overlapped ran on one thread each
 
 
 def test_two_batch_workers_hand_every_caller_its_own_rows(embedder: Embedder) -> None:

@@ -177,8 +177,8 @@ def test_metrics_endpoint_counts_a_known_sequence(
     served = serve(sqlite_url, routes_dir=POLICY_ROUTES, metrics_port=0)
     port = served.running.metrics_port
     assert port
-    ask(served, EASY, tenant="ent")
-    ask(served, EASY, tenant="ent")
+    first = ask(served, EASY, tenant="ent")
+    second = ask(served, EASY, tenant="ent")
     cold = ask(served, "translate this Latin tombstone inscription into Welsh", tenant="ent")
     assert cold.strategy == pb.STRATEGY_CASCADE
     ask(served, EASY, tenant="ent", model_override="mid")
@@ -220,8 +220,25 @@ def test_metrics_endpoint_counts_a_known_sequence(
     assert value("routebook_escalations_total", **ns, model="mid") == 1
     assert value("routebook_reported_cost_usd_total", **ns, model="mid", tenant="ent") == 0.02
     assert value("routebook_decide_latency_seconds_count", **ns) == 5
+    assert value("routebook_decide_stage_seconds_count", **ns, stage="embed") == 5
+    assert value("routebook_decide_stage_seconds_count", **ns, stage="search") == 5
+    stages = sum(
+        value("routebook_decide_stage_seconds_sum", **ns, stage=stage)
+        for stage in ("embed", "search")
+    )
+    assert 0 < stages < value("routebook_decide_latency_seconds_sum", **ns)
+    # Five Decides (EASY three times, the cold query, HARD) and the outcome that puts the cold
+    # query in the index: three texts new to the cache, three seen before.
+    assert value("routebook_embed_cache_lookups_total", result="miss") == 3
+    assert value("routebook_embed_cache_lookups_total", result="hit") == 3
+    assert value("routebook_embed_texts_total") == 3  # only the misses reach the model
+    assert value("routebook_embed_model_calls_total") == 3  # one at a time: nothing to batch
     assert value("routebook_index_size", **ns) == 7  # 6 route utterances + 1 learned query
+    # The three decisions for "ent" that chose small (the override chose mid, "tiny" is another
+    # tenant), each at the estimate it answered with.
     estimated = value("routebook_estimated_cost_usd_total", **ns, model="small", tenant="ent")
+    assert [r.model for r in (first, second, cold)] == ["small"] * 3
+    assert estimated == pytest.approx(sum(r.estimated_cost_usd for r in (first, second, cold)))
     assert estimated > 0
 
 
@@ -237,7 +254,9 @@ def test_decision_log_has_one_json_line_per_decision(
     assert lines[0]["decision_id"] == first.decision_id
     assert lines[0]["tenant"] == "ent" and lines[0]["strategy"] == "semantic"
     assert lines[1]["rules"] == ["tier"] and lines[1]["model"] == "small"
-    assert {"top_similarity", "reason", "latency_ms", "estimated_cost_usd"} <= set(lines[0])
+    assert {"top_similarity", "reason", "latency_ms", "embed_ms", "search_ms"} <= set(lines[0])
+    assert 0 < lines[0]["embed_ms"] + lines[0]["search_ms"] < lines[0]["latency_ms"]
+    assert "estimated_cost_usd" in lines[0]
     assert "query" not in lines[0] and EASY not in log.read_text()
 
 
@@ -296,3 +315,5 @@ def test_stats_over_a_known_sequence(db_url: str, serve: Callable[..., Served]) 
     assert "cold-start rate 25.0%" in table.output and "escalation rate 50.0%" in table.output
     bad = CliRunner().invoke(cli.main, ["stats", "--db", db_url, "--window", "soon"])
     assert bad.exit_code == 2 and "--window" in bad.output
+    endless = CliRunner().invoke(cli.main, ["stats", "--db", db_url, "--window", "1e9d"])
+    assert endless.exit_code == 2 and "at most 3660d" in endless.output

@@ -247,3 +247,83 @@ def test_a_corrupted_snapshot_falls_back_to_the_store(
     restarted = make_app(sqlite_url, snapshot_dir=snapshots)
     index = restarted.registry.get("default")
     assert (len(index), index.generation) == (14, 1)  # rebuilt from the store, same generation
+
+
+def test_one_failing_namespace_does_not_stop_the_others_following(
+    sqlite_url: str, make_app: Callable[..., App], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    policy_routes = Path(__file__).parents[1] / "data" / "policy_routes"
+    writer = make_app(sqlite_url, routes_dir=policy_routes)
+    follower_app = make_app(sqlite_url, routes_dir=policy_routes, snapshot_dir=tmp_path / "b")
+    follower = follower_app.follower
+    real_catch_up = follower.catch_up
+    failed: list[str] = []
+
+    def catch_up_failing_but_strict(info: object) -> None:
+        name = info.name  # type: ignore[attr-defined]
+        if name != "strict":
+            failed.append(name)
+            raise RuntimeError(f"{name}: a fault injected for this test")
+        real_catch_up(info)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(follower, "catch_up", catch_up_failing_but_strict)
+    text = "review this lock-free ring buffer for ABA problems"
+    writer.examples.upsert("strict", [ExampleInput(text, None, "frontier")])
+    assert text not in {f.text for f in follower_app.registry.get("strict").all_facts()}
+    follower.tick()  # logs the other namespaces' failures, does not raise
+    assert sorted(failed) == ["default", "guarded", "ruled"]
+    assert text in {f.text for f in follower_app.registry.get("strict").all_facts()}
+
+
+def test_a_committed_upsert_is_acknowledged_when_the_index_catch_up_fails(
+    sqlite_url: str, make_app: Callable[..., App], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The store answers the commit, then goes away before this server's index catches up: the
+    write is committed, so the call says so, and the follower's next tick indexes it."""
+    from sqlalchemy.exc import OperationalError
+
+    app = make_app(sqlite_url)
+    follower = app.follower
+    real_catch_up = follower.catch_up
+
+    def store_gone(_info: object) -> None:
+        raise OperationalError("SELECT ...", {}, Exception("the store went away"))
+
+    monkeypatch.setattr(follower, "catch_up", store_gone)
+    text = "an example committed just before the store went away"
+    result = app.examples.upsert("default", [ExampleInput(text, None, "small")])
+    assert result.added == 1 and len(result.example_ids) == 1
+    index = app.registry.get("default")
+    assert text not in {f.text for f in index.all_facts()}
+    monkeypatch.setattr(follower, "catch_up", real_catch_up)
+    follower.tick()
+    assert text in {f.text for f in index.all_facts()}
+
+
+def test_a_committed_namespace_change_is_acknowledged_when_serving_it_fails(
+    sqlite_url: str, make_app: Callable[..., App], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """CreateNamespace and UpdateCatalog commit, then the store goes away before this server
+    serves the change: the answer is what was committed, and the next follower tick serves it."""
+    from sqlalchemy.exc import OperationalError
+
+    from routebook.catalog import Catalog, ModelSpec
+
+    app = make_app(sqlite_url)
+    directory = app.directory
+    real_refresh = directory.refresh
+
+    def store_gone() -> object:
+        raise OperationalError("SELECT ...", {}, Exception("the store went away"))
+
+    models = [ModelSpec("cheap", "t", 0.1, 0.4, 300, 128_000)]
+    monkeypatch.setattr(directory, "refresh", store_gone)
+    created = app.namespaces.create("support", "help desk", Catalog(models))
+    assert (created.name, created.catalog.names) == ("support", ("cheap",))
+    more = Catalog([*models, ModelSpec("strong", "t", 3.0, 15.0, 1500, 200_000)])
+    updated = app.namespaces.update_catalog("support", created.catalog_version, more)
+    assert updated.catalog_version == created.catalog_version + 1
+    monkeypatch.setattr(directory, "refresh", real_refresh)
+    app.follower.tick()
+    assert app.directory.resolve("support").catalog.names == ("cheap", "strong")
+    assert app.namespaces.get("support").catalog_version == updated.catalog_version

@@ -47,6 +47,12 @@ def test_bench_measures_every_figure(embedder: SentenceTransformerEmbedder) -> N
         # CPU per Decide, both sides: the server embeds every query, so it cannot be free.
         assert row.server_cpu_ms is not None and row.server_cpu_ms > 0.5
         assert row.client_cpu_ms > 0
+        # The server's own Decide timings, from its metrics, over this level's calls only: the
+        # stages fit inside the Decide, which fits inside the client's mean latency.
+        assert row.server_ms is not None and row.embed_ms is not None
+        assert row.search_ms is not None
+        assert row.search_ms > 0 and row.embed_ms > 0
+        assert row.embed_ms + row.search_ms < row.server_ms < row.mean_ms
     assert result.cached_p50_ms > 0
     assert result.record_outcome_per_s > 0
     assert 0 < result.search_p50_ms <= result.search_p99_ms
@@ -57,25 +63,34 @@ def test_bench_measures_every_figure(embedder: SentenceTransformerEmbedder) -> N
     assert result.startup_s > result.startup_from_snapshot_s > 0
     table = as_markdown(result, "routebook bench --size 300")
     assert "| 4 | 20 |" in table and "recall@10 exact (flat)" in table
-    assert (
-        f"| {result.decide[1].server_cpu_ms:.2f} / {result.decide[1].client_cpu_ms:.2f} |" in table
-    )
+    second = result.decide[1]
+    assert f"| {second.server_cpu_ms:.2f} / {second.client_cpu_ms:.2f} |" in table
+    inside = f"{second.server_ms:.1f} ({second.embed_ms:.1f} / {second.search_ms:.2f})"
+    assert f"| {second.mean_ms:.1f} / {inside} |" in table
     assert "Fill vectors: model" in table and "the model embedded 300 of the 300" in table
 
 
 def test_bench_against_a_running_server(sqlite_url: str, serve: Callable[..., Served]) -> None:
-    served = serve(sqlite_url)
+    served = serve(sqlite_url, metrics_port=0)
     result = run_against(served.target, "default", DATASETS, concurrencies=(2,), requests=10)
     assert [(row.concurrency, row.requests) for row in result.decide] == [(2, 10)]
-    # A server elsewhere: its CPU is not visible from the bench.
+    # A server elsewhere: its CPU is not visible from the bench, nor its stages without --metrics.
     assert result.decide[0].server_cpu_ms is None and result.decide[0].client_cpu_ms > 0
+    assert result.decide[0].server_ms is None
+    metrics = f"http://127.0.0.1:{served.running.metrics_port}/metrics"
+    watched = run_against(
+        served.target, "default", DATASETS, concurrencies=(2,), requests=10, metrics_url=metrics
+    )
+    row = watched.decide[0]
+    assert row.server_ms is not None and row.embed_ms is not None and row.search_ms is not None
+    assert 0 < row.embed_ms + row.search_ms < row.server_ms < row.mean_ms
     assert result.record_outcome_per_s > 0 and result.cached_p50_ms > 0
     # Every decision the bench made got its outcome, under the bench's own outcome ids.
     with served.app.store.engine.connect() as connection:
         recorded = connection.execute(
             text("SELECT count(*) FROM outcomes WHERE outcome_id LIKE 'bench-%'")
         ).scalar_one()
-    assert recorded == 10
+    assert recorded == 20
     table = as_markdown(result, "routebook bench --target x")
     assert "index search alone" not in table and "| 2 | 10 |" in table
 
@@ -184,3 +199,9 @@ def test_set_needs_key_equals_value() -> None:
     result = CliRunner().invoke(main, ["bench", "--index-only", "--set", "workers=4"])
     assert result.exit_code == 2
     assert "--set configures the started server" in result.output
+
+
+def test_metrics_is_for_a_target() -> None:
+    result = CliRunner().invoke(main, ["bench", "--metrics", "http://127.0.0.1:1/metrics"])
+    assert result.exit_code == 2
+    assert "--metrics is for --target" in result.output

@@ -17,7 +17,7 @@ from sqlalchemy import create_engine, text
 from routebook.v1 import admin_pb2 as admin_pb
 from routebook.v1 import admin_pb2_grpc, router_pb2_grpc
 from routebook.v1 import router_pb2 as pb
-from tests.conftest import TEST_ROUTES, Served
+from tests.conftest import TEST_ROUTES, Served, wait_until
 from tests.processes import server_process
 
 TOKEN = "graceful-admin-token"
@@ -53,13 +53,6 @@ class HeldStream:
     def release(self) -> None:
         self._batches.put(self._batch(self.texts[len(self.texts) // 2 :]))
         self._batches.put(None)
-
-
-def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.02)
 
 
 def test_sigterm_turns_not_serving_finishes_in_flight_calls_and_refuses_new_ones(
@@ -208,27 +201,20 @@ def test_a_call_whose_deadline_passes_in_the_queue_gets_deadline_exceeded_and_do
 def test_the_configured_bound_sheds_the_excess(
     sqlite_url: str, serve: Callable[..., Served]
 ) -> None:
-    served = serve(sqlite_url, workers=1, max_concurrent_calls=2)
-    start = threading.Barrier(20)
-    codes: list[grpc.StatusCode] = []
-    lock = threading.Lock()
-
-    def one(n: int) -> None:
-        start.wait()
-        request = pb.DecideRequest(messages=[pb.Message(role="user", content=f"parcel {n}?")])
-        try:
-            served.router.Decide(request, timeout=30)
-            code = grpc.StatusCode.OK
-        except grpc.RpcError as exc:
-            code = exc.code()
-        with lock:
-            codes.append(code)
-
-    threads = [threading.Thread(target=one, args=(n,)) for n in range(20)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert set(codes) <= {grpc.StatusCode.OK, grpc.StatusCode.RESOURCE_EXHAUSTED}
-    assert codes.count(grpc.StatusCode.OK) >= 1
-    assert codes.count(grpc.StatusCode.RESOURCE_EXHAUSTED) >= 10  # at most 2 taken at once
+    """max_concurrent_calls = 2 with one call held in flight: of a burst of 20, exactly one more
+    is taken (it waits for the worker) and 19 are refused at once."""
+    served = serve(sqlite_url, workers=1, max_concurrent_calls=2, admin_token=TOKEN)
+    held = HeldStream(served.channel, [f"bound hold {i}" for i in range(2)])
+    time.sleep(0.3)
+    assert not held.future.done()
+    burst = 20
+    calls = [served.router.Decide.future(decide_request(), timeout=60) for _ in range(burst)]
+    wait_until(lambda: sum(c.done() for c in calls) >= burst - 1, 10, "the refusals")
+    time.sleep(0.5)
+    done = [c for c in calls if c.done()]
+    assert len(done) == burst - 1, f"{len(done)} of {burst} answered while the worker was held"
+    assert {c.code() for c in done} == {grpc.StatusCode.RESOURCE_EXHAUSTED}
+    held.release()
+    assert held.future.result(timeout=60).added == 2
+    (taken,) = [c for c in calls if c not in done]
+    assert taken.result(timeout=60).model == "small"

@@ -15,6 +15,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import grpc
 import pytest
@@ -24,7 +25,7 @@ from sqlalchemy.engine import make_url
 from routebook.v1 import admin_pb2 as admin_pb
 from routebook.v1 import admin_pb2_grpc
 from routebook.v1 import router_pb2 as pb
-from tests.conftest import Served
+from tests.conftest import Served, wait_until
 
 pytestmark = pytest.mark.postgres
 
@@ -144,11 +145,17 @@ def stored_outcomes(postgres_url: str, outcome_id: str) -> int:
 
 
 def code_of(call: Callable[[], object]) -> tuple[grpc.StatusCode, str]:
+    code, details, _ = answer_of(call)
+    return code, details
+
+
+def answer_of(call: Callable[[], Any]) -> tuple[grpc.StatusCode, str, Any]:
+    """The status, its details and the response (None when refused)."""
     try:
-        call()
+        response = call()
     except grpc.RpcError as exc:
-        return exc.code(), exc.details() or ""
-    return grpc.StatusCode.OK, ""
+        return exc.code(), exc.details() or "", None
+    return grpc.StatusCode.OK, "", response
 
 
 def test_record_outcome_is_unavailable_during_an_outage_and_works_again_after(
@@ -178,12 +185,13 @@ def test_record_outcome_is_unavailable_during_an_outage_and_works_again_after(
         code, _ = code_of(lambda r=request: served.router.RecordOutcome(r, timeout=30))
         assert code == grpc.StatusCode.UNAVAILABLE
     proxy.restore()
-    # No false acknowledgment: nothing was stored for the refused outcome.
+    # No false acknowledgment: nothing was stored for the refused outcomes.
     assert stored_outcomes(postgres_url, during) == 0
+    assert [stored_outcomes(postgres_url, f"{during}-{attempt}") for attempt in range(3)] == [0] * 3
     # Without a restart, the same write now succeeds, once.
     deadline = time.monotonic() + 30
     while True:
-        code, details = code_of(
+        code, details, recorded = answer_of(
             lambda: served.router.RecordOutcome(
                 outcome(during, "the outage parcel question"), timeout=30
             )
@@ -192,6 +200,8 @@ def test_record_outcome_is_unavailable_during_an_outage_and_works_again_after(
             break
         time.sleep(0.2)
     assert code == grpc.StatusCode.OK, (code, details)
+    # The first acknowledgment is a first write: the refused attempt left nothing behind.
+    assert not recorded.duplicate
     again = served.router.RecordOutcome(outcome(during, "the outage parcel question"), timeout=10)
     assert again.duplicate
     assert stored_outcomes(postgres_url, during) == 1
@@ -283,8 +293,69 @@ def test_an_admin_write_during_an_outage_is_unavailable_and_works_after(
     assert "store" in details.lower()
     deadline = time.monotonic() + 30
     while True:
-        code, details = code_of(lambda: admin.UpsertExamples(request, metadata=ADMIN, timeout=30))
+        code, details, upserted = answer_of(
+            lambda: admin.UpsertExamples(request, metadata=ADMIN, timeout=30)
+        )
         if code == grpc.StatusCode.OK or time.monotonic() > deadline:
             break
         time.sleep(0.2)
     assert code == grpc.StatusCode.OK, (code, details)
+    assert upserted.added == 1  # the refused attempt had not written it
+
+
+REFUSE_WRITES = """
+CREATE FUNCTION refuse_writes() RETURNS trigger AS $$
+BEGIN
+  RAISE EXCEPTION 'cannot execute INSERT in a read-only transaction' USING ERRCODE = '25006';
+END $$ LANGUAGE plpgsql
+"""
+
+
+def test_a_read_only_store_is_unavailable_and_loses_no_decision(
+    postgres_url: str, serve: Callable[..., Served]
+) -> None:
+    """After a failover a server may reach a read-only standby: every insert fails with SQLSTATE
+    25006, which psycopg raises as an InternalError, not an OperationalError. That is the store
+    being unavailable, not the rows being bad: decisions stay buffered until writes work again,
+    and RecordOutcome answers UNAVAILABLE (retry), not INVALID_ARGUMENT."""
+    served = serve(postgres_url)
+    engine = create_engine(postgres_url)
+    with engine.begin() as connection:
+        connection.execute(text(REFUSE_WRITES))
+        for table in ("decisions", "outcomes"):
+            connection.execute(
+                text(
+                    f"CREATE TRIGGER read_only BEFORE INSERT ON {table} "
+                    "FOR EACH ROW EXECUTE FUNCTION refuse_writes()"
+                )
+            )
+    decided = [
+        served.router.Decide(pb.DecideRequest(messages=user(f"where is order {n}?")), timeout=10)
+        for n in range(5)
+    ]
+    writer = served.app.decision_writer
+    wait_until(lambda: not writer.store_ok, 10, "the writer to see the store unavailable")
+    code, details = code_of(
+        lambda: served.router.RecordOutcome(outcome("read-only", "a read-only question"))
+    )
+    assert code == grpc.StatusCode.UNAVAILABLE, (code, details)
+    assert stored_outcomes(postgres_url, "read-only") == 0
+
+    with engine.begin() as connection:
+        for table in ("decisions", "outcomes"):
+            connection.execute(text(f"DROP TRIGGER read_only ON {table}"))
+    ids = [d.decision_id for d in decided]
+
+    def written() -> int:
+        with engine.connect() as connection:
+            return int(
+                connection.execute(
+                    text("SELECT count(*) FROM decisions WHERE id = ANY(:ids)"), {"ids": ids}
+                ).scalar_one()
+            )
+
+    wait_until(lambda: written() == len(ids), 30, "the buffered decisions to be written")
+    assert writer.dropped == 0 and writer.store_ok
+    recorded = served.router.RecordOutcome(outcome("read-only", "a read-only question"))
+    assert not recorded.duplicate
+    engine.dispose()

@@ -164,3 +164,18 @@ def test_cost_is_linear_in_tokens() -> None:
 def test_estimate_tokens(text: str, tokens: int) -> None:
     assert CHARS_PER_TOKEN == 4
     assert estimate_tokens(text) == tokens
+
+
+def test_an_unknown_namespace_is_named_with_the_closest_and_a_bounded_list() -> None:
+    from routebook.service.namespaces import LISTED_NAMESPACES, unknown_namespace
+
+    assert unknown_namespace("shop", []) == (
+        "namespace 'shop' does not exist; there are none yet (run `routebook routes sync`)"
+    )
+    assert unknown_namespace("shpo", ["default", "shop"]) == (
+        "namespace 'shpo' does not exist (did you mean 'shop'?); known namespaces: default, shop"
+    )
+    many = [f"tenant-{n:05d}" for n in range(5000)]
+    message = unknown_namespace("nope", many)
+    assert message.startswith("namespace 'nope' does not exist; 5000 namespaces are known")
+    assert message.count("tenant-") == LISTED_NAMESPACES and len(message) < 400

@@ -102,6 +102,13 @@ def test_bad_flag_value_names_key_and_value() -> None:
     assert "--port" in message and f"{ENV_PREFIX}PORT" in message
 
 
+@pytest.mark.parametrize("key", ["cooldown_seconds", "failure_window_seconds"])
+def test_windows_too_long_for_date_arithmetic_are_refused(key: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_settings({key: 1e12})
+    assert f"'{key}'" in str(info.value) and "less than or equal" in str(info.value)
+
+
 def test_bad_env_value_names_key_and_value(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ROUTEBOOK_QUALITY_TARGET", "lots")
     with pytest.raises(ConfigError) as info:

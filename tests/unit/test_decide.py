@@ -371,7 +371,9 @@ def test_vote_route_is_none_without_routes() -> None:
 
 def test_vote_route_breaks_ties_deterministically() -> None:
     neighbours = [weighted(facts(route="alpha"), 0.5), weighted(facts(route="beta"), 0.5)]
-    assert vote_route(neighbours) == vote_route(list(reversed(neighbours)))
+    # Equal weight: the later name wins, whatever order the neighbours came in.
+    assert vote_route(neighbours) == "beta"
+    assert vote_route(list(reversed(neighbours))) == "beta"
 
 
 def test_cold_start_reasons_in_priority_order() -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import threading
 import zlib
 from collections.abc import Sequence
+from dataclasses import replace
 
 import numpy as np
 import numpy.typing as npt
@@ -155,6 +156,70 @@ def test_update_facts_of_unknown_id_raises_key_error(index: NamespaceIndex) -> N
         index.update_facts(make_facts(404, "not indexed"))
     assert 404 not in index
     assert len(index) == 4
+
+
+def test_revise_facts_reads_and_writes_in_one_step(index: NamespaceIndex) -> None:
+    seen: list[ExampleFacts] = []
+
+    def add_an_outcome(current: ExampleFacts) -> ExampleFacts:
+        seen.append(current)
+        return replace(current, outcomes=(ObservedOutcome("small", 1.0, 1),))
+
+    assert index.revise_facts(2, add_an_outcome)
+    assert seen == [make_facts(2, TEXTS[2])]
+    assert index.facts(2).outcomes == (ObservedOutcome("small", 1.0, 1),)
+    version = index.version
+    assert index.revise_facts(2, lambda current: None)  # None: leave the facts as they are
+    assert index.facts(2).outcomes == (ObservedOutcome("small", 1.0, 1),)
+    assert index.version == version
+    assert not index.revise_facts(404, add_an_outcome)  # not indexed: nothing called, no error
+    assert len(seen) == 1 and 404 not in index
+
+
+def test_add_new_leaves_examples_already_there(index: NamespaceIndex) -> None:
+    taken = make_facts(1, "a different text under an id already indexed")
+    fresh = make_facts(5, "a brand new query")
+    present = index.add_new([taken, fresh], embed_all([taken.text, fresh.text]))
+    assert present == [1]
+    assert index.facts(1) == make_facts(1, TEXTS[1])  # untouched: facts and vector
+    assert index.search(trigram_embed(TEXTS[1]), k=1)[0].facts.example_id == 1
+    assert index.facts(5) == fresh and len(index) == 5
+    assert index.add_new([make_facts(1, TEXTS[1])], embed_all([TEXTS[1]])) == [1]
+
+
+def test_revisions_racing_deletes_never_raise() -> None:
+    idx = NamespaceIndex(DIM)
+    texts = [f"query {n}" for n in range(50)]
+    errors: list[BaseException] = []
+    start = threading.Barrier(2)
+
+    def churn() -> None:  # delete and re-add every example, over and over
+        try:
+            start.wait()
+            for _ in range(20):
+                idx.remove(range(50))
+                idx.add([make_facts(n, t) for n, t in enumerate(texts)], embed_all(texts))
+        except BaseException as exc:
+            errors.append(exc)
+
+    def revise() -> None:
+        try:
+            start.wait()
+            for round_ in range(200):
+                for n in range(50):
+                    idx.revise_facts(
+                        n, lambda f, r=round_: replace(f, outcomes=(ObservedOutcome("s", 1, r),))
+                    )
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=churn), threading.Thread(target=revise)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert errors == []
+    assert len(idx) == 50
 
 
 def test_facts_of_unknown_id_raises_key_error(index: NamespaceIndex) -> None:

@@ -129,6 +129,10 @@ def test_policy_round_trips_through_json() -> None:
         ("  tenants: {a: {tier: gold}}\n", "tenant 'a' has unknown tier 'gold'"),
         ("  budget: {usd_per_window: 0}\n", "usd_per_window"),
         ("  budget: {usd_per_window: 1, when_exhausted: panic}\n", "when_exhausted"),
+        # Windows past a year would overflow the date arithmetic on every Decide.
+        ("  budget: {usd_per_window: 1, window_hours: .inf}\n", "window_hours"),
+        ("  budget: {usd_per_window: 1, window_hours: 1e8}\n", "window_hours"),
+        ("  escalation_cap: {max_strong_share: 0.5, window_minutes: 1e12}\n", "window_minutes"),
     ],
 )
 def test_bad_policy_in_a_route_file_names_the_file(

@@ -33,7 +33,8 @@ class MicroBatcher:
         self._max_batch = max_batch
         self._max_wait = max_wait_ms / 1000
         self._queue: queue.Queue[tuple[list[str], Future[Vectors]]] = queue.Queue()
-        self.batches = 0  # model calls made, for tests and benchmarks
+        self.batches = 0  # model calls made, for metrics, tests and benchmarks
+        self.texts = 0  # texts those calls embedded: texts / batches is the mean batch size
         self._count_lock = threading.Lock()
         self._last_batch_size = 0
         # Several workers: under load, batches run side by side (the onnx embedder gives
@@ -49,9 +50,16 @@ class MicroBatcher:
     def model_id(self) -> str:
         return self._inner.model_id
 
+    @property
+    def waiting_calls(self) -> int:
+        """Calls queued for the model and not yet taken by a worker: a load signal."""
+        return self._queue.qsize()
+
     def embed(self, texts: Sequence[str]) -> Vectors:
         if len(texts) >= self._max_batch:  # already a batch: no reason to wait for company
-            return self._inner.embed(texts)
+            vectors = self._inner.embed(texts)
+            self._count(len(texts))
+            return vectors
         future: Future[Vectors] = Future()
         self._queue.put((list(texts), future))
         return future.result()
@@ -91,12 +99,16 @@ class MicroBatcher:
             for _, future in pending:
                 future.set_exception(exc)
             return
-        with self._count_lock:
-            self.batches += 1
+        self._count(len(texts))
         start = 0
         for item, future in pending:
             future.set_result(vectors[start : start + len(item)])
             start += len(item)
+
+    def _count(self, texts: int) -> None:
+        with self._count_lock:
+            self.batches += 1
+            self.texts += texts
 
 
 def _now() -> float:

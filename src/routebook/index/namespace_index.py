@@ -257,22 +257,35 @@ class NamespaceIndex:
         facts, vectors = _check_batch(self._dim, facts, vectors)
         self._add_checked(facts, vectors)
 
+    def add_new(self, facts: Sequence[ExampleFacts], vectors: Vectors) -> list[int]:
+        """Add the examples not in the index yet, in one step under the lock; returns the ids
+        that were already there, left as they are (another writer got there first)."""
+        facts, vectors = _check_batch(self._dim, facts, vectors)
+        with self._lock:
+            new = [i for i, f in enumerate(facts) if f.example_id not in self._facts]
+            self._add_locked([facts[i] for i in new], vectors[new])
+        added = {facts[i].example_id for i in new}
+        return [f.example_id for f in facts if f.example_id not in added]
+
     def _add_checked(self, facts: Sequence[ExampleFacts], vectors: Vectors) -> None:
+        with self._lock:
+            self._add_locked(facts, vectors)
+
+    def _add_locked(self, facts: Sequence[ExampleFacts], vectors: Vectors) -> None:
         if len(facts) == 0:
             return
         ids = np.fromiter((f.example_id for f in facts), dtype=np.int64, count=len(facts))
-        with self._lock:
-            self._drop([i for i in ids.tolist() if i in self._facts])
-            if self._kind is IndexKind.HNSW:
-                first_row = int(self._index.ntotal)
-                self._index.add(vectors)
-                for offset, example_id in enumerate(ids.tolist()):
-                    self._row_ids.append(example_id)
-                    self._row_of[example_id] = first_row + offset
-            else:
-                self._index.add_with_ids(vectors, ids)
-            self._facts.put(facts)
-            self._version += len(facts)
+        self._drop([i for i in ids.tolist() if i in self._facts])
+        if self._kind is IndexKind.HNSW:
+            first_row = int(self._index.ntotal)
+            self._index.add(vectors)
+            for offset, example_id in enumerate(ids.tolist()):
+                self._row_ids.append(example_id)
+                self._row_of[example_id] = first_row + offset
+        else:
+            self._index.add_with_ids(vectors, ids)
+        self._facts.put(facts)
+        self._version += len(facts)
 
     def remove(self, example_ids: Iterable[int]) -> int:
         """Remove examples by id; returns how many were present (absent ids are ignored)."""
@@ -295,13 +308,25 @@ class NamespaceIndex:
         else:
             self._index.remove_ids(np.asarray(example_ids, dtype=np.int64))  # type: ignore[arg-type]
 
+    def revise_facts(
+        self, example_id: int, revise: Callable[[ExampleFacts], ExampleFacts | None]
+    ) -> bool:
+        """Replace an example's facts with `revise(current)` (None keeps them), reading and
+        writing under one lock so a concurrent remove or update cannot come in between.
+        False when the example is not in the index."""
+        with self._lock:
+            if example_id not in self._facts:
+                return False
+            revised = revise(self._facts.get(example_id))
+            if revised is not None:
+                self._facts.put([revised])
+                self._version += 1
+            return True
+
     def update_facts(self, facts: ExampleFacts) -> None:
         """Replace what is known of an indexed example (e.g. a new outcome) without re-adding it."""
-        with self._lock:
-            if facts.example_id not in self._facts:
-                raise KeyError(facts.example_id)
-            self._facts.put([facts])
-            self._version += 1
+        if not self.revise_facts(facts.example_id, lambda _current: facts):
+            raise KeyError(facts.example_id)
 
     @property
     def version(self) -> int:

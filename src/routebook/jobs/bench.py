@@ -71,6 +71,14 @@ class LatencyRow:
     #: it runs on this machine (else None): on a shared machine both count against throughput.
     client_cpu_ms: float = 0.0
     server_cpu_ms: float | None = None
+    #: Mean latency seen by the client, beside the server's own means below.
+    mean_ms: float = 0.0
+    #: Mean wall time per Decide inside the server (from its metrics, when the bench started
+    #: it), and of its embed and search stages; the rest of the client's latency is gRPC and
+    #: waiting for a worker thread.
+    server_ms: float | None = None
+    embed_ms: float | None = None
+    search_ms: float | None = None
 
 
 @dataclass(slots=True)
@@ -158,8 +166,50 @@ def process_cpu_s(pid: int | str = "self") -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+@dataclass(frozen=True, slots=True)
+class DecideSeconds:
+    """Running totals of a server's Decide histograms, read from its /metrics."""
+
+    count: float
+    total_s: float
+    embed_s: float
+    search_s: float
+
+    def minus(self, earlier: DecideSeconds) -> DecideSeconds:
+        return DecideSeconds(
+            self.count - earlier.count,
+            self.total_s - earlier.total_s,
+            self.embed_s - earlier.embed_s,
+            self.search_s - earlier.search_s,
+        )
+
+
+def decide_seconds(metrics_url: str) -> DecideSeconds:
+    """Sum the server's Decide time histograms over namespaces."""
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(metrics_url, timeout=10) as reply:
+        text = reply.read().decode()
+    sums = {"count": 0.0, "total": 0.0, "embed": 0.0, "search": 0.0}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "routebook_decide_latency_seconds_count":
+                sums["count"] += sample.value
+            elif sample.name == "routebook_decide_latency_seconds_sum":
+                sums["total"] += sample.value
+            elif sample.name == "routebook_decide_stage_seconds_sum":
+                sums[sample.labels["stage"]] += sample.value
+    return DecideSeconds(sums["count"], sums["total"], sums["embed"], sums["search"])
+
+
 def measure(
-    call: Callable[[int], None], requests: int, concurrency: int, server_pid: int | None = None
+    call: Callable[[int], None],
+    requests: int,
+    concurrency: int,
+    server_pid: int | None = None,
+    metrics_url: str | None = None,
 ) -> LatencyRow:
     latencies: list[float] = []
     lock = threading.Lock()
@@ -172,6 +222,7 @@ def measure(
             latencies.append(elapsed)
 
     server_cpu = process_cpu_s(server_pid) if server_pid is not None else 0.0
+    stages = decide_seconds(metrics_url) if metrics_url is not None else None
     client_cpu = time.process_time()
     wall = time.perf_counter()
     with ThreadPoolExecutor(max_workers=concurrency) as pool:
@@ -180,7 +231,7 @@ def measure(
     client_cpu = time.process_time() - client_cpu
     if server_pid is not None:
         server_cpu = process_cpu_s(server_pid) - server_cpu
-    return LatencyRow(
+    row = LatencyRow(
         concurrency,
         requests,
         percentile(latencies, 50),
@@ -189,7 +240,15 @@ def measure(
         requests / wall,
         client_cpu * 1000 / requests,
         server_cpu * 1000 / requests if server_pid is not None else None,
+        statistics.fmean(latencies),
     )
+    if metrics_url is not None and stages is not None:
+        spent = decide_seconds(metrics_url).minus(stages)
+        if spent.count > 0:
+            row.server_ms = spent.total_s * 1000 / spent.count
+            row.embed_ms = spent.embed_s * 1000 / spent.count
+            row.search_ms = spent.search_s * 1000 / spent.count
+    return row
 
 
 def query_texts(texts: Sequence[str], count: int) -> list[str]:
@@ -308,6 +367,7 @@ def run_bench(
             progress,
             head_wait_s=HEAD_WAIT_S,
             server_pid=server.pid,
+            metrics_url=server.metrics_url,
         )
         result.rss_mb = rss_mb(server.pid)
         result.peak_rss_mb = rss_mb(server.pid, "VmHWM")
@@ -321,10 +381,12 @@ def run_against(
     concurrencies: Sequence[int] = (1, 8, 32, 64),
     requests: int = 400,
     progress: Callable[[str], None] = lambda _m: None,
+    metrics_url: str | None = None,
 ) -> BenchResult:
     """Load a server that is already running and filled (`--target`): latency and throughput
-    only; its size, memory and start-up are not visible from here. Outcomes are recorded for
-    the decisions the bench made, under outcome ids starting with `bench-`."""
+    only (and, given its `metrics_url`, the time spent inside it); its size, memory and
+    start-up are not visible from here. Outcomes are recorded for the decisions the bench
+    made, under outcome ids starting with `bench-`."""
     queries = query_texts(real_texts(datasets), requests * len(concurrencies))
     result = BenchResult(
         size=0,
@@ -333,7 +395,16 @@ def run_against(
         fill_vectors="unknown",
         query_chars_mean=statistics.fmean(len(q) for q in queries),
     )
-    load_target(target, namespace, queries, concurrencies, requests, result, progress)
+    load_target(
+        target,
+        namespace,
+        queries,
+        concurrencies,
+        requests,
+        result,
+        progress,
+        metrics_url=metrics_url,
+    )
     return result
 
 
@@ -347,6 +418,7 @@ def load_target(
     progress: Callable[[str], None] = lambda _m: None,
     head_wait_s: float = 0.0,
     server_pid: int | None = None,
+    metrics_url: str | None = None,
 ) -> None:
     """Decide at each concurrency, a cached query, then RecordOutcome at 16, over gRPC.
 
@@ -390,7 +462,7 @@ def load_target(
         progress(f"learned head ready after {result.head_ready_s:.1f} s")
         for level, concurrency in enumerate(concurrencies):
             batch = queries[level * requests : (level + 1) * requests]
-            row = measure(decide_into(batch), len(batch), concurrency, server_pid)
+            row = measure(decide_into(batch), len(batch), concurrency, server_pid, metrics_url)
             result.decide.append(row)
             progress(
                 f"decide c={concurrency}: p50 {row.p50_ms:.1f} ms, {row.throughput_per_s:.0f}/s"
@@ -421,6 +493,7 @@ class ServedProcess:
     pid: int
     target: str
     startup_s: float
+    metrics_url: str
 
 
 @contextmanager
@@ -429,11 +502,10 @@ def served(values: dict[str, str], workdir: Path) -> Iterator[ServedProcess]:
     import grpc
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+    port, metrics_port = _free_port(), _free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("ROUTEBOOK_")}
     env.update({f"ROUTEBOOK_{k.upper()}": v for k, v in values.items()})
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    env.update(ROUTEBOOK_METRICS_PORT=str(metrics_port), ROUTEBOOK_METRICS_HOST="127.0.0.1")
     target = f"127.0.0.1:{port}"
     log_path = workdir / "server.log"
     started = time.perf_counter()
@@ -460,7 +532,12 @@ def served(values: dict[str, str], workdir: Path) -> Iterator[ServedProcess]:
                 except grpc.RpcError:
                     pass
                 time.sleep(0.05)
-        yield ServedProcess(process.pid, target, time.perf_counter() - started)
+        yield ServedProcess(
+            process.pid,
+            target,
+            time.perf_counter() - started,
+            f"http://127.0.0.1:{metrics_port}/metrics",
+        )
     finally:
         process.terminate()
         try:
@@ -468,6 +545,12 @@ def served(values: dict[str, str], workdir: Path) -> Iterator[ServedProcess]:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
 
 def recall_against_exact(
@@ -505,15 +588,21 @@ def as_markdown(result: BenchResult, command: str) -> str:
         f"Query texts: {result.query_chars_mean:.0f} characters on average.",
         "",
         "| concurrency | requests | p50 ms | p95 ms | p99 ms | decisions/s "
-        "| CPU ms per Decide: server / client |",
-        "|---|---|---|---|---|---|---|",
+        "| CPU ms per Decide: server / client "
+        "| mean ms: client / in the server (its embed / search) |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for row in result.decide:
         server = f"{row.server_cpu_ms:.2f}" if row.server_cpu_ms is not None else "—"
+        inside = (
+            f"{row.server_ms:.1f} ({row.embed_ms:.1f} / {row.search_ms:.2f})"
+            if row.server_ms is not None and row.embed_ms is not None and row.search_ms is not None
+            else "—"
+        )
         lines.append(
             f"| {row.concurrency} | {row.requests} | {row.p50_ms:.1f} | "
             f"{row.p95_ms:.1f} | {row.p99_ms:.1f} | {row.throughput_per_s:.0f} "
-            f"| {server} / {row.client_cpu_ms:.2f} |"
+            f"| {server} / {row.client_cpu_ms:.2f} | {row.mean_ms:.1f} / {inside} |"
         )
     recall = f"{result.recall_at_10:.3f}" if result.recall_at_10 is not None else "exact (flat)"
     lines += [

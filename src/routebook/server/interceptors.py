@@ -14,6 +14,7 @@ from typing import Any
 
 import grpc
 from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from routebook import errors
 from routebook.server.auth import Authenticator
@@ -88,6 +89,12 @@ class ServiceInterceptor(grpc.ServerInterceptor):
                 return behaviour(request, context)
             except errors.RoutebookError as exc:
                 context.abort(status_for(exc), str(exc))
+            except PoolTimeout:
+                log.warning("store busy in %s: no free connection in the pool", method)
+                context.abort(
+                    grpc.StatusCode.UNAVAILABLE,
+                    "the store is busy (no free connection); nothing was changed, retry later",
+                )
             except OperationalError as exc:
                 log.warning("store unavailable in %s: %s", method, _first_line(exc.orig))
                 context.abort(

@@ -11,10 +11,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import func, select
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from routebook.store.db import Store
+from routebook.store.db import STORE_UNAVAILABLE, Store
 from routebook.store.tables import CooldownRow, ModelFailureRow, utcnow
 
 
@@ -42,13 +42,25 @@ class CooldownBook:
         self._refresh = refresh_seconds
         self._cache: dict[int, tuple[float, dict[str, Cooldown]]] = {}
         self._lock = threading.Lock()
+        self._refreshing: set[int] = set()
+        self.reads = 0  # store reads made, for tests
 
     def active(self, namespace_id: int) -> dict[str, Cooldown]:
-        """Models on cooldown now. With the store down, the last known set is used."""
+        """Models on cooldown now. With the store down, the last known set is used.
+
+        One caller at a time refreshes a namespace's stale set; the others meanwhile use the
+        set they have, older by at most one query (under load, dozens of Decides would
+        otherwise read the same rows at once)."""
         now_mono = time.monotonic()
         with self._lock:
             cached = self._cache.get(namespace_id)
-        if cached is None or now_mono - cached[0] >= self._refresh:
+            stale = cached is None or now_mono - cached[0] >= self._refresh
+            if stale and cached is not None and namespace_id in self._refreshing:
+                stale = False  # another caller is reading it right now
+            if stale:
+                self._refreshing.add(namespace_id)
+                self.reads += 1
+        if stale:
             try:
                 with self._store.read() as session:
                     rows = session.scalars(
@@ -60,9 +72,13 @@ class CooldownBook:
                 cached = (now_mono, found)
                 with self._lock:
                     self._cache[namespace_id] = cached
-            except OperationalError:
+            except STORE_UNAVAILABLE:
                 if cached is None:
                     return {}
+            finally:
+                with self._lock:
+                    self._refreshing.discard(namespace_id)
+        assert cached is not None
         now = utcnow()
         return {m: c for m, c in cached[1].items() if c.until > now}
 

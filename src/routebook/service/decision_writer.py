@@ -21,6 +21,9 @@ from routebook.store.tables import DecisionRow
 
 log = logging.getLogger("routebook.decisions")
 
+#: While the buffer overflows, one warning per this many dropped decisions (and the first).
+DROP_WARNING_EVERY = 10_000
+
 
 @dataclass(frozen=True, slots=True)
 class PendingDecision:
@@ -64,12 +67,22 @@ class DecisionWriter:
         self._thread.start()
 
     def add(self, decision: PendingDecision) -> None:
+        overflowed = 0
         with self._lock:
             self._pending[decision.id] = decision
             while len(self._pending) > self._max_pending:
                 self._pending.popitem(last=False)
-                self.dropped += 1
+                overflowed += 1
+            self.dropped += overflowed
+            dropped = self.dropped
             full = len(self._pending) >= self._max_batch
+        if overflowed and (dropped == overflowed or dropped % DROP_WARNING_EVERY < overflowed):
+            log.warning(
+                "decision buffer full (%d unwritten): the oldest decisions are dropped, "
+                "%d so far; outcomes reported against them will get NOT_FOUND",
+                self._max_pending,
+                dropped,
+            )
         if full:
             self._wake.set()
 

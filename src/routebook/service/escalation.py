@@ -2,7 +2,9 @@
 model (by crafting hard-looking queries, or by forcing cascade escalations).
 
 Counts are kept per replica in memory over the rolling window, which bounds each tenant per
-replica; they restart empty with the server.
+replica; they restart empty with the server. They are kept per second, so a tenant's memory is
+bounded by its window (at most one bucket per second of it), not by its traffic, and a tenant
+idle for longer than its window is forgotten.
 """
 
 from __future__ import annotations
@@ -10,35 +12,89 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 
 from routebook.policyspec import EscalationCap
 
+#: Every this many notes, tenants with nothing left in their window are dropped.
+SWEEP_EVERY = 4096
+
+
+class _Window:
+    """A tenant's calls and strong calls over its rolling window, bucketed by the second."""
+
+    __slots__ = ("buckets", "calls", "seconds", "strong")
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.buckets: deque[list[int]] = deque()  # [second, calls, strong calls]
+        self.calls = 0
+        self.strong = 0
+
+    def add(self, now: float, strong: bool) -> None:
+        second = int(now)
+        if self.buckets and self.buckets[-1][0] == second:
+            self.buckets[-1][1] += 1
+            self.buckets[-1][2] += strong
+        else:
+            self.buckets.append([second, 1, int(strong)])
+        self.calls += 1
+        self.strong += strong
+
+    def prune(self, now: float) -> None:
+        """Drop the seconds that ended before the window began."""
+        horizon = now - self.seconds
+        while self.buckets and self.buckets[0][0] + 1 <= horizon:
+            _, calls, strong = self.buckets.popleft()
+            self.calls -= calls
+            self.strong -= strong
+
 
 class EscalationGuard:
-    def __init__(self) -> None:
-        # (namespace, tenant) → deque of (time, counted as strong/escalated)
-        self._events: dict[tuple[str, str], deque[tuple[float, bool]]] = {}
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._now = clock
+        # (namespace, tenant) → that tenant's window
+        self._windows: dict[tuple[str, str], _Window] = {}
         self._lock = threading.Lock()
+        self._notes = 0
 
     def share(self, namespace: str, tenant: str, cap: EscalationCap) -> tuple[float, int]:
         """(share of strong calls, calls) in the window: a call is a decision or a cascade
         escalation; strong calls are decisions for the strongest model and escalations."""
-        horizon = time.monotonic() - cap.window_minutes * 60
         with self._lock:
-            events = self._events.get((namespace, tenant))
-            if not events:
+            window = self._windows.get((namespace, tenant))
+            if window is None:
                 return 0.0, 0
-            while events and events[0][0] < horizon:
-                events.popleft()
-            decisions = len(events)
-            strong = sum(1 for _, hit in events if hit)
-        return (strong / decisions if decisions else 0.0), decisions
+            window.seconds = cap.window_minutes * 60
+            window.prune(self._now())
+            calls, strong = window.calls, window.strong
+        return (strong / calls if calls else 0.0), calls
 
     def over(self, namespace: str, tenant: str, cap: EscalationCap) -> bool:
         share, decisions = self.share(namespace, tenant, cap)
         return decisions >= cap.min_decisions and share >= cap.max_strong_share
 
-    def note(self, namespace: str, tenant: str, strong: bool) -> None:
+    def note(self, namespace: str, tenant: str, strong: bool, cap: EscalationCap) -> None:
         """One decision (strong: it went to the strongest model) or one escalation (strong)."""
+        now = self._now()
         with self._lock:
-            self._events.setdefault((namespace, tenant), deque()).append((time.monotonic(), strong))
+            window = self._windows.get((namespace, tenant))
+            if window is None:
+                window = self._windows[(namespace, tenant)] = _Window(cap.window_minutes * 60)
+            window.seconds = cap.window_minutes * 60
+            window.add(now, strong)
+            window.prune(now)
+            self._notes += 1
+            if self._notes % SWEEP_EVERY == 0:
+                self._sweep(now)
+
+    def tenants(self) -> int:
+        """(namespace, tenant) pairs held, for tests and metrics."""
+        with self._lock:
+            return len(self._windows)
+
+    def _sweep(self, now: float) -> None:
+        for key, window in list(self._windows.items()):
+            window.prune(now)
+            if not window.buckets:
+                del self._windows[key]

@@ -7,23 +7,31 @@ other replicas catch up on their own within a second.
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from sqlalchemy.exc import OperationalError
+
 from routebook.domain import Source
 from routebook.errors import InvalidArgument
 from routebook.routefiles import NAME_PATTERN, RouteFile, text_hash
 from routebook.service.follower import StoreFollower
-from routebook.service.namespaces import NamespaceDirectory
+from routebook.service.namespaces import NamespaceDirectory, NamespaceInfo
 from routebook.store import examples as ex_store
 from routebook.store import namespaces as ns_store
 from routebook.store.db import Store
 from routebook.store.tables import ExampleRow
 
+log = logging.getLogger("routebook.examples")
+
 MAX_BATCH = 10_000
 MAX_PAGE = 1000
+#: Ids one DeleteExamples call may name: one statement's bind parameters stay well within
+#: what SQLite and PostgreSQL accept.
+MAX_DELETE_IDS = 10_000
 
 
 @dataclass(slots=True)
@@ -173,8 +181,21 @@ class ExampleService:
                     row = existing
                     result.unchanged += 1
                 result.example_ids.append(row.id)
-        self._follower.catch_up(info)
+        self._index_committed(info)
         return result
+
+    def _index_committed(self, info: NamespaceInfo) -> None:
+        """Bring this server's index up to a write that is committed. If the store goes away
+        in between, the write still stands: it is acknowledged, and the follower's next tick
+        brings the index up to it (an error here would tell the client nothing was changed)."""
+        try:
+            self._follower.catch_up(info)
+        except OperationalError as exc:
+            log.warning(
+                "namespace %r: committed, the index catches up when the store answers: %s",
+                info.name,
+                exc.orig,
+            )
 
     def _check(self, catalog: Sequence[str], position: int, item: ExampleInput) -> ExampleInput:
         text = item.text.strip()
@@ -204,11 +225,16 @@ class ExampleService:
         info = self._directory.resolve(namespace)
         if not ids:
             raise InvalidArgument("example_ids is empty")
+        unique = list(dict.fromkeys(ids))
+        if len(unique) > MAX_DELETE_IDS:
+            raise InvalidArgument(
+                f"example_ids holds {len(unique)} ids; delete at most {MAX_DELETE_IDS} per call"
+            )
         with self._store.write() as session:
-            deleted = ex_store.delete_examples(session, info.id, list(dict.fromkeys(ids)))
-        self._follower.catch_up(info)
-        missing = [i for i in dict.fromkeys(ids) if i not in set(deleted)]
-        return deleted, missing
+            deleted = ex_store.delete_examples(session, info.id, unique)
+        self._index_committed(info)
+        gone = set(deleted)
+        return deleted, [i for i in unique if i not in gone]
 
     def list(
         self, namespace: str, flt: ex_store.ExampleFilter, page_size: int, page_token: str

@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from sqlalchemy import select
+from sqlalchemy.exc import OperationalError
 
-from routebook.domain import ObservedOutcome
+from routebook.domain import ExampleFacts, ObservedOutcome
 from routebook.embed import Embedder
 from routebook.errors import ConfigError
 from routebook.index import IndexRegistry, NamespaceIndex
@@ -224,12 +226,8 @@ class StoreFollower:
             if touched:
                 means = ex_store.outcome_means(session, example_ids=touched)
                 for example_id in touched:
-                    if example_id in index:
-                        facts = index.facts(example_id)
-                        outcomes = tuple(
-                            ObservedOutcome(m, q, c) for m, q, c in means.get(example_id, [])
-                        )
-                        index.update_facts(replace(facts, outcomes=outcomes))
+                    # One locked step: an example deleted meanwhile is simply skipped.
+                    index.revise_facts(example_id, with_outcomes(means.get(example_id, [])))
         # Everything at or below the settled marks has been seen; newer rows are re-read next
         # time (cheap: indexed examples and seen outcomes are skipped).
         new_marks = follow.Marks(
@@ -243,11 +241,20 @@ class StoreFollower:
 
     def tick(self) -> None:
         for info in self._directory.refresh():
-            if info.name not in self._marks:
-                self.load(info, strict=False)
-                continue
-            if not self.swap_to_published(info):
-                self.catch_up(info)
+            try:
+                self._follow(info)
+            except OperationalError:
+                raise  # the store is down: every namespace after this one would fail too
+            except Exception:
+                # One namespace's failure (a bad snapshot file, a bug) must not stop the others
+                # from following the store; this one is tried again next tick.
+                log.exception("following namespace %r failed; retrying next tick", info.name)
+
+    def _follow(self, info: NamespaceInfo) -> None:
+        if info.name not in self._marks:
+            self.load(info, strict=False)
+        elif not self.swap_to_published(info):
+            self.catch_up(info)
 
     def start(self) -> None:
         if self._thread is not None:
@@ -266,3 +273,9 @@ class StoreFollower:
                 self.tick()
             except Exception:  # a store outage must not kill the follower; it retries
                 log.exception("following the store failed; retrying in %.1fs", self._interval)
+
+
+def with_outcomes(means: list[tuple[str, float, int]]) -> Callable[[ExampleFacts], ExampleFacts]:
+    """A revision that gives an example's facts these outcome means."""
+    outcomes = tuple(ObservedOutcome(m, q, c) for m, q, c in means)
+    return lambda facts: replace(facts, outcomes=outcomes)

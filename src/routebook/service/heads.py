@@ -124,7 +124,10 @@ class HeadBook:
         for namespace in self._registry.namespaces():
             if self._stop.is_set():
                 return
-            self.refresh(namespace)
+            try:
+                self.refresh(namespace)
+            except Exception:  # one namespace's failure must not starve the others of heads
+                log.exception("training the head of namespace %r failed", namespace)
 
     def start(self) -> None:
         if not self._settings.enabled or self._thread is not None:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import re
 from dataclasses import dataclass
 
 from sqlalchemy import select, update
+from sqlalchemy.exc import OperationalError
 
 from routebook.catalog import Catalog
 from routebook.errors import Aborted, AlreadyExists, InvalidArgument, NotFound
@@ -17,6 +19,8 @@ from routebook.store import examples as ex_store
 from routebook.store import namespaces as ns_store
 from routebook.store.db import Store
 from routebook.store.tables import IndexGenerationRow, NamespaceRow
+
+log = logging.getLogger("routebook.namespaces")
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,10 +63,9 @@ class NamespaceAdmin:
                 raise AlreadyExists(f"namespace {name!r} exists already; use UpdateCatalog")
             row = ns_store.ensure_namespace(session, name, description)
             ns_store.replace_catalog(session, row.id, catalog)
-        for info in self._directory.refresh():
-            if info.name == name:
-                self._follower.load(info, strict=False)
-        return self.get(name)
+            session.flush()
+            committed = NamespaceView(name, description, catalog, row.catalog_version)
+        return self._after_commit(committed, load=True)
 
     def get(self, name: str) -> NamespaceView:
         with self._store.read() as session:
@@ -94,8 +97,25 @@ class NamespaceAdmin:
                     f"{row.catalog_version}); read it again and reapply your change"
                 )
             ns_store.replace_catalog(session, row.id, catalog)
-        self._directory.refresh()
-        return self.get(name)
+            committed = NamespaceView(name, row.description, catalog, expected_version + 1)
+        return self._after_commit(committed, load=False)
+
+    def _after_commit(self, committed: NamespaceView, *, load: bool) -> NamespaceView:
+        """Serve the committed change here at once and answer with it as stored. If the store
+        goes away in between, the change still stands: answer with what was committed (the
+        follower's next tick serves it) rather than tell the client nothing was changed."""
+        try:
+            for info in self._directory.refresh():
+                if load and info.name == committed.name:
+                    self._follower.load(info, strict=False)
+            return self.get(committed.name)
+        except OperationalError as exc:
+            log.warning(
+                "namespace %r: committed, this server serves it when the store answers: %s",
+                committed.name,
+                exc.orig,
+            )
+            return committed
 
     def stats(
         self, namespace: str | None, registry_size: dict[str, tuple[int, int, str]]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import threading
 from dataclasses import dataclass
 
@@ -51,12 +52,10 @@ class NamespaceDirectory:
             raise InvalidArgument(f"namespace name is longer than {MAX_NAMESPACE_CHARS} characters")
         with self._lock:
             info = self._by_name.get(name)
-            known = sorted(self._by_name)
         if info is None:
-            raise NotFound(
-                f"namespace {name!r} does not exist; known namespaces: "
-                f"{', '.join(known) or 'none (run `routebook routes sync`)'}"
-            )
+            with self._lock:
+                known = sorted(self._by_name)
+            raise NotFound(unknown_namespace(name, known))
         if len(info.catalog) == 0:
             raise NotFound(f"namespace {name!r} has no models in its catalog")
         return info
@@ -64,3 +63,24 @@ class NamespaceDirectory:
     def all(self) -> list[NamespaceInfo]:
         with self._lock:
             return list(self._by_name.values())
+
+
+#: Namespaces named in a NOT_FOUND message at most: the message travels in a gRPC trailer,
+#: which a few thousand names would overflow (the client would see RESOURCE_EXHAUSTED).
+LISTED_NAMESPACES = 10
+
+
+def unknown_namespace(name: str, known: list[str]) -> str:
+    """The message for a namespace that does not exist: the closest names first."""
+    missing = f"namespace {name!r} does not exist"
+    if not known:
+        return f"{missing}; there are none yet (run `routebook routes sync`)"
+    close = difflib.get_close_matches(name, known, n=3, cutoff=0.6)
+    if close:
+        missing += f" (did you mean {' or '.join(repr(c) for c in close)}?)"
+    if len(known) <= LISTED_NAMESPACES:
+        return f"{missing}; known namespaces: {', '.join(known)}"
+    first = ", ".join(known[:LISTED_NAMESPACES])
+    return (
+        f"{missing}; {len(known)} namespaces are known, the first {LISTED_NAMESPACES}: {first}, ..."
+    )

@@ -203,8 +203,9 @@ class OutcomeRecorder:
             self._spend.invalidate(info.id, subject.tenant)
         self._drift.outcome(info.name, spec.name, report.quality >= 0.5)
         escalated = subject.decided_model is not None and subject.decided_model != spec.name
-        if escalated and subject.tenant:
-            self._guard.note(info.name, subject.tenant, True)
+        cap = info.policy.escalation_cap
+        if escalated and subject.tenant and cap is not None:
+            self._guard.note(info.name, subject.tenant, True, cap)
         self._telemetry.recorded(
             info.name, spec.name, report.quality, cost, subject.tenant, escalated
         )
@@ -297,15 +298,20 @@ class OutcomeRecorder:
             tenant=tenant,
         )
         index = self._registry.get(namespace)
-        if example_id in index:
-            current = index.facts(example_id)
+
+        def newer(current: ExampleFacts) -> ExampleFacts | None:
             if _count(current.outcomes) > _count(facts.outcomes):
-                return  # a later commit's view got there first: do not step back
-            index.update_facts(replace(facts, tenant=current.tenant))  # the first tenant's
+                return None  # a later commit's view got there first: do not step back
+            return replace(facts, tenant=current.tenant)  # the first tenant's
+
+        # Read and write under the index's lock: a delete or another outcome of the same
+        # example may run between any two separate calls.
+        if index.revise_facts(example_id, newer):
             return
         if vector is None:
             vector = self._embedder.embed([text])[0]
-        index.add([facts], vector.reshape(1, -1))
+        if index.add_new([facts], vector.reshape(1, -1)):  # added meanwhile by another writer
+            index.revise_facts(example_id, newer)
 
 
 def _count(outcomes: Sequence[ObservedOutcome]) -> int:

@@ -11,13 +11,14 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from sqlalchemy import func, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 
 from routebook.embed import Embedder
 from routebook.errors import FailedPrecondition, InvalidArgument, NotFound
@@ -26,6 +27,9 @@ from routebook.service.indexing import IndexBuilder
 from routebook.service.namespaces import NamespaceDirectory, NamespaceInfo
 from routebook.store.db import Store
 from routebook.store.tables import IndexGenerationRow, ReindexJobRow, utcnow
+
+#: Waits between attempts to mark a failed job failed while the store is down (about a minute).
+FINISH_RETRY_WAITS = (0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 30.0)
 
 log = logging.getLogger("routebook.reindex")
 
@@ -110,7 +114,7 @@ class Reindexer:
             self._finish(job_id, "succeeded", generation, "")
         except Exception as exc:
             log.exception("reindex job %s failed", job_id)
-            self._finish(job_id, "failed", 0, str(exc) or type(exc).__name__)
+            self._record_failure(job_id, str(exc) or type(exc).__name__)
             raise
         return self.status(job_id)
 
@@ -193,6 +197,23 @@ class Reindexer:
             built.index.kind,
         )
         return generation
+
+    def _record_failure(self, job_id: str, error: str) -> None:
+        """Mark the job failed, retrying while the store is down: a job whose failure was never
+        written would read "running" forever."""
+        for wait in (*FINISH_RETRY_WAITS, None):
+            try:
+                self._finish(job_id, "failed", 0, error)
+                return
+            except OperationalError as exc:
+                if wait is None:
+                    log.error(
+                        "reindex job %s stays marked running: the store is down: %s",
+                        job_id,
+                        exc.orig,
+                    )
+                    return
+                time.sleep(wait)
 
     def _finish(self, job_id: str, state: str, generation: int, error: str) -> None:
         with self._store.write() as session:

@@ -36,7 +36,7 @@ from routebook.service.requests import (
 )
 from routebook.service.sessions import StickySessions
 from routebook.service.spend import SpendLedger
-from routebook.service.telemetry import Telemetry
+from routebook.service.telemetry import DecideTimings, Telemetry
 from routebook.store.db import Store
 
 
@@ -152,10 +152,13 @@ class RoutingService:
             kept = self._sessions.model(info.name, query.session_id)
             sticky = kept if kept in available else None
 
+        embed_started = time.perf_counter()
         vector = self._embedder.embed([text])[0]
+        search_started = time.perf_counter()
         index = self._registry.get(info.name)
         shadow_k = self._shadow.k if self._shadow is not None else 0
         found = index.search(vector, max(self.limits.k, shadow_k))
+        search_done = time.perf_counter()
         neighbours = found[: self.limits.k]
         head = self._heads.get(info.name) if self._heads is not None else None
         request = DecisionRequest(
@@ -201,7 +204,7 @@ class RoutingService:
         if query.session_id:
             self._sessions.keep(info.name, query.session_id, choice.model)
         if cap is not None and query.tenant:
-            self._guard.note(info.name, query.tenant, choice.model == strongest)
+            self._guard.note(info.name, query.tenant, choice.model == strongest, cap)
         fallbacks = fallback_order(choice, available, self.limits.max_fallbacks)
         if not self._writer.store_ok:
             choice = replace(
@@ -235,7 +238,12 @@ class RoutingService:
             )
         self._save(info, decision, text, query.tenant, shadow)
         self._drift.observe(info.name, choice.top_similarity, choice.strategy is Strategy.CASCADE)
-        self._telemetry.decided(decision, query.tenant, time.perf_counter() - started, text)
+        timings = DecideTimings(
+            total_s=time.perf_counter() - started,
+            embed_s=search_started - embed_started,
+            search_s=search_done - search_started,
+        )
+        self._telemetry.decided(decision, query.tenant, timings, text)
         return decision
 
     def _envelope(

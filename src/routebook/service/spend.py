@@ -9,10 +9,11 @@ from __future__ import annotations
 import threading
 import time
 
-from sqlalchemy.exc import OperationalError
-
 from routebook.store import spend as spend_store
-from routebook.store.db import Store
+from routebook.store.db import STORE_UNAVAILABLE, Store
+
+#: (namespace, tenant, window) spends kept at most; past it, the one read longest ago goes.
+MAX_CACHED_TENANTS = 10_000
 
 
 class SpendLedger:
@@ -32,11 +33,14 @@ class SpendLedger:
         try:
             with self._store.read() as session:
                 amount = spend_store.tenant_spend(session, namespace_id, tenant, window_hours)
-        except OperationalError:
+        except STORE_UNAVAILABLE:
             # The store is down: budgets use the last known spend rather than fail Decide.
             return cached[0] if cached is not None else 0.0
         with self._lock:
+            self._cache.pop(key, None)  # re-inserted last: the dict stays in order of reading
             self._cache[key] = (amount, now)
+            while len(self._cache) > MAX_CACHED_TENANTS:  # tenant names come from clients
+                del self._cache[next(iter(self._cache))]  # the one read longest ago
         return amount
 
     def invalidate(self, namespace_id: int, tenant: str) -> None:

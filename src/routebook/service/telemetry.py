@@ -10,14 +10,17 @@ import json
 import sys
 import threading
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TextIO
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from routebook.domain import Decision, Strategy
+from routebook.embed.batcher import MicroBatcher
+from routebook.embed.cache import CachedEmbedder
 from routebook.index import IndexRegistry
 from routebook.service.drift import DriftWatch
 
@@ -25,6 +28,15 @@ from routebook.service.drift import DriftWatch
 SUCCESS_QUALITY = 0.5
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.03, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+
+
+@dataclass(frozen=True, slots=True)
+class DecideTimings:
+    """Where one Decide's time went, so an operator can tell a slow model from a slow index."""
+
+    total_s: float
+    embed_s: float
+    search_s: float
 
 
 class DecisionLog:
@@ -54,11 +66,24 @@ class DecisionLog:
             self._owned.close()
 
 
+#: Distinct tenants a process labels its cost metrics with; later ones are counted as "other".
+#: Tenant names come from clients, and each label value is a time series kept for good.
+MAX_TENANT_LABELS = 1000
+
+
 class Telemetry:
-    def __init__(self, decision_log: DecisionLog, log_query_text: bool = False) -> None:
+    def __init__(
+        self,
+        decision_log: DecisionLog,
+        log_query_text: bool = False,
+        max_tenant_labels: int = MAX_TENANT_LABELS,
+    ) -> None:
         self.registry = CollectorRegistry()
         self._log = decision_log
         self._log_query_text = log_query_text
+        self._max_tenant_labels = max_tenant_labels
+        self._tenant_labels: set[str] = set()
+        self._tenant_lock = threading.Lock()
         r = self.registry
         self.decisions = Counter(
             "routebook_decisions",
@@ -133,6 +158,14 @@ class Telemetry:
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
+        self.decide_stage = Histogram(
+            "routebook_decide_stage_seconds",
+            "Time of one stage of Decide: embed (the cache, the wait for a micro-batch and the "
+            "model) or search (the index).",
+            ["namespace", "stage"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
 
     def watch_indexes(self, registry: IndexRegistry) -> None:
         """Index sizes are read at scrape time, for every namespace the registry holds."""
@@ -150,6 +183,36 @@ class Telemetry:
                 yield family
 
         self.registry.register(_Sizes())
+
+    def watch_embedder(self, batcher: MicroBatcher, cache: CachedEmbedder | None) -> None:
+        """Query-embedding counters are read at scrape time: nothing is added to a Decide."""
+        batcher_ref, cache_ref = batcher, cache
+
+        class _Embedding(Collector):
+            def collect(self) -> Iterable[Metric]:
+                calls = CounterMetricFamily(
+                    "routebook_embed_model_calls",
+                    "Model calls made for query texts (one per micro-batch).",
+                )
+                calls.add_metric([], batcher_ref.batches)
+                texts = CounterMetricFamily(
+                    "routebook_embed_texts",
+                    "Query texts the model embedded; over model calls, the mean micro-batch size.",
+                )
+                texts.add_metric([], batcher_ref.texts)
+                yield calls
+                yield texts
+                if cache_ref is not None:
+                    lookups = CounterMetricFamily(
+                        "routebook_embed_cache_lookups",
+                        "Query texts looked up in the embedding cache, by result.",
+                        labels=["result"],
+                    )
+                    lookups.add_metric(["hit"], cache_ref.hits)
+                    lookups.add_metric(["miss"], cache_ref.misses)
+                    yield lookups
+
+        self.registry.register(_Embedding())
 
     def watch_drift(self, drift: DriftWatch, registry: IndexRegistry) -> None:
         """Drift figures are computed at scrape time from the watch's windows."""
@@ -177,7 +240,9 @@ class Telemetry:
 
         self.registry.register(_Drift())
 
-    def decided(self, decision: Decision, tenant: str, latency_s: float, query_text: str) -> None:
+    def decided(
+        self, decision: Decision, tenant: str, timings: DecideTimings, query_text: str
+    ) -> None:
         choice = decision.choice
         ns = decision.namespace
         self.decisions.labels(ns, choice.strategy.value, choice.model).inc()
@@ -187,8 +252,12 @@ class Telemetry:
             self.overrides.labels(ns, choice.model).inc()
         for effect in choice.policy:
             self.policy_hits.labels(ns, effect.rule).inc()
-        self.estimated_cost.labels(ns, choice.model, tenant).inc(choice.estimated_cost_usd)
-        self.decide_latency.labels(ns).observe(latency_s)
+        self.estimated_cost.labels(ns, choice.model, self._tenant_label(tenant)).inc(
+            choice.estimated_cost_usd
+        )
+        self.decide_latency.labels(ns).observe(timings.total_s)
+        self.decide_stage.labels(ns, "embed").observe(timings.embed_s)
+        self.decide_stage.labels(ns, "search").observe(timings.search_s)
         record: dict[str, object] = {
             "ts": datetime.now(UTC).isoformat(timespec="milliseconds"),
             "decision_id": decision.decision_id,
@@ -202,7 +271,9 @@ class Telemetry:
             "rules": [effect.rule for effect in choice.policy],
             "reason_code": choice.reason_code.value,
             "reason": choice.reason,
-            "latency_ms": round(latency_s * 1000, 3),
+            "latency_ms": round(timings.total_s * 1000, 3),
+            "embed_ms": round(timings.embed_s * 1000, 3),
+            "search_ms": round(timings.search_s * 1000, 3),
             "estimated_cost_usd": choice.estimated_cost_usd,
             "index_generation": decision.index_generation,
         }
@@ -230,6 +301,17 @@ class Telemetry:
     ) -> None:
         result = "success" if quality >= SUCCESS_QUALITY else "failure"
         self.outcomes.labels(namespace, model, result).inc()
-        self.reported_cost.labels(namespace, model, tenant).inc(cost_usd)
+        self.reported_cost.labels(namespace, model, self._tenant_label(tenant)).inc(cost_usd)
         if escalated:
             self.escalations.labels(namespace, model).inc()
+
+    def _tenant_label(self, tenant: str) -> str:
+        """The tenant as a label value: the first `max_tenant_labels` distinct ones keep their
+        name (the decision log and `routebook stats` always have it), the rest are "other"."""
+        with self._tenant_lock:
+            if tenant in self._tenant_labels:
+                return tenant
+            if len(self._tenant_labels) < self._max_tenant_labels:
+                self._tenant_labels.add(tenant)
+                return tenant
+        return "other"

@@ -9,8 +9,9 @@ from contextlib import contextmanager
 from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, event
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, DisconnectionError
+from sqlalchemy.engine import ExceptionContext, make_url
+from sqlalchemy.exc import ArgumentError, DisconnectionError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session, sessionmaker
 
 from routebook.errors import ConfigError
@@ -40,6 +41,7 @@ def make_engine(url: str) -> Engine:
             connect_args={"connect_timeout": 5},
         )
         _ping_when_idle(engine)
+        event.listen(engine, "handle_error", _unavailable_as_operational, retval=True)
         return engine
     raise ConfigError(f"database URL {url!r}: only sqlite and postgresql are supported")
 
@@ -72,6 +74,37 @@ def _ping_when_idle(engine: Engine) -> None:
 
     event.listen(engine, "checkin", checkin)
     event.listen(engine, "checkout", checkout)
+
+
+#: Errors after which the store is unavailable to this call, whatever it asked: the store is
+#: down or read-only (OperationalError), or every pooled connection stayed busy past the
+#: pool's timeout (PoolTimeout). Callers keep or fall back rather than blame the request.
+STORE_UNAVAILABLE: tuple[type[Exception], ...] = (OperationalError, PoolTimeout)
+
+#: SQLSTATE classes that mean the store cannot do the work now, whatever the values: connection
+#: exceptions, invalid transaction state (25006: a read-only standby after a failover),
+#: transaction rollback (serialization failures, deadlocks), insufficient resources, operator
+#: intervention (shutdown, a cancelled statement) and system errors.
+UNAVAILABLE_SQLSTATE_CLASSES = frozenset({"08", "25", "40", "53", "57", "58"})
+
+
+def _unavailable_as_operational(context: ExceptionContext) -> BaseException | None:
+    """Raise such errors as OperationalError, which every caller treats as "the store is
+    unavailable: keep the write and retry", instead of the class psycopg gives them
+    (a read-only standby's refusal is an InternalError, which would otherwise read as
+    "the store refuses these values" and drop buffered decisions)."""
+    error = context.sqlalchemy_exception
+    if error is None or isinstance(error, OperationalError):
+        return None
+    sqlstate = getattr(context.original_exception, "sqlstate", None)
+    if isinstance(sqlstate, str) and sqlstate[:2] in UNAVAILABLE_SQLSTATE_CLASSES:
+        return OperationalError(
+            context.statement,
+            context.parameters,
+            context.original_exception,
+            connection_invalidated=error.connection_invalidated,
+        )
+    return None
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

@@ -1,0 +1,60 @@
+"""The escalation guard counts over its rolling window, and its memory stays bounded."""
+
+from __future__ import annotations
+
+from routebook.policyspec import EscalationCap
+from routebook.service.escalation import SWEEP_EVERY, EscalationGuard
+
+CAP = EscalationCap(max_strong_share=0.5, window_minutes=1, min_decisions=4)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_share_counts_the_window_and_forgets_what_left_it() -> None:
+    clock = Clock()
+    guard = EscalationGuard(clock)
+    for strong in (True, True, False):
+        guard.note("ns", "acme", strong, CAP)
+    assert guard.share("ns", "acme", CAP) == (2 / 3, 3)
+    assert not guard.over("ns", "acme", CAP)  # 3 calls: under min_decisions
+    guard.note("ns", "acme", True, CAP)
+    assert guard.over("ns", "acme", CAP)  # 3 of 4 strong, share 0.75 >= 0.5
+    clock.now += 30
+    guard.note("ns", "acme", False, CAP)
+    assert guard.share("ns", "acme", CAP) == (3 / 5, 5)
+    clock.now += 31  # the first four calls are more than a minute old now
+    assert guard.share("ns", "acme", CAP) == (0.0, 1)
+    assert guard.share("ns", "other", CAP) == (0.0, 0)
+    assert guard.share("other-ns", "acme", CAP) == (0.0, 0)
+
+
+def test_memory_is_bounded_by_the_window_not_the_traffic() -> None:
+    clock = Clock()
+    guard = EscalationGuard(clock)
+    for _ in range(10_000):  # a busy tenant: 10,000 calls in one second
+        guard.note("ns", "busy", True, CAP)
+    window = guard._windows[("ns", "busy")]
+    assert (len(window.buckets), window.calls, window.strong) == (1, 10_000, 10_000)
+    for _ in range(300):  # then one call a second for five minutes: one minute is kept
+        clock.now += 1
+        guard.note("ns", "busy", False, CAP)
+    assert len(window.buckets) <= 61
+    assert guard.share("ns", "busy", CAP) == (0.0, len(window.buckets))
+
+
+def test_tenants_idle_past_their_window_are_swept() -> None:
+    clock = Clock()
+    guard = EscalationGuard(clock)
+    for n in range(100):  # many one-off tenant names
+        guard.note("ns", f"tenant-{n}", True, CAP)
+    assert guard.tenants() == 100
+    clock.now += 120
+    for _ in range(SWEEP_EVERY):
+        guard.note("ns", "steady", False, CAP)
+    assert guard.tenants() == 1
