@@ -17,7 +17,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 @contextmanager
 def server_process(
-    db_url: str, cwd: Path, routes: Path, **settings: str
+    db_url: str, cwd: Path, routes: Path, *, grace_seconds: float = 2, **settings: str
 ) -> Iterator[tuple[subprocess.Popen[str], int]]:
     """Start `routebook serve` on a free port; yield (process, port) once it serves."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("ROUTEBOOK_")}
@@ -32,7 +32,7 @@ def server_process(
             "--port",
             "0",
             "--grace-seconds",
-            "2",
+            str(grace_seconds),
             "--routes",
             str(routes),
             "--db",

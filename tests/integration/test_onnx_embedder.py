@@ -25,7 +25,7 @@ from routebook.embed.onnx import (
 from routebook.embed.sentence import SentenceTransformerEmbedder, bundled_model_path
 from routebook.errors import ConfigError
 from routebook.wiring import App, build
-from tests.conftest import make_settings
+from tests.conftest import make_settings, wait_until
 
 TEXTS = [
     "where is my parcel?",
@@ -107,6 +107,15 @@ def test_overlapping_calls_use_one_thread_each_and_give_the_same_vectors(
     embedder.embed(TEXTS[:1])
     assert used == ["wide"]  # a call alone gets every core
     used.clear()
+
+    def held_until_overlapped(session: object, texts: list[str]) -> np.ndarray:
+        # The first call of the round waits until a second is in flight: overlap is certain,
+        # whatever the scheduler does.
+        if not used:
+            wait_until(lambda: embedder._in_flight >= 2, 30, "a second call in flight")
+        return watched(session, texts)
+
+    monkeypatch.setattr(embedder, "_run", held_until_overlapped)
     results: dict[int, np.ndarray] = {}
     start = threading.Barrier(4)
 

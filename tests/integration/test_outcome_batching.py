@@ -142,7 +142,8 @@ def test_200_concurrent_outcomes_are_acknowledged_and_stored_exactly_once(
     stored = stored_outcomes(served)
     assert {f"batch-{n}": (r.example_id, 0.9) for n, r in enumerate(first)} == stored
     assert len({r.example_id for r in first}) == 200 == history_examples(served)
-    assert served.app.outcomes.commits.batches < 200, "no outcomes shared a commit"
+    # (That concurrent outcomes share commits is shown without depending on scheduling by the
+    # tests that use `record_in_one_batch`.)
 
     # Every retry, all at once: acknowledged as duplicates with the first result, none written.
     with ThreadPoolExecutor(16) as pool:

@@ -181,7 +181,7 @@ def test_cascade_runner_reports_every_attempt_and_learns(
         called.append(model)
         return ModelCall(answers[model], input_tokens=30, output_tokens=10)
 
-    with RouterClient(served.target) as client:
+    with RouterClient(served.target, timeout=30) as client:
         decision = client.decide(UNSEEN)
         assert decision.strategy == pb.STRATEGY_CASCADE
         result = client.run_cascade(decision, call_model, accept=lambda a: len(a) > 5)

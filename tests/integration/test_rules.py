@@ -62,11 +62,14 @@ def test_policy_runs_before_rules(ruled: Served) -> None:
 
 
 def test_a_hostile_input_returns_within_the_time_bound(ruled: Served) -> None:
+    ask(ruled, "where is my order?")  # the channel is connected and the server warm
     started = time.monotonic()
     response = ask(ruled, "a" * 3000 + "!")
     elapsed = time.monotonic() - started
     assert response.strategy != pb.STRATEGY_RULE  # the timed-out rule did not match
-    assert elapsed < 2.0  # (a|aa)+$ on 3000 letters would run for ages without the timeout
+    # (a|aa)+$ on 3000 letters backtracks for longer than the universe's age without the
+    # rule's 10 ms timeout; the bound is loose so a loaded machine cannot fail it.
+    assert elapsed < 20
 
 
 @pytest.mark.parametrize(

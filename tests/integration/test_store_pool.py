@@ -63,14 +63,20 @@ def test_one_caller_at_a_time_refreshes_the_cooldowns(sqlite_url: str) -> None:
     book = CooldownBook(Store(engine), CooldownRules(), refresh_seconds=0.0)  # always stale
     assert book.active(1) == {} and book.reads == 1
     statements: list[str] = []
+    answers: list[dict[str, object]] = []
 
-    def slow_store(*_args: object) -> None:  # every query now takes 50 ms
+    def slow_store(*_args: object) -> None:
+        # The first read is held until every other caller has answered: they must not wait
+        # for it, nor start reads of their own. (A bounded wait, so a broken book fails the
+        # assertions below instead of hanging.)
         statements.append("query")
-        time.sleep(0.05)
+        if len(statements) == 1:
+            deadline = time.monotonic() + 30
+            while len(answers) < 15 and time.monotonic() < deadline:
+                time.sleep(0.01)
 
     event.listen(engine, "before_cursor_execute", slow_store)
     start = threading.Barrier(16)
-    answers: list[dict[str, object]] = []
 
     def decide() -> None:
         start.wait()
@@ -82,6 +88,6 @@ def test_one_caller_at_a_time_refreshes_the_cooldowns(sqlite_url: str) -> None:
     for t in threads:
         t.join()
     assert answers == [{}] * 16
-    # The 16 concurrent callers shared one or two reads, not one each.
-    assert book.reads - 1 == len(statements) <= 2
+    # The 16 concurrent callers shared one read, and 15 of them did not wait for it.
+    assert book.reads - 1 == len(statements) == 1
     engine.dispose()

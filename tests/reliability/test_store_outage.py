@@ -354,8 +354,10 @@ def test_a_read_only_store_is_unavailable_and_loses_no_decision(
                 ).scalar_one()
             )
 
-    wait_until(lambda: written() == len(ids), 30, "the buffered decisions to be written")
-    assert writer.dropped == 0 and writer.store_ok
+    wait_until(
+        lambda: written() == len(ids) and writer.store_ok, 30, "the buffered decisions written"
+    )
+    assert writer.dropped == 0
     recorded = served.router.RecordOutcome(outcome("read-only", "a read-only question"))
     assert not recorded.duplicate
     engine.dispose()
