@@ -325,7 +325,12 @@ def _over_store(config_file: str | None, database_url: str | None, read: Callabl
 
     try:
         settings = _settings(config_file, database_url=database_url)
-        store = Store(make_engine(settings.database_url))
+        store = Store(
+            make_engine(
+                settings.database_url,
+                statement_timeout_seconds=settings.store_statement_timeout_seconds,
+            )
+        )
         try:
             migrate.upgrade(store.engine)
             return read(store)

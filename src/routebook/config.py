@@ -31,6 +31,14 @@ class Settings(BaseSettings):
         "sqlite:///routebook.db",
         description="SQLAlchemy URL of the store: sqlite:///FILE or postgresql+psycopg://...",
     )
+    store_statement_timeout_seconds: float = Field(
+        30.0,
+        ge=0,
+        le=86_400,
+        description="Longest a PostgreSQL statement may run (0: no bound). A store that hangs "
+        "or a lock held elsewhere then fails calls as UNAVAILABLE instead of holding them; "
+        "migrations run without it.",
+    )
     host: str = Field("127.0.0.1", description="Address the gRPC server binds.")
     port: int = Field(50051, ge=0, le=65535, description="gRPC port; 0 picks a free one.")
     routes_dir: Path = Field(
@@ -254,6 +262,13 @@ class Settings(BaseSettings):
     )
     snapshot_dir: Path = Field(
         Path("snapshots"), description="Folder of index snapshots written by reindex."
+    )
+    reindex_heartbeat_seconds: float = Field(
+        5.0,
+        gt=0,
+        le=3600,
+        description="How often a running reindex job marks its row alive; a job silent for "
+        "12 of its intervals is reported failed (abandoned: its process died).",
     )
     follow_interval_seconds: float = Field(
         0.5, gt=0, description="How often the server catches its indexes up with the store."

@@ -137,7 +137,12 @@ def build(
     # One query at a time gains nothing from FAISS's OpenMP threads and loses a lot to their
     # contention with the gRPC threads (measured 10-30x slower flat search on 2 cores).
     faiss.omp_set_num_threads(settings.faiss_threads)
-    store = Store(make_engine(settings.database_url))
+    store = Store(
+        make_engine(
+            settings.database_url,
+            statement_timeout_seconds=settings.store_statement_timeout_seconds,
+        )
+    )
     migrate.upgrade(store.engine)
     embedder = embedder if embedder is not None else load_embedder(settings)
     registry = IndexRegistry(embedder.dim)
@@ -245,6 +250,7 @@ def build(
             settings.snapshot_dir,
             settings.approximate_index_above,
             settings.approximate_index_kind,
+            heartbeat_seconds=settings.reindex_heartbeat_seconds,
         ),
         routing=routing,
         outcomes=outcomes,

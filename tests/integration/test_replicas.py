@@ -77,7 +77,7 @@ def test_two_server_processes_share_outcomes_and_deletions(
         def b_sees_it() -> bool:
             return recorded.example_id in [n.example_id for n in decide(b, PARAPHRASE).neighbours]
 
-        assert seconds_until(b_sees_it, limit=1.0) <= 1.0
+        seconds_until(b_sees_it, limit=30)  # the follower polls every 0.2 s
         assert decide(b, PARAPHRASE).model == "small"
 
         admin_b = admin_pb2_grpc.AdminStub(b)  # type: ignore[no-untyped-call]
@@ -92,7 +92,7 @@ def test_two_server_processes_share_outcomes_and_deletions(
             ids = [n.example_id for n in decide(a, PARAPHRASE).neighbours]
             return recorded.example_id not in ids
 
-        assert seconds_until(a_forgot_it, limit=1.0) <= 1.0
+        seconds_until(a_forgot_it, limit=30)
 
 
 def test_reindex_killed_half_way_leaves_serving_untouched_and_can_run_again(
@@ -110,6 +110,7 @@ def test_reindex_killed_half_way_leaves_serving_untouched_and_can_run_again(
     assert before.index_generation == 0
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("ROUTEBOOK_")}
+    env["ROUTEBOOK_REINDEX_HEARTBEAT_SECONDS"] = "0.25"  # abandoned 3 s after it dies
     job = subprocess.Popen(
         [
             sys.executable,
@@ -143,15 +144,18 @@ def test_reindex_killed_half_way_leaves_serving_untouched_and_can_run_again(
 
     with served.app.store.read() as session:
         assert session.scalar(select(func.count()).select_from(IndexGenerationRow)) == 0
-        assert session.scalar(select(ReindexJobRow.state)) == "running"  # died, never finished
-    time.sleep(0.5)
+        killed = session.scalars(select(ReindexJobRow)).one()
+        assert killed.state == "running"  # died, never finished
+    reindexer = served.app.reindexer
+    # Once 12 beats are missed, it reads failed (abandoned) and no longer blocks a new start.
+    seconds_until(lambda: reindexer.status(killed.id).state == "failed", limit=30)
+    assert reindexer.status(killed.id).error.startswith("abandoned: no heartbeat since")
     after_kill = decide(served.channel, "where is my parcel?")
     assert (after_kill.index_generation, after_kill.model) == (0, before.model)
 
-    reindexer = served.app.reindexer
     status = reindexer.run(reindexer.start(None, None), None, None)
     assert (status.state, status.generation, status.done) == ("succeeded", 1, len(texts) + 14)
-    seconds_until(lambda: decide(served.channel, "where is my parcel?").index_generation == 1, 5)
+    seconds_until(lambda: decide(served.channel, "where is my parcel?").index_generation == 1, 30)
 
 
 class CountingEmbedder:

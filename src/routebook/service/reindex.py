@@ -4,6 +4,12 @@ when its follower sees the published row.
 
 Publishing is the last step and a single insert, so a reindex killed half-way leaves the
 serving generation untouched, and running it again simply starts over.
+
+A running job touches its row every `heartbeat_seconds`. One silent for `ABANDON_AFTER_BEATS`
+of its own intervals is reported failed ("abandoned"): its process died, and it must not read
+"running" forever nor block the next reindex. While a job is alive, another reindex of the
+same namespace (or of every namespace) is refused: both would build the same generation
+number into the same snapshot folder.
 """
 
 from __future__ import annotations
@@ -15,18 +21,20 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.orm import Session
 
 from routebook.embed import Embedder
 from routebook.errors import FailedPrecondition, InvalidArgument, NotFound
 from routebook.index.snapshot import SnapshotMeta, save_snapshot
 from routebook.service.indexing import IndexBuilder
 from routebook.service.namespaces import NamespaceDirectory, NamespaceInfo
-from routebook.store.db import Store
-from routebook.store.tables import IndexGenerationRow, ReindexJobRow, utcnow
+from routebook.store.db import STORE_UNAVAILABLE, Store
+from routebook.store.tables import IndexGenerationRow, NamespaceRow, ReindexJobRow, utcnow
 
 #: Waits between attempts to mark a failed job failed while the store is down (about a minute).
 FINISH_RETRY_WAITS = (0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 30.0)
@@ -34,6 +42,9 @@ FINISH_RETRY_WAITS = (0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 30.0)
 log = logging.getLogger("routebook.reindex")
 
 INDEX_KINDS = ("flat", "hnsw", "ivf")
+
+#: Missed heartbeats after which a running job counts as abandoned.
+ABANDON_AFTER_BEATS = 12
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,8 +67,11 @@ class Reindexer:
         snapshot_dir: Path,
         approximate_above: int,
         approximate_kind: str = "ivf",
+        *,
+        heartbeat_seconds: float = 5.0,
     ) -> None:
         self._store = store
+        self._heartbeat = heartbeat_seconds
         self._embedder = embedder
         self._directory = directory
         self._builder = IndexBuilder(store, embedder, approximate_above, approximate_kind)
@@ -70,16 +84,42 @@ class Reindexer:
         return self._directory.all()
 
     def start(self, namespace: str | None, kind: str | None) -> str:
-        """Create the job row; `run` does the work (here or in a thread)."""
+        """Create the job row; `run` does the work (here or in a thread). Refused while another
+        live job rebuilds any of the same namespaces."""
         if kind and kind not in INDEX_KINDS:
             raise InvalidArgument(f"index kind {kind!r}: use one of {', '.join(INDEX_KINDS)}")
         targets = self.targets(namespace)
         total = sum(self._builder.count(info.id) for info in targets)
+        name = targets[0].name if namespace else ""
         job_id = uuid.uuid4().hex
+        now = utcnow()
         with self._store.write() as session:
+            # A write first: on PostgreSQL it locks the namespaces' rows, on SQLite it takes
+            # the database's write lock, so two starts cannot both pass the check below.
+            session.execute(
+                update(NamespaceRow)
+                .where(NamespaceRow.id.in_([info.id for info in targets]))
+                .values(id=NamespaceRow.id)
+            )
+            for other in _running_jobs(session):
+                if _silent_since(other, now) is not None:
+                    continue  # abandoned: its process died; `status` reports it failed
+                if not other.namespace or not name or other.namespace == name:
+                    raise FailedPrecondition(
+                        f"reindex job {other.id} of "
+                        f"{repr(other.namespace) if other.namespace else 'every namespace'} "
+                        f"is running ({other.done} of {other.total} examples done): wait for "
+                        "it to finish (GetReindexJob), then start this one"
+                    )
             session.add(
                 ReindexJobRow(
-                    id=job_id, namespace=namespace or "", state="running", total=total, done=0
+                    id=job_id,
+                    namespace=name,
+                    state="running",
+                    total=total,
+                    done=0,
+                    heartbeat_at=now,
+                    heartbeat_seconds=self._heartbeat,
                 )
             )
         return job_id
@@ -103,11 +143,14 @@ class Reindexer:
             done += n
             with self._store.write() as session:
                 session.execute(
-                    update(ReindexJobRow).where(ReindexJobRow.id == job_id).values(done=done)
+                    update(ReindexJobRow)
+                    .where(ReindexJobRow.id == job_id)
+                    .values(done=done, heartbeat_at=utcnow())
                 )
             if progress is not None:
                 progress(n)
 
+        stop_beating = self._beat_in_background(job_id)
         try:
             for info in self.targets(namespace):
                 generation = self._reindex_one(info, kind, advance, reembed)
@@ -116,7 +159,35 @@ class Reindexer:
             log.exception("reindex job %s failed", job_id)
             self._record_failure(job_id, str(exc) or type(exc).__name__)
             raise
+        finally:
+            stop_beating()
         return self.status(job_id)
+
+    def _beat_in_background(self, job_id: str) -> Callable[[], None]:
+        """Touch the job's row every heartbeat (building an index or writing a snapshot can
+        take minutes without progress to report); returns the function that stops it."""
+        stopped = threading.Event()
+
+        def beat() -> None:
+            while not stopped.wait(self._heartbeat):
+                try:
+                    with self._store.write() as session:
+                        session.execute(
+                            update(ReindexJobRow)
+                            .where(ReindexJobRow.id == job_id)
+                            .values(heartbeat_at=utcnow())
+                        )
+                except STORE_UNAVAILABLE:
+                    pass  # the next beat tries again; the job itself meets the outage too
+
+        thread = threading.Thread(target=beat, name=f"reindex-beat-{job_id[:8]}", daemon=True)
+        thread.start()
+
+        def stop() -> None:
+            stopped.set()
+            thread.join()
+
+        return stop
 
     def run_in_background(self, namespace: str | None, kind: str | None) -> str:
         job_id = self.start(namespace, kind)
@@ -134,8 +205,18 @@ class Reindexer:
             row = session.get(ReindexJobRow, job_id)
             if row is None:
                 raise NotFound(f"reindex job {job_id!r} does not exist")
+            state, error = row.state, row.error
+            if state == "running":
+                silent = _silent_since(row, utcnow())
+                if silent is not None:
+                    state = "failed"
+                    error = (
+                        f"abandoned: no heartbeat since {silent:%Y-%m-%d %H:%M:%S} UTC (its "
+                        "process stopped); the serving generation is untouched: start the "
+                        "reindex again"
+                    )
             return JobStatus(
-                row.id, row.state, row.namespace, row.total, row.done, row.generation, row.error
+                row.id, state, row.namespace, row.total, row.done, row.generation, error
             )
 
     def _reindex_one(
@@ -222,3 +303,18 @@ class Reindexer:
                 .where(ReindexJobRow.id == job_id)
                 .values(state=state, generation=generation, error=error, finished_at=utcnow())
             )
+
+
+def _running_jobs(session: Session) -> list[ReindexJobRow]:
+    return list(session.scalars(select(ReindexJobRow).where(ReindexJobRow.state == "running")))
+
+
+def _silent_since(job: ReindexJobRow, now: datetime) -> datetime | None:
+    """When a running job last showed life, if that was too long ago for it to be alive; None
+    while it is. Jobs from before heartbeats count from their start, at the default pace."""
+    last = job.heartbeat_at or job.started_at
+    last = last if last.tzinfo is not None else last.replace(tzinfo=UTC)  # SQLite: naive UTC
+    interval = job.heartbeat_seconds or 5.0
+    if now - last > timedelta(seconds=interval * ABANDON_AFTER_BEATS):
+        return last
+    return None

@@ -9,7 +9,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, event
-from sqlalchemy.engine import ExceptionContext, make_url
+from sqlalchemy.engine import URL, ExceptionContext, make_url
 from sqlalchemy.exc import ArgumentError, DisconnectionError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session, sessionmaker
@@ -17,7 +17,10 @@ from sqlalchemy.orm import Session, sessionmaker
 from routebook.errors import ConfigError
 
 
-def make_engine(url: str) -> Engine:
+def make_engine(url: str, *, statement_timeout_seconds: float = 30.0) -> Engine:
+    """`statement_timeout_seconds` bounds every PostgreSQL statement (0: no bound): a store
+    that hangs, or a lock held elsewhere, fails a call as unavailable instead of holding it
+    and its pooled connection indefinitely."""
     try:
         parsed = make_url(url)
     except ArgumentError:
@@ -32,18 +35,38 @@ def make_engine(url: str) -> Engine:
     if parsed.get_backend_name() == "postgresql":
         if parsed.drivername == "postgresql":
             parsed = parsed.set(drivername="postgresql+psycopg")
-        # A store that stops answering must fail a call within seconds, not hang it.
+        parsed = _with_statement_timeout(parsed, statement_timeout_seconds)
+        # A store that stops answering must fail a call within seconds, not hang it: a bound
+        # on connecting, and TCP keepalives so a store that vanished without closing its
+        # connections (a dead host, a dropped route) is noticed in about 25 s.
         engine = create_engine(
             parsed,
             pool_size=10,
             max_overflow=10,
             pool_timeout=10,
-            connect_args={"connect_timeout": 5},
+            connect_args={
+                "connect_timeout": 5,
+                "keepalives": 1,
+                "keepalives_idle": 10,
+                "keepalives_interval": 5,
+                "keepalives_count": 3,
+            },
         )
         _ping_when_idle(engine)
         event.listen(engine, "handle_error", _unavailable_as_operational, retval=True)
         return engine
     raise ConfigError(f"database URL {url!r}: only sqlite and postgresql are supported")
+
+
+def _with_statement_timeout(url: URL, seconds: float) -> URL:
+    """The URL with `-c statement_timeout=…` in its libpq options, ahead of any options the
+    URL already has (so a statement_timeout set there still wins)."""
+    if seconds <= 0:
+        return url
+    given = url.query.get("options", "")
+    given = " ".join(given) if isinstance(given, tuple) else given
+    ours = f"-c statement_timeout={max(1, round(seconds * 1000))}"
+    return url.update_query_dict({"options": f"{ours} {given}".strip()})
 
 
 #: A pooled connection unused for longer than this is pinged before it is handed out.

@@ -9,7 +9,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine, text
 
 from routebook.errors import ConfigError
 
@@ -32,6 +32,7 @@ def _config(engine: Engine) -> Config:
 
 def upgrade(engine: Engine, revision: str = "head") -> None:
     with engine.begin() as connection:
+        _no_statement_timeout(connection)
         cfg = _config(engine)
         cfg.attributes["connection"] = connection
         command.upgrade(cfg, revision)
@@ -39,9 +40,16 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
 
 def downgrade(engine: Engine, revision: str = "base") -> None:
     with engine.begin() as connection:
+        _no_statement_timeout(connection)
         cfg = _config(engine)
         cfg.attributes["connection"] = connection
         command.downgrade(cfg, revision)
+
+
+def _no_statement_timeout(connection: Connection) -> None:
+    """A schema change on a large table may rightly take longer than a call's bound."""
+    if connection.dialect.name == "postgresql":
+        connection.execute(text("SET LOCAL statement_timeout = 0"))
 
 
 def current(engine: Engine) -> str | None:

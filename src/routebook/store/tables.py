@@ -178,6 +178,10 @@ class ReindexJobRow(Base):
     error: Mapped[str] = mapped_column(Text, default="")
     started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    #: Touched every few seconds while the job runs; a stale one means its process died.
+    heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    #: The interval its process promised: readers judge staleness by the writer's own pace.
+    heartbeat_seconds: Mapped[float | None] = mapped_column(Float, nullable=True)
 
 
 class ModelFailureRow(Base):

@@ -163,6 +163,7 @@ class AdminServicer:
 
     def Reindex(self, request, context):
         """Start rebuilding indexes in the background; returns the job to follow with GetReindexJob.
+        FAILED_PRECONDITION while another live job rebuilds any of the same namespaces.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

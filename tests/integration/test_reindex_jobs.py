@@ -1,0 +1,124 @@
+"""Reindex jobs stay honest about their state: one whose process died reads failed
+(abandoned) instead of running forever, and two reindexes of one namespace never run at once
+(they would build the same generation into the same snapshot folder)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+
+import grpc
+import pytest
+
+from routebook.catalog import Catalog, ModelSpec
+from routebook.errors import FailedPrecondition
+from routebook.v1 import admin_pb2 as admin_pb
+from routebook.v1 import admin_pb2_grpc
+from routebook.wiring import App
+from tests.conftest import Served, wait_until
+
+TOKEN = "reindex-jobs-token"
+ADMIN = [("authorization", f"Bearer {TOKEN}")]
+
+
+def add_namespace(app: App, name: str) -> None:
+    app.namespaces.create(name, "", Catalog([ModelSpec("cheap", "t", 0.1, 0.4, 300, 128_000)]))
+
+
+def test_a_second_reindex_of_a_namespace_is_refused_while_the_first_is_alive(
+    db_url: str, make_app: Callable[..., App]
+) -> None:
+    app = make_app(db_url)
+    add_namespace(app, "support")
+    reindexer = app.reindexer
+    first = reindexer.start("default", None)  # started, not yet run: alive, heartbeat fresh
+
+    with pytest.raises(FailedPrecondition) as refused:
+        reindexer.start("default", None)
+    assert f"reindex job {first} of 'default' is running" in str(refused.value)
+    with pytest.raises(FailedPrecondition, match="of 'default' is running"):
+        reindexer.start(None, None)  # every namespace includes default
+    other = reindexer.start("support", None)  # another namespace is no conflict
+    assert reindexer.status(other).state == "running"
+
+    assert reindexer.run(first, "default", None).state == "succeeded"
+    with pytest.raises(FailedPrecondition, match="of 'support' is running"):
+        reindexer.start(None, None)
+    assert reindexer.run(other, "support", None).state == "succeeded"
+    everything = reindexer.start(None, None)  # nothing running now
+    with pytest.raises(FailedPrecondition, match="of every namespace is running"):
+        reindexer.start("support", None)
+    assert reindexer.run(everything, None, None).state == "succeeded"
+
+
+def test_concurrent_starts_of_one_namespace_let_exactly_one_through(
+    db_url: str, make_app: Callable[..., App]
+) -> None:
+    reindexer = make_app(db_url).reindexer
+    callers = 6
+    gate = threading.Barrier(callers)
+    started: list[str] = []
+    refused: list[str] = []
+
+    def start() -> None:
+        gate.wait()
+        try:
+            started.append(reindexer.start("default", None))
+        except FailedPrecondition as exc:
+            refused.append(str(exc))
+
+    threads = [threading.Thread(target=start) for _ in range(callers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(started) == 1 and len(refused) == callers - 1
+    assert all(f"reindex job {started[0]} of 'default' is running" in r for r in refused)
+
+
+def test_a_job_whose_heartbeat_stopped_reads_failed_and_blocks_nothing(
+    db_url: str, make_app: Callable[..., App]
+) -> None:
+    # 0.05 s beats: abandoned after 12 missed ones, 0.6 s. The job is started but never run,
+    # as if its process had been killed right after.
+    reindexer = make_app(db_url, reindex_heartbeat_seconds=0.05).reindexer
+    dead = reindexer.start("default", None)
+    assert reindexer.status(dead).state == "running"
+    wait_until(lambda: reindexer.status(dead).state == "failed", 30, "the job to read failed")
+    status = reindexer.status(dead)
+    assert status.error.startswith("abandoned: no heartbeat since ")
+    assert "start the reindex again" in status.error
+    again = reindexer.start("default", None)  # the dead job does not block
+    assert reindexer.run(again, "default", None).state == "succeeded"
+    assert reindexer.status(dead).state == "failed"
+
+
+def test_a_running_job_keeps_its_heartbeat_through_a_long_silent_step(
+    db_url: str, make_app: Callable[..., App]
+) -> None:
+    """A step that reports no progress for 20 heartbeats (as building a large IVF index does)
+    must not get a live job declared abandoned."""
+    reindexer = make_app(db_url, reindex_heartbeat_seconds=0.05).reindexer
+    job = reindexer.start("default", None)
+    seen: list[str] = []
+
+    def slow_progress(_n: int) -> None:
+        time.sleep(1.0)  # 20 beats of silence from the job's own work
+        seen.append(reindexer.status(job).state)
+
+    assert reindexer.run(job, "default", None, slow_progress).state == "succeeded"
+    assert seen and set(seen) == {"running"}
+
+
+def test_admin_reindex_refuses_a_second_job_with_failed_precondition(
+    sqlite_url: str, serve: Callable[..., Served]
+) -> None:
+    served = serve(sqlite_url, admin_token=TOKEN)
+    admin = admin_pb2_grpc.AdminStub(served.channel)  # type: ignore[no-untyped-call]
+    held = served.app.reindexer.start("default", None)  # alive, not yet run
+    with pytest.raises(grpc.RpcError) as caught:
+        admin.Reindex(admin_pb.ReindexRequest(namespace="default"), metadata=ADMIN, timeout=30)
+    assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert f"reindex job {held} of 'default' is running" in (caught.value.details() or "")
+    assert "GetReindexJob" in (caught.value.details() or "")
