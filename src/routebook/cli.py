@@ -85,6 +85,9 @@ def serve(config_file: str | None, **flags: Any) -> None:
     except RoutebookError as exc:
         _fail(exc)
     click.echo(f"routebook {__version__} serving on {settings.host}:{running.port}", err=True)
+    if running.metrics_port is not None:
+        metrics = f"http://{settings.metrics_host}:{running.metrics_port}/metrics"
+        click.echo(f"metrics on {metrics}", err=True)
     serve_forever(running, settings.grace_seconds)
     app.close()
 

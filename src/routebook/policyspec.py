@@ -71,6 +71,21 @@ class Policy:
         return self.tenant_budgets.get(tenant, self.budget.usd_per_window)
 
 
+def models_named(policy: Policy) -> dict[str, str]:
+    """Model → where the policy names it (a tier's ceiling, the near-limit ceiling, a rule):
+    a catalog without these models would leave those parts of the policy pointing nowhere."""
+    named: dict[str, str] = {}
+    for tier, model in policy.tiers.items():
+        named.setdefault(model, f"tier {tier!r}")
+    near = policy.budget.near_limit_ceiling if policy.budget is not None else None
+    if near:
+        named.setdefault(near, "the budget's near_limit_ceiling")
+    for rule in policy.rules:
+        if rule.model:
+            named.setdefault(rule.model, f"rule {rule.name!r}")
+    return named
+
+
 def policy_to_json(policy: Policy) -> dict[str, Any]:
     data = asdict(policy)
     data["tiers"], data["tenant_tiers"] = dict(policy.tiers), dict(policy.tenant_tiers)

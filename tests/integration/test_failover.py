@@ -306,4 +306,12 @@ def test_escalation_guard_caps_one_tenant_not_another(
     assert capped.model == "mid"
     guard = next(e for e in capped.policy if e.rule == "escalation_guard")
     assert list(guard.removed_models) == ["frontier"] and "100%" in guard.detail
-    assert ask(served, HARD, namespace="guarded", tenant="honest").model == "frontier"
+    # An explicit override is no way round the cap; to a cheaper model it is still fine.
+    with pytest.raises(grpc.RpcError) as refused:
+        ask(served, HARD, namespace="guarded", tenant="abuser", model_override="frontier")
+    assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert "escalation_guard" in (refused.value.details() or "")
+    cheaper = ask(served, HARD, namespace="guarded", tenant="abuser", model_override="mid")
+    assert (cheaper.model, cheaper.strategy) == ("mid", pb.STRATEGY_OVERRIDE)
+    honest = ask(served, HARD, namespace="guarded", tenant="honest", model_override="frontier")
+    assert honest.model == "frontier"

@@ -13,6 +13,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from routebook.client import decide_request
+from routebook.v1 import admin_pb2 as admin_pb
+from routebook.v1 import admin_pb2_grpc
 from routebook.v1 import router_pb2 as pb
 from tests.conftest import TESTS, Served
 
@@ -317,3 +319,59 @@ def test_stats_over_a_known_sequence(db_url: str, serve: Callable[..., Served]) 
     assert bad.exit_code == 2 and "--window" in bad.output
     endless = CliRunner().invoke(cli.main, ["stats", "--db", db_url, "--window", "1e9d"])
     assert endless.exit_code == 2 and "at most 3660d" in endless.output
+
+
+def test_update_catalog_refuses_to_drop_a_model_the_policy_names(
+    sqlite_url: str, serve: Callable[..., Served]
+) -> None:
+    """Renaming `small` would silently switch off the free tier (its ceiling) and the budget's
+    near-limit cap: the update is refused and the catalog stays as it was."""
+    policy_server = serve(sqlite_url, routes_dir=POLICY_ROUTES, admin_token="policy-admin")
+    admin = admin_pb2_grpc.AdminStub(policy_server.channel)  # type: ignore[no-untyped-call]
+    token = [("authorization", "Bearer policy-admin")]
+    current = admin.GetNamespace(admin_pb.GetNamespaceRequest(name="default"), metadata=token)
+    renamed = [
+        admin_pb.CatalogModel(
+            name="small-2" if m.name == "small" else m.name,
+            provider=m.provider,
+            input_usd_per_mtok=m.input_usd_per_mtok,
+            output_usd_per_mtok=m.output_usd_per_mtok,
+            latency_ms=m.latency_ms,
+            context_window=m.context_window,
+        )
+        for m in current.catalog
+    ]
+    with pytest.raises(grpc.RpcError) as refused:
+        admin.UpdateCatalog(
+            admin_pb.UpdateCatalogRequest(
+                namespace="default", expected_version=current.catalog_version, catalog=renamed
+            ),
+            metadata=token,
+        )
+    assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "small (tier 'free')" in (refused.value.details() or "")
+    after = admin.GetNamespace(admin_pb.GetNamespaceRequest(name="default"), metadata=token)
+    assert after.catalog_version == current.catalog_version
+    assert [m.name for m in after.catalog] == ["small", "mid", "frontier"]
+    assert ask(policy_server, HARD, tenant="tiny").model == "small"  # the free tier still holds
+
+
+def test_past_the_budget_no_override_reaches_a_pricier_model(policy_server: Served) -> None:
+    first = ask(policy_server, HARD, tenant="spender")
+    policy_server.router.RecordOutcome(
+        pb.RecordOutcomeRequest(
+            outcome_id="over-1",
+            decision_id=first.decision_id,
+            model="frontier",
+            quality=1.0,
+            cost_usd=0.01,  # ten times the $0.001 budget
+        ),
+        timeout=10,
+    )
+    over = ask(policy_server, HARD, tenant="spender")
+    assert (over.model, over.strategy, list(over.fallbacks)) == ("small", pb.STRATEGY_POLICY, [])
+    with pytest.raises(grpc.RpcError) as refused:
+        ask(policy_server, HARD, tenant="spender", model_override="frontier")
+    assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert "rule budget" in (refused.value.details() or "")
+    assert "past its" in (refused.value.details() or "")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -9,7 +10,14 @@ import pytest
 from routebook.catalog import Catalog, ModelSpec
 from routebook.decide.policy import PolicyContext, evaluate_policy, explain_removals, has_tag
 from routebook.errors import ConfigError
-from routebook.policyspec import Budget, Policy, policy_from_json, policy_to_json
+from routebook.policyspec import (
+    Budget,
+    Policy,
+    Rule,
+    models_named,
+    policy_from_json,
+    policy_to_json,
+)
 from routebook.routefiles import load_route_file
 
 CATALOG = Catalog(
@@ -82,7 +90,7 @@ BUDGET = Policy(
     [
         ("t", 7.99, "ok", ("small", "mid", "big"), None),
         ("t", 8.0, "near", ("small", "mid"), None),  # 80% of $10
-        ("t", 10.0, "exhausted", ("small", "mid", "big"), "small"),
+        ("t", 10.0, "exhausted", ("small",), "small"),  # nothing pricier stays reachable
         ("rich", 500.0, "ok", ("small", "mid", "big"), None),
         ("", 1e9, "ok", ("small", "mid", "big"), None),  # no tenant, no budget
     ],
@@ -92,6 +100,39 @@ def test_budget_states(
 ) -> None:
     envelope = evaluate_policy(BUDGET, CATALOG, PolicyContext(tenant=tenant, spent_usd=spent))
     assert (envelope.budget_state, envelope.allowed, envelope.forced) == (state, allowed, forced)
+
+
+def test_past_the_budget_the_cheapest_model_not_cooling_is_the_only_one() -> None:
+    context = PolicyContext(tenant="t", spent_usd=10.0, cooling=frozenset({"small"}))
+    envelope = evaluate_policy(BUDGET, CATALOG, context)
+    assert (envelope.allowed, envelope.forced) == (("mid",), "mid")
+    assert [(e.rule, e.removed) for e in envelope.effects] == [("budget", ("small", "big"))]
+    everything_cooling = replace(context, cooling=frozenset({"small", "mid", "big"}))
+    assert evaluate_policy(BUDGET, CATALOG, everything_cooling).forced == "small"
+
+
+def test_a_tier_whose_ceiling_left_the_catalog_fails_closed() -> None:
+    renamed = Catalog([ModelSpec("nano-2", "t", 0.05, 0.2, 200, 8000), *CATALOG.models])
+    envelope = evaluate_policy(TIERS, renamed, PolicyContext(tenant="acme"))  # free → "small"
+    # "small" is still listed here; drop it to see the tier's ceiling vanish.
+    gone = Catalog([m for m in renamed.models if m.name != "small"])
+    closed = evaluate_policy(TIERS, gone, PolicyContext(tenant="acme"))
+    assert envelope.allowed == ("nano-2", "small")
+    assert closed.allowed == ("nano-2",)
+    assert "not in the catalog" in closed.effects[0].detail
+
+
+def test_models_named_by_a_policy() -> None:
+    policy = Policy(
+        tiers={"free": "small", "pro": "mid"},
+        budget=Budget(usd_per_window=1.0, near_limit_ceiling="mid"),
+        rules=(Rule(name="legal", keywords=("contract",), model="big"),),
+    )
+    assert models_named(policy) == {
+        "small": "tier 'free'",
+        "mid": "tier 'pro'",  # named twice: the first place is enough to say why
+        "big": "rule 'legal'",
+    }
 
 
 def test_reject_action_forces_nothing() -> None:

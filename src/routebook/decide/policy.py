@@ -32,6 +32,8 @@ class PolicyContext:
     output_tokens: int = 0
     #: The tenant's spend in the budget window so far (USD).
     spent_usd: float = 0.0
+    #: Models on cooldown now: past the budget, the cheapest model not cooling is the one used.
+    cooling: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,14 +70,22 @@ def evaluate_policy(policy: Policy, catalog: Catalog, context: PolicyContext) ->
                 left.remove(m)
 
     tier = policy.tier_of(context.tenant)
-    if tier is not None and tier in policy.tiers and policy.tiers[tier] in catalog:
-        ceiling = catalog.rank(policy.tiers[tier])
-        remove(
-            "tier",
-            [m for m in left if catalog.rank(m.name) > ceiling],
-            f"tier {tier!r} of tenant {context.tenant or '(none)'!r} allows models up to "
-            f"{policy.tiers[tier]}",
-        )
+    if tier is not None and tier in policy.tiers:
+        named = policy.tiers[tier]
+        who = f"tier {tier!r} of tenant {context.tenant or '(none)'!r}"
+        if named in catalog:
+            ceiling = catalog.rank(named)
+            remove(
+                "tier",
+                [m for m in left if catalog.rank(m.name) > ceiling],
+                f"{who} allows models up to {named}",
+            )
+        else:  # a catalog changed under the policy: fail closed, never open
+            remove(
+                "tier",
+                left[1:],
+                f"{who} names {named}, which is not in the catalog: only the cheapest model",
+            )
 
     state: BudgetState = "ok"
     limit = policy.budget_of(context.tenant)
@@ -85,14 +95,15 @@ def evaluate_policy(policy: Policy, catalog: Catalog, context: PolicyContext) ->
         elif context.spent_usd >= policy.budget.near_limit_fraction * limit:
             state = "near"
             ceiling_name = policy.budget.near_limit_ceiling or catalog.models[0].name
-            if ceiling_name in catalog:
-                ceiling = catalog.rank(ceiling_name)
-                remove(
-                    "budget",
-                    [m for m in left if catalog.rank(m.name) > ceiling],
-                    f"tenant {context.tenant!r} spent ${context.spent_usd:.4f} of "
-                    f"${limit:.2f} in {policy.budget.window_hours:g}h; capped at {ceiling_name}",
-                )
+            if ceiling_name not in catalog:  # fail closed, as for a tier
+                ceiling_name = catalog.models[0].name
+            ceiling = catalog.rank(ceiling_name)
+            remove(
+                "budget",
+                [m for m in left if catalog.rank(m.name) > ceiling],
+                f"tenant {context.tenant!r} spent ${context.spent_usd:.4f} of "
+                f"${limit:.2f} in {policy.budget.window_hours:g}h; capped at {ceiling_name}",
+            )
 
     if context.max_latency_ms is not None:
         sla = context.max_latency_ms
@@ -120,14 +131,15 @@ def evaluate_policy(policy: Policy, catalog: Catalog, context: PolicyContext) ->
     if state == "exhausted" and left:
         assert policy.budget is not None
         if policy.budget.when_exhausted == "cheapest":
-            forced = left[0].name
-            effects.append(
-                PolicyEffect(
-                    "budget",
-                    tuple(m.name for m in left[1:]),
-                    f"tenant {context.tenant!r} spent ${context.spent_usd:.4f}, past its "
-                    f"${limit:.2f} budget; routed to the cheapest allowed model",
-                )
+            # Past the budget only one model is allowed: overrides, rules and fallbacks
+            # cannot reach a pricier one. It is the cheapest not on cooldown, if any is.
+            ready = [m for m in left if m.name not in context.cooling] or left
+            forced = ready[0].name
+            remove(
+                "budget",
+                [m for m in left if m.name != forced],
+                f"tenant {context.tenant!r} spent ${context.spent_usd:.4f}, past its "
+                f"${limit:.2f} budget; routed to the cheapest allowed model",
             )
     return Envelope(tuple(m.name for m in left), tuple(effects), state, forced)
 

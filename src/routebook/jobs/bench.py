@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import os
 import random
-import socket
+import re
 import statistics
 import subprocess
 import sys
@@ -502,21 +502,23 @@ def served(values: dict[str, str], workdir: Path) -> Iterator[ServedProcess]:
     import grpc
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-    port, metrics_port = _free_port(), _free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("ROUTEBOOK_")}
     env.update({f"ROUTEBOOK_{k.upper()}": v for k, v in values.items()})
-    env.update(ROUTEBOOK_METRICS_PORT=str(metrics_port), ROUTEBOOK_METRICS_HOST="127.0.0.1")
-    target = f"127.0.0.1:{port}"
+    # Port 0 for both: the server picks free ports and says which (probing for a free port
+    # here and passing it on would race anything else starting on this machine).
+    env.update(ROUTEBOOK_METRICS_PORT="0", ROUTEBOOK_METRICS_HOST="127.0.0.1")
     log_path = workdir / "server.log"
     started = time.perf_counter()
     with log_path.open("w") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "routebook", "serve", "--port", str(port)],
+            [sys.executable, "-m", "routebook", "serve", "--port", "0"],
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,
         )
     try:
+        port, metrics_port = _announced_ports(process, log_path)
+        target = f"127.0.0.1:{port}"
         with grpc.insecure_channel(target) as channel:
             health: Any = health_pb2_grpc.HealthStub(channel)
             while True:
@@ -547,10 +549,17 @@ def served(values: dict[str, str], workdir: Path) -> Iterator[ServedProcess]:
             process.wait()
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+def _announced_ports(process: subprocess.Popen[bytes], log_path: Path) -> tuple[int, int]:
+    """The gRPC and metrics ports the server printed once it listened."""
+    while True:
+        text = log_path.read_text(errors="replace")
+        serving = re.search(r"serving on \S+:(\d+)\s*$", text, re.MULTILINE)
+        metrics = re.search(r"metrics on http://\S+:(\d+)/metrics", text)
+        if serving and metrics:
+            return int(serving.group(1)), int(metrics.group(1))
+        if process.poll() is not None:
+            raise RuntimeError(f"the server exited with {process.returncode}: {text[-2000:]}")
+        time.sleep(0.05)
 
 
 def recall_against_exact(

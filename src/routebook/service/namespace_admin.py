@@ -11,7 +11,14 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import OperationalError
 
 from routebook.catalog import Catalog
-from routebook.errors import Aborted, AlreadyExists, InvalidArgument, NotFound
+from routebook.errors import (
+    Aborted,
+    AlreadyExists,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+)
+from routebook.policyspec import models_named
 from routebook.routefiles import NAME_PATTERN
 from routebook.service.follower import StoreFollower
 from routebook.service.namespaces import NamespaceDirectory
@@ -95,6 +102,17 @@ class NamespaceAdmin:
                 raise Aborted(
                     f"catalog of {name!r} changed since version {expected_version} (it is now "
                     f"{row.catalog_version}); read it again and reapply your change"
+                )
+            dangling = {
+                model: where
+                for model, where in models_named(ns_store.load_policy(row)).items()
+                if model not in catalog
+            }
+            if dangling:
+                listed = ", ".join(f"{m} ({w})" for m, w in sorted(dangling.items()))
+                raise FailedPrecondition(
+                    f"the policy of {name!r} names models this catalog drops: {listed}; keep "
+                    "them, or change the policy in the route file first"
                 )
             ns_store.replace_catalog(session, row.id, catalog)
             committed = NamespaceView(name, row.description, catalog, expected_version + 1)

@@ -104,9 +104,9 @@ class RoutingService:
             else query.expected_output_tokens
         )
         input_tokens = estimate_tokens(" ".join(m.content for m in query.messages))
-        envelope = self._envelope(info, query, input_tokens, output_tokens)
-        override = self._check_override(info, query.model_override, envelope)
         cooled = self._cooldowns.active(info.id)
+        envelope = self._envelope(info, query, input_tokens, output_tokens, frozenset(cooled))
+        override = self._check_override(info, query.model_override, envelope)
         available = without_cooled(envelope.allowed, cooled)
         effects = envelope.effects
         left_out = [m for m in envelope.allowed if m in cooled and m not in available] or [
@@ -119,22 +119,22 @@ class RoutingService:
         if (
             cap is not None
             and query.tenant
-            and override is None
             and strongest in available
             and len(available) > 1
             and self._guard.over(info.name, query.tenant, cap)
         ):
             share, calls = self._guard.share(info.name, query.tenant, cap)
-            available = tuple(m for m in available if m != strongest)
-            effects += (
-                PolicyEffect(
-                    "escalation_guard",
-                    (strongest,),
-                    f"tenant {query.tenant!r} sent {share:.0%} of its last {calls} calls to "
-                    f"{strongest} or escalations (cap {cap.max_strong_share:.0%} per "
-                    f"{cap.window_minutes:g} min)",
-                ),
+            why = (
+                f"tenant {query.tenant!r} sent {share:.0%} of its last {calls} calls to "
+                f"{strongest} or escalations (cap {cap.max_strong_share:.0%} per "
+                f"{cap.window_minutes:g} min)"
             )
+            if override == strongest:  # an override must not be the way round the cap
+                raise PermissionDenied(
+                    f"override to {strongest} is not allowed: rule escalation_guard: {why}"
+                )
+            available = tuple(m for m in available if m != strongest)
+            effects += (PolicyEffect("escalation_guard", (strongest,), why),)
         ruled = None
         if info.policy.rules and override is None and envelope.forced is None:
             ruled = first_match(
@@ -247,7 +247,12 @@ class RoutingService:
         return decision
 
     def _envelope(
-        self, info: NamespaceInfo, query: DecideQuery, input_tokens: int, output_tokens: int
+        self,
+        info: NamespaceInfo,
+        query: DecideQuery,
+        input_tokens: int,
+        output_tokens: int,
+        cooling: frozenset[str],
     ) -> Envelope:
         policy = info.policy
         spent = 0.0
@@ -264,6 +269,7 @@ class RoutingService:
                 input_tokens=input_tokens,
                 output_tokens=output_tokens,
                 spent_usd=spent,
+                cooling=cooling,
             ),
         )
         if (
