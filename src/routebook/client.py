@@ -10,6 +10,7 @@ It imports only grpc and the generated stubs, never torch, FAISS or SQLAlchemy.
 
 from __future__ import annotations
 
+import hashlib
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
@@ -78,6 +79,9 @@ class Attempt:
     #: Set when the call failed instead of answering.
     failure: str | None = None
     error: str = ""
+    #: Set when reporting the outcome to the router failed (the answer is kept regardless:
+    #: it was paid for). Report it again later with the same outcome id.
+    report_error: str = ""
 
 
 class AllModelsFailed(Exception):
@@ -239,7 +243,7 @@ class RouterClient:
             min_quality = decision.quality_target
         result: CascadeResult[T] = CascadeResult(answer=None, model=None, accepted=False)
         for position, model in enumerate(models):
-            outcome_id = f"{decision.decision_id}:{position}:{model}"
+            outcome_id = _outcome_id(decision.decision_id, str(position), model)
             attempt, call = self._attempt(
                 decision, model, outcome_id, call_model, accept, min_quality
             )
@@ -264,7 +268,7 @@ class RouterClient:
         """
         attempts: list[Attempt] = []
         for position, model in enumerate([decision.model, *decision.fallbacks]):
-            outcome_id = f"{decision.decision_id}:fallback:{position}:{model}"
+            outcome_id = _outcome_id(decision.decision_id, f"fallback:{position}", model)
             attempt, call = self._attempt(decision, model, outcome_id, call_model, _answered, 1.0)
             attempts.append(attempt)
             if call is not None:
@@ -290,7 +294,7 @@ class RouterClient:
         call = returned if isinstance(returned, ModelCall) else ModelCall(returned)
         grade = accept(call.answer)
         quality = float(grade) if not isinstance(grade, bool) else (1.0 if grade else 0.0)
-        self.record_outcome(
+        unreported = self._report(
             model=model,
             quality=quality,
             decision_id=decision.decision_id,
@@ -300,8 +304,28 @@ class RouterClient:
             cost_usd=call.cost_usd,
             latency_ms=latency_ms,
         )
-        attempt = Attempt(model, quality, quality >= min_quality, outcome_id, latency_ms)
+        attempt = Attempt(
+            model,
+            quality,
+            quality >= min_quality,
+            outcome_id,
+            latency_ms,
+            report_error=unreported,
+        )
         return attempt, call
+
+    def _report(self, **outcome: Any) -> str:
+        """Record an outcome of a call already made; '' when it was recorded, else why not.
+
+        A router that cannot take the report (a store outage, a deadline) must not cost the
+        caller an answer it has paid for, nor stop a fallback walk half-way."""
+        try:
+            self.record_outcome(**outcome)
+        except grpc.RpcError as exc:
+            code = exc.code() if hasattr(exc, "code") else None
+            details = exc.details() if hasattr(exc, "details") else str(exc)
+            return f"{code.name if code is not None else 'error'}: {details}"
+        return ""
 
     def _report_failure(
         self,
@@ -318,7 +342,7 @@ class RouterClient:
         else:
             kind, retry_after = "server_error", None
         latency_ms = (time.perf_counter() - started) * 1000
-        self.record_outcome(
+        unreported = self._report(
             model=model,
             decision_id=decision.decision_id,
             outcome_id=outcome_id,
@@ -326,7 +350,19 @@ class RouterClient:
             retry_after=retry_after,
             latency_ms=latency_ms,
         )
-        return Attempt(model, 0.0, False, outcome_id, latency_ms, kind, str(exc)[:200])
+        return Attempt(model, 0.0, False, outcome_id, latency_ms, kind, str(exc)[:200], unreported)
+
+
+#: Longest model name kept as it is in a derived outcome id (outcome ids hold 128 characters).
+_MODEL_IN_ID = 64
+
+
+def _outcome_id(decision_id: str, step: str, model: str) -> str:
+    """`{decision}:{step}:{model}`, stable across retries; a long model name goes in as a hash
+    so the id stays within the 128 characters RecordOutcome accepts."""
+    if len(model) > _MODEL_IN_ID:
+        model = "sha1-" + hashlib.sha1(model.encode("utf-8")).hexdigest()[:20]
+    return f"{decision_id}:{step}:{model}"
 
 
 def _answered(_answer: object) -> bool:

@@ -284,7 +284,8 @@ class Settings(BaseSettings):
     evidence_levels: dict[str, Literal["full", "summary", "none"]] = Field(
         default_factory=dict,
         description="API key → what its callers see of a decision: full (neighbours, texts, "
-        "estimates), summary (model, strategy, confidence, reason code) or none (model only). "
+        "estimates), summary (model, confidence, reason code) or none (model only); every level "
+        "keeps what running the decision needs (ids, fallbacks, strategy, cascade, target). "
         "Keys not listed get summary; the admin token gets full.",
     )
     default_evidence: Literal["full", "summary", "none"] = Field(

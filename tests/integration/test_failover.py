@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import grpc
 import pytest
@@ -265,9 +266,21 @@ def test_evidence_levels_per_api_key(sqlite_url: str, serve: Callable[..., Serve
         assert (summary.reason, summary.route, summary.top_similarity) == ("", "", 0.0)
     none = as_key("k-none")
     assert none.model == "small" and none.decision_id
-    assert none.strategy == pb.STRATEGY_UNSPECIFIED and none.confidence == 0.0
-    assert not none.neighbours and none.reason_code == pb.REASON_CODE_UNSPECIFIED
+    assert none.confidence == 0.0 and none.reason_code == pb.REASON_CODE_UNSPECIFIED
+    assert not none.neighbours and not none.estimates and none.reason == ""
     assert as_key("adm").neighbours  # the admin token sees everything
+
+    # Every level keeps what running the decision needs: on a cold start, the cascade plan
+    # and its bar, so run_cascade walks the whole plan and rejects a poor answer.
+    cold_text = "translate this Latin tombstone inscription into Welsh"
+    for key in ("k-summary", "k-none"):
+        request = pb.DecideRequest(messages=[pb.Message(role="user", content=cold_text)])
+        cold = served.router.Decide(request, metadata=[("authorization", f"Bearer {key}")])
+        full_cold = served.router.Decide(request, metadata=[("authorization", "Bearer k-full")])
+        assert cold.strategy == pb.STRATEGY_CASCADE == full_cold.strategy
+        assert cold.cascade == full_cold.cascade and len(cold.cascade.steps) == 3
+        assert cold.quality_target == full_cold.quality_target > 0
+        assert not cold.neighbours
 
 
 def test_another_tenants_history_text_is_never_shown(
@@ -315,3 +328,35 @@ def test_escalation_guard_caps_one_tenant_not_another(
     assert (cheaper.model, cheaper.strategy) == ("mid", pb.STRATEGY_OVERRIDE)
     honest = ask(served, HARD, namespace="guarded", tenant="honest", model_override="frontier")
     assert honest.model == "frontier"
+
+
+def test_an_outcome_the_router_refuses_does_not_cost_the_caller_its_answer(
+    sqlite_url: str, serve: Callable[..., Served], tmp_path: Path
+) -> None:
+    """The answer was paid for: a router that cannot take the report (here: another store,
+    which does not know the decision) leaves the answer with the caller and says why."""
+    deciding = serve(sqlite_url)
+    elsewhere = serve(f"sqlite:///{tmp_path / 'elsewhere.db'}")
+    with RouterClient(deciding.target, timeout=30) as client:
+        decision = client.decide(EASY)
+    with RouterClient(elsewhere.target, timeout=30) as client:
+        answer, attempts = client.call_with_fallbacks(decision, lambda model: f"from {model}")
+        result = client.run_cascade(decision, lambda model: f"from {model}", lambda a: 0.9)
+    assert answer == "from small" and len(attempts) == 1
+    assert attempts[0].report_error.startswith("NOT_FOUND: ")
+    assert (result.answer, result.model, result.accepted) == ("from small", "small", True)
+    assert result.attempts[0].report_error.startswith("NOT_FOUND: ")
+    with RouterClient(deciding.target, timeout=30) as client:
+        answer, attempts = client.call_with_fallbacks(decision, lambda model: f"from {model}")
+    assert attempts[0].report_error == ""  # the router that made the decision takes it
+
+
+def test_long_model_names_still_make_valid_outcome_ids() -> None:
+    from routebook.client import _outcome_id
+
+    decision = "0" * 32
+    long_name = "vendor/" + "m" * 121  # 128 characters, the longest name the catalog allows
+    made = _outcome_id(decision, "fallback:3", long_name)
+    assert len(made) <= 128 and made == _outcome_id(decision, "fallback:3", long_name)
+    assert made != _outcome_id(decision, "fallback:3", long_name[:-1] + "n")
+    assert _outcome_id(decision, "0", "small") == f"{decision}:0:small"  # short names unchanged

@@ -144,7 +144,10 @@ def decide_response(
 
 def redact(response: pb.DecideResponse, level: str) -> pb.DecideResponse:
     """What a caller sees, by its evidence level: full (everything), summary (model, strategy,
-    confidence, reason code, and what running the decision needs) or none (model only)."""
+    confidence, reason code) or none (the model). Every level keeps what running the decision
+    needs: the decision id and fallbacks (to report outcomes and fail over), the strategy,
+    cascade plan and quality target (without them a cold start would run its first model only
+    and accept any answer)."""
     if level == "full":
         return response
     redacted = pb.DecideResponse(
@@ -152,15 +155,16 @@ def redact(response: pb.DecideResponse, level: str) -> pb.DecideResponse:
         namespace=response.namespace,
         model=response.model,
         fallbacks=list(response.fallbacks),
+        strategy=response.strategy,
+        quality_target=response.quality_target,
     )
+    if response.HasField("cascade"):
+        redacted.cascade.CopyFrom(response.cascade)
     if level == "summary":
-        redacted.strategy = response.strategy
         redacted.confidence = response.confidence
         redacted.reason_code = response.reason_code
         redacted.index_generation = response.index_generation
         redacted.tenant = response.tenant
-        if response.HasField("cascade"):
-            redacted.cascade.CopyFrom(response.cascade)
     return redacted
 
 
