@@ -189,6 +189,9 @@ class OutcomeReport:
     #: Set when the call failed: rate_limited, server_error, timeout or content_filter.
     failure: str | None = None
     retry_after_seconds: float | None = None
+    #: Namespaces the reporter may write to (its API key's); None: any. Checked against the
+    #: namespace the outcome lands in, which for a decision_id is the decision's.
+    allowed_namespaces: frozenset[str] | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -107,6 +107,30 @@ def test_router_api_keys_per_namespace(sqlite_url: str, serve: Callable[..., Ser
     response = with_key("key-default")()
     assert isinstance(response, pb.DecideResponse) and response.model == "small"
 
+    # An outcome by decision_id lands in the decision's namespace: only its keys may report it.
+    def report(key: str, outcome_id: str, **fields: object) -> Callable[[], object]:
+        outcome = pb.RecordOutcomeRequest(
+            outcome_id=outcome_id, decision_id=response.decision_id, model="small", **fields
+        )
+        metadata = [("authorization", f"Bearer {key}")]
+        return lambda: served.router.RecordOutcome(outcome, metadata=metadata, timeout=30)
+
+    # Naming its own namespace gets the other key past the call's check, not past this one.
+    with pytest.raises(grpc.RpcError) as refused:
+        report("key-o", "cross-1", quality=1.0, namespace="other")()
+    assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert "namespace 'default', where decision" in (refused.value.details() or "")
+    failure = report("key-o", "cross-2", failure=pb.FAILURE_KIND_RATE_LIMITED, namespace="other")
+    assert code_of(failure) == grpc.StatusCode.PERMISSION_DENIED  # no cooldowns either
+    assert code_of(report("key-o", "cross-3", quality=1.0)) == grpc.StatusCode.PERMISSION_DENIED
+    recorded = report("key-default", "own-1", quality=1.0)()
+    assert isinstance(recorded, pb.RecordOutcomeResponse) and not recorded.duplicate
+    # Nor can the other key read the recorded outcome back by retrying its id.
+    retry = report("key-o", "own-1", quality=1.0, namespace="other")
+    assert code_of(retry) == grpc.StatusCode.PERMISSION_DENIED
+    again = report("key-default", "own-1", quality=1.0)()
+    assert isinstance(again, pb.RecordOutcomeResponse) and again.duplicate
+
 
 def test_namespace_catalog_and_examples_lifecycle(
     db_url: str, serve: Callable[..., Served]

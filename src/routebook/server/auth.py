@@ -18,6 +18,9 @@ ROUTER_PREFIX = "/routebook.v1.Router/"
 
 #: What the current call's caller may see of a decision: "full", "summary" or "none".
 EVIDENCE_LEVEL: ContextVar[str] = ContextVar("evidence_level", default="none")
+#: The namespaces the current Router call's key may use; None: any (no keys, or the admin).
+#: RecordOutcome by decision_id checks it against the decision's namespace.
+CALLER_NAMESPACES: ContextVar[frozenset[str] | None] = ContextVar("caller_namespaces", default=None)
 
 
 def bearer_token(metadata: Sequence[tuple[str, str | bytes]]) -> str | None:
@@ -54,6 +57,7 @@ class Authenticator:
     ) -> None:
         """Raise when the call is not allowed; otherwise set EVIDENCE_LEVEL for it."""
         token = bearer_token(metadata)
+        CALLER_NAMESPACES.set(None)
         if method.startswith(ADMIN_PREFIX):
             self._check_admin(token)
             EVIDENCE_LEVEL.set("full")
@@ -65,7 +69,8 @@ class Authenticator:
             ):
                 EVIDENCE_LEVEL.set("full")  # the admin token may call the Router too
                 return
-            self._check_router(token, namespace or self._default_namespace)
+            allowed = self._check_router(token, namespace or self._default_namespace)
+            CALLER_NAMESPACES.set(frozenset(allowed))
             assert token is not None
             EVIDENCE_LEVEL.set(self._level_of(token.encode()))
         else:
@@ -86,7 +91,8 @@ class Authenticator:
         if not hmac.compare_digest(token.encode(), self._admin):
             raise Unauthenticated("the admin token is not valid")
 
-    def _check_router(self, token: str | None, namespace: str) -> None:
+    def _check_router(self, token: str | None, namespace: str) -> set[str]:
+        """The namespaces the key may use; raises unless `namespace` is one of them."""
         if token is None:
             raise Unauthenticated(
                 "this server requires an API key: send metadata 'authorization: Bearer <key>'"
@@ -100,3 +106,4 @@ class Authenticator:
             raise Unauthenticated("the API key is not valid")
         if namespace not in allowed:
             raise PermissionDenied(f"this API key is not allowed for namespace {namespace!r}")
+        return allowed

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import grpc
 
 from routebook.server import convert
-from routebook.server.auth import EVIDENCE_LEVEL
+from routebook.server.auth import CALLER_NAMESPACES, EVIDENCE_LEVEL
 from routebook.service import OutcomeRecorder, RoutingService
 from routebook.v1 import router_pb2 as pb
 from routebook.v1 import router_pb2_grpc
@@ -27,5 +29,8 @@ class RouterServicer(router_pb2_grpc.RouterServicer):
     def RecordOutcome(
         self, request: pb.RecordOutcomeRequest, context: grpc.ServicerContext
     ) -> pb.RecordOutcomeResponse:
-        recorded = self._outcomes.record_outcome(convert.outcome_report(request))
+        report = replace(
+            convert.outcome_report(request), allowed_namespaces=CALLER_NAMESPACES.get()
+        )
+        recorded = self._outcomes.record_outcome(report)
         return convert.record_response(recorded)

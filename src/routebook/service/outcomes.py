@@ -26,7 +26,7 @@ from routebook.domain import (
     Source,
 )
 from routebook.embed import Embedder
-from routebook.errors import InvalidArgument, NotFound, Unavailable
+from routebook.errors import InvalidArgument, NotFound, PermissionDenied, Unavailable
 from routebook.index import IndexRegistry
 from routebook.routefiles import text_hash
 from routebook.service.cooldowns import CooldownBook
@@ -194,7 +194,7 @@ class OutcomeRecorder:
         except outcome_store.ExampleVanished:
             raise _LostRace() from None  # another writer deleted the example we found
         if stored.duplicate:
-            return self._replay(stored)
+            return self._replay(stored, report)
         # Committed: now the index learns it, so the next Decide on this server sees it.
         self._index_example(
             info.name, stored.example_id, text, vector, stored.means, subject.tenant or None
@@ -223,8 +223,9 @@ class OutcomeRecorder:
         with self._store.write() as session:
             return outcome_store.write_outcomes(session.connection(), batch)
 
-    def _replay(self, first: StoredOutcome) -> RecordedOutcome:
+    def _replay(self, first: StoredOutcome, report: OutcomeReport) -> RecordedOutcome:
         namespace = next((i.name for i in self._directory.all() if i.id == first.namespace_id), "")
+        _check_allowed(report, namespace)  # a retry reads back what was recorded: same rule
         return RecordedOutcome(
             outcome_id=first.outcome_id,
             example_id=first.example_id,
@@ -237,8 +238,11 @@ class OutcomeRecorder:
     def _subject(self, report: OutcomeReport, look_for_example: bool) -> _Subject:
         """Resolve what the outcome is about, with one read of the store at most."""
         if report.decision_id:
-            return self._decision_subject(report.decision_id, look_for_example)
+            subject = self._decision_subject(report.decision_id, look_for_example)
+            _check_allowed(report, subject.info.name)
+            return subject
         info = self._directory.resolve(report.namespace)
+        _check_allowed(report, info.name)
         text = conversation_text(report.messages, self._max_query_chars)
         known = look_for_example and self._example_known(info.id, text)
         return _Subject(info, text, report.tenant, None, known)
@@ -341,3 +345,10 @@ def check_report(report: OutcomeReport) -> None:
         raise InvalidArgument("give either decision_id or messages, not both")
     if not report.decision_id and not report.messages:
         raise InvalidArgument("give the decision_id the outcome answers, or the messages")
+
+
+def _check_allowed(report: OutcomeReport, namespace: str) -> None:
+    allowed = report.allowed_namespaces
+    if allowed is not None and namespace not in allowed:
+        made = f", where decision {report.decision_id!r} was made" if report.decision_id else ""
+        raise PermissionDenied(f"this API key is not allowed for namespace {namespace!r}{made}")
