@@ -165,9 +165,23 @@ def test_cpt_above_one_is_none_unless_reached() -> None:
     assert cpt([CurvePoint(0.5, 0.85)], 0.25, 0.75, 1.1) == pytest.approx(0.5 * 1.1 / 1.2)
 
 
-def test_curve_rejects_shares_outside_unit_interval() -> None:
-    with pytest.raises(ValueError, match=r"\[0, 1\]"):
-        apgr([CurvePoint(50.0, 0.5)], 0.25, 0.75)  # a percentage passed by mistake
+def test_curve_rejects_negative_or_undefined_shares() -> None:
+    for bad in (-0.1, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="at least 0"):
+            apgr([CurvePoint(bad, 0.5)], 0.25, 0.75)
+
+
+def test_a_cascade_spending_past_the_strong_model_is_cut_at_share_one_not_clipped() -> None:
+    # weak 0, strong 1. In sweep order: (0.5, 0.5), then (1.5, 1.0): a cascade whose cold
+    # queries paid the cheap attempt and then the strong model. Cut at share 1, halfway
+    # between the two: quality 0.75. Area: 0.5 * (0 + 0.5) / 2 + 0.5 * (0.5 + 0.75) / 2
+    # = 0.125 + 0.3125 = 0.4375. Clipping (1.5 → 1.0) would have scored the extra spend as
+    # free: 0.125 + 0.5 * (0.5 + 1.0) / 2 = 0.5.
+    walk = [CurvePoint(0.5, 0.5), CurvePoint(1.5, 1.0)]
+    assert apgr(walk, 0.0, 1.0) == pytest.approx(0.4375)
+    # PGR 0.8 is not reached before share 1 (0.75 there): the strong model's own endpoint.
+    assert cpt(walk, 0.0, 1.0, 0.8) == pytest.approx(1.0)
+    assert cpt(walk, 0.0, 1.0, 0.6) == pytest.approx(0.5 + 0.1 / 0.25 * 0.5)
 
 
 # --------------------------------------------------------------------------------------------

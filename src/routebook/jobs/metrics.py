@@ -136,9 +136,17 @@ def _as_mask(routed_strong: ArrayLike, n: int) -> npt.NDArray[np.bool_]:
     return mask
 
 
-def _check_share(share: float) -> float:
+def _check_fraction(share: float) -> float:
     if not 0.0 <= share <= 1.0:
         raise ValueError(f"share of strong calls must be in [0, 1], got {share}")
+    return float(share)
+
+
+def _check_share(share: float) -> float:
+    """A share of strong calls, or strong-call equivalent: at least 0, and above 1 only when a
+    cascade spent more than the strong model alone would have."""
+    if not (math.isfinite(share) and share >= 0.0):
+        raise ValueError(f"share of strong calls must be finite and at least 0, got {share}")
     return float(share)
 
 
@@ -263,13 +271,29 @@ def _pgr_curve(
     weak model alone (PGR 0) and 100% is the strong model alone (PGR 1). RouteLLM's sweep
     contains them because its first and last thresholds are the minimum and maximum score. They
     are added before and after the caller's points so that, with ties at a share of 0 or 1, the
-    curve still starts at the weak model and ends at the strong one.
+    curve still starts at the weak model and ends at the strong one; ties keep the caller's
+    order, which should be the order the sweep walks (cheapest setting first).
+
+    A cascade can spend more than the strong model alone (a cold query that ends on the strong
+    model also paid the cheap attempt): its strong-call equivalent is above 1. Such points lie
+    past the axis's end. The curve is cut at share 1, interpolating between the last point
+    within it and the first beyond it, so the extra spend costs area instead of being clipped
+    away as if it were free.
     """
     gap = _gap(weak_mean, strong_mean)
     pairs = [(_check_share(p.strong_share), p.quality) for p in points]
     xs, ys = _sorted_xy(pairs)
-    xs = np.concatenate(([0.0], xs, [1.0]))
-    ys = np.concatenate(([float(weak_mean)], ys, [float(strong_mean)]))
+    xs = np.concatenate(([0.0], xs))
+    ys = np.concatenate(([float(weak_mean)], ys))
+    beyond = np.flatnonzero(xs > 1.0)
+    if beyond.size:
+        i = int(beyond[0])  # xs[i - 1] <= 1 < xs[i], and i >= 1 because xs[0] = 0
+        t = (1.0 - xs[i - 1]) / (xs[i] - xs[i - 1])
+        at_one = ys[i - 1] + t * (ys[i] - ys[i - 1])
+        xs = np.concatenate((xs[:i], [1.0]))
+        ys = np.concatenate((ys[:i], [at_one]))
+    xs = np.concatenate((xs, [1.0]))
+    ys = np.concatenate((ys, [float(strong_mean)]))
     return xs, (ys - float(weak_mean)) / gap
 
 
@@ -327,7 +351,7 @@ def random_router_quality(
     seed-independent: share * mean(strong) + (1 - share) * mean(weak).
     """
     strong, weak = _as_pair(quality_strong, quality_weak)
-    share = _check_share(share_strong)
+    share = _check_fraction(share_strong)
     return share * float(strong.mean()) + (1.0 - share) * float(weak.mean())
 
 
@@ -361,7 +385,7 @@ def oracle_quality_at_share(
     strong model gets right)).
     """
     strong, weak = _as_pair(quality_strong, quality_weak)
-    budget = _check_share(share_strong) * strong.size
+    budget = _check_fraction(share_strong) * strong.size
     gains = np.sort((strong - weak)[strong > weak])[::-1]
     whole = min(math.floor(budget), gains.size)
     extra = gains[whole] * (budget - whole) if whole < gains.size else 0.0

@@ -129,10 +129,15 @@ class Priced:
     def __init__(self, quality: FloatArray, call_cost: FloatArray) -> None:
         self.quality = quality
         self.call_cost = call_cost
-        unit = call_cost.mean(axis=0) / call_cost.mean(axis=0)[-1]
+        strongest = float(call_cost.mean(axis=0)[-1])
+        unit = call_cost.mean(axis=0) / strongest if strongest > 0 else np.ones(quality.shape[1])
         self.unit_cost = np.broadcast_to(unit, quality.shape).copy()
         self.cheap_unit = float(unit[0])
         self.n = quality.shape[0]
+        #: The share-of-strong-calls axis needs the strongest model to cost more than the
+        #: cheapest: with one model, or equal prices, APGR and CPT are undefined (reported
+        #: as such, not as a crash).
+        self.share_axis = quality.shape[1] > 1 and self.cheap_unit < 1.0
 
 
 def _weights(idx: npt.NDArray[np.int64], n: int) -> FloatArray:
@@ -152,14 +157,19 @@ class _RouterCurves:
         )
 
     def share_points(self, w: FloatArray | None) -> tuple[list[CurvePoint], float, float]:
-        c = sweep.curve(self.unit, w)
-        x = (c.cost - self.priced.cheap_unit) / (1.0 - self.priced.cheap_unit)
-        points = [
-            CurvePoint(float(min(max(s, 0.0), 1.0)), float(q))
-            for s, q in zip(x, c.quality, strict=True)
-        ]
         ww = np.ones(self.priced.n) if w is None else w
         means = ww @ self.priced.quality / ww.sum()
+        if not self.priced.share_axis:
+            return [], float(means[0]), float(means[-1])
+        c = sweep.curve(self.unit, w)
+        x = (c.cost - self.priced.cheap_unit) / (1.0 - self.priced.cheap_unit)
+        # Unclipped above 1 (a cascade may spend more than the strong model alone; the metrics
+        # cut the curve there), and in the order the sweep walks, cheapest setting first, so
+        # that points tied on the share axis keep that order.
+        points = [
+            CurvePoint(float(max(s, 0.0)), float(q))
+            for s, q in zip(x[::-1], c.quality[::-1], strict=True)
+        ]
         return points, float(means[0]), float(means[-1])
 
     def cost_points(self, w: FloatArray | None) -> tuple[list[CostPoint], float, float]:
@@ -202,14 +212,14 @@ def evaluate_router(
 
     def apgr_of(idx: npt.NDArray[np.int64]) -> float:
         points, weak, strong = curves.share_points(_weights(idx, n))
-        if weak == strong:
+        if weak == strong or not priced.share_axis:
             return math.nan
         return metrics.apgr(points, weak, strong)
 
     def cpt_of(level: float) -> Callable[[npt.NDArray[np.int64]], float]:
         def stat(idx: npt.NDArray[np.int64]) -> float:
             points, weak, strong = curves.share_points(_weights(idx, n))
-            if weak == strong:
+            if weak == strong or not priced.share_axis:
                 return math.nan
             return _nan(metrics.cpt(points, weak, strong, level))
 
@@ -217,6 +227,8 @@ def evaluate_router(
 
     def saving_of(idx: npt.NDArray[np.int64]) -> float:
         points, strong_c, strong_q = curves.cost_points(_weights(idx, n))
+        if strong_c <= 0:  # a free strongest model: nothing to save against
+            return math.nan
         return _nan(metrics.cost_saving_at_quality(points, strong_c, strong_q, SAVING_AT))
 
     p_unit = sweep.policy(scored.estimates, scored.cold, priced.quality, priced.unit_cost)
@@ -227,7 +239,11 @@ def evaluate_router(
     dollars = np.where(
         scored.cold, np.cumsum(priced.call_cost, axis=1)[rows, final], priced.call_cost[rows, final]
     )
-    strong_equiv = (unit_paid - priced.cheap_unit) / (1.0 - priced.cheap_unit)
+    strong_equiv = (
+        (unit_paid - priced.cheap_unit) / (1.0 - priced.cheap_unit)
+        if priced.share_axis
+        else np.full(n, math.nan)
+    )
 
     def op_quality(idx: npt.NDArray[np.int64]) -> float:
         return float(answer_q[idx].mean())
@@ -253,12 +269,15 @@ def evaluate_router(
         cold_share=float(scored.cold.mean()),
         answer_share={m: float(answers[j] / n) for j, m in enumerate(models)},
         call_share={m: float(calls[j] / n) for j, m in enumerate(models)},
-        random_quality=metrics.random_router_quality(
-            priced.quality[:, -1], priced.quality[:, 0], share
+        random_quality=(
+            metrics.random_router_quality(priced.quality[:, -1], priced.quality[:, 0], share)
+            if priced.share_axis
+            else math.nan
         ),
     )
     points, _, _ = curves.share_points(None)
     dollar_curve = sweep.curve(curves.dollars)
+    dollar_costs = dollar_curve.cost if points else np.zeros(0)
     return RouterFigures(
         name=scored.name,
         apgr=_ci(apgr_of, n, resamples, seed),
@@ -268,9 +287,9 @@ def evaluate_router(
         operating=operating,
         operating_quality=_ci(op_quality, n, resamples, seed),
         operating_random=_ci(op_random, n, resamples, seed),
-        curve=tuple(
+        curve=tuple(  # highest target first, as the dollar curve
             (p.strong_share, p.quality, float(c))
-            for p, c in zip(points, dollar_curve.cost, strict=True)
+            for p, c in zip(points[::-1], dollar_costs, strict=True)
         ),
     )
 
@@ -305,8 +324,12 @@ def reference(quality: FloatArray, call_cost: FloatArray, models: tuple[str, ...
         ),
         random_cpt50=0.5,
         random_cpt80=0.8,
-        random_saving95=metrics.cost_saving_at_quality(
-            random_line, float(call_cost[:, -1].mean()), float(strong.mean()), SAVING_AT
+        random_saving95=(
+            metrics.cost_saving_at_quality(
+                random_line, float(call_cost[:, -1].mean()), float(strong.mean()), SAVING_AT
+            )
+            if call_cost[:, -1].mean() > 0
+            else None
         ),
         oracle_curve=tuple((p.strong_share, p.quality) for p in oracle_points),
     )
