@@ -104,6 +104,12 @@ class RuleEntry(BaseModel):
             or self.max_tokens is not None
         ):
             raise ValueError(f"rule {self.name!r} has no condition, so it would match everything")
+        for keyword in self.keywords:
+            if not regex.search(r"\w", keyword):
+                raise ValueError(
+                    f"rule {self.name!r}: keyword {keyword!r} has no letter or digit, so it "
+                    "never matches (keywords match whole words)"
+                )
         if self.regex is not None:
             try:
                 regex.compile(self.regex)

@@ -9,7 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from routebook.decide.rules import first_match
 from routebook.errors import ConfigError
+from routebook.policyspec import Rule
 from routebook.routefiles import load_route_file
 from routebook.v1 import router_pb2 as pb
 from tests.conftest import Served
@@ -80,6 +82,7 @@ def test_a_hostile_input_returns_within_the_time_bound(ruled: Served) -> None:
         ("{name: r, keywords: [x], tier: gold}", "tier 'gold' is not a policy tier"),
         ("{name: r, model: small}", "no condition"),
         ("{name: r, keywords: [x], model: small, tier: free}", "exactly one of model or tier"),
+        ("{name: r, keywords: ['--'], model: small}", "has no letter or digit"),
     ],
 )
 def test_invalid_rules_are_refused_with_file_rule_and_reason(
@@ -95,3 +98,21 @@ def test_invalid_rules_are_refused_with_file_rule_and_reason(
         load_route_file(path)
     message = str(caught.value)
     assert str(path) in message and "'r'" in message and words in message
+
+
+def test_keywords_of_several_words_match_those_words_in_a_row() -> None:
+    rules = [
+        Rule(name="cards", keywords=("credit card",), model="mid"),
+        Rule(name="mail", keywords=("E-Mail",), model="small"),
+    ]
+
+    def routed(text: str) -> str | None:
+        return first_match(rules, text, {}, 10, {"small", "mid"}, {}).model
+
+    assert routed("My CREDIT   card was charged twice") == "mid"
+    assert routed("credit-card fraud") == "mid"  # any separator between the words
+    assert routed("a card for credit") is None  # not in a row
+    assert routed("my creditcard") is None  # not the same words
+    assert routed("send an e-mail") == "small"
+    assert routed("email me") is None
+    assert routed("an e mail") == "small"

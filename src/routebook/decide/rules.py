@@ -1,6 +1,9 @@
 """Explicit rules, first match wins: conditions on request metadata, keywords, a regular
 expression and the token count.
 
+A keyword matches whole words, case-insensitively; a keyword of several words ("credit card",
+"e-mail") matches those words in a row, whatever separates them in the query.
+
 Regular expressions run with the `regex` module's timeout, so a hostile query cannot make a
 rule backtrack for long: a rule whose match times out simply does not match (and is reported).
 """
@@ -34,13 +37,38 @@ def _compiled(pattern: str) -> regex.Pattern[str]:
     return regex.compile(pattern)
 
 
+@dataclass(frozen=True, slots=True)
+class QueryWords:
+    """A query's words, lower-cased: as a set for one-word keywords, and joined by single
+    spaces (with one at each end) for keywords of several words."""
+
+    single: frozenset[str]
+    joined: str
+
+    @classmethod
+    def of(cls, text: str) -> QueryWords:
+        words = [w.lower() for w in _WORD.findall(text)]
+        return cls(frozenset(words), " " + " ".join(words) + " ")
+
+    def has(self, keyword: str) -> bool:
+        parts = _keyword_words(keyword)
+        if len(parts) == 1:
+            return parts[0] in self.single
+        return bool(parts) and " " + " ".join(parts) + " " in self.joined
+
+
+@lru_cache(maxsize=4096)
+def _keyword_words(keyword: str) -> tuple[str, ...]:
+    return tuple(w.lower() for w in _WORD.findall(keyword))
+
+
 def rule_matches(
-    rule: Rule, text: str, words: frozenset[str], metadata: Mapping[str, str], tokens: int
+    rule: Rule, text: str, words: QueryWords, metadata: Mapping[str, str], tokens: int
 ) -> bool:
     """Raises TimeoutError when the rule's regular expression runs out of time."""
     if any(metadata.get(key) != value for key, value in rule.metadata.items()):
         return False
-    if rule.keywords and not any(k.lower() in words for k in rule.keywords):
+    if rule.keywords and not any(words.has(k) for k in rule.keywords):
         return False
     if rule.min_tokens is not None and tokens < rule.min_tokens:
         return False
@@ -61,7 +89,7 @@ def first_match(
 ) -> RuleMatch:
     """The first rule that matches and whose target model is usable (allowed by policy, not
     cooling down); a rule whose target is not usable is passed over."""
-    words = frozenset(w.lower() for w in _WORD.findall(text))
+    words = QueryWords.of(text)
     timed_out: list[str] = []
     for rule in rules:
         try:
