@@ -6,8 +6,11 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pytest
 
-from routebook.jobs.outcome_eval import Priced, Scored, evaluate_router, reference
+from routebook.jobs import sweep
+from routebook.jobs.calibrate import cheapest_reaching
+from routebook.jobs.outcome_eval import Priced, Scored, as_keys, evaluate_router, reference
 
 QUALITY = np.array([[0.0, 1.0], [1.0, 1.0], [0.0, 1.0], [1.0, 0.0]])
 KEYS = np.array([[0.9, 0.95], [0.3, 0.9], [0.5, 0.6], [0.85, 0.2]])
@@ -33,3 +36,44 @@ def test_one_model_and_free_models_do_not_crash() -> None:
     free = evaluate_router(scored, Priced(QUALITY, np.zeros((4, 2))), ("a", "b"), 0.8, 50, 1)
     assert math.isnan(free.apgr.estimate) and free.saving95 is None
     assert reference(QUALITY, np.zeros((4, 2)), ("a", "b")).random_saving95 is None
+
+
+def test_the_calibrated_target_gives_exactly_the_point_it_was_chosen_for() -> None:
+    """calibrate writes a quality target; decide at that target must land on the curve point
+    whose quality and cost calibrate reported, on random data, both target modes."""
+    rng = np.random.default_rng(7)
+    checked = 0
+    for case in range(300):
+        n, m = 6, 2 + case % 2
+        raw = np.round(rng.uniform(0, 1, (n, m)), 1)  # rounded: many tied keys
+        mode = "relative" if case % 3 else "absolute"
+        keys = as_keys(raw, mode)
+        quality = rng.integers(0, 2, (n, m)).astype(np.float64)
+        cost = np.broadcast_to(np.linspace(0.1, 1.0, m), (n, m)).copy()
+        cold = rng.uniform(size=n) < 0.2
+        policy = sweep.policy(keys, cold, quality, cost)
+        curve = sweep.curve(sweep.events(policy))
+        for need in np.unique(curve.quality):
+            found = cheapest_reaching(curve, float(need))
+            if found is None:
+                # Only the all-strongest point reaches it, and no target <= 1 selects it.
+                assert curve.targets[1] >= 1.0 and np.all(curve.quality[1:] < need - 1e-12)
+                continue
+            i, target = found
+            assert 0 < target <= 1.0
+            chosen = sweep.choices_at(policy, target)
+            rows = np.arange(n)
+            assert quality[rows, chosen].mean() == pytest.approx(curve.quality[i])
+            assert policy.cost[rows, chosen].mean() == pytest.approx(curve.cost[i])
+            checked += 1
+    assert checked > 300
+
+
+def test_a_goal_only_the_strongest_model_reaches_is_unreachable_when_a_key_is_one() -> None:
+    # The helper's example: relative keys [[1, 0.67], [0.33, 1]]; quality 1 needs both
+    # queries on the strongest model (point 0), which no target <= 1 selects.
+    keys = as_keys(np.array([[0.9, 0.6], [0.3, 0.9]]), "relative")
+    quality = np.array([[0.0, 1.0], [0.0, 1.0]])
+    policy = sweep.policy(keys, np.zeros(2, dtype=bool), quality, np.array([[0.1, 1.0]] * 2))
+    curve = sweep.curve(sweep.events(policy))
+    assert curve.quality[0] == 1.0 and cheapest_reaching(curve, 1.0) is None

@@ -181,12 +181,10 @@ def _outcome_search(
                 for cold_threshold in COLD_GRID if cascade else (-1.0,):
                     cold = support_cold | (top < cold_threshold)
                     curve = sweep.curve(sweep.events(sweep.policy(estimates, cold, quality, cost)))
-                    reaching = np.flatnonzero(curve.quality >= need - 1e-12)
-                    if reaching.size == 0:
+                    found = cheapest_reaching(curve, need)
+                    if found is None:
                         continue
-                    i = int(reaching[np.argmin(curve.cost[reaching])])
-                    hi = min(float(curve.targets[i]), 1.0)
-                    lo = float(curve.targets[i + 1]) if i + 1 < curve.targets.size else 0.0
+                    i, target = found
                     candidate = (
                         float(curve.cost[i]),
                         -float(curve.quality[i]),
@@ -195,7 +193,7 @@ def _outcome_search(
                             never,
                             target_mode=mode,
                             cold_start_threshold=cold_threshold,
-                            quality_target=max((hi + lo) / 2 if lo < hi else hi, 1e-6),
+                            quality_target=target,
                         ),
                     )
                     if best is None or candidate[:2] < best[:2]:
@@ -211,6 +209,25 @@ def _outcome_search(
         "saving_vs_strongest": 1.0 - cost_c / strongest_cost,
     }
     return k, params, figures
+
+
+def cheapest_reaching(curve: sweep.Curve, need: float) -> tuple[int, float] | None:
+    """The cheapest point of the curve whose quality reaches `need`, and a quality target in
+    (0, 1] that decide turns into exactly that point (the middle of its target interval);
+    None when no point both reaches `need` and has such a target.
+
+    Point i holds for targets in (targets[i + 1], targets[i]]. Point 0 needs a target above
+    every key: when a key is 1 (relative mode's best model), no target <= 1 gets there, and
+    writing 1.0 would give point 1 instead."""
+    reaching = np.flatnonzero(curve.quality >= need - 1e-12)
+    if curve.targets.size > 1 and curve.targets[1] >= 1.0:
+        reaching = reaching[reaching > 0]
+    if reaching.size == 0:
+        return None
+    i = int(reaching[np.argmin(curve.cost[reaching])])
+    hi = min(float(curve.targets[i]), 1.0)
+    lo = float(curve.targets[i + 1]) if i + 1 < curve.targets.size else 0.0
+    return i, max((hi + lo) / 2 if lo < hi else hi, 1e-6)
 
 
 def _lowest_reaching(
