@@ -217,6 +217,18 @@ def test_a_session_keeps_its_model_until_a_cooldown_moves_it(
     assert ask(served, EASY, session_id="conv-1").strategy == pb.STRATEGY_STICKY
 
 
+def test_a_cold_start_does_not_pin_the_session_to_its_first_cascade_step(
+    sqlite_url: str, serve: Callable[..., Served]
+) -> None:
+    served = serve(sqlite_url)
+    cold = ask(served, "translate this Latin tombstone inscription into Welsh", session_id="c")
+    assert (cold.strategy, cold.model) == (pb.STRATEGY_CASCADE, "small")
+    # The caller may have rejected small's answer: the next turn is decided afresh.
+    after = ask(served, HARD, session_id="c")
+    assert (after.strategy, after.model) == (pb.STRATEGY_SEMANTIC, "frontier")
+    assert ask(served, EASY, session_id="c").strategy == pb.STRATEGY_STICKY  # now it sticks
+
+
 def test_session_forgets_after_idle(sqlite_url: str, serve: Callable[..., Served]) -> None:
     served = serve(sqlite_url, session_idle_seconds=0.5)
     assert ask(served, EASY, session_id="s").model == "small"

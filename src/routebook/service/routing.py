@@ -201,7 +201,9 @@ class RoutingService:
                     reason=f"{wanted} is on cooldown ({left.seconds_left():.1f}s left, "
                     f"{left.reason}); {choice.reason}",
                 )
-        if query.session_id:
+        if query.session_id and choice.strategy is not Strategy.CASCADE:
+            # A cascade's first step is a try, not the session's model: the caller may reject
+            # it and accept a later step, and the next turn must not stick to the rejected one.
             self._sessions.keep(info.name, query.session_id, choice.model)
         if cap is not None and query.tenant:
             self._guard.note(info.name, query.tenant, choice.model == strongest, cap)
