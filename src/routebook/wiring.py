@@ -78,6 +78,9 @@ class App:
 
 
 def decision_params(settings: Settings) -> DecisionParams:
+    """The decision rule as configured. With head_enabled off there is no head to weigh, so its
+    strengths are 0: eval, the gate and shadow mode then measure what the server will run."""
+    on = settings.head_enabled
     return DecisionParams(
         quality_target=settings.quality_target,
         cold_start_threshold=settings.cold_start_threshold,
@@ -87,8 +90,8 @@ def decision_params(settings: Settings) -> DecisionParams:
         prior_strength=settings.prior_strength,
         weight_power=settings.weight_power,
         target_mode=settings.target_mode,
-        head_strength=settings.head_strength,
-        route_head_strength=settings.route_head_strength,
+        head_strength=settings.head_strength if on else 0.0,
+        route_head_strength=settings.route_head_strength if on else 0.0,
     )
 
 

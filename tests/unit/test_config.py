@@ -5,6 +5,7 @@ The autouse `clean_environ` fixture (tests/conftest.py) removes stray ROUTEBOOK_
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -171,3 +172,17 @@ def test_every_setting_is_documented() -> None:
     for name, field in Settings.model_fields.items():
         assert field.description, f"setting {name!r} has no description"
         assert field.description.strip(), f"setting {name!r} has a blank description"
+
+
+def test_a_disabled_head_weighs_nothing_in_the_decision_rule() -> None:
+    """eval, the gate and shadow mode read the rule from settings: with head_enabled off they
+    must measure the rule the server runs, which has no head."""
+    from routebook.wiring import decision_params
+
+    on = decision_params(load_settings({"head_strength": 10, "route_head_strength": 2}))
+    off = decision_params(
+        load_settings({"head_strength": 10, "route_head_strength": 2, "head_enabled": False})
+    )
+    assert (on.head_strength, on.route_head_strength) == (10.0, 2.0)
+    assert (off.head_strength, off.route_head_strength) == (0.0, 0.0)
+    assert replace(off, head_strength=10.0, route_head_strength=2.0) == on
