@@ -236,6 +236,7 @@ def build(
         drift,
         batch_max=settings.outcome_batch_max,
         batch_wait_ms=settings.outcome_batch_wait_ms,
+        default_output_tokens=settings.default_output_tokens,
     )
     app = App(
         settings=settings,

@@ -375,3 +375,31 @@ def test_past_the_budget_no_override_reaches_a_pricier_model(policy_server: Serv
     assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
     assert "rule budget" in (refused.value.details() or "")
     assert "past its" in (refused.value.details() or "")
+
+
+def test_an_outcome_without_usage_charges_decides_estimate(policy_server: Served) -> None:
+    """A client that reports only the answer's grade (no tokens, no cost) still moves the
+    tenant's budget: by what Decide estimated for that model."""
+    decision = ask(policy_server, HARD, tenant="spender")
+    recorded = policy_server.router.RecordOutcome(
+        pb.RecordOutcomeRequest(
+            outcome_id="no-usage-1", decision_id=decision.decision_id, model="frontier", quality=1.0
+        ),
+        timeout=10,
+    )
+    assert decision.model == "frontier"
+    assert recorded.cost_usd == pytest.approx(decision.estimated_cost_usd)
+    assert recorded.cost_usd > 0
+    # That is past its $0.001 budget: the tenant gets the cheapest model now.
+    assert ask(policy_server, HARD, tenant="spender").model == "small"
+    tokens = policy_server.router.RecordOutcome(
+        pb.RecordOutcomeRequest(
+            outcome_id="tokens-1",
+            decision_id=decision.decision_id,
+            model="frontier",
+            quality=1.0,
+            input_tokens=1000,
+        ),
+        timeout=10,
+    )
+    assert tokens.cost_usd == pytest.approx(1000 * 3.00 / 1e6)  # given usage wins

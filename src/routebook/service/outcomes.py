@@ -18,6 +18,7 @@ import numpy as np
 import numpy.typing as npt
 from sqlalchemy.exc import IntegrityError, OperationalError
 
+from routebook.catalog import estimate_tokens
 from routebook.domain import (
     ExampleFacts,
     ObservedOutcome,
@@ -85,8 +86,10 @@ class OutcomeRecorder:
         drift: DriftWatch,
         batch_max: int = 64,
         batch_wait_ms: float = 0.0,
+        default_output_tokens: int = 256,
     ) -> None:
         self._drift = drift
+        self._default_output_tokens = default_output_tokens
         self._guard = guard
         self._writer = writer
         self._cooldowns = cooldowns
@@ -160,11 +163,14 @@ class OutcomeRecorder:
         subject = self._subject(report, look_for_example=True)
         info, text = subject.info, subject.text
         spec = info.catalog.get(report.model)
-        cost = (
-            report.cost_usd
-            if report.cost_usd is not None
-            else spec.cost_usd(report.input_tokens, report.output_tokens)
-        )
+        if report.cost_usd is not None:
+            cost = report.cost_usd
+        elif report.input_tokens or report.output_tokens:
+            cost = spec.cost_usd(report.input_tokens, report.output_tokens)
+        else:
+            # No usage reported (a client that returns just the answer): charge what Decide
+            # estimates, else budgets would never move for such callers.
+            cost = spec.cost_usd(estimate_tokens(text), self._default_output_tokens)
         digest = text_hash(text)
         # Embed only for a new example (usually a cache hit: Decide embedded the same text).
         vector = None if subject.example_known else self._embedder.embed([text])[0]
