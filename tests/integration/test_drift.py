@@ -118,3 +118,28 @@ def test_drift_is_seen_for_another_dataset_and_not_for_the_same_one(
 
     verdict = CliRunner().invoke(cli.main, ["drift", "--target", served.target, "--token", TOKEN])
     assert verdict.exit_code == 1 and "default: DRIFTED" in verdict.output
+
+
+def test_a_model_success_change_counts_only_past_sampling_noise() -> None:
+    """80% → 60% success over 10 outcomes each is noise (z about 1); over 400 each it is not."""
+    from routebook.service.drift import DriftWatch
+
+    def watched(outcomes: int) -> DriftWatch:
+        watch = DriftWatch(reference_size=5, window=outcomes)
+        for i in range(outcomes):  # while the reference window fills: 80% success
+            watch.outcome("ns", "mid", i % 5 != 0)
+        for _ in range(5):
+            watch.observe("ns", 0.9, False)  # the reference is full; the rest is current
+        watch.observe("ns", 0.9, False)
+        for i in range(outcomes):
+            watch.outcome("ns", "mid", i % 5 in (1, 2, 3))  # current: 60% success
+        return watch
+
+    few = watched(10).report("ns")
+    assert (few.reference.success_by_model, few.current.success_by_model) == (
+        {"mid": 0.8},
+        {"mid": 0.6},
+    )
+    assert not few.drifted and few.moved == []
+    many = watched(400).report("ns")
+    assert many.drifted and many.moved == ["mid success 80% → 60%"]

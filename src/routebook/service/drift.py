@@ -83,6 +83,8 @@ class WindowStats:
     cold_start_rate: float
     top_similarity_median: float
     success_by_model: dict[str, float]
+    #: How many outcomes each success rate is over (models with 10 or more).
+    outcomes_by_model: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +114,7 @@ class _Window:
             success_by_model={
                 m: sum(v) / len(v) for m, v in sorted(self.outcomes.items()) if len(v) >= 10
             },
+            outcomes_by_model={m: len(v) for m, v in sorted(self.outcomes.items()) if len(v) >= 10},
         )
 
 
@@ -184,7 +187,13 @@ class DriftWatch:
             )
         for model, success in cur.success_by_model.items():
             before = ref.success_by_model.get(model)
-            if before is not None and abs(success - before) >= self._levels.success_delta:
+            if (
+                before is not None
+                and abs(success - before) >= self._levels.success_delta
+                and rates_differ(
+                    before, ref.outcomes_by_model[model], success, cur.outcomes_by_model[model]
+                )
+            ):
                 moved.append(f"{model} success {before:.0%} → {success:.0%}")
         return DriftReport(
             namespace,
