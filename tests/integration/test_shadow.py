@@ -70,6 +70,25 @@ def test_shadow_candidate_is_recorded_never_answered_and_counted_exactly(
     assert f"{expected} differ" in table.output
 
 
+def test_a_request_quality_target_applies_to_the_candidate_too(
+    sqlite_url: str, serve: Callable[..., Served], tmp_path: Path
+) -> None:
+    """The candidate differs from live only in its target (1.0: always the strongest). A
+    caller's own quality_target overrides both, so live and shadow then decide alike."""
+    candidate = tmp_path / "candidate.toml"
+    candidate.write_text("quality_target = 1.0\n")
+    served = serve(sqlite_url, shadow_config=candidate)
+    for text in QUERIES:
+        request = pb.DecideRequest(
+            messages=[pb.Message(role="user", content=text)], quality_target=0.8
+        )
+        served.router.Decide(request, timeout=30)
+    served.app.decision_writer.flush()
+    result = CliRunner().invoke(cli.main, ["shadow", "report", "--db", sqlite_url, "--json"])
+    report = json.loads(result.output)
+    assert report["decisions"] == len(QUERIES) == report["agreements"]
+
+
 def test_without_a_candidate_nothing_is_recorded(
     sqlite_url: str, serve: Callable[..., Served]
 ) -> None:

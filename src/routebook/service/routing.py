@@ -230,11 +230,14 @@ class RoutingService:
             match = first_match(
                 candidate_rules, text, query.metadata, input_tokens, available, info.policy.tiers
             )
+            shadow_params = self._shadow.params
+            if query.quality_target is not None:  # the caller's own bar applies to both
+                shadow_params = replace(shadow_params, quality_target=query.quality_target)
             shadow = decide(
                 replace(
                     request,
                     neighbours=found[: self._shadow.k],
-                    params=self._shadow.params,
+                    params=shadow_params,
                     override=match.model,
                 )
             )
