@@ -23,7 +23,8 @@ import numpy.typing as npt
 
 from routebook.decide import DecisionParams
 from routebook.domain import Strategy
-from routebook.jobs import baselines, metrics, replay, splits
+from routebook.jobs import baselines, metrics, replay
+from routebook.jobs.baselines import IntentPredictions
 from routebook.jobs.datasets import OOS_LABEL, IntentRow
 from routebook.jobs.metrics import ConfidenceInterval, IntentReport
 from routebook.jobs.progress import Tracker
@@ -193,32 +194,19 @@ def random_intent_figures(true: Sequence[str], cold: float) -> dict[str, float |
     }
 
 
-def _baseline_thresholds(
-    index_rows: Sequence[IntentRow],
-    index_vectors: Vectors,
-    k: int,
-    seed: int,
-    goal: float,
-) -> tuple[float, float]:
-    """(kNN threshold, linear-head threshold) from a held-out part of the index file."""
-    positions = list(range(len(index_rows)))
-    kept, held = splits.split(
-        positions,
-        seed,
-        stratum=lambda i: index_rows[i].label,
-        always_out=lambda i: index_rows[i].label == OOS_LABEL,
-    )
-    held_oos = np.array([index_rows[i].label == OOS_LABEL for i in held])
-    if not held_oos.any():
-        return -math.inf, -math.inf
-    kept_vectors, held_vectors = index_vectors[kept], index_vectors[held]
-    kept_labels = [index_rows[i].label for i in kept]
-    knn = baselines.knn_intent(kept_vectors, kept_labels, held_vectors, k)
-    linear = baselines.linear_intent(kept_vectors, kept_labels, held_vectors, seed)
-    return (
-        threshold_for_recall(knn.scores, held_oos, goal),
-        threshold_for_recall(linear.scores, held_oos, goal),
-    )
+def _with_oos_rows(
+    predictions: IntentPredictions, n_test: int, goal: float
+) -> tuple[IntentPredictions, float]:
+    """Split predictions made for the test queries followed by the index file's `oos` rows:
+    the test queries' part, and the threshold that reaches the recall goal on the `oos` rows.
+
+    The baselines are scored against the whole in-scope index, as routebook's calibrated
+    threshold is (calibrate sets it again for the whole index), so neither side's threshold
+    is set on a smaller index than the one it is tested with."""
+    oos_scores = predictions.scores[n_test:]
+    test = IntentPredictions(predictions.labels[:n_test], predictions.scores[:n_test])
+    threshold = threshold_for_recall(oos_scores, np.ones(oos_scores.size, dtype=bool), goal)
+    return test, threshold
 
 
 def evaluate_intent_routers(
@@ -236,7 +224,7 @@ def evaluate_intent_routers(
     texts = [r.text for r in test_rows]
     true = [r.label for r in test_rows]
     # Out-of-scope examples are not a route: they only calibrate the cold-start test.
-    everything, every_vector = index_rows, index_vectors
+    every_vector = index_vectors
     in_scope = np.array([r.label != OOS_LABEL for r in index_rows], dtype=bool)
     index_rows = [r for r in index_rows if r.label != OOS_LABEL]
     index_vectors = index_vectors[in_scope]
@@ -249,15 +237,22 @@ def evaluate_intent_routers(
         k,
         tracker.step("route", len(test_rows)),
     )
-    advance = tracker.step("baselines", 3)
-    knn_threshold, linear_threshold = _baseline_thresholds(
-        everything, every_vector, k, seed, oos_recall_goal
+    advance = tracker.step("baselines", 2)
+    index_labels = [r.label for r in index_rows]
+    # The test queries and the index file's `oos` rows in one pass per baseline: the rows set
+    # the baseline's threshold, the queries are what it is measured on.
+    oos_vectors = every_vector[~in_scope]
+    queries = np.concatenate([test_vectors, oos_vectors]) if oos_vectors.size else test_vectors
+    n_test = len(test_rows)
+    knn, knn_threshold = _with_oos_rows(
+        baselines.knn_intent(index_vectors, index_labels, queries, k), n_test, oos_recall_goal
     )
     advance(1)
-    index_labels = [r.label for r in index_rows]
-    knn = baselines.knn_intent(index_vectors, index_labels, test_vectors, k)
-    advance(1)
-    linear = baselines.linear_intent(index_vectors, index_labels, test_vectors, seed)
+    linear, linear_threshold = _with_oos_rows(
+        baselines.linear_intent(index_vectors, index_labels, queries, seed),
+        n_test,
+        oos_recall_goal,
+    )
     advance(1)
     advance = tracker.step("bootstrap", 3)
     figures = []
