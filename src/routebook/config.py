@@ -288,6 +288,12 @@ class Settings(BaseSettings):
         "keeps what running the decision needs (ids, fallbacks, strategy, cascade, target). "
         "Keys not listed get summary; the admin token gets full.",
     )
+    api_key_tenants: dict[str, str] = Field(
+        default_factory=dict,
+        description="API key → the tenant its Router calls are: Decide and RecordOutcome use "
+        "it as the tenant (its tier and budget), and a request naming another tenant is "
+        "PERMISSION_DENIED. Each key must be one of router_api_keys. As env: JSON.",
+    )
     default_evidence: Literal["full", "summary", "none"] = Field(
         "full", description="Evidence level of Router calls when no router_api_keys are set."
     )

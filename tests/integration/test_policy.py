@@ -403,3 +403,54 @@ def test_an_outcome_without_usage_charges_decides_estimate(policy_server: Served
         timeout=10,
     )
     assert tokens.cost_usd == pytest.approx(1000 * 3.00 / 1e6)  # given usage wins
+
+
+def test_a_key_bound_to_a_tenant_cannot_act_for_another(
+    sqlite_url: str, serve: Callable[..., Served]
+) -> None:
+    """With api_key_tenants the tenant (its tier, its budget) comes from the key, not from what
+    the caller writes in the request."""
+    keys = {"default": ["k-tiny", "k-open"]}
+    served = serve(
+        sqlite_url,
+        routes_dir=POLICY_ROUTES,
+        router_api_keys=keys,
+        api_key_tenants={"k-tiny": "tiny"},  # tenant tiny: tier free, small only
+    )
+
+    def ask_as(key: str, **fields: object) -> pb.DecideResponse:
+        response: pb.DecideResponse = served.router.Decide(
+            decide_request(HARD, **fields), metadata=[("authorization", f"Bearer {key}")]
+        )
+        return response
+
+    bound = ask_as("k-tiny")
+    assert (bound.model, bound.tenant) == ("small", "tiny")
+    assert ask_as("k-tiny", tenant="tiny").model == "small"
+    with pytest.raises(grpc.RpcError) as refused:
+        ask_as("k-tiny", tenant="enterprise-co")  # would escape the free tier
+    assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert "bound to tenant 'tiny'" in (refused.value.details() or "")
+    assert ask_as("k-open", tenant="enterprise-co").model == "frontier"  # unbound: as sent
+    with pytest.raises(grpc.RpcError) as outcome:
+        served.router.RecordOutcome(
+            pb.RecordOutcomeRequest(
+                outcome_id="bound-1",
+                messages=[pb.Message(role="user", content=HARD)],
+                model="frontier",
+                quality=1.0,
+                cost_usd=5.0,
+                tenant="enterprise-co",  # charging someone else's budget
+            ),
+            metadata=[("authorization", "Bearer k-tiny")],
+        )
+    assert outcome.value.code() == grpc.StatusCode.PERMISSION_DENIED
+
+
+def test_a_tenant_bound_to_an_unchecked_key_stops_the_server_at_start(
+    sqlite_url: str, serve: Callable[..., Served]
+) -> None:
+    from routebook.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="not in router_api_keys"):
+        serve(sqlite_url, router_api_keys={"default": ["k1"]}, api_key_tenants={"k2": "t"})

@@ -78,6 +78,7 @@ def build_server(app: App, host: str | None = None, port: int | None = None) -> 
                     settings.default_namespace,
                     settings.evidence_levels,
                     settings.default_evidence,
+                    settings.api_key_tenants,
                 )
             )
         ],

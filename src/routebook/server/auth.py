@@ -11,7 +11,7 @@ import hmac
 from collections.abc import Mapping, Sequence
 from contextvars import ContextVar
 
-from routebook.errors import PermissionDenied, Unauthenticated
+from routebook.errors import ConfigError, PermissionDenied, Unauthenticated
 
 ADMIN_PREFIX = "/routebook.v1.Admin/"
 ROUTER_PREFIX = "/routebook.v1.Router/"
@@ -21,6 +21,9 @@ EVIDENCE_LEVEL: ContextVar[str] = ContextVar("evidence_level", default="none")
 #: The namespaces the current Router call's key may use; None: any (no keys, or the admin).
 #: RecordOutcome by decision_id checks it against the decision's namespace.
 CALLER_NAMESPACES: ContextVar[frozenset[str] | None] = ContextVar("caller_namespaces", default=None)
+#: The tenant the current Router call's key is bound to (api_key_tenants); None: unbound, the
+#: request's own tenant field stands.
+CALLER_TENANT: ContextVar[str | None] = ContextVar("caller_tenant", default=None)
 
 
 def bearer_token(metadata: Sequence[tuple[str, str | bytes]]) -> str | None:
@@ -41,6 +44,7 @@ class Authenticator:
         default_namespace: str,
         evidence_levels: Mapping[str, str] | None = None,
         default_evidence: str = "full",
+        key_tenants: Mapping[str, str] | None = None,
     ) -> None:
         self._admin = admin_token.encode()
         self._levels = [(k.encode(), v) for k, v in (evidence_levels or {}).items()]
@@ -51,6 +55,13 @@ class Authenticator:
             for key in keys:
                 namespaces_of.setdefault(key.encode(), set()).add(namespace)
         self._router_keys = list(namespaces_of.items())
+        unknown = [k for k in (key_tenants or {}) if k.encode() not in namespaces_of]
+        if unknown:
+            raise ConfigError(
+                f"api_key_tenants binds {len(unknown)} key(s) that are not in router_api_keys: "
+                "a tenant can only be bound to a key the server checks"
+            )
+        self._tenants = [(k.encode(), t) for k, t in (key_tenants or {}).items()]
 
     def check(
         self, method: str, metadata: Sequence[tuple[str, str | bytes]], namespace: str | None
@@ -58,6 +69,7 @@ class Authenticator:
         """Raise when the call is not allowed; otherwise set EVIDENCE_LEVEL for it."""
         token = bearer_token(metadata)
         CALLER_NAMESPACES.set(None)
+        CALLER_TENANT.set(None)
         if method.startswith(ADMIN_PREFIX):
             self._check_admin(token)
             EVIDENCE_LEVEL.set("full")
@@ -72,9 +84,17 @@ class Authenticator:
             allowed = self._check_router(token, namespace or self._default_namespace)
             CALLER_NAMESPACES.set(frozenset(allowed))
             assert token is not None
+            CALLER_TENANT.set(self._tenant_of(token.encode()))
             EVIDENCE_LEVEL.set(self._level_of(token.encode()))
         else:
             EVIDENCE_LEVEL.set(self._default_evidence)
+
+    def _tenant_of(self, key: bytes) -> str | None:
+        tenant = None
+        for known, value in self._tenants:
+            if hmac.compare_digest(key, known):
+                tenant = value
+        return tenant
 
     def _level_of(self, key: bytes) -> str:
         level = "summary"
