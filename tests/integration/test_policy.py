@@ -33,6 +33,18 @@ def ask(served: Served, text: str, **fields: object) -> pb.DecideResponse:
     return response
 
 
+def report(
+    served: Served, outcome_id: str, decision: pb.DecideResponse, model: str, **fields: object
+) -> pb.RecordOutcomeResponse:
+    """RecordOutcome for `decision`: quality 1 unless `fields` says otherwise."""
+    fields.setdefault("quality", 1.0)
+    request = pb.RecordOutcomeRequest(
+        outcome_id=outcome_id, decision_id=decision.decision_id, model=model, **fields
+    )
+    response: pb.RecordOutcomeResponse = served.router.RecordOutcome(request, timeout=10)
+    return response
+
+
 def rules(response: pb.DecideResponse) -> dict[str, list[str]]:
     return {e.rule: list(e.removed_models) for e in response.policy}
 
@@ -103,16 +115,7 @@ def test_budget_spent_through_outcomes_caps_then_forces_the_cheapest(
     assert first.model == "frontier"
 
     def spend(usd: float, outcome_id: str) -> None:
-        policy_server.router.RecordOutcome(
-            pb.RecordOutcomeRequest(
-                outcome_id=outcome_id,
-                decision_id=first.decision_id,
-                model="frontier",
-                quality=1.0,
-                cost_usd=usd,
-            ),
-            timeout=10,
-        )
+        report(policy_server, outcome_id, first, "frontier", cost_usd=usd)
 
     spend(0.0006, "spend-1")  # past half of the $0.001 budget: capped to small
     near = ask(policy_server, HARD, tenant="spender")
@@ -132,16 +135,7 @@ def test_budget_spent_through_outcomes_caps_then_forces_the_cheapest(
 
 def test_budget_reject_action_refuses_with_resource_exhausted(policy_server: Served) -> None:
     first = ask(policy_server, HARD, namespace="strict", tenant="acme")
-    policy_server.router.RecordOutcome(
-        pb.RecordOutcomeRequest(
-            outcome_id="strict-1",
-            decision_id=first.decision_id,
-            model="frontier",
-            quality=1.0,
-            cost_usd=0.002,
-        ),
-        timeout=10,
-    )
+    report(policy_server, "strict-1", first, "frontier", cost_usd=0.002)
     error = refused(policy_server, HARD, namespace="strict", tenant="acme")
     assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert "acme" in error.details() and "budget" in error.details()
@@ -185,26 +179,8 @@ def test_metrics_endpoint_counts_a_known_sequence(
     assert cold.strategy == pb.STRATEGY_CASCADE
     ask(served, EASY, tenant="ent", model_override="mid")
     ask(served, HARD, tenant="tiny")
-    served.router.RecordOutcome(
-        pb.RecordOutcomeRequest(
-            outcome_id="m1",
-            decision_id=cold.decision_id,
-            model="small",
-            quality=0.2,
-            cost_usd=0.01,
-        ),
-        timeout=10,
-    )
-    served.router.RecordOutcome(
-        pb.RecordOutcomeRequest(
-            outcome_id="m2",
-            decision_id=cold.decision_id,
-            model="mid",
-            quality=0.9,
-            cost_usd=0.02,
-        ),
-        timeout=10,
-    )
+    report(served, "m1", cold, "small", quality=0.2, cost_usd=0.01)
+    report(served, "m2", cold, "mid", quality=0.9, cost_usd=0.02)
     m = scrape(port)
 
     def value(name: str, **labels: str) -> float:
@@ -286,16 +262,7 @@ def test_stats_over_a_known_sequence(db_url: str, serve: Callable[..., Served]) 
         ("s2", cold, "mid", 0.9, 0.02),
         ("s3", easy, "small", 1.0, 0.005),
     ):
-        served.router.RecordOutcome(
-            pb.RecordOutcomeRequest(
-                outcome_id=outcome_id,
-                decision_id=decision.decision_id,
-                model=model,
-                quality=quality,
-                cost_usd=cost,
-            ),
-            timeout=10,
-        )
+        report(served, outcome_id, decision, model, quality=quality, cost_usd=cost)
     served.app.decision_writer.flush()  # decisions are written behind; make them visible now
     result = CliRunner().invoke(cli.main, ["stats", "--db", db_url, "--json", "--window", "1h"])
     assert result.exit_code == 0, result.output
@@ -358,16 +325,7 @@ def test_update_catalog_refuses_to_drop_a_model_the_policy_names(
 
 def test_past_the_budget_no_override_reaches_a_pricier_model(policy_server: Served) -> None:
     first = ask(policy_server, HARD, tenant="spender")
-    policy_server.router.RecordOutcome(
-        pb.RecordOutcomeRequest(
-            outcome_id="over-1",
-            decision_id=first.decision_id,
-            model="frontier",
-            quality=1.0,
-            cost_usd=0.01,  # ten times the $0.001 budget
-        ),
-        timeout=10,
-    )
+    report(policy_server, "over-1", first, "frontier", cost_usd=0.01)  # 10 x the $0.001 budget
     over = ask(policy_server, HARD, tenant="spender")
     assert (over.model, over.strategy, list(over.fallbacks)) == ("small", pb.STRATEGY_POLICY, [])
     with pytest.raises(grpc.RpcError) as refused:
@@ -381,27 +339,13 @@ def test_an_outcome_without_usage_charges_decides_estimate(policy_server: Served
     """A client that reports only the answer's grade (no tokens, no cost) still moves the
     tenant's budget: by what Decide estimated for that model."""
     decision = ask(policy_server, HARD, tenant="spender")
-    recorded = policy_server.router.RecordOutcome(
-        pb.RecordOutcomeRequest(
-            outcome_id="no-usage-1", decision_id=decision.decision_id, model="frontier", quality=1.0
-        ),
-        timeout=10,
-    )
+    recorded = report(policy_server, "no-usage-1", decision, "frontier")
     assert decision.model == "frontier"
     assert recorded.cost_usd == pytest.approx(decision.estimated_cost_usd)
     assert recorded.cost_usd > 0
     # That is past its $0.001 budget: the tenant gets the cheapest model now.
     assert ask(policy_server, HARD, tenant="spender").model == "small"
-    tokens = policy_server.router.RecordOutcome(
-        pb.RecordOutcomeRequest(
-            outcome_id="tokens-1",
-            decision_id=decision.decision_id,
-            model="frontier",
-            quality=1.0,
-            input_tokens=1000,
-        ),
-        timeout=10,
-    )
+    tokens = report(policy_server, "tokens-1", decision, "frontier", input_tokens=1000)
     assert tokens.cost_usd == pytest.approx(1000 * 3.00 / 1e6)  # given usage wins
 
 
