@@ -270,7 +270,18 @@ def load_route_dir(folder: Path) -> list[tuple[Path, RouteFile]]:
     if not folder.is_dir():
         raise ConfigError(f"routes folder {folder} does not exist")
     files = sorted([*folder.glob("*.yaml"), *folder.glob("*.yml")])
-    return [(path, load_route_file(path)) for path in files]
+    loaded = [(path, load_route_file(path)) for path in files]
+    first: dict[str, Path] = {}
+    for path, parsed in loaded:
+        other = first.setdefault(parsed.namespace, path)
+        if other != path:
+            # The last file would win the catalog and policy, and with --prune each file
+            # would delete the other's examples on every sync.
+            raise ConfigError(
+                f"{path} and {other} both define namespace {parsed.namespace!r}: one route "
+                "file per namespace"
+            )
+    return loaded
 
 
 def _describe(exc: ValidationError, raw: dict[str, object]) -> str:

@@ -122,3 +122,30 @@ def test_admin_reindex_refuses_a_second_job_with_failed_precondition(
     assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
     assert f"reindex job {held} of 'default' is running" in (caught.value.details() or "")
     assert "GetReindexJob" in (caught.value.details() or "")
+
+
+def test_a_damaged_snapshot_in_one_namespace_does_not_block_anothers_generation(
+    sqlite_url: str, make_app: Callable[..., App]
+) -> None:
+    import shutil
+    from pathlib import Path
+
+    from sqlalchemy import select
+
+    from routebook.store.tables import IndexGenerationRow
+
+    app = make_app(sqlite_url)
+    add_namespace(app, "support")
+    reindexer = app.reindexer
+    assert reindexer.run(reindexer.start(None, None), None, None).state == "succeeded"
+    default_id = app.directory.resolve("default").id
+    with app.store.read() as session:
+        path = session.scalars(
+            select(IndexGenerationRow.snapshot_path).where(
+                IndexGenerationRow.namespace_id == default_id
+            )
+        ).one()
+    shutil.rmtree(Path(path))  # default's generation 1 is gone from disk
+    app.follower.tick()
+    assert app.registry.get("default").generation == 0  # refused, still serving
+    assert app.registry.get("support").generation == 1  # its own generation 1 is fine

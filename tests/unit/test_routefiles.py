@@ -152,6 +152,16 @@ def test_load_route_dir_reads_yaml_and_yml_sorted(tmp_path: Path) -> None:
     assert [f.namespace for _, f in loaded] == ["other", "shop"]
 
 
+def test_two_files_for_one_namespace_are_refused_naming_both(tmp_path: Path) -> None:
+    write(tmp_path, VALID, "shop.yaml")
+    write(tmp_path, VALID, "shop-copy.yaml")  # a copy kept as a template, say
+    with pytest.raises(ConfigError) as caught:
+        load_route_dir(tmp_path)
+    message = str(caught.value)
+    assert "shop.yaml" in message and "shop-copy.yaml" in message
+    assert "both define namespace 'shop'" in message
+
+
 def test_load_route_dir_of_an_empty_folder(tmp_path: Path) -> None:
     assert load_route_dir(tmp_path) == []
 

@@ -85,7 +85,8 @@ class StoreFollower:
         self._marks: dict[str, follow.Marks] = {}
         # Per namespace: outcome ids past its outcome mark already applied to its index.
         self._seen_outcomes: dict[str, frozenset[int]] = {}
-        self._refused: set[int] = set()
+        # (namespace id, generation) pairs whose snapshot could not be used: not tried again.
+        self._refused: set[tuple[int, int]] = set()
         self._lock = threading.RLock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -147,14 +148,14 @@ class StoreFollower:
         current = self._registry.get(info.name)
         if published is None or published.generation <= current.generation:
             return False
-        if published.generation in self._refused:
+        if (info.id, published.generation) in self._refused:
             return False
         try:
             index, _meta = load_snapshot(
                 Path(published.snapshot_path), self._embedder.model_id, self._embedder.dim
             )
         except SnapshotMismatch as exc:
-            self._refused.add(published.generation)
+            self._refused.add((info.id, published.generation))
             log.error(
                 "namespace %s: not swapping to generation %d: %s",
                 info.name,
@@ -168,7 +169,7 @@ class StoreFollower:
                 info.name,
                 published.snapshot_path,
             )
-            self._refused.add(published.generation)
+            self._refused.add((info.id, published.generation))
             return False
         index.generation = published.generation
         with self._lock:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import URL, ExceptionContext, make_url
@@ -15,6 +15,8 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session, sessionmaker
 
 from routebook.errors import ConfigError
+
+T = TypeVar("T")
 
 
 def make_engine(url: str, *, statement_timeout_seconds: float = 30.0) -> Engine:
@@ -67,6 +69,18 @@ def _with_statement_timeout(url: URL, seconds: float) -> URL:
     given = " ".join(given) if isinstance(given, tuple) else given
     ours = f"-c statement_timeout={max(1, round(seconds * 1000))}"
     return url.update_query_dict({"options": f"{ours} {given}".strip()})
+
+
+#: Most values bound in one `IN (...)`: SQLite allows 32,766 parameters per statement and
+#: psycopg 65,535, and a list of ids built from the data (outcomes since a snapshot, decisions
+#: in a stats window) can be longer than either.
+IN_CHUNK = 5000
+
+
+def in_chunks(values: Sequence[T]) -> Iterator[Sequence[T]]:
+    """`values` in slices short enough for one `IN (...)` each."""
+    for start in range(0, len(values), IN_CHUNK):
+        yield values[start : start + IN_CHUNK]
 
 
 #: A pooled connection unused for longer than this is pinged before it is handed out.

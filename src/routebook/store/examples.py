@@ -12,6 +12,7 @@ from sqlalchemy import Row, delete, func, select
 from sqlalchemy.orm import Session
 
 from routebook.domain import Source
+from routebook.store.db import in_chunks
 from routebook.store.tables import ExampleRow, OutcomeRow, TombstoneRow
 
 
@@ -125,15 +126,20 @@ def outcome_means(
         func.avg(OutcomeRow.quality),
         func.count(OutcomeRow.id),
     ).group_by(OutcomeRow.example_id, OutcomeRow.model)
-    if example_ids is not None:
-        query = query.where(OutcomeRow.example_id.in_(example_ids))
     if namespace_id is not None:
         query = query.join(ExampleRow, ExampleRow.id == OutcomeRow.example_id).where(
             ExampleRow.namespace_id == namespace_id
         )
+    # Each example's rows fall in one chunk (the grouping is per example), so the parts merge.
+    queries = (
+        [query]
+        if example_ids is None
+        else [query.where(OutcomeRow.example_id.in_(part)) for part in in_chunks(example_ids)]
+    )
     result: dict[int, list[tuple[str, float, int]]] = {}
-    for example_id, model, mean, count in session.execute(query):
-        result.setdefault(example_id, []).append((model, float(mean), int(count)))
+    for part_query in queries:
+        for example_id, model, mean, count in session.execute(part_query):
+            result.setdefault(example_id, []).append((model, float(mean), int(count)))
     for entries in result.values():
         entries.sort()
     return result

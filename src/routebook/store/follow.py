@@ -8,6 +8,7 @@ from datetime import timedelta
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from routebook.store.db import in_chunks
 from routebook.store.examples import STORED_COLUMNS, StoredExample, stored_examples
 from routebook.store.tables import ExampleRow, OutcomeRow, TombstoneRow, utcnow
 
@@ -74,9 +75,13 @@ def example_ids_after(session: Session, namespace_id: int, after: int) -> list[i
 
 
 def examples_with_ids(session: Session, ids: list[int]) -> list[StoredExample]:
-    rows = session.execute(
-        select(*STORED_COLUMNS).where(ExampleRow.id.in_(ids)).order_by(ExampleRow.id)
-    ).all()
+    rows = [
+        row
+        for part in in_chunks(sorted(ids))
+        for row in session.execute(
+            select(*STORED_COLUMNS).where(ExampleRow.id.in_(part)).order_by(ExampleRow.id)
+        ).all()
+    ]
     return stored_examples(rows)
 
 

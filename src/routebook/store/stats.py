@@ -8,6 +8,7 @@ from datetime import datetime
 from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
 
+from routebook.store.db import in_chunks
 from routebook.store.tables import DecisionRow, ExampleRow, NamespaceRow, OutcomeRow
 
 
@@ -110,9 +111,12 @@ def outcome_quality(session: Session, decision_ids: list[str]) -> dict[tuple[str
     """(decision id, model) → mean reported quality, for the given decisions."""
     if not decision_ids:
         return {}
-    rows = session.execute(
-        select(OutcomeRow.decision_id, OutcomeRow.model, func.avg(OutcomeRow.quality))
-        .where(OutcomeRow.decision_id.in_(decision_ids))
-        .group_by(OutcomeRow.decision_id, OutcomeRow.model)
-    )
-    return {(str(d), str(m)): float(q) for d, m, q in rows}
+    return {
+        (str(d), str(m)): float(q)
+        for part in in_chunks(decision_ids)
+        for d, m, q in session.execute(
+            select(OutcomeRow.decision_id, OutcomeRow.model, func.avg(OutcomeRow.quality))
+            .where(OutcomeRow.decision_id.in_(part))
+            .group_by(OutcomeRow.decision_id, OutcomeRow.model)
+        )
+    }
