@@ -52,3 +52,33 @@ def test_sqlite_store_uses_wal(sqlite_url: str) -> None:
             assert connection.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
     finally:
         engine.dispose()
+
+
+def test_replicas_migrating_at_once_all_succeed(postgres_url: str) -> None:
+    """Servers starting together on an empty PostgreSQL each run `upgrade`: one migrates, the
+    others wait for it and find nothing to do (without the lock, they raced the same DDL)."""
+    import threading
+
+    engines = [make_engine(postgres_url) for _ in range(4)]
+    gate = threading.Barrier(len(engines))
+    errors: list[BaseException] = []
+
+    def start(engine: object) -> None:
+        gate.wait()
+        try:
+            migrate.upgrade(engine)  # type: ignore[arg-type]
+        except BaseException as exc:  # the test reports every failure below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=start, args=(e,), daemon=True) for e in engines]
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=120)  # without the lock the DDL could also wait on itself forever
+        assert not any(t.is_alive() for t in threads), "a migration never finished"
+        assert errors == []
+        assert migrate.current(engines[0]) == migrate.head()
+    finally:
+        for engine in engines:
+            engine.dispose()

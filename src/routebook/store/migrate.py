@@ -30,9 +30,15 @@ def _config(engine: Engine) -> Config:
     return cfg
 
 
+#: The PostgreSQL advisory lock that serialises schema changes: replicas starting together on
+#: an older database would otherwise all run the same DDL, and all but one fail.
+MIGRATION_LOCK = 0x726F7574  # "rout"
+
+
 def upgrade(engine: Engine, revision: str = "head") -> None:
     with engine.begin() as connection:
         _no_statement_timeout(connection)
+        _one_migrator_at_a_time(connection)
         cfg = _config(engine)
         cfg.attributes["connection"] = connection
         command.upgrade(cfg, revision)
@@ -41,6 +47,7 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
 def downgrade(engine: Engine, revision: str = "base") -> None:
     with engine.begin() as connection:
         _no_statement_timeout(connection)
+        _one_migrator_at_a_time(connection)
         cfg = _config(engine)
         cfg.attributes["connection"] = connection
         command.downgrade(cfg, revision)
@@ -50,6 +57,14 @@ def _no_statement_timeout(connection: Connection) -> None:
     """A schema change on a large table may rightly take longer than a call's bound."""
     if connection.dialect.name == "postgresql":
         connection.execute(text("SET LOCAL statement_timeout = 0"))
+
+
+def _one_migrator_at_a_time(connection: Connection) -> None:
+    """Wait for any other process's migration; held until this transaction ends, after which
+    Alembic finds the schema already at the revision and does nothing. (SQLite serialises
+    writers itself.)"""
+    if connection.dialect.name == "postgresql":
+        connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
 
 
 def current(engine: Engine) -> str | None:
