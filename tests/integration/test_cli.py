@@ -15,10 +15,14 @@ from click.testing import CliRunner
 
 from routebook import cli, wiring
 from routebook.embed.sentence import SentenceTransformerEmbedder
+from routebook.routefiles import load_route_dir
+from routebook.service.examples import ExampleInput
+from routebook.store import examples as ex_store
 from routebook.store import migrate
 from routebook.store.db import make_engine
 from routebook.v1 import router_pb2 as pb
 from routebook.v1 import router_pb2_grpc
+from routebook.wiring import App
 from tests.conftest import TEST_ROUTES, Served
 from tests.processes import server_process
 
@@ -197,3 +201,25 @@ def test_a_bad_route_file_among_good_ones_applies_nothing(
         )
     engine.dispose()
     assert count == 0
+
+
+def test_prune_removes_what_left_the_files_and_keeps_what_the_admin_api_added(
+    sqlite_url: str, make_app: Callable[..., App], tmp_path: Path
+) -> None:
+    app = make_app(sqlite_url)  # synced from TEST_ROUTES at start: 14 route-file examples
+    added = app.examples.upsert(
+        "default", [ExampleInput("reset my two-factor device", "account", "small")]
+    )
+    assert added.added == 1
+    edited = tmp_path / "routes"
+    shutil.copytree(TEST_ROUTES, edited)
+    path = edited / "shop.yaml"
+    path.write_text(path.read_text().replace("      - where is my order?\n", ""))
+    (report,) = app.examples.sync_routes(load_route_dir(edited), prune=True)
+    assert report.removed == ["where is my order?"]  # left the file: pruned
+    namespace_id = app.directory.resolve("default").id
+    with app.store.read() as session:
+        rows = ex_store.list_examples(session, namespace_id, ex_store.ExampleFilter(), 0, 100)
+        texts = {e.text for e in rows}
+    assert "reset my two-factor device" in texts  # the Admin API's example stays
+    assert "where is my order?" not in texts

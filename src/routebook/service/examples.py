@@ -34,6 +34,11 @@ MAX_PAGE = 1000
 MAX_DELETE_IDS = 10_000
 
 
+#: Where a reference example came from (ExampleRow.origin).
+ROUTE_FILE = "routefile"
+ADMIN = "admin"
+
+
 @dataclass(slots=True)
 class SyncReport:
     """What a sync did (or, on a dry run, would do) to one namespace."""
@@ -128,15 +133,18 @@ class ExampleService:
                             route=example.route,
                             source=Source.REFERENCE.value,
                             best_model=example.best_model,
+                            origin=ROUTE_FILE,
                         )
                     )
                 elif (existing.route, existing.best_model) != (example.route, example.best_model):
                     report.changed.append(example.text)
-                    ex_store.replace_reference(session, existing, example.route, example.best_model)
+                    ex_store.replace_reference(
+                        session, existing, example.route, example.best_model, ROUTE_FILE
+                    )
                 else:
                     report.unchanged += 1
-            if prune:
-                gone = [e for h, e in present.items() if h not in wanted]
+            if prune:  # what left the files; examples added through the Admin API stay
+                gone = [e for h, e in present.items() if h not in wanted and e.origin != ADMIN]
                 report.removed = [e.text for e in gone]
                 ex_store.delete_examples(session, row.id, [e.id for e in gone])
         return report
@@ -168,13 +176,16 @@ class ExampleService:
                         route=item.route,
                         source=Source.REFERENCE.value,
                         best_model=item.best_model,
+                        origin=ADMIN,
                     )
                     session.add(row)
                     session.flush()
                     present[h] = row
                     result.added += 1
                 elif (existing.route, existing.best_model) != (item.route, item.best_model):
-                    row = ex_store.replace_reference(session, existing, item.route, item.best_model)
+                    row = ex_store.replace_reference(
+                        session, existing, item.route, item.best_model, ADMIN
+                    )
                     present[h] = row
                     result.updated += 1
                 else:

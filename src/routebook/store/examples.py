@@ -164,10 +164,15 @@ def delete_examples(session: Session, namespace_id: int, ids: list[int]) -> list
 
 
 def replace_reference(
-    session: Session, existing: ExampleRow, route: str | None, best_model: str | None
+    session: Session,
+    existing: ExampleRow,
+    route: str | None,
+    best_model: str | None,
+    origin: str,
 ) -> ExampleRow:
     """Change a reference example's label as delete + insert, so replicas, which follow new ids
-    and tombstones, see the change. The cached vector moves along."""
+    and tombstones, see the change. The cached vector moves along; the example now belongs to
+    whoever relabelled it (`origin`)."""
     fresh = ExampleRow(
         namespace_id=existing.namespace_id,
         text=existing.text,
@@ -175,6 +180,7 @@ def replace_reference(
         route=route,
         source=Source.REFERENCE.value,
         best_model=best_model,
+        origin=origin,
         embedding=existing.embedding,
         embedding_model=existing.embedding_model,
     )

@@ -85,6 +85,9 @@ class ExampleRow(Base):
     route: Mapped[str | None] = mapped_column(String(128), nullable=True)
     source: Mapped[str] = mapped_column(String(16))
     best_model: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    #: Who added a reference example: "routefile" or "admin" (None: from before this was
+    #: kept, treated as "routefile"). `routes sync --prune` removes route-file examples only.
+    origin: Mapped[str | None] = mapped_column(String(16), nullable=True)
     # History examples: the tenant whose query it was.
     tenant: Mapped[str | None] = mapped_column(String(128), nullable=True)
     # The vector is cached beside the text so a restart need not re-embed; `embedding_model`
