@@ -435,3 +435,36 @@ def test_check_compares_the_index_with_the_store(
     assert alias.exit_code == 1 and f'"{victim}"' in alias.output
     report = json.loads(drifted.output)["namespaces"][0]
     assert report["extra"] == [str(victim)] and report["storeExamples"] == "14"
+
+
+def test_concurrent_upserts_of_the_same_new_texts_all_succeed(
+    db_url: str, make_app: Callable[..., object]
+) -> None:
+    """Two loads overlapping (or a client retry while the first try commits) insert the same
+    new texts at once: on PostgreSQL the loser met a unique violation, answered INVALID_ARGUMENT
+    and lost its whole batch. It now reads again and finds them unchanged."""
+    from routebook.service.examples import ExampleInput
+
+    app = make_app(db_url)
+    texts = [f"overlapping load example {n} about refunds" for n in range(40)]
+    batch = [ExampleInput(t, "refunds", "small") for t in texts]
+    gate = threading.Barrier(4)
+    results: list[object] = []
+
+    def load() -> None:
+        gate.wait()
+        try:
+            results.append(app.examples.upsert("default", batch))  # type: ignore[attr-defined]
+        except Exception as exc:  # every failure is reported by the assertion below
+            results.append(exc)
+
+    threads = [threading.Thread(target=load) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    failures = [r for r in results if isinstance(r, Exception)]
+    assert failures == []
+    assert sum(r.added for r in results) == len(texts)  # type: ignore[attr-defined]
+    ids = {tuple(r.example_ids) for r in results}  # type: ignore[attr-defined]
+    assert len(ids) == 1  # every caller got the same rows back

@@ -13,10 +13,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import IntegrityError, OperationalError
 
 from routebook.domain import Source
-from routebook.errors import InvalidArgument
+from routebook.errors import InvalidArgument, Unavailable
 from routebook.routefiles import NAME_PATTERN, RouteFile, text_hash
 from routebook.service.follower import StoreFollower
 from routebook.service.namespaces import NamespaceDirectory, NamespaceInfo
@@ -32,6 +32,8 @@ MAX_PAGE = 1000
 #: Ids one DeleteExamples call may name: one statement's bind parameters stay well within
 #: what SQLite and PostgreSQL accept.
 MAX_DELETE_IDS = 10_000
+#: Tries of one upsert batch that meets a concurrent insert of the same text.
+UPSERT_ATTEMPTS = 3
 
 
 #: Where a reference example came from (ExampleRow.origin).
@@ -162,6 +164,25 @@ class ExampleService:
         cleaned = [
             self._check(info.catalog.names, position, item) for position, item in enumerate(items)
         ]
+        for attempt in range(UPSERT_ATTEMPTS):
+            try:
+                result = self._upsert_once(info, cleaned)
+                break
+            except IntegrityError as exc:
+                # Another writer added one of these texts between our read and our insert (two
+                # overlapping loads, or a retry while the first try was committing). Its row is
+                # committed now: read again, and it is "unchanged" or "updated".
+                if not _unique_violation(exc):
+                    raise
+                if attempt == UPSERT_ATTEMPTS - 1:
+                    raise Unavailable(
+                        "other writers kept adding the same examples at the same time; "
+                        "nothing of this batch was written, retry it"
+                    ) from None
+        self._index_committed(info)
+        return result
+
+    def _upsert_once(self, info: NamespaceInfo, cleaned: list[ExampleInput]) -> UpsertResult:
         result = UpsertResult()
         with self._store.write() as session:
             present = ex_store.reference_examples_by_hash(session, info.id)
@@ -192,7 +213,6 @@ class ExampleService:
                     row = existing
                     result.unchanged += 1
                 result.example_ids.append(row.id)
-        self._index_committed(info)
         return result
 
     def _index_committed(self, info: NamespaceInfo) -> None:
@@ -276,3 +296,11 @@ class ExampleService:
                     self._follower.catch_up(info)
                 else:
                     self._follower.load(info)
+
+
+def _unique_violation(exc: IntegrityError) -> bool:
+    """A duplicate key (PostgreSQL SQLSTATE 23505, SQLite "UNIQUE constraint failed"), as
+    opposed to a row the store refuses for its values."""
+    if getattr(exc.orig, "sqlstate", None) == "23505":
+        return True
+    return "UNIQUE constraint failed" in str(exc.orig)
