@@ -322,12 +322,23 @@ def stats(
 
 
 def _over_store(config_file: str | None, database_url: str | None, read: Callable[[Any], T]) -> T:
-    """Open the configured store (migrated), run one read over it, close it."""
+    """Open the configured store, run one read over it, close it.
+
+    A report only reads: it never creates a SQLite file (a mistyped path would report zeros
+    from a new, empty store) nor migrates the schema under running servers; it asks for
+    `db upgrade` instead."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import OperationalError
+
+    from routebook.errors import FailedPrecondition
     from routebook.store import migrate
     from routebook.store.db import Store, make_engine
 
     try:
         settings = _settings(config_file, database_url=database_url)
+        url = make_url(settings.database_url)
+        if url.get_backend_name() == "sqlite" and not Path(url.database or "").is_file():
+            raise FailedPrecondition(f"no SQLite store at {url.database!r}: check --db")
         store = Store(
             make_engine(
                 settings.database_url,
@@ -335,8 +346,17 @@ def _over_store(config_file: str | None, database_url: str | None, read: Callabl
             )
         )
         try:
-            migrate.upgrade(store.engine)
+            at, head = migrate.current(store.engine), migrate.head()
+            if at != head:
+                raise FailedPrecondition(
+                    f"the store's schema is at {at or 'nothing (an empty database)'}, this "
+                    f"routebook reads {head}: run `routebook db upgrade` (or check --db)"
+                )
             return read(store)
+        except OperationalError as exc:
+            raise FailedPrecondition(
+                f"the store is unavailable: {str(exc.orig).splitlines()[0]}"
+            ) from None
         finally:
             store.dispose()
     except RoutebookError as exc:

@@ -223,3 +223,26 @@ def test_prune_removes_what_left_the_files_and_keeps_what_the_admin_api_added(
         texts = {e.text for e in rows}
     assert "reset my two-factor device" in texts  # the Admin API's example stays
     assert "where is my order?" not in texts
+
+
+def test_reports_only_read_the_store_and_say_what_is_wrong(
+    runner: CliRunner, sqlite_url: str, serve: Callable[..., Served], tmp_path: Path
+) -> None:
+    typo = tmp_path / "routebok.db"
+    missing = runner.invoke(cli.main, ["stats", "--db", f"sqlite:///{typo}"])
+    assert missing.exit_code == 1 and "no SQLite store at" in missing.output
+    assert not typo.exists()  # no new, empty store reporting zeros
+
+    empty = tmp_path / "empty.db"
+    empty.touch()
+    unmigrated = runner.invoke(cli.main, ["shadow", "report", "--db", f"sqlite:///{empty}"])
+    assert unmigrated.exit_code == 1 and "run `routebook db upgrade`" in unmigrated.output
+    engine = make_engine(f"sqlite:///{empty}")
+    assert migrate.current(engine) is None  # a report never migrates
+    engine.dispose()
+
+    serve(sqlite_url)  # a migrated store with namespace "default"
+    unknown = runner.invoke(cli.main, ["stats", "--db", sqlite_url, "--namespace", "defualt"])
+    assert unknown.exit_code == 1 and "namespace 'defualt' does not exist" in unknown.output
+    known = runner.invoke(cli.main, ["stats", "--db", sqlite_url, "--namespace", "default"])
+    assert known.exit_code == 0, known.output

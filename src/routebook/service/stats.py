@@ -5,6 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import timedelta
 
+from sqlalchemy.orm import Session
+
+from routebook.errors import NotFound
+from routebook.store import namespaces as ns_store
 from routebook.store import stats as stats_store
 from routebook.store.db import Store
 from routebook.store.tables import utcnow
@@ -31,9 +35,16 @@ class RoutingStats:
     by_tenant: list[Group] = field(default_factory=list)
 
 
+def _check_namespace(session: Session, namespace: str | None) -> None:
+    """A report for a namespace that does not exist would be all zeros: say so instead."""
+    if namespace and ns_store.get_namespace(session, namespace) is None:
+        raise NotFound(f"namespace {namespace!r} does not exist in this store")
+
+
 def routing_stats(store: Store, window_hours: float, namespace: str | None = None) -> RoutingStats:
     since = utcnow() - timedelta(hours=window_hours)
     with store.read() as session:
+        _check_namespace(session, namespace)
         strategies = stats_store.decisions_by_strategy(session, since, namespace)
         by_model = [
             Group(*row) for row in stats_store.outcomes_by(session, "model", since, namespace)
@@ -78,6 +89,7 @@ class ShadowReport:
 def shadow_report(store: Store, window_hours: float, namespace: str | None = None) -> ShadowReport:
     since = utcnow() - timedelta(hours=window_hours)
     with store.read() as session:
+        _check_namespace(session, namespace)
         rows = stats_store.shadow_rows(session, since, namespace)
         differing = [r for r in rows if r.model != r.shadow_model]
         quality = stats_store.outcome_quality(session, [r.decision_id for r in differing])
