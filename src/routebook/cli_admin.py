@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -147,30 +147,38 @@ def upsert(ctx: click.Context, namespace: str, jsonl: Any, batch: int) -> None:
 
     from routebook.v1 import admin_pb2 as admin_pb
 
-    def batches() -> Iterator[Any]:
-        chunk: list[Any] = []
+    # The whole file is read and checked before anything is sent: the server commits each
+    # batch as it comes, so a bad line found half-way would leave the earlier batches stored.
+    examples: list[Any] = []
+    try:
         for number, line in enumerate(jsonl, 1):
             if not line.strip():
                 continue
             try:
                 row = json.loads(line)
-                chunk.append(
-                    admin_pb.ExampleInput(
-                        text=row["text"], route=row.get("route", ""), best_model=row["best_model"]
-                    )
-                )
-            except (ValueError, KeyError, TypeError) as exc:
-                raise click.BadParameter(f"line {number}: {exc}") from None
-            if len(chunk) >= batch:
-                yield admin_pb.UpsertExamplesRequest(namespace=namespace, examples=chunk)
-                chunk = []
-        if chunk:
-            yield admin_pb.UpsertExamplesRequest(namespace=namespace, examples=chunk)
+                text, route, model = row["text"], row.get("route", ""), row["best_model"]
+                if not all(isinstance(v, str) for v in (text, route, model)):
+                    raise TypeError("text, route and best_model must be strings")
+            except (ValueError, KeyError, TypeError, AttributeError) as exc:
+                click.echo(f"error: {jsonl.name} line {number}: {exc}; nothing was sent", err=True)
+                sys.exit(1)
+            examples.append(admin_pb.ExampleInput(text=text, route=route, best_model=model))
+    except UnicodeDecodeError as exc:
+        click.echo(f"error: {jsonl.name} is not UTF-8 text: {exc}; nothing was sent", err=True)
+        sys.exit(1)
+    if not examples:
+        click.echo(f"error: {jsonl.name} holds no examples; nothing was sent", err=True)
+        sys.exit(1)
+    requests = [
+        admin_pb.UpsertExamplesRequest(namespace=namespace, examples=examples[i : i + batch])
+        for i in range(0, len(examples), batch)
+    ]
 
     stub, metadata = _stub(ctx)
     try:
+        # The deadline is per batch: each is embedded before the next is read.
         response = stub.UpsertExamplesStream(
-            batches(), metadata=metadata, timeout=ctx.obj["timeout"]
+            iter(requests), metadata=metadata, timeout=ctx.obj["timeout"] * len(requests)
         )
     except grpc.RpcError as exc:
         click.echo(f"error: {exc.code().name}: {exc.details()}", err=True)

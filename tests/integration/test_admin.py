@@ -365,6 +365,20 @@ def test_admin_cli_against_a_server(
     denied = runner.invoke(cli.main, ["admin", "--target", served.target, "--token", "x", "stats"])
     assert denied.exit_code == 1 and "UNAUTHENTICATED" in denied.output
 
+    # A bad line anywhere: nothing is sent, so no earlier batch is left stored.
+    bad = tmp_path / "bad.jsonl"
+    good = [json.dumps({"text": f"pause my plan {n}", "best_model": "small"}) for n in range(4)]
+    bad.write_text("\n".join([*good, '{"text": "no model"}', *good]) + "\n")
+    refused = runner.invoke(cli.main, [*base, "upsert", "default", str(bad), "--batch", "2"])
+    assert refused.exit_code == 1
+    assert "line 5: 'best_model'" in refused.output and "nothing was sent" in refused.output
+    paused = runner.invoke(cli.main, [*base, "list", "default", "--prefix", "pause my plan"])
+    assert json.loads(paused.output).get("examples", []) == []
+    latin1 = tmp_path / "latin1.jsonl"
+    latin1.write_bytes('{"text": "caf\u00e9", "best_model": "small"}\n'.encode("latin-1"))
+    undecodable = runner.invoke(cli.main, [*base, "upsert", "default", str(latin1)])
+    assert undecodable.exit_code == 1 and "not UTF-8 text" in undecodable.output
+
 
 def test_tls(sqlite_url: str, serve: Callable[..., Served], tmp_path: Path) -> None:
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
