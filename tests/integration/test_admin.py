@@ -482,3 +482,25 @@ def test_concurrent_upserts_of_the_same_new_texts_all_succeed(
     assert sum(r.added for r in results) == len(texts)  # type: ignore[attr-defined]
     ids = {tuple(r.example_ids) for r in results}  # type: ignore[attr-defined]
     assert len(ids) == 1  # every caller got the same rows back
+
+
+def test_one_batch_may_add_a_text_and_relabel_it(
+    db_url: str, make_app: Callable[..., object]
+) -> None:
+    """The batch's new rows are inserted together; a later item relabelling one of them still
+    works, and the ids come back in the batch's order."""
+    from routebook.service.examples import ExampleInput
+
+    app = make_app(db_url)
+    batch = [
+        ExampleInput("move my plan to annual billing", "billing", "small"),
+        ExampleInput("why was I charged twice", "billing", "small"),
+        ExampleInput("move my plan to annual billing", "billing", "mid"),  # relabelled
+    ]
+    result = app.examples.upsert("default", batch)  # type: ignore[attr-defined]
+    assert (result.added, result.updated, result.unchanged) == (2, 1, 0)
+    first, second, relabelled = result.example_ids
+    assert len({first, second, relabelled}) == 3 and relabelled > second
+    again = app.examples.upsert("default", batch[1:])  # type: ignore[attr-defined]
+    assert (again.added, again.updated, again.unchanged) == (0, 0, 2)
+    assert again.example_ids == [second, relabelled]

@@ -184,12 +184,15 @@ class ExampleService:
 
     def _upsert_once(self, info: NamespaceInfo, cleaned: list[ExampleInput]) -> UpsertResult:
         result = UpsertResult()
+        rows: list[ExampleRow] = []
         with self._store.write() as session:
             present = ex_store.reference_examples_by_hash(session, info.id)
             for item in cleaned:
                 h = text_hash(item.text)
                 existing = present.get(h)
                 if existing is None:
+                    # Inserted together at the end (one batched INSERT): a row-by-row flush kept
+                    # a 10k-row transaction open for long, and replicas follow ids by age.
                     row = ExampleRow(
                         namespace_id=info.id,
                         text=item.text,
@@ -200,10 +203,11 @@ class ExampleService:
                         origin=ADMIN,
                     )
                     session.add(row)
-                    session.flush()
                     present[h] = row
                     result.added += 1
                 elif (existing.route, existing.best_model) != (item.route, item.best_model):
+                    if existing.id is None:  # added earlier in this batch: give it its id
+                        session.flush()
                     row = ex_store.replace_reference(
                         session, existing, item.route, item.best_model, ADMIN
                     )
@@ -212,7 +216,9 @@ class ExampleService:
                 else:
                     row = existing
                     result.unchanged += 1
-                result.example_ids.append(row.id)
+                rows.append(row)
+            session.flush()
+            result.example_ids = [row.id for row in rows]
         return result
 
     def _index_committed(self, info: NamespaceInfo) -> None:
