@@ -322,9 +322,7 @@ class RouterClient:
         try:
             self.record_outcome(**outcome)
         except grpc.RpcError as exc:
-            code = exc.code() if hasattr(exc, "code") else None
-            details = exc.details() if hasattr(exc, "details") else str(exc)
-            return f"{code.name if code is not None else 'error'}: {details}"
+            return f"{exc.code().name}: {exc.details()}"
         return ""
 
     def _report_failure(

@@ -10,8 +10,11 @@ from __future__ import annotations
 import hmac
 from collections.abc import Mapping, Sequence
 from contextvars import ContextVar
+from typing import TypeVar
 
 from routebook.errors import ConfigError, PermissionDenied, Unauthenticated
+
+V = TypeVar("V")
 
 ADMIN_PREFIX = "/routebook.v1.Admin/"
 ROUTER_PREFIX = "/routebook.v1.Router/"
@@ -84,24 +87,10 @@ class Authenticator:
             allowed = self._check_router(token, namespace or self._default_namespace)
             CALLER_NAMESPACES.set(frozenset(allowed))
             assert token is not None
-            CALLER_TENANT.set(self._tenant_of(token.encode()))
-            EVIDENCE_LEVEL.set(self._level_of(token.encode()))
+            CALLER_TENANT.set(_match(token.encode(), self._tenants))
+            EVIDENCE_LEVEL.set(_match(token.encode(), self._levels) or "summary")
         else:
             EVIDENCE_LEVEL.set(self._default_evidence)
-
-    def _tenant_of(self, key: bytes) -> str | None:
-        tenant = None
-        for known, value in self._tenants:
-            if hmac.compare_digest(key, known):
-                tenant = value
-        return tenant
-
-    def _level_of(self, key: bytes) -> str:
-        level = "summary"
-        for known, value in self._levels:
-            if hmac.compare_digest(key, known):
-                level = value
-        return level
 
     def _check_admin(self, token: str | None) -> None:
         if not self._admin:
@@ -117,13 +106,19 @@ class Authenticator:
             raise Unauthenticated(
                 "this server requires an API key: send metadata 'authorization: Bearer <key>'"
             )
-        given = token.encode()
-        allowed: set[str] | None = None
-        for key, namespaces in self._router_keys:
-            if hmac.compare_digest(given, key):
-                allowed = namespaces
+        allowed = _match(token.encode(), self._router_keys)
         if allowed is None:
             raise Unauthenticated("the API key is not valid")
         if namespace not in allowed:
             raise PermissionDenied(f"this API key is not allowed for namespace {namespace!r}")
         return allowed
+
+
+def _match(key: bytes, known: Sequence[tuple[bytes, V]]) -> V | None:
+    """The value of `key` among `known`, compared in constant time against every entry (no
+    early exit that would tell which one matched)."""
+    found = None
+    for candidate, value in known:
+        if hmac.compare_digest(key, candidate):
+            found = value
+    return found

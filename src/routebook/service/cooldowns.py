@@ -8,14 +8,14 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from routebook.store.db import STORE_UNAVAILABLE, Store
-from routebook.store.tables import CooldownRow, ModelFailureRow, utcnow
+from routebook.store.tables import CooldownRow, ModelFailureRow, as_utc, utcnow
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,7 +68,7 @@ class CooldownBook:
                             CooldownRow.namespace_id == namespace_id, CooldownRow.until > utcnow()
                         )
                     ).all()
-                    found = {r.model: Cooldown(r.model, _aware(r.until), r.reason) for r in rows}
+                    found = {r.model: Cooldown(r.model, as_utc(r.until), r.reason) for r in rows}
                 cached = (now_mono, found)
                 with self._lock:
                     self._cache[namespace_id] = cached
@@ -159,10 +159,5 @@ class CooldownBook:
             session.add(
                 CooldownRow(namespace_id=namespace_id, model=model, until=until, reason=reason)
             )
-        elif _aware(row.until) < until:
+        elif as_utc(row.until) < until:
             row.until, row.reason = until, reason
-
-
-def _aware(moment: datetime) -> datetime:
-    """SQLite hands back naive datetimes; they were written in UTC."""
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)

@@ -21,7 +21,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from sqlalchemy import func, select, update
@@ -34,7 +34,13 @@ from routebook.index.snapshot import SnapshotMeta, save_snapshot
 from routebook.service.indexing import IndexBuilder
 from routebook.service.namespaces import NamespaceDirectory, NamespaceInfo
 from routebook.store.db import STORE_UNAVAILABLE, Store
-from routebook.store.tables import IndexGenerationRow, NamespaceRow, ReindexJobRow, utcnow
+from routebook.store.tables import (
+    IndexGenerationRow,
+    NamespaceRow,
+    ReindexJobRow,
+    as_utc,
+    utcnow,
+)
 
 #: Waits between attempts to mark a failed job failed while the store is down (about a minute).
 FINISH_RETRY_WAITS = (0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 30.0)
@@ -312,8 +318,7 @@ def _running_jobs(session: Session) -> list[ReindexJobRow]:
 def _silent_since(job: ReindexJobRow, now: datetime) -> datetime | None:
     """When a running job last showed life, if that was too long ago for it to be alive; None
     while it is. Jobs from before heartbeats count from their start, at the default pace."""
-    last = job.heartbeat_at or job.started_at
-    last = last if last.tzinfo is not None else last.replace(tzinfo=UTC)  # SQLite: naive UTC
+    last = as_utc(job.heartbeat_at or job.started_at)
     interval = job.heartbeat_seconds or 5.0
     if now - last > timedelta(seconds=interval * ABANDON_AFTER_BEATS):
         return last
