@@ -133,6 +133,24 @@ def test_budget_spent_through_outcomes_caps_then_forces_the_cheapest(
     assert (other.model, other.strategy) == ("frontier", pb.STRATEGY_SEMANTIC)
 
 
+def test_deleting_the_history_example_does_not_refund_the_spend(
+    db_url: str, policy_server: Served, serve: Callable[..., Served]
+) -> None:
+    """Outcomes are what was spent as well as evidence: deleting the example they are about
+    (an admin forgetting a query) detaches them but keeps them in the tenant's spend."""
+    first = ask(policy_server, HARD, tenant="spender")
+    recorded = report(policy_server, "spend-then-delete", first, "frontier", cost_usd=0.0012)
+    deleted, _ = policy_server.app.examples.delete(recorded.namespace, [recorded.example_id])
+    assert deleted == [recorded.example_id]
+
+    fresh = serve(db_url, routes_dir=POLICY_ROUTES)  # no spend cached: read from the store
+    over = ask(fresh, HARD, tenant="spender")
+    assert (over.model, over.reason_code) == ("small", pb.REASON_CODE_BUDGET_EXHAUSTED)
+    # A retry of the same report is still recognised, and says its example is gone.
+    again = report(fresh, "spend-then-delete", first, "frontier", cost_usd=0.0012)
+    assert (again.duplicate, again.example_id, again.cost_usd) == (True, 0, 0.0012)
+
+
 def test_budget_reject_action_refuses_with_resource_exhausted(policy_server: Served) -> None:
     first = ask(policy_server, HARD, namespace="strict", tenant="acme")
     report(policy_server, "strict-1", first, "frontier", cost_usd=0.002)

@@ -82,3 +82,65 @@ def test_replicas_migrating_at_once_all_succeed(postgres_url: str) -> None:
     finally:
         for engine in engines:
             engine.dispose()
+
+
+def test_upgrading_a_store_with_data_keeps_it_and_never_reuses_ids(db_url: str) -> None:
+    """The migration that rebuilds SQLite's followed tables must not cascade the old table's
+    drop to its outcomes, must give each outcome its namespace, and must leave foreign keys
+    on for the connections after it."""
+    from sqlalchemy import text
+
+    engine = make_engine(db_url)
+    now = "CURRENT_TIMESTAMP"
+    try:
+        migrate.upgrade(engine, "c5d2e8f1a7b3")  # the revision before the rebuild
+        with engine.begin() as connection:
+            connection.execute(
+                text(
+                    "INSERT INTO namespaces (id, name, description, catalog_version, created_at)"
+                    f" VALUES (1, 'n', '', 1, {now})"
+                )
+            )
+            for i in (1, 2, 3):
+                connection.execute(
+                    text(
+                        "INSERT INTO examples (id, namespace_id, text, text_hash, source, "
+                        f"created_at) VALUES (:i, 1, :t, :h, 'reference', {now})"
+                    ),
+                    {"i": i, "t": f"text {i}", "h": f"hash {i}"},
+                )
+                connection.execute(
+                    text(
+                        "INSERT INTO outcomes (outcome_id, example_id, model, quality, "
+                        "input_tokens, output_tokens, cost_usd, created_at) "
+                        f"VALUES (:o, :i, 'm', 1, 0, 0, 0, {now})"
+                    ),
+                    {"i": i, "o": f"outcome {i}"},
+                )
+            if engine.dialect.name == "postgresql":
+                connection.execute(text("SELECT setval('examples_id_seq', 3)"))
+
+        migrate.upgrade(engine)
+
+        with engine.begin() as connection:
+            assert connection.execute(text("SELECT count(*) FROM outcomes")).scalar() == 3
+            # Every outcome has its namespace, taken from its example.
+            namespaces = connection.execute(text("SELECT namespace_id FROM outcomes")).all()
+            assert [n for (n,) in namespaces] == [1, 1, 1]
+            connection.execute(text("DELETE FROM examples WHERE id = 3"))  # the newest
+            # Foreign keys are on again: the delete detached the example's outcome, which
+            # stays as a record of what was spent.
+            detached = connection.execute(
+                text("SELECT outcome_id, namespace_id FROM outcomes WHERE example_id IS NULL")
+            ).all()
+            assert [tuple(row) for row in detached] == [("outcome 3", 1)]
+            connection.execute(
+                text(
+                    "INSERT INTO examples (namespace_id, text, text_hash, source, created_at) "
+                    f"VALUES (1, 'new', 'new', 'reference', {now})"
+                )
+            )
+            new_id = connection.execute(text("SELECT id FROM examples WHERE text = 'new'")).scalar()
+            assert new_id == 4
+    finally:
+        engine.dispose()

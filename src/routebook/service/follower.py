@@ -25,7 +25,7 @@ from routebook.embed import Embedder
 from routebook.errors import ConfigError
 from routebook.index import IndexRegistry, NamespaceIndex
 from routebook.index.snapshot import SnapshotCorrupt, SnapshotMismatch, load_snapshot
-from routebook.service.indexing import SETTLE, IndexBuilder, facts_of
+from routebook.service.indexing import IndexBuilder, facts_of
 from routebook.service.namespaces import NamespaceDirectory, NamespaceInfo
 from routebook.store import examples as ex_store
 from routebook.store import follow
@@ -61,7 +61,10 @@ def latest_published(store: Store, namespace_id: int) -> Published | None:
             row.snapshot_path,
             row.embedding_model,
             follow.Marks(
-                row.high_water_example_id, row.high_water_outcome_id, row.high_water_tombstone_id
+                row.high_water_example_id,
+                row.high_water_outcome_id,
+                row.high_water_tombstone_id,
+                row.high_water_xact,
             ),
         )
 
@@ -200,16 +203,17 @@ class StoreFollower:
         seen: frozenset[int],
     ) -> tuple[follow.Marks, frozenset[int]]:
         """Apply what the store has past `marks` to `index`, where `seen` are the outcome ids
-        past `marks.outcome` already applied; returns the new marks and seen ids.
+        past `marks` already applied; returns the new marks and seen ids.
 
-        Rows past the marks are read again on every pass until they settle, so under a stream
-        of writes most of them are known already: only ids are read for those, and only an
-        example not indexed or an outcome not seen costs real work.
+        On PostgreSQL rows of transactions still open at the last pass are read again, so most
+        rows read are known already: only ids are read for those, and only an example not
+        indexed or an outcome not seen costs real work.
         """
         with self._store.read() as session:
-            settled = follow.settled_marks(session, SETTLE)
+            # Taken first: whatever commits while this pass reads is past them.
+            next_marks = follow.current_marks(session)
             # New examples (a row already indexed is skipped).
-            ids = follow.example_ids_after(session, info.id, marks.example)
+            ids = follow.example_ids_after(session, info.id, marks)
             unindexed = [i for i in ids if i not in index]
             for start in range(0, len(unindexed), CATCH_UP_BATCH):
                 fresh = follow.examples_with_ids(session, unindexed[start : start + CATCH_UP_BATCH])
@@ -217,26 +221,27 @@ class StoreFollower:
                     means = ex_store.outcome_means(session, example_ids=[e.id for e in fresh])
                     vectors = self._builder.vectors_for(fresh)
                     index.add([facts_of(e, means.get(e.id)) for e in fresh], vectors)
-            # Deletions.
-            gone = follow.tombstones_after(session, info.id, marks.tombstone)
+            # Deletions (removing an example already gone does nothing).
+            gone = follow.tombstones_after(session, info.id, marks)
             if gone:
                 index.remove([example_id for _, example_id in gone])
             # New outcomes change what the examples' facts say.
-            recent = follow.outcomes_after(session, info.id, marks.outcome)
+            recent = follow.outcomes_after(session, info.id, marks)
             touched = sorted({e for o, e in recent if o not in seen})
             if touched:
                 means = ex_store.outcome_means(session, example_ids=touched)
                 for example_id in touched:
                     # One locked step: an example deleted meanwhile is simply skipped.
                     index.revise_facts(example_id, with_outcomes(means.get(example_id, [])))
-        # Everything at or below the settled marks has been seen; newer rows are re-read next
-        # time (cheap: indexed examples and seen outcomes are skipped).
         new_marks = follow.Marks(
-            max(marks.example, settled.example),
-            max(marks.outcome, settled.outcome),
-            max(marks.tombstone, settled.tombstone),
+            max(marks.example, next_marks.example),
+            max(marks.outcome, next_marks.outcome),
+            max(marks.tombstone, next_marks.tombstone),
+            next_marks.xact_floor,
         )
-        return new_marks, frozenset(o for o, _ in recent if o > new_marks.outcome)
+        # The next pass reads a subset of what this one read (its marks are no lower), so the
+        # outcomes seen now are all it needs to skip.
+        return new_marks, frozenset(o for o, _ in recent)
 
     # -- the loop -------------------------------------------------------------------------
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import timedelta
 
 import numpy as np
 import numpy.typing as npt
@@ -25,10 +24,6 @@ from routebook.store.db import Store
 from routebook.store.tables import ExampleRow
 
 EMBED_BATCH = 256
-
-#: A transaction is assumed to commit within this long after its rows were created, so rows
-#: older than this with ids below a mark are all visible (ids are allocated before commit).
-SETTLE = timedelta(seconds=5)
 
 Progress = Callable[[int], None]
 
@@ -81,7 +76,7 @@ class IndexBuilder:
     ) -> BuiltIndex:
         """A new index of every example of the namespace, off to the side (nothing is swapped)."""
         with self._store.read() as session:
-            marks = follow.settled_marks(session, SETTLE)
+            marks = follow.current_marks(session)
             outcomes = ex_store.outcome_means(session, namespace_id=namespace_id)
         facts: list[ExampleFacts] = []
         chunks: list[npt.NDArray[np.float32]] = []

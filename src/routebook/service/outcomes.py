@@ -201,6 +201,7 @@ class OutcomeRecorder:
             raise _LostRace() from None  # another writer deleted the example we found
         if stored.duplicate:
             return self._replay(stored, report)
+        assert stored.example_id is not None  # written just now, with its example
         # Committed: now the index learns it, so the next Decide on this server sees it.
         self._index_example(
             info.name, stored.example_id, text, vector, stored.means, subject.tenant or None
@@ -234,7 +235,7 @@ class OutcomeRecorder:
         _check_allowed(report, namespace)  # a retry reads back what was recorded: same rule
         return RecordedOutcome(
             outcome_id=first.outcome_id,
-            example_id=first.example_id,
+            example_id=first.example_id or 0,  # 0: its example was deleted since
             duplicate=True,
             namespace=namespace,
             quality=first.quality,

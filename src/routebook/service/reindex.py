@@ -269,6 +269,7 @@ class Reindexer:
                         high_water_example_id=built.marks.example,
                         high_water_outcome_id=built.marks.outcome,
                         high_water_tombstone_id=built.marks.tombstone,
+                        high_water_xact=built.marks.xact_floor,
                     )
                 )
         except IntegrityError:

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from sqlalchemy import Row, delete, func, select
+from sqlalchemy import Row, delete, func, select, update
 from sqlalchemy.orm import Session
 
 from routebook.domain import Source
@@ -146,8 +146,9 @@ def outcome_means(
 
 
 def delete_examples(session: Session, namespace_id: int, ids: list[int]) -> list[int]:
-    """Delete the namespace's examples among `ids` (outcomes go with them), leaving tombstones
-    for replicas; returns the ids deleted."""
+    """Delete the namespace's examples among `ids`, leaving tombstones for replicas; returns
+    the ids deleted. Their outcomes stay, detached: they no longer say anything about a
+    query, but they are still what was spent (tenant budgets sum them)."""
     found = list(
         session.scalars(
             select(ExampleRow.id).where(
@@ -157,7 +158,9 @@ def delete_examples(session: Session, namespace_id: int, ids: list[int]) -> list
     )
     if not found:
         return []
-    session.execute(delete(OutcomeRow).where(OutcomeRow.example_id.in_(found)))
+    session.execute(
+        update(OutcomeRow).where(OutcomeRow.example_id.in_(found)).values(example_id=None)
+    )
     session.execute(delete(ExampleRow).where(ExampleRow.id.in_(found)))
     session.add_all(TombstoneRow(namespace_id=namespace_id, example_id=i) for i in found)
     return found

@@ -3,6 +3,8 @@ shared connection (the migrations/ env.py takes it from `config.attributes`)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from alembic import command
@@ -23,10 +25,12 @@ def migrations_dir() -> Path:
     raise ConfigError("cannot find the Alembic migrations folder (migrations/env.py)")
 
 
-def _config(engine: Engine) -> Config:
+def _config(engine: Engine, connection: Connection | None = None) -> Config:
     cfg = Config()
     cfg.set_main_option("script_location", str(migrations_dir()))
     cfg.attributes["engine"] = engine
+    if connection is not None:
+        cfg.attributes["connection"] = connection
     return cfg
 
 
@@ -36,21 +40,41 @@ MIGRATION_LOCK = 0x726F7574  # "rout"
 
 
 def upgrade(engine: Engine, revision: str = "head") -> None:
-    with engine.begin() as connection:
-        _no_statement_timeout(connection)
-        _one_migrator_at_a_time(connection)
-        cfg = _config(engine)
-        cfg.attributes["connection"] = connection
-        command.upgrade(cfg, revision)
+    with _migrating(engine) as connection:
+        command.upgrade(_config(engine, connection), revision)
 
 
 def downgrade(engine: Engine, revision: str = "base") -> None:
-    with engine.begin() as connection:
-        _no_statement_timeout(connection)
-        _one_migrator_at_a_time(connection)
-        cfg = _config(engine)
-        cfg.attributes["connection"] = connection
-        command.downgrade(cfg, revision)
+    with _migrating(engine) as connection:
+        command.downgrade(_config(engine, connection), revision)
+
+
+@contextmanager
+def _migrating(engine: Engine) -> Iterator[Connection]:
+    """A connection in a transaction, one migrator at a time, with no statement bound.
+
+    SQLite alters a table by copying it and dropping the old one, and with foreign keys on
+    that drop deletes every row referencing it (`ON DELETE CASCADE`). So on SQLite migrations
+    run with foreign keys off, as Alembic advises for batch mode, must leave no reference
+    dangling, and the connection gets them back before it returns to the pool. The pragma
+    only takes effect outside a transaction, hence its place around `begin()`.
+    """
+    with engine.connect() as connection:
+        sqlite = connection.dialect.name == "sqlite"
+        if sqlite:
+            connection.exec_driver_sql("PRAGMA foreign_keys=OFF")
+            connection.commit()
+        try:
+            with connection.begin():
+                _no_statement_timeout(connection)
+                _one_migrator_at_a_time(connection)
+                yield connection
+                if sqlite and connection.exec_driver_sql("PRAGMA foreign_key_check").first():
+                    raise ConfigError("the migration would leave rows referencing missing ones")
+        finally:
+            if sqlite:
+                connection.exec_driver_sql("PRAGMA foreign_keys=ON")
+                connection.commit()
 
 
 def _no_statement_timeout(connection: Connection) -> None:

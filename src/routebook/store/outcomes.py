@@ -53,17 +53,13 @@ _HISTORY_EXAMPLE = select(_examples.id).where(
     _examples.source == _HISTORY,
     _examples.text_hash == bindparam("text_hash"),
 )
-_STORED_OUTCOMES = (
-    select(
-        _outcomes.outcome_id,
-        _outcomes.example_id,
-        _examples.namespace_id,
-        _outcomes.quality,
-        _outcomes.cost_usd,
-    )
-    .select_from(_OUTCOMES.outerjoin(_EXAMPLES, _examples.id == _outcomes.example_id))
-    .where(_outcomes.outcome_id.in_(bindparam("outcome_ids", expanding=True)))
-)
+_STORED_OUTCOMES = select(
+    _outcomes.outcome_id,
+    _outcomes.example_id,
+    _outcomes.namespace_id,
+    _outcomes.quality,
+    _outcomes.cost_usd,
+).where(_outcomes.outcome_id.in_(bindparam("outcome_ids", expanding=True)))
 _HISTORY_EXAMPLES = select(_examples.namespace_id, _examples.text_hash, _examples.id).where(
     _examples.namespace_id.in_(bindparam("namespace_ids", expanding=True)),
     _examples.source == _HISTORY,
@@ -135,8 +131,9 @@ class StoredOutcome:
     """
 
     outcome_id: str
-    example_id: int
-    namespace_id: int | None
+    #: None for a duplicate whose example was deleted since (the outcome itself stays).
+    example_id: int | None
+    namespace_id: int
     duplicate: bool
     quality: float
     cost_usd: float
@@ -179,6 +176,7 @@ def write_outcomes(connection: Connection, batch: Sequence[NewOutcome]) -> list[
             [
                 {
                     "outcome_id": o.outcome_id,
+                    "namespace_id": o.namespace_id,
                     "example_id": example_ids[o.namespace_id, o.text_hash],
                     "decision_id": o.decision_id,
                     "tenant": o.tenant,

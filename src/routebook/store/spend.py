@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from routebook.store.tables import ExampleRow, OutcomeRow, utcnow
+from routebook.store.tables import OutcomeRow, utcnow
 
 
 def tenant_spend(
@@ -19,12 +19,10 @@ def tenant_spend(
 ) -> float:
     since = (now or utcnow()) - timedelta(hours=window_hours)
     total = session.scalar(
-        select(func.coalesce(func.sum(OutcomeRow.cost_usd), 0.0))
-        .join(ExampleRow, ExampleRow.id == OutcomeRow.example_id)
-        .where(
+        select(func.coalesce(func.sum(OutcomeRow.cost_usd), 0.0)).where(
             OutcomeRow.tenant == tenant,
             OutcomeRow.created_at >= since,
-            ExampleRow.namespace_id == namespace_id,
+            OutcomeRow.namespace_id == namespace_id,
         )
     )
     return float(total or 0.0)

@@ -9,7 +9,7 @@ from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
 
 from routebook.store.db import in_chunks
-from routebook.store.tables import DecisionRow, ExampleRow, NamespaceRow, OutcomeRow
+from routebook.store.tables import DecisionRow, NamespaceRow, OutcomeRow
 
 
 def decisions_by_strategy(
@@ -45,10 +45,8 @@ def outcomes_by(
         .order_by(key)
     )
     if namespace is not None:
-        query = (
-            query.join(ExampleRow, ExampleRow.id == OutcomeRow.example_id)
-            .join(NamespaceRow, NamespaceRow.id == ExampleRow.namespace_id)
-            .where(NamespaceRow.name == namespace)
+        query = query.join(NamespaceRow, NamespaceRow.id == OutcomeRow.namespace_id).where(
+            NamespaceRow.name == namespace
         )
     return [
         (str(k), int(n), float(q or 0), float(s or 0), float(c or 0))

@@ -9,6 +9,7 @@ from sqlalchemy import (
     JSON,
     BigInteger,
     DateTime,
+    FetchedValue,
     Float,
     ForeignKey,
     Index,
@@ -33,6 +34,17 @@ metadata = MetaData(
 
 # SQLite only autoincrements INTEGER PRIMARY KEY; PostgreSQL gets 64-bit ids.
 BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+#: Tables whose ids replicas follow: on SQLite they are declared AUTOINCREMENT, so the id of
+#: a deleted newest row is never handed out again (a replica would apply the old row's
+#: tombstone, or its seen outcome id, to the new row).
+NEVER_REUSE_IDS = {"sqlite_autoincrement": True}
+
+
+def transaction_column() -> Mapped[int | None]:
+    """The PostgreSQL transaction that inserted the row, set by the database itself (a
+    default the migrations install); None on SQLite. See store/follow.py."""
+    return mapped_column(BigInteger, nullable=True, server_default=FetchedValue())
 
 
 def utcnow() -> datetime:
@@ -81,6 +93,8 @@ class ExampleRow(Base):
     __table_args__ = (
         UniqueConstraint("namespace_id", "source", "text_hash"),
         Index("ix_examples_namespace_id_id", "namespace_id", "id"),
+        Index("ix_examples_namespace_id_xact", "namespace_id", "xact"),
+        NEVER_REUSE_IDS,
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
@@ -100,16 +114,24 @@ class ExampleRow(Base):
     embedding: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
     embedding_model: Mapped[str | None] = mapped_column(String(256), nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    xact: Mapped[int | None] = transaction_column()
 
 
 class OutcomeRow(Base):
     __tablename__ = "outcomes"
-    __table_args__ = (Index("ix_outcomes_tenant_created_at", "tenant", "created_at"),)
+    __table_args__ = (
+        Index("ix_outcomes_tenant_created_at", "tenant", "created_at"),
+        Index("ix_outcomes_xact", "xact"),
+        NEVER_REUSE_IDS,
+    )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     outcome_id: Mapped[str] = mapped_column(String(128), unique=True)
-    example_id: Mapped[int] = mapped_column(
-        ForeignKey("examples.id", ondelete="CASCADE"), index=True
+    namespace_id: Mapped[int] = mapped_column(ForeignKey("namespaces.id", ondelete="CASCADE"))
+    # None once its example is deleted: the outcome stays, as the record of what was spent
+    # (tenant budgets sum these), but no longer counts as evidence about any query.
+    example_id: Mapped[int | None] = mapped_column(
+        ForeignKey("examples.id", ondelete="SET NULL"), index=True, nullable=True
     )
     decision_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
     tenant: Mapped[str | None] = mapped_column(String(128), nullable=True)
@@ -120,6 +142,7 @@ class OutcomeRow(Base):
     cost_usd: Mapped[float] = mapped_column(Float, default=0.0)
     latency_ms: Mapped[float | None] = mapped_column(Float, nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    xact: Mapped[int | None] = transaction_column()
 
 
 class DecisionRow(Base):
@@ -147,11 +170,16 @@ class TombstoneRow(Base):
     """A deleted example, so replicas tailing the store by id remove it from their index."""
 
     __tablename__ = "example_tombstones"
+    __table_args__ = (
+        Index("ix_example_tombstones_namespace_id_xact", "namespace_id", "xact"),
+        NEVER_REUSE_IDS,
+    )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     namespace_id: Mapped[int] = mapped_column(ForeignKey("namespaces.id", ondelete="CASCADE"))
     example_id: Mapped[int] = mapped_column(BigInteger)
     deleted_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    xact: Mapped[int | None] = transaction_column()
 
 
 class IndexGenerationRow(Base):
@@ -171,6 +199,8 @@ class IndexGenerationRow(Base):
     high_water_example_id: Mapped[int] = mapped_column(BigInteger)
     high_water_outcome_id: Mapped[int] = mapped_column(BigInteger)
     high_water_tombstone_id: Mapped[int] = mapped_column(BigInteger)
+    #: PostgreSQL: the oldest transaction open when the marks were taken (store/follow.py).
+    high_water_xact: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
