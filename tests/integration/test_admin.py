@@ -484,23 +484,63 @@ def test_concurrent_upserts_of_the_same_new_texts_all_succeed(
     assert len(ids) == 1  # every caller got the same rows back
 
 
-def test_one_batch_may_add_a_text_and_relabel_it(
+def test_a_text_given_twice_in_one_batch_is_one_example_with_the_last_label(
     db_url: str, make_app: Callable[..., object]
 ) -> None:
-    """The batch's new rows are inserted together; a later item relabelling one of them still
-    works, and the ids come back in the batch's order."""
+    """Every position gets the id of the example that exists afterwards (it used to get a
+    row the same batch had inserted and relabelled away), and the index holds that one."""
     from routebook.service.examples import ExampleInput
+    from routebook.store.examples import ExampleFilter
 
     app = make_app(db_url)
     batch = [
         ExampleInput("move my plan to annual billing", "billing", "small"),
         ExampleInput("why was I charged twice", "billing", "small"),
-        ExampleInput("move my plan to annual billing", "billing", "mid"),  # relabelled
+        ExampleInput("move my plan to annual billing", "billing", "mid"),  # the last word
     ]
     result = app.examples.upsert("default", batch)  # type: ignore[attr-defined]
-    assert (result.added, result.updated, result.unchanged) == (2, 1, 0)
-    first, second, relabelled = result.example_ids
-    assert len({first, second, relabelled}) == 3 and relabelled > second
+    assert (result.added, result.updated, result.unchanged) == (2, 0, 0)
+    first, second, again_first = result.example_ids
+    assert first == again_first and first != second
+    index = app.registry.get("default")  # type: ignore[attr-defined]
+    assert index.facts(first).best_model == "mid"
+    rows, _means, _token = app.examples.list(  # type: ignore[attr-defined]
+        "default", ExampleFilter(), 1000, ""
+    )
+    assert {first, second} <= {row.id for row in rows}
     again = app.examples.upsert("default", batch[1:])  # type: ignore[attr-defined]
     assert (again.added, again.updated, again.unchanged) == (0, 0, 2)
-    assert again.example_ids == [second, relabelled]
+    assert again.example_ids == [second, first]
+
+
+def test_concurrent_creates_of_one_namespace_answer_already_exists(
+    db_url: str, make_app: Callable[..., object]
+) -> None:
+    """Both creates can pass the existence check on PostgreSQL; the loser's insert then meets
+    the unique name, which is the same conflict, not a value the store refuses."""
+    from routebook.catalog import Catalog, ModelSpec
+    from routebook.errors import AlreadyExists
+
+    app = make_app(db_url)
+    catalog = Catalog([ModelSpec("cheap", "t", 0.1, 0.4, 300, 128_000)])
+    outcomes: list[str] = []
+    for round_ in range(5):
+        gate = threading.Barrier(4)
+
+        def create(name: str = f"raced-{round_}", gate: threading.Barrier = gate) -> None:
+            gate.wait()
+            try:
+                app.namespaces.create(name, "", catalog)  # type: ignore[attr-defined]
+                outcomes.append("created")
+            except AlreadyExists:
+                outcomes.append("exists")
+            except Exception as exc:  # reported by the assertion below
+                outcomes.append(f"{type(exc).__name__}: {exc}")
+
+        threads = [threading.Thread(target=create) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=60)
+    assert sorted(set(outcomes)) == ["created", "exists"]
+    assert outcomes.count("created") == 5

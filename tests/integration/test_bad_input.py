@@ -132,6 +132,12 @@ BAD_RECORDS = {
         grpc.StatusCode.INVALID_ARGUMENT,
         "cost_usd",
     ),
+    # Two of these summed overflow a tenant's spend (PostgreSQL then refused its Decides).
+    "cost beyond any call": (
+        record(outcome_id="a", messages=user("hi"), model="small", quality=1.0, cost_usd=1e308),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "more than one call can cost",
+    ),
 }
 
 

@@ -6,13 +6,17 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import grpc
+import numpy as np
+import numpy.typing as npt
 import pytest
 
 from routebook.catalog import Catalog, ModelSpec
+from routebook.embed import Embedder
 from routebook.errors import FailedPrecondition
+from routebook.service.examples import ExampleInput
 from routebook.v1 import admin_pb2 as admin_pb
 from routebook.v1 import admin_pb2_grpc
 from routebook.wiring import App
@@ -149,3 +153,41 @@ def test_a_damaged_snapshot_in_one_namespace_does_not_block_anothers_generation(
     app.follower.tick()
     assert app.registry.get("default").generation == 0  # refused, still serving
     assert app.registry.get("support").generation == 1  # its own generation 1 is fine
+
+
+class RelabelWhileEmbedding:
+    """The real model, with an admin relabelling an example (a delete and an insert) while
+    the reindex embeds its first batch: that example's row is gone by the write-back."""
+
+    def __init__(self, inner: Embedder) -> None:
+        self._inner = inner
+        self.app: App | None = None
+
+    @property
+    def dim(self) -> int:
+        return self._inner.dim
+
+    @property
+    def model_id(self) -> str:
+        return self._inner.model_id
+
+    def embed(self, texts: Sequence[str]) -> npt.NDArray[np.float32]:
+        app, self.app = self.app, None  # once
+        if app is not None and len(texts) > 1:
+            app.examples.upsert("default", [ExampleInput("where is my order?", None, "mid")])
+        return self._inner.embed(texts)
+
+
+def test_a_reindex_survives_an_example_relabelled_while_it_embeds(
+    db_url: str, make_app: Callable[..., App], embedder: Embedder
+) -> None:
+    relabelling = RelabelWhileEmbedding(embedder)
+    app = make_app(db_url, embedder=relabelling)
+    relabelling.app = app
+    job = app.reindexer.start("default", None)
+    assert app.reindexer.run(job, "default", None).state == "succeeded"
+    assert relabelling.app is None  # the relabel did happen, during the reindex
+    # The relabelled example serves with its new label.
+    index = app.registry.get("default")
+    labels = [f.best_model for f in index.all_facts() if f.text == "where is my order?"]
+    assert labels == ["mid"]

@@ -187,6 +187,19 @@ def test_add_new_leaves_examples_already_there(index: NamespaceIndex) -> None:
     assert index.add_new([make_facts(1, TEXTS[1])], embed_all([TEXTS[1]])) == [1]
 
 
+def test_add_new_refuses_an_example_removed_meanwhile(index: NamespaceIndex) -> None:
+    """RecordOutcome indexes its new history example after the commit; a delete that commits
+    and reaches the index first (before or after the example was there) must win."""
+    assert index.remove([2]) == 1  # deleted while indexed
+    assert index.remove([7]) == 0  # deleted before the outcome's writer indexed it
+    late = [make_facts(2, TEXTS[2]), make_facts(7, "a query deleted before it was indexed")]
+    assert index.add_new(late, embed_all([f.text for f in late])) == [2, 7]
+    assert 2 not in index and 7 not in index and len(index) == 3
+    fresh = make_facts(8, "a query nobody deleted")
+    assert index.add_new([fresh], embed_all([fresh.text])) == []
+    assert 8 in index
+
+
 def test_revisions_racing_deletes_never_raise() -> None:
     idx = NamespaceIndex(DIM)
     texts = [f"query {n}" for n in range(50)]

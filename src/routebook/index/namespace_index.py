@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import math
 import threading
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
@@ -44,6 +45,10 @@ __all__ = ["IndexKind", "IndexState", "NamespaceIndex", "SearchParams", "choose_
 log = logging.getLogger(__name__)
 
 Vectors = npt.NDArray[np.float32]
+
+#: Removed ids an index remembers (the newest ones): a writer that read an example before its
+#: deletion takes milliseconds to index it, so this bounds memory with a wide margin.
+REMEMBER_REMOVED = 65_536
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +100,9 @@ class NamespaceIndex:
         generation: int,
     ) -> None:
         apply_params(index, kind, params)
+        # Ids removed lately (ids are never reused): `add_new` refuses them, so a writer that
+        # read an example before its deletion cannot put it back after the removal.
+        self._removed: OrderedDict[int, None] = OrderedDict()
         self._dim = dim
         self._kind = kind
         self._params = params
@@ -259,10 +267,15 @@ class NamespaceIndex:
 
     def add_new(self, facts: Sequence[ExampleFacts], vectors: Vectors) -> list[int]:
         """Add the examples not in the index yet, in one step under the lock; returns the ids
-        that were already there, left as they are (another writer got there first)."""
+        not added: already there (another writer got there first) or removed lately (deleted
+        after the caller read them)."""
         facts, vectors = _check_batch(self._dim, facts, vectors)
         with self._lock:
-            new = [i for i, f in enumerate(facts) if f.example_id not in self._facts]
+            new = [
+                i
+                for i, f in enumerate(facts)
+                if f.example_id not in self._facts and f.example_id not in self._removed
+            ]
             self._add_locked([facts[i] for i in new], vectors[new])
         added = {facts[i].example_id for i in new}
         return [f.example_id for f in facts if f.example_id not in added]
@@ -288,8 +301,15 @@ class NamespaceIndex:
         self._version += len(facts)
 
     def remove(self, example_ids: Iterable[int]) -> int:
-        """Remove examples by id; returns how many were present (absent ids are ignored)."""
+        """Remove examples by id; returns how many were present (absent ids are ignored, but
+        remembered: an example deleted before a writer indexed it stays out)."""
+        example_ids = list(example_ids)
         with self._lock:
+            for example_id in example_ids:
+                self._removed[example_id] = None
+                self._removed.move_to_end(example_id)
+            while len(self._removed) > REMEMBER_REMOVED:
+                self._removed.popitem(last=False)
             present = [i for i in dict.fromkeys(example_ids) if i in self._facts]
             self._drop(present)
             self._facts.remove(present)

@@ -22,7 +22,7 @@ from routebook.service.follower import StoreFollower
 from routebook.service.namespaces import NamespaceDirectory, NamespaceInfo
 from routebook.store import examples as ex_store
 from routebook.store import namespaces as ns_store
-from routebook.store.db import Store
+from routebook.store.db import Store, is_unique_violation
 from routebook.store.tables import ExampleRow
 
 log = logging.getLogger("routebook.examples")
@@ -172,7 +172,7 @@ class ExampleService:
                 # Another writer added one of these texts between our read and our insert (two
                 # overlapping loads, or a retry while the first try was committing). Its row is
                 # committed now: read again, and it is "unchanged" or "updated".
-                if not _unique_violation(exc):
+                if not is_unique_violation(exc):
                     raise
                 if attempt == UPSERT_ATTEMPTS - 1:
                     raise Unavailable(
@@ -184,15 +184,16 @@ class ExampleService:
 
     def _upsert_once(self, info: NamespaceInfo, cleaned: list[ExampleInput]) -> UpsertResult:
         result = UpsertResult()
-        rows: list[ExampleRow] = []
+        # A text given twice is one example: the last label wins, every position gets its id.
+        latest = {text_hash(item.text): item for item in cleaned}
+        rows: dict[str, ExampleRow] = {}
         with self._store.write() as session:
-            present = ex_store.reference_examples_by_hash(session, info.id)
-            for item in cleaned:
-                h = text_hash(item.text)
+            present = ex_store.reference_examples_by_hash(session, info.id, list(latest))
+            for h, item in latest.items():
                 existing = present.get(h)
                 if existing is None:
                     # Inserted together at the end (one batched INSERT): a row-by-row flush kept
-                    # a 10k-row transaction open for long, and replicas follow ids by age.
+                    # a 10k-row transaction open for long.
                     row = ExampleRow(
                         namespace_id=info.id,
                         text=item.text,
@@ -203,28 +204,26 @@ class ExampleService:
                         origin=ADMIN,
                     )
                     session.add(row)
-                    present[h] = row
                     result.added += 1
                 elif (existing.route, existing.best_model) != (item.route, item.best_model):
-                    if existing.id is None:  # added earlier in this batch: give it its id
-                        session.flush()
                     row = ex_store.replace_reference(
                         session, existing, item.route, item.best_model, ADMIN
                     )
-                    present[h] = row
                     result.updated += 1
                 else:
                     row = existing
                     result.unchanged += 1
-                rows.append(row)
+                rows[h] = row
             session.flush()
-            result.example_ids = [row.id for row in rows]
+            result.example_ids = [rows[text_hash(item.text)].id for item in cleaned]
         return result
 
     def _index_committed(self, info: NamespaceInfo) -> None:
         """Bring this server's index up to a write that is committed. If the store goes away
         in between, the write still stands: it is acknowledged, and the follower's next tick
-        brings the index up to it (an error here would tell the client nothing was changed)."""
+        brings the index up to it (an error here would tell the client nothing was changed).
+        The same goes for any other failure of the catch-up: it is logged, and retried by the
+        follower every tick."""
         try:
             self._follower.catch_up(info)
         except OperationalError as exc:
@@ -233,6 +232,8 @@ class ExampleService:
                 info.name,
                 exc.orig,
             )
+        except Exception:
+            log.exception("namespace %r: committed, but catching the index up failed", info.name)
 
     def _check(self, catalog: Sequence[str], position: int, item: ExampleInput) -> ExampleInput:
         text = item.text.strip()
@@ -302,11 +303,3 @@ class ExampleService:
                     self._follower.catch_up(info)
                 else:
                     self._follower.load(info)
-
-
-def _unique_violation(exc: IntegrityError) -> bool:
-    """A duplicate key (PostgreSQL SQLSTATE 23505, SQLite "UNIQUE constraint failed"), as
-    opposed to a row the store refuses for its values."""
-    if getattr(exc.orig, "sqlstate", None) == "23505":
-        return True
-    return "UNIQUE constraint failed" in str(exc.orig)

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
 import numpy.typing as npt
-from sqlalchemy import update
+from sqlalchemy import Table, bindparam, update
 
 from routebook.domain import ExampleFacts, ObservedOutcome
 from routebook.embed import Embedder
@@ -24,6 +25,13 @@ from routebook.store.db import Store
 from routebook.store.tables import ExampleRow
 
 EMBED_BATCH = 256
+
+_EXAMPLES = cast(Table, ExampleRow.__table__)
+_SAVE_VECTOR = (
+    update(_EXAMPLES)
+    .where(_EXAMPLES.c.id == bindparam("example_id"))
+    .values(embedding=bindparam("embedding"), embedding_model=bindparam("embedding_model"))
+)
 
 Progress = Callable[[int], None]
 
@@ -121,12 +129,15 @@ class IndexBuilder:
             rows = missing[start : start + EMBED_BATCH]
             fresh = self._embedder.embed([batch[r].text for r in rows])
             vectors[rows] = fresh
+            # A Core UPDATE per row, not the ORM's bulk update by primary key, which fails the
+            # whole batch when one row was deleted meanwhile (a delete or relabel during a
+            # reindex, or racing the catch-up after an upsert): that row needs no vector.
             with self._store.write() as session:
                 session.execute(
-                    update(ExampleRow),
+                    _SAVE_VECTOR,
                     [
                         {
-                            "id": batch[r].id,
+                            "example_id": batch[r].id,
                             "embedding": ex_store.vector_bytes(v),
                             "embedding_model": model_id,
                         }

@@ -8,7 +8,7 @@ import re
 from dataclasses import dataclass
 
 from sqlalchemy import select, update
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import IntegrityError, OperationalError
 
 from routebook.catalog import Catalog
 from routebook.errors import (
@@ -24,7 +24,7 @@ from routebook.service.follower import StoreFollower
 from routebook.service.namespaces import NamespaceDirectory
 from routebook.store import examples as ex_store
 from routebook.store import namespaces as ns_store
-from routebook.store.db import Store
+from routebook.store.db import Store, is_unique_violation
 from routebook.store.tables import IndexGenerationRow, NamespaceRow
 
 log = logging.getLogger("routebook.namespaces")
@@ -65,13 +65,19 @@ class NamespaceAdmin:
                 f"namespace name {name[:40]!r}: use letters, digits and _ . : - (at most 128)"
             )
         _check_catalog(catalog)
-        with self._store.write() as session:
-            if ns_store.get_namespace(session, name) is not None:
-                raise AlreadyExists(f"namespace {name!r} exists already; use UpdateCatalog")
-            row = ns_store.ensure_namespace(session, name, description)
-            ns_store.replace_catalog(session, row.id, catalog)
-            session.flush()
-            committed = NamespaceView(name, description, catalog, row.catalog_version)
+        exists = AlreadyExists(f"namespace {name!r} exists already; use UpdateCatalog")
+        try:
+            with self._store.write() as session:
+                if ns_store.get_namespace(session, name) is not None:
+                    raise exists
+                row = ns_store.ensure_namespace(session, name, description)
+                ns_store.replace_catalog(session, row.id, catalog)
+                session.flush()
+                committed = NamespaceView(name, description, catalog, row.catalog_version)
+        except IntegrityError as exc:
+            if is_unique_violation(exc):  # another create of the name committed first
+                raise exists from None
+            raise
         return self._after_commit(committed, load=True)
 
     def get(self, name: str) -> NamespaceView:

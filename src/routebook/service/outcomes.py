@@ -45,6 +45,10 @@ from routebook.store.group_commit import GroupCommit
 from routebook.store.outcomes import Means, StoredOutcome
 
 MAX_OUTCOME_ID_CHARS = 128
+#: The most one call may cost: far above any real call, low enough that a tenant's sum of
+#: them stays a finite float (a sum of 1e308s overflows, and then PostgreSQL refuses the
+#: spend query and every Decide of that tenant for the budget's whole window).
+MAX_CALL_COST_USD = 1_000_000.0
 FAILURE_KINDS = ("rate_limited", "server_error", "timeout", "content_filter")
 
 
@@ -171,6 +175,7 @@ class OutcomeRecorder:
             # No usage reported (a client that returns just the answer): charge what Decide
             # estimates, else budgets would never move for such callers.
             cost = spec.cost_usd(estimate_tokens(text), self._default_output_tokens)
+        cost = min(cost, MAX_CALL_COST_USD)  # extreme catalog prices times many tokens
         digest = text_hash(text)
         # Embed only for a new example (usually a cache hit: Decide embedded the same text).
         vector = None if subject.example_known else self._embedder.embed([text])[0]
@@ -346,6 +351,11 @@ def check_report(report: OutcomeReport) -> None:
     for name, value in (("cost_usd", report.cost_usd), ("latency_ms", report.latency_ms)):
         if value is not None and (not math.isfinite(value) or value < 0):
             raise InvalidArgument(f"{name} must be a finite number >= 0, got {value}")
+    if report.cost_usd is not None and report.cost_usd > MAX_CALL_COST_USD:
+        raise InvalidArgument(
+            f"cost_usd {report.cost_usd:g} is more than one call can cost "
+            f"(at most {MAX_CALL_COST_USD:g}); report the call's cost in US dollars"
+        )
     if len(report.tenant) > MAX_NAME_CHARS:
         raise InvalidArgument(f"tenant is longer than {MAX_NAME_CHARS} characters")
     if report.decision_id and report.messages:

@@ -28,14 +28,22 @@ def find_example(
     ).one_or_none()
 
 
-def reference_examples_by_hash(session: Session, namespace_id: int) -> dict[str, ExampleRow]:
-    rows = session.scalars(
-        select(ExampleRow).where(
-            ExampleRow.namespace_id == namespace_id,
-            ExampleRow.source == Source.REFERENCE.value,
-        )
+def reference_examples_by_hash(
+    session: Session, namespace_id: int, hashes: Sequence[str] | None = None
+) -> dict[str, ExampleRow]:
+    """The namespace's reference examples by text hash: all of them, or those among `hashes`
+    (an upsert of a few examples must not read a namespace of 100k, vectors and all)."""
+    query = select(ExampleRow).where(
+        ExampleRow.namespace_id == namespace_id,
+        ExampleRow.source == Source.REFERENCE.value,
     )
-    return {r.text_hash: r for r in rows}
+    if hashes is None:
+        return {r.text_hash: r for r in session.scalars(query)}
+    return {
+        r.text_hash: r
+        for part in in_chunks(sorted(set(hashes)))
+        for r in session.scalars(query.where(ExampleRow.text_hash.in_(part)))
+    }
 
 
 def vector_bytes(vector: npt.NDArray[np.float32]) -> bytes:
