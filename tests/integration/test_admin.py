@@ -132,6 +132,51 @@ def test_router_api_keys_per_namespace(sqlite_url: str, serve: Callable[..., Ser
     assert isinstance(again, pb.RecordOutcomeResponse) and again.duplicate
 
 
+def test_a_key_for_one_namespace_reports_outcomes_of_its_decisions_by_id(
+    sqlite_url: str, serve: Callable[..., Served]
+) -> None:
+    """RecordOutcome by decision_id carries no namespace (it is the decision's), so the key is
+    checked against the decision's namespace, not the default one the empty field names."""
+    from routebook.catalog import Catalog, ModelSpec
+
+    served = serve(sqlite_url, router_api_keys={"default": ["key-d"], "other": ["key-o"]})
+    served.app.namespaces.create(  # type: ignore[attr-defined]
+        "other", "", Catalog([ModelSpec("cheap", "t", 0.1, 0.4, 300, 128_000)])
+    )
+    metadata = [("authorization", "Bearer key-o")]
+    decision = served.router.Decide(
+        pb.DecideRequest(
+            namespace="other", messages=[pb.Message(role="user", content="where is my order?")]
+        ),
+        metadata=metadata,
+        timeout=10,
+    )
+    for fields in ({"quality": 1.0}, {"failure": pb.FAILURE_KIND_SERVER_ERROR}):
+        recorded = served.router.RecordOutcome(
+            pb.RecordOutcomeRequest(
+                outcome_id=f"by-id-{len(fields)}-{next(iter(fields))}",
+                decision_id=decision.decision_id,
+                model="cheap",
+                **fields,  # type: ignore[arg-type]
+            ),
+            metadata=metadata,
+            timeout=30,
+        )
+        assert recorded.namespace == "other" and not recorded.duplicate
+    # The key still gets nothing in a namespace it has no right to.
+    refused = served.router.RecordOutcome.future(
+        pb.RecordOutcomeRequest(
+            outcome_id="by-id-default",
+            messages=[pb.Message(role="user", content="where is my order?")],
+            model="small",
+            quality=1.0,
+        ),
+        metadata=metadata,
+        timeout=30,
+    )
+    assert refused.exception().code() == grpc.StatusCode.PERMISSION_DENIED
+
+
 def test_namespace_catalog_and_examples_lifecycle(
     db_url: str, serve: Callable[..., Served]
 ) -> None:

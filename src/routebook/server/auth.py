@@ -67,9 +67,18 @@ class Authenticator:
         self._tenants = [(k.encode(), t) for k, t in (key_tenants or {}).items()]
 
     def check(
-        self, method: str, metadata: Sequence[tuple[str, str | bytes]], namespace: str | None
+        self,
+        method: str,
+        metadata: Sequence[tuple[str, str | bytes]],
+        namespace: str | None,
+        *,
+        namespace_checked_later: bool = False,
     ) -> None:
-        """Raise when the call is not allowed; otherwise set EVIDENCE_LEVEL for it."""
+        """Raise when the call is not allowed; otherwise set EVIDENCE_LEVEL for it.
+
+        `namespace_checked_later`: the call acts in a namespace the request does not name (an
+        outcome by decision_id lands in the decision's), so only the key is checked here and
+        the service checks CALLER_NAMESPACES once it knows the namespace."""
         token = bearer_token(metadata)
         CALLER_NAMESPACES.set(None)
         CALLER_TENANT.set(None)
@@ -84,7 +93,9 @@ class Authenticator:
             ):
                 EVIDENCE_LEVEL.set("full")  # the admin token may call the Router too
                 return
-            allowed = self._check_router(token, namespace or self._default_namespace)
+            allowed = self._check_router(
+                token, None if namespace_checked_later else namespace or self._default_namespace
+            )
             CALLER_NAMESPACES.set(frozenset(allowed))
             assert token is not None
             CALLER_TENANT.set(_match(token.encode(), self._tenants))
@@ -100,8 +111,8 @@ class Authenticator:
         if not hmac.compare_digest(token.encode(), self._admin):
             raise Unauthenticated("the admin token is not valid")
 
-    def _check_router(self, token: str | None, namespace: str) -> set[str]:
-        """The namespaces the key may use; raises unless `namespace` is one of them."""
+    def _check_router(self, token: str | None, namespace: str | None) -> set[str]:
+        """The namespaces the key may use; raises unless `namespace` (if given) is one."""
         if token is None:
             raise Unauthenticated(
                 "this server requires an API key: send metadata 'authorization: Bearer <key>'"
@@ -109,7 +120,7 @@ class Authenticator:
         allowed = _match(token.encode(), self._router_keys)
         if allowed is None:
             raise Unauthenticated("the API key is not valid")
-        if namespace not in allowed:
+        if namespace is not None and namespace not in allowed:
             raise PermissionDenied(f"this API key is not allowed for namespace {namespace!r}")
         return allowed
 

@@ -81,7 +81,15 @@ class ServiceInterceptor(grpc.ServerInterceptor):
                 context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "the deadline passed before work")
             try:
                 namespace = None if streaming else getattr(request, "namespace", None)
-                self._auth.check(method, context.invocation_metadata(), namespace)
+                # An outcome by decision_id is checked against the decision's namespace by
+                # the outcome service (the request's namespace field is ignored then).
+                by_decision = method.endswith("/RecordOutcome") and bool(request.decision_id)
+                self._auth.check(
+                    method,
+                    context.invocation_metadata(),
+                    namespace,
+                    namespace_checked_later=by_decision,
+                )
                 if streaming:
                     request = _checked_stream(request)
                 else:
