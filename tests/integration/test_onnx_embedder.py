@@ -80,6 +80,32 @@ def test_a_model_that_does_not_pool_by_mean_is_refused(tmp_path: Path) -> None:
         OnnxEmbedder(copy, cache_dir=tmp_path / "cache")
 
 
+def test_a_model_is_known_by_its_contents_and_always_gives_unit_vectors(
+    tmp_path: Path, embedder: Embedder
+) -> None:
+    """The model id follows the files that make the vectors, not the folder's name: a byte-
+    for-byte copy is the bundled model, and one whose pipeline differs (here: no Normalize
+    step) is another model whose vectors never mix with the bundled one's. Either way the
+    vectors are unit length, as the torch backend makes them."""
+    source = bundled_model_path()
+    copy = tmp_path / "elsewhere" / "model"  # the same folder name keeps the cached graph
+    shutil.copytree(source, copy, ignore=shutil.ignore_patterns("*.safetensors"))
+    (copy / "model.safetensors").symlink_to(source / "model.safetensors")
+    assert OnnxEmbedder(copy).model_id == embedder.model_id == "all-MiniLM-L6-v2:384"
+
+    modules = json.loads((copy / "modules.json").read_text())
+    (copy / "modules.json").write_text(
+        json.dumps([m for m in modules if "Normalize" not in m["type"]])
+    )
+    renamed = tmp_path / "renamed" / "model"
+    shutil.copytree(copy, renamed, symlinks=True)
+    unnormalized = OnnxEmbedder(renamed)
+    assert unnormalized.model_id.startswith("model@") and unnormalized.model_id.endswith(":384")
+    vectors = unnormalized.embed(TEXTS)
+    assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    assert np.abs(vectors - embedder.embed(TEXTS)).max() < 1e-5
+
+
 def test_a_folder_without_a_fast_tokenizer_is_refused(tmp_path: Path) -> None:
     copy = _model_copy(tmp_path)
     (copy / "tokenizer.json").unlink()

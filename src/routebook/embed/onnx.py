@@ -81,8 +81,9 @@ def max_seq_length(model_path: Path) -> int:
     return 512
 
 
-def check_mean_pooling(model_path: Path) -> bool:
-    """True when the pipeline ends in Normalize; ConfigError unless it pools by mean."""
+def check_mean_pooling(model_path: Path) -> None:
+    """ConfigError unless the pipeline pools by mean (then, with or without a Normalize step,
+    its vectors are normalised here as the torch backend normalises them)."""
     modules_file = model_path / "modules.json"
     if not modules_file.is_file():
         raise ConfigError(
@@ -103,7 +104,6 @@ def check_mean_pooling(model_path: Path) -> bool:
             f"{model_path} pools with {other_modes}; the onnx backend supports mean pooling "
             'only: set embed_backend = "torch"'
         )
-    return kinds[2:] == ["Normalize"]
 
 
 def weights_digest(model_path: Path) -> str:
@@ -256,7 +256,7 @@ class OnnxEmbedder:
                 f"{path} has no tokenizer.json: the onnx backend needs a fast tokenizer; "
                 'set embed_backend = "torch"'
             )
-        self._normalize = check_mean_pooling(path)
+        check_mean_pooling(path)
         if precision not in ("float32", "int8"):
             raise ConfigError(f"embed_precision must be float32 or int8, not {precision!r}")
         # Dynamic quantization scales activations by the range of the whole batch, so an int8
@@ -330,7 +330,9 @@ class OnnxEmbedder:
         weights = mask[..., None].astype(np.float32)
         return self._normalized((hidden * weights).sum(axis=1) / weights.sum(axis=1).clip(1e-9))
 
-    def _normalized(self, pooled: Vectors) -> Vectors:
-        if self._normalize:
-            pooled /= np.clip(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12, None)
+    @staticmethod
+    def _normalized(pooled: Vectors) -> Vectors:
+        """Unit length always, as the Embedder protocol promises and the torch backend gives
+        (`normalize_embeddings=True`), whether or not the model's own pipeline normalises."""
+        pooled /= np.clip(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12, None)
         return np.asarray(pooled, dtype=np.float32)

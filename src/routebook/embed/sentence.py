@@ -6,6 +6,8 @@ Weights are never fetched: HF_HUB_OFFLINE is forced on, and the default model is
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import os
 import threading
 from collections.abc import Sequence
@@ -32,11 +34,46 @@ def bundled_model_path() -> Path:
     return path
 
 
+#: The files whose bytes decide a model's vectors: weights, tokenizer, configs, pipeline.
+MODEL_FILES = (
+    ".safetensors",
+    ".bin",
+    "config.json",
+    "modules.json",
+    "tokenizer.json",
+    "vocab.txt",
+)
+#: `model_digest` of the bundled all-MiniLM-L6-v2 (a unit test checks it still is).
+BUNDLED_DIGEST = "eb21eb608bab3535"
+
+
+@functools.cache
+def model_digest(model_path: Path) -> str:
+    """A digest of what makes a model's vectors: its weights, configs and pipeline."""
+    digest = hashlib.sha256()
+    files = sorted(
+        path.relative_to(model_path).as_posix()
+        for path in model_path.rglob("*")
+        if path.is_file() and path.name.endswith(MODEL_FILES)
+    )
+    for name in files:
+        digest.update(name.encode() + b"\0")
+        with (model_path / name).open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()[:16]
+
+
 def model_id_for(model_path: Path, dim: int, variant: str = "") -> str:
     """The id vectors are stored and snapshotted under. Both backends use it: their float32
     vectors agree to 1e-6, so an index built by one is served by the other. A variant (int8)
-    gives other vectors, hence another id."""
-    name = "all-MiniLM-L6-v2" if model_path.name == "model" else model_path.name
+    gives other vectors, hence another id.
+
+    The bundled model is `all-MiniLM-L6-v2`; any other folder is its name and its digest, so
+    two folders of one name (a fine-tuned copy, a new version) never share cached vectors or
+    snapshots."""
+    digest = model_digest(model_path.resolve())
+    name = "all-MiniLM-L6-v2" if digest == BUNDLED_DIGEST else f"{model_path.name}@{digest}"
     return f"{name}+{variant}:{dim}" if variant else f"{name}:{dim}"
 
 
