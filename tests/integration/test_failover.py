@@ -120,6 +120,27 @@ def test_repeated_errors_past_the_threshold_start_a_cooldown(
     assert ask(served, EASY).model == "mid"
 
 
+def test_rate_limits_do_not_count_towards_the_failure_threshold(
+    sqlite_url: str, serve: Callable[..., Served]
+) -> None:
+    """A provider's short 429s cool the model for their retry-after only; they must not make
+    the next single error start a full cooldown."""
+    served = serve(sqlite_url, failure_threshold=2, cooldown_seconds=60)
+    decision = ask(served, EASY)
+    for n in range(3):
+        limited = fail(
+            served,
+            decision,
+            "small",
+            f"r{n}",
+            failure=pb.FAILURE_KIND_RATE_LIMITED,
+            retry_after_seconds=0.001,
+        )
+        assert limited.cooldown_seconds == pytest.approx(0.001)
+    one_error = fail(served, decision, "small", "e0", failure=pb.FAILURE_KIND_SERVER_ERROR)
+    assert one_error.cooldown_seconds == 0
+
+
 def test_a_cooldown_set_through_one_replica_is_honoured_by_another(
     postgres_url: str, serve: Callable[..., Served]
 ) -> None:
@@ -340,6 +361,30 @@ def test_escalation_guard_caps_one_tenant_not_another(
     assert (cheaper.model, cheaper.strategy) == ("mid", pb.STRATEGY_OVERRIDE)
     honest = ask(served, HARD, namespace="guarded", tenant="honest", model_override="frontier")
     assert honest.model == "frontier"
+
+
+def test_fallbacks_to_another_model_do_not_count_as_escalations(
+    sqlite_url: str, serve: Callable[..., Served]
+) -> None:
+    """The guard caps calls to the strongest model. During an outage of the cheap model the
+    recommended flow (report the failure, answer with the next fallback) reports outcomes for
+    another model than decided: those are not calls to the strongest model."""
+    from tests.integration.test_policy import POLICY_ROUTES
+
+    served = serve(sqlite_url, routes_dir=POLICY_ROUTES)
+    hard = ask(served, HARD, namespace="guarded", tenant="acme")
+    assert hard.model == "frontier"
+    unrelated = ["what is the capital of France", "convert 5 miles to km", "a haiku on rain"]
+    for n, text in enumerate(unrelated):
+        decision = ask(served, text, namespace="guarded", tenant="acme")
+        assert decision.model != "frontier"
+        fallback = "mid" if decision.model == "small" else "small"
+        fail(served, decision, decision.model, f"down-{n}", failure=pb.FAILURE_KIND_SERVER_ERROR)
+        answered = fail(served, decision, fallback, f"fallback-{n}", quality=1.0)
+        assert not answered.duplicate
+    again = ask(served, HARD, namespace="guarded", tenant="acme")
+    assert again.model == "frontier"  # 1 of 4 calls went to frontier, under the 50% cap
+    assert "escalation_guard" not in [e.rule for e in again.policy]
 
 
 def test_an_outcome_the_router_refuses_does_not_cost_the_caller_its_answer(

@@ -156,3 +156,28 @@ def test_one_namespace_failing_to_train_does_not_stop_the_others(
     heads.refresh_all()  # logs the failure, does not raise
     # (The background trainer may have called the stand-in too: compare as a set.)
     assert set(tried) == {"default", "guarded", "ruled", "strict"}
+
+
+def test_a_system_prompt_does_not_change_the_heads_view(
+    sqlite_url: str, serve: Callable[..., Served]
+) -> None:
+    """The head is trained on the routing text's length: the query's, not the conversation's."""
+    served = serve(sqlite_url, head_check_seconds=3600)
+    fill(served)
+    assert served.app.heads.refresh("default", force=True) is not None
+    query = "please track my parcel"
+    system = "You are a careful, friendly assistant for an online shop. " * 40
+    alone = ask(served, query)
+    with_system = served.router.Decide(
+        pb.DecideRequest(
+            messages=[
+                pb.Message(role="system", content=system),
+                pb.Message(role="user", content=query),
+            ]
+        ),
+        timeout=10,
+    )
+    head_alone = [round(e.head_success, 6) for e in alone.estimates]
+    head_with_system = [round(e.head_success, 6) for e in with_system.estimates]
+    assert head_alone == head_with_system
+    assert alone.model == with_system.model == "small"

@@ -109,6 +109,9 @@ class CooldownBook:
                         ModelFailureRow.namespace_id == namespace_id,
                         ModelFailureRow.model == model,
                         ModelFailureRow.created_at >= since,
+                        # Rate limits cool a model for their own retry-after; they are not
+                        # the "other failures" the threshold counts (docs/failover.md).
+                        ModelFailureRow.kind != "rate_limited",
                     )
                 )
                 or 0

@@ -216,7 +216,10 @@ class OutcomeRecorder:
         self._drift.outcome(info.name, spec.name, report.quality >= 0.5)
         escalated = subject.decided_model is not None and subject.decided_model != spec.name
         cap = info.policy.escalation_cap
-        if escalated and subject.tenant and cap is not None:
+        # The guard caps calls to the strongest model: an escalation to it is one more, a
+        # fallback to another model after a failure (or a step short of it) is not.
+        to_strongest = spec.name == info.catalog.strongest.name
+        if escalated and to_strongest and subject.tenant and cap is not None:
             self._guard.note(info.name, subject.tenant, True, cap)
         self._telemetry.recorded(
             info.name, spec.name, report.quality, cost, subject.tenant, escalated

@@ -172,7 +172,9 @@ class RoutingService:
             override=override or rule_model or sticky,
             forced=envelope.forced if override is None else None,
             policy=effects,
-            head=head.predict(vector, input_tokens) if head is not None else None,
+            # The routing text's length, as the head was trained on (a system prompt or earlier
+            # turns would make every query of a conversation look long).
+            head=head.predict(vector, estimate_tokens(text)) if head is not None else None,
         )
         choice = decide(request)
         if ruled is not None and ruled.rule is not None:
