@@ -24,6 +24,7 @@ person can judge how much of a difference is noise, but they do not decide.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -270,6 +271,24 @@ def _no_lower(figure: str, base: float, cand: float, tolerance: float) -> Check:
     return Check(figure, base, cand, cand - base, -tolerance, passed, reason)
 
 
+def cost_saving(base: float, cand: float, min_saving: float) -> Check:
+    """The saving rule. Against a free baseline any cost is an unbounded increase (-inf),
+    not "no saving": a paying candidate must not pass a gate that asks for none."""
+    free_paying = base <= 0 < cand
+    saving = -math.inf if free_paying else 1.0 - cand / base if base > 0 else 0.0
+    passed = saving >= min_saving - EPSILON
+    if passed:
+        reason = ""
+    elif base <= 0:
+        reason = f"the baseline is free and the candidate costs ${cand:.6f} per query"
+    else:
+        reason = (
+            f"cost saving {100 * saving:.2f}% (cost per query ${cand:.6f} against the "
+            f"baseline's ${base:.6f}) is under the required {100 * min_saving:.2f}%"
+        )
+    return Check("cost saving", base, cand, saving, min_saving, passed, reason)
+
+
 def checks(
     baseline: Side, candidate: Side, tolerance_quality: float, min_saving: float
 ) -> tuple[Check, ...]:
@@ -280,19 +299,7 @@ def checks(
         quality = _no_lower(
             "relative quality", b.relative_quality, c.relative_quality, tolerance_quality
         )
-        saving = 1.0 - c.cost_per_query / b.cost_per_query if b.cost_per_query > 0 else 0.0
-        passed = saving >= min_saving - EPSILON
-        reason = (
-            ""
-            if passed
-            else f"cost saving {100 * saving:.2f}% (cost per query ${c.cost_per_query:.6f} "
-            f"against the baseline's ${b.cost_per_query:.6f}) is under the required "
-            f"{100 * min_saving:.2f}%"
-        )
-        cost = Check(
-            "cost saving", b.cost_per_query, c.cost_per_query, saving, min_saving, passed, reason
-        )
-        return quality, cost
+        return quality, cost_saving(b.cost_per_query, c.cost_per_query, min_saving)
     if isinstance(base, IntentFigures) and isinstance(cand, IntentFigures):
         found = []
         for figure, field in (
@@ -316,7 +323,11 @@ def to_json(result: GateResult) -> dict[str, Any]:
         "reason": result.reason or None,
         "tolerance_quality": data.pop("tolerance_quality"),
         "min_saving": data.pop("min_saving"),
-        "checks": data.pop("checks"),
+        # JSON has no infinity: an unbounded change (against a free baseline) reads null.
+        "checks": [
+            {**c, "measured": c["measured"] if math.isfinite(c["measured"]) else None}
+            for c in data.pop("checks")
+        ],
     }
     cleaned: dict[str, Any] = _clean(data)
     return cleaned
