@@ -2,7 +2,9 @@
 expression and the token count.
 
 A keyword matches whole words, case-insensitively; a keyword of several words ("credit card",
-"e-mail") matches those words in a row, whatever separates them in the query.
+"e-mail") matches those words in a row, whatever separates them in the query. Symbols at a
+keyword's edges are part of it: "c++" and "c#" match those, not the letter "c", and ".net"
+does not match "net".
 
 Regular expressions run with the `regex` module's timeout, so a hostile query cannot make a
 rule backtrack for long: a rule whose match times out simply does not match (and is reported).
@@ -21,6 +23,7 @@ from routebook.policyspec import Rule
 #: Longest a rule's regular expression may run on one query.
 REGEX_TIMEOUT_SECONDS = 0.01
 _WORD = regex.compile(r"\w+")
+_EDGES = regex.compile(r"^(\W*)(.*?)(\W*)$", regex.DOTALL)
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,13 +47,17 @@ class QueryWords:
 
     single: frozenset[str]
     joined: str
+    text: str
 
     @classmethod
     def of(cls, text: str) -> QueryWords:
         words = [w.lower() for w in _WORD.findall(text)]
-        return cls(frozenset(words), " " + " ".join(words) + " ")
+        return cls(frozenset(words), " " + " ".join(words) + " ", text)
 
     def has(self, keyword: str) -> bool:
+        with_symbols = _symbol_pattern(keyword)
+        if with_symbols is not None:
+            return with_symbols.search(self.text) is not None
         parts = _keyword_words(keyword)
         if len(parts) == 1:
             return parts[0] in self.single
@@ -60,6 +67,20 @@ class QueryWords:
 @lru_cache(maxsize=4096)
 def _keyword_words(keyword: str) -> tuple[str, ...]:
     return tuple(w.lower() for w in _WORD.findall(keyword))
+
+
+@lru_cache(maxsize=4096)
+def _symbol_pattern(keyword: str) -> regex.Pattern[str] | None:
+    """For a keyword with symbols at its edges ("c++", "c#", ".net"): its words in a row with
+    those symbols, not inside a longer word. None for a keyword of words only."""
+    edges = _EDGES.match(keyword.strip())
+    assert edges is not None  # the pattern matches any string
+    lead, trail = ("".join(part.split()) for part in (edges.group(1), edges.group(3)))
+    if not lead and not trail:
+        return None
+    body = r"\W+".join(regex.escape(w) for w in _keyword_words(keyword))
+    core = regex.escape(lead) + body + regex.escape(trail)
+    return regex.compile(r"(?<!\w)" + core + r"(?!\w)", regex.IGNORECASE)
 
 
 def rule_matches(
