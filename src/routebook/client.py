@@ -323,6 +323,8 @@ class RouterClient:
             self.record_outcome(**outcome)
         except grpc.RpcError as exc:
             return f"{exc.code().name}: {exc.details()}"
+        except (TypeError, ValueError) as exc:  # usage protobuf cannot hold (2.5 tokens, -1)
+            return f"the report could not be built: {exc}"
         return ""
 
     def _report_failure(

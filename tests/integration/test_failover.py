@@ -137,8 +137,11 @@ def test_rate_limits_do_not_count_towards_the_failure_threshold(
             retry_after_seconds=0.001,
         )
         assert limited.cooldown_seconds == pytest.approx(0.001)
-    one_error = fail(served, decision, "small", "e0", failure=pb.FAILURE_KIND_SERVER_ERROR)
+    one_error = fail(
+        served, decision, "small", "e0", failure=pb.FAILURE_KIND_SERVER_ERROR, cost_usd=1.23
+    )
     assert one_error.cooldown_seconds == 0
+    assert one_error.cost_usd == 0  # failures are not charged: no echo of a cost not stored
 
 
 def test_a_cooldown_set_through_one_replica_is_honoured_by_another(
@@ -406,6 +409,27 @@ def test_an_outcome_the_router_refuses_does_not_cost_the_caller_its_answer(
     with RouterClient(deciding.target, timeout=30) as client:
         answer, attempts = client.call_with_fallbacks(decision, lambda model: f"from {model}")
     assert attempts[0].report_error == ""  # the router that made the decision takes it
+
+
+def test_usage_the_report_cannot_carry_does_not_cost_the_answer(
+    sqlite_url: str, serve: Callable[..., Served]
+) -> None:
+    """`len(prompt) / 4` is a float: the report cannot be built, but the answer was paid for
+    and the fallback walk must not call another model for it."""
+    from routebook.client import ModelCall
+
+    served = serve(sqlite_url)
+    calls: list[str] = []
+
+    def call_model(model: str) -> ModelCall[str]:
+        calls.append(model)
+        return ModelCall(f"from {model}", input_tokens=len(EASY) / 4)  # type: ignore[arg-type]
+
+    with RouterClient(served.target, timeout=30) as client:
+        decision = client.decide(EASY)
+        answer, attempts = client.call_with_fallbacks(decision, call_model)
+    assert answer == f"from {decision.model}" and calls == [decision.model]
+    assert attempts[0].report_error.startswith("the report could not be built")
 
 
 def test_long_model_names_still_make_valid_outcome_ids() -> None:

@@ -159,7 +159,7 @@ class OutcomeRecorder:
             duplicate=seen,
             namespace=subject.info.name,
             quality=0.0,
-            cost_usd=report.cost_usd or 0.0,
+            cost_usd=0.0,  # not stored, so not charged (router.proto says so)
             cooldown_seconds=seconds,
         )
 
