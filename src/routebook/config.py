@@ -307,9 +307,16 @@ class Settings(BaseSettings):
 
 
 def load_settings(
-    flags: dict[str, Any] | None = None, config_file: Path | str | None = None
+    flags: dict[str, Any] | None = None,
+    config_file: Path | str | None = None,
+    *,
+    environment: bool = True,
 ) -> Settings:
-    """Settings from flags (unset ones as None are ignored), env, then `config_file`."""
+    """Settings from flags (unset ones as None are ignored), env, then `config_file`.
+
+    `environment=False` leaves the ROUTEBOOK_* variables out: a file that describes another
+    configuration (shadow mode's candidate, the gate's two sides) must not take the live
+    server's values for whatever it leaves unset, nor lose its own to them."""
     given = {key: value for key, value in (flags or {}).items() if value is not None}
     toml_path = Path(config_file) if config_file else None
     if toml_path is not None and not toml_path.is_file():
@@ -325,7 +332,9 @@ def load_settings(
             dotenv_settings: PydanticBaseSettingsSource,
             file_secret_settings: PydanticBaseSettingsSource,
         ) -> tuple[PydanticBaseSettingsSource, ...]:
-            sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+            sources: list[PydanticBaseSettingsSource] = [init_settings]
+            if environment:
+                sources.append(env_settings)
             if toml_path is not None:
                 sources.append(TomlConfigSettingsSource(settings_cls, toml_file=toml_path))
             return tuple(sources)

@@ -99,7 +99,7 @@ def shadow_candidate(settings: Settings) -> ShadowCandidate | None:
     """The candidate of shadow mode, read from its settings file like `serve --config`."""
     if settings.shadow_config is None:
         return None
-    candidate = load_settings({}, settings.shadow_config)
+    candidate = load_settings({}, settings.shadow_config, environment=False)
     rules = {}
     if settings.shadow_rules is not None:
         path = settings.shadow_rules

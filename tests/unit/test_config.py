@@ -186,3 +186,20 @@ def test_a_disabled_head_weighs_nothing_in_the_decision_rule() -> None:
     assert (on.head_strength, on.route_head_strength) == (10.0, 2.0)
     assert (off.head_strength, off.route_head_strength) == (0.0, 0.0)
     assert replace(off, head_strength=10.0, route_head_strength=2.0) == on
+
+
+def test_a_candidate_file_is_read_without_the_live_servers_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Shadow mode's candidate (and the gate's sides) is the file: a server configured by
+    ROUTEBOOK_* variables used to shadow itself, its environment beating the file's values."""
+    from routebook.wiring import shadow_candidate
+
+    candidate = write_toml(tmp_path, "k = 25\nquality_target = 0.6\n")
+    monkeypatch.setenv("ROUTEBOOK_K", "10")
+    monkeypatch.setenv("ROUTEBOOK_QUALITY_TARGET", "0.9")
+    live = load_settings({"shadow_config": candidate})
+    assert (live.k, live.quality_target) == (10, 0.9)
+    shadow = shadow_candidate(live)
+    assert shadow is not None
+    assert (shadow.k, shadow.params.quality_target) == (25, 0.6)

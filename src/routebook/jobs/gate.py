@@ -107,8 +107,9 @@ class GateResult:
 
 
 def load_side(label: str, config_file: Path, model_path: str | None) -> tuple[Side, str]:
-    """A settings file read as `serve --config` reads it, and the model it names."""
-    settings = load_settings({"model_path": model_path}, config_file)
+    """A settings file read as `serve --config` reads it (but without the environment's
+    ROUTEBOOK_* values: the file alone is the side), and the model it names."""
+    settings = load_settings({"model_path": model_path}, config_file, environment=False)
     side = Side(label, str(config_file), settings.k, params_from_settings(settings))
     return side, settings.model_path
 
