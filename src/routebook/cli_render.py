@@ -1,8 +1,14 @@
-"""Rich tables for a decision and its evidence, for people at a terminal."""
+"""Rich tables for a decision and its evidence, for people at a terminal.
+
+Every value from the store or a caller goes through `escape`: rich reads "[...]" as markup,
+so a precedent's text like "a path like [/usr/bin]" would crash the command, and "[red]"
+would be swallowed.
+"""
 
 from __future__ import annotations
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from routebook.service.stats import RoutingStats
@@ -13,17 +19,18 @@ def render_decision(response: pb.DecideResponse, console: Console | None = None)
     console = console or Console()
     strategy = pb.Strategy.Name(response.strategy).removeprefix("STRATEGY_")
     console.print(
-        f"[bold]{response.model}[/bold]  {strategy}  confidence {response.confidence:.2f}  "
-        f"est. ${response.estimated_cost_usd:.6f}  route {response.route or '-'}"
+        f"[bold]{escape(response.model)}[/bold]  {strategy}  confidence "
+        f"{response.confidence:.2f}  est. ${response.estimated_cost_usd:.6f}  "
+        f"route {escape(response.route or '-')}"
     )
-    console.print(f"reason: {response.reason}")
+    console.print(f"reason: {escape(response.reason)}")
     console.print(f"decision {response.decision_id}  generation {response.index_generation}")
     estimates = Table(title="per-model estimates (cheapest first)")
     for column in ("model", "success", "support", "est. cost $", "meets target"):
         estimates.add_column(column)
     for e in response.estimates:
         estimates.add_row(
-            e.model,
+            escape(e.model),
             f"{e.success:.2f}",
             f"{e.support:.2f}",
             f"{e.estimated_cost_usd:.6f}",
@@ -42,33 +49,33 @@ def render_decision(response: pb.DecideResponse, console: Console | None = None)
             f"{n.similarity:.3f}",
             f"{n.weight:.2f}",
             pb.Source.Name(n.source).removeprefix("SOURCE_").lower(),
-            n.route or "-",
-            what or "-",
-            n.text_snippet[:80],
+            escape(n.route or "-"),
+            escape(what or "-"),
+            escape(n.text_snippet[:80]),
         )
     console.print(neighbours)
     if response.strategy == pb.STRATEGY_CASCADE:
         plan = " → ".join(step.model for step in response.cascade.steps)
-        console.print(f"cascade: {plan}; {response.cascade.acceptance}")
+        console.print(escape(f"cascade: {plan}; {response.cascade.acceptance}"))
 
 
 def render_stats(stats: RoutingStats, console: Console | None = None) -> None:
     console = console or Console()
     scope = stats.namespace or "all namespaces"
     console.print(
-        f"[bold]{scope}[/bold], last {stats.window_hours:g}h: {stats.decisions} decisions, "
+        f"[bold]{escape(scope)}[/bold], last {stats.window_hours:g}h: {stats.decisions} decisions, "
         f"cold-start rate {stats.cold_start_rate:.1%}, escalation rate "
         f"{stats.escalation_rate:.1%}"
     )
     strategies = ", ".join(f"{k} {v}" for k, v in sorted(stats.decisions_by_strategy.items()))
-    console.print(f"by strategy: {strategies or '-'}")
+    console.print(escape(f"by strategy: {strategies or '-'}"))
     for title, groups in (("per model", stats.by_model), ("per tenant", stats.by_tenant)):
         table = Table(title=f"outcomes {title}")
         for column in ("key", "outcomes", "mean quality", "success rate", "cost $"):
             table.add_column(column)
         for g in groups:
             table.add_row(
-                g.key or "(none)",
+                escape(g.key or "(none)"),
                 str(g.outcomes),
                 f"{g.mean_quality:.3f}",
                 f"{g.success_rate:.1%}",
