@@ -399,3 +399,11 @@ def test_shipped_routes_cover_every_catalog_model(shipped: RouteFile) -> None:
 def test_shipped_dir_loads() -> None:
     loaded = load_route_dir(SHIPPED.parent)
     assert SHIPPED in [p.resolve() for p, _ in loaded]
+
+
+def test_a_key_given_twice_is_refused(tmp_path: Path) -> None:
+    """YAML lets the last of two equal keys win silently: a second `routes:` block dropped
+    the first one's routes, and `routes sync --prune` would delete their examples."""
+    doubled = VALID + "routes:\n  - name: maths\n    best_model: small\n    utterances: [2+2]\n"
+    with pytest.raises(ConfigError, match=r"not valid YAML.*key 'routes' given twice"):
+        load_route_file(write(tmp_path, doubled))
