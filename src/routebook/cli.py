@@ -149,8 +149,8 @@ def decide(
 @click.option("--text", help="The query text, when there is no decision id.")
 @click.option("--namespace", "-n", default="", help="Namespace, with --text.")
 @click.option("--outcome-id", help="Idempotency key (default: a new random one).")
-@click.option("--input-tokens", type=int, default=0)
-@click.option("--output-tokens", type=int, default=0)
+@click.option("--input-tokens", type=click.IntRange(0, 2**32 - 1), default=0)
+@click.option("--output-tokens", type=click.IntRange(0, 2**32 - 1), default=0)
 @click.option("--cost-usd", type=float, help="Cost of the call (default: from the catalog).")
 @click.option("--target", help="host:port of a running server; default: in-process.")
 def record(

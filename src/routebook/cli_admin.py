@@ -117,7 +117,7 @@ def show_namespace(ctx: click.Context, name: str) -> None:
 @click.option(
     "--version",
     "expected_version",
-    type=int,
+    type=click.IntRange(0, 2**63 - 1),
     required=True,
     help="The catalog_version you read (a stale one is refused with ABORTED).",
 )
@@ -139,7 +139,13 @@ def update_catalog(
 @admin.command("upsert")
 @click.argument("namespace")
 @click.argument("jsonl", type=click.File("r"))
-@click.option("--batch", default=1000, show_default=True, help="Examples per streamed batch.")
+@click.option(
+    "--batch",
+    type=click.IntRange(min=1),
+    default=1000,
+    show_default=True,
+    help="Examples per streamed batch.",
+)
 @click.pass_context
 def upsert(ctx: click.Context, namespace: str, jsonl: Any, batch: int) -> None:
     """Stream reference examples from JSONL rows {"text", "route", "best_model"} (- = stdin)."""

@@ -16,6 +16,7 @@ from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
+    SettingsError,
     TomlConfigSettingsSource,
 )
 
@@ -343,6 +344,11 @@ def load_settings(
         loaded = _FromSources(**given)
     except ValidationError as exc:
         raise ConfigError(_explain(exc)) from None
+    except SettingsError as exc:  # an environment value that is not the JSON it must be
+        raise ConfigError(
+            f"{exc}: {ENV_PREFIX}* settings that are mappings or lists are JSON, e.g. "
+            f"""{ENV_PREFIX}ROUTER_API_KEYS='{{"default": ["key-1"]}}'"""
+        ) from None
     return Settings.model_construct(**loaded.model_dump())
 
 

@@ -192,3 +192,22 @@ def test_health_and_reflection(sqlite_url: str, serve: Callable[..., Served]) ->
     )
     names = {s.name for reply in replies for s in reply.list_services_response.service}
     assert {"routebook.v1.Router", "grpc.health.v1.Health"} <= names
+
+
+def test_a_port_in_use_is_a_config_error_not_a_traceback(
+    sqlite_url: str, make_app: Callable[..., object]
+) -> None:
+    import socket
+
+    from routebook.errors import ConfigError
+    from routebook.server.app import build_server
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(ConfigError, match=f"cannot listen on 127.0.0.1:{port}"):
+            build_server(make_app(sqlite_url), host="127.0.0.1", port=port)  # type: ignore[arg-type]
+        busy_metrics = make_app(sqlite_url, metrics_port=port)
+        with pytest.raises(ConfigError, match=f"cannot serve metrics on .*:{port}"):
+            build_server(busy_metrics, host="127.0.0.1", port=0)  # type: ignore[arg-type]

@@ -203,3 +203,11 @@ def test_a_candidate_file_is_read_without_the_live_servers_environment(
     shadow = shadow_candidate(live)
     assert shadow is not None
     assert (shadow.k, shadow.params.quality_target) == (25, 0.6)
+
+
+def test_an_environment_value_that_is_not_json_is_a_config_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("ROUTEBOOK_ROUTER_API_KEYS", "default=key-1")
+    with pytest.raises(ConfigError, match=r"router_api_keys.*are JSON"):
+        load_settings({})

@@ -95,21 +95,31 @@ def build_server(app: App, host: str | None = None, port: int | None = None) -> 
         (ROUTER_SERVICE, ADMIN_SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME), server
     )
     address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-    if settings.tls_cert_file is not None or settings.tls_key_file is not None:
-        bound = server.add_secure_port(address, _tls_credentials(settings))
-    else:
-        bound = server.add_insecure_port(address)
+    try:
+        if settings.tls_cert_file is not None or settings.tls_key_file is not None:
+            bound = server.add_secure_port(address, _tls_credentials(settings))
+        else:
+            bound = server.add_insecure_port(address)
+    except RuntimeError:  # grpcio raises where older versions returned 0
+        bound = 0
     if bound == 0:
         raise ConfigError(f"cannot listen on {address}: is the port in use?")
+    metrics_http = None
+    if settings.metrics_port is not None:
+        try:
+            metrics_http, _thread = start_http_server(
+                settings.metrics_port, addr=settings.metrics_host, registry=app.telemetry.registry
+            )
+        except OSError as exc:
+            server.stop(0)
+            raise ConfigError(
+                f"cannot serve metrics on {settings.metrics_host}:{settings.metrics_port}: "
+                f"{exc.strerror or exc}; is the port in use?"
+            ) from None
     server.start()
     app.follower.start()
     for service in ("", ROUTER_SERVICE, ADMIN_SERVICE):
         health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
-    metrics_http = None
-    if settings.metrics_port is not None:
-        metrics_http, _thread = start_http_server(
-            settings.metrics_port, addr=settings.metrics_host, registry=app.telemetry.registry
-        )
     return RunningServer(server, bound, health_servicer, app, metrics_http)
 
 
