@@ -143,3 +143,28 @@ def test_a_model_success_change_counts_only_past_sampling_noise() -> None:
     assert not few.drifted and few.moved == []
     many = watched(400).report("ns")
     assert many.drifted and many.moved == ["mid success 80% → 60%"]
+
+
+def test_a_router_that_learns_is_not_drifting() -> None:
+    """Outcomes join the index, so on the same traffic similarity rises, cold starts fall and
+    success rises: all improvements, none of them an alarm. The reverse is one."""
+    from routebook.service.drift import DriftWatch
+
+    def watched(before: tuple[float, bool, bool], after: tuple[float, bool, bool]) -> DriftWatch:
+        watch = DriftWatch(reference_size=400, window=400)
+        for i in range(400):
+            similarity, cold, success = before
+            watch.observe("ns", similarity + (i % 40) / 400, cold and i % 2 == 0)
+            watch.outcome("ns", "mid", success or i % 2 == 0)
+        for i in range(400):
+            similarity, cold, success = after
+            watch.observe("ns", similarity + (i % 40) / 400, cold and i % 2 == 0)
+            watch.outcome("ns", "mid", success or i % 2 == 0)
+        return watch
+
+    cold_and_unsure, known_and_good = (0.40, True, False), (0.85, False, True)
+    learning = watched(cold_and_unsure, known_and_good).report("ns")
+    assert not learning.drifted and learning.moved == []
+    worsening = watched(known_and_good, cold_and_unsure).report("ns")
+    assert worsening.drifted
+    assert [m.split(" ")[0] for m in worsening.moved] == ["cold-start", "top", "mid"]

@@ -6,6 +6,10 @@ similarity (population stability index and Kolmogorov-Smirnov statistic), the co
 and per-model success from outcomes. Crossing a level logs one warning saying what moved
 ("cold-start rate 4% → 19% since 09:12; top similarity median 0.71 → 0.52"); it warns again
 only after the figures came back under the level.
+
+Only the harmful direction counts: cold starts up, similarity down, success down. The index
+grows with every reported outcome, so on unchanged traffic similarity rises and cold starts
+fall as the router learns; that is the product working, not drift.
 """
 
 from __future__ import annotations
@@ -176,11 +180,15 @@ class DriftWatch:
         n, m = ref.decisions, cur.decisions
         if (
             m
-            and abs(cur.cold_start_rate - ref.cold_start_rate) >= self._levels.cold_start_delta
+            and cur.cold_start_rate - ref.cold_start_rate >= self._levels.cold_start_delta
             and rates_differ(ref.cold_start_rate, n, cur.cold_start_rate, m)
         ):
             moved.append(f"cold-start rate {ref.cold_start_rate:.0%} → {cur.cold_start_rate:.0%}")
-        if score >= self._levels.psi and ks_significant(ks, n, m):
+        if (
+            score >= self._levels.psi
+            and ks_significant(ks, n, m)
+            and cur.top_similarity_median < ref.top_similarity_median
+        ):
             moved.append(
                 f"top similarity median {ref.top_similarity_median:.2f} → "
                 f"{cur.top_similarity_median:.2f} (PSI {score:.2f})"
@@ -189,7 +197,7 @@ class DriftWatch:
             before = ref.success_by_model.get(model)
             if (
                 before is not None
-                and abs(success - before) >= self._levels.success_delta
+                and before - success >= self._levels.success_delta
                 and rates_differ(
                     before, ref.outcomes_by_model[model], success, cur.outcomes_by_model[model]
                 )
