@@ -24,6 +24,27 @@ F = TypeVar("F", bound=Callable[..., Any])
 T = TypeVar("T")
 
 
+def remote_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """--target and how to reach it: an API key, TLS."""
+    for option in reversed(
+        (
+            click.option("--target", help="host:port of a running server; default: in-process."),
+            click.option(
+                "--api-key",
+                envvar="ROUTEBOOK_API_KEY",
+                help="With --target: the API key (env ROUTEBOOK_API_KEY).",
+            ),
+            click.option(
+                "--tls-ca",
+                type=click.Path(exists=True, dir_okay=False),
+                help="With --target: connect with TLS, trusting this CA's PEM certificate.",
+            ),
+        )
+    ):
+        command = option(command)
+    return command
+
+
 def store_options(func: F) -> F:
     func = click.option(
         "--config",
@@ -96,7 +117,7 @@ def serve(config_file: str | None, **flags: Any) -> None:
 @click.argument("text")
 @store_options
 @click.option("--namespace", "-n", default="", help="Namespace (default: the default one).")
-@click.option("--target", help="host:port of a running server; default: decide in-process.")
+@remote_options
 @click.option("--quality-target", type=float, help="Success probability to reach.")
 @click.option("--tenant", default="", help="Tenant (tier and budget).")
 @click.option("--override", "model_override", default="", help="Ask for this model.")
@@ -109,6 +130,8 @@ def decide(
     config_file: str | None,
     database_url: str | None,
     target: str | None,
+    api_key: str | None,
+    tls_ca: str | None,
     as_json: bool,
     **fields: Any,
 ) -> None:
@@ -121,7 +144,7 @@ def decide(
     request = decide_request(text, **fields)
     try:
         if target:
-            response = _remote(target, lambda c: c.decide(request))
+            response = _remote(target, lambda c: c.decide(request), api_key, tls_ca)
         else:
             from routebook.server.convert import decide_query, decide_response
             from routebook.wiring import build
@@ -152,7 +175,7 @@ def decide(
 @click.option("--input-tokens", type=click.IntRange(0, 2**32 - 1), default=0)
 @click.option("--output-tokens", type=click.IntRange(0, 2**32 - 1), default=0)
 @click.option("--cost-usd", type=float, help="Cost of the call (default: from the catalog).")
-@click.option("--target", help="host:port of a running server; default: in-process.")
+@remote_options
 def record(
     config_file: str | None,
     database_url: str | None,
@@ -167,6 +190,8 @@ def record(
     output_tokens: int,
     cost_usd: float | None,
     target: str | None,
+    api_key: str | None,
+    tls_ca: str | None,
 ) -> None:
     """Report how a model did on a query (by --decision-id or --text)."""
     if quality is None and success is None:
@@ -188,6 +213,8 @@ def record(
                     output_tokens=output_tokens,
                     cost_usd=cost_usd,
                 ),
+                api_key,
+                tls_ca,
             )
             summary = (response.example_id, response.duplicate, response.quality)
         else:
@@ -570,12 +597,15 @@ def settings() -> None:
     click.echo(settings_markdown(), nl=False)
 
 
-def _remote(target: str, call: Callable[[Any], Any]) -> Any:
+def _remote(
+    target: str, call: Callable[[Any], Any], api_key: str | None, tls_ca: str | None
+) -> Any:
     import grpc
 
     from routebook.client import RouterClient
 
-    with RouterClient(target) as client:
+    root = Path(tls_ca).read_bytes() if tls_ca else None
+    with RouterClient(target, api_key=api_key, root_certificates=root) as client:
         try:
             return call(client)
         except grpc.RpcError as exc:

@@ -115,6 +115,7 @@ def decide_request(
     max_latency_ms: float | None = None,
     required_tags: Sequence[str] = (),
     contains_pii: bool = False,
+    session_id: str = "",
 ) -> pb.DecideRequest:
     """A DecideRequest from a plain string (one user message) or (role, content) pairs."""
     turns = [("user", query)] if isinstance(query, str) else list(query)
@@ -126,6 +127,7 @@ def decide_request(
         model_override=model_override,
         required_tags=list(required_tags),
         contains_pii=contains_pii,
+        session_id=session_id,
     )
     if quality_target is not None:
         request.quality_target = quality_target
@@ -137,7 +139,11 @@ def decide_request(
 
 
 class RouterClient:
-    """A thin typed wrapper over the Router stub. Errors surface as grpc.RpcError."""
+    """A thin typed wrapper over the Router stub. Errors surface as grpc.RpcError.
+
+    `api_key` is sent with every call (a server with `router_api_keys` needs one); `tls` (or
+    `root_certificates`, PEM bytes of the CA that signed the server's certificate, for a
+    private CA) opens a TLS channel. A ready `channel` overrides both."""
 
     def __init__(
         self,
@@ -145,10 +151,20 @@ class RouterClient:
         *,
         timeout: float = 5.0,
         channel: grpc.Channel | None = None,
+        api_key: str | None = None,
+        tls: bool = False,
+        root_certificates: bytes | None = None,
     ) -> None:
         self._owns_channel = channel is None
-        self._channel = channel if channel is not None else grpc.insecure_channel(target)
+        if channel is None:
+            if tls or root_certificates is not None:
+                credentials = grpc.ssl_channel_credentials(root_certificates)
+                channel = grpc.secure_channel(target, credentials)
+            else:
+                channel = grpc.insecure_channel(target)
+        self._channel = channel
         self._stub = router_pb2_grpc.RouterStub(self._channel)  # type: ignore[no-untyped-call]
+        self._metadata = (("authorization", f"Bearer {api_key}"),) if api_key else ()
         self.timeout = timeout
 
     def __enter__(self) -> RouterClient:
@@ -174,7 +190,9 @@ class RouterClient:
         """Route a query: a plain string (one user message), (role, content) pairs, or a
         ready DecideRequest. Keyword fields are those of `decide_request`."""
         request = query if isinstance(query, pb.DecideRequest) else decide_request(query, **fields)
-        response: pb.DecideResponse = self._stub.Decide(request, timeout=self.timeout)
+        response: pb.DecideResponse = self._stub.Decide(
+            request, timeout=self.timeout, metadata=self._metadata
+        )
         return response
 
     def record_outcome(
@@ -219,7 +237,9 @@ class RouterClient:
             request.failure = FAILURE_KINDS[failure]
         if retry_after is not None:
             request.retry_after_seconds = retry_after
-        response: pb.RecordOutcomeResponse = self._stub.RecordOutcome(request, timeout=self.timeout)
+        response: pb.RecordOutcomeResponse = self._stub.RecordOutcome(
+            request, timeout=self.timeout, metadata=self._metadata
+        )
         return response
 
     def run_cascade(

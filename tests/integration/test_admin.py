@@ -449,14 +449,36 @@ def test_tls(sqlite_url: str, serve: Callable[..., Served], tmp_path: Path) -> N
         check=True,
         capture_output=True,
     )
-    served = serve(sqlite_url, tls_cert_file=cert, tls_key_file=key)
+    served = serve(
+        sqlite_url, tls_cert_file=cert, tls_key_file=key, router_api_keys={"default": ["k1"]}
+    )
     credentials = grpc.ssl_channel_credentials(root_certificates=cert.read_bytes())
     with grpc.secure_channel(served.target, credentials) as channel:
         router = router_pb2_grpc.RouterStub(channel)
         request = pb.DecideRequest(messages=[pb.Message(role="user", content="where is my order?")])
-        assert router.Decide(request, timeout=10).model == "small"
+        keyed = [("authorization", "Bearer k1")]
+        assert router.Decide(request, timeout=10, metadata=keyed).model == "small"
     # The plaintext channel the fixture opened cannot talk to a TLS port.
     assert code_of(lambda: ask(served, "where is my order?")) == grpc.StatusCode.UNAVAILABLE
+
+    # The client and the CLI reach such a server too: TLS with a private CA, and a key.
+    from routebook.client import RouterClient
+
+    with RouterClient(served.target, api_key="k1", root_certificates=cert.read_bytes()) as client:
+        decision = client.decide("where is my order?", session_id="chat-7")
+        assert decision.model == "small"
+        recorded = client.record_outcome(
+            model="small", quality=1.0, decision_id=decision.decision_id
+        )
+        assert not recorded.duplicate
+    with RouterClient(served.target, root_certificates=cert.read_bytes()) as keyless:
+        assert code_of(lambda: keyless.decide("hi")) == grpc.StatusCode.UNAUTHENTICATED
+    remote = ["decide", "where is my order?", "--target", served.target, "--tls-ca", str(cert)]
+    result = CliRunner().invoke(cli.main, [*remote, "--json"], env={"ROUTEBOOK_API_KEY": "k1"})
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["model"] == "small"
+    refused = CliRunner().invoke(cli.main, [*remote, "--api-key", "nope"])
+    assert refused.exit_code == 1 and "UNAUTHENTICATED" in refused.output
 
 
 def test_check_compares_the_index_with_the_store(
