@@ -144,6 +144,30 @@ def test_rate_limits_do_not_count_towards_the_failure_threshold(
     assert one_error.cost_usd == 0  # failures are not charged: no echo of a cost not stored
 
 
+def test_one_cooldown_is_counted_once_and_answered_as_it_stands(
+    sqlite_url: str, serve: Callable[..., Served]
+) -> None:
+    """Failures past the threshold extend the cooldown in force: the metric of cooldowns
+    started counts one, and a rate limit meanwhile answers the cooldown that holds (60 s),
+    not its own retry-after."""
+    served = serve(sqlite_url, failure_threshold=2, cooldown_seconds=60)
+    decision = ask(served, EASY)
+    for n in range(8):
+        fail(served, decision, "small", f"e{n}", failure=pb.FAILURE_KIND_SERVER_ERROR)
+    limited = fail(
+        served,
+        decision,
+        "small",
+        "limited",
+        failure=pb.FAILURE_KIND_RATE_LIMITED,
+        retry_after_seconds=1.0,
+    )
+    assert 59 < limited.cooldown_seconds <= 60
+    registry = served.app.telemetry.registry
+    labels = {"namespace": "default", "model": "small"}
+    assert registry.get_sample_value("routebook_cooldowns_total", labels) == 1.0
+
+
 def test_a_cooldown_set_through_one_replica_is_honoured_by_another(
     postgres_url: str, serve: Callable[..., Served]
 ) -> None:

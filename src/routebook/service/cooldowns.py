@@ -35,6 +35,17 @@ class CooldownRules:
     window_seconds: float = 60.0
 
 
+@dataclass(frozen=True, slots=True)
+class FailureRecorded:
+    #: Seconds the model stays cooling from now (0: no cooldown); for a duplicate, what the
+    #: first report answered.
+    cooldown_seconds: float
+    #: This outcome_id was recorded before; nothing was written now.
+    duplicate: bool
+    #: This failure started a cooldown (one already in force was only extended, or kept).
+    started: bool
+
+
 class CooldownBook:
     def __init__(self, store: Store, rules: CooldownRules, refresh_seconds: float = 0.25) -> None:
         self._store = store
@@ -90,16 +101,15 @@ class CooldownBook:
         kind: str,
         decision_id: str | None,
         retry_after: float | None,
-    ) -> tuple[float, bool]:
-        """Store the failure; start or extend a cooldown when the rules say so.
-        Returns (cooldown seconds started, 0 if none; whether this outcome_id was seen before)."""
+    ) -> FailureRecorded:
+        """Store the failure; start or extend a cooldown when the rules say so."""
         now = utcnow()
         with self._store.read() as session:
             seen = session.scalars(
                 select(ModelFailureRow).where(ModelFailureRow.outcome_id == outcome_id)
             ).one_or_none()
             if seen is not None:
-                return seen.cooldown_seconds, True
+                return FailureRecorded(seen.cooldown_seconds, duplicate=True, started=False)
             since = now - timedelta(seconds=self._rules.window_seconds)
             recent = int(
                 session.scalar(
@@ -124,6 +134,7 @@ class CooldownBook:
         elif recent + 1 > self._rules.failure_threshold:
             seconds = self._rules.default_seconds
             reason = f"{recent + 1} failures in {self._rules.window_seconds:g}s"
+        in_force, started = 0.0, False
         try:
             with self._store.write() as session:
                 session.add(
@@ -138,21 +149,29 @@ class CooldownBook:
                     )
                 )
                 if seconds > 0:
-                    self._extend(
-                        session, namespace_id, model, now + timedelta(seconds=seconds), reason
+                    until, started = self._extend(
+                        session, namespace_id, model, now, now + timedelta(seconds=seconds), reason
                     )
+                    in_force = (until - now).total_seconds()
         except IntegrityError:
             return self.record_failure(
                 namespace_id, outcome_id, model, kind, decision_id, retry_after
             )
         with self._lock:
             self._cache.pop(namespace_id, None)
-        return seconds, False
+        return FailureRecorded(in_force, duplicate=False, started=started)
 
     @staticmethod
     def _extend(
-        session: Session, namespace_id: int, model: str, until: datetime, reason: str
-    ) -> None:
+        session: Session,
+        namespace_id: int,
+        model: str,
+        now: datetime,
+        until: datetime,
+        reason: str,
+    ) -> tuple[datetime, bool]:
+        """Cool `model` until at least `until`: (when its cooldown ends now, whether this
+        started one, rather than extended or left one that was in force already)."""
         row = session.scalars(
             select(CooldownRow).where(
                 CooldownRow.namespace_id == namespace_id, CooldownRow.model == model
@@ -162,5 +181,9 @@ class CooldownBook:
             session.add(
                 CooldownRow(namespace_id=namespace_id, model=model, until=until, reason=reason)
             )
-        elif as_utc(row.until) < until:
+            return until, True
+        current = as_utc(row.until)
+        if current < until:
             row.until, row.reason = until, reason
+            return until, current <= now  # an expired row taken up again is a new cooldown
+        return current, False

@@ -143,7 +143,7 @@ class OutcomeRecorder:
         assert report.failure is not None
         subject = self._subject(report, look_for_example=False)
         spec = subject.info.catalog.get(report.model)
-        seconds, seen = self._cooldowns.record_failure(
+        recorded = self._cooldowns.record_failure(
             subject.info.id,
             report.outcome_id,
             spec.name,
@@ -151,16 +151,18 @@ class OutcomeRecorder:
             report.decision_id,
             report.retry_after_seconds,
         )
-        if not seen:
-            self._telemetry.failed(subject.info.name, spec.name, report.failure, seconds)
+        if not recorded.duplicate:
+            self._telemetry.failed(
+                subject.info.name, spec.name, report.failure, started=recorded.started
+            )
         return RecordedOutcome(
             outcome_id=report.outcome_id,
             example_id=0,
-            duplicate=seen,
+            duplicate=recorded.duplicate,
             namespace=subject.info.name,
             quality=0.0,
             cost_usd=0.0,  # not stored, so not charged (router.proto says so)
-            cooldown_seconds=seconds,
+            cooldown_seconds=recorded.cooldown_seconds,
         )
 
     def _record(self, report: OutcomeReport) -> RecordedOutcome:

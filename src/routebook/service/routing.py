@@ -126,7 +126,7 @@ class RoutingService:
             share, calls = self._guard.share(info.name, query.tenant, cap)
             why = (
                 f"tenant {query.tenant!r} sent {share:.0%} of its last {calls} calls to "
-                f"{strongest} or escalations (cap {cap.max_strong_share:.0%} per "
+                f"{strongest}, decided or escalated to (cap {cap.max_strong_share:.0%} per "
                 f"{cap.window_minutes:g} min)"
             )
             if override == strongest:  # an override must not be the way round the cap

@@ -251,6 +251,8 @@ class Telemetry:
         if choice.strategy is Strategy.OVERRIDE:
             self.overrides.labels(ns, choice.model).inc()
         for effect in choice.policy:
+            if effect.rule == "cooldown" and not effect.removed:
+                continue  # every model was cooling: none was left out, the rule did nothing
             self.policy_hits.labels(ns, effect.rule).inc()
         self.estimated_cost.labels(ns, choice.model, self._tenant_label(tenant)).inc(
             choice.estimated_cost_usd
@@ -285,9 +287,10 @@ class Telemetry:
         for rule in rules:
             self.rule_regex_timeouts.labels(namespace, rule).inc()
 
-    def failed(self, namespace: str, model: str, kind: str, cooldown_seconds: float) -> None:
+    def failed(self, namespace: str, model: str, kind: str, *, started: bool) -> None:
+        """`started`: this failure started a cooldown (extending one is not another)."""
         self.failures.labels(namespace, model, kind).inc()
-        if cooldown_seconds > 0:
+        if started:
             self.cooldowns.labels(namespace, model).inc()
 
     def recorded(
