@@ -5,6 +5,7 @@ built from the store) and catch it up."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,6 +43,8 @@ from routebook.service.spend import SpendLedger
 from routebook.service.telemetry import DecisionLog, Telemetry
 from routebook.store import migrate
 from routebook.store.db import Store, make_engine
+
+log = logging.getLogger("routebook")
 
 
 @dataclass(slots=True)
@@ -268,6 +271,14 @@ def build(
     telemetry.watch_drift(drift, registry)
     telemetry.watch_embedder(batcher, cache)
     infos = directory.refresh()
+    if not infos and load_routes and not settings.routes_dir.is_dir():
+        # Not an error (namespaces may come through the Admin API), but a mistyped path would
+        # otherwise serve an empty store in silence: every Decide NOT_FOUND.
+        log.warning(
+            "empty store and no route files: %s is not a folder (routes_dir); create "
+            "namespaces through the Admin API, or point routes_dir at your route files",
+            settings.routes_dir.resolve(),
+        )
     if not infos and load_routes and settings.routes_dir.is_dir():
         say(f"empty store: loading route files from {settings.routes_dir}")
         try:

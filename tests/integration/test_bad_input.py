@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 import grpc
 import pytest
@@ -211,3 +212,15 @@ def test_a_port_in_use_is_a_config_error_not_a_traceback(
         busy_metrics = make_app(sqlite_url, metrics_port=port)
         with pytest.raises(ConfigError, match=f"cannot serve metrics on .*:{port}"):
             build_server(busy_metrics, host="127.0.0.1", port=0)  # type: ignore[arg-type]
+
+
+def test_a_missing_routes_folder_on_an_empty_store_is_said(
+    sqlite_url: str,
+    make_app: Callable[..., object],
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with caplog.at_level("WARNING", logger="routebook"):
+        make_app(sqlite_url, routes_dir=tmp_path / "rotues")  # a typo
+    warned = [r.getMessage() for r in caplog.records if "routes_dir" in r.getMessage()]
+    assert len(warned) == 1 and "rotues is not a folder" in warned[0]
