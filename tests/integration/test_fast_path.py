@@ -15,6 +15,7 @@ from routebook.embed.sentence import SentenceTransformerEmbedder
 from routebook.service.examples import ExampleInput
 from routebook.v1 import router_pb2 as pb
 from tests.conftest import Served, wait_until
+from tests.embedders import WrappedEmbedder
 
 QUERIES = [
     "where is my parcel?",
@@ -40,23 +41,15 @@ def test_cache_returns_the_models_vectors(embedder: SentenceTransformerEmbedder)
     assert cached.misses == 7
 
 
-class _GatedEmbedder:
+class _GatedEmbedder(WrappedEmbedder):
     """The real model, but its first call waits for a gate: callers pile up meanwhile, as they
     do under load, without the test depending on how fast threads happen to be scheduled."""
 
     def __init__(self, inner: SentenceTransformerEmbedder) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.entered = threading.Event()
         self.gate = threading.Event()
         self.calls: list[int] = []
-
-    @property
-    def dim(self) -> int:
-        return self.inner.dim
-
-    @property
-    def model_id(self) -> str:
-        return self.inner.model_id
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         self.calls.append(len(texts))

@@ -21,6 +21,7 @@ from routebook.v1 import admin_pb2 as admin_pb
 from routebook.v1 import admin_pb2_grpc
 from routebook.wiring import App
 from tests.conftest import Served, wait_until
+from tests.embedders import WrappedEmbedder
 
 TOKEN = "reindex-jobs-token"
 ADMIN = [("authorization", f"Bearer {TOKEN}")]
@@ -155,27 +156,19 @@ def test_a_damaged_snapshot_in_one_namespace_does_not_block_anothers_generation(
     assert app.registry.get("support").generation == 1  # its own generation 1 is fine
 
 
-class RelabelWhileEmbedding:
+class RelabelWhileEmbedding(WrappedEmbedder):
     """The real model, with an admin relabelling an example (a delete and an insert) while
     the reindex embeds its first batch: that example's row is gone by the write-back."""
 
     def __init__(self, inner: Embedder) -> None:
-        self._inner = inner
+        super().__init__(inner)
         self.app: App | None = None
-
-    @property
-    def dim(self) -> int:
-        return self._inner.dim
-
-    @property
-    def model_id(self) -> str:
-        return self._inner.model_id
 
     def embed(self, texts: Sequence[str]) -> npt.NDArray[np.float32]:
         app, self.app = self.app, None  # once
         if app is not None and len(texts) > 1:
             app.examples.upsert("default", [ExampleInput("where is my order?", None, "mid")])
-        return self._inner.embed(texts)
+        return self.inner.embed(texts)
 
 
 def test_a_reindex_survives_an_example_relabelled_while_it_embeds(

@@ -24,6 +24,7 @@ from routebook.v1 import admin_pb2_grpc, router_pb2_grpc
 from routebook.v1 import router_pb2 as pb
 from routebook.wiring import App
 from tests.conftest import TEST_ROUTES, Served
+from tests.embedders import WrappedEmbedder
 from tests.processes import server_process
 
 TOKEN = "replica-token"
@@ -158,24 +159,16 @@ def test_reindex_killed_half_way_leaves_serving_untouched_and_can_run_again(
     seconds_until(lambda: decide(served.channel, "where is my parcel?").index_generation == 1, 30)
 
 
-class CountingEmbedder:
+class CountingEmbedder(WrappedEmbedder):
     """The real model, counting the texts it embeds."""
 
     def __init__(self, inner: SentenceTransformerEmbedder) -> None:
-        self._inner = inner
+        super().__init__(inner)
         self.embedded = 0
-
-    @property
-    def dim(self) -> int:
-        return self._inner.dim
-
-    @property
-    def model_id(self) -> str:
-        return self._inner.model_id
 
     def embed(self, texts: Sequence[str]) -> npt.NDArray[np.float32]:
         self.embedded += len(texts)
-        return self._inner.embed(texts)
+        return self.inner.embed(texts)
 
 
 @pytest.mark.parametrize("kind", ["flat"])
