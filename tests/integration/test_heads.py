@@ -4,6 +4,7 @@ retrained when the index has changed enough, and never in the way of a fresh out
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 
 import pytest
 
@@ -181,3 +182,26 @@ def test_a_system_prompt_does_not_change_the_heads_view(
     head_with_system = [round(e.head_success, 6) for e in with_system.estimates]
     assert head_alone == head_with_system
     assert alone.model == with_system.model == "small"
+
+
+def test_a_catalog_change_retrains_the_head(sqlite_url: str, serve: Callable[..., Served]) -> None:
+    """A reprice can reorder the models, and a label "at least this model" then means others;
+    UpdateCatalog moves neither the index's generation nor its version, so it is its own
+    reason to retrain."""
+    from routebook.catalog import Catalog
+
+    served = serve(sqlite_url, head_check_seconds=3600)
+    fill(served)
+    heads = served.app.heads
+    heads.refresh("default", force=True)
+    trainings = heads.trainings
+    view = served.app.namespaces.get("default")
+    cheaper_mid = [
+        replace(m, input_usd_per_mtok=m.input_usd_per_mtok / 2) if m.name == "mid" else m
+        for m in view.catalog.models
+    ]
+    served.app.namespaces.update_catalog("default", view.catalog_version, Catalog(cheaper_mid))
+    assert heads.refresh("default") is not None
+    assert heads.trainings == trainings + 1
+    assert heads.refresh("default") is heads.get("default")  # and then it is fresh
+    assert heads.trainings == trainings + 1

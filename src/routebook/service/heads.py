@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from routebook.catalog import Catalog
+from routebook.catalog import Catalog, ModelSpec
 from routebook.decide.head import Head, train_head
 from routebook.index import IndexRegistry, NamespaceIndex
 
@@ -49,6 +49,9 @@ class _Trained:
     version: int
     finished: float = 0.0  # time.monotonic() when it was trained
     took: float = 0.0  # seconds its training took
+    #: The catalog it was trained for: a reprice can reorder the models, and a reference
+    #: example's label ("at least this model") means other models then.
+    models: tuple[ModelSpec, ...] = ()
 
 
 class HeadBook:
@@ -79,6 +82,8 @@ class HeadBook:
             trained = self._trained.get(namespace)
         if trained is None:
             return True
+        if trained.models != self._catalog_of(namespace).models:
+            return True  # an UpdateCatalog moves neither the generation nor the version
         if time.monotonic() - trained.finished < DUTY * trained.took:
             return False  # trained moments ago: let Decide have the cores
         if trained.generation != index.generation:
@@ -96,9 +101,10 @@ class HeadBook:
             generation, version = index.generation, index.version
             started = time.monotonic()
             vectors, facts = index.training_data(self._settings.max_examples)
+            catalog = self._catalog_of(namespace)
             try:
                 head = (
-                    train_head(vectors, facts, self._catalog_of(namespace), generation=generation)
+                    train_head(vectors, facts, catalog, generation=generation)
                     if len(facts)
                     else None
                 )
@@ -108,7 +114,7 @@ class HeadBook:
             with self._lock:
                 finished = time.monotonic()
                 self._trained[namespace] = _Trained(
-                    head, generation, version, finished, finished - started
+                    head, generation, version, finished, finished - started, catalog.models
                 )
             self.trainings += 1
             log.info(
