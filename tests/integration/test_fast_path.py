@@ -11,11 +11,11 @@ import numpy as np
 
 from routebook.embed.batcher import MicroBatcher
 from routebook.embed.cache import CachedEmbedder
+from routebook.embed.protocol import EmbedderInFront
 from routebook.embed.sentence import SentenceTransformerEmbedder
 from routebook.service.examples import ExampleInput
 from routebook.v1 import router_pb2 as pb
 from tests.conftest import Served, wait_until
-from tests.embedders import WrappedEmbedder
 
 QUERIES = [
     "where is my parcel?",
@@ -41,7 +41,7 @@ def test_cache_returns_the_models_vectors(embedder: SentenceTransformerEmbedder)
     assert cached.misses == 7
 
 
-class _GatedEmbedder(WrappedEmbedder):
+class _GatedEmbedder(EmbedderInFront):
     """The real model, but its first call waits for a gate: callers pile up meanwhile, as they
     do under load, without the test depending on how fast threads happen to be scheduled."""
 

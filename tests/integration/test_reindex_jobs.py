@@ -15,13 +15,13 @@ import pytest
 
 from routebook.catalog import Catalog, ModelSpec
 from routebook.embed import Embedder
+from routebook.embed.protocol import EmbedderInFront
 from routebook.errors import FailedPrecondition
 from routebook.service.examples import ExampleInput
 from routebook.v1 import admin_pb2 as admin_pb
 from routebook.v1 import admin_pb2_grpc
 from routebook.wiring import App
 from tests.conftest import Served, wait_until
-from tests.embedders import WrappedEmbedder
 
 TOKEN = "reindex-jobs-token"
 ADMIN = [("authorization", f"Bearer {TOKEN}")]
@@ -156,7 +156,7 @@ def test_a_damaged_snapshot_in_one_namespace_does_not_block_anothers_generation(
     assert app.registry.get("support").generation == 1  # its own generation 1 is fine
 
 
-class RelabelWhileEmbedding(WrappedEmbedder):
+class RelabelWhileEmbedding(EmbedderInFront):
     """The real model, with an admin relabelling an example (a delete and an insert) while
     the reindex embeds its first batch: that example's row is gone by the write-back."""
 

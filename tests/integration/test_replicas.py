@@ -16,6 +16,7 @@ import numpy.typing as npt
 import pytest
 from sqlalchemy import func, select
 
+from routebook.embed.protocol import EmbedderInFront
 from routebook.embed.sentence import SentenceTransformerEmbedder
 from routebook.service.examples import ExampleInput
 from routebook.store.tables import IndexGenerationRow, ReindexJobRow
@@ -24,7 +25,6 @@ from routebook.v1 import admin_pb2_grpc, router_pb2_grpc
 from routebook.v1 import router_pb2 as pb
 from routebook.wiring import App
 from tests.conftest import TEST_ROUTES, Served
-from tests.embedders import WrappedEmbedder
 from tests.processes import server_process
 
 TOKEN = "replica-token"
@@ -159,7 +159,7 @@ def test_reindex_killed_half_way_leaves_serving_untouched_and_can_run_again(
     seconds_until(lambda: decide(served.channel, "where is my parcel?").index_generation == 1, 30)
 
 
-class CountingEmbedder(WrappedEmbedder):
+class CountingEmbedder(EmbedderInFront):
     """The real model, counting the texts it embeds."""
 
     def __init__(self, inner: SentenceTransformerEmbedder) -> None:

@@ -18,18 +18,18 @@ from concurrent.futures import Future
 import numpy as np
 import numpy.typing as npt
 
-from routebook.embed.protocol import Embedder
+from routebook.embed.protocol import Embedder, EmbedderInFront
 
 Vectors = npt.NDArray[np.float32]
 
 
-class MicroBatcher:
+class MicroBatcher(EmbedderInFront):
     """An Embedder that batches concurrent calls to another Embedder."""
 
     def __init__(
         self, inner: Embedder, max_batch: int = 32, max_wait_ms: float = 2.0, workers: int = 1
     ) -> None:
-        self._inner = inner
+        super().__init__(inner)
         self._max_batch = max_batch
         self._max_wait = max_wait_ms / 1000
         self._queue: queue.Queue[tuple[list[str], Future[Vectors]]] = queue.Queue()
@@ -43,21 +43,13 @@ class MicroBatcher:
             threading.Thread(target=self._run, name=f"embed-batcher-{number}", daemon=True).start()
 
     @property
-    def dim(self) -> int:
-        return self._inner.dim
-
-    @property
-    def model_id(self) -> str:
-        return self._inner.model_id
-
-    @property
     def waiting_calls(self) -> int:
         """Calls queued for the model and not yet taken by a worker: a load signal."""
         return self._queue.qsize()
 
     def embed(self, texts: Sequence[str]) -> Vectors:
         if len(texts) >= self._max_batch:  # already a batch: no reason to wait for company
-            vectors = self._inner.embed(texts)
+            vectors = self.inner.embed(texts)
             self._count(len(texts))
             return vectors
         future: Future[Vectors] = Future()
@@ -94,7 +86,7 @@ class MicroBatcher:
     def _embed(self, pending: list[tuple[list[str], Future[Vectors]]]) -> None:
         texts = [text for item, _ in pending for text in item]
         try:
-            vectors = self._inner.embed(texts)
+            vectors = self.inner.embed(texts)
         except BaseException as exc:  # hand the failure to every waiting caller
             for _, future in pending:
                 future.set_exception(exc)

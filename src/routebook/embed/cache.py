@@ -10,27 +10,19 @@ from collections.abc import Sequence
 import numpy as np
 import numpy.typing as npt
 
-from routebook.embed.protocol import Embedder
+from routebook.embed.protocol import Embedder, EmbedderInFront
 
 
-class CachedEmbedder:
+class CachedEmbedder(EmbedderInFront):
     """An Embedder that remembers the last `capacity` vectors it returned."""
 
     def __init__(self, inner: Embedder, capacity: int = 10_000) -> None:
-        self._inner = inner
+        super().__init__(inner)
         self._capacity = capacity
         self._vectors: OrderedDict[bytes, npt.NDArray[np.float32]] = OrderedDict()
         self._lock = threading.Lock()
         self.hits = 0
         self.misses = 0
-
-    @property
-    def dim(self) -> int:
-        return self._inner.dim
-
-    @property
-    def model_id(self) -> str:
-        return self._inner.model_id
 
     def embed(self, texts: Sequence[str]) -> npt.NDArray[np.float32]:
         keys = [hashlib.sha256(t.encode("utf-8", "surrogatepass")).digest() for t in texts]
@@ -47,7 +39,7 @@ class CachedEmbedder:
             self.hits += len(texts) - len(missing)
             self.misses += len(missing)
         if missing:
-            fresh = self._inner.embed([texts[row] for row in missing])
+            fresh = self.inner.embed([texts[row] for row in missing])
             out[missing] = fresh
             with self._lock:
                 for row, vector in zip(missing, fresh, strict=True):

@@ -21,3 +21,23 @@ class Embedder(Protocol):
         ...
 
     def embed(self, texts: Sequence[str]) -> npt.NDArray[np.float32]: ...
+
+
+class EmbedderInFront:
+    """An Embedder in front of another (a cache, a batcher, a test's hook): it passes for
+    `inner`, same model id and dimension, and embeds through it unless a subclass says
+    otherwise."""
+
+    def __init__(self, inner: Embedder) -> None:
+        self.inner = inner
+
+    @property
+    def dim(self) -> int:
+        return self.inner.dim
+
+    @property
+    def model_id(self) -> str:
+        return self.inner.model_id
+
+    def embed(self, texts: Sequence[str]) -> npt.NDArray[np.float32]:
+        return self.inner.embed(texts)

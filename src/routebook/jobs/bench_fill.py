@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from routebook.embed import Embedder
+from routebook.embed.protocol import EmbedderInFront
 from routebook.jobs.bench_index import Vectors, synthetic_vectors
 
 if TYPE_CHECKING:
@@ -43,7 +44,7 @@ FILL_CHUNK = 10_000
 BASE_BATCH = 1_000
 
 
-class FillEmbedder:
+class FillEmbedder(EmbedderInFront):
     """An Embedder that passes for `inner` (same model id and dimension) and answers the texts
     handed to `expect` with the vectors given for them; any other text goes to `inner`.
 
@@ -51,17 +52,9 @@ class FillEmbedder:
     itself never reached the model."""
 
     def __init__(self, inner: Embedder) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self._expected: dict[str, Vectors] = {}
         self.model_texts = 0
-
-    @property
-    def dim(self) -> int:
-        return self.inner.dim
-
-    @property
-    def model_id(self) -> str:
-        return self.inner.model_id
 
     def expect(self, texts: Sequence[str], vectors: Vectors) -> None:
         """The vectors of `texts` (row i for text i) until the next call. Texts are matched as

@@ -251,8 +251,8 @@ class Telemetry:
         if choice.strategy is Strategy.OVERRIDE:
             self.overrides.labels(ns, choice.model).inc()
         for effect in choice.policy:
-            if effect.rule == "cooldown" and not effect.removed:
-                continue  # every model was cooling: none was left out, the rule did nothing
+            if not effect.removed:
+                continue  # named in the evidence (every model cooling), but it removed nothing
             self.policy_hits.labels(ns, effect.rule).inc()
         self.estimated_cost.labels(ns, choice.model, self._tenant_label(tenant)).inc(
             choice.estimated_cost_usd
