@@ -70,7 +70,12 @@ class NamespaceAdmin:
             with self._store.write() as session:
                 if ns_store.get_namespace(session, name) is not None:
                     raise exists
-                row = ns_store.ensure_namespace(session, name, description)
+                # Always an insert: on PostgreSQL another create may have committed since the
+                # check above, and only the unique name tells (a get-or-create would silently
+                # replace that namespace's catalog and answer "created" twice).
+                row = NamespaceRow(name=name, description=description)
+                session.add(row)
+                session.flush()
                 ns_store.replace_catalog(session, row.id, catalog)
                 session.flush()
                 committed = NamespaceView(name, description, catalog, row.catalog_version)
