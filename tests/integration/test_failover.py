@@ -265,6 +265,18 @@ def test_a_session_keeps_its_model_until_a_cooldown_moves_it(
     assert ask(served, EASY, session_id="conv-1").strategy == pb.STRATEGY_STICKY
 
 
+def test_a_session_belongs_to_its_tenant(sqlite_url: str, serve: Callable[..., Served]) -> None:
+    """Two tenants using the same session id (a counter, "chat-42") neither share a model nor
+    learn each other's: the session used to be keyed by its id alone."""
+    served = serve(sqlite_url)
+    pinned = ask(served, HARD, session_id="chat-42", tenant="beta", model_override="frontier")
+    assert pinned.model == "frontier"
+    assert ask(served, EASY, session_id="chat-42", tenant="beta").strategy == pb.STRATEGY_STICKY
+    other = ask(served, EASY, session_id="chat-42", tenant="acme")
+    assert (other.model, other.strategy) == ("small", pb.STRATEGY_SEMANTIC)
+    assert ask(served, HARD, session_id="chat-42", tenant="acme").model == "small"  # acme's own
+
+
 def test_a_cold_start_does_not_pin_the_session_to_its_first_cascade_step(
     sqlite_url: str, serve: Callable[..., Served]
 ) -> None:
@@ -388,6 +400,18 @@ def test_escalation_guard_caps_one_tenant_not_another(
     assert (cheaper.model, cheaper.strategy) == ("mid", pb.STRATEGY_OVERRIDE)
     honest = ask(served, HARD, namespace="guarded", tenant="honest", model_override="frontier")
     assert honest.model == "frontier"
+    # While frontier cools down an override may still name it, but not round the cap.
+    fail(
+        served,
+        capped,
+        "frontier",
+        "guard-rl",
+        failure=pb.FAILURE_KIND_RATE_LIMITED,
+        retry_after_seconds=60,
+    )
+    with pytest.raises(grpc.RpcError) as refused:
+        ask(served, HARD, namespace="guarded", tenant="abuser", model_override="frontier")
+    assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
 
 
 def test_fallbacks_to_another_model_do_not_count_as_escalations(

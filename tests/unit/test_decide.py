@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import replace
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -336,6 +337,28 @@ def test_evidence_weight_counts_only_neighbours_that_say_something() -> None:
     ]
     # 0.75 + 0.5 = 1.25
     assert evidence_weight(neighbours, CATALOG) == pytest.approx(1.25)
+
+
+def test_evidence_weight_counts_only_evidence_about_allowed_models() -> None:
+    only_big = weighted(facts(outcomes=[ObservedOutcome(BIG, 1.0, 1)]), 1.0)
+    labelled_big = weighted(facts(best_model=BIG), 0.5)  # says the cheaper ones fail: evidence
+    assert evidence_weight([only_big, labelled_big], CATALOG) == pytest.approx(1.5)
+    allowed = frozenset({NANO, MINI})
+    assert evidence_weight([only_big, labelled_big], CATALOG, allowed) == pytest.approx(0.5)
+
+
+def test_precedents_about_a_removed_model_alone_leave_the_query_cold() -> None:
+    """Exact precedents whose only outcome is for a model policy removed used to pass the
+    support test: every allowed model sat at the bare prior and the query went SEMANTIC to a
+    model nobody had tried, with "5 neighbours" as its evidence."""
+    neighbours = [near(facts(outcomes=[ObservedOutcome(BIG, 1.0, 1)]), 0.97) for _ in range(5)]
+    allowed = replace(request(neighbours), allowed=frozenset({NANO, MINI}))
+    choice = decide(allowed)
+    assert choice.strategy is Strategy.CASCADE
+    assert choice.reason_code is ReasonCode.COLD_LOW_SUPPORT
+    assert choice.cascade is not None
+    assert [s.model for s in choice.cascade.steps] == [NANO, MINI]
+    assert decide(request(neighbours)).strategy is Strategy.SEMANTIC  # big allowed: warm
 
 
 def test_evidence_weight_ignores_outcomes_for_models_outside_the_catalog() -> None:

@@ -91,18 +91,47 @@ def test_the_head_joins_the_route_vote() -> None:
 
 
 def test_the_heads_confidence_counts_as_support() -> None:
-    """Cold-start support is the neighbours' weight plus strength x the head's top probability."""
+    """Cold-start support is the neighbours' weight plus strength x the head's top probability
+    above chance: (p - 1/R) / (1 - 1/R) over R routes."""
     params = replace(PLAIN, min_support=1.0, route_head_strength=1.0)
     neighbours = [near(facts(best_model=NANO, route="a"), 0.5)]
     assert decide(ask(neighbours, None, params)).reason_code is ReasonCode.COLD_LOW_SUPPORT
     sure = HeadPrediction(routes=(("a", 0.9), ("b", 0.1)))
-    assert decide(ask(neighbours, sure, params)).strategy is Strategy.SEMANTIC  # 0.5 + 0.9
-    unsure = HeadPrediction(routes=(("a", 0.3), ("b", 0.3), ("c", 0.4)))
-    cold = decide(ask(neighbours, unsure, params))  # 0.5 + 0.4 < 1
+    # 0.5 + (0.9 - 0.5) / 0.5 = 0.5 + 0.8
+    assert decide(ask(neighbours, sure, params)).strategy is Strategy.SEMANTIC
+    unsure = HeadPrediction(routes=(("a", 0.3), ("b", 0.2), ("c", 0.5)))
+    cold = decide(ask(neighbours, unsure, params))  # 0.5 + (0.5 - 1/3) / (2/3) = 0.5 + 0.25
     assert cold.strategy is Strategy.CASCADE
     assert cold.reason_code is ReasonCode.COLD_LOW_SUPPORT
-    assert "weight 0.90 (0.40 of it the head's confidence)" in cold.reason
+    assert "weight 0.75 (0.25 of it the head's confidence)" in cold.reason
     assert cold.head == unsure
+
+
+def test_a_head_no_surer_than_chance_adds_no_support() -> None:
+    """A head spread evenly over four routes (0.25 each) used to add strength x 0.25 to every
+    query's support: with the default strength 3 and minimum 0.25 no query of a namespace with
+    up to 12 routes could be a cold start for lack of support, and a neighbour that says
+    nothing sent it to a model on the bare prior."""
+    params = replace(PLAIN, min_support=0.25, route_head_strength=3.0)
+    says_nothing = [near(facts(route="r0"), 0.6)]
+    even = HeadPrediction(routes=tuple((f"r{i}", 0.25) for i in range(4)))
+    choice = decide(ask(says_nothing, even, params))
+    assert choice.strategy is Strategy.CASCADE
+    assert choice.reason_code is ReasonCode.COLD_LOW_SUPPORT
+    one_route = HeadPrediction(routes=(("r0", 1.0),))  # a single route tells nothing either
+    assert decide(ask(says_nothing, one_route, params)).strategy is Strategy.CASCADE
+
+
+def test_the_reason_tells_the_heads_part_from_the_neighbours_weight() -> None:
+    params = replace(PLAIN, min_support=0.5, route_head_strength=3.0)
+    neighbours = [near(facts(best_model=NANO, route="a"), 0.4)]
+    head = HeadPrediction(routes=(("a", 0.95), ("b", 0.05)), generation=7)
+    choice = decide(ask(neighbours, head, params))
+    assert choice.strategy is Strategy.SEMANTIC
+    assert "1 neighbours with weight 0.40" in choice.reason
+    # a route head only: it placed the query, it was no prior of any estimate
+    assert "head (generation 7) put the query in route a at 0.95" in choice.reason
+    assert "prior" not in choice.reason
 
 
 def test_an_outcome_recorded_now_changes_the_next_decision_at_once() -> None:

@@ -117,7 +117,8 @@ def decide(request: DecisionRequest) -> Choice:
     candidates = tuple(e for e in estimates if e.allowed)
     top_similarity = neighbours[0].similarity if neighbours else 0.0
     from_head = head_support(request.head, params.route_head_strength)
-    support = evidence_weight(neighbours, request.catalog) + from_head
+    evidence = evidence_weight(neighbours, request.catalog, allowed)
+    support = evidence + from_head
     route = vote_route(neighbours, request.head, params.route_head_strength)
     cold = cold_start_reason(
         index_size=request.index_size,
@@ -132,7 +133,7 @@ def decide(request: DecisionRequest) -> Choice:
     elif cold is not None:
         choice = _cascade(cold, neighbours, candidates, params, top_similarity, support, from_head)
     else:
-        choice = _semantic(neighbours, candidates, params, top_similarity, support, route)
+        choice = _semantic(neighbours, candidates, params, top_similarity, evidence, route)
     used = from_head > 0 or any(e.head_success is not None for e in estimates)
     if used and choice.strategy is Strategy.SEMANTIC:
         choice = replace(choice, reason=f"{choice.reason}; {_head_note(request.head)}")
@@ -150,12 +151,12 @@ def _head_note(head: HeadPrediction | None) -> str:
     if head is None:
         return ""
     parts = [f"{m} {p:.2f}" for m, p in head.success]
-    text = f"the index's head (generation {head.generation}) was the prior"
+    text = f"the index's head (generation {head.generation})"
     if parts:
-        text += f": success {', '.join(parts)}"
+        text += f" was the prior: success {', '.join(parts)}"
     top = head.top_route
     if top is not None:
-        text += f"; its top route {top[0]} at {top[1]:.2f}"
+        text += f"{';' if parts else ''} put the query in route {top[0]} at {top[1]:.2f}"
     return text
 
 
@@ -247,9 +248,10 @@ def _semantic(
     estimates: tuple[ModelEstimate, ...],
     params: DecisionParams,
     top_similarity: float,
-    support: float,
+    evidence: float,
     route: str | None,
 ) -> Choice:
+    """`evidence`: the weight of the neighbours that say something about an allowed model."""
     meeting = [e for e in estimates if e.meets_target]
     backing = sum(1 for n in neighbours if n.weight > 0)
     if meeting:
@@ -281,7 +283,7 @@ def _semantic(
         estimated_cost_usd=chosen.estimated_cost_usd,
         reason_code=code,
         reason=(
-            f"{why}; {backing} neighbours with weight {support:.2f}, "
+            f"{why}; {backing} neighbours with weight {evidence:.2f}, "
             f"top similarity {top_similarity:.2f}"
         ),
         neighbours=neighbours,

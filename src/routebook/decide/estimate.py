@@ -89,13 +89,18 @@ def estimate_models(
     return tuple(estimates)
 
 
-def evidence_weight(neighbours: Sequence[Neighbour], catalog: Catalog) -> float:
-    """Weight of the neighbours that say something about at least one model."""
+def evidence_weight(
+    neighbours: Sequence[Neighbour], catalog: Catalog, allowed: frozenset[str] | None = None
+) -> float:
+    """Weight of the neighbours that say something about at least one allowed model (all
+    catalog models when `allowed` is None). Precedents that only tell how a model policy or a
+    cooldown removed did are no evidence for the choice left, so they do not make a query warm.
+    """
+    names = catalog.names if allowed is None else [m for m in catalog.names if m in allowed]
     return sum(
         n.weight
         for n in neighbours
-        if n.weight > 0
-        and any(evidence_for(n.facts, name, catalog) is not None for name in catalog.names)
+        if n.weight > 0 and any(evidence_for(n.facts, name, catalog) is not None for name in names)
     )
 
 
@@ -120,11 +125,17 @@ def vote_route(
 
 def head_support(head: HeadPrediction | None, head_strength: float) -> float:
     """What the head adds to the cold-start support test: `head_strength` times its top route's
-    probability. A query the head confidently places in a route is not out of scope even when
-    its neighbours are a little far (CLINC150 train folds: in-scope accuracy at OOS recall 0.8
-    rose from 0.950 with the head's probability alone, or 0.928 with the neighbours' weight
-    alone, to 0.958 with the sum)."""
+    confidence above chance (0 for a head that spreads evenly over its R routes, the whole
+    strength at probability 1). A query the head confidently places in a route is not out of
+    scope even when its neighbours are a little far (CLINC150 train folds: in-scope accuracy at
+    OOS recall 0.8 rose from 0.950 with the head's probability alone, or 0.928 with the
+    neighbours' weight alone, to 0.958 with the sum). Measured from chance, not from 0, so an
+    unsure head over a few routes (1/R is 0.25 for four) cannot make every query warm."""
     if head is None or head_strength <= 0:
         return 0.0
     top = head.top_route
-    return 0.0 if top is None else head_strength * top[1]
+    routes = len(head.routes)
+    if top is None or routes < 2:
+        return 0.0
+    chance = 1.0 / routes
+    return head_strength * max(0.0, (top[1] - chance) / (1.0 - chance))

@@ -116,20 +116,23 @@ class RoutingService:
             effects += (cooldown_effect(left_out, cooled, ignored=available == envelope.allowed),)
         cap = info.policy.escalation_cap
         strongest = info.catalog.strongest.name
-        if (
+        capped = (
             cap is not None
-            and query.tenant
-            and strongest in available
-            and len(available) > 1
+            and bool(query.tenant)
+            and (override == strongest or (strongest in available and len(available) > 1))
             and self._guard.over(info.name, query.tenant, cap)
-        ):
+        )
+        if capped:
+            assert cap is not None
             share, calls = self._guard.share(info.name, query.tenant, cap)
             why = (
                 f"tenant {query.tenant!r} sent {share:.0%} of its last {calls} calls to "
                 f"{strongest}, decided or escalated to (cap {cap.max_strong_share:.0%} per "
                 f"{cap.window_minutes:g} min)"
             )
-            if override == strongest:  # an override must not be the way round the cap
+            # An override must not be the way round the cap, even while the strongest model is
+            # cooling down (an override may still name a cooling model).
+            if override == strongest:
                 raise PermissionDenied(
                     f"override to {strongest} is not allowed: rule escalation_guard: {why}"
                 )
@@ -149,7 +152,7 @@ class RoutingService:
         rule_model = ruled.model if ruled is not None else None
         sticky = None
         if query.session_id and override is None and envelope.forced is None and not rule_model:
-            kept = self._sessions.model(info.name, query.session_id)
+            kept = self._sessions.model(info.name, query.tenant, query.session_id)
             sticky = kept if kept in available else None
 
         embed_started = time.perf_counter()
@@ -206,7 +209,7 @@ class RoutingService:
         if query.session_id and choice.strategy is not Strategy.CASCADE:
             # A cascade's first step is a try, not the session's model: the caller may reject
             # it and accept a later step, and the next turn must not stick to the rejected one.
-            self._sessions.keep(info.name, query.session_id, choice.model)
+            self._sessions.keep(info.name, query.tenant, query.session_id, choice.model)
         if cap is not None and query.tenant:
             self._guard.note(info.name, query.tenant, choice.model == strongest, cap)
         fallbacks = fallback_order(choice, available, self.limits.max_fallbacks)

@@ -1,6 +1,9 @@
 """Sticky sessions: a conversation keeps its model across Decides (prompt caches, consistent
 answers) until it has been idle for `idle_seconds`. Kept in this server's memory: a load
-balancer should pin a session to a replica, or stickiness restarts on another one."""
+balancer should pin a session to a replica, or stickiness restarts on another one.
+
+A session belongs to its tenant: two tenants that happen to use the same session id (a
+counter, "chat-1") must neither share nor see each other's model."""
 
 from __future__ import annotations
 
@@ -13,11 +16,12 @@ class StickySessions:
     def __init__(self, idle_seconds: float, capacity: int = 100_000) -> None:
         self._idle = idle_seconds
         self._capacity = capacity
-        self._models: OrderedDict[tuple[str, str], tuple[str, float]] = OrderedDict()
+        # (namespace, tenant, session id) → (model, last used)
+        self._models: OrderedDict[tuple[str, str, str], tuple[str, float]] = OrderedDict()
         self._lock = threading.Lock()
 
-    def model(self, namespace: str, session_id: str) -> str | None:
-        key = (namespace, session_id)
+    def model(self, namespace: str, tenant: str, session_id: str) -> str | None:
+        key = (namespace, tenant, session_id)
         with self._lock:
             found = self._models.get(key)
             if found is None:
@@ -27,8 +31,8 @@ class StickySessions:
                 return None
             return found[0]
 
-    def keep(self, namespace: str, session_id: str, model: str) -> None:
-        key = (namespace, session_id)
+    def keep(self, namespace: str, tenant: str, session_id: str, model: str) -> None:
+        key = (namespace, tenant, session_id)
         with self._lock:
             self._models[key] = (model, time.monotonic())
             self._models.move_to_end(key)
