@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import grpc
@@ -224,3 +225,79 @@ def test_a_missing_routes_folder_on_an_empty_store_is_said(
         make_app(sqlite_url, routes_dir=tmp_path / "rotues")  # a typo
     warned = [r.getMessage() for r in caplog.records if "routes_dir" in r.getMessage()]
     assert len(warned) == 1 and "rotues is not a folder" in warned[0]
+
+
+def test_a_malformed_body_is_invalid_argument_not_internal(
+    sqlite_url: str, serve: Callable[..., Served]
+) -> None:
+    """grpcio's own parse failure answered INTERNAL ("Exception deserializing request!")."""
+    served = serve(sqlite_url, admin_token="adm")
+    for method in ("/routebook.v1.Router/Decide", "/routebook.v1.Admin/UpsertExamplesStream"):
+        raw = served.channel.unary_unary(method)  # bytes in, bytes out
+        if method.endswith("Stream"):
+            raw = served.channel.stream_unary(method)  # type: ignore[assignment]
+        for body in (b"\x0a\x05\xff\xfe", b"\xff\xff\xff", b"\x0a\x80"):
+            payload = iter([body]) if method.endswith("Stream") else body
+            with pytest.raises(grpc.RpcError) as caught:
+                raw(payload, timeout=10, metadata=[("authorization", "Bearer adm")])
+            assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT, method
+            assert "not a valid message" in (caught.value.details() or "")
+    assert served.router.Decide(pb.DecideRequest(messages=user("where is my order?"))).model
+
+
+def test_idle_reflection_streams_cannot_hold_every_worker(
+    sqlite_url: str, serve: Callable[..., Served]
+) -> None:
+    """One unauthenticated caller with 32 idle reflection streams used to hold all 32 worker
+    threads: every Decide then waited out its deadline."""
+    served = serve(sqlite_url, workers=8)  # 2 reflection slots
+    stub = reflection_pb2_grpc.ServerReflectionStub(served.channel)
+    release = threading.Event()
+
+    def idle() -> Iterator[reflection_pb2.ServerReflectionRequest]:
+        release.wait(30)
+        return
+        yield
+
+    streams = [stub.ServerReflectionInfo(idle(), timeout=30) for _ in range(8)]
+    try:
+        refused = 0
+        decided = served.router.Decide(
+            pb.DecideRequest(messages=user("where is my order?")), timeout=5
+        )
+        assert decided.model == "small"
+        release.set()
+        for stream in streams:
+            try:
+                list(stream)
+            except grpc.RpcError as exc:
+                assert exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, exc
+                refused += 1
+        assert refused == 6  # all but the two slots
+    finally:
+        release.set()
+        for stream in streams:
+            stream.cancel()
+    # the slots are free again
+    replies = stub.ServerReflectionInfo(
+        iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=5
+    )
+    assert any(reply.list_services_response.service for reply in replies)
+
+
+def test_unknown_enum_values_and_spaced_namespaces_are_refused(
+    sqlite_url: str, serve: Callable[..., Served]
+) -> None:
+    served = serve(sqlite_url)
+    with pytest.raises(grpc.RpcError) as caught:
+        served.router.Decide(pb.DecideRequest(namespace="default ", messages=user("hi")))
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "namespace 'default ' has spaces around it" in (caught.value.details() or "")
+    before = row_counts(served)
+    with pytest.raises(grpc.RpcError) as caught:
+        served.router.RecordOutcome(
+            record(outcome_id="e", messages=user("hi"), model="small", failure=99), timeout=10
+        )
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "failure is 99, not a value of FailureKind" in (caught.value.details() or "")
+    assert row_counts(served) == before

@@ -416,3 +416,16 @@ def test_a_tenant_bound_to_an_unchecked_key_stops_the_server_at_start(
 
     with pytest.raises(ConfigError, match="not in router_api_keys"):
         serve(sqlite_url, router_api_keys={"default": ["k1"]}, api_key_tenants={"k2": "t"})
+
+
+def test_an_empty_key_list_stops_the_server_at_start(
+    sqlite_url: str, serve: Callable[..., Served]
+) -> None:
+    """`{"default": []}` used to switch the Router's key checks off altogether (no key known,
+    so none required): anyone could decide and read the full evidence."""
+    from routebook.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"router_api_keys\['default'\] is empty"):
+        serve(sqlite_url, router_api_keys={"default": []})
+    with pytest.raises(ConfigError, match="holds an empty key"):
+        serve(sqlite_url, router_api_keys={"default": ["k1", " "]})

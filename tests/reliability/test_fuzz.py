@@ -98,6 +98,7 @@ WORDS: dict[grpc.StatusCode, tuple[str, ...]] = {
         "page_token",
         "example_ids",
         "index kind",
+        "not a value of",
         "name",
     ),
     NF: ("namespace", "decision", "job", "does not exist", "unknown", "not found"),

@@ -79,7 +79,9 @@ def build_server(app: App, host: str | None = None, port: int | None = None) -> 
                     settings.evidence_levels,
                     settings.default_evidence,
                     settings.api_key_tenants,
-                )
+                ),
+                # reflection streams: enough for tooling, never most of the workers
+                stream_slots=max(1, settings.workers // 4),
             )
         ],
         options=options,

@@ -55,6 +55,15 @@ class Authenticator:
         self._default_namespace = default_namespace
         namespaces_of: dict[bytes, set[str]] = {}
         for namespace, keys in router_keys.items():
+            # An empty list or key would switch the checks off (no key known: none required)
+            # or open a namespace to a blank token: refuse both when the server starts.
+            if not keys:
+                raise ConfigError(
+                    f"router_api_keys[{namespace!r}] is empty: give the namespace at least one "
+                    "key, or leave it out (with no keys at all, the Router API is open)"
+                )
+            if any(not key.strip() for key in keys):
+                raise ConfigError(f"router_api_keys[{namespace!r}] holds an empty key")
             for key in keys:
                 namespaces_of.setdefault(key.encode(), set()).add(namespace)
         self._router_keys = list(namespaces_of.items())

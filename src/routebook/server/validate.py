@@ -59,10 +59,19 @@ def _check_scalar(field: FieldDescriptor, value: Any, path: str) -> None:
     if field.type == FieldDescriptor.TYPE_STRING:
         if "\x00" in value:
             raise InvalidArgument(f"{path} contains a NUL character")
+        if field.name == "namespace" and value != value.strip():
+            # Names are compared as sent (by the keys' scopes, the catalogs, the reports), so
+            # "default " must not be a second spelling of "default".
+            raise InvalidArgument(f"{path} {_short(value)!r} has spaces around it")
         if field.name not in UNBOUNDED:
             limit = LIMITS.get(field.name, DEFAULT_CHARS)
             if len(value) > limit:
                 raise InvalidArgument(f"{path} has {len(value)} characters; at most {limit}")
+    elif field.type == FieldDescriptor.TYPE_ENUM:
+        kind = field.enum_type
+        if kind is not None and value not in kind.values_by_number:
+            known = ", ".join(v.name for v in kind.values)
+            raise InvalidArgument(f"{path} is {value}, not a value of {kind.name} ({known})")
     elif field.type == FieldDescriptor.TYPE_UINT32 and value > INT32_MAX:
         raise InvalidArgument(f"{path} is {value}; at most {INT32_MAX}")
     elif field.type in (FieldDescriptor.TYPE_UINT64, FieldDescriptor.TYPE_INT64) and (
