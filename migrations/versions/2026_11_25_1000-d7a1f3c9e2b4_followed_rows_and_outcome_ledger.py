@@ -79,10 +79,39 @@ def upgrade() -> None:
                 f"ALTER TABLE {table} ALTER COLUMN xact "
                 "SET DEFAULT (pg_current_xact_id()::text)::bigint"
             )
+    if not postgresql:
+        _no_id_below_a_mark()
     for name, table, columns in INDEXES:
         op.create_index(name, table, columns)
     with op.batch_alter_table("index_generations") as batch_op:
         batch_op.add_column(sa.Column("high_water_xact", sa.BigInteger(), nullable=True))
+
+
+#: Per followed table, the ids beyond which a new row must be numbered on SQLite: ids deleted
+#: before this migration (a tombstone names them) and ids a published snapshot has read past.
+ID_FLOORS = {
+    "examples": (
+        "SELECT max(example_id) FROM example_tombstones",
+        "SELECT max(high_water_example_id) FROM index_generations",
+    ),
+    "outcomes": ("SELECT max(high_water_outcome_id) FROM index_generations",),
+    "example_tombstones": ("SELECT max(high_water_tombstone_id) FROM index_generations",),
+}
+
+
+def _no_id_below_a_mark() -> None:
+    """The AUTOINCREMENT copy starts numbering after the highest id still present, so an id
+    deleted before the upgrade would be handed out again: below a snapshot's marks, where no
+    replica reads it, or under an old tombstone that removes it. Number after every mark."""
+    for table, floors in ID_FLOORS.items():
+        op.execute(
+            f"INSERT INTO sqlite_sequence (name, seq) SELECT '{table}', 0 "
+            f"WHERE NOT EXISTS (SELECT 1 FROM sqlite_sequence WHERE name = '{table}')"
+        )
+        highest = ", ".join(f"coalesce(({floor}), 0)" for floor in floors)
+        op.execute(
+            f"UPDATE sqlite_sequence SET seq = max(seq, {highest}, 0) WHERE name = '{table}'"
+        )
 
 
 def downgrade() -> None:

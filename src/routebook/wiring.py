@@ -282,7 +282,7 @@ def build(
     if not infos and load_routes and settings.routes_dir.is_dir():
         say(f"empty store: loading route files from {settings.routes_dir}")
         try:
-            examples.sync_routes(load_route_dir(settings.routes_dir))
+            examples.sync_routes(load_route_dir(settings.routes_dir), together=True)
         except IntegrityError:
             say("another server loaded the route files first")
         infos = directory.refresh()

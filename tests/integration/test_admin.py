@@ -253,6 +253,12 @@ def test_namespace_catalog_and_examples_lifecycle(
         admin_pb.ListExamplesRequest(namespace="support", text_prefix="reset"), metadata=ADMIN
     )
     assert [e.text for e in prefixed.examples] == ["reset my password"]
+    # Exact on both stores: SQLite's LIKE ignored case; and no wildcards.
+    for other in ("Reset", "RESET my", "res_t", "%set"):
+        listed = admin.ListExamples(
+            admin_pb.ListExamplesRequest(namespace="support", text_prefix=other), metadata=ADMIN
+        )
+        assert list(listed.examples) == [], other
     strong = admin.ListExamples(
         admin_pb.ListExamplesRequest(namespace="support", model="strong"), metadata=ADMIN
     )

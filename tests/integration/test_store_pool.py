@@ -53,6 +53,42 @@ def test_the_spend_cache_stays_bounded(sqlite_url: str, monkeypatch: pytest.Monk
     engine.dispose()
 
 
+def test_a_read_racing_an_outcome_does_not_cache_the_old_spend(
+    sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A Decide that read the spend just before an outcome was recorded stored its figure after
+    the outcome's invalidation: the next Decide saw the old spend for the cache's lifetime."""
+    import threading
+
+    from routebook.service import spend as spend_module
+
+    engine = make_engine(sqlite_url)
+    upgrade(engine)
+    ledger = SpendLedger(Store(engine), ttl_seconds=60.0)
+    real = spend_module.spend_store.tenant_spend
+    read_done, invalidated = threading.Event(), threading.Event()
+    spend_now = [0.0]
+
+    def read_then_stall(*args: object, **kwargs: object) -> float:
+        real(*args, **kwargs)  # type: ignore[arg-type]
+        amount = spend_now[0]  # what the store held when it answered
+        read_done.set()
+        assert invalidated.wait(10)  # the outcome lands before this read is cached
+        return amount
+
+    monkeypatch.setattr(spend_module.spend_store, "tenant_spend", read_then_stall)
+    reader = threading.Thread(target=ledger.spent, args=(1, "acme", 24.0))
+    reader.start()
+    assert read_done.wait(10)
+    spend_now[0] = 50.0  # the outcome is committed...
+    ledger.invalidate(1, "acme")  # ...and invalidates acme's spend
+    invalidated.set()
+    reader.join(10)
+    monkeypatch.setattr(spend_module.spend_store, "tenant_spend", lambda *_a, **_k: spend_now[0])
+    assert ledger.spent(1, "acme", 24.0) == 50.0
+    engine.dispose()
+
+
 def test_one_caller_at_a_time_refreshes_the_cooldowns(sqlite_url: str) -> None:
     import threading
 

@@ -117,8 +117,16 @@ def test_upgrading_a_store_with_data_keeps_it_and_never_reuses_ids(db_url: str) 
                     ),
                     {"i": i, "o": f"outcome {i}"},
                 )
+            # Example 7 was deleted before the upgrade: its id must never come back (its
+            # tombstone would remove the new row from every index that replays it).
+            connection.execute(
+                text(
+                    "INSERT INTO example_tombstones (namespace_id, example_id, deleted_at) "
+                    f"VALUES (1, 7, {now})"
+                )
+            )
             if engine.dialect.name == "postgresql":
-                connection.execute(text("SELECT setval('examples_id_seq', 3)"))
+                connection.execute(text("SELECT setval('examples_id_seq', 7)"))
 
         migrate.upgrade(engine)
 
@@ -141,6 +149,38 @@ def test_upgrading_a_store_with_data_keeps_it_and_never_reuses_ids(db_url: str) 
                 )
             )
             new_id = connection.execute(text("SELECT id FROM examples WHERE text = 'new'")).scalar()
-            assert new_id == 4
+            assert new_id == 8
+    finally:
+        engine.dispose()
+
+
+def test_an_upgrade_that_fails_part_way_changes_nothing_on_sqlite(sqlite_url: str) -> None:
+    """Python's SQLite driver committed each ALTER before a migration's first data change on its
+    own: an upgrade killed there left the schema half-changed under the old revision, and
+    every later start failed ("duplicate column name"). A failure stands in for the kill: in
+    both cases nothing may be committed."""
+    from sqlalchemy import event
+
+    engine = make_engine(sqlite_url)
+    try:
+        migrate.upgrade(engine, "c5d2e8f1a7b3")
+
+        def die(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
+            if statement.startswith("UPDATE outcomes SET namespace_id"):
+                raise KeyboardInterrupt("killed")  # after the migration's first ALTER
+
+        event.listen(engine, "before_cursor_execute", die)
+        try:
+            migrate.upgrade(engine)
+        except KeyboardInterrupt:
+            pass
+        else:
+            raise AssertionError("the upgrade was not interrupted")
+        event.remove(engine, "before_cursor_execute", die)
+        assert migrate.current(engine) == "c5d2e8f1a7b3"
+        columns = [c["name"] for c in inspect(engine).get_columns("outcomes")]
+        assert "namespace_id" not in columns
+        migrate.upgrade(engine)  # the next start completes it
+        assert migrate.current(engine) == migrate.head()
     finally:
         engine.dispose()

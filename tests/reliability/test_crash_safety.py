@@ -9,8 +9,15 @@ no manual repair, every acknowledged write is in the store once and in the index
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+import pytest
+from sqlalchemy import Engine, event
+
+from routebook.wiring import App
+from tests.integration.test_policy import POLICY_ROUTES
 from tests.reliability.killloop import run
 
 CYCLES = 3
@@ -26,3 +33,36 @@ def test_sigkill_loses_no_acknowledged_write(db_url: str, tmp_path: Path) -> Non
     assert (tally.lost, tally.duplicated) == (0, 0), report
     assert (tally.index_missing, tally.index_size_mismatch) == (0, 0), report
     assert not tally.problems, report
+
+
+def test_a_first_start_that_dies_loading_route_files_loads_them_all_next_time(
+    sqlite_url: str, make_app: Callable[..., App], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Route files are loaded into an empty store only. They were written one namespace per
+    transaction, so a first start killed after the first left a store that was no longer
+    empty, and the other namespaces never came (NOT_FOUND until a manual `routes sync`). A
+    failure stands in for the kill: either way nothing of the load may be committed."""
+    import routebook.wiring as wiring
+    from routebook.store.db import make_engine
+
+    def dying_engine(*args: Any, **kwargs: Any) -> Engine:
+        engine = make_engine(*args, **kwargs)
+
+        def die(_conn: object, _cursor: object, statement: str, params: Any, *_: object) -> None:
+            if statement.startswith("INSERT INTO namespaces") and "strict" in str(params):
+                raise RuntimeError("killed while loading route files")
+
+        event.listen(engine, "before_cursor_execute", die)
+        return engine
+
+    with monkeypatch.context() as patched:
+        patched.setattr(wiring, "make_engine", dying_engine)
+        with pytest.raises(RuntimeError, match="killed"):
+            make_app(sqlite_url, routes_dir=POLICY_ROUTES)
+    app = make_app(sqlite_url, routes_dir=POLICY_ROUTES)
+    assert sorted(info.name for info in app.directory.all()) == [
+        "default",
+        "guarded",
+        "ruled",
+        "strict",
+    ]

@@ -13,6 +13,7 @@ from types import SimpleNamespace
 
 import pytest
 from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from routebook.store import group_commit
 from routebook.store.group_commit import GroupCommit
@@ -110,8 +111,17 @@ def test_a_bad_item_fails_alone_and_its_neighbours_are_written() -> None:
     assert all(len(c) == 1 for c in recorder.calls[2:])
 
 
-def test_an_outage_fails_the_whole_batch_at_once() -> None:
-    down = OperationalError("INSERT", {}, Exception("connection refused"))
+@pytest.mark.parametrize(
+    "down",
+    [
+        OperationalError("INSERT", {}, Exception("connection refused")),
+        # every connection of the pool in use: each retry alone would wait the pool's timeout
+        # again (64 outcomes: 11 minutes before anyone was answered)
+        PoolTimeout("QueuePool limit of size 5 overflow 0 reached"),
+    ],
+    ids=["unreachable", "pool full"],
+)
+def test_an_outage_fails_the_whole_batch_at_once(down: Exception) -> None:
     calls: list[list[int]] = []
     release = threading.Event()
 
@@ -131,7 +141,7 @@ def test_an_outage_fails_the_whole_batch_at_once() -> None:
         release.set()
         assert first.result(10) == 0
         for future in rest:
-            with pytest.raises(OperationalError):
+            with pytest.raises(type(down)):
                 future.result(10)
     assert len(calls) == 2, "no per-item retries against a store that is down"
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.orm import Session
 
 from routebook.domain import Source
 from routebook.errors import InvalidArgument, Unavailable
@@ -97,58 +98,66 @@ class ExampleService:
         *,
         dry_run: bool = False,
         prune: bool = False,
+        together: bool = False,
     ) -> list[SyncReport]:
         """Every file is parsed and validated before this is called; each namespace is then
-        written in one transaction, so a failure leaves nothing half-applied."""
+        written in one transaction, so a failure leaves nothing half-applied. `together`: all
+        of them in one transaction (a first start's load: a start killed half-way must not
+        leave some namespaces in the store, which would then count as loaded)."""
         reports = []
-        for path, route_file in files:
-            report = self._sync_one(route_file, dry_run=dry_run, prune=prune)
-            report.path = path
-            reports.append(report)
+        if together and not dry_run:
+            with self._store.write() as session:
+                for path, route_file in files:
+                    reports.append(self._sync_one(route_file, session, prune=prune))
+                    reports[-1].path = path
+        else:
+            for path, route_file in files:
+                # A dry run works in a session never committed: closing it rolls back.
+                with self._store.read() if dry_run else self._store.write() as session:
+                    reports.append(self._sync_one(route_file, session, prune=prune))
+                    reports[-1].path = path
         if not dry_run:
             self._refresh({r.namespace for r in reports})
         return reports
 
-    def _sync_one(self, route_file: RouteFile, *, dry_run: bool, prune: bool) -> SyncReport:
+    def _sync_one(self, route_file: RouteFile, session: Session, *, prune: bool) -> SyncReport:
         report = SyncReport(namespace=route_file.namespace)
         wanted = {e.text_hash: e for e in route_file.reference_examples()}
-        # A dry run works in a session that is never committed: closing it rolls back.
-        with self._store.read() if dry_run else self._store.write() as session:
-            row = ns_store.get_namespace(session, route_file.namespace)
-            report.created_namespace = row is None
-            row = ns_store.ensure_namespace(session, route_file.namespace, route_file.description)
-            catalog_changed = ns_store.replace_catalog(session, row.id, route_file.to_catalog())
-            policy_changed = ns_store.replace_policy(row, route_file.policy.to_policy())
-            report.catalog_changed = catalog_changed or policy_changed
-            if report.catalog_changed and not report.created_namespace:
-                row.catalog_version += 1
-            present = ex_store.reference_examples_by_hash(session, row.id)
-            for h, example in wanted.items():
-                existing = present.get(h)
-                if existing is None:
-                    report.added.append(example.text)
-                    session.add(
-                        ExampleRow(
-                            namespace_id=row.id,
-                            text=example.text,
-                            text_hash=h,
-                            route=example.route,
-                            source=Source.REFERENCE.value,
-                            best_model=example.best_model,
-                            origin=ROUTE_FILE,
-                        )
+        row = ns_store.get_namespace(session, route_file.namespace)
+        report.created_namespace = row is None
+        row = ns_store.ensure_namespace(session, route_file.namespace, route_file.description)
+        catalog_changed = ns_store.replace_catalog(session, row.id, route_file.to_catalog())
+        policy_changed = ns_store.replace_policy(row, route_file.policy.to_policy())
+        report.catalog_changed = catalog_changed or policy_changed
+        if report.catalog_changed and not report.created_namespace:
+            row.catalog_version += 1
+        present = ex_store.reference_examples_by_hash(session, row.id)
+        for h, example in wanted.items():
+            existing = present.get(h)
+            if existing is None:
+                report.added.append(example.text)
+                session.add(
+                    ExampleRow(
+                        namespace_id=row.id,
+                        text=example.text,
+                        text_hash=h,
+                        route=example.route,
+                        source=Source.REFERENCE.value,
+                        best_model=example.best_model,
+                        origin=ROUTE_FILE,
                     )
-                elif (existing.route, existing.best_model) != (example.route, example.best_model):
-                    report.changed.append(example.text)
-                    ex_store.replace_reference(
-                        session, existing, example.route, example.best_model, ROUTE_FILE
-                    )
-                else:
-                    report.unchanged += 1
-            if prune:  # what left the files; examples added through the Admin API stay
-                gone = [e for h, e in present.items() if h not in wanted and e.origin != ADMIN]
-                report.removed = [e.text for e in gone]
-                ex_store.delete_examples(session, row.id, [e.id for e in gone])
+                )
+            elif (existing.route, existing.best_model) != (example.route, example.best_model):
+                report.changed.append(example.text)
+                ex_store.replace_reference(
+                    session, existing, example.route, example.best_model, ROUTE_FILE
+                )
+            else:
+                report.unchanged += 1
+        if prune:  # what left the files; examples added through the Admin API stay
+            gone = [e for h, e in present.items() if h not in wanted and e.origin != ADMIN]
+            report.removed = [e.text for e in gone]
+            ex_store.delete_examples(session, row.id, [e.id for e in gone])
         return report
 
     # -- admin ----------------------------------------------------------------------------

@@ -222,8 +222,10 @@ def list_examples(
     if flt.route:
         query = query.where(ExampleRow.route == flt.route)
     if flt.text_prefix:
-        escaped = flt.text_prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-        query = query.where(ExampleRow.text.like(escaped + "%", escape="\\"))
+        # Not LIKE: SQLite's ignores case, PostgreSQL's does not, so one filter answered
+        # differently on the two stores. A prefix compare is exact on both.
+        prefix = flt.text_prefix
+        query = query.where(func.substr(ExampleRow.text, 1, len(prefix)) == prefix)
     if flt.model:
         with_outcome = select(OutcomeRow.example_id).where(OutcomeRow.model == flt.model)
         query = query.where((ExampleRow.best_model == flt.model) | ExampleRow.id.in_(with_outcome))

@@ -9,9 +9,9 @@ while a commit runs, a lone caller waits for nobody (unless `max_wait` asks it t
 company), and no caller returns before the commit that holds its row succeeds.
 
 One bad row must not fail its neighbours: when a batch fails, each item is written again in a
-transaction of its own and gets its own result or error. An `OperationalError` is the store
-being unreachable, not a row's fault: it fails the whole batch at once, with no per-row retries
-that would each wait out a connect timeout.
+transaction of its own and gets its own result or error. An `OperationalError` (or a pool with
+no free connection) is the store being unavailable, not a row's fault: it fails the whole batch
+at once, with no per-row retries that would each wait out a timeout.
 """
 
 from __future__ import annotations
@@ -23,6 +23,12 @@ from collections.abc import Callable, Sequence
 from typing import Generic, TypeVar
 
 from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
+
+#: Errors that say the store cannot take any write now (unreachable, or no free connection in
+#: the pool), not that one row is bad: the whole batch fails at once, with no retries one by
+#: one (each would wait out the pool's timeout again, and nobody would be answered meanwhile).
+UNAVAILABLE = (OperationalError, PoolTimeout)
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -121,7 +127,7 @@ class GroupCommit(Generic[T, R]):
     def _write_batch(self, batch: list[_Ticket[T, R]]) -> None:
         try:
             results = self._write([t.item for t in batch])
-        except OperationalError as exc:  # the store is unreachable: nobody's row is to blame
+        except UNAVAILABLE as exc:  # the store is unreachable or full: nobody's row is to blame
             for ticket in batch:
                 ticket.settle(None, exc)
             return
@@ -139,7 +145,7 @@ class GroupCommit(Generic[T, R]):
         for position, ticket in enumerate(batch):
             try:
                 ticket.settle(self._write([ticket.item])[0], None)
-            except OperationalError as exc:  # the store went away: the rest would fail too
+            except UNAVAILABLE as exc:  # the store went away: the rest would fail too
                 for rest in batch[position:]:
                     rest.settle(None, exc)
                 return

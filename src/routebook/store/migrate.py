@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from alembic import command
 from alembic.config import Config
@@ -58,14 +59,25 @@ def _migrating(engine: Engine) -> Iterator[Connection]:
     run with foreign keys off, as Alembic advises for batch mode, must leave no reference
     dangling, and the connection gets them back before it returns to the pool. The pragma
     only takes effect outside a transaction, hence its place around `begin()`.
+
+    SQLite's schema changes are transactional, but Python's driver opens a transaction only
+    before a data change: every ALTER before a migration's first UPDATE committed on its own,
+    so a process killed mid-upgrade left the schema half-changed under the old revision, and
+    every later start failed re-running it. On SQLite the driver is therefore put in autocommit
+    mode and the migration runs inside an explicit `BEGIN IMMEDIATE`: all of it, or none.
     """
     with engine.connect() as connection:
         sqlite = connection.dialect.name == "sqlite"
+        driver: Any = connection.connection.dbapi_connection if sqlite else None
         if sqlite:
             connection.exec_driver_sql("PRAGMA foreign_keys=OFF")
             connection.commit()
+            isolation = driver.isolation_level
+            driver.isolation_level = None  # no implicit BEGIN: ours below spans the DDL too
         try:
             with connection.begin():
+                if sqlite:
+                    connection.exec_driver_sql("BEGIN IMMEDIATE")
                 _no_statement_timeout(connection)
                 _one_migrator_at_a_time(connection)
                 yield connection
@@ -73,6 +85,7 @@ def _migrating(engine: Engine) -> Iterator[Connection]:
                     raise ConfigError("the migration would leave rows referencing missing ones")
         finally:
             if sqlite:
+                driver.isolation_level = isolation
                 connection.exec_driver_sql("PRAGMA foreign_keys=ON")
                 connection.commit()
 
