@@ -214,6 +214,14 @@ class Settings(BaseSettings):
         le=86_400,
         description="Cooldown after a rate limit without retry-after, or too many failures.",
     )
+    max_retry_after_seconds: float = Field(
+        600.0,
+        gt=0,
+        le=86_400,
+        description="The longest cooldown one rate-limit report can start: its retry-after is "
+        "capped here, so one report (from any caller) cannot take a model from every tenant "
+        "for a day.",
+    )
     failure_threshold: int = Field(
         3,
         ge=1,

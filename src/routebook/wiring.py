@@ -200,7 +200,10 @@ def build(
     cooldowns = CooldownBook(
         store,
         CooldownRules(
-            settings.cooldown_seconds, settings.failure_threshold, settings.failure_window_seconds
+            settings.cooldown_seconds,
+            settings.failure_threshold,
+            settings.failure_window_seconds,
+            settings.max_retry_after_seconds,
         ),
     )
     routing = RoutingService(

@@ -102,6 +102,28 @@ def test_rate_limit_with_retry_after_puts_the_model_on_cooldown_then_back(
     assert again.duplicate and rows(served, ModelFailureRow) == 1
 
 
+def test_one_rate_limit_report_cools_a_model_for_at_most_the_cap(
+    sqlite_url: str, serve: Callable[..., Served]
+) -> None:
+    """Any caller could report retry-after 86400 s: two reports took the cheap models from
+    every tenant of the namespace for a day."""
+    served = serve(sqlite_url, max_retry_after_seconds=120)
+    decision = ask(served, EASY)
+    recorded = fail(
+        served,
+        decision,
+        "small",
+        "day-long",
+        failure=pb.FAILURE_KIND_RATE_LIMITED,
+        retry_after_seconds=86_400,
+    )
+    assert recorded.cooldown_seconds == pytest.approx(120)
+    avoided = ask(served, EASY)
+    cooldown = next(e for e in avoided.policy if e.rule == "cooldown")
+    left = float(cooldown.detail.split("s left")[0].split()[-1])
+    assert 60 < left <= 120, cooldown.detail
+
+
 def test_repeated_errors_past_the_threshold_start_a_cooldown(
     sqlite_url: str, serve: Callable[..., Served]
 ) -> None:

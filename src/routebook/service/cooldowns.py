@@ -33,6 +33,8 @@ class CooldownRules:
     default_seconds: float = 30.0
     failure_threshold: int = 3
     window_seconds: float = 60.0
+    #: The longest cooldown one rate-limit report starts, whatever retry-after it gives.
+    max_retry_after_seconds: float = 600.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,6 +132,7 @@ class CooldownBook:
         reason = ""
         if kind == "rate_limited":
             seconds = retry_after if retry_after is not None else self._rules.default_seconds
+            seconds = min(seconds, self._rules.max_retry_after_seconds)
             reason = "rate limited"
         elif recent + 1 > self._rules.failure_threshold:
             seconds = self._rules.default_seconds

@@ -62,6 +62,8 @@ class _Subject:
     tenant: str
     decided_model: str | None
     example_known: bool
+    #: Decide's cost estimate for `decided_model`, made from the whole conversation.
+    decided_cost_usd: float | None = None
 
 
 class _LostRace(Exception):
@@ -173,10 +175,16 @@ class OutcomeRecorder:
             cost = report.cost_usd
         elif report.input_tokens or report.output_tokens:
             cost = spec.cost_usd(report.input_tokens, report.output_tokens)
-        else:
+        elif report.model == subject.decided_model and subject.decided_cost_usd is not None:
             # No usage reported (a client that returns just the answer): charge what Decide
-            # estimates, else budgets would never move for such callers.
-            cost = spec.cost_usd(estimate_tokens(text), self._default_output_tokens)
+            # estimated for this model, else budgets would never move for such callers.
+            cost = subject.decided_cost_usd
+        else:
+            # As Decide estimates: the whole conversation in (a system prompt and earlier turns
+            # are paid for too), the default answer length out. By decision_id for another
+            # model than decided, only the routing text is known.
+            sent = " ".join(m.content for m in report.messages) if report.messages else text
+            cost = spec.cost_usd(estimate_tokens(sent), self._default_output_tokens)
         cost = min(cost, MAX_CALL_COST_USD)  # extreme catalog prices times many tokens
         digest = text_hash(text)
         # Embed only for a new example (usually a cache hit: Decide embedded the same text).
@@ -273,14 +281,21 @@ class OutcomeRecorder:
                 info = self._namespace(pending.namespace_id, decision_id)
                 known = look_for_example and self._example_known(info.id, pending.query_text)
                 return _Subject(
-                    info, pending.query_text, pending.tenant or "", pending.model, known
+                    info,
+                    pending.query_text,
+                    pending.tenant or "",
+                    pending.model,
+                    known,
+                    pending.estimated_cost_usd,
                 )
             with self._store.connect() as connection:
                 row = outcome_store.decision_subject(connection, decision_id)
             if row is not None:
                 info = self._namespace(row.namespace_id, decision_id)
                 known = row.example_id is not None
-                return _Subject(info, row.query_text, row.tenant or "", row.model, known)
+                return _Subject(
+                    info, row.query_text, row.tenant or "", row.model, known, row.estimated_cost_usd
+                )
             if attempt < 3:
                 time.sleep(0.1)
         raise NotFound(

@@ -35,6 +35,7 @@ _DECISION_SUBJECT = (
         _decisions.tenant,
         _decisions.model,
         _examples.id,
+        _decisions.estimated_cost_usd,
     )
     .select_from(
         _DECISIONS.outerjoin(
@@ -96,6 +97,8 @@ class DecisionSubject:
     tenant: str | None
     model: str
     example_id: int | None
+    #: What Decide estimated a call to `model` would cost (the whole conversation's tokens).
+    estimated_cost_usd: float
 
 
 @dataclass(frozen=True, slots=True)
