@@ -25,8 +25,15 @@ from routebook.errors import ConfigError
 ENV_PREFIX = "ROUTEBOOK_"
 
 
+#: Upper bound of the intervals: a wait past about 9e9 s overflows and kills its thread.
+DAY_SECONDS = 86_400.0
+
+
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, frozen=True, extra="forbid")
+    # No setting means anything at infinity or NaN (a strength of inf made every estimate NaN).
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, frozen=True, extra="forbid", allow_inf_nan=False
+    )
 
     database_url: str = Field(
         "sqlite:///routebook.db",
@@ -100,7 +107,10 @@ class Settings(BaseSettings):
         200, ge=1, description="Index changes (examples, outcomes) after which a head retrains."
     )
     head_check_seconds: float = Field(
-        30.0, gt=0, description="How often the background trainer looks for stale heads."
+        30.0,
+        gt=0,
+        le=DAY_SECONDS,
+        description="How often the background trainer looks for stale heads.",
     )
     head_max_examples: int = Field(
         50_000,
@@ -159,7 +169,7 @@ class Settings(BaseSettings):
         "call is refused with RESOURCE_EXHAUSTED. 0 means 16 per worker.",
     )
     grace_seconds: float = Field(
-        10.0, ge=0, description="On SIGTERM, how long in-flight calls may finish."
+        10.0, ge=0, le=DAY_SECONDS, description="On SIGTERM, how long in-flight calls may finish."
     )
     snippet_chars: int = Field(200, ge=0, description="Example text shown per neighbour.")
     metrics_port: int | None = Field(
@@ -280,7 +290,10 @@ class Settings(BaseSettings):
         "12 of its intervals is reported failed (abandoned: its process died).",
     )
     follow_interval_seconds: float = Field(
-        0.5, gt=0, description="How often the server catches its indexes up with the store."
+        0.5,
+        gt=0,
+        le=DAY_SECONDS,
+        description="How often the server catches its indexes up with the store.",
     )
     admin_token: str = Field(
         "", description="Bearer token the Admin API requires; empty disables the Admin API."
@@ -311,7 +324,10 @@ class Settings(BaseSettings):
     )
     tls_key_file: Path | None = Field(None, description="PEM private key for tls_cert_file.")
     spend_cache_seconds: float = Field(
-        1.0, ge=0, description="How long a tenant's budget spend is cached between store reads."
+        1.0,
+        ge=0,
+        le=DAY_SECONDS,
+        description="How long a tenant's budget spend is cached between store reads.",
     )
 
 

@@ -20,7 +20,7 @@ NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:\-]{0,127}$"
 
 
 class ModelEntry(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     name: str = Field(pattern=NAME_PATTERN)
     provider: str = Field(min_length=1, max_length=64)
@@ -32,7 +32,7 @@ class ModelEntry(BaseModel):
 
 
 class RouteEntry(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     name: str = Field(pattern=NAME_PATTERN)
     description: str = ""
@@ -54,7 +54,7 @@ MAX_WINDOW_HOURS = 366 * 24
 
 
 class BudgetEntry(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     usd_per_window: float = Field(gt=0)
     window_hours: float = Field(24.0, gt=0, le=MAX_WINDOW_HOURS)
@@ -64,14 +64,14 @@ class BudgetEntry(BaseModel):
 
 
 class TenantEntry(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     tier: str | None = None
     budget_usd: float | None = Field(None, gt=0)
 
 
 class EscalationCapEntry(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     max_strong_share: float = Field(gt=0, le=1)
     window_minutes: float = Field(60.0, gt=0, le=MAX_WINDOW_HOURS * 60)
@@ -81,7 +81,7 @@ class EscalationCapEntry(BaseModel):
 class RuleEntry(BaseModel):
     """when: conditions that must all hold; then: the model (or tier) to route to."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     name: str = Field(pattern=NAME_PATTERN)
     metadata: dict[str, str] = Field(default_factory=dict)
@@ -96,6 +96,15 @@ class RuleEntry(BaseModel):
     def _well_formed(self) -> RuleEntry:
         if (self.model is None) == (self.tier is None):
             raise ValueError(f"rule {self.name!r}: give exactly one of model or tier")
+        if (
+            self.min_tokens is not None
+            and self.max_tokens is not None
+            and self.min_tokens > self.max_tokens
+        ):
+            raise ValueError(
+                f"rule {self.name!r}: min_tokens {self.min_tokens} is above max_tokens "
+                f"{self.max_tokens}, so it could never match"
+            )
         if not (
             self.metadata
             or self.keywords
@@ -121,7 +130,7 @@ class RuleEntry(BaseModel):
 class PolicyEntry(BaseModel):
     """Tiers map to a ceiling model; budgets are per tenant over a rolling window."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     tiers: dict[str, str] = Field(default_factory=dict)
     default_tier: str | None = None
@@ -179,7 +188,7 @@ class PolicyEntry(BaseModel):
 
 
 class RouteFile(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     namespace: str = Field(pattern=NAME_PATTERN)
     description: str = ""

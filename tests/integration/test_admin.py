@@ -9,6 +9,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import grpc
@@ -377,7 +378,10 @@ def test_reindex_to_hnsw_is_reported_in_stats(
         time.sleep(0.1)
         entry = admin.GetStats(admin_pb.GetStatsRequest(), metadata=ADMIN).namespaces[0]
     assert (entry.index_kind, entry.index_generation, entry.index_size) == ("hnsw", 1, 14)
-    assert entry.last_reindex
+    # RFC 3339 with its offset on both stores (SQLite handed back naive times)
+    assert datetime.fromisoformat(entry.last_reindex).utcoffset() == timedelta(0)
+    listed = admin.ListExamples(admin_pb.ListExamplesRequest(page_size=1), metadata=ADMIN)
+    assert datetime.fromisoformat(listed.examples[0].created_at).utcoffset() == timedelta(0)
     assert ask(served, "where is my order?").model == "small"
     bad = admin_pb.ReindexRequest(index_kind="btree")
     assert code_of(lambda: admin.Reindex(bad, metadata=ADMIN)) == grpc.StatusCode.INVALID_ARGUMENT

@@ -211,3 +211,21 @@ def test_an_environment_value_that_is_not_json_is_a_config_error(
     monkeypatch.setenv("ROUTEBOOK_ROUTER_API_KEYS", "default=key-1")
     with pytest.raises(ConfigError, match=r"router_api_keys.*are JSON"):
         load_settings({})
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("prior_strength", float("inf")),
+        ("head_strength", float("inf")),
+        ("quality_target", float("nan")),
+        ("head_check_seconds", 1e10),  # Event.wait overflowed and its thread died
+        ("follow_interval_seconds", float("inf")),
+    ],
+)
+def test_infinite_and_unwaitable_values_are_refused(key: str, value: float) -> None:
+    """`prior_strength = inf` passed and made every estimate NaN: every query went to the
+    strongest model."""
+    with pytest.raises(ConfigError) as info:
+        load_settings({key: value})
+    assert f"'{key}'" in str(info.value)

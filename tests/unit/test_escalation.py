@@ -58,3 +58,21 @@ def test_tenants_idle_past_their_window_are_swept() -> None:
     for _ in range(SWEEP_EVERY):
         guard.note("ns", "steady", False, CAP)
     assert guard.tenants() == 1
+
+
+def test_a_year_long_window_keeps_at_most_a_thousand_buckets() -> None:
+    """One bucket per second of a 366-day window was 3.8 GB for a tenant calling every second."""
+    from routebook.service.escalation import BUCKETS
+
+    year = EscalationCap(max_strong_share=0.5, window_minutes=366 * 24 * 60, min_decisions=4)
+    clock = Clock()
+    guard = EscalationGuard(clock)
+    for call in range(200_000):  # a call every 200 s for about 15 months
+        clock.now += 200
+        guard.note("ns", "acme", call % 4 == 0, year)
+    window = guard._windows[("ns", "acme")]
+    assert len(window.buckets) <= BUCKETS + 1
+    share, calls = guard.share("ns", "acme", year)
+    # the window holds the last 366 days' calls, give or take one bucket (31,622 s)
+    assert abs(calls - 366 * 86_400 / 200) <= 31_622 / 200 + 1
+    assert abs(share - 0.25) < 0.01

@@ -73,6 +73,15 @@ def test_bare_tag_with_a_false_value_does_not_count() -> None:
     assert not has_tag(CATALOG.get("big"), "on-prem")
 
 
+@pytest.mark.parametrize("value", ["off", "none", "disabled", "n", "", " No ", "NULL"])
+def test_every_spelling_of_no_fails_a_bare_tag_closed(value: str) -> None:
+    """`on-prem: "off"` used to count as on-prem, and PII queries went to that model."""
+    spec = ModelSpec("m", "t", 0.1, 0.4, 300, 1000, {"on-prem": value})
+    assert not has_tag(spec, "on-prem")
+    for yes in ("true", "yes", "1", "eu-west"):
+        assert has_tag(ModelSpec("m", "t", 0.1, 0.4, 300, 1000, {"on-prem": yes}), "on-prem")
+
+
 def test_pii_adds_the_pii_tags() -> None:
     envelope = evaluate_policy(Policy(), CATALOG, PolicyContext(contains_pii=True))
     assert envelope.allowed == ("small",)

@@ -407,3 +407,26 @@ def test_a_key_given_twice_is_refused(tmp_path: Path) -> None:
     doubled = VALID + "routes:\n  - name: maths\n    best_model: small\n    utterances: [2+2]\n"
     with pytest.raises(ConfigError, match=r"not valid YAML.*key 'routes' given twice"):
         load_route_file(write(tmp_path, doubled))
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("input_usd_per_mtok", ".inf"), ("output_usd_per_mtok", ".nan"), ("latency_ms", ".inf")],
+)
+def test_infinite_prices_and_latencies_are_refused(tmp_path: Path, field: str, value: str) -> None:
+    """An infinite price made a 0-token cost NaN: its decision row was dropped (RecordOutcome by
+    decision_id then NOT_FOUND) and the tenant's spend never moved. The Admin API refused it."""
+    original = {"input_usd_per_mtok": "0.10", "output_usd_per_mtok": "0.40", "latency_ms": "300"}
+    text = VALID.replace(f"    {field}: {original[field]}\n", f"    {field}: {value}\n", 1)
+    assert text != VALID
+    message = load_error(write(tmp_path, text))
+    assert field in message and "finite" in message
+
+
+def test_a_rule_that_can_never_match_is_refused(tmp_path: Path) -> None:
+    text = VALID + (
+        "policy:\n  rules:\n    - name: impossible\n      min_tokens: 100\n"
+        "      max_tokens: 10\n      model: small\n"
+    )
+    message = load_error(write(tmp_path, text))
+    assert "min_tokens 100 is above max_tokens 10" in message

@@ -50,13 +50,20 @@ class Envelope:
         return [e for e in self.effects if model in e.removed]
 
 
+#: Tag values that say "no": a bare required tag (`on-prem`, a PII tag) is not met by them.
+#: Compliance fails closed, so every common spelling of no counts, and an empty value too.
+NEGATIVE_TAG_VALUES = frozenset(
+    {"", "false", "no", "n", "0", "off", "none", "null", "disabled", "f", "not", "never"}
+)
+
+
 def has_tag(spec: ModelSpec, tag: str) -> bool:
-    """`key=value` needs that value; a bare `key` needs the key with a value other than false."""
+    """`key=value` needs that value; a bare `key` needs the key with a value that is not a no."""
     key, _, value = tag.partition("=")
     if value:
         return spec.tags.get(key.strip()) == value.strip()
     present = spec.tags.get(key.strip())
-    return present is not None and present.lower() not in ("false", "no", "0")
+    return present is not None and present.strip().lower() not in NEGATIVE_TAG_VALUES
 
 
 def evaluate_policy(policy: Policy, catalog: Catalog, context: PolicyContext) -> Envelope:

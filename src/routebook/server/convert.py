@@ -21,7 +21,7 @@ from routebook.service.namespace_admin import NamespaceStats, NamespaceView
 from routebook.service.reindex import JobStatus
 from routebook.service.requests import DecideQuery
 from routebook.store.examples import ExampleFilter
-from routebook.store.tables import ExampleRow
+from routebook.store.tables import ExampleRow, as_utc
 from routebook.v1 import admin_pb2 as admin_pb
 from routebook.v1 import router_pb2 as pb
 
@@ -284,7 +284,7 @@ def example_to_proto(row: ExampleRow, outcomes: list[tuple[str, float, int]]) ->
         source=SOURCES[Source(row.source)],
         best_model=row.best_model or "",
         outcomes=[pb.ObservedOutcome(model=m, mean_quality=q, count=c) for m, q, c in outcomes],
-        created_at=row.created_at.isoformat() if row.created_at else "",
+        created_at=as_utc(row.created_at).isoformat() if row.created_at else "",
     )
 
 

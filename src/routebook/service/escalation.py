@@ -2,9 +2,9 @@
 model (by crafting hard-looking queries, or by forcing cascade escalations).
 
 Counts are kept per replica in memory over the rolling window, which bounds each tenant per
-replica; they restart empty with the server. They are kept per second, so a tenant's memory is
-bounded by its window (at most one bucket per second of it), not by its traffic, and a tenant
-idle for longer than its window is forgotten.
+replica; they restart empty with the server. They are kept in buckets (a second, or a
+thousandth of a long window), so a tenant's memory is bounded by BUCKETS, not by its traffic
+nor its window, and a tenant idle for longer than its window is forgotten.
 """
 
 from __future__ import annotations
@@ -20,34 +20,42 @@ from routebook.policyspec import EscalationCap
 SWEEP_EVERY = 4096
 
 
+#: Buckets per window at most: a bucket spans a second, or window / BUCKETS for long windows
+#: (a year-long window held one bucket per second, 3.8 GB for a tenant calling once a second).
+BUCKETS = 1000
+
+
 class _Window:
-    """A tenant's calls and strong calls over its rolling window, bucketed by the second."""
+    """A tenant's calls and strong calls over its rolling window, in buckets of a second (or
+    of window / BUCKETS, whichever is longer); a bucket leaves whole once it ended before the
+    window began."""
 
     __slots__ = ("buckets", "calls", "seconds", "strong")
 
     def __init__(self, seconds: float) -> None:
         self.seconds = seconds
-        self.buckets: deque[list[int]] = deque()  # [second, calls, strong calls]
+        self.buckets: deque[list[float]] = deque()  # [end, calls, strong calls]
         self.calls = 0
         self.strong = 0
 
     def add(self, now: float, strong: bool) -> None:
-        second = int(now)
-        if self.buckets and self.buckets[-1][0] == second:
+        width = max(1.0, self.seconds / BUCKETS)
+        end = now - now % width + width
+        if self.buckets and end <= self.buckets[-1][0]:  # (<: float rounding at an edge)
             self.buckets[-1][1] += 1
             self.buckets[-1][2] += strong
         else:
-            self.buckets.append([second, 1, int(strong)])
+            self.buckets.append([end, 1, int(strong)])
         self.calls += 1
         self.strong += strong
 
     def prune(self, now: float) -> None:
-        """Drop the seconds that ended before the window began."""
+        """Drop the buckets that ended before the window began."""
         horizon = now - self.seconds
-        while self.buckets and self.buckets[0][0] + 1 <= horizon:
+        while self.buckets and self.buckets[0][0] <= horizon:
             _, calls, strong = self.buckets.popleft()
-            self.calls -= calls
-            self.strong -= strong
+            self.calls -= int(calls)
+            self.strong -= int(strong)
 
 
 class EscalationGuard:

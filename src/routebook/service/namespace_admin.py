@@ -25,7 +25,7 @@ from routebook.service.namespaces import NamespaceDirectory
 from routebook.store import examples as ex_store
 from routebook.store import namespaces as ns_store
 from routebook.store.db import Store, is_unique_violation
-from routebook.store.tables import IndexGenerationRow, NamespaceRow
+from routebook.store.tables import IndexGenerationRow, NamespaceRow, as_utc
 
 log = logging.getLogger("routebook.namespaces")
 
@@ -172,7 +172,9 @@ class NamespaceAdmin:
                         index_size=size,
                         index_generation=generation,
                         index_kind=kind,
-                        last_reindex=published.isoformat() if published is not None else "",
+                        last_reindex=(
+                            as_utc(published).isoformat() if published is not None else ""
+                        ),
                     )
                 )
         return result
