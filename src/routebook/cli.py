@@ -423,12 +423,29 @@ _register_subcommands()
 
 
 @main.command()
-@click.option("--size", default=10_000, show_default=True, help="Examples in the namespace.")
-@click.option("--requests", default=400, show_default=True, help="Decides per concurrency level.")
-@click.option("--concurrency", default="1,8,32,64", show_default=True)
+@click.option(
+    "--size",
+    type=click.IntRange(1),
+    default=10_000,
+    show_default=True,
+    help="Examples in the namespace.",
+)
+@click.option(
+    "--requests",
+    type=click.IntRange(1),
+    default=400,
+    show_default=True,
+    help="Decides per concurrency level.",
+)
+@click.option(
+    "--concurrency",
+    default="1,8,32,64",
+    show_default=True,
+    help="Concurrency levels, comma-separated positive integers, measured in order.",
+)
 @click.option(
     "--datasets",
-    type=click.Path(file_okay=False, path_type=Path),
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
     default=Path("../shared/datasets"),
     show_default=True,
     help="Folder of the shared datasets whose texts fill the index.",
@@ -455,7 +472,13 @@ _register_subcommands()
     help="Measure the index alone at --size (build, search, recall, snapshot, memory), with "
     "vectors made from cached real embeddings: no model, no server.",
 )
-@click.option("--kind", default="ivf", show_default=True, help="Index kind for --index-only.")
+@click.option(
+    "--kind",
+    type=click.Choice(["flat", "hnsw", "ivf"]),
+    default="ivf",
+    show_default=True,
+    help="Index kind for --index-only.",
+)
 @click.option(
     "--fill-vectors",
     type=click.Choice(["model", "derived"]),
@@ -507,18 +530,37 @@ def bench(
         if not sep or not key.strip():
             raise click.UsageError(f"--set {item!r}: write KEY=VALUE, e.g. embed_precision=int8")
         server_settings[key.strip()] = value.strip()
+    try:  # refused now, not after the fill and the server's start
+        levels = tuple(int(c) for c in concurrency.split(","))
+    except ValueError:
+        levels = ()
+    if not levels or min(levels) < 1:
+        raise click.UsageError(
+            f"--concurrency {concurrency!r}: give positive integers separated by commas, "
+            "e.g. 1,8,32"
+        )
+    if server_settings:
+        from routebook.config import load_settings
+
+        try:
+            load_settings(server_settings)
+        except RoutebookError as exc:
+            raise click.UsageError(f"--set: {exc}") from None
     command = " ".join(["routebook", *sys.argv[1:]])
     if index_only:
         from routebook.jobs.bench_index import index_markdown, run_index_bench
 
-        measured = run_index_bench(size, datasets, kind)
+        try:
+            measured = run_index_bench(size, datasets, kind)
+        except (ValueError, FileNotFoundError) as exc:  # e.g. no cached embeddings yet
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(1)
         click.echo(
             json.dumps(measured.as_dict(), indent=2)
             if as_json
             else index_markdown(measured, command)
         )
         return
-    levels = tuple(int(c) for c in concurrency.split(","))
 
     def progress(message: str) -> None:
         click.echo(message, err=True)

@@ -196,7 +196,7 @@ def upsert(ctx: click.Context, namespace: str, jsonl: Any, batch: int) -> None:
 
 @admin.command("delete")
 @click.argument("namespace")
-@click.argument("example_ids", type=int, nargs=-1, required=True)
+@click.argument("example_ids", type=click.IntRange(1, 2**63 - 1), nargs=-1, required=True)
 @click.pass_context
 def delete(ctx: click.Context, namespace: str, example_ids: tuple[int, ...]) -> None:
     """Delete examples of NAMESPACE by id."""
@@ -212,7 +212,7 @@ def delete(ctx: click.Context, namespace: str, example_ids: tuple[int, ...]) -> 
 @click.option("--model", default="")
 @click.option("--prefix", "text_prefix", default="")
 @click.option("--route", default="")
-@click.option("--page-size", default=100, show_default=True)
+@click.option("--page-size", type=click.IntRange(1, 1000), default=100, show_default=True)
 @click.option("--page-token", default="")
 @click.pass_context
 def list_examples(

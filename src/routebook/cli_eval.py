@@ -77,6 +77,7 @@ def _inputs(
     catalog_path: Path | None,
     cache_dir: Path | None,
     target_mode: str | None,
+    environment: bool = True,
 ) -> Any:
     from routebook.jobs.run import Inputs
 
@@ -89,6 +90,7 @@ def _inputs(
         cache_dir=cache_dir,
         embedder=embedder,
         target_mode=target_mode,
+        environment=environment,
     )
 
 
@@ -266,7 +268,9 @@ def _gate(
         from routebook.jobs.progress import rich_tracker
 
         # The baseline's file only builds the shared pieces (embedder, cache, catalog) here.
-        inputs = _inputs(ctx, baseline_file, None, model_path, catalog_path, cache_dir, None)
+        inputs = _inputs(
+            ctx, baseline_file, None, model_path, catalog_path, cache_dir, None, environment=False
+        )
         with rich_tracker(enabled=not as_json) as tracker:
             result = gate.run_gate(
                 inputs,

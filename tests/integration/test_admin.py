@@ -8,7 +8,7 @@ import json
 import subprocess
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -622,3 +622,85 @@ def test_concurrent_creates_of_one_namespace_answer_already_exists(
             t.join(timeout=60)
     assert sorted(set(outcomes)) == ["created", "exists"]
     assert outcomes.count("created") == rounds  # one per name, never two
+
+
+def test_answers_built_by_the_server_fit_in_one_message(
+    sqlite_url: str, serve: Callable[..., Served]
+) -> None:
+    """A page of long texts, or a stream's list of ids, exceeded max_message_bytes: the answer
+    failed (RESOURCE_EXHAUSTED) after the stream's batches were all committed, and a retry
+    rebuilt the same answer."""
+    served = serve(sqlite_url, admin_token=TOKEN, max_message_bytes=16 * 1024)
+    admin = admin_pb2_grpc.AdminStub(served.channel)
+    long_texts = [f"{n} " + "lorem ipsum dolor sit amet " * 150 for n in range(40)]  # 4 KB each
+    long_texts = [t.strip() for t in long_texts]
+
+    def batches() -> Iterator[admin_pb.UpsertExamplesRequest]:
+        for start in range(0, 40, 3):
+            yield admin_pb.UpsertExamplesRequest(
+                namespace="default",
+                examples=[
+                    admin_pb.ExampleInput(text=t, best_model="small")
+                    for t in long_texts[start : start + 3]
+                ],
+            )
+
+    loaded = admin.UpsertExamplesStream(batches(), metadata=ADMIN)
+    assert loaded.added == 40 and len(loaded.example_ids) == 40
+    assert not loaded.example_ids_omitted
+
+    seen: list[str] = []
+    token = ""
+    pages = 0
+    while True:
+        page = admin.ListExamples(
+            admin_pb.ListExamplesRequest(
+                namespace="default", page_size=1000, page_token=token, text_prefix=""
+            ),
+            metadata=ADMIN,
+        )
+        assert page.ByteSize() < 16 * 1024
+        seen += [e.text for e in page.examples]
+        pages += 1
+        token = page.next_page_token
+        if not token:
+            break
+    assert pages > 8  # 40 long texts do not fit in one 16 KiB answer
+    assert sorted(t for t in seen if "lorem" in t) == sorted(long_texts)
+    assert len(seen) == len(set(seen))
+
+    many = [f"short example {n}" for n in range(8_000)]
+
+    def many_batches() -> Iterator[admin_pb.UpsertExamplesRequest]:
+        for start in range(0, len(many), 500):
+            yield admin_pb.UpsertExamplesRequest(
+                namespace="default",
+                examples=[
+                    admin_pb.ExampleInput(text=t, best_model="small")
+                    for t in many[start : start + 500]
+                ],
+            )
+
+    big = admin.UpsertExamplesStream(many_batches(), metadata=ADMIN, timeout=600)
+    assert big.added == 8_000
+    assert list(big.example_ids) == [] and big.example_ids_omitted
+
+
+def test_a_refused_stream_batch_says_where_to_resume(
+    sqlite_url: str, serve: Callable[..., Served]
+) -> None:
+    served = serve(sqlite_url, admin_token=TOKEN)
+    admin = admin_pb2_grpc.AdminStub(served.channel)
+    good = admin_pb.UpsertExamplesRequest(
+        namespace="default", examples=[admin_pb.ExampleInput(text="fine", best_model="small")]
+    )
+    bad = admin_pb.UpsertExamplesRequest(
+        namespace="default", examples=[admin_pb.ExampleInput(text="bad", best_model="gpt-99")]
+    )
+    with pytest.raises(grpc.RpcError) as caught:
+        admin.UpsertExamplesStream(iter([good, bad, good]), metadata=ADMIN)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    details = caught.value.details() or ""
+    assert "batch 1 of the stream (counted from 0) was refused" in details
+    assert "the 1 batches before it are committed (1 added" in details
+    assert "gpt-99" in details

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -55,6 +56,7 @@ def test_bench_measures_every_figure(embedder: SentenceTransformerEmbedder) -> N
         assert row.embed_ms + row.search_ms < row.server_ms < row.mean_ms
     assert result.cached_p50_ms > 0
     assert result.record_outcome_per_s > 0
+    assert result.head_ready_s is not None and result.head_ready_s < 300  # a head came
     assert 0 < result.search_p50_ms <= result.search_p99_ms
     assert result.index_kind == "flat" and result.recall_at_10 is None
     assert result.store == "sqlite" and result.embedding_model == embedder.model_id
@@ -205,3 +207,22 @@ def test_metrics_is_for_a_target() -> None:
     result = CliRunner().invoke(main, ["bench", "--metrics", "http://127.0.0.1:1/metrics"])
     assert result.exit_code == 2
     assert "--metrics is for --target" in result.output
+
+
+def test_bench_does_not_wait_for_a_head_that_cannot_come(
+    embedder: SentenceTransformerEmbedder,
+) -> None:
+    """With heads off the bench waited its full 300 s, then said "learned head ready after
+    300.4 s"."""
+    started = time.monotonic()
+    result = run_bench(
+        20,
+        DATASETS,
+        concurrencies=(1,),
+        requests=10,
+        embedder=embedder,
+        server_settings={"head_enabled": "false"},
+    )
+    assert result.head_ready_s is None
+    assert time.monotonic() - started < 200
+    assert "no learned head" in as_markdown(result, "routebook bench --size 20")

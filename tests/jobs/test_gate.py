@@ -205,3 +205,16 @@ def test_gate_refuses_half_or_mixed_options(tmp_path: Path) -> None:
     )
     assert mixed.exit_code == 2
     assert "--k cannot be combined with --baseline/--candidate" in mixed.output
+
+
+@needs_data
+def test_gate_refuses_sides_that_embed_differently(
+    embedder: SentenceTransformerEmbedder, cache_dir: Path, index_slice: Path, tmp_path: Path
+) -> None:
+    """A candidate that switched to int8 was scored on the baseline's float32 vectors, and
+    passed: the gate embeds once, so the sides must embed alike."""
+    a = _toml(tmp_path, "a.toml", BASELINE)
+    b = _toml(tmp_path, "b.toml", BASELINE + 'embed_precision = "int8"\n')
+    result = gate(embedder, cache_dir, index_slice, GSM8K_TEST, a, b)
+    assert result.exit_code == 1
+    assert "embed differently (embed_precision 'float32' against 'int8')" in result.output

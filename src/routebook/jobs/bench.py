@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from routebook.decide.head import MIN_MODEL_EXAMPLES
 from routebook.embed import Embedder
 
 VARIATIONS = (
@@ -100,8 +101,9 @@ class BenchResult:
     startup_s: float = 0.0
     #: Loading the namespaces from their snapshots alone (in the bench process).
     startup_from_snapshot_s: float = 0.0
-    #: After SERVING, until Decide answers with the namespace's learned head.
-    head_ready_s: float = 0.0
+    #: After SERVING, until Decide answers with the namespace's learned head; None when no
+    #: head came (heads off, a namespace too small for one, or not within HEAD_WAIT_S).
+    head_ready_s: float | None = None
     #: Filling the namespace, embedding included.
     fill_s: float = 0.0
     #: Where the fill's vectors came from: "model" (every text embedded) or "derived" (only
@@ -353,6 +355,8 @@ def run_bench(
         )
     app.close()
     progress(f"search alone: p99 {result.search_p99_ms:.2f} ms")
+    # The fill is labelled, without routes: the server trains a success head from this many.
+    heads_come = load_settings(values).head_enabled and result.size >= MIN_MODEL_EXAMPLES
 
     with served(values, workdir) as server:
         result.startup_s = server.startup_s
@@ -365,7 +369,8 @@ def run_bench(
             requests,
             result,
             progress,
-            head_wait_s=HEAD_WAIT_S,
+            # No wait for a head that cannot come (heads off, or too few examples for one).
+            head_wait_s=HEAD_WAIT_S if heads_come else 0.0,
             server_pid=server.pid,
             metrics_url=server.metrics_url,
         )
@@ -454,12 +459,15 @@ def load_target(
 
     try:
         started = time.perf_counter()
-        while not decide(queries[-1]).HasField("head"):  # the first call warms up too
-            if time.perf_counter() - started >= head_wait_s:
-                break
+        has_head = decide(queries[-1]).HasField("head")  # the first call warms up too
+        while not has_head and time.perf_counter() - started < head_wait_s:
             time.sleep(0.5)
-        result.head_ready_s = time.perf_counter() - started
-        progress(f"learned head ready after {result.head_ready_s:.1f} s")
+            has_head = decide(queries[-1]).HasField("head")
+        if has_head:
+            result.head_ready_s = time.perf_counter() - started
+            progress(f"learned head ready after {result.head_ready_s:.1f} s")
+        else:
+            progress("measured without a learned head")
         for level, concurrency in enumerate(concurrencies):
             batch = queries[level * requests : (level + 1) * requests]
             row = measure(decide_into(batch), len(batch), concurrency, server_pid, metrics_url)
@@ -586,8 +594,13 @@ def as_markdown(result: BenchResult, command: str) -> str:
             f"Index: {result.size} examples, kind {result.index_kind}, store {result.store}, "
             f"embedding model {result.embedding_model}; "
             f"fill {result.fill_s:.0f} s; server start-up to SERVING {result.startup_s:.1f} s "
-            f"(snapshot load alone {result.startup_from_snapshot_s:.1f} s; learned head ready "
-            f"{result.head_ready_s:.1f} s later); server RSS "
+            f"(snapshot load alone {result.startup_from_snapshot_s:.1f} s; "
+            + (
+                "no learned head"
+                if result.head_ready_s is None
+                else f"learned head ready {result.head_ready_s:.1f} s later"
+            )
+            + "); server RSS "
             f"{result.rss_mb:.0f} MB (peak {result.peak_rss_mb:.0f} MB)",
             "",
             fill_line(result),

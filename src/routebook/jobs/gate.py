@@ -106,12 +106,18 @@ class GateResult:
         return "; ".join(c.reason for c in self.checks if not c.passed)
 
 
-def load_side(label: str, config_file: Path, model_path: str | None) -> tuple[Side, str]:
+#: The settings that decide a query's vector: the gate embeds once, so both sides must agree.
+EMBEDDER_SETTINGS = ("model_path", "embed_backend", "embed_precision")
+
+
+def load_side(
+    label: str, config_file: Path, model_path: str | None
+) -> tuple[Side, dict[str, object]]:
     """A settings file read as `serve --config` reads it (but without the environment's
-    ROUTEBOOK_* values: the file alone is the side), and the model it names."""
+    ROUTEBOOK_* values: the file alone is the side), and its embedder settings."""
     settings = load_settings({"model_path": model_path}, config_file, environment=False)
     side = Side(label, str(config_file), settings.k, params_from_settings(settings))
-    return side, settings.model_path
+    return side, {name: getattr(settings, name) for name in EMBEDDER_SETTINGS}
 
 
 def run_gate(
@@ -133,11 +139,15 @@ def run_gate(
     tracker = tracker or Silent()
     baseline, base_model = load_side("baseline", baseline_file, model_path)
     candidate, cand_model = load_side("candidate", candidate_file, model_path)
-    if base_model != cand_model:
+    differ = [name for name in EMBEDDER_SETTINGS if base_model[name] != cand_model[name]]
+    if differ:
+        which = ", ".join(
+            f"{name} {base_model[name]!r} against {cand_model[name]!r}" for name in differ
+        )
         raise ValueError(
-            f"{baseline_file} names model_path {base_model!r} and {candidate_file} names "
-            f"{cand_model!r}; the gate compares decision settings on one set of embeddings, so "
-            "give both the same model (or pass --model-path)"
+            f"{baseline_file} and {candidate_file} embed differently ({which}); the gate "
+            "compares decision settings on one set of embeddings, so give both the same "
+            "embedder settings (compare embedders with two `routebook eval` runs)"
         )
     kind = detect_kind(index_path)
     if detect_kind(test_path) != kind:

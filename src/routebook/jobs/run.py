@@ -49,8 +49,13 @@ class Inputs:
         cache_dir: Path | None = None,
         embedder: Embedder | None = None,
         target_mode: str | None = None,
+        environment: bool = True,
     ) -> Inputs:
-        settings = load_settings({"k": k, "model_path": model_path}, config_file)
+        """`environment`: whether ROUTEBOOK_* variables apply over the file (as for `serve`);
+        the gate reads its files alone."""
+        settings = load_settings(
+            {"k": k, "model_path": model_path}, config_file, environment=environment
+        )
         params = params_from_settings(settings)
         if target_mode is not None:
             params = replace(params, target_mode=target_mode)

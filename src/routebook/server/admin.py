@@ -6,12 +6,18 @@ from collections.abc import Iterator
 
 import grpc
 
+from routebook.errors import RoutebookError
 from routebook.server import convert
 from routebook.service.check import check_indexes
 from routebook.service.examples import UpsertResult
 from routebook.v1 import admin_pb2 as admin_pb
 from routebook.v1 import admin_pb2_grpc
 from routebook.wiring import App
+
+
+def _budget(max_message_bytes: int) -> int:
+    """What a response's content may take: the message limit, less room for its framing."""
+    return max_message_bytes - min(16_384, max_message_bytes // 8)
 
 
 class AdminServicer(admin_pb2_grpc.AdminServicer):
@@ -49,11 +55,26 @@ class AdminServicer(admin_pb2_grpc.AdminServicer):
         self, requests: Iterator[admin_pb.UpsertExamplesRequest], context: grpc.ServicerContext
     ) -> admin_pb.UpsertExamplesResponse:
         total = UpsertResult()
-        for request in requests:
-            total.merge(
-                self._app.examples.upsert(request.namespace, convert.example_inputs(request))
-            )
-        return convert.upsert_response(total)
+        for batch, request in enumerate(requests):
+            try:
+                result = self._app.examples.upsert(
+                    request.namespace, convert.example_inputs(request)
+                )
+            except RoutebookError as exc:
+                # Earlier batches are committed: say where to resume.
+                raise type(exc)(
+                    f"batch {batch} of the stream (counted from 0) was refused: {exc}; the "
+                    f"{batch} batches before it are committed ({total.added} added, "
+                    f"{total.updated} updated), so resume from batch {batch}"
+                ) from None
+            total.merge(result)
+        response = convert.upsert_response(total)
+        if response.ByteSize() > _budget(self._app.settings.max_message_bytes):
+            # A large load's ids would not fit in one answer, which would then fail after
+            # every batch was committed; the counts still say what happened.
+            del response.example_ids[:]
+            response.example_ids_omitted = True
+        return response
 
     def DeleteExamples(
         self, request: admin_pb.DeleteExamplesRequest, context: grpc.ServicerContext
@@ -70,10 +91,18 @@ class AdminServicer(admin_pb2_grpc.AdminServicer):
             request.page_size,
             request.page_token,
         )
-        return admin_pb.ListExamplesResponse(
-            examples=[convert.example_to_proto(r, means.get(r.id, [])) for r in rows],
-            next_page_token=token,
-        )
+        response = admin_pb.ListExamplesResponse(next_page_token=token)
+        budget = _budget(self._app.settings.max_message_bytes)
+        size = 0
+        for position, row in enumerate(rows):
+            example = convert.example_to_proto(row, means.get(row.id, []))
+            size += example.ByteSize() + 8  # its field tag and length
+            if position > 0 and size > budget:
+                # Long texts: the page ends early, and the next one starts after the last sent.
+                response.next_page_token = str(rows[position - 1].id)
+                break
+            response.examples.append(example)
+        return response
 
     def GetStats(
         self, request: admin_pb.GetStatsRequest, context: grpc.ServicerContext

@@ -156,6 +156,9 @@ class ServiceInterceptor(grpc.ServerInterceptor):
                     f"the store refused a value of the request: {_first_line(exc.orig)[:200]}",
                 )
             except Exception:
+                if not context.is_active():  # the caller cancelled (or its deadline passed)
+                    log.info("%s ended early: the caller cancelled or gave up", method)
+                    context.abort(grpc.StatusCode.CANCELLED, "the call was cancelled")
                 correlation = uuid.uuid4().hex[:12]
                 log.exception("unhandled error in %s (correlation id %s)", method, correlation)
                 context.abort(

@@ -101,16 +101,18 @@ class UpsertExamplesRequest(_message.Message):
     def __init__(self, namespace: _Optional[str] = ..., examples: _Optional[_Iterable[_Union[ExampleInput, _Mapping]]] = ...) -> None: ...
 
 class UpsertExamplesResponse(_message.Message):
-    __slots__ = ("added", "updated", "unchanged", "example_ids")
+    __slots__ = ("added", "updated", "unchanged", "example_ids", "example_ids_omitted")
     ADDED_FIELD_NUMBER: _ClassVar[int]
     UPDATED_FIELD_NUMBER: _ClassVar[int]
     UNCHANGED_FIELD_NUMBER: _ClassVar[int]
     EXAMPLE_IDS_FIELD_NUMBER: _ClassVar[int]
+    EXAMPLE_IDS_OMITTED_FIELD_NUMBER: _ClassVar[int]
     added: int
     updated: int
     unchanged: int
     example_ids: _containers.RepeatedScalarFieldContainer[int]
-    def __init__(self, added: _Optional[int] = ..., updated: _Optional[int] = ..., unchanged: _Optional[int] = ..., example_ids: _Optional[_Iterable[int]] = ...) -> None: ...
+    example_ids_omitted: bool
+    def __init__(self, added: _Optional[int] = ..., updated: _Optional[int] = ..., unchanged: _Optional[int] = ..., example_ids: _Optional[_Iterable[int]] = ..., example_ids_omitted: _Optional[bool] = ...) -> None: ...
 
 class DeleteExamplesRequest(_message.Message):
     __slots__ = ("namespace", "example_ids")
