@@ -206,6 +206,17 @@ def evaluate(
             min_saving=min_saving,
         )
         return
+    if plot_path is not None:
+        from routebook.jobs.datasets import detect_kind
+
+        try:
+            intent = detect_kind(index_path) == "intent"
+        except (RoutebookError, ValueError) as exc:
+            _fail(exc)
+        if intent:  # said now, not after the whole run
+            raise click.UsageError(
+                "--plot draws the cost-quality curve of outcome data; intent data has none"
+            )
     try:
         from routebook.jobs import report
         from routebook.jobs.progress import rich_tracker
@@ -376,6 +387,8 @@ def calibrate(
                 limit=limit,
                 tracker=tracker,
                 cascade=not no_cascade,
+                # --target-mode limits the search to that mode; without it, both are tried
+                modes=(target_mode,) if target_mode else calibration.TARGET_MODES,
             )
         if out_path is not None:
             calibration.write_config(result, out_path)

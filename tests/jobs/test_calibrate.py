@@ -188,6 +188,17 @@ def test_calibrate_outcome_goal_writes_loadable_settings(
     assert settings.cold_start_threshold == pytest.approx(chosen["cold_start_threshold"])
     assert report["test"]["n_test"] == 60
     assert report["test"]["k"] == settings.k
+    # --target-mode limits the search to that mode (it used to search both regardless).
+    other = "absolute" if settings.target_mode == "relative" else "relative"
+    limited = tmp_path / "limited.toml"
+    _calibrate_json(
+        embedder,
+        *("--index", str(DATA / "routellm" / "gsm8k.dev_index.jsonl")),
+        *("--test", str(DATA / "routellm" / "gsm8k.dev_test.jsonl")),
+        *("--goal", "quality=0.95", "--limit", "60", "--target-mode", other),
+        *("--cache-dir", str(cache_dir), "--out", str(limited)),
+    )
+    assert load_settings({}, limited).target_mode == other
 
 
 @needs_data

@@ -133,3 +133,14 @@ def test_eval_intent_slice_end_to_end(
             if ci is not None:
                 assert ci["low"] <= ci["estimate"] <= ci["high"], field
         assert router["random"]["oos_recall"] == pytest.approx(router["cold_share"])
+
+
+def test_plot_on_intent_data_is_refused_before_the_run(tmp_path: Path) -> None:
+    """It used to fail after the whole evaluation, and lose its results."""
+    rows = tmp_path / "intents.jsonl"
+    rows.write_text(json.dumps({"text": "hi", "label": "greet"}) + "\n", encoding="utf-8")
+    result = CliRunner().invoke(
+        main, ["eval", "--index", str(rows), "--test", str(rows), "--plot", str(tmp_path / "p.png")]
+    )
+    assert result.exit_code == 2
+    assert "intent data has none" in result.output

@@ -123,6 +123,7 @@ def _outcome_search(
     tracker: Tracker,
     leave_one_out: bool,
     cascade: bool = True,
+    modes: tuple[str, ...] = TARGET_MODES,
 ) -> tuple[int, DecisionParams, dict[str, float]]:
     from routebook.jobs.evaluate import quality_matrix
 
@@ -176,7 +177,7 @@ def _outcome_search(
             raw = np.array([[e.success for e in c.estimates] for c in choices])
             support_cold = np.array([c.strategy is Strategy.CASCADE for c in choices])
             top = np.array([c.top_similarity for c in choices])
-            for mode in TARGET_MODES:
+            for mode in modes:
                 estimates = as_keys(raw, mode)
                 for cold_threshold in COLD_GRID if cascade else (-1.0,):
                     cold = support_cold | (top < cold_threshold)
@@ -401,6 +402,7 @@ def run_calibration(
     limit: int | None = None,
     tracker: Tracker | None = None,
     cascade: bool = True,
+    modes: tuple[str, ...] = TARGET_MODES,
 ) -> Calibrated:
     tracker = tracker or Silent()
     kind = detect_kind(index_path)
@@ -413,7 +415,7 @@ def run_calibration(
         # others (leave-one-out): five times the data of a 20% split, and just as unseen.
         calib = load_outcome_rows(calib_path) if calib_path else index_rows
         k, params, figures = _outcome_search(
-            index_rows, calib, inputs, goal, tracker, calib_path is None, cascade
+            index_rows, calib, inputs, goal, tracker, calib_path is None, cascade, modes
         )
         calib_size = len(calib)
     else:
