@@ -123,7 +123,7 @@ class ServiceInterceptor(grpc.ServerInterceptor):
             try:
                 if streaming:
                     self._auth.check(method, context.invocation_metadata(), None)
-                    return behaviour(_checked_stream(_parsed_stream(raw, parse)), context)
+                    return behaviour(_checked_stream(raw, parse), context)
                 request = _parse(raw, parse)
                 # An outcome by decision_id is checked against the decision's namespace by
                 # the outcome service (the request's namespace field is ignored then).
@@ -183,13 +183,9 @@ def _parse(body: bytes, parse: Deserializer) -> Any:
         ) from None
 
 
-def _parsed_stream(bodies: Iterator[bytes], parse: Deserializer) -> Iterator[Any]:
+def _checked_stream(bodies: Iterator[bytes], parse: Deserializer) -> Iterator[Any]:
     for body in bodies:
-        yield _parse(body, parse)
-
-
-def _checked_stream(requests: Iterator[Any]) -> Iterator[Any]:
-    for request in requests:
+        request = _parse(body, parse)
         check_request(request)
         yield request
 

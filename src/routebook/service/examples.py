@@ -104,24 +104,23 @@ class ExampleService:
         written in one transaction, so a failure leaves nothing half-applied. `together`: all
         of them in one transaction (a first start's load: a start killed half-way must not
         leave some namespaces in the store, which would then count as loaded)."""
-        reports = []
         if together and not dry_run:
             with self._store.write() as session:
-                for path, route_file in files:
-                    reports.append(self._sync_one(route_file, session, prune=prune))
-                    reports[-1].path = path
+                reports = [self._sync_one(path, rf, session, prune=prune) for path, rf in files]
         else:
+            reports = []
             for path, route_file in files:
                 # A dry run works in a session never committed: closing it rolls back.
                 with self._store.read() if dry_run else self._store.write() as session:
-                    reports.append(self._sync_one(route_file, session, prune=prune))
-                    reports[-1].path = path
+                    reports.append(self._sync_one(path, route_file, session, prune=prune))
         if not dry_run:
             self._refresh({r.namespace for r in reports})
         return reports
 
-    def _sync_one(self, route_file: RouteFile, session: Session, *, prune: bool) -> SyncReport:
-        report = SyncReport(namespace=route_file.namespace)
+    def _sync_one(
+        self, path: Path | None, route_file: RouteFile, session: Session, *, prune: bool
+    ) -> SyncReport:
+        report = SyncReport(namespace=route_file.namespace, path=path)
         wanted = {e.text_hash: e for e in route_file.reference_examples()}
         row = ns_store.get_namespace(session, route_file.namespace)
         report.created_namespace = row is None

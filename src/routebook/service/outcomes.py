@@ -35,7 +35,7 @@ from routebook.service.decision_writer import DecisionWriter
 from routebook.service.drift import DriftWatch
 from routebook.service.escalation import EscalationGuard
 from routebook.service.namespaces import NamespaceDirectory, NamespaceInfo
-from routebook.service.requests import MAX_NAME_CHARS, conversation_text
+from routebook.service.requests import MAX_NAME_CHARS, conversation_text, conversation_tokens
 from routebook.service.spend import SpendLedger
 from routebook.service.telemetry import Telemetry
 from routebook.store import examples as ex_store
@@ -180,11 +180,12 @@ class OutcomeRecorder:
             # estimated for this model, else budgets would never move for such callers.
             cost = subject.decided_cost_usd
         else:
-            # As Decide estimates: the whole conversation in (a system prompt and earlier turns
-            # are paid for too), the default answer length out. By decision_id for another
-            # model than decided, only the routing text is known.
-            sent = " ".join(m.content for m in report.messages) if report.messages else text
-            cost = spec.cost_usd(estimate_tokens(sent), self._default_output_tokens)
+            # As Decide estimates: the whole conversation in, the default answer length out.
+            # By decision_id for another model than decided, only the routing text is known.
+            sent = (
+                conversation_tokens(report.messages) if report.messages else estimate_tokens(text)
+            )
+            cost = spec.cost_usd(sent, self._default_output_tokens)
         cost = min(cost, MAX_CALL_COST_USD)  # extreme catalog prices times many tokens
         digest = text_hash(text)
         # Embed only for a new example (usually a cache hit: Decide embedded the same text).

@@ -6,6 +6,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+from routebook.catalog import estimate_tokens
 from routebook.domain import Message, routing_text
 from routebook.errors import InvalidArgument
 
@@ -37,6 +38,12 @@ class RoutingLimits:
     max_query_chars: int = 20000
     default_output_tokens: int = 256
     max_fallbacks: int = 5
+
+
+def conversation_tokens(messages: Sequence[Message]) -> int:
+    """Input tokens a call with this conversation pays for: every message, not only the text
+    routed on (a system prompt and earlier turns are sent too)."""
+    return estimate_tokens(" ".join(m.content for m in messages))
 
 
 def conversation_text(messages: Sequence[Message], max_chars: int) -> str:

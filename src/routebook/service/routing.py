@@ -33,6 +33,7 @@ from routebook.service.requests import (
     RoutingLimits,
     check_query_fields,
     conversation_text,
+    conversation_tokens,
 )
 from routebook.service.sessions import StickySessions
 from routebook.service.spend import SpendLedger
@@ -103,7 +104,7 @@ class RoutingService:
             if query.expected_output_tokens is None
             else query.expected_output_tokens
         )
-        input_tokens = estimate_tokens(" ".join(m.content for m in query.messages))
+        input_tokens = conversation_tokens(query.messages)
         cooled = self._cooldowns.active(info.id)
         envelope = self._envelope(info, query, input_tokens, output_tokens, frozenset(cooled))
         override = self._check_override(info, query.model_override, envelope)

@@ -22,13 +22,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Generic, TypeVar
 
-from sqlalchemy.exc import OperationalError
-from sqlalchemy.exc import TimeoutError as PoolTimeout
-
-#: Errors that say the store cannot take any write now (unreachable, or no free connection in
-#: the pool), not that one row is bad: the whole batch fails at once, with no retries one by
-#: one (each would wait out the pool's timeout again, and nobody would be answered meanwhile).
-UNAVAILABLE = (OperationalError, PoolTimeout)
+from routebook.store.db import STORE_UNAVAILABLE
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -127,7 +121,7 @@ class GroupCommit(Generic[T, R]):
     def _write_batch(self, batch: list[_Ticket[T, R]]) -> None:
         try:
             results = self._write([t.item for t in batch])
-        except UNAVAILABLE as exc:  # the store is unreachable or full: nobody's row is to blame
+        except STORE_UNAVAILABLE as exc:  # unreachable or no free connection: no row's fault
             for ticket in batch:
                 ticket.settle(None, exc)
             return
@@ -145,7 +139,7 @@ class GroupCommit(Generic[T, R]):
         for position, ticket in enumerate(batch):
             try:
                 ticket.settle(self._write([ticket.item])[0], None)
-            except UNAVAILABLE as exc:  # the store went away: the rest would fail too
+            except STORE_UNAVAILABLE as exc:  # the store went away: the rest would fail too
                 for rest in batch[position:]:
                     rest.settle(None, exc)
                 return
