@@ -96,9 +96,12 @@ class IndexBenchResult:
 
 
 def real_embeddings(cache_dir: Path | None = None) -> Vectors:
-    """Every vector in the embedding caches (`embeddings-*.npz`), deduplicated, in a fixed order.
+    """The vectors of one embedding cache (`embeddings-*.npz`), deduplicated, in a fixed order.
 
-    Raises FileNotFoundError when there is none: run an evaluation (or `embedcache`) first.
+    One cache only, the one holding the most vectors: caches of different models (float32 and
+    int8 share a dimension) hold near-copies of the same texts, which mixed would look like
+    tight clusters no real index has. Raises FileNotFoundError when there is none: run an
+    evaluation first.
     """
     folder = cache_dir or default_cache_dir()
     chunks = []
@@ -108,9 +111,7 @@ def real_embeddings(cache_dir: Path | None = None) -> Vectors:
             chunks.append(np.asarray(data["vectors"], dtype=np.float32)[order])
     if not chunks:
         raise FileNotFoundError(f"no cached embeddings (embeddings-*.npz) in {folder}")
-    if len({c.shape[1] for c in chunks}) > 1:
-        chunks = [max(chunks, key=len)]  # caches of several models: use the biggest
-    vectors: Vectors = np.unique(np.concatenate(chunks), axis=0)
+    vectors: Vectors = np.unique(max(chunks, key=len), axis=0)
     return vectors
 
 

@@ -4,14 +4,20 @@ Why: an evaluation embeds the same benchmark texts again and again (MMLU alone h
 prompts, minutes on a CPU), while the texts and the model rarely change. Keying each vector by
 the embedder's `model_id` and the sha256 of its text means a changed model or text is simply a
 cache miss, never a stale vector. The cache is one `.npz` file per model; it is rewritten only
-when something new was embedded.
+when something new was embedded, merged with what other runs saved meanwhile, and replaced
+atomically from a temporary file of its own, so concurrent runs neither truncate nor undo each
+other's work. A file that cannot be read (a disk that filled up, say) is a cold cache, not an
+error.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import re
+import tempfile
+import zipfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -21,6 +27,8 @@ import numpy.typing as npt
 from routebook.embed import Embedder
 
 Vectors = npt.NDArray[np.float32]
+
+log = logging.getLogger(__name__)
 
 #: Texts embedded per call, so the progress bar moves and memory stays flat.
 BATCH = 256
@@ -56,24 +64,41 @@ class EmbeddingCache:
         return self._embedder
 
     def _load(self) -> None:
+        for key, vector in self._read_file().items():
+            self._memory.setdefault(key, vector)
+
+    def _read_file(self) -> dict[str, Vectors]:
+        """What the cache file holds now; empty when there is none, or it is unreadable."""
         if self._path is None or not self._path.is_file():
-            return
-        with np.load(self._path) as data:
-            keys = data["keys"]
-            vectors = data["vectors"]
-        if vectors.ndim != 2 or vectors.shape[1] != self._embedder.dim:
-            return  # another dimension under the same id: ignore, it will be rewritten
-        self._memory.update(zip((str(k) for k in keys), vectors, strict=True))
+            return {}
+        try:
+            with self._path.open("rb") as file, np.load(file) as data:
+                keys = data["keys"]
+                vectors = data["vectors"]
+        except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as error:
+            log.warning("ignoring unreadable embedding cache %s: %s", self._path, error)
+            return {}
+        if vectors.ndim != 2 or vectors.shape[1] != self._embedder.dim or len(keys) != len(vectors):
+            return {}  # another dimension under the same id: ignore, it will be rewritten
+        return dict(zip((str(k) for k in keys), vectors, strict=True))
 
     def _save(self) -> None:
         if self._path is None:
             return
+        self._load()  # keep what another run saved since we read the file
         self._path.parent.mkdir(parents=True, exist_ok=True)
         keys = np.array(list(self._memory), dtype="U64")
         vectors = np.stack(list(self._memory.values())).astype(np.float32)
-        partial = self._path.with_suffix(".tmp.npz")
-        np.savez(partial, keys=keys, vectors=vectors)
-        partial.replace(self._path)  # atomic: a crash never leaves a half-written cache
+        handle, partial = tempfile.mkstemp(
+            dir=self._path.parent, prefix=self._path.stem + ".", suffix=".tmp.npz"
+        )
+        try:
+            with os.fdopen(handle, "wb") as out:
+                np.savez(out, keys=keys, vectors=vectors)
+            os.replace(partial, self._path)  # atomic: readers see the old file or the new one
+        except BaseException:
+            Path(partial).unlink(missing_ok=True)
+            raise
 
     def embed(self, texts: Sequence[str], advance: Callable[[int], None] | None = None) -> Vectors:
         """Unit vectors for `texts` in order; `advance(n)` is called as batches finish."""
