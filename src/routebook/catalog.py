@@ -1,8 +1,9 @@
 """The model catalog of a namespace: what each model costs, and their order by price.
 
 Price order doubles as strength order: a `best_model = M` label means M and every pricier model
-answer well, and "the strongest model" is the priciest. A catalog is immutable; editing one
-makes a new one.
+answer well, and "the strongest model" is the priciest. Models listed at the same prices are one
+tier: a label on one says nothing of the other, since neither is stronger. A catalog is
+immutable; editing one makes a new one.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ class ModelSpec:
 class Catalog:
     """Models cheapest first, looked up by name."""
 
-    __slots__ = ("_by_name", "_models", "_names", "_rank")
+    __slots__ = ("_by_name", "_models", "_names", "_rank", "_tier")
 
     def __init__(self, models: Iterable[ModelSpec]) -> None:
         ordered = tuple(sorted(models, key=lambda m: m.price_key))
@@ -56,6 +57,8 @@ class Catalog:
         # model), which made building them on each call a sixth of a cached Decide's profile.
         self._names = tuple(m.name for m in ordered)
         self._rank = {name: i for i, name in enumerate(self._names)}
+        prices = sorted({m.price_key[:2] for m in ordered})
+        self._tier = {m.name: prices.index(m.price_key[:2]) for m in ordered}
 
     @property
     def models(self) -> tuple[ModelSpec, ...]:
@@ -85,6 +88,12 @@ class Catalog:
         if name not in self._rank:
             self.get(name)  # raises InvalidArgument naming the catalog's models
         return self._rank[name]
+
+    def tier(self, name: str) -> int:
+        """0 for the cheapest price; models listed at the same prices share a tier."""
+        if name not in self._tier:
+            self.get(name)
+        return self._tier[name]
 
     @property
     def strongest(self) -> ModelSpec:

@@ -144,3 +144,53 @@ def test_plot_on_intent_data_is_refused_before_the_run(tmp_path: Path) -> None:
     )
     assert result.exit_code == 2
     assert "intent data has none" in result.output
+
+
+MMLU_INDEX = DATA / "routellm" / "mmlu.dev_index.jsonl"
+MMLU_TEST = DATA / "routellm" / "mmlu.dev_test.jsonl"
+
+# Mixtral listed cheaper (10.00 + 0.00 against 0.00 + 10.01 per Mtok) but dearer than GPT-4 for
+# any prompt longer than the 256-token answer: long MMLU prompts invert the order per query.
+INVERTING_CATALOG = """\
+namespace: inverting
+catalog:
+  - {name: mixtral-8x7b-instruct-v0.1, provider: t, input_usd_per_mtok: 10.0,
+     output_usd_per_mtok: 0.0, latency_ms: 100, context_window: 32000}
+  - {name: gpt-4-1106-preview, provider: t, input_usd_per_mtok: 0.0,
+     output_usd_per_mtok: 10.01, latency_ms: 100, context_window: 128000}
+routes: []
+"""
+
+
+@needs_data
+def test_eval_mirrors_decide_when_a_long_prompt_inverts_the_price_order(
+    embedder: SentenceTransformerEmbedder, cache_dir: Path, tmp_path: Path
+) -> None:
+    # decide picks the model cheapest for each request; the sweep that derives the whole curve
+    # must do the same, or eval refuses ("the sweep no longer mirrors decide's rule").
+    index = tmp_path / "index.jsonl"
+    test = tmp_path / "test.jsonl"
+    index.write_text("".join(MMLU_INDEX.read_text().splitlines(keepends=True)[:300]))
+    rows = MMLU_TEST.read_text().splitlines(keepends=True)
+    long = [r for r in rows if len(json.loads(r)["prompt"]) > 1100][:40]
+    short = [r for r in rows if len(json.loads(r)["prompt"]) < 600][:40]
+    test.write_text("".join(long + short))
+    catalog = tmp_path / "catalog.yaml"
+    catalog.write_text(INVERTING_CATALOG)
+    out = run(
+        embedder,
+        "eval",
+        "--index", str(index),
+        "--test", str(test),
+        "--catalog", str(catalog),
+        "--resamples", "50",
+        "--cache-dir", str(cache_dir),
+        "--json",
+    )  # fmt: skip
+    report = json.loads(out)
+    (routebook,) = [r for r in report["routers"] if r["name"] == "routebook, no cascade"]
+    op = routebook["operating"]
+    assert sum(op["answer_share"].values()) == pytest.approx(1.0)
+    # Calls never fall short of answers: a cascade's attempts are counted in its own order.
+    for model, share in op["answer_share"].items():
+        assert op["call_share"][model] >= share - 1e-12

@@ -68,3 +68,43 @@ def test_sweep_equals_brute_force_on_random_data() -> None:
         assert q == pytest.approx(quality[np.arange(n), final].mean())
         assert cst == pytest.approx(paid.mean())
         assert (sweep.choices_at(p, target) == final).all()
+
+
+def test_sweep_follows_each_querys_own_cost_order() -> None:
+    # Costs per query in no common order (a long prompt makes a model with cheap input the
+    # cheapest), so each query tries its models in its own order, and a semantic query that no
+    # model serves still falls back to the strongest (the last catalog model), wherever it
+    # stands in that order.
+    rng = np.random.default_rng(5)
+    n, m = 300, 3
+    estimates = np.round(rng.random((n, m)), 2)
+    cold = rng.random(n) < 0.3
+    quality = (rng.random((n, m)) < 0.6).astype(float)
+    cost = rng.random((n, m)) * 5
+    order = sweep.cost_order(cost)
+    assert not (order == np.arange(m)).all()
+    p = sweep.policy(estimates, cold, quality, cost, order)
+    c = sweep.curve(sweep.events(p))
+    checked = 0
+    for target, q, cst in zip(c.targets[1:], c.quality[1:], c.cost[1:], strict=True):
+        final = np.empty(n, dtype=int)
+        paid = np.empty(n)
+        for i in range(n):
+            mine = sorted(range(m), key=lambda j: (cost[i, j], j))
+            if cold[i]:
+                tried = next((k for k, j in enumerate(mine) if quality[i, j] >= target), m - 1)
+                final[i] = mine[tried]
+                paid[i] = cost[i, mine[: tried + 1]].sum()
+            else:
+                final[i] = next((j for j in mine if estimates[i, j] >= target), m - 1)
+                paid[i] = cost[i, final[i]]
+        assert q == pytest.approx(quality[np.arange(n), final].mean())
+        assert cst == pytest.approx(paid.mean())
+        assert (sweep.choices_at(p, target) == final).all()
+        checked += 1
+    assert checked > 50
+    # A semantic query whose strongest model is not its dearest: above every estimate it
+    # answers with the strongest model.
+    warm_inverted = np.flatnonzero(~cold & (order[:, -1] != m - 1))
+    assert warm_inverted.size > 0
+    assert (sweep.choices_at(p, 2.0)[warm_inverted] == m - 1).all()

@@ -477,6 +477,66 @@ def test_cheapest_model_meeting_the_target_is_chosen() -> None:
     )
 
 
+# A catalog where the list order and a long prompt's cost disagree: "reader" has cheap input
+# and dear output (0.10 / 8.00, listed dearer: 8.10), "writer" the reverse (2.00 / 1.00, 3.00).
+# For 20,000 input and 10 output tokens: reader (2000 + 80) / 1e6 = 0.00208, writer
+# (40000 + 10) / 1e6 = 0.04001. For 10 input and 2,000 output: reader 0.016001, writer 0.00202.
+READER, WRITER = "reader", "writer"
+INVERTING = Catalog([spec(READER, 0.10, 8.00), spec(WRITER, 2.00, 1.00)])
+
+
+def test_cheapest_for_this_request_is_chosen_not_the_cheapest_listed() -> None:
+    assert INVERTING.names == (WRITER, READER)  # list order: writer first, reader "strongest"
+    # Both models have succeeded on this very query.
+    both = facts(outcomes=[ObservedOutcome(READER, 1.0, 1), ObservedOutcome(WRITER, 1.0, 1)])
+    long_prompt = decide(
+        request([near(both, 1.0)], catalog=INVERTING, input_tokens=20_000, output_tokens=10)
+    )
+    assert long_prompt.strategy is Strategy.SEMANTIC
+    assert long_prompt.model == READER
+    assert long_prompt.estimated_cost_usd == pytest.approx(0.00208)
+    assert "reader is the cheapest model" in long_prompt.reason
+    long_answer = decide(
+        request([near(both, 1.0)], catalog=INVERTING, input_tokens=10, output_tokens=2_000)
+    )
+    assert long_answer.model == WRITER
+
+
+def test_a_cascade_tries_the_cheapest_for_this_request_first() -> None:
+    choice = decide(request([], catalog=INVERTING, input_tokens=20_000, output_tokens=10))
+    assert choice.strategy is Strategy.CASCADE and choice.cascade is not None
+    assert [s.model for s in choice.cascade.steps] == [READER, WRITER]
+    assert [s.estimated_cost_usd for s in choice.cascade.steps] == pytest.approx([0.00208, 0.04001])
+    assert choice.model == READER
+    assert choice.estimated_cost_usd == pytest.approx(0.00208)
+
+
+def test_none_meeting_the_target_still_goes_to_the_strongest_listed() -> None:
+    # Strength is the list order: with no model meeting the target, the strongest (reader,
+    # listed dearest) is chosen, whatever this request costs.
+    failed = facts(outcomes=[ObservedOutcome(READER, 0.0, 1), ObservedOutcome(WRITER, 0.0, 1)])
+    choice = decide(
+        request([near(failed, 1.0)], catalog=INVERTING, input_tokens=10, output_tokens=2_000)
+    )
+    assert choice.reason_code is ReasonCode.NONE_MEETS_TARGET
+    assert choice.model == READER
+
+
+def test_a_label_says_nothing_of_a_model_at_the_same_prices() -> None:
+    # twin-a and twin-b are listed at the same prices: neither is stronger, so a label on one
+    # is no failure of the other (it used to be, by name order), and no success either.
+    twins = Catalog([spec("twin-b", 1.0, 2.0), spec("twin-a", 1.0, 2.0), spec(NANO, 0.1, 0.4)])
+    assert twins.tier("twin-a") == twins.tier("twin-b") == twins.tier(NANO) + 1
+    on_b = facts(best_model="twin-b")
+    assert evidence_for(on_b, "twin-b", twins) == 1.0
+    assert evidence_for(on_b, "twin-a", twins) is None
+    assert evidence_for(on_b, NANO, twins) == 0.0
+    on_nano = facts(best_model=NANO)
+    assert evidence_for(on_nano, "twin-a", twins) == evidence_for(on_nano, "twin-b", twins) == 1.0
+    by_model = estimate([weighted(on_b, 1.0)], twins)
+    assert by_model["twin-a"].support == 0.0 and by_model["twin-a"].success == 0.5
+
+
 def test_decide_sets_neighbour_weights_and_keeps_their_order() -> None:
     # weights: sim 1.0 → 1.0; sim 0.65 → 0.35/0.7 = 0.5; sim 0.2 (below floor 0.3) → 0.
     neighbours = [
@@ -762,12 +822,15 @@ def check_properties(req: DecisionRequest, choice: Choice) -> None:
     for n in choice.neighbours:
         assert 0.0 <= n.weight <= 1.0
 
+    # "Cheapest" is this request's cost; equal costs keep the catalog's order.
+    def cost_order(name: str) -> tuple[float, int]:
+        return (catalog.get(name).cost_usd(req.input_tokens, req.output_tokens), catalog.rank(name))
+
     if choice.strategy is Strategy.SEMANTIC:
-        meets = [e.meets_target for e in choice.estimates]
-        position = catalog.names.index(choice.model)
-        if any(meets):
-            assert meets[position]
-            assert not any(meets[:position])
+        meeting = [e.model for e in choice.estimates if e.meets_target]
+        if meeting:
+            assert choice.model in meeting
+            assert cost_order(choice.model) == min(cost_order(m) for m in meeting)
             assert choice.reason_code is ReasonCode.CHEAPEST_MEETS_TARGET
         else:
             assert choice.model == catalog.strongest.name
@@ -776,9 +839,11 @@ def check_properties(req: DecisionRequest, choice: Choice) -> None:
     else:
         assert choice.strategy is Strategy.CASCADE
         assert choice.cascade is not None
-        assert tuple(s.model for s in choice.cascade.steps) == catalog.names
+        assert tuple(s.model for s in choice.cascade.steps) == tuple(
+            sorted(catalog.names, key=cost_order)
+        )
         assert choice.cascade.min_quality == target
-        assert choice.model == catalog.names[0]
+        assert choice.model == choice.cascade.steps[0].model
         assert choice.route is None
         assert choice.reason_code in {
             ReasonCode.COLD_EMPTY_INDEX,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from routebook.decide.fallbacks import fallback_order, without_cooled
 from routebook.domain import (
     CascadePlan,
@@ -58,3 +60,13 @@ def test_a_cascade_falls_back_along_its_plan() -> None:
 def test_cooled_models_are_left_out_unless_that_leaves_nothing() -> None:
     assert without_cooled(("a", "b", "c"), {"b"}) == ("a", "c")
     assert without_cooled(("a", "b"), {"a", "b"}) == ("a", "b")
+
+
+def test_models_meeting_the_target_come_cheapest_for_this_request_first() -> None:
+    # c is listed above b but costs less for this request (a long prompt, cheap input).
+    priced = tuple(
+        ModelEstimate(m, 0.9, 1.0, cost, True)
+        for m, cost in [("a", 0.01), ("b", 0.05), ("c", 0.02)]
+    )
+    chosen = replace(choice("a", []), estimates=priced)
+    assert fallback_order(chosen, "abc", 5) == ("c", "b")

@@ -196,3 +196,20 @@ def test_bad_policy_in_a_route_file_names_the_file(
     with pytest.raises(ConfigError) as caught:
         load_route_file(path)
     assert str(path) in str(caught.value) and words in str(caught.value)
+
+
+def test_past_the_budget_the_cheapest_model_for_this_request_is_forced() -> None:
+    # "reader" is listed dearer (0.1 + 8.0) than "writer" (2.0 + 1.0) but costs less for a
+    # long prompt with a short answer: past the budget that request goes to reader.
+    catalog = Catalog(
+        [
+            ModelSpec("reader", "t", 0.1, 8.0, 300, 100_000),
+            ModelSpec("writer", "t", 2.0, 1.0, 300, 100_000),
+        ]
+    )
+    policy = Policy(budget=Budget(usd_per_window=1.0))
+    spent = PolicyContext(tenant="t", spent_usd=2.0)
+    long_prompt = replace(spent, input_tokens=20_000, output_tokens=10)
+    long_answer = replace(spent, input_tokens=10, output_tokens=2_000)
+    assert evaluate_policy(policy, catalog, long_prompt).forced == "reader"
+    assert evaluate_policy(policy, catalog, long_answer).forced == "writer"

@@ -8,6 +8,8 @@ from routebook.domain import CascadePlan, CascadeStep, ModelEstimate
 
 
 def cascade_plan(estimates: Sequence[ModelEstimate], min_quality: float) -> CascadePlan:
-    """`estimates` come cheapest first, so the plan keeps their order."""
-    steps = tuple(CascadeStep(e.model, e.estimated_cost_usd) for e in estimates)
+    """Cheapest first for this request (`estimated_cost_usd`); equal costs keep the catalog's
+    order, in which `estimates` come."""
+    ordered = sorted(estimates, key=lambda e: e.estimated_cost_usd)
+    steps = tuple(CascadeStep(e.model, e.estimated_cost_usd) for e in ordered)
     return CascadePlan(steps=steps, min_quality=min_quality)

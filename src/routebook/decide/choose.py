@@ -2,6 +2,10 @@
 model forced by policy → POLICY; cold start → CASCADE; otherwise the cheapest allowed model
 whose estimate reaches the quality target (SEMANTIC), or the strongest allowed when none does.
 
+"Cheapest" is this request's estimated cost (its prompt and answer lengths at each model's input
+and output prices), so a long prompt goes to the model whose input is cheap even when the
+catalog lists it above another; "strongest" is the catalog's order, by list price.
+
 A namespace's learned head (`decide/head.py`), when the request carries its prediction, is the
 prior of the neighbour vote and adds to the route vote and the cold-start support; without one
 the rule is exactly the plain neighbour vote.
@@ -214,7 +218,7 @@ def _cascade(
     from_head: float,
 ) -> Choice:
     plan = cascade_plan(estimates, params.quality_target)
-    first = estimates[0]
+    first = next(e for e in estimates if e.model == plan.steps[0].model)
     why = {
         ReasonCode.COLD_EMPTY_INDEX: "the namespace has no examples yet",
         ReasonCode.COLD_LOW_SIMILARITY: (
@@ -255,7 +259,7 @@ def _semantic(
     meeting = [e for e in estimates if e.meets_target]
     backing = sum(1 for n in neighbours if n.weight > 0)
     if meeting:
-        chosen = meeting[0]
+        chosen = min(meeting, key=lambda e: e.estimated_cost_usd)  # ties: the catalog's order
         code = ReasonCode.CHEAPEST_MEETS_TARGET
         goal = (
             f"the target {params.quality_target:.2f}"

@@ -2,7 +2,8 @@
 
 Each neighbour gives, for each model, either a success value in [0, 1] or nothing:
 - observed outcomes for that model count as they are (their mean quality);
-- otherwise a `best_model = M` label says M and every pricier model succeed, cheaper ones fail;
+- otherwise a `best_model = M` label says M and every pricier model succeed, cheaper ones fail
+  (a model at M's own prices is neither: the label says nothing of it);
 - otherwise the neighbour says nothing about that model.
 
 The estimate is (prior * strength + sum(w * value)) / (strength + sum(w)), so a model with little
@@ -33,9 +34,15 @@ def evidence_for(facts: ExampleFacts, model: str, catalog: Catalog) -> float | N
     for observed in facts.outcomes:
         if observed.model == model:
             return observed.mean_quality
-    if facts.best_model is not None and facts.best_model in catalog and model in catalog:
-        return 1.0 if catalog.rank(model) >= catalog.rank(facts.best_model) else 0.0
-    return None
+    best = facts.best_model
+    if best is None or best not in catalog or model not in catalog:
+        return None
+    if model == best:
+        return 1.0
+    mine, theirs = catalog.tier(model), catalog.tier(best)
+    if mine == theirs:
+        return None
+    return 1.0 if mine > theirs else 0.0
 
 
 def estimate_models(

@@ -1,7 +1,8 @@
 """Fallbacks: where a caller goes when the chosen model's call fails, best next choice first.
 
 On a cascade the plan already is the order. Otherwise: the other models that still reach the
-quality target, cheapest first, then the rest by estimated success (ties: the stronger first).
+quality target, cheapest first for this request, then the rest by estimated success (ties: the
+stronger first).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ def fallback_order(choice: Choice, available: Collection[str], limit: int) -> tu
         ordered = [s.model for s in choice.cascade.steps if s.model != choice.model]
         return tuple(ordered[:limit])
     candidates = [e for e in choice.estimates if e.model in available and e.model != choice.model]
-    meeting = [e for e in candidates if e.meets_target]
+    meeting = sorted((e for e in candidates if e.meets_target), key=lambda e: e.estimated_cost_usd)
     rest = [e for e in candidates if not e.meets_target]
     position = {e.model: i for i, e in enumerate(choice.estimates)}
 

@@ -139,9 +139,11 @@ def evaluate_policy(policy: Policy, catalog: Catalog, context: PolicyContext) ->
         assert policy.budget is not None
         if policy.budget.when_exhausted == "cheapest":
             # Past the budget only one model is allowed: overrides, rules and fallbacks
-            # cannot reach a pricier one. It is the cheapest not on cooldown, if any is.
+            # cannot reach a pricier one. It is the cheapest for this request not on
+            # cooldown, if any is.
             ready = [m for m in left if m.name not in context.cooling] or left
-            forced = ready[0].name
+            tokens_in, tokens_out = context.input_tokens, context.output_tokens
+            forced = min(ready, key=lambda m: m.cost_usd(tokens_in, tokens_out)).name
             remove(
                 "budget",
                 [m for m in left if m.name != forced],

@@ -156,6 +156,7 @@ def _outcome_search(
     )
     quality = quality_matrix(calib, catalog)
     cost = replay.call_costs(catalog, searched.input_tokens)
+    order = sweep.cost_order(cost)
     need = goal.value * float(quality[:, -1].mean())
     strongest_cost = float(cost[:, -1].mean())
     # (cost, -quality) decides; the rest describes the setting.
@@ -181,7 +182,9 @@ def _outcome_search(
                 estimates = as_keys(raw, mode)
                 for cold_threshold in COLD_GRID if cascade else (-1.0,):
                     cold = support_cold | (top < cold_threshold)
-                    curve = sweep.curve(sweep.events(sweep.policy(estimates, cold, quality, cost)))
+                    curve = sweep.curve(
+                        sweep.events(sweep.policy(estimates, cold, quality, cost, order))
+                    )
                     found = cheapest_reaching(curve, need)
                     if found is None:
                         continue

@@ -132,6 +132,8 @@ class Priced:
         strongest = float(call_cost.mean(axis=0)[-1])
         unit = call_cost.mean(axis=0) / strongest if strongest > 0 else np.ones(quality.shape[1])
         self.unit_cost = np.broadcast_to(unit, quality.shape).copy()
+        #: Each query's models cheapest first for that query, the order `decide` uses.
+        self.order = sweep.cost_order(call_cost)
         self.cheap_unit = float(unit[0])
         self.n = quality.shape[0]
         #: The share-of-strong-calls axis needs the strongest model to cost more than the
@@ -150,10 +152,14 @@ class _RouterCurves:
     def __init__(self, scored: Scored, priced: Priced) -> None:
         self.priced = priced
         self.unit = sweep.events(
-            sweep.policy(scored.estimates, scored.cold, priced.quality, priced.unit_cost)
+            sweep.policy(
+                scored.estimates, scored.cold, priced.quality, priced.unit_cost, priced.order
+            )
         )
         self.dollars = sweep.events(
-            sweep.policy(scored.estimates, scored.cold, priced.quality, priced.call_cost)
+            sweep.policy(
+                scored.estimates, scored.cold, priced.quality, priced.call_cost, priced.order
+            )
         )
 
     def share_points(self, w: FloatArray | None) -> tuple[list[CurvePoint], float, float]:
@@ -231,14 +237,18 @@ def evaluate_router(
             return math.nan
         return _nan(metrics.cost_saving_at_quality(points, strong_c, strong_q, SAVING_AT))
 
-    p_unit = sweep.policy(scored.estimates, scored.cold, priced.quality, priced.unit_cost)
-    final = sweep.choices_at(p_unit, target)
-    rows = np.arange(n)
-    answer_q = priced.quality[rows, final]
-    unit_paid = p_unit.cost[rows, final]
-    dollars = np.where(
-        scored.cold, np.cumsum(priced.call_cost, axis=1)[rows, final], priced.call_cost[rows, final]
+    p_unit = sweep.policy(
+        scored.estimates, scored.cold, priced.quality, priced.unit_cost, priced.order
     )
+    p_dollars = sweep.policy(
+        scored.estimates, scored.cold, priced.quality, priced.call_cost, priced.order
+    )
+    column = sweep.columns_at(p_unit, target)  # the same columns in both: keys ignore cost
+    rows = np.arange(n)
+    final = p_unit.model[rows, column]
+    answer_q = p_unit.quality[rows, column]
+    unit_paid = p_unit.cost[rows, column]
+    dollars = p_dollars.cost[rows, column]
     strong_equiv = (
         (unit_paid - priced.cheap_unit) / (1.0 - priced.cheap_unit)
         if priced.share_axis
@@ -253,11 +263,13 @@ def evaluate_router(
         q = priced.quality[idx]
         return share * float(q[:, -1].mean()) + (1 - share) * float(q[:, 0].mean())
 
-    calls = np.zeros(len(models))
-    answers = np.zeros(len(models))
-    for j in range(len(models)):
-        answers[j] = float((final == j).sum())
-        calls[j] = float(((final == j) | (scored.cold & (final > j))).sum())
+    # A cascade calls every model up to its final one in the query's order; a semantic query
+    # calls only its model.
+    position = np.argsort(priced.order, axis=1)  # position[i, j]: model j's place in query i's
+    called = (position <= position[rows, final][:, None]) & scored.cold[:, None]
+    called[rows, final] = True
+    calls = called.sum(axis=0).astype(np.float64)
+    answers = np.bincount(final, minlength=len(models)).astype(np.float64)
     strong_mean = float(priced.quality[:, -1].mean())
     share = float(np.clip(strong_equiv.mean(), 0.0, 1.0))
     operating = Operating(
@@ -346,7 +358,11 @@ def check_matches_decide(scored: Scored, choices: list[Choice], catalog: Catalog
     target = choices[0].quality_target
     n = len(choices)
     ones = np.ones((n, len(catalog)))
-    picked = sweep.choices_at(sweep.policy(scored.estimates, scored.cold, ones, ones), target)
+    costs = np.array([[e.estimated_cost_usd for e in c.estimates] for c in choices])
+    order = sweep.cost_order(costs)
+    picked = sweep.choices_at(
+        sweep.policy(scored.estimates, scored.cold, ones, ones, order), target
+    )
     for i, choice in enumerate(choices):
         if choice.strategy is Strategy.SEMANTIC and catalog.rank(choice.model) != picked[i]:
             raise RuntimeError(

@@ -9,6 +9,10 @@ by a step function of the quality target t:
 - a CASCADE (cold-start) query tries models cheapest first and accepts the first answer whose
   recorded quality reaches t (the plan's `min_quality` is the target), paying every attempt.
 
+"Cheapest" is this query's cost, as in `decide`: with a long prompt a model with dear output and
+cheap input can cost less than one listed below it. Columns then follow each query's own order
+(`order`), with one more column for the fallback, the strongest model, wherever it stands.
+
 Both are "the first model j whose key reaches t" with keys = running maximum of the estimates
 (or of the recorded qualities). Lowering t past a key switches that query to a cheaper model, so
 the totals at every distinct key follow from one sorted cumulative sum of per-query changes
@@ -33,30 +37,63 @@ IntArray = npt.NDArray[np.int64]
 
 @dataclass(frozen=True, slots=True)
 class Policy:
-    """Per-query step functions: model j answers when t lies in (keys[j-1], keys[j]].
+    """Per-query step functions: column j answers when t lies in (keys[j-1], keys[j]].
 
-    `keys` rows are non-decreasing and the last column is +inf (the last model is the fallback);
-    `quality[i, j]` and `cost[i, j]` are what query i gets and pays when model j is final.
+    `keys` rows are non-decreasing and the last column is +inf (the fallback);
+    `quality[i, j]` and `cost[i, j]` are what query i gets and pays when column j is final, and
+    `model[i, j]` is the catalog index of the model column j stands for.
     """
 
     keys: FloatArray
     quality: FloatArray
     cost: FloatArray
+    model: IntArray
 
 
 def policy(
-    estimates: FloatArray, cold: BoolArray, quality: FloatArray, call_cost: FloatArray
+    estimates: FloatArray,
+    cold: BoolArray,
+    quality: FloatArray,
+    call_cost: FloatArray,
+    order: IntArray | None = None,
 ) -> Policy:
     """Build the step functions from decide's estimates, its cold flags and the recorded outcomes.
 
-    All arrays are (n_queries, n_models) with models cheapest first, except `cold` (n_queries,).
+    All arrays are (n_queries, n_models) with models in catalog order (the last the strongest),
+    except `cold` (n_queries,). `order[i]` lists query i's models cheapest first for that query
+    (None: the catalog order for every query).
     """
-    m = quality.shape[1]
-    source = np.where(cold[:, None], quality, estimates)
-    keys = np.maximum.accumulate(source, axis=1)
-    keys[:, m - 1] = np.inf
-    cost = np.where(cold[:, None], np.cumsum(call_cost, axis=1), call_cost)
-    return Policy(keys=keys, quality=quality.astype(np.float64), cost=cost)
+    n, m = quality.shape
+    if order is None or bool((order == np.arange(m)).all()):
+        source = np.where(cold[:, None], quality, estimates)
+        keys = np.maximum.accumulate(source, axis=1)
+        keys[:, m - 1] = np.inf
+        cost = np.where(cold[:, None], np.cumsum(call_cost, axis=1), call_cost)
+        model = np.broadcast_to(np.arange(m, dtype=np.int64), (n, m)).copy()
+        return Policy(keys=keys, quality=quality.astype(np.float64), cost=cost, model=model)
+    rows = np.arange(n)
+    by_row = rows[:, None]
+    q = quality[by_row, order].astype(np.float64)
+    c = call_cost[by_row, order]
+    source = np.where(cold[:, None], q, estimates[by_row, order])
+    # The extra last column: a semantic query no model serves goes to the strongest model; a
+    # cascade that accepts nothing ends on its last attempt.
+    fallback = np.where(cold, order[:, -1], m - 1).astype(np.int64)
+    spent = np.cumsum(c, axis=1)
+    keys = np.hstack([np.maximum.accumulate(source, axis=1), np.full((n, 1), np.inf)])
+    fallback_cost = np.where(cold, spent[:, -1], call_cost[rows, fallback])
+    return Policy(
+        keys=keys,
+        quality=np.hstack([q, quality[rows, fallback][:, None].astype(np.float64)]),
+        cost=np.hstack([np.where(cold[:, None], spent, c), fallback_cost[:, None]]),
+        model=np.hstack([order.astype(np.int64), fallback[:, None]]),
+    )
+
+
+def cost_order(call_cost: FloatArray) -> IntArray:
+    """Each query's models, cheapest first for that query (ties: catalog order, as `decide`)."""
+    order: IntArray = np.argsort(call_cost, axis=1, kind="stable").astype(np.int64)
+    return order
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +122,11 @@ def events(p: Policy, min_threshold: float = 0.0) -> Events:
     for j in range(m - 2, -1, -1):
         lower = p.keys[:, j - 1] if j > 0 else np.full(n, -np.inf)
         reach = (p.keys[:, j] > lower) & (p.keys[:, j] > min_threshold)
+        # Column j may stand for the model already answering (the fallback column repeats the
+        # strongest or last model): the answer does not change, so no event, but it is current.
+        same = reach & (p.model[:, j] == p.model[rows, current])
+        current[same] = j
+        reach &= ~same
         idx = rows[reach]
         prev = current[reach]
         parts.append(
@@ -143,7 +185,13 @@ def curve(ev: Events, weights: FloatArray | None = None) -> Curve:
     )
 
 
-def choices_at(p: Policy, target: float) -> IntArray:
-    """The model index each query ends on at `target` (first key reaching it)."""
+def columns_at(p: Policy, target: float) -> IntArray:
+    """The column each query ends on at `target` (first key reaching it)."""
     picked: IntArray = np.argmax(p.keys >= target, axis=1).astype(np.int64)
+    return picked
+
+
+def choices_at(p: Policy, target: float) -> IntArray:
+    """The catalog index of the model each query ends on at `target`."""
+    picked: IntArray = p.model[np.arange(p.model.shape[0]), columns_at(p, target)]
     return picked
