@@ -192,6 +192,9 @@ class OutcomeReport:
     #: Namespaces the reporter may write to (its API key's); None: any. Checked against the
     #: namespace the outcome lands in, which for a decision_id is the decision's.
     allowed_namespaces: frozenset[str] | None = None
+    #: The tenant the reporter's API key is bound to (None: not bound). A report by decision_id
+    #: must then be about that tenant's decision: it charges the decision's tenant.
+    bound_tenant: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

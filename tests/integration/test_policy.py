@@ -409,6 +409,47 @@ def test_a_key_bound_to_a_tenant_cannot_act_for_another(
     assert outcome.value.code() == grpc.StatusCode.PERMISSION_DENIED
 
 
+def test_a_key_bound_to_a_tenant_cannot_report_on_another_tenants_decision(
+    sqlite_url: str, serve: Callable[..., Served]
+) -> None:
+    """An outcome by decision_id charges the decision's tenant: a key bound to another tenant
+    must not spend it (nor teach it, nor fail its models) with a decision id it has seen."""
+    keys = {"default": ["k-acme", "k-globex"]}
+    served = serve(
+        sqlite_url,
+        routes_dir=POLICY_ROUTES,
+        router_api_keys=keys,
+        api_key_tenants={"k-acme": "acme", "k-globex": "globex"},
+    )
+
+    def as_key(key: str) -> list[tuple[str, str]]:
+        return [("authorization", f"Bearer {key}")]
+
+    made = served.router.Decide(decide_request(HARD), metadata=as_key("k-acme"))
+    assert made.tenant == "acme"
+    charged = pb.RecordOutcomeRequest(quality=1.0, cost_usd=50.0)
+    failed = pb.RecordOutcomeRequest(failure=pb.FAILURE_KIND_SERVER_ERROR)
+    for i, report in enumerate((charged, failed)):
+        report.outcome_id = f"from-globex-{i}"
+        report.decision_id = made.decision_id
+        report.model = made.model
+        with pytest.raises(grpc.RpcError) as refused:
+            served.router.RecordOutcome(report, metadata=as_key("k-globex"))
+        assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        assert "made for another tenant" in (refused.value.details() or "")
+    own = served.router.RecordOutcome(
+        pb.RecordOutcomeRequest(
+            outcome_id="from-acme",
+            decision_id=made.decision_id,
+            model=made.model,
+            quality=1.0,
+            cost_usd=0.5,
+        ),
+        metadata=as_key("k-acme"),
+    )
+    assert own.cost_usd == 0.5
+
+
 def test_a_tenant_bound_to_an_unchecked_key_stops_the_server_at_start(
     sqlite_url: str, serve: Callable[..., Served]
 ) -> None:

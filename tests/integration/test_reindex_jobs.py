@@ -184,3 +184,41 @@ def test_a_reindex_survives_an_example_relabelled_while_it_embeds(
     index = app.registry.get("default")
     labels = [f.best_model for f in index.all_facts() if f.text == "where is my order?"]
     assert labels == ["mid"]
+
+
+# Refuses to mark a reindex job succeeded twice, as a store going away at that moment would:
+# SQLSTATE 08006 is a connection failure, which psycopg raises as an OperationalError.
+FAIL_FINISH_TWICE = """
+CREATE SEQUENCE finish_attempts;
+CREATE FUNCTION fail_finish() RETURNS trigger AS $$
+BEGIN
+  IF NEW.state = 'succeeded' AND nextval('finish_attempts') <= 2 THEN
+    RAISE EXCEPTION 'connection to the store lost' USING ERRCODE = '08006';
+  END IF;
+  RETURN NEW;
+END $$ LANGUAGE plpgsql;
+CREATE TRIGGER fail_finish BEFORE UPDATE ON reindex_jobs
+  FOR EACH ROW EXECUTE FUNCTION fail_finish();
+"""
+
+
+def test_a_store_outage_after_publishing_does_not_mark_the_job_failed(
+    postgres_url: str, make_app: Callable[..., App]
+) -> None:
+    """The generation is published and served: a job then marked "failed" would have someone
+    re-embed everything for nothing. The end is written once the store answers again."""
+    from sqlalchemy import create_engine, text
+
+    reindexer = make_app(postgres_url).reindexer
+    job = reindexer.start("default", None)
+    engine = create_engine(postgres_url)
+    try:
+        with engine.begin() as connection:
+            connection.exec_driver_sql(FAIL_FINISH_TWICE)
+        status = reindexer.run(job, "default", None)
+        with engine.connect() as connection:
+            attempts = connection.execute(text("SELECT last_value FROM finish_attempts")).scalar()
+    finally:
+        engine.dispose()
+    assert (status.state, status.generation, status.error) == ("succeeded", 1, "")
+    assert attempts == 3  # two refused, the third written

@@ -36,3 +36,28 @@ def test_id_lists_past_the_bind_limit_are_read_in_chunks(
         assert [e.id for e in found] == [real]
         decisions = [f"no-such-decision-{n}" for n in range(MANY)]
         assert stats_store.outcome_quality(session, decisions) == {}
+
+
+def test_deleting_more_ids_than_one_statement_binds(
+    db_url: str, serve: Callable[..., Served]
+) -> None:
+    """`routes sync --prune` of a large route passes every removed id at once: 70,000 ids used
+    to fail on PostgreSQL ("number of parameters must be between 0 and 65535"), looking like
+    an outage, every time."""
+    served = serve(db_url)
+    recorded = served.router.RecordOutcome(
+        pb.RecordOutcomeRequest(
+            outcome_id="limits-2",
+            messages=[pb.Message(role="user", content="cancel my order please")],
+            model="small",
+            quality=1.0,
+        ),
+        timeout=30,
+    )
+    real = recorded.example_id
+    namespace_id = served.app.directory.resolve("default").id
+    ids = [*range(10_000_000, 10_000_000 + MANY), real]
+    with served.app.store.write() as session:
+        assert ex_store.delete_examples(session, namespace_id, ids) == [real]
+    with served.app.store.read() as session:
+        assert follow.examples_with_ids(session, [real]) == []

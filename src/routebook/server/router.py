@@ -35,6 +35,7 @@ class RouterServicer(router_pb2_grpc.RouterServicer):
             convert.outcome_report(request),
             allowed_namespaces=CALLER_NAMESPACES.get(),
             tenant=_tenant(request.tenant),
+            bound_tenant=CALLER_TENANT.get(),
         )
         recorded = self._outcomes.record_outcome(report)
         return convert.record_response(recorded)

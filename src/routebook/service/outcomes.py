@@ -266,6 +266,7 @@ class OutcomeRecorder:
         if report.decision_id:
             subject = self._decision_subject(report.decision_id, look_for_example)
             _check_allowed(report, subject.info.name)
+            _check_tenant(report, subject.tenant)
             return subject
         info = self._directory.resolve(report.namespace)
         _check_allowed(report, info.name)
@@ -383,6 +384,17 @@ def check_report(report: OutcomeReport) -> None:
         raise InvalidArgument("give either decision_id or messages, not both")
     if not report.decision_id and not report.messages:
         raise InvalidArgument("give the decision_id the outcome answers, or the messages")
+
+
+def _check_tenant(report: OutcomeReport, decision_tenant: str) -> None:
+    """A key bound to a tenant reports only on that tenant's decisions: an outcome charges the
+    decision's tenant, so another tenant's decision id must not spend that tenant's budget."""
+    bound = report.bound_tenant
+    if bound is not None and decision_tenant != bound:
+        raise PermissionDenied(
+            f"decision {report.decision_id!r} was made for another tenant: this API key is "
+            f"bound to tenant {bound[:64]!r} and reports only on its decisions"
+        )
 
 
 def _check_allowed(report: OutcomeReport, namespace: str) -> None:

@@ -25,7 +25,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from sqlalchemy import func, select, update
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from routebook.embed import Embedder
@@ -157,14 +157,22 @@ class Reindexer:
                 progress(n)
 
         stop_beating = self._beat_in_background(job_id)
+        published: list[str] = []
         try:
-            for info in self.targets(namespace):
-                generation = self._reindex_one(info, kind, advance, reembed)
-            self._finish(job_id, "succeeded", generation, "")
-        except Exception as exc:
-            log.exception("reindex job %s failed", job_id)
-            self._record_failure(job_id, str(exc) or type(exc).__name__)
-            raise
+            try:
+                for info in self.targets(namespace):
+                    generation = self._reindex_one(info, kind, advance, reembed)
+                    published.append(f"{info.name} generation {generation}")
+            except Exception as exc:
+                log.exception("reindex job %s failed", job_id)
+                error = str(exc) or type(exc).__name__
+                if published:  # those namespaces serve their new generation all the same
+                    error += f" (already published: {', '.join(published)})"
+                self._record_end(job_id, "failed", 0, error)
+                raise
+            # Published: an outage now must not turn the job "failed", or someone re-embeds
+            # everything for nothing; the end is written once the store is back.
+            self._record_end(job_id, "succeeded", generation, "")
         finally:
             stop_beating()
         return self.status(job_id)
@@ -185,6 +193,10 @@ class Reindexer:
                         )
                 except STORE_UNAVAILABLE:
                     pass  # the next beat tries again; the job itself meets the outage too
+                except Exception:
+                    # Beating on keeps the job alive: a silent job reads abandoned, and then a
+                    # second reindex of the namespace may start beside it.
+                    log.exception("reindex job %s: heartbeat failed", job_id)
 
         thread = threading.Thread(target=beat, name=f"reindex-beat-{job_id[:8]}", daemon=True)
         thread.start()
@@ -286,19 +298,20 @@ class Reindexer:
         )
         return generation
 
-    def _record_failure(self, job_id: str, error: str) -> None:
-        """Mark the job failed, retrying while the store is down: a job whose failure was never
-        written would read "running" forever."""
+    def _record_end(self, job_id: str, state: str, generation: int, error: str) -> None:
+        """Mark the job ended, retrying while the store is down: an end never written would
+        read "running", then "abandoned"."""
         for wait in (*FINISH_RETRY_WAITS, None):
             try:
-                self._finish(job_id, "failed", 0, error)
+                self._finish(job_id, state, generation, error)
                 return
-            except OperationalError as exc:
+            except STORE_UNAVAILABLE as exc:
                 if wait is None:
                     log.error(
-                        "reindex job %s stays marked running: the store is down: %s",
+                        "reindex job %s (%s) stays marked running: the store is down: %s",
                         job_id,
-                        exc.orig,
+                        state,
+                        exc,
                     )
                     return
                 time.sleep(wait)

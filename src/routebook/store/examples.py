@@ -156,20 +156,21 @@ def outcome_means(
 def delete_examples(session: Session, namespace_id: int, ids: list[int]) -> list[int]:
     """Delete the namespace's examples among `ids`, leaving tombstones for replicas; returns
     the ids deleted. Their outcomes stay, detached: they no longer say anything about a
-    query, but they are still what was spent (tenant budgets sum them)."""
-    found = list(
-        session.scalars(
+    query, but they are still what was spent (tenant budgets sum them). Any number of ids, in
+    slices that fit one statement (PostgreSQL takes at most 65,535 parameters), in the caller's
+    one transaction."""
+    found: list[int] = []
+    for chunk in in_chunks(ids):
+        found += session.scalars(
             select(ExampleRow.id).where(
-                ExampleRow.namespace_id == namespace_id, ExampleRow.id.in_(ids)
+                ExampleRow.namespace_id == namespace_id, ExampleRow.id.in_(chunk)
             )
         )
-    )
-    if not found:
-        return []
-    session.execute(
-        update(OutcomeRow).where(OutcomeRow.example_id.in_(found)).values(example_id=None)
-    )
-    session.execute(delete(ExampleRow).where(ExampleRow.id.in_(found)))
+    for chunk in in_chunks(found):
+        session.execute(
+            update(OutcomeRow).where(OutcomeRow.example_id.in_(chunk)).values(example_id=None)
+        )
+        session.execute(delete(ExampleRow).where(ExampleRow.id.in_(chunk)))
     session.add_all(TombstoneRow(namespace_id=namespace_id, example_id=i) for i in found)
     return found
 
