@@ -3,6 +3,7 @@ carry fallbacks, the client walks them, and sessions stick to their model."""
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -11,9 +12,12 @@ import grpc
 import pytest
 from sqlalchemy import func, select
 
+from routebook.catalog import Catalog, ModelSpec
 from routebook.client import AllModelsFailed, ModelFailure, RouterClient
+from routebook.domain import Message, OutcomeReport
 from routebook.store.tables import ExampleRow, ModelFailureRow, OutcomeRow
 from routebook.v1 import router_pb2 as pb
+from routebook.wiring import App
 from tests.conftest import Served, wait_until
 
 EASY = "where is my parcel, it has not arrived"
@@ -140,6 +144,53 @@ def test_repeated_errors_past_the_threshold_start_a_cooldown(
     third = fail(served, decision, "small", "e2", failure=pb.FAILURE_KIND_TIMEOUT)
     assert third.cooldown_seconds == 60
     assert ask(served, EASY).model == "mid"
+
+
+def report_failures_at_once(app: App, namespace: str, how_many: int) -> None:
+    """`how_many` server errors for model small, sent together from as many threads."""
+    start = threading.Barrier(how_many)
+    errors: list[BaseException] = []
+
+    def report(i: int) -> None:
+        start.wait()
+        try:
+            app.outcomes.record_outcome(
+                OutcomeReport(
+                    outcome_id=f"{namespace}-{i}",
+                    model="small",
+                    quality=0.0,
+                    namespace=namespace,
+                    messages=(Message("user", f"question {i}"),),
+                    failure="server_error",
+                )
+            )
+        except BaseException as exc:  # surfaced below, not lost in the thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=report, args=(i,)) for i in range(how_many)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+
+
+def test_a_burst_of_failures_past_the_threshold_always_starts_a_cooldown(
+    db_url: str, make_app: Callable[..., App]
+) -> None:
+    """Four failures at once with a threshold of three: each report used to count the failures
+    committed before it, so simultaneous ones missed each other and often none started the
+    cooldown (PostgreSQL: every round). Now each counts inside the write that stores it."""
+    app = make_app(db_url, failure_threshold=3, cooldown_seconds=60, head_enabled=False)
+    catalog = Catalog(
+        [ModelSpec("small", "t", 0.1, 0.4, 300, 128_000), ModelSpec("big", "t", 3, 15, 900, 1)]
+    )
+    for burst in range(5):
+        namespace = f"burst-{burst}"
+        app.namespaces.create(namespace, "", catalog)
+        report_failures_at_once(app, namespace, 4)
+        namespace_id = app.directory.resolve(namespace).id
+        assert "small" in app.outcomes._cooldowns.active(namespace_id), f"burst {burst}"
 
 
 def test_rate_limits_do_not_count_towards_the_failure_threshold(

@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import threading
 import time
+import zlib
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -104,53 +105,43 @@ class CooldownBook:
         decision_id: str | None,
         retry_after: float | None,
     ) -> FailureRecorded:
-        """Store the failure; start or extend a cooldown when the rules say so."""
-        now = utcnow()
+        """Store the failure; start or extend a cooldown when the rules say so.
+
+        The failure is counted with the ones before it inside the transaction that stores it,
+        with concurrent reports of the same model taking turns (PostgreSQL: an advisory lock;
+        SQLite: the store's one writer): counted before the write, simultaneous reports each
+        missed the others, and a burst past the threshold could start no cooldown at all."""
         with self._store.read() as session:
             seen = session.scalars(
                 select(ModelFailureRow).where(ModelFailureRow.outcome_id == outcome_id)
             ).one_or_none()
             if seen is not None:
                 return FailureRecorded(seen.cooldown_seconds, duplicate=True, started=False)
-            since = now - timedelta(seconds=self._rules.window_seconds)
-            recent = int(
-                session.scalar(
-                    select(func.count())
-                    .select_from(ModelFailureRow)
-                    .where(
-                        ModelFailureRow.namespace_id == namespace_id,
-                        ModelFailureRow.model == model,
-                        ModelFailureRow.created_at >= since,
-                        # Rate limits cool a model for their own retry-after; they are not
-                        # the "other failures" the threshold counts (docs/failover.md).
-                        ModelFailureRow.kind != "rate_limited",
-                    )
-                )
-                or 0
-            )
-        seconds = 0.0
-        reason = ""
-        if kind == "rate_limited":
-            seconds = retry_after if retry_after is not None else self._rules.default_seconds
-            seconds = min(seconds, self._rules.max_retry_after_seconds)
-            reason = "rate limited"
-        elif recent + 1 > self._rules.failure_threshold:
-            seconds = self._rules.default_seconds
-            reason = f"{recent + 1} failures in {self._rules.window_seconds:g}s"
         in_force, started = 0.0, False
         try:
             with self._store.write() as session:
-                session.add(
-                    ModelFailureRow(
-                        outcome_id=outcome_id,
-                        namespace_id=namespace_id,
-                        model=model,
-                        kind=kind,
-                        decision_id=decision_id,
-                        retry_after_seconds=retry_after,
-                        cooldown_seconds=seconds,
+                if self._store.dialect == "postgresql":
+                    session.execute(
+                        text("SELECT pg_advisory_xact_lock(:namespace, :model)"),
+                        {"namespace": namespace_id, "model": _lock_key(model)},
                     )
+                now = utcnow()
+                failure = ModelFailureRow(
+                    outcome_id=outcome_id,
+                    namespace_id=namespace_id,
+                    model=model,
+                    kind=kind,
+                    decision_id=decision_id,
+                    retry_after_seconds=retry_after,
+                    cooldown_seconds=0.0,
+                    created_at=now,
                 )
+                session.add(failure)
+                session.flush()
+                seconds, reason = self._cooldown_for(
+                    session, namespace_id, model, kind, retry_after, now
+                )
+                failure.cooldown_seconds = seconds
                 if seconds > 0:
                     until, started = self._extend(
                         session, namespace_id, model, now, now + timedelta(seconds=seconds), reason
@@ -163,6 +154,42 @@ class CooldownBook:
         with self._lock:
             self._cache.pop(namespace_id, None)
         return FailureRecorded(in_force, duplicate=False, started=started)
+
+    def _cooldown_for(
+        self,
+        session: Session,
+        namespace_id: int,
+        model: str,
+        kind: str,
+        retry_after: float | None,
+        now: datetime,
+    ) -> tuple[float, str]:
+        """(seconds, reason) of the cooldown this failure calls for; 0 for none. The failure
+        itself is already in `session`, so the count includes it."""
+        if kind == "rate_limited":
+            seconds = retry_after if retry_after is not None else self._rules.default_seconds
+            return min(seconds, self._rules.max_retry_after_seconds), "rate limited"
+        since = now - timedelta(seconds=self._rules.window_seconds)
+        recent = int(
+            session.scalar(
+                select(func.count())
+                .select_from(ModelFailureRow)
+                .where(
+                    ModelFailureRow.namespace_id == namespace_id,
+                    ModelFailureRow.model == model,
+                    ModelFailureRow.created_at >= since,
+                    # Rate limits cool a model for their own retry-after; they are not the
+                    # "other failures" the threshold counts (docs/failover.md).
+                    ModelFailureRow.kind != "rate_limited",
+                )
+            )
+            or 0
+        )
+        if recent > self._rules.failure_threshold:
+            return self._rules.default_seconds, (
+                f"{recent} failures in {self._rules.window_seconds:g}s"
+            )
+        return 0.0, ""
 
     @staticmethod
     def _extend(
@@ -190,3 +217,8 @@ class CooldownBook:
             row.until, row.reason = until, reason
             return until, current <= now  # an expired row taken up again is a new cooldown
         return current, False
+
+
+def _lock_key(model: str) -> int:
+    """A model name as the second key of a PostgreSQL advisory lock (a signed 32-bit int)."""
+    return zlib.crc32(model.encode()) - 2**31
