@@ -168,3 +168,53 @@ def test_a_router_that_learns_is_not_drifting() -> None:
     worsening = watched(known_and_good, cold_and_unsure).report("ns")
     assert worsening.drifted
     assert [m.split(" ")[0] for m in worsening.moved] == ["cold-start", "top", "mid"]
+
+
+def test_decisions_on_an_empty_index_do_not_make_the_reference() -> None:
+    """A namespace decided on before its examples arrived: every decision cold. Such a
+    reference could never look worse, so the watch was blind for good; they are left out."""
+    from routebook.service.drift import DriftWatch
+
+    watch = DriftWatch(reference_size=50, window=50)
+    for _ in range(50):
+        watch.observe("ns", 0.0, True, empty_index=True)
+    assert watch.report("ns").reference.decisions == 0
+    for i in range(50):
+        watch.observe("ns", 0.8 + (i % 10) / 100, False)  # served well: the reference
+    for i in range(50):
+        watch.observe("ns", 0.1 + (i % 10) / 100, True)  # then traffic the index does not know
+    report = watch.report("ns")
+    assert report.reference.cold_start_rate == 0.0 and report.current.cold_start_rate == 1.0
+    assert report.drifted
+
+
+def test_a_new_index_generation_or_a_rebaseline_starts_a_new_reference() -> None:
+    from routebook.service.drift import DriftWatch
+
+    watch = DriftWatch(reference_size=50, window=50)
+    for _ in range(100):
+        watch.observe("ns", 0.9, False, generation=1)
+    for _ in range(50):
+        watch.observe("ns", 0.5, True, generation=1)
+    assert watch.report("ns").drifted
+    # A reindex changed the similarities themselves: what came before is no reference.
+    watch.observe("ns", 0.5, True, generation=2)
+    after_reindex = watch.report("ns")
+    assert (after_reindex.reference.decisions, after_reindex.current.decisions) == (1, 0)
+    assert not after_reindex.drifted
+    for _ in range(49):
+        watch.observe("ns", 0.5, True, generation=2)
+    watch.rebaseline("ns")  # an operator pruned the index on purpose
+    assert watch.report("ns").reference.decisions == 0
+
+
+def test_reading_the_figures_starts_no_window() -> None:
+    """A metrics scrape reads every namespace's figures: the reference must start with the
+    namespace's first decision, not with the first scrape."""
+    from routebook.service.drift import DriftWatch
+
+    watch = DriftWatch(reference_size=5, window=5)
+    assert watch.report("ns").reference_since == ""
+    assert watch.report("ns").reference.decisions == 0
+    watch.observe("ns", 0.9, False)
+    assert watch.report("ns").reference_since != ""

@@ -1,11 +1,15 @@
 """Drift watch: is today's traffic still like the traffic the router was tuned on?
 
 Per namespace, the first `reference_size` decisions after start form the reference window and
-the last `window` decisions the current one. Compared: the distribution of top-neighbour
-similarity (population stability index and Kolmogorov-Smirnov statistic), the cold-start rate,
-and per-model success from outcomes. Crossing a level logs one warning saying what moved
-("cold-start rate 4% → 19% since 09:12; top similarity median 0.71 → 0.52"); it warns again
-only after the figures came back under the level.
+the last `window` decisions the current one. Decisions on an empty index are left out (every one
+is cold: a reference made of them could never look worse), and the reference starts again when
+the namespace serves a new index generation (a reindex changes the similarities themselves) or
+when an operator asks (`routebook admin drift --rebaseline`, after a deliberate change). The
+windows live in memory: a restart starts a new reference. Compared: the distribution of
+top-neighbour similarity (population stability index and Kolmogorov-Smirnov statistic), the
+cold-start rate, and per-model success from outcomes. Crossing a level logs one warning saying
+what moved ("cold-start rate 4% → 19% since 09:12; top similarity median 0.71 → 0.52"); it
+warns again only after the figures came back under the level.
 
 Only the harmful direction counts: cold starts up, similarity down, success down. The index
 grows with every reported outcome, so on unchanged traffic similarity rises and cold starts
@@ -132,6 +136,8 @@ class DriftWatch:
         self._reference: dict[str, _Window] = {}
         self._current: dict[str, _Window] = {}
         self._since: dict[str, datetime] = {}
+        #: The index generation each namespace's windows were observed on.
+        self._generation: dict[str, int] = {}
         self._warned: set[str] = set()
         # A full report sorts both windows: run it every `check_every` decisions, not on each.
         self._check_every = max(1, window // 20)
@@ -145,10 +151,35 @@ class DriftWatch:
                 deque(maxlen=self._window), deque(maxlen=self._window)
             )
             self._since[namespace] = datetime.now(UTC)
+            self._unchecked.pop(namespace, None)
+            self._warned.discard(namespace)
         return self._reference[namespace], self._current[namespace]
 
-    def observe(self, namespace: str, top_similarity: float, cold: bool) -> None:
+    def _forget(self, namespace: str) -> None:
+        for windows in (self._reference, self._current, self._since, self._generation):
+            windows.pop(namespace, None)
+
+    def observe(
+        self,
+        namespace: str,
+        top_similarity: float,
+        cold: bool,
+        *,
+        generation: int = 0,
+        empty_index: bool = False,
+    ) -> None:
+        """One decision, made on index `generation` of the namespace."""
+        if empty_index:
+            return
         with self._lock:
+            if self._generation.get(namespace, generation) != generation:
+                log.info(
+                    "namespace %s: drift reference starts again: now serving index generation %d",
+                    namespace,
+                    generation,
+                )
+                self._forget(namespace)
+            self._generation[namespace] = generation
             reference, current = self._windows(namespace)
             if len(reference.similarity) < self._reference_size:
                 reference.similarity.append(top_similarity)
@@ -168,13 +199,21 @@ class DriftWatch:
             target = reference if len(reference.similarity) < self._reference_size else current
             target.outcomes.setdefault(model, deque(maxlen=self._window)).append(success)
 
-    def report(self, namespace: str) -> DriftReport:
+    def rebaseline(self, namespace: str) -> None:
+        """Start a new reference with the next decisions (after a deliberate change)."""
         with self._lock:
-            reference, current = self._windows(namespace)
+            self._forget(namespace)
+        log.info("namespace %s: drift reference starts again, as asked", namespace)
+
+    def report(self, namespace: str) -> DriftReport:
+        """The figures so far; reading them changes nothing (a scrape starts no window)."""
+        with self._lock:
+            reference = self._reference.get(namespace) or _Window(deque(), deque())
+            current = self._current.get(namespace) or _Window(deque(), deque())
             ref, cur = reference.stats(), current.stats()
             score = psi(list(reference.similarity), list(current.similarity))
             ks = ks_statistic(list(reference.similarity), list(current.similarity))
-            since = self._since[namespace]
+            since = self._since.get(namespace)
         # A figure has moved when it is past its level AND past sampling noise (alpha 0.01).
         moved = []
         n, m = ref.decisions, cur.decisions
@@ -211,7 +250,7 @@ class DriftWatch:
             ks,
             bool(moved),
             moved,
-            since.isoformat(timespec="seconds"),
+            since.isoformat(timespec="seconds") if since is not None else "",
         )
 
     def _check(self, namespace: str) -> None:

@@ -248,7 +248,13 @@ class RoutingService:
                 )
             )
         self._save(info, decision, text, query.tenant, shadow)
-        self._drift.observe(info.name, choice.top_similarity, choice.strategy is Strategy.CASCADE)
+        self._drift.observe(
+            info.name,
+            choice.top_similarity,
+            choice.strategy is Strategy.CASCADE,
+            generation=index.generation,
+            empty_index=choice.reason_code is ReasonCode.COLD_EMPTY_INDEX,
+        )
         timings = DecideTimings(
             total_s=time.perf_counter() - started,
             embed_s=search_started - embed_started,
