@@ -152,6 +152,10 @@ def decide(
             # A one-shot command is not a server: no decision log on stderr.
             settings = _settings(config_file, database_url=database_url, decision_log="")
             app = build(settings)
+            # A server decides with the namespace's learned head, trained in the background
+            # after start; a one-shot command waits for it, or it would route by another rule.
+            namespace = request.namespace or settings.default_namespace
+            app.heads.refresh(app.directory.resolve(namespace).name)
             decision = app.routing.decide(decide_query(request))
             response = decide_response(decision, settings.snippet_chars, request.tenant)
             app.close()

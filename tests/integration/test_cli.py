@@ -135,6 +135,24 @@ def test_decide_and_record_in_process(runner: CliRunner, sqlite_url: str) -> Non
     assert "namespace 'nope' does not exist" in unknown.output
 
 
+def test_in_process_decide_uses_the_learned_head_as_a_server_does(
+    runner: CliRunner, sqlite_url: str
+) -> None:
+    """The head is trained in the background after start: a one-shot command used to decide
+    before it existed, by another rule than the server's on the same store."""
+    shipped = Path(__file__).parents[2] / "routes"
+    base = ["--db", sqlite_url]
+    synced = runner.invoke(cli.main, ["routes", "sync", *base, "--routes", str(shipped)])
+    assert synced.exit_code == 0, synced.output
+    decided = runner.invoke(
+        cli.main, ["decide", "prove there are infinitely many primes", *base, "--json"]
+    )
+    assert decided.exit_code == 0, decided.output
+    payload = json.loads(decided.output)
+    assert int(payload["head"]["trainedOn"]) > 100  # trained on the shipped routes
+    assert "the index's head" in payload["reason"]
+
+
 def test_decide_against_a_server(
     runner: CliRunner, sqlite_url: str, serve: Callable[..., Served]
 ) -> None:
