@@ -11,6 +11,8 @@ It imports only grpc and the generated stubs, never torch, FAISS or SQLAlchemy.
 from __future__ import annotations
 
 import hashlib
+import math
+import numbers
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
@@ -44,6 +46,13 @@ FAILURE_KINDS = {
 T = TypeVar("T")
 
 
+def _failure_kind(kind: str) -> pb.FailureKind:
+    """The proto value of a failure kind; a clear ValueError for a misspelt one."""
+    if kind not in FAILURE_KINDS:
+        raise ValueError(f"failure kind {kind!r}: use one of {', '.join(FAILURE_KINDS)}")
+    return FAILURE_KINDS[kind]
+
+
 @dataclass(frozen=True, slots=True)
 class ModelCall(Generic[T]):
     """What `call_model` may return to report usage alongside the answer."""
@@ -62,8 +71,7 @@ class ModelFailure(Exception):
     def __init__(
         self, kind: str = "server_error", retry_after: float | None = None, message: str = ""
     ) -> None:
-        if kind not in FAILURE_KINDS:
-            raise ValueError(f"failure kind {kind!r}: use one of {', '.join(FAILURE_KINDS)}")
+        _failure_kind(kind)
         super().__init__(message or kind)
         self.kind = kind
         self.retry_after = retry_after
@@ -78,9 +86,12 @@ class Attempt:
     latency_ms: float
     #: Set when the call failed instead of answering.
     failure: str | None = None
+    #: Why the call failed; or, for a call that answered, why `accept` could not grade the
+    #: answer (it raised, or returned something that is not a quality in [0, 1]).
     error: str = ""
-    #: Set when reporting the outcome to the router failed (the answer is kept regardless:
-    #: it was paid for). Report it again later with the same outcome id.
+    #: Set when the outcome is not recorded: reporting it to the router failed, or the answer
+    #: could not be graded. The answer is kept regardless (it was paid for); report the outcome
+    #: later with the same outcome id.
     report_error: str = ""
 
 
@@ -188,8 +199,17 @@ class RouterClient:
         **fields: Any,
     ) -> pb.DecideResponse:
         """Route a query: a plain string (one user message), (role, content) pairs, or a
-        ready DecideRequest. Keyword fields are those of `decide_request`."""
-        request = query if isinstance(query, pb.DecideRequest) else decide_request(query, **fields)
+        ready DecideRequest. Keyword fields are those of `decide_request`; with a ready
+        request they are refused (TypeError) rather than silently dropped."""
+        if isinstance(query, pb.DecideRequest):
+            if fields:
+                raise TypeError(
+                    f"decide() got a ready DecideRequest and keyword fields "
+                    f"({', '.join(sorted(fields))}): set them on the request instead"
+                )
+            request = query
+        else:
+            request = decide_request(query, **fields)
         response: pb.DecideResponse = self._stub.Decide(
             request, timeout=self.timeout, metadata=self._metadata
         )
@@ -213,8 +233,17 @@ class RouterClient:
         failure: str | None = None,
         retry_after: float | None = None,
     ) -> pb.RecordOutcomeResponse:
-        """Report how `model` did, by `decision_id` or by `query` text. Safe to retry with the
-        same `outcome_id` (a fresh one is made when none is given)."""
+        """Report how `model` did, by `decision_id` or by `query` text; or, with `failure`
+        ("rate_limited", "server_error", "timeout", "content_filter"), that the call failed.
+
+        `outcome_id` is the idempotency key: the router records each id once. Without one, each
+        call makes a fresh random id, so calling again after an error records the outcome twice
+        (and charges it twice) whenever the first call did reach the router, which a
+        DEADLINE_EXCEEDED or UNAVAILABLE does not rule out. To retry, pass your own id and
+        send the same one every time (`run_cascade` and `call_with_fallbacks` derive theirs
+        from the decision, so re-running them is safe).
+        """
+        kind = _failure_kind(failure) if failure is not None else None
         request = pb.RecordOutcomeRequest(
             outcome_id=outcome_id or uuid.uuid4().hex,
             decision_id=decision_id,
@@ -233,8 +262,8 @@ class RouterClient:
             request.cost_usd = cost_usd
         if latency_ms is not None:
             request.latency_ms = latency_ms
-        if failure is not None:
-            request.failure = FAILURE_KINDS[failure]
+        if kind is not None:
+            request.failure = kind
         if retry_after is not None:
             request.retry_after_seconds = retry_after
         response: pb.RecordOutcomeResponse = self._stub.RecordOutcome(
@@ -248,18 +277,28 @@ class RouterClient:
         call_model: Callable[[str], T | ModelCall[T]],
         accept: Callable[[T], float | bool],
     ) -> CascadeResult[T]:
-        """Walk the decision: its cascade plan on cold start, else its one model.
+        """Walk the decision: its cascade plan on cold start, else its one model, failing over
+        to its fallbacks when a call fails.
 
         `call_model(model)` returns the answer (or a ModelCall with usage); `accept(answer)`
-        grades it, as a quality in [0, 1] or a bool. The first answer whose quality reaches the
-        plan's `min_quality` is accepted. Every attempt is reported with an outcome id derived
-        from the decision, so re-running the same cascade never records twice.
+        grades it, as a quality in [0, 1] or a bool. On a cascade, the first answer whose
+        quality reaches the plan's `min_quality` is accepted and a poorer one moves to the next
+        step. Otherwise the decided model's answer is final, good or poor (the router chose it
+        as enough); its `fallbacks` stand in only for a call that fails (ModelFailure, or any
+        exception from `call_model`), as in `call_with_fallbacks`.
+
+        Every attempt is reported with an outcome id derived from the decision, so re-running
+        the same walk never records twice. A grader that raises, or returns something that is
+        not a quality in [0, 1], stops the walk (a broken grader must not buy an answer from
+        every model): that answer is kept, not accepted and not reported, and its attempt's
+        `error` says why.
         """
-        if decision.strategy == pb.STRATEGY_CASCADE and decision.cascade.steps:
+        cascade = decision.strategy == pb.STRATEGY_CASCADE and bool(decision.cascade.steps)
+        if cascade:
             models = [step.model for step in decision.cascade.steps]
             min_quality = decision.cascade.min_quality
         else:
-            models = [decision.model]
+            models = [decision.model, *decision.fallbacks]
             min_quality = decision.quality_target
         result: CascadeResult[T] = CascadeResult(answer=None, model=None, accepted=False)
         for position, model in enumerate(models):
@@ -271,7 +310,7 @@ class RouterClient:
             if call is None:
                 continue  # a failure is not a quality miss: it was reported; go on
             result.answer, result.model, result.accepted = call.answer, model, attempt.accepted
-            if attempt.accepted:
+            if attempt.accepted or attempt.error or not cascade:
                 break
         return result
 
@@ -312,8 +351,12 @@ class RouterClient:
             return self._report_failure(decision, model, outcome_id, started, exc), None
         latency_ms = (time.perf_counter() - started) * 1000
         call = returned if isinstance(returned, ModelCall) else ModelCall(returned)
-        grade = accept(call.answer)
-        quality = float(grade) if not isinstance(grade, bool) else (1.0 if grade else 0.0)
+        quality, ungraded = _grade(accept, call.answer)
+        if ungraded:
+            # No quality, no outcome: a guess (0? 1?) would be false evidence for the index.
+            unreported = "not reported: the answer could not be graded"
+            attempt = Attempt(model, 0.0, False, outcome_id, latency_ms, None, ungraded, unreported)
+            return attempt, call
         unreported = self._report(
             model=model,
             quality=quality,
@@ -383,6 +426,19 @@ def _outcome_id(decision_id: str, step: str, model: str) -> str:
     if len(model) > _MODEL_IN_ID:
         model = "sha1-" + hashlib.sha1(model.encode("utf-8")).hexdigest()[:20]
     return f"{decision_id}:{step}:{model}"
+
+
+def _grade(accept: Callable[[T], float | bool], answer: T) -> tuple[float, str]:
+    """(quality, "") from the caller's grader, or (0.0, why) when it could not grade."""
+    try:
+        grade = accept(answer)
+    except Exception as exc:
+        return 0.0, f"grader: {type(exc).__name__}: {exc}"[:200]
+    if isinstance(grade, bool):
+        return (1.0 if grade else 0.0), ""
+    if isinstance(grade, numbers.Real) and math.isfinite(grade) and 0.0 <= grade <= 1.0:
+        return float(grade), ""
+    return 0.0, f"grader: returned {grade!r:.60}, not a quality in [0, 1] or a bool"
 
 
 def _answered(_answer: object) -> bool:

@@ -316,6 +316,73 @@ def test_cascade_runner_treats_a_failure_as_a_failure_not_a_quality_miss(
     assert models == ["mid"]  # no quality outcome for small
 
 
+def test_cascade_runner_fails_over_a_decided_models_failure_but_not_a_poor_answer(
+    sqlite_url: str, serve: Callable[..., Served]
+) -> None:
+    """A semantic decision's fallbacks stand in when its model's call fails (here: an outage
+    of small); a poor answer from the model that did answer is final, not escalated."""
+    served = serve(sqlite_url)
+    called: list[str] = []
+
+    def call_model(model: str) -> str:
+        called.append(model)
+        if model == "small":
+            raise ModelFailure("server_error")
+        return f"from {model}"
+
+    with RouterClient(served.target, timeout=30) as client:
+        decision = client.decide(EASY)
+        assert (decision.strategy, decision.model) == (pb.STRATEGY_SEMANTIC, "small")
+        assert list(decision.fallbacks) == ["mid", "frontier"]
+        result = client.run_cascade(decision, call_model, accept=lambda answer: 0.2)
+    assert called == ["small", "mid"]
+    assert (result.answer, result.model, result.accepted) == ("from mid", "mid", False)
+    assert [(a.model, a.failure) for a in result.attempts] == [
+        ("small", "server_error"),
+        ("mid", None),
+    ]
+    assert result.attempts[1].outcome_id == f"{decision.decision_id}:1:mid"
+    assert rows(served, ModelFailureRow) == 1
+    with served.app.store.read() as session:
+        assert session.scalars(select(OutcomeRow.model)).all() == ["mid"]
+
+
+@pytest.mark.parametrize(
+    ("grader", "why"),
+    [
+        (lambda answer: None, "grader: returned None"),
+        (lambda answer: 1 / 0, "grader: ZeroDivisionError: division by zero"),
+        (lambda answer: 7.5, "grader: returned 7.5"),
+    ],
+)
+def test_a_grader_that_cannot_grade_keeps_the_paid_answer_and_stops_the_walk(
+    sqlite_url: str,
+    serve: Callable[..., Served],
+    grader: Callable[[str], float],
+    why: str,
+) -> None:
+    """The answer was paid for: a grader that raises or gives no quality must not lose it (it
+    used to raise out of run_cascade), nor buy one from every step of the plan, nor record a
+    quality nobody measured."""
+    served = serve(sqlite_url)
+    called: list[str] = []
+
+    def call_model(model: str) -> str:
+        called.append(model)
+        return f"from {model}"
+
+    with RouterClient(served.target, timeout=30) as client:
+        cold = client.decide("translate this Latin tombstone inscription into Welsh")
+        assert cold.strategy == pb.STRATEGY_CASCADE
+        result = client.run_cascade(cold, call_model, accept=grader)
+    assert called == ["small"]
+    assert (result.answer, result.model, result.accepted) == ("from small", "small", False)
+    [attempt] = result.attempts
+    assert attempt.error.startswith(why) and attempt.failure is None
+    assert attempt.report_error == "not reported: the answer could not be graded"
+    assert rows(served, OutcomeRow) == 0
+
+
 def test_a_session_keeps_its_model_until_a_cooldown_moves_it(
     db_url: str, serve: Callable[..., Served]
 ) -> None:
