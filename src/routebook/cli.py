@@ -25,7 +25,7 @@ T = TypeVar("T")
 
 
 def remote_options(command: Callable[..., Any]) -> Callable[..., Any]:
-    """--target and how to reach it: an API key, TLS."""
+    """--target and how to reach it: an API key, TLS (system CAs, or a private CA)."""
     for option in reversed(
         (
             click.option("--target", help="host:port of a running server; default: in-process."),
@@ -33,6 +33,11 @@ def remote_options(command: Callable[..., Any]) -> Callable[..., Any]:
                 "--api-key",
                 envvar="ROUTEBOOK_API_KEY",
                 help="With --target: the API key (env ROUTEBOOK_API_KEY).",
+            ),
+            click.option(
+                "--tls",
+                is_flag=True,
+                help="With --target: connect with TLS, trusting the system's CAs.",
             ),
             click.option(
                 "--tls-ca",
@@ -131,6 +136,7 @@ def decide(
     database_url: str | None,
     target: str | None,
     api_key: str | None,
+    tls: bool,
     tls_ca: str | None,
     as_json: bool,
     **fields: Any,
@@ -144,7 +150,7 @@ def decide(
     request = decide_request(text, **fields)
     try:
         if target:
-            response = _remote(target, lambda c: c.decide(request), api_key, tls_ca)
+            response = _remote(target, lambda c: c.decide(request), api_key, tls, tls_ca)
         else:
             from routebook.server.convert import decide_query, decide_response
             from routebook.wiring import build
@@ -169,13 +175,31 @@ def decide(
 
 @main.command()
 @store_options
-@click.option("--model", "-m", required=True, help="The model that answered.")
-@click.option("--quality", type=click.FloatRange(0, 1), help="Quality in [0, 1].")
-@click.option("--success/--failure", default=None, help="Acceptable or not (quality 1 or 0).")
+@click.option("--model", "-m", required=True, help="The model that was called.")
+@click.option("--quality", type=click.FloatRange(0, 1), help="The answer's quality in [0, 1].")
+@click.option(
+    "--good/--bad", default=None, help="The answer was acceptable or not (quality 1 or 0)."
+)
+@click.option(
+    "--failure-kind",
+    # FAILURE_KINDS of routebook.client, spelt out so that --help does not import grpc
+    type=click.Choice(["rate_limited", "server_error", "timeout", "content_filter"]),
+    help="The call failed instead of answering. Not quality evidence: it counts towards the "
+    "model's cooldown.",
+)
+@click.option(
+    "--retry-after",
+    type=click.FloatRange(min=0),
+    help="With --failure-kind rate_limited: the provider's retry-after, in seconds.",
+)
 @click.option("--decision-id", default="", help="The decision this answers.")
 @click.option("--text", help="The query text, when there is no decision id.")
 @click.option("--namespace", "-n", default="", help="Namespace, with --text.")
-@click.option("--outcome-id", help="Idempotency key (default: a new random one).")
+@click.option(
+    "--outcome-id",
+    help="Idempotency key (default: a new random one). To retry a report that may have "
+    "reached the server, pass the id it printed or the one you chose.",
+)
 @click.option("--input-tokens", type=click.IntRange(0, 2**32 - 1), default=0)
 @click.option("--output-tokens", type=click.IntRange(0, 2**32 - 1), default=0)
 @click.option("--cost-usd", type=float, help="Cost of the call (default: from the catalog).")
@@ -185,7 +209,9 @@ def record(
     database_url: str | None,
     model: str,
     quality: float | None,
-    success: bool | None,
+    good: bool | None,
+    failure_kind: str | None,
+    retry_after: float | None,
     decision_id: str,
     text: str | None,
     namespace: str,
@@ -195,11 +221,29 @@ def record(
     cost_usd: float | None,
     target: str | None,
     api_key: str | None,
+    tls: bool,
     tls_ca: str | None,
 ) -> None:
-    """Report how a model did on a query (by --decision-id or --text)."""
-    if quality is None and success is None:
-        raise click.UsageError("give --quality or --success/--failure")
+    """Report how a model did on a query (by --decision-id or --text): the quality of its
+    answer (--quality, --good/--bad), or that the call failed (--failure-kind)."""
+    given = [
+        name
+        for name, value in (
+            ("--quality", quality),
+            ("--good/--bad", good),
+            ("--failure-kind", failure_kind),
+        )
+        if value is not None
+    ]
+    if len(given) != 1:
+        raise click.UsageError(
+            "give one of --quality, --good/--bad (an answer) or --failure-kind (no answer)"
+            + (f", not {' and '.join(given)}" if given else "")
+        )
+    if retry_after is not None and failure_kind != "rate_limited":
+        raise click.UsageError("--retry-after goes with --failure-kind rate_limited")
+    if good is not None:
+        quality = 1.0 if good else 0.0
     outcome_id = outcome_id or uuid.uuid4().hex
     try:
         if target:
@@ -208,7 +252,8 @@ def record(
                 lambda c: c.record_outcome(
                     model=model,
                     quality=quality,
-                    success=success,
+                    failure=failure_kind,
+                    retry_after=retry_after,
                     decision_id=decision_id,
                     query=text,
                     namespace=namespace,
@@ -218,21 +263,23 @@ def record(
                     cost_usd=cost_usd,
                 ),
                 api_key,
+                tls,
                 tls_ca,
             )
             summary = (response.example_id, response.duplicate, response.quality)
+            cooldown = response.cooldown_seconds
         else:
             from routebook.domain import Message, OutcomeReport
             from routebook.wiring import build
 
             app = build(_settings(config_file, database_url=database_url, decision_log=""))
-            if quality is None:
-                quality = 1.0 if success else 0.0
             recorded = app.outcomes.record_outcome(
                 OutcomeReport(
                     outcome_id=outcome_id,
                     model=model,
-                    quality=quality,
+                    quality=0.0 if quality is None else quality,
+                    failure=failure_kind,
+                    retry_after_seconds=retry_after,
                     input_tokens=input_tokens,
                     output_tokens=output_tokens,
                     cost_usd=cost_usd,
@@ -242,11 +289,18 @@ def record(
                 )
             )
             summary = (recorded.example_id, recorded.duplicate, recorded.quality)
+            cooldown = recorded.cooldown_seconds
             app.close()
     except RoutebookError as exc:
         _fail(exc)
     state = "already recorded" if summary[1] else "recorded"
-    click.echo(f"{state}: outcome {outcome_id} on example {summary[0]} (quality {summary[2]:.2f})")
+    if failure_kind is not None:
+        cooled = f"{model} cooling down for {cooldown:.0f} s" if cooldown else "no cooldown started"
+        click.echo(f"{state}: outcome {outcome_id}, a {failure_kind} failure ({cooled})")
+    else:
+        click.echo(
+            f"{state}: outcome {outcome_id} on example {summary[0]} (quality {summary[2]:.2f})"
+        )
 
 
 @main.group()
@@ -644,14 +698,18 @@ def settings() -> None:
 
 
 def _remote(
-    target: str, call: Callable[[Any], Any], api_key: str | None, tls_ca: str | None
+    target: str,
+    call: Callable[[Any], Any],
+    api_key: str | None,
+    tls: bool,
+    tls_ca: str | None,
 ) -> Any:
     import grpc
 
     from routebook.client import RouterClient
 
     root = Path(tls_ca).read_bytes() if tls_ca else None
-    with RouterClient(target, api_key=api_key, root_certificates=root) as client:
+    with RouterClient(target, api_key=api_key, tls=tls, root_certificates=root) as client:
         try:
             return call(client)
         except grpc.RpcError as exc:

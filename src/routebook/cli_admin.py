@@ -15,16 +15,73 @@ import click
 from routebook.errors import RoutebookError
 
 
+def connection_options(func: Any) -> Any:
+    """--target, --token and TLS: how `admin`, `check` and `drift` reach a server. A TLS
+    server refuses plaintext, and the token must not travel in it."""
+    for option in reversed(
+        (
+            click.option(
+                "--target",
+                default="127.0.0.1:50051",
+                show_default=True,
+                help="host:port of a routebook server.",
+            ),
+            click.option(
+                "--token",
+                envvar="ROUTEBOOK_ADMIN_TOKEN",
+                help="Admin bearer token (env ROUTEBOOK_ADMIN_TOKEN).",
+            ),
+            click.option(
+                "--tls",
+                is_flag=True,
+                help="Connect with TLS, trusting the system's CAs (a publicly signed server).",
+            ),
+            click.option(
+                "--tls-ca",
+                type=click.Path(exists=True, dir_okay=False, path_type=Path),
+                help="Connect with TLS, trusting this CA's PEM certificate (a private CA or a "
+                "self-signed server certificate).",
+            ),
+        )
+    ):
+        func = option(func)
+    return func
+
+
+def _connection(
+    target: str, token: str | None, timeout: float, tls: bool, tls_ca: Path | None
+) -> dict[str, Any]:
+    """The context object every admin command reads: where and how to connect."""
+    root = None
+    if tls_ca is not None:
+        root = tls_ca.read_bytes()
+        if b"-----BEGIN CERTIFICATE-----" not in root:
+            raise click.BadParameter(
+                f"{tls_ca} holds no PEM certificate (-----BEGIN CERTIFICATE-----)",
+                param_hint="--tls-ca",
+            )
+    return {"target": target, "token": token, "timeout": timeout, "tls": tls, "root": root}
+
+
 def _stub(ctx: click.Context) -> tuple[Any, list[tuple[str, str]]]:
+    """The command's one Admin stub: made on first use, its channel closed when the whole
+    command ends. One per call would leave a channel open per poll of `reindex --wait`."""
     import grpc
 
     from routebook.v1 import admin_pb2_grpc
 
-    target, token = ctx.obj["target"], ctx.obj["token"]
-    channel = grpc.insecure_channel(target)
-    ctx.call_on_close(channel.close)
+    obj = ctx.obj
+    if "stub" not in obj:
+        if obj["tls"] or obj["root"] is not None:
+            credentials = grpc.ssl_channel_credentials(obj["root"])
+            channel = grpc.secure_channel(obj["target"], credentials)
+        else:
+            channel = grpc.insecure_channel(obj["target"])
+        ctx.find_root().call_on_close(channel.close)
+        obj["stub"] = admin_pb2_grpc.AdminStub(channel)  # type: ignore[no-untyped-call]
+    token = obj["token"]
     metadata = [("authorization", f"Bearer {token}")] if token else []
-    return admin_pb2_grpc.AdminStub(channel), metadata  # type: ignore[no-untyped-call]
+    return obj["stub"], metadata
 
 
 def _call(ctx: click.Context, method: str, request: Any) -> Any:
@@ -45,22 +102,19 @@ def _print(message: Any) -> None:
 
 
 @click.group()
-@click.option(
-    "--target",
-    default="127.0.0.1:50051",
-    show_default=True,
-    help="host:port of a routebook server.",
-)
-@click.option(
-    "--token",
-    envvar="ROUTEBOOK_ADMIN_TOKEN",
-    help="Admin bearer token (env ROUTEBOOK_ADMIN_TOKEN).",
-)
+@connection_options
 @click.option("--timeout", default=30.0, show_default=True, help="Seconds per call.")
 @click.pass_context
-def admin(ctx: click.Context, target: str, token: str | None, timeout: float) -> None:
+def admin(
+    ctx: click.Context,
+    target: str,
+    token: str | None,
+    tls: bool,
+    tls_ca: Path | None,
+    timeout: float,
+) -> None:
     """Manage namespaces, catalogs and examples on a running server (prints JSON)."""
-    ctx.obj = {"target": target, "token": token, "timeout": timeout}
+    ctx.obj = _connection(target, token, timeout, tls, tls_ca)
 
 
 def _catalog_from_file(path: Path) -> list[Any]:
@@ -270,37 +324,37 @@ def admin_drift(ctx: click.Context, namespace: str) -> None:
         sys.exit(1)
 
 
-def _server_options(func: Any) -> Any:
-    func = click.option(
-        "--token",
-        envvar="ROUTEBOOK_ADMIN_TOKEN",
-        help="Admin bearer token (env ROUTEBOOK_ADMIN_TOKEN).",
-    )(func)
-    return click.option(
-        "--target",
-        default="127.0.0.1:50051",
-        show_default=True,
-        help="host:port of a routebook server.",
-    )(func)
-
-
 @click.command("check")
-@_server_options
+@connection_options
 @click.option("--namespace", default="")
 @click.pass_context
-def check(ctx: click.Context, target: str, token: str | None, namespace: str) -> None:
+def check(
+    ctx: click.Context,
+    target: str,
+    token: str | None,
+    tls: bool,
+    tls_ca: Path | None,
+    namespace: str,
+) -> None:
     """Compare a running server's index with the store (same as `routebook admin check`)."""
-    ctx.obj = {"target": target, "token": token, "timeout": 30.0}
+    ctx.obj = _connection(target, token, 30.0, tls, tls_ca)
     ctx.invoke(admin_check, namespace=namespace)
 
 
 @click.command("drift")
-@_server_options
+@connection_options
 @click.option("--namespace", default="")
 @click.pass_context
-def drift(ctx: click.Context, target: str, token: str | None, namespace: str) -> None:
+def drift(
+    ctx: click.Context,
+    target: str,
+    token: str | None,
+    tls: bool,
+    tls_ca: Path | None,
+    namespace: str,
+) -> None:
     """Drift figures of a running server with a verdict (same as `routebook admin drift`)."""
-    ctx.obj = {"target": target, "token": token, "timeout": 30.0}
+    ctx.obj = _connection(target, token, 30.0, tls, tls_ca)
     ctx.invoke(admin_drift, namespace=namespace)
 
 

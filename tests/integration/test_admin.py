@@ -3,12 +3,14 @@ reindexing while Decide runs."""
 
 from __future__ import annotations
 
+import gc
 import itertools
 import json
 import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent import futures
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -18,9 +20,12 @@ from click.testing import CliRunner
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from routebook import cli
+from routebook.errors import ConfigError
+from routebook.server.app import build_server
 from routebook.v1 import admin_pb2 as admin_pb
 from routebook.v1 import admin_pb2_grpc, router_pb2_grpc
 from routebook.v1 import router_pb2 as pb
+from routebook.wiring import App
 from tests.conftest import Served, wait_until
 
 TOKEN = "s3cret-admin-token"
@@ -435,8 +440,9 @@ def test_admin_cli_against_a_server(
     assert undecodable.exit_code == 1 and "not UTF-8 text" in undecodable.output
 
 
-def test_tls(sqlite_url: str, serve: Callable[..., Served], tmp_path: Path) -> None:
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+def self_signed(folder: Path, name: str = "server") -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1 and localhost, and its key: (cert, key)."""
+    cert, key = folder / f"{name}-cert.pem", folder / f"{name}-key.pem"
     subprocess.run(
         [
             "openssl",
@@ -459,6 +465,11 @@ def test_tls(sqlite_url: str, serve: Callable[..., Served], tmp_path: Path) -> N
         check=True,
         capture_output=True,
     )
+    return cert, key
+
+
+def test_tls(sqlite_url: str, serve: Callable[..., Served], tmp_path: Path) -> None:
+    cert, key = self_signed(tmp_path)
     served = serve(
         sqlite_url, tls_cert_file=cert, tls_key_file=key, router_api_keys={"default": ["k1"]}
     )
@@ -489,6 +500,105 @@ def test_tls(sqlite_url: str, serve: Callable[..., Served], tmp_path: Path) -> N
     assert json.loads(result.stdout)["model"] == "small"
     refused = CliRunner().invoke(cli.main, [*remote, "--api-key", "nope"])
     assert refused.exit_code == 1 and "UNAUTHENTICATED" in refused.output
+
+
+def test_bad_tls_files_are_named_not_blamed_on_the_port(
+    sqlite_url: str, make_app: Callable[..., App], tmp_path: Path
+) -> None:
+    """grpc refuses unusable PEM as a failed bind: it used to read "is the port in use?",
+    even on port 0."""
+    cert, key = self_signed(tmp_path)
+    other_cert, other_key = self_signed(tmp_path, "other")
+    garbage = tmp_path / "garbage.pem"
+    garbage.write_text("garbage\n")
+    cases = [
+        (garbage, key, f"tls_cert_file '{garbage}' is not a PEM certificate"),
+        (key, cert, f"tls_cert_file '{key}' is not a PEM certificate"),
+        (cert, garbage, "it is not PEM, or it is encrypted"),
+        (cert, other_key, f"tls_key_file '{other_key}' is not the unencrypted PEM private key "),
+        (other_cert, key, "it is the key of another certificate"),
+    ]
+    for cert_file, key_file, message in cases:
+        app = make_app(sqlite_url, tls_cert_file=cert_file, tls_key_file=key_file)
+        with pytest.raises(ConfigError) as caught:
+            build_server(app, host="127.0.0.1", port=0)
+        assert message in str(caught.value) and "in use" not in str(caught.value)
+
+
+def test_admin_check_and_drift_commands_reach_a_tls_server(
+    sqlite_url: str, serve: Callable[..., Served], tmp_path: Path
+) -> None:
+    """They used to open only plaintext channels, which a TLS server refuses (and which would
+    carry the admin token in the clear)."""
+    cert, key = self_signed(tmp_path)
+    served = serve(sqlite_url, tls_cert_file=cert, tls_key_file=key, admin_token=TOKEN)
+    runner = CliRunner()
+    reach = ["--target", served.target, "--token", TOKEN]
+    secure = [*reach, "--tls-ca", str(cert)]
+
+    plaintext = runner.invoke(cli.main, ["admin", *reach, "stats"])
+    assert plaintext.exit_code == 1 and "UNAVAILABLE" in plaintext.output
+    stats = runner.invoke(cli.main, ["admin", *secure, "stats"])
+    assert stats.exit_code == 0, stats.output
+    assert json.loads(stats.stdout)["namespaces"][0]["namespace"] == "default"
+    reindexed = runner.invoke(cli.main, ["admin", *secure, "reindex", "--namespace", "default"])
+    assert reindexed.exit_code == 0, reindexed.output
+    assert json.loads(reindexed.stdout)["state"] == "JOB_STATE_SUCCEEDED"
+    checked = runner.invoke(cli.main, ["check", *secure, "--namespace", "default"])
+    assert checked.exit_code == 0, checked.output
+    assert json.loads(checked.stdout)["consistent"] is True
+    drift = runner.invoke(cli.main, ["drift", *secure, "--namespace", "default"])
+    assert drift.exit_code in (0, 1), drift.output  # 1 is a verdict (drifted), not an error
+    assert "default: " in drift.stderr and "UNAVAILABLE" not in drift.output
+
+    not_pem = tmp_path / "not-a-ca.pem"
+    not_pem.write_text("hello\n")
+    refused = runner.invoke(cli.main, ["drift", *reach, "--tls-ca", str(not_pem)])
+    assert refused.exit_code == 2 and "holds no PEM certificate" in refused.output
+
+
+def test_reindex_wait_polls_over_one_channel(tmp_path: Path) -> None:
+    """`admin reindex --wait` polls every 0.5 s; it used to open a channel per poll, each kept
+    until the command ended (hundreds over a long reindex). grpc shares one connection between
+    channels to the same target, so what piled up was channels, counted here in this process
+    while the server answers each call. The test namespace reindexes before the first poll, so
+    an Admin servicer that holds the job RUNNING for two polls stands in for the server."""
+    peers: list[str] = []
+    channels: list[int] = []
+
+    def note(context: grpc.ServicerContext) -> None:
+        peers.append(context.peer())
+        channels.append(sum(isinstance(o, grpc.Channel) for o in gc.get_objects()))
+
+    class SlowReindex(admin_pb2_grpc.AdminServicer):
+        def Reindex(
+            self, request: admin_pb.ReindexRequest, context: grpc.ServicerContext
+        ) -> admin_pb.ReindexJob:
+            note(context)
+            return admin_pb.ReindexJob(job_id="j1", state=admin_pb.JOB_STATE_RUNNING)
+
+        def GetReindexJob(
+            self, request: admin_pb.GetReindexJobRequest, context: grpc.ServicerContext
+        ) -> admin_pb.ReindexJob:
+            note(context)
+            done = len(peers) >= 3
+            state = admin_pb.JOB_STATE_SUCCEEDED if done else admin_pb.JOB_STATE_RUNNING
+            return admin_pb.ReindexJob(job_id=request.job_id, state=state)
+
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+    admin_pb2_grpc.add_AdminServicer_to_server(SlowReindex(), server)  # type: ignore[no-untyped-call]
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        waited = CliRunner().invoke(
+            cli.main, ["admin", "--target", f"127.0.0.1:{port}", "reindex", "--wait"]
+        )
+    finally:
+        server.stop(0).wait()
+    assert waited.exit_code == 0, waited.output
+    assert json.loads(waited.stdout)["state"] == "JOB_STATE_SUCCEEDED"
+    assert len(peers) == 3 and len(set(peers)) == 1, peers
+    assert channels[0] == channels[1] == channels[2], channels
 
 
 def test_check_compares_the_index_with_the_store(

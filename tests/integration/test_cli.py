@@ -167,6 +167,59 @@ def test_decide_against_a_server(
     assert "INVALID_ARGUMENT" in failed.output
 
 
+def test_record_reports_a_failed_call_as_a_failure_not_a_poor_answer(
+    runner: CliRunner, sqlite_url: str, serve: Callable[..., Served]
+) -> None:
+    """`--failure` used to record quality 0: after a rate limit it taught the index that the
+    model answers the query badly and started no cooldown. A failed call is --failure-kind."""
+    from sqlalchemy import func, select
+
+    from routebook.store.tables import ModelFailureRow, OutcomeRow
+
+    served = serve(sqlite_url)
+
+    def decide() -> pb.DecideResponse:
+        request = pb.DecideRequest(messages=[pb.Message(role="user", content="where is my order?")])
+        response: pb.DecideResponse = served.router.Decide(request, timeout=10)
+        return response
+
+    def count(table: type) -> int:
+        with served.app.store.read() as session:
+            return int(session.scalar(select(func.count()).select_from(table)) or 0)
+
+    decision = decide()
+    assert decision.model == "small"
+    remote = ["record", "--target", served.target, "--decision-id", decision.decision_id]
+    small = [*remote, "--model", "small"]
+
+    gone = runner.invoke(cli.main, [*small, "--failure"])
+    assert gone.exit_code == 2 and "--failure-kind" in gone.output  # not reinterpreted
+    limited = runner.invoke(
+        cli.main, [*small, "--failure-kind", "rate_limited", "--retry-after", "30"]
+    )
+    assert limited.exit_code == 0, limited.output
+    assert "a rate_limited failure (small cooling down for 30 s)" in limited.output
+    assert (count(ModelFailureRow), count(OutcomeRow)) == (1, 0)  # no quality evidence
+    assert decide().model == "mid"
+
+    in_process = ["record", "--db", sqlite_url, "--decision-id", decision.decision_id]
+    timed_out = runner.invoke(
+        cli.main, [*in_process, "--model", "mid", "--failure-kind", "timeout"]
+    )
+    assert timed_out.exit_code == 0, timed_out.output
+    assert "a timeout failure (no cooldown started)" in timed_out.output
+    assert (count(ModelFailureRow), count(OutcomeRow)) == (2, 0)
+
+    poor = runner.invoke(cli.main, [*remote, "--model", "frontier", "--bad"])
+    assert poor.exit_code == 0, poor.output
+    assert "(quality 0.00)" in poor.output and count(OutcomeRow) == 1
+
+    both = runner.invoke(cli.main, [*small, "--good", "--failure-kind", "timeout"])
+    assert both.exit_code == 2 and "not --good/--bad and --failure-kind" in both.output
+    stray = runner.invoke(cli.main, [*small, "--quality", "1", "--retry-after", "5"])
+    assert stray.exit_code == 2 and "--failure-kind rate_limited" in stray.output
+
+
 def test_record_needs_a_quality(runner: CliRunner) -> None:
     result = runner.invoke(cli.main, ["record", "--model", "small", "--text", "hi"])
     assert result.exit_code == 2

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import ssl
 import threading
 from concurrent import futures
 from dataclasses import dataclass
@@ -97,15 +98,19 @@ def build_server(app: App, host: str | None = None, port: int | None = None) -> 
         (ROUTER_SERVICE, ADMIN_SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME), server
     )
     address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    tls = settings.tls_cert_file is not None or settings.tls_key_file is not None
+    # Checked before binding: grpc reports unusable PEM as a failed bind, like a busy port.
+    credentials = _tls_credentials(settings) if tls else None
     try:
-        if settings.tls_cert_file is not None or settings.tls_key_file is not None:
-            bound = server.add_secure_port(address, _tls_credentials(settings))
+        if credentials is not None:
+            bound = server.add_secure_port(address, credentials)
         else:
             bound = server.add_insecure_port(address)
     except RuntimeError:  # grpcio raises where older versions returned 0
         bound = 0
     if bound == 0:
-        raise ConfigError(f"cannot listen on {address}: is the port in use?")
+        also = " (or grpc refused the TLS certificate and key)" if tls else ""
+        raise ConfigError(f"cannot listen on {address}: is the port in use?{also}")
     metrics_http = None
     if settings.metrics_port is not None:
         try:
@@ -126,13 +131,37 @@ def build_server(app: App, host: str | None = None, port: int | None = None) -> 
 
 
 def _tls_credentials(settings: Settings) -> grpc.ServerCredentials:
-    if settings.tls_cert_file is None or settings.tls_key_file is None:
+    """The server's TLS credentials, after checking that the files are a PEM certificate chain
+    and its unencrypted private key: grpc itself only logs why it refused them."""
+    cert_file, key_file = settings.tls_cert_file, settings.tls_key_file
+    if cert_file is None or key_file is None:
         raise ConfigError("TLS needs both tls_cert_file and tls_key_file")
     try:
-        key = settings.tls_key_file.read_bytes()
-        cert = settings.tls_cert_file.read_bytes()
+        key = key_file.read_bytes()
+        cert = cert_file.read_bytes()
     except OSError as exc:
         raise ConfigError(f"cannot read the TLS files: {exc}") from None
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    try:
+        context.load_verify_locations(cafile=cert_file)
+    except ssl.SSLError:
+        raise ConfigError(
+            f"tls_cert_file {str(cert_file)!r} is not a PEM certificate "
+            "(-----BEGIN CERTIFICATE-----): give the server's certificate chain"
+        ) from None
+    try:
+        # A callable password: an encrypted key fails here instead of prompting on the tty.
+        context.load_cert_chain(cert_file, key_file, password=lambda: b"")
+    except ssl.SSLError as exc:
+        why = (
+            "it is the key of another certificate"
+            if exc.reason == "KEY_VALUES_MISMATCH"
+            else "it is not PEM, or it is encrypted"
+        )
+        raise ConfigError(
+            f"tls_key_file {str(key_file)!r} is not the unencrypted PEM private key of "
+            f"tls_cert_file {str(cert_file)!r}: {why}"
+        ) from None
     return grpc.ssl_server_credentials([(key, cert)])
 
 
