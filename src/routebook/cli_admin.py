@@ -308,14 +308,22 @@ def admin_check(ctx: click.Context, namespace: str) -> None:
         sys.exit(1)
 
 
+REBASELINE_HELP = (
+    "After the report, start a new reference window with the next decisions (after a "
+    "deliberate change, such as a prune)."
+)
+
+
 @admin.command("drift")
 @click.option("--namespace", default="")
+@click.option("--rebaseline", is_flag=True, help=REBASELINE_HELP)
 @click.pass_context
-def admin_drift(ctx: click.Context, namespace: str) -> None:
+def admin_drift(ctx: click.Context, namespace: str, rebaseline: bool = False) -> None:
     """The server's drift figures and verdict; exit 1 when a namespace drifted."""
     from routebook.v1 import admin_pb2 as admin_pb
 
-    response = _call(ctx, "GetDrift", admin_pb.GetDriftRequest(namespace=namespace))
+    request = admin_pb.GetDriftRequest(namespace=namespace, rebaseline=rebaseline)
+    response = _call(ctx, "GetDrift", request)
     _print(response)
     for entry in response.namespaces:
         verdict = "DRIFTED: " + "; ".join(entry.moved) if entry.drifted else "stable"
@@ -344,6 +352,7 @@ def check(
 @click.command("drift")
 @connection_options
 @click.option("--namespace", default="")
+@click.option("--rebaseline", is_flag=True, help=REBASELINE_HELP)
 @click.pass_context
 def drift(
     ctx: click.Context,
@@ -352,10 +361,11 @@ def drift(
     tls: bool,
     tls_ca: Path | None,
     namespace: str,
+    rebaseline: bool,
 ) -> None:
     """Drift figures of a running server with a verdict (same as `routebook admin drift`)."""
     ctx.obj = _connection(target, token, 30.0, tls, tls_ca)
-    ctx.invoke(admin_drift, namespace=namespace)
+    ctx.invoke(admin_drift, namespace=namespace, rebaseline=rebaseline)
 
 
 @admin.command("reindex")

@@ -119,6 +119,18 @@ def test_drift_is_seen_for_another_dataset_and_not_for_the_same_one(
     verdict = CliRunner().invoke(cli.main, ["drift", "--target", served.target, "--token", TOKEN])
     assert verdict.exit_code == 1 and "default: DRIFTED" in verdict.output
 
+    # The operator accepts the new traffic: the report still says what moved, then the next
+    # decisions make a new reference.
+    accepted = CliRunner().invoke(
+        cli.main, ["drift", "--target", served.target, "--token", TOKEN, "--rebaseline"]
+    )
+    assert accepted.exit_code == 1 and "default: DRIFTED" in accepted.output
+    fresh = drift()
+    assert (fresh.reference.decisions, fresh.current.decisions, fresh.drifted) == (0, 0, False)
+    assert fresh.reference_since == ""
+    feed(banking[60:70])
+    assert drift().reference.decisions == 10
+
 
 def test_a_model_success_change_counts_only_past_sampling_noise() -> None:
     """80% → 60% success over 10 outcomes each is noise (z about 1); over 400 each it is not."""

@@ -152,9 +152,13 @@ class AdminServicer(admin_pb2_grpc.AdminServicer):
         names = [request.namespace] if request.namespace else self._app.registry.namespaces()
         if request.namespace:
             self._app.directory.resolve(request.namespace)  # NOT_FOUND for an unknown one
-        return admin_pb.GetDriftResponse(
+        response = admin_pb.GetDriftResponse(
             namespaces=[convert.drift_to_proto(self._app.drift.report(n)) for n in names]
         )
+        if request.rebaseline:
+            for name in names:
+                self._app.drift.rebaseline(name)
+        return response
 
     def GetReindexJob(
         self, request: admin_pb.GetReindexJobRequest, context: grpc.ServicerContext

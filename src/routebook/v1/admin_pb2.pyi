@@ -294,10 +294,12 @@ class CheckIndexResponse(_message.Message):
     def __init__(self, namespaces: _Optional[_Iterable[_Union[IndexCheck, _Mapping]]] = ..., consistent: _Optional[bool] = ...) -> None: ...
 
 class GetDriftRequest(_message.Message):
-    __slots__ = ("namespace",)
+    __slots__ = ("namespace", "rebaseline")
     NAMESPACE_FIELD_NUMBER: _ClassVar[int]
+    REBASELINE_FIELD_NUMBER: _ClassVar[int]
     namespace: str
-    def __init__(self, namespace: _Optional[str] = ...) -> None: ...
+    rebaseline: bool
+    def __init__(self, namespace: _Optional[str] = ..., rebaseline: _Optional[bool] = ...) -> None: ...
 
 class DriftWindow(_message.Message):
     __slots__ = ("decisions", "cold_start_rate", "top_similarity_median", "success_by_model")
