@@ -638,6 +638,30 @@ def test_check_compares_the_index_with_the_store(
     assert report["extra"] == [str(victim)] and report["storeExamples"] == "14"
 
 
+def test_check_of_an_index_far_behind_lists_the_first_ids_and_counts_them_all(
+    sqlite_url: str, serve: Callable[..., Served]
+) -> None:
+    """An index a million examples behind differs by every id: listing them all overflowed
+    the message limit, and the operator got RESOURCE_EXHAUSTED instead of the check."""
+    from sqlalchemy import delete
+
+    from routebook.service.examples import ExampleInput
+    from routebook.store.tables import ExampleRow
+
+    served = serve(sqlite_url, admin_token=TOKEN)
+    texts = [f"order number {n} has not arrived" for n in range(1_200)]
+    served.app.examples.upsert("default", [ExampleInput(t, "orders", "small") for t in texts])
+    with served.app.store.write() as session:  # behind the server's back: no tombstones
+        session.execute(delete(ExampleRow).where(ExampleRow.text.like("order number %")))
+    admin = admin_pb2_grpc.AdminStub(served.channel)  # type: ignore[no-untyped-call]
+    answer = admin.CheckIndex(admin_pb.CheckIndexRequest(), metadata=ADMIN, timeout=30)
+    (report,) = answer.namespaces
+    assert not answer.consistent
+    assert report.extra_count == 1_200 and len(report.extra) == 1_000
+    assert list(report.extra) == sorted(report.extra)  # the lowest ids
+    assert report.missing_count == 0 and report.stale_outcomes_count == 0
+
+
 def test_concurrent_upserts_of_the_same_new_texts_all_succeed(
     db_url: str, make_app: Callable[..., object]
 ) -> None:

@@ -14,6 +14,10 @@ from routebook.v1 import admin_pb2 as admin_pb
 from routebook.v1 import admin_pb2_grpc
 from routebook.wiring import App
 
+#: Ids a CheckIndex answer lists per kind of difference (8 bytes or so each): the counts say
+#: how many there are in all.
+LISTED_IDS = 1000
+
 
 def _budget(max_message_bytes: int) -> int:
     """What a response's content may take: the message limit, less room for its framing."""
@@ -137,9 +141,14 @@ class AdminServicer(admin_pb2_grpc.AdminServicer):
                     namespace=c.namespace,
                     store_examples=c.store_examples,
                     index_examples=c.index_examples,
-                    missing=c.missing,
-                    extra=c.extra,
-                    stale_outcomes=c.stale_outcomes,
+                    # An index far behind differs by up to every id: list the first ones and
+                    # count them all, so the answer fits in one message.
+                    missing=c.missing[:LISTED_IDS],
+                    extra=c.extra[:LISTED_IDS],
+                    stale_outcomes=c.stale_outcomes[:LISTED_IDS],
+                    missing_count=len(c.missing),
+                    extra_count=len(c.extra),
+                    stale_outcomes_count=len(c.stale_outcomes),
                 )
                 for c in checks
             ],
