@@ -4,6 +4,7 @@ pydantic. Errors name the file, the route and what is wrong. No database here.""
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Hashable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -257,12 +258,26 @@ def text_hash(text: str) -> str:
 class _UniqueKeyLoader(yaml.SafeLoader):
     """YAML's safe loader, refusing a key given twice in one mapping: by default the last one
     silently wins, so a second `routes:` block would drop the first (and `--prune` delete its
-    examples)."""
+    examples).
+
+    Only the keys written in the mapping itself count. A merge key (`<<: *base`) is YAML's way of
+    sharing a block, and a key it brings in that the mapping then sets again is an override, not
+    a duplicate. A key that cannot be a dict key (`? [a, b]`) is a ConstructorError like any other
+    YAML mistake, not a TypeError traceback."""
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen: set[Any] = set()
         for key_node, _value in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue  # `<<`: flatten_mapping (in super) merges it; it has no constructor
             key = self.construct_object(key_node, deep=deep)
+            if not isinstance(key, Hashable):
+                raise yaml.constructor.ConstructorError(
+                    None,
+                    None,
+                    f"a key must be a plain value, not {type(key).__name__} {key!r}",
+                    key_node.start_mark,
+                )
             if key in seen:
                 raise yaml.constructor.ConstructorError(
                     None, None, f"key {key!r} given twice in one mapping", key_node.start_mark

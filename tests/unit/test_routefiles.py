@@ -430,3 +430,40 @@ def test_a_rule_that_can_never_match_is_refused(tmp_path: Path) -> None:
     )
     message = load_error(write(tmp_path, text))
     assert "min_tokens 100 is above max_tokens 10" in message
+
+
+def test_a_merge_key_shares_a_catalog_entry(tmp_path: Path) -> None:
+    """`<<: *base` is standard YAML for sharing a block: the duplicate-key check ran on it
+    before the loader merged it, and refused the file as "not valid YAML" (no constructor for
+    the merge tag). A key the merge brings in that the mapping sets again is an override."""
+    text = textwrap.dedent("""\
+        namespace: shop
+        catalog:
+          - &base {name: small, provider: test, input_usd_per_mtok: 0.1,
+                   output_usd_per_mtok: 0.4, latency_ms: 300, context_window: 128000}
+          - <<: *base
+            name: big
+            input_usd_per_mtok: 3
+        routes:
+          - {name: order_status, best_model: big, utterances: ["where is my order?"]}
+        """)
+    big = load_route_file(write(tmp_path, text)).catalog[1]
+    assert (big.name, big.provider, big.input_usd_per_mtok, big.output_usd_per_mtok) == (
+        "big",
+        "test",
+        3,
+        0.4,
+    )
+
+
+def test_a_key_given_twice_next_to_a_merge_key_is_still_refused(tmp_path: Path) -> None:
+    text = "namespace: shop\nbase: &b {a: 1}\nother:\n  <<: *b\n  a: 2\n  a: 3\n"
+    with pytest.raises(ConfigError, match=r"key 'a' given twice"):
+        load_route_file(write(tmp_path, text))
+
+
+@pytest.mark.parametrize("key", ["? [a, b]\n: 1\n", "? {a: 1}\n: 1\n"])
+def test_a_list_or_mapping_as_a_key_is_a_config_error(tmp_path: Path, key: str) -> None:
+    """A complex key reached the duplicate check's set and raised a bare TypeError traceback."""
+    message = load_error(write(tmp_path, "namespace: shop\n" + key))
+    assert "not valid YAML" in message and "a key must be a plain value" in message
