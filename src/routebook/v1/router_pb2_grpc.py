@@ -63,8 +63,10 @@ class RouterServicer:
 
     def RecordOutcome(self, request, context):
         """RecordOutcome reports how a model did on a query. It is acknowledged only after it is
-        committed to the store, it is idempotent on outcome_id, and the query joins the index at
-        once, so the next similar Decide sees it.
+        committed to the store and it is idempotent on outcome_id. An outcome with a quality (or
+        success) makes the query join the index at once, so the next similar Decide sees it; a
+        failure report (`failure` set) only counts towards the model's cooldown and never touches
+        the examples or the index.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
