@@ -67,9 +67,16 @@ def store_options(func: F) -> F:
 
 
 def _settings(config_file: str | None, **flags: Any) -> Any:
+    """The settings, with this command's flags on top; an error names the flag as typed."""
     from routebook.config import load_settings
 
-    return load_settings(flags, config_file)
+    command = click.get_current_context().command
+    names = {
+        param.name: max(param.opts, key=len)
+        for param in command.params
+        if isinstance(param, click.Option) and param.name
+    }
+    return load_settings(flags, config_file, flag_names=names)
 
 
 def _fail(exc: RoutebookError) -> NoReturn:
@@ -99,7 +106,11 @@ def main() -> None:
 @click.option("--metrics-port", type=int, help="Serve Prometheus /metrics on this port.")
 @click.option("--decision-log", help="JSON decision log: - (stderr), a file, or '' (off).")
 def serve(config_file: str | None, **flags: Any) -> None:
-    """Migrate the store, load routes on first start, build the indexes and serve gRPC."""
+    """Migrate the store, load routes on first start, build the indexes and serve gRPC.
+
+    Only a few settings have a flag here; every setting is also a ROUTEBOOK_<NAME> variable and
+    a key of the --config file (`routebook settings` lists them all).
+    """
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     try:
         settings = _settings(config_file, **flags)

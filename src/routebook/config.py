@@ -1,13 +1,20 @@
 """Settings: one declarative table, read from flags, then ROUTEBOOK_* environment variables,
 then a TOML config file, then the defaults below.
 
-Each field's description is its documentation: `routebook serve --help` and
-docs/configuration.md are made from it, and a test checks that every setting is documented.
-A bad value fails at start with the key and the value in the message.
+Each field's description is its documentation: docs/configuration.md is made from it
+(`routebook settings`), and a test checks that every setting is documented. Only a few settings
+have a command-line flag (`routebook serve --help` lists serve's); every one has its
+environment variable and its TOML key. A bad value fails at start with the key, the value and
+where it came from in the message.
 """
 
 from __future__ import annotations
 
+import difflib
+import logging
+import os
+import tomllib
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -24,6 +31,25 @@ from routebook.errors import ConfigError
 
 ENV_PREFIX = "ROUTEBOOK_"
 
+#: ROUTEBOOK_* variables that are not settings: read by the CLI, the client or the tests.
+OTHER_VARIABLES = frozenset(
+    {
+        "ROUTEBOOK_CONFIG",  # --config
+        "ROUTEBOOK_API_KEY",  # decide/record --api-key
+        "ROUTEBOOK_CACHE_DIR",  # eval's embedding cache, the onnx graphs
+        "ROUTEBOOK_DATASETS",  # tests and benchmarks: where the data sets are
+        "ROUTEBOOK_TEST_POSTGRES_URL",  # tests: the PostgreSQL to run against
+    }
+)
+
+#: Settings for which an empty value means something other than the default, so an empty
+#: environment variable is taken as that value. For every other setting an empty variable is
+#: unset: compose and Kubernetes templates write `ROUTEBOOK_X=` for "not set", and taken
+#: literally it made a Path of "." (snapshots in the working folder) or failed a number.
+EMPTY_IS_A_VALUE = frozenset({"decision_log"})  # "" turns the decision log off
+
+log = logging.getLogger(__name__)
+
 
 #: Upper bound of the intervals: a wait past about 9e9 s overflows and kills its thread.
 DAY_SECONDS = 86_400.0
@@ -32,7 +58,11 @@ DAY_SECONDS = 86_400.0
 class Settings(BaseSettings):
     # No setting means anything at infinity or NaN (a strength of inf made every estimate NaN).
     model_config = SettingsConfigDict(
-        env_prefix=ENV_PREFIX, frozen=True, extra="forbid", allow_inf_nan=False
+        env_prefix=ENV_PREFIX,
+        env_ignore_empty=True,  # but see EMPTY_IS_A_VALUE
+        frozen=True,
+        extra="forbid",
+        allow_inf_nan=False,
     )
 
     database_url: str = Field(
@@ -336,16 +366,28 @@ def load_settings(
     config_file: Path | str | None = None,
     *,
     environment: bool = True,
+    flag_names: Mapping[str, str] | None = None,
 ) -> Settings:
     """Settings from flags (unset ones as None are ignored), env, then `config_file`.
 
     `environment=False` leaves the ROUTEBOOK_* variables out: a file that describes another
     configuration (shadow mode's candidate, the gate's two sides) must not take the live
-    server's values for whatever it leaves unset, nor lose its own to them."""
+    server's values for whatever it leaves unset, nor lose its own to them.
+
+    `flag_names` maps a setting to the command's option for it (`database_url` → `--db`), so
+    that an error names the flag the user typed; without it a bad flag value is said to come
+    from the command line."""
     given = {key: value for key, value in (flags or {}).items() if value is not None}
     toml_path = Path(config_file) if config_file else None
     if toml_path is not None and not toml_path.is_file():
         raise ConfigError(f"config file {toml_path} does not exist")
+    init = dict(given)
+    if environment:
+        warn_unknown_variables(os.environ)
+        for name in EMPTY_IS_A_VALUE:
+            variable = _variable(name)
+            if name not in init and variable is not None and os.environ[variable] == "":
+                init[name] = ""  # env_ignore_empty would drop it; here empty is a value
 
     class _FromSources(Settings):
         @classmethod
@@ -365,9 +407,10 @@ def load_settings(
             return tuple(sources)
 
     try:
-        loaded = _FromSources(**given)
+        loaded = _FromSources(**init)
     except ValidationError as exc:
-        raise ConfigError(_explain(exc)) from None
+        where = _Sources(given, flag_names or {}, environment, toml_path)
+        raise ConfigError(_explain(exc, where)) from None
     except SettingsError as exc:  # an environment value that is not the JSON it must be
         raise ConfigError(
             f"{exc}: {ENV_PREFIX}* settings that are mappings or lists are JSON, e.g. "
@@ -376,15 +419,94 @@ def load_settings(
     return Settings.model_construct(**loaded.model_dump())
 
 
-def _explain(exc: ValidationError) -> str:
+_warned: set[str] = set()
+
+
+def warn_unknown_variables(environ: Mapping[str, str]) -> list[str]:
+    """Warn (once per process) about each ROUTEBOOK_* variable that is no setting, naming the
+    closest one: the environment source only reads the names it knows, so a typo such as
+    ROUTEBOOK_QUALTY_TARGET had no effect and no message, where the same typo in the TOML
+    file is refused. Returns the warnings given now."""
+    known = {ENV_PREFIX + name.upper() for name in Settings.model_fields} | OTHER_VARIABLES
+    given = []
+    for variable in sorted(environ):
+        upper = variable.upper()
+        if not upper.startswith(ENV_PREFIX) or upper in known or variable in _warned:
+            continue
+        _warned.add(variable)
+        close = difflib.get_close_matches(upper, sorted(known), n=1, cutoff=0.6)
+        hint = f"did you mean {close[0]}? " if close else ""
+        message = (
+            f"environment variable {variable} is not a routebook setting and is ignored; "
+            f"{hint}(`routebook settings` lists them)"
+        )
+        log.warning("%s", message)
+        given.append(message)
+    return given
+
+
+def _variable(name: str) -> str | None:
+    """The environment variable that sets `name`, as spelled in the environment (the names are
+    case-insensitive), or None."""
+    wanted = ENV_PREFIX + name.upper()
+    return next((key for key in os.environ if key.upper() == wanted), None)
+
+
+class _Sources:
+    """Where a setting's value came from, for an error message: the highest source that has it."""
+
+    def __init__(
+        self,
+        given: Mapping[str, Any],
+        flag_names: Mapping[str, str],
+        environment: bool,
+        toml_path: Path | None,
+    ) -> None:
+        self._given = given
+        self._flag_names = flag_names
+        self._environment = environment
+        self._toml_path = toml_path
+        self._toml: dict[str, Any] | None = None
+
+    def of(self, name: str) -> str:
+        if name in self._given:
+            flag = self._flag_names.get(name)
+            return f"flag {flag}" if flag else "the command line"
+        if self._environment:
+            variable = _variable(name)
+            if variable is not None and (os.environ[variable] or name in EMPTY_IS_A_VALUE):
+                return variable
+        if self._toml_path is not None and name in self._read_toml():
+            return str(self._toml_path)
+        return "the defaults"
+
+    def _read_toml(self) -> dict[str, Any]:
+        if self._toml is None:
+            assert self._toml_path is not None
+            try:
+                with self._toml_path.open("rb") as file:
+                    self._toml = tomllib.load(file)
+            except (OSError, tomllib.TOMLDecodeError):
+                self._toml = {}
+        return self._toml
+
+
+def _explain(exc: ValidationError, sources: _Sources) -> str:
+    """Each problem with the setting, its value and the one place it came from: naming every
+    way to set it sent users to flags that `serve` does not have (`--k`, `--tls-cert-file`)."""
     problems = []
     for error in exc.errors():
+        name = str(error["loc"][0]) if error["loc"] else ""
         key = ".".join(str(part) for part in error["loc"])
-        value = error.get("input")
-        problems.append(
-            f"setting {key!r} (flag --{key.replace('_', '-')} or {ENV_PREFIX}{key.upper()}) "
-            f"= {value!r}: {error['msg']}"
-        )
+        source = sources.of(name)
+        if error["type"] == "extra_forbidden":
+            close = difflib.get_close_matches(name, list(Settings.model_fields), n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            problems.append(
+                f"{name!r} (from {source}) is not a setting{hint} (`routebook settings` lists them)"
+            )
+            continue
+        problems.append(f"setting {key!r} = {error.get('input')!r} (from {source}): {error['msg']}")
     return "; ".join(problems)
 
 
@@ -395,10 +517,16 @@ def settings_markdown() -> str:
         "",
         "Generated by `routebook settings`; do not edit by hand.",
         "",
-        "Every setting is read, highest precedence first, from a command-line flag, the",
-        f"`{ENV_PREFIX}<NAME>` environment variable, a TOML file given with `--config` (or",
-        f"`{ENV_PREFIX}CONFIG`), then the default below. A bad value stops the server at start",
-        "with the key and the value in the message.",
+        "Every setting is read, highest precedence first, from a command-line flag where the",
+        "command has one (`serve` has flags for a few settings, listed by `routebook serve",
+        f"--help`; most have none), the `{ENV_PREFIX}<NAME>` environment variable, a TOML file",
+        f"given with `--config` (or `{ENV_PREFIX}CONFIG`), then the default below. A bad value",
+        "stops the server at start with the key, the value and where it came from in the",
+        "message.",
+        "",
+        f"An empty `{ENV_PREFIX}<NAME>` variable counts as unset, except",
+        f"`{ENV_PREFIX}DECISION_LOG`, where empty turns the log off. A `{ENV_PREFIX}*` variable",
+        "that is no setting is ignored with a warning at start that names the closest setting.",
         "",
         "| setting | environment variable | default | meaning |",
         "|---|---|---|---|",

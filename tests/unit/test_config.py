@@ -5,6 +5,7 @@ The autouse `clean_environ` fixture (tests/conftest.py) removes stray ROUTEBOOK_
 
 from __future__ import annotations
 
+import logging
 from dataclasses import replace
 from pathlib import Path
 
@@ -96,11 +97,109 @@ def test_settings_are_frozen() -> None:
 
 def test_bad_flag_value_names_key_and_value() -> None:
     with pytest.raises(ConfigError) as info:
-        load_settings({"port": 70000})
+        load_settings({"port": 70000}, flag_names={"port": "--port"})
     message = str(info.value)
     assert "'port'" in message
     assert "70000" in message
-    assert "--port" in message and f"{ENV_PREFIX}PORT" in message
+    assert "(from flag --port)" in message and f"{ENV_PREFIX}PORT" not in message
+
+
+def test_a_bad_value_from_the_environment_names_no_flag(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every error said "flag --k or ROUTEBOOK_K", and `serve --k` does not exist: a setting
+    has a flag only where a command defines one. The message names where the value came from."""
+    monkeypatch.setenv("ROUTEBOOK_K", "0")
+    with pytest.raises(ConfigError) as info:
+        load_settings()
+    message = str(info.value)
+    assert "(from ROUTEBOOK_K)" in message and "--k" not in message
+
+
+def test_a_bad_value_from_the_file_names_the_file(tmp_path: Path) -> None:
+    config = write_toml(tmp_path, "k = 0\n")
+    with pytest.raises(ConfigError) as info:
+        load_settings(config_file=config)
+    message = str(info.value)
+    assert f"(from {config})" in message
+    assert "--k" not in message and "ROUTEBOOK_K" not in message
+
+
+def test_serve_names_its_own_flag_and_none_it_lacks(monkeypatch: pytest.MonkeyPatch) -> None:
+    from click.testing import CliRunner
+
+    from routebook import cli
+
+    result = CliRunner().invoke(cli.main, ["serve", "--port", "70000"])
+    assert result.exit_code == 1
+    assert "setting 'port' = 70000 (from flag --port)" in result.output
+    monkeypatch.setenv("ROUTEBOOK_WORKERS", "0")
+    result = CliRunner().invoke(cli.main, ["serve"])
+    assert "(from ROUTEBOOK_WORKERS)" in result.output and "--workers" not in result.output
+
+
+def test_a_typo_in_the_file_names_the_file_and_the_closest_setting(tmp_path: Path) -> None:
+    config = write_toml(tmp_path, "qualty_target = 0.99\n")
+    with pytest.raises(ConfigError) as info:
+        load_settings(config_file=config)
+    message = str(info.value)
+    assert f"'qualty_target' (from {config}) is not a setting" in message
+    assert "did you mean 'quality_target'?" in message
+    assert "--qualty-target" not in message and "ROUTEBOOK_QUALTY_TARGET" not in message
+
+
+def test_a_mistyped_variable_is_warned_about_naming_the_closest_setting(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A TOML typo is refused, but the environment source reads only the names it knows, so
+    ROUTEBOOK_QUALTY_TARGET=0.99 left quality_target at 0.8 without a word."""
+    monkeypatch.setenv("ROUTEBOOK_QUALTY_TARGET", "0.99")
+    for name in ("ROUTEBOOK_CONFIG", "ROUTEBOOK_API_KEY", "ROUTEBOOK_CACHE_DIR", "ROUTEBOOK_K"):
+        monkeypatch.setenv(name, "7" if name == "ROUTEBOOK_K" else "x")
+    with caplog.at_level(logging.WARNING, logger="routebook.config"):
+        assert load_settings().quality_target == 0.8
+    warnings = [r.getMessage() for r in caplog.records]
+    assert warnings == [
+        "environment variable ROUTEBOOK_QUALTY_TARGET is not a routebook setting and is "
+        "ignored; did you mean ROUTEBOOK_QUALITY_TARGET? (`routebook settings` lists them)"
+    ]
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="routebook.config"):
+        load_settings()  # once per process, not at every load
+    assert not caplog.records
+
+
+def test_a_candidate_file_read_without_the_environment_warns_of_nothing(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setenv("ROUTEBOOK_SHADOW_TYPO", "1")
+    with caplog.at_level(logging.WARNING, logger="routebook.config"):
+        load_settings(environment=False)
+    assert not caplog.records
+
+
+def test_an_empty_variable_is_unset(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Templates write `ROUTEBOOK_X=` for "not set": an empty metrics port failed to parse, an
+    empty shadow_config became the folder ".", and an empty snapshot_dir wrote snapshots into
+    the working folder."""
+    config = write_toml(tmp_path, "workers = 3\n")
+    for name in ("METRICS_PORT", "SHADOW_CONFIG", "SNAPSHOT_DIR", "ROUTES_DIR", "WORKERS", "HOST"):
+        monkeypatch.setenv(ENV_PREFIX + name, "")
+    settings = load_settings(config_file=config)
+    default = load_settings(environment=False)
+    assert settings.metrics_port is None and settings.shadow_config is None
+    assert settings.snapshot_dir == default.snapshot_dir
+    assert settings.routes_dir == default.routes_dir and settings.host == default.host
+    assert settings.workers == 3  # the file's value, not a refused ""
+
+
+def test_an_empty_decision_log_still_turns_it_off(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """For decision_log, empty is a documented value ("nowhere"), not "unset"."""
+    monkeypatch.setenv("ROUTEBOOK_DECISION_LOG", "")
+    assert load_settings().decision_log == ""
+    config = write_toml(tmp_path, 'decision_log = "decisions.log"\n')
+    assert load_settings(config_file=config).decision_log == ""  # env over file
+    assert load_settings({"decision_log": "-"}).decision_log == "-"  # flag over env
 
 
 @pytest.mark.parametrize("key", ["cooldown_seconds", "failure_window_seconds"])
