@@ -97,8 +97,8 @@ def main() -> None:
 @click.option(
     "--routes",
     "routes_dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Route files loaded into an empty store (default routes/).",
+    type=click.Path(path_type=Path),
+    help="Route file, or folder of them, loaded into an empty store (default routes/).",
 )
 @click.option("--model-path", help="Local sentence-transformers model folder.")
 @click.option("--workers", type=int, help="Threads serving calls.")
@@ -338,12 +338,12 @@ def routes_sync(
 ) -> None:
     """Upsert route files into the store (idempotent) and rebuild the touched indexes."""
     try:
-        from routebook.routefiles import load_route_dir, load_route_file
+        from routebook.routefiles import load_routes
         from routebook.wiring import build
 
         settings = _settings(config_file, database_url=database_url, routes_dir=routes_dir)
         path = settings.routes_dir
-        files = [(path, load_route_file(path))] if path.is_file() else load_route_dir(path)
+        files = load_routes(path)
         app = build(settings, load_routes=False)
         reports = app.examples.sync_routes(files, dry_run=dry_run, prune=prune)
         app.close()

@@ -81,7 +81,8 @@ class Settings(BaseSettings):
     port: int = Field(50051, ge=0, le=65535, description="gRPC port; 0 picks a free one.")
     routes_dir: Path = Field(
         Path("routes"),
-        description="Folder of route files (*.yaml) loaded into an empty store on first start.",
+        description="Route file, or folder of route files (*.yaml, *.yml), loaded into an empty "
+        "store on first start.",
     )
     model_path: str = Field(
         "",

@@ -307,6 +307,15 @@ def load_route_file(path: Path) -> RouteFile:
     return parsed
 
 
+def load_routes(path: Path) -> list[tuple[Path, RouteFile]]:
+    """One route file, or every route file in a folder: what `routes_dir`, `serve --routes`,
+    `routes sync --routes` and `shadow_rules` all accept, so that a path one of them takes is
+    not ignored by another."""
+    if path.is_file():
+        return [(path, load_route_file(path))]
+    return load_route_dir(path)
+
+
 def load_route_dir(folder: Path) -> list[tuple[Path, RouteFile]]:
     if not folder.is_dir():
         raise ConfigError(f"routes folder {folder} does not exist")

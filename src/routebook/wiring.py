@@ -13,6 +13,7 @@ from pathlib import Path
 import faiss
 from sqlalchemy.exc import IntegrityError
 
+from routebook import routefiles
 from routebook.config import Settings, load_settings
 from routebook.decide import DecisionParams
 from routebook.embed import Embedder
@@ -20,7 +21,6 @@ from routebook.embed.batcher import MicroBatcher
 from routebook.embed.cache import CachedEmbedder
 from routebook.errors import ConfigError
 from routebook.index import IndexRegistry
-from routebook.routefiles import load_route_dir, load_route_file
 from routebook.service import (
     ExampleService,
     NamespaceDirectory,
@@ -106,8 +106,7 @@ def shadow_candidate(settings: Settings) -> ShadowCandidate | None:
     rules = {}
     if settings.shadow_rules is not None:
         path = settings.shadow_rules
-        files = [(path, load_route_file(path))] if path.is_file() else load_route_dir(path)
-        rules = {f.namespace: f.policy.to_policy().rules for _, f in files}
+        rules = {f.namespace: f.policy.to_policy().rules for _, f in routefiles.load_routes(path)}
     return ShadowCandidate(decision_params(candidate), candidate.k, rules)
 
 
@@ -274,18 +273,20 @@ def build(
     telemetry.watch_drift(drift, registry)
     telemetry.watch_embedder(batcher, cache)
     infos = directory.refresh()
-    if not infos and load_routes and not settings.routes_dir.is_dir():
+    if not infos and load_routes and not settings.routes_dir.exists():
         # Not an error (namespaces may come through the Admin API), but a mistyped path would
         # otherwise serve an empty store in silence: every Decide NOT_FOUND.
         log.warning(
-            "empty store and no route files: %s is not a folder (routes_dir); create "
+            "empty store and no route files: %s does not exist (routes_dir); create "
             "namespaces through the Admin API, or point routes_dir at your route files",
             settings.routes_dir.resolve(),
         )
-    if not infos and load_routes and settings.routes_dir.is_dir():
+    if not infos and load_routes and settings.routes_dir.exists():
+        # A single file too, as `routes sync --routes` takes it: it used to be warned about as
+        # "not a folder" and the server served an empty store.
         say(f"empty store: loading route files from {settings.routes_dir}")
         try:
-            examples.sync_routes(load_route_dir(settings.routes_dir), together=True)
+            examples.sync_routes(routefiles.load_routes(settings.routes_dir), together=True)
         except IntegrityError:
             say("another server loaded the route files first")
         infos = directory.refresh()

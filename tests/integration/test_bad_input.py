@@ -224,7 +224,23 @@ def test_a_missing_routes_folder_on_an_empty_store_is_said(
     with caplog.at_level("WARNING", logger="routebook"):
         make_app(sqlite_url, routes_dir=tmp_path / "rotues")  # a typo
     warned = [r.getMessage() for r in caplog.records if "routes_dir" in r.getMessage()]
-    assert len(warned) == 1 and "rotues is not a folder" in warned[0]
+    assert len(warned) == 1 and "rotues does not exist" in warned[0]
+
+
+def test_routes_dir_may_name_one_route_file(
+    sqlite_url: str, serve: Callable[..., Served], caplog: pytest.LogCaptureFixture
+) -> None:
+    """`routes sync --routes FILE` loads a file, but on first start a routes_dir that named a
+    file was warned about as "not a folder" and the server served an empty store."""
+    one = Path(__file__).parents[1] / "data" / "policy_routes" / "guarded.yaml"
+    with caplog.at_level("WARNING", logger="routebook"):
+        served = serve(sqlite_url, routes_dir=one)
+    assert not [r for r in caplog.records if "routes_dir" in r.getMessage()]
+    assert [info.name for info in served.app.directory.refresh()] == ["guarded"]
+    answer = served.router.Decide(
+        pb.DecideRequest(namespace="guarded", messages=[pb.Message(role="user", content="hi")])
+    )
+    assert answer.model and answer.namespace == "guarded"
 
 
 def test_a_malformed_body_is_invalid_argument_not_internal(
@@ -301,3 +317,15 @@ def test_unknown_enum_values_and_spaced_namespaces_are_refused(
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "failure is 99, not a value of FailureKind" in (caught.value.details() or "")
     assert row_counts(served) == before
+
+
+def test_serve_routes_takes_a_file(tmp_path: Path) -> None:
+    """`serve --routes` refused a file (click's file_okay=False) that `routes sync` takes."""
+    from click.testing import CliRunner
+
+    from routebook import cli
+
+    one = Path(__file__).parents[1] / "data" / "policy_routes" / "guarded.yaml"
+    result = CliRunner().invoke(cli.main, ["serve", "--routes", str(one), "--port", "70000"])
+    assert result.exit_code == 1, result.output  # got past the options to the settings
+    assert "setting 'port' = 70000" in result.output
