@@ -14,17 +14,49 @@ from rich.table import Table
 from routebook.service.stats import RoutingStats
 from routebook.v1 import router_pb2 as pb
 
+HIDDEN = "(hidden)"
+
+
+def evidence_level(response: pb.DecideResponse) -> str:
+    """The evidence level the server answered at, read off the response: a full decision
+    always carries its reason in words, `summary` keeps only the reason code, `none` neither.
+    Without this, a redacted decision printed as `est. $0.000000` and an empty `reason:`,
+    which reads as a free model chosen for no reason."""
+    if response.reason:
+        return "full"
+    return "summary" if response.reason_code != pb.REASON_CODE_UNSPECIFIED else "none"
+
 
 def render_decision(response: pb.DecideResponse, console: Console | None = None) -> None:
     console = console or Console()
+    level = evidence_level(response)
     strategy = pb.Strategy.Name(response.strategy).removeprefix("STRATEGY_")
-    console.print(
-        f"[bold]{escape(response.model)}[/bold]  {strategy}  confidence "
-        f"{response.confidence:.2f}  est. ${response.estimated_cost_usd:.6f}  "
-        f"route {escape(response.route or '-')}"
-    )
-    console.print(f"reason: {escape(response.reason)}")
-    console.print(f"decision {response.decision_id}  generation {response.index_generation}")
+    if level == "full":
+        console.print(
+            f"[bold]{escape(response.model)}[/bold]  {strategy}  confidence "
+            f"{response.confidence:.2f}  est. ${response.estimated_cost_usd:.6f}  "
+            f"route {escape(response.route or '-')}"
+        )
+        console.print(f"reason: {escape(response.reason)}")
+        console.print(f"decision {response.decision_id}  generation {response.index_generation}")
+    else:
+        confidence = f"{response.confidence:.2f}" if level == "summary" else HIDDEN
+        console.print(
+            f"[bold]{escape(response.model)}[/bold]  {strategy}  confidence {confidence}  "
+            f"est. $ {HIDDEN}  route {HIDDEN}"
+        )
+        code = pb.ReasonCode.Name(response.reason_code).removeprefix("REASON_CODE_").lower()
+        console.print(f"reason: {code if level == 'summary' else HIDDEN}")
+        generation = str(response.index_generation) if level == "summary" else HIDDEN
+        console.print(f"decision {response.decision_id}  generation {generation}")
+        console.print(
+            f"evidence level {level}: this API key is not shown the estimates, precedents, "
+            "cost or reason in words (the server's evidence_levels setting)"
+        )
+        if response.strategy == pb.STRATEGY_CASCADE:
+            plan = " → ".join(step.model for step in response.cascade.steps)
+            console.print(escape(f"cascade: {plan}; {response.cascade.acceptance}"))
+        return
     estimates = Table(title="per-model estimates (cheapest first)")
     for column in ("model", "success", "support", "est. cost $", "meets target"):
         estimates.add_column(column)

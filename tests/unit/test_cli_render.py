@@ -5,6 +5,7 @@ from __future__ import annotations
 from rich.console import Console
 
 from routebook.cli_render import render_decision, render_stats
+from routebook.server.convert import redact
 from routebook.service.stats import Group, RoutingStats
 from routebook.v1 import router_pb2 as pb
 
@@ -37,3 +38,47 @@ def test_a_tenant_name_is_printed_verbatim() -> None:
     console = Console(record=True, width=400)
     render_stats(stats, console)
     assert "[bold]acme[/]" in console.export_text()
+
+
+def _full() -> pb.DecideResponse:
+    return pb.DecideResponse(
+        decision_id="d-1",
+        model="small",
+        strategy=pb.STRATEGY_SEMANTIC,
+        confidence=0.98,
+        estimated_cost_usd=0.000123,
+        route="order_status",
+        reason_code=pb.REASON_CODE_CHEAPEST_MEETS_TARGET,
+        reason="small is the cheapest model whose estimate reaches 0.80",
+        index_generation=3,
+        estimates=[pb.ModelEstimate(model="small", success=0.98)],
+    )
+
+
+def test_a_summary_decision_says_what_is_hidden_instead_of_printing_zeros() -> None:
+    """Under `summary` the CLI printed `est. $0.000000  route -` and an empty `reason:`: a free
+    model chosen for no reason. Hidden fields now say so; the reason code stands in."""
+    console = Console(record=True, width=400)
+    render_decision(redact(_full(), "summary"), console)
+    shown = console.export_text()
+    assert "$0.000000" not in shown and "route -" not in shown
+    assert "est. $ (hidden)  route (hidden)" in shown
+    assert "confidence 0.98" in shown and "reason: cheapest_meets_target" in shown
+    assert "generation 3" in shown and "evidence level summary" in shown
+    assert "per-model estimates" not in shown  # no empty tables either
+
+
+def test_a_none_decision_hides_the_confidence_and_reason_code_too() -> None:
+    console = Console(record=True, width=400)
+    render_decision(redact(_full(), "none"), console)
+    shown = console.export_text()
+    assert "confidence (hidden)" in shown and "reason: (hidden)" in shown
+    assert "generation (hidden)" in shown and "evidence level none" in shown
+
+
+def test_a_full_decision_is_printed_as_it_is() -> None:
+    console = Console(record=True, width=400)
+    render_decision(redact(_full(), "full"), console)
+    shown = console.export_text()
+    assert "est. $0.000123  route order_status" in shown and "(hidden)" not in shown
+    assert "reason: small is the cheapest model" in shown
