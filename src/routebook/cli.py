@@ -13,12 +13,15 @@ import sys
 import uuid
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
 
 from routebook import __version__
 from routebook.errors import RoutebookError
+
+if TYPE_CHECKING:
+    from routebook.service.examples import SyncReport
 
 F = TypeVar("F", bound=Callable[..., Any])
 T = TypeVar("T")
@@ -354,13 +357,22 @@ def routes_sync(
         click.echo(
             f"{verb} {report.namespace} from {report.path}: +{len(report.added)} added, "
             f"~{len(report.changed)} changed, -{len(report.removed)} removed, "
-            f"{report.unchanged} unchanged"
-            + ("; catalog updated" if report.catalog_changed else "")
+            f"{report.unchanged} unchanged" + _what_else_changed(report)
         )
         if dry_run:
             for sign, texts in (("+", report.added), ("~", report.changed), ("-", report.removed)):
                 for text in texts:
                     click.echo(f"  {sign} {text}")
+
+
+def _what_else_changed(report: SyncReport) -> str:
+    """It said "catalog updated" when only the policy section had changed."""
+    changed = [
+        name
+        for name, flag in (("catalog", report.catalog_changed), ("policy", report.policy_changed))
+        if flag
+    ]
+    return f"; {' and '.join(changed)} updated" if changed else ""
 
 
 @main.group()

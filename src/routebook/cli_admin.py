@@ -442,10 +442,20 @@ def reindex(
     except RoutebookError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(1)
+    from routebook.index.kinds import why_not
+
     click.echo(
         f"reindex {status.job_id}: {status.state}, {status.done} examples, "
         f"generation {status.generation}"
     )
+    for published in status.published:
+        # The kind built, and why when it is not the one asked for (IVF needs enough vectors).
+        asked = why_not(index_type, published.kind, published.examples) if index_type else ""
+        click.echo(
+            f"  {published.namespace}: generation {published.generation}, {published.kind} "
+            f"index of {published.examples} examples"
+            + (f" (not {index_type}: {asked})" if asked else "")
+        )
 
 
 def _advance(bar: Any, task: Any) -> Callable[[int], None]:

@@ -4,6 +4,7 @@ server; and `routebook serve` as a real process that stops cleanly on SIGTERM.""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import signal
 from collections.abc import Callable
@@ -70,6 +71,44 @@ def test_routes_sync_is_idempotent_and_dry_run_shows_the_diff(
     assert "~ summarize this meeting transcript into action items" in preview.output
     # A dry run changes nothing.
     assert "14 unchanged" in runner.invoke(cli.main, args).output
+
+
+def test_routes_sync_says_which_of_catalog_and_policy_changed(
+    runner: CliRunner, sqlite_url: str, tmp_path: Path
+) -> None:
+    """A change to the policy section alone was reported as "catalog updated"."""
+    path = tmp_path / "shop.yaml"
+    shutil.copy(TEST_ROUTES / "shop.yaml", path)
+    args = ["routes", "sync", "--db", sqlite_url, "--routes", str(path)]
+    assert runner.invoke(cli.main, args).exit_code == 0
+    path.write_text(path.read_text() + "policy:\n  pii_tags: [region=eu]\n")
+    policy_only = runner.invoke(cli.main, args)
+    assert policy_only.exit_code == 0, policy_only.output
+    assert policy_only.output.rstrip().endswith("14 unchanged; policy updated")
+    path.write_text(path.read_text().replace("latency_ms: 300", "latency_ms: 310", 1))
+    catalog_only = runner.invoke(cli.main, args)
+    assert catalog_only.output.rstrip().endswith("14 unchanged; catalog updated")
+    assert runner.invoke(cli.main, args).output.rstrip().endswith("14 unchanged")
+
+
+def test_reindex_says_when_the_index_is_not_the_kind_asked_for(
+    runner: CliRunner, sqlite_url: str, tmp_path: Path
+) -> None:
+    """IVF on too few vectors falls back to flat; `reindex --index-type ivf` said only
+    "succeeded", and `admin stats` then showed a flat index."""
+    sync = ["routes", "sync", "--db", sqlite_url, "--routes", str(TEST_ROUTES)]
+    assert runner.invoke(cli.main, sync).exit_code == 0
+    base = ["reindex", "--db", sqlite_url, "--snapshot-dir", str(tmp_path / "snapshots")]
+    ivf = runner.invoke(cli.main, [*base, "--index-type", "ivf", "--reuse-vectors"])
+    assert ivf.exit_code == 0, ivf.output
+    assert re.search(
+        r"default: generation \d+, flat index of 14 examples \(not ivf: 14 examples are too "
+        r"few to train IVF, which needs at least 312; flat is exact search",
+        ivf.output,
+    ), ivf.output
+    hnsw = runner.invoke(cli.main, [*base, "--index-type", "hnsw", "--reuse-vectors"])
+    assert re.search(r"default: generation \d+, hnsw index of 14 examples\n", hnsw.output)
+    assert "(not" not in hnsw.output
 
 
 def test_routes_sync_reports_a_bad_file_with_exit_1(

@@ -85,6 +85,20 @@ def choose_kind(
     return parse_kind(approximate)
 
 
+def why_not(requested: str, built: str, n_vectors: int) -> str:
+    """Why an index of `requested` kind came out as `built` (empty when they agree): a reindex
+    asked for IVF on a small namespace said only "succeeded", and the kind it served was flat."""
+    if requested == built:
+        return ""
+    if requested == IndexKind.IVF.value and ivf_lists(n_vectors) == 0:
+        least = IVF_MIN_LISTS * IVF_MIN_POINTS_PER_LIST
+        return (
+            f"{n_vectors} examples are too few to train IVF, which needs at least {least}; "
+            "flat is exact search and as fast at this size"
+        )
+    return f"the index is {built}"
+
+
 def ivf_lists(n_vectors: int) -> int:
     """About 4·√n lists, capped so each gets enough training points; 0 means "too few to train"."""
     wanted = max(1, round(4 * math.sqrt(n_vectors)))

@@ -50,6 +50,7 @@ class SyncReport:
     path: Path | None = None
     created_namespace: bool = False
     catalog_changed: bool = False
+    policy_changed: bool = False
     added: list[str] = field(default_factory=list)
     changed: list[str] = field(default_factory=list)
     removed: list[str] = field(default_factory=list)
@@ -125,10 +126,10 @@ class ExampleService:
         row = ns_store.get_namespace(session, route_file.namespace)
         report.created_namespace = row is None
         row = ns_store.ensure_namespace(session, route_file.namespace, route_file.description)
-        catalog_changed = ns_store.replace_catalog(session, row.id, route_file.to_catalog())
-        policy_changed = ns_store.replace_policy(row, route_file.policy.to_policy())
-        report.catalog_changed = catalog_changed or policy_changed
-        if report.catalog_changed and not report.created_namespace:
+        report.catalog_changed = ns_store.replace_catalog(session, row.id, route_file.to_catalog())
+        report.policy_changed = ns_store.replace_policy(row, route_file.policy.to_policy())
+        # The catalog version covers the policy too: both are read together by the servers.
+        if (report.catalog_changed or report.policy_changed) and not report.created_namespace:
             row.catalog_version += 1
         present = ex_store.reference_examples_by_hash(session, row.id)
         for h, example in wanted.items():

@@ -20,7 +20,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -54,6 +54,17 @@ ABANDON_AFTER_BEATS = 12
 
 
 @dataclass(frozen=True, slots=True)
+class Published:
+    """One index a job published: its kind may differ from the one asked for (IVF on too few
+    vectors is flat), and the job's caller says so."""
+
+    namespace: str
+    generation: int
+    kind: str
+    examples: int
+
+
+@dataclass(frozen=True, slots=True)
 class JobStatus:
     job_id: str
     state: str
@@ -62,6 +73,8 @@ class JobStatus:
     done: int
     generation: int
     error: str
+    #: What this process's `run` published; empty when read back from the store.
+    published: tuple[Published, ...] = ()
 
 
 class Reindexer:
@@ -157,17 +170,20 @@ class Reindexer:
                 progress(n)
 
         stop_beating = self._beat_in_background(job_id)
-        published: list[str] = []
+        published: list[Published] = []
         try:
             try:
                 for info in self.targets(namespace):
-                    generation = self._reindex_one(info, kind, advance, reembed)
-                    published.append(f"{info.name} generation {generation}")
+                    published.append(self._reindex_one(info, kind, advance, reembed))
+                    generation = published[-1].generation
             except Exception as exc:
                 log.exception("reindex job %s failed", job_id)
                 error = str(exc) or type(exc).__name__
                 if published:  # those namespaces serve their new generation all the same
-                    error += f" (already published: {', '.join(published)})"
+                    done_ones = ", ".join(
+                        f"{p.namespace} generation {p.generation}" for p in published
+                    )
+                    error += f" (already published: {done_ones})"
                 self._record_end(job_id, "failed", 0, error)
                 raise
             # Published: an outage now must not turn the job "failed", or someone re-embeds
@@ -175,7 +191,7 @@ class Reindexer:
             self._record_end(job_id, "succeeded", generation, "")
         finally:
             stop_beating()
-        return self.status(job_id)
+        return replace(self.status(job_id), published=tuple(published))
 
     def _beat_in_background(self, job_id: str) -> Callable[[], None]:
         """Touch the job's row every heartbeat (building an index or writing a snapshot can
@@ -243,7 +259,7 @@ class Reindexer:
         kind: str | None,
         advance: Callable[[int], None],
         reembed: bool,
-    ) -> int:
+    ) -> Published:
         built = self._builder.build(info.id, kind=kind, reembed=reembed, progress=advance)
         with self._store.read() as session:
             generation = 1 + int(
@@ -296,7 +312,7 @@ class Reindexer:
             len(built.index),
             built.index.kind,
         )
-        return generation
+        return Published(info.name, generation, str(built.index.kind), len(built.index))
 
     def _record_end(self, job_id: str, state: str, generation: int, error: str) -> None:
         """Mark the job ended, retrying while the store is down: an end never written would
