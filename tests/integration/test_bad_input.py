@@ -188,6 +188,11 @@ def test_health_and_reflection(sqlite_url: str, serve: Callable[..., Served]) ->
     for service in ("", "routebook.v1.Router"):
         status = health.Check(health_pb2.HealthCheckRequest(service=service), timeout=5).status
         assert status == health_pb2.HealthCheckResponse.SERVING
+    # No admin_token: every Admin call is refused, so its health is not SERVING.
+    admin = health_pb2.HealthCheckRequest(service="routebook.v1.Admin")
+    assert health.Check(admin, timeout=5).status == health_pb2.HealthCheckResponse.NOT_SERVING
+    enabled = health_pb2_grpc.HealthStub(serve(sqlite_url, admin_token="adm").channel)
+    assert enabled.Check(admin, timeout=5).status == health_pb2.HealthCheckResponse.SERVING
     reflect = reflection_pb2_grpc.ServerReflectionStub(served.channel)
     replies = reflect.ServerReflectionInfo(
         iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=5

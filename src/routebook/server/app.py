@@ -125,8 +125,15 @@ def build_server(app: App, host: str | None = None, port: int | None = None) -> 
             ) from None
     server.start()
     app.follower.start()
-    for service in ("", ROUTER_SERVICE, ADMIN_SERVICE):
+    for service in ("", ROUTER_SERVICE):
         health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
+    # Without admin_token every Admin call is refused ("the Admin API is disabled"): a probe of
+    # the Admin service must not read SERVING. It stays registered, so reflection still lists it.
+    serving, not_serving = (
+        health_pb2.HealthCheckResponse.SERVING,
+        health_pb2.HealthCheckResponse.NOT_SERVING,
+    )
+    health_servicer.set(ADMIN_SERVICE, serving if settings.admin_token else not_serving)
     return RunningServer(server, bound, health_servicer, app, metrics_http)
 
 
