@@ -57,8 +57,12 @@ class Catalog:
         # model), which made building them on each call a sixth of a cached Decide's profile.
         self._names = tuple(m.name for m in ordered)
         self._rank = {name: i for i, name in enumerate(self._names)}
-        prices = sorted({m.price_key[:2] for m in ordered})
-        self._tier = {m.name: prices.index(m.price_key[:2]) for m in ordered}
+        self._tier: dict[str, int] = {}
+        tier = -1
+        for i, model in enumerate(ordered):
+            if i == 0 or model.price_key[:2] != ordered[i - 1].price_key[:2]:
+                tier += 1  # a new price (NaN never equals itself: each its own tier)
+            self._tier[model.name] = tier
 
     @property
     def models(self) -> tuple[ModelSpec, ...]:
