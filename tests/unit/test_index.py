@@ -200,6 +200,21 @@ def test_add_new_refuses_an_example_removed_meanwhile(index: NamespaceIndex) -> 
     assert 8 in index
 
 
+def test_a_swapped_in_index_refuses_what_the_old_one_removed(index: NamespaceIndex) -> None:
+    """A generation loaded from a snapshot taken after a delete never removes that example
+    itself; a writer that committed before the delete must not put it back there either."""
+    registry = IndexRegistry(DIM)
+    registry.swap("ns", index)
+    assert index.remove([2]) == 1 and index.remove([7]) == 0
+    newer = NamespaceIndex(DIM)  # the snapshot's content: 2 already gone
+    newer.add([make_facts(1, TEXTS[1])], embed_all([TEXTS[1]]))
+    assert newer.remove([1]) == 1  # its own removals are kept as well
+    registry.swap("ns", newer)
+    late = [make_facts(i, f"late {i}") for i in (1, 2, 7, 8)]
+    assert registry.get("ns").add_new(late, embed_all([f.text for f in late])) == [1, 2, 7]
+    assert newer.all_facts() == [late[3]]
+
+
 def test_revisions_racing_deletes_never_raise() -> None:
     idx = NamespaceIndex(DIM)
     texts = [f"query {n}" for n in range(50)]

@@ -316,6 +316,25 @@ class NamespaceIndex:
             self._version += len(present)
             return len(present)
 
+    def inherit_removed(self, previous: NamespaceIndex) -> None:
+        """Remember the ids `previous` removed lately as if removed here (before this index's
+        own removals), so `add_new` refuses them too.
+
+        For an index that replaces `previous`: one loaded from a snapshot taken after a
+        delete never removes that example itself, so without this a writer that committed
+        before the delete could put the example back into the new generation.
+        """
+        with previous._lock:
+            carried = list(previous._removed)
+        with self._lock:
+            merged: OrderedDict[int, None] = OrderedDict.fromkeys(carried)
+            for example_id in self._removed:
+                merged[example_id] = None
+                merged.move_to_end(example_id)
+            while len(merged) > REMEMBER_REMOVED:
+                merged.popitem(last=False)
+            self._removed = merged
+
     def _drop(self, example_ids: list[int]) -> None:
         """Take the vectors of present `example_ids` out of FAISS (or tombstone them). Locked."""
         if not example_ids:

@@ -22,9 +22,15 @@ class IndexRegistry:
             return index
 
     def swap(self, namespace: str, index: NamespaceIndex) -> None:
-        """Make `index` the one that serves `namespace`, one generation past the old one."""
+        """Make `index` the one that serves `namespace`, one generation past the old one.
+
+        The new index inherits the old one's memory of removed ids (see `add_new`): a writer
+        holding an example read before its deletion may meet either.
+        """
         with self._lock:
             old = self._indexes.get(namespace)
+            if old is not None and old is not index:
+                index.inherit_removed(old)
             index.generation = (old.generation + 1) if old is not None else index.generation
             self._indexes[namespace] = index
 
