@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import json
+import logging
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import select
 
 from routebook.domain import Message, OutcomeReport
+from routebook.service.examples import ExampleInput
+from routebook.service.follower import SNAPSHOT_READ_ATTEMPTS
 from routebook.service.requests import DecideQuery
+from routebook.store.tables import ExampleRow
 from routebook.wiring import App
 
 QUERY = "how do I migrate a postgres 12 cluster to 16 with zero downtime"
@@ -51,3 +58,123 @@ def test_a_delete_survives_a_generation_swap_before_an_outcome_indexes_its_examp
     assert example not in app.registry.get("default")
     decided = app.routing.decide(DecideQuery(messages=(Message("user", QUERY),)))
     assert example not in [n.facts.example_id for n in decided.choice.neighbours]
+
+
+# --------------------------------------------------------------------------------------------
+# Whose snapshot is it?
+# --------------------------------------------------------------------------------------------
+
+
+def texts_of(app: App) -> set[str]:
+    return {f.text for f in app.registry.get("default").all_facts()}
+
+
+def store_texts(app: App) -> set[str]:
+    with app.store.read() as session:
+        return set(session.scalars(select(ExampleRow.text)))
+
+
+def reindex(app: App, kind: str | None = None) -> int:
+    status = app.reindexer.run(app.reindexer.start("default", kind), "default", kind)
+    assert status.state == "succeeded"
+    return status.generation
+
+
+def test_a_snapshot_another_store_wrote_at_the_same_path_is_not_loaded(
+    db_url: str, make_app: Callable[..., App], tmp_path: Path
+) -> None:
+    """Two deployments with their own databases and one snapshot folder both publish
+    generation 1 of `default` into the same folder; the one restarted afterwards used to
+    serve the other store's examples (and lose its own)."""
+    shared = tmp_path / "shared-snapshots"
+    mine = make_app(db_url, snapshot_dir=shared)
+    other = make_app(f"sqlite:///{tmp_path / 'other.db'}", snapshot_dir=shared)
+    mine.examples.upsert("default", [ExampleInput("mine: reset my password", None, "small")])
+    other.examples.upsert(
+        "default", [ExampleInput("other: write a sonnet about tax law", None, "frontier")]
+    )
+    assert reindex(mine) == 1
+    assert reindex(other) == 1  # overwrites the folder `mine` published
+    mine.close()
+
+    restarted = make_app(db_url, snapshot_dir=shared)
+    index = restarted.registry.get("default")
+    assert texts_of(restarted) == store_texts(restarted)  # built from its own store
+    assert "other: write a sonnet about tax law" not in texts_of(restarted)
+    assert index.generation == 1
+    with restarted.store.read() as session:
+        for example in session.scalars(select(ExampleRow)):
+            assert index.facts(example.id).text == example.text  # no id carries the other's
+
+
+def test_a_snapshot_from_before_store_ids_still_loads(
+    db_url: str, make_app: Callable[..., App], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Snapshots written before store ids have none in their meta: they load when they are
+    what the store's row describes (generation, marks and size), without a rebuild."""
+    app = make_app(db_url)
+    assert reindex(app, "hnsw") == 1
+    app.close()
+    (meta_file,) = (Path(app.settings.snapshot_dir) / "default").glob("gen-*/meta.json")
+    meta = json.loads(meta_file.read_text())
+    assert meta.pop("store_id")
+    meta_file.write_text(json.dumps(meta))
+
+    with caplog.at_level(logging.WARNING, logger="routebook.follower"):
+        restarted = make_app(db_url)
+        assert restarted.registry.get("default").generation == 1
+    assert caplog.records == []  # loaded, not rebuilt
+    assert texts_of(restarted) == store_texts(restarted)
+
+
+# --------------------------------------------------------------------------------------------
+# A published snapshot this server cannot read
+# --------------------------------------------------------------------------------------------
+
+
+def test_a_replica_that_cannot_read_the_snapshot_builds_the_generation_of_its_kind(
+    db_url: str, make_app: Callable[..., App], tmp_path: Path
+) -> None:
+    """Replicas on other hosts may not see the folder the reindexing server wrote: they try
+    again for a few ticks, then build that generation from the store, of the published kind
+    (they used to stay on the old generation until restarted, then build a flat index)."""
+    writer = make_app(db_url, snapshot_dir=tmp_path / "a", follow_interval_seconds=3600)
+    replica = make_app(db_url, snapshot_dir=tmp_path / "b", follow_interval_seconds=3600)
+    assert replica.registry.get("default").kind == "flat"
+    assert reindex(writer, "hnsw") == 1
+    (tmp_path / "a").rename(tmp_path / "a-on-another-host")
+    for _ in range(SNAPSHOT_READ_ATTEMPTS - 1):
+        replica.follower.tick()
+        assert replica.registry.get("default").generation == 0  # trying the snapshot again
+    replica.follower.tick()
+    index = replica.registry.get("default")
+    assert (index.generation, index.kind) == (1, "hnsw")
+    assert texts_of(replica) == store_texts(replica)
+
+    added = "an example added after the replica built the generation itself"
+    writer.examples.upsert("default", [ExampleInput(added, None, "small")])
+    replica.follower.tick()
+    assert added in texts_of(replica)  # it follows the store from the built marks
+
+    replica.close()
+    restarted = make_app(db_url, snapshot_dir=tmp_path / "b", follow_interval_seconds=3600)
+    index = restarted.registry.get("default")
+    assert (index.generation, index.kind) == (1, "hnsw")
+    assert texts_of(restarted) == store_texts(restarted)
+
+
+def test_a_snapshot_that_shows_up_late_is_loaded(
+    db_url: str, make_app: Callable[..., App], tmp_path: Path
+) -> None:
+    """A folder missing for a tick (a shared filesystem lagging behind) is not given up on."""
+    writer = make_app(db_url, snapshot_dir=tmp_path / "a", follow_interval_seconds=3600)
+    replica = make_app(db_url, snapshot_dir=tmp_path / "b", follow_interval_seconds=3600)
+    assert reindex(writer, "hnsw") == 1
+    (tmp_path / "a").rename(tmp_path / "a-later")
+    replica.follower.tick()
+    assert replica.registry.get("default").generation == 0
+    (tmp_path / "a-later").rename(tmp_path / "a")
+    replica.follower.tick()
+    index = replica.registry.get("default")
+    assert (index.generation, index.kind) == (1, "hnsw")
+    assert texts_of(replica) == store_texts(replica)

@@ -3,6 +3,8 @@ models equal what the migrations build."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import inspect
@@ -184,3 +186,28 @@ def test_an_upgrade_that_fails_part_way_changes_nothing_on_sqlite(sqlite_url: st
         assert migrate.current(engine) == migrate.head()
     finally:
         engine.dispose()
+
+
+def test_every_store_gets_an_identity_of_its_own(db_url: str, tmp_path: Path) -> None:
+    """Snapshots record it (index/snapshot.py): made once by the migration, stable after."""
+    from sqlalchemy import delete
+
+    from routebook.store.db import Store
+    from routebook.store.identity import store_id
+    from routebook.store.tables import StoreIdentityRow
+
+    engines = [make_engine(db_url), make_engine(f"sqlite:///{tmp_path}/another.db")]
+    try:
+        for engine in engines:
+            migrate.upgrade(engine)
+        stores = [Store(engine) for engine in engines]
+        first = store_id(stores[0])
+        assert len(first) == 32 and store_id(stores[0]) == first
+        assert store_id(stores[1]) != first
+        with stores[0].write() as session:  # a lost row is made again, once
+            session.execute(delete(StoreIdentityRow))
+        remade = store_id(stores[0])
+        assert remade != first and store_id(stores[0]) == remade
+    finally:
+        for engine in engines:
+            engine.dispose()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from pathlib import Path
@@ -15,7 +16,9 @@ from routebook.domain import ExampleFacts, ObservedOutcome, Source
 from routebook.index import IndexKind, NamespaceIndex
 from routebook.index import snapshot as snap
 from routebook.index.snapshot import (
+    Expected,
     SnapshotCorrupt,
+    SnapshotForeign,
     SnapshotMeta,
     SnapshotMismatch,
     latest_snapshot,
@@ -176,6 +179,56 @@ def test_another_dimension_is_refused(tmp_path: Path) -> None:
     path = save_snapshot(index, tmp_path, meta_for(index))
     with pytest.raises(SnapshotMismatch, match=r"dim 32.*dim 384"):
         load_snapshot(path, MODEL, 384)
+
+
+def expected_of(meta: SnapshotMeta, **changes: object) -> Expected:
+    fields: dict[str, object] = {
+        "store_id": meta.store_id,
+        "generation": meta.generation,
+        "high_water_example_id": meta.high_water_example_id,
+        "high_water_outcome_id": meta.high_water_outcome_id,
+        "high_water_tombstone_id": meta.high_water_tombstone_id,
+        "count": meta.count,
+    }
+    return Expected(**{**fields, **changes})  # type: ignore[arg-type]
+
+
+def test_a_snapshot_of_another_store_is_foreign_whatever_its_model(tmp_path: Path) -> None:
+    """Checked before the model: another store's snapshot says nothing about ours, and a
+    model mismatch would stop a strict start instead of rebuilding from the store."""
+    index = make_index("flat")
+    meta = dataclasses.replace(meta_for(index, model="their-model"), store_id="their-store")
+    path = save_snapshot(index, tmp_path, meta)
+    with pytest.raises(SnapshotForeign, match="another store") as caught:
+        load_snapshot(path, MODEL, DIM, expected=expected_of(meta, store_id="our-store"))
+    assert isinstance(caught.value, SnapshotCorrupt)  # callers rebuild from the store
+    loaded, read = load_snapshot(path, "their-model", DIM, expected=expected_of(meta))
+    assert read.store_id == "their-store" and len(loaded) == len(index)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"generation": 4},
+        {"high_water_example_id": N + 1},
+        {"high_water_outcome_id": 78},
+        {"high_water_tombstone_id": 6},
+        {"count": N - 1},
+    ],
+)
+def test_a_snapshot_other_than_the_published_one_is_foreign(
+    change: dict[str, int], tmp_path: Path
+) -> None:
+    """Also without store ids (snapshots written before them): the folder must hold what the
+    store's row says it published."""
+    index = make_index("flat")
+    meta = meta_for(index)
+    assert meta.store_id == ""
+    path = save_snapshot(index, tmp_path, meta)
+    with pytest.raises(SnapshotForeign, match="not the one the store published"):
+        load_snapshot(path, MODEL, DIM, expected=expected_of(meta, store_id="ours", **change))
+    loaded, _ = load_snapshot(path, MODEL, DIM, expected=expected_of(meta, store_id="ours"))
+    assert len(loaded) == N
 
 
 def test_missing_folder_is_file_not_found(tmp_path: Path) -> None:

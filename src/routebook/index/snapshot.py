@@ -22,6 +22,8 @@ Errors::
     SnapshotError
      ├── SnapshotMismatch   made by another embedding model or with another dimension
      └── SnapshotCorrupt    missing, truncated or inconsistent files
+          └── SnapshotForeign   not the snapshot the caller's store published (another
+                                store's, or another save of the same generation)
 
 No store import: what the high-water marks mean is the caller's business.
 """
@@ -80,6 +82,24 @@ class SnapshotCorrupt(SnapshotError):
     """The snapshot folder is incomplete or damaged; rebuild from the store instead."""
 
 
+class SnapshotForeign(SnapshotCorrupt):
+    """The folder holds a snapshot, but not the one expected: another store wrote it (two
+    deployments sharing a snapshot folder), or its generation, marks or size differ from
+    the store's record. Rebuild from the store instead."""
+
+
+@dataclass(frozen=True, slots=True)
+class Expected:
+    """What the store that published a snapshot says it holds (see `load_snapshot`)."""
+
+    store_id: str
+    generation: int
+    high_water_example_id: int
+    high_water_outcome_id: int
+    high_water_tombstone_id: int
+    count: int
+
+
 @dataclass(frozen=True, slots=True)
 class SnapshotMeta:
     """What a snapshot holds and up to where in the store it is complete.
@@ -98,6 +118,8 @@ class SnapshotMeta:
     kind: str
     count: int
     high_water_tombstone_id: int = 0
+    #: The id of the store whose examples these are; "" in snapshots from before it existed.
+    store_id: str = ""
     created_at: datetime | None = None
     format_version: int = FORMAT_VERSION
 
@@ -172,17 +194,21 @@ def load_snapshot(
     expected_model_id: str,
     expected_dim: int,
     *,
+    expected: Expected | None = None,
     ef_search: int = DEFAULT_EF_SEARCH,
     nprobe: int = DEFAULT_NPROBE,
 ) -> tuple[NamespaceIndex, SnapshotMeta]:
     """The index saved in `path` and its meta.
 
-    Raises FileNotFoundError if `path` does not exist, SnapshotMismatch if it was made by
-    another model or dimension, SnapshotCorrupt if anything in it is missing or damaged.
+    Raises FileNotFoundError if `path` does not exist, SnapshotForeign if it is not the
+    `expected` snapshot, SnapshotMismatch if it was made by another model or dimension,
+    SnapshotCorrupt if anything in it is missing or damaged.
     """
     if not path.is_dir():
         raise FileNotFoundError(f"no snapshot folder at {path}")
     meta, files = _read_meta(path)
+    if expected is not None:  # first: another store's snapshot says nothing about our model
+        _check_expected(path, meta, expected)
     if meta.embedding_model_id != expected_model_id or meta.dim != expected_dim:
         raise SnapshotMismatch(
             f"snapshot {path} was made with embedding model {meta.embedding_model_id!r} "
@@ -213,6 +239,37 @@ def load_snapshot(
             f"snapshot {path} holds {len(index)} examples, meta says {meta.count}"
         )
     return index, meta
+
+
+def _check_expected(path: Path, meta: SnapshotMeta, expected: Expected) -> None:
+    if meta.store_id and meta.store_id != expected.store_id:
+        raise SnapshotForeign(
+            f"snapshot {path} was written by another store (id {meta.store_id}, this store's "
+            f"is {expected.store_id}): two deployments share this snapshot folder; give each "
+            "its own snapshot_dir"
+        )
+    # Also for snapshots from before store ids: a folder rewritten since its row was
+    # published (by another store, or a losing reindex of the same generation) differs here.
+    found = (
+        meta.generation,
+        meta.high_water_example_id,
+        meta.high_water_outcome_id,
+        meta.high_water_tombstone_id,
+        meta.count,
+    )
+    wanted = (
+        expected.generation,
+        expected.high_water_example_id,
+        expected.high_water_outcome_id,
+        expected.high_water_tombstone_id,
+        expected.count,
+    )
+    if found != wanted:
+        raise SnapshotForeign(
+            f"snapshot {path} is not the one the store published: (generation, example, "
+            f"outcome and tombstone marks, examples) are {found} in its meta, {wanted} in the "
+            "store"
+        )
 
 
 def prune_snapshots(folder: Path, namespace: str, keep: int = KEEP) -> None:
@@ -329,6 +386,7 @@ def _read_meta(path: Path) -> tuple[SnapshotMeta, dict[str, tuple[int, str]]]:
             high_water_example_id=int(record["high_water_example_id"]),
             high_water_outcome_id=int(record["high_water_outcome_id"]),
             high_water_tombstone_id=int(record.get("high_water_tombstone_id", 0)),
+            store_id=str(record.get("store_id", "")),
             kind=str(parse_kind(record["kind"])),
             count=int(record["count"]),
             created_at=datetime.fromisoformat(created) if created else None,

@@ -4,6 +4,8 @@ Every `interval` the follower:
 - refreshes namespaces and catalogs (a catalog change on one replica reaches all);
 - loads the index of a namespace it has not seen (newest snapshot, else built from the store);
 - swaps to a newer published generation (a reindex elsewhere) once it has loaded and caught up;
+  a snapshot it cannot read (missing on this host, damaged, another store's) is tried again
+  for a few ticks, then that generation is built from the store, of the kind the reindex chose;
 - catches up each index past its marks: new examples by id, tombstones (deletions), outcomes.
 
 Writes made through this server call `catch_up` at once, so its own next Decide sees them.
@@ -24,12 +26,19 @@ from routebook.domain import ExampleFacts, ObservedOutcome
 from routebook.embed import Embedder
 from routebook.errors import ConfigError
 from routebook.index import IndexRegistry, NamespaceIndex
-from routebook.index.snapshot import SnapshotCorrupt, SnapshotMismatch, load_snapshot
+from routebook.index.snapshot import (
+    Expected,
+    SnapshotCorrupt,
+    SnapshotForeign,
+    SnapshotMismatch,
+    load_snapshot,
+)
 from routebook.service.indexing import IndexBuilder, facts_of
 from routebook.service.namespaces import NamespaceDirectory, NamespaceInfo
 from routebook.store import examples as ex_store
 from routebook.store import follow
 from routebook.store.db import Store
+from routebook.store.identity import store_id
 from routebook.store.tables import IndexGenerationRow
 
 log = logging.getLogger("routebook.follower")
@@ -37,12 +46,19 @@ log = logging.getLogger("routebook.follower")
 #: Examples read at once when catching up (their vectors come with them).
 CATCH_UP_BATCH = 1000
 
+#: Ticks in a row a published snapshot that cannot be read is tried again (a shared folder
+#: that lags behind, a copy still on its way) before its generation is built from the store.
+SNAPSHOT_READ_ATTEMPTS = 5
+
 
 @dataclass(frozen=True, slots=True)
 class Published:
     generation: int
     snapshot_path: str
     embedding_model: str
+    #: The index kind the reindex built; a server building the generation itself uses it too.
+    kind: str
+    examples: int
     marks: follow.Marks
 
 
@@ -60,6 +76,8 @@ def latest_published(store: Store, namespace_id: int) -> Published | None:
             row.generation,
             row.snapshot_path,
             row.embedding_model,
+            row.kind,
+            row.examples,
             follow.Marks(
                 row.high_water_example_id,
                 row.high_water_outcome_id,
@@ -88,8 +106,12 @@ class StoreFollower:
         self._marks: dict[str, follow.Marks] = {}
         # Per namespace: outcome ids past its outcome mark already applied to its index.
         self._seen_outcomes: dict[str, frozenset[int]] = {}
-        # (namespace id, generation) pairs whose snapshot could not be used: not tried again.
+        # (namespace id, generation) pairs whose snapshot another embedding model made: not
+        # tried again (this server keeps its generation until it runs that model).
         self._refused: set[tuple[int, int]] = set()
+        # (namespace id, generation) → failed reads of its snapshot so far.
+        self._unreadable: dict[tuple[int, int], int] = {}
+        self._store_id: str | None = None
         self._lock = threading.RLock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -103,17 +125,24 @@ class StoreFollower:
     def load(self, info: NamespaceInfo, *, strict: bool = True) -> NamespaceIndex:
         """Install the namespace's index: the newest snapshot if there is one, else built from
         the store; then catch up. With `strict`, a snapshot of another embedding model is an
-        error; otherwise it is logged and the index is built from the store."""
+        error; otherwise it is logged and the index is built from the store.
+
+        A snapshot that is missing, damaged or not the one the store published (another
+        store's) is logged, and the index built from the store, of the published kind."""
         with self._lock:
             published = latest_published(self._store, info.id)
             index: NamespaceIndex | None = None
             marks = follow.Marks()
-            if published is not None and Path(published.snapshot_path).exists():
+            if published is not None and not Path(published.snapshot_path).exists():
+                log.warning(
+                    "namespace %s: no snapshot at %s (replicas need the snapshot folder at "
+                    "the same path as the server that reindexed); building from the store",
+                    info.name,
+                    published.snapshot_path,
+                )
+            elif published is not None:
                 try:
-                    index, _meta = load_snapshot(
-                        Path(published.snapshot_path), self._embedder.model_id, self._embedder.dim
-                    )
-                    index.generation = published.generation
+                    index = self._read_snapshot(published)
                     marks = published.marks
                 except SnapshotCorrupt as exc:
                     log.error("namespace %s: %s; building from the store", info.name, exc)
@@ -125,7 +154,9 @@ class StoreFollower:
                         ) from None
                     log.error("namespace %s: %s; building from the store", info.name, exc)
             if index is None:
-                built = self._builder.build(info.id)
+                built = self._builder.build(
+                    info.id, kind=published.kind if published is not None else None
+                )
                 index, marks = built.index, built.marks
                 index.generation = published.generation if published is not None else 0
             self._install(info.name, index, marks)
@@ -145,20 +176,45 @@ class StoreFollower:
         self._marks[namespace] = marks
         self._seen_outcomes[namespace] = seen
 
+    def _read_snapshot(self, published: Published) -> NamespaceIndex:
+        """The published snapshot, if it is the one the row describes (see `Expected`)."""
+        if self._store_id is None:
+            self._store_id = store_id(self._store)
+        expected = Expected(
+            store_id=self._store_id,
+            generation=published.generation,
+            high_water_example_id=published.marks.example,
+            high_water_outcome_id=published.marks.outcome,
+            high_water_tombstone_id=published.marks.tombstone,
+            count=published.examples,
+        )
+        index, _meta = load_snapshot(
+            Path(published.snapshot_path),
+            self._embedder.model_id,
+            self._embedder.dim,
+            expected=expected,
+        )
+        index.generation = published.generation
+        return index
+
     def swap_to_published(self, info: NamespaceInfo) -> bool:
-        """Load and swap in a generation newer than the serving one; False when none is."""
+        """Load and swap in a generation newer than the serving one; False when none is.
+
+        A snapshot this server cannot read is tried again on the next ticks; after
+        SNAPSHOT_READ_ATTEMPTS failures (at once for another store's) the generation is built
+        from the store instead, so every server serves it, of the kind its reindex chose."""
         published = latest_published(self._store, info.id)
         current = self._registry.get(info.name)
         if published is None or published.generation <= current.generation:
             return False
-        if (info.id, published.generation) in self._refused:
+        key = (info.id, published.generation)
+        if key in self._refused:
             return False
         try:
-            index, _meta = load_snapshot(
-                Path(published.snapshot_path), self._embedder.model_id, self._embedder.dim
-            )
+            index = self._read_snapshot(published)
+            marks = published.marks
         except SnapshotMismatch as exc:
-            self._refused.add((info.id, published.generation))
+            self._refused.add(key)
             log.error(
                 "namespace %s: not swapping to generation %d: %s",
                 info.name,
@@ -166,18 +222,33 @@ class StoreFollower:
                 exc,
             )
             return False
-        except (FileNotFoundError, SnapshotCorrupt):
+        except (FileNotFoundError, SnapshotCorrupt) as exc:
+            failures = self._unreadable[key] = self._unreadable.get(key, 0) + 1
+            if failures < SNAPSHOT_READ_ATTEMPTS and not isinstance(exc, SnapshotForeign):
+                log.warning(
+                    "namespace %s: cannot read the snapshot of generation %d (%s); trying "
+                    "again next tick (%d of %d)",
+                    info.name,
+                    published.generation,
+                    exc,
+                    failures,
+                    SNAPSHOT_READ_ATTEMPTS,
+                )
+                return False
             log.error(
-                "namespace %s: snapshot %s is missing or damaged",
+                "namespace %s: cannot use the snapshot of generation %d: %s; building it from "
+                "the store",
                 info.name,
-                published.snapshot_path,
+                published.generation,
+                exc,
             )
-            self._refused.add((info.id, published.generation))
-            return False
-        index.generation = published.generation
+            built = self._builder.build(info.id, kind=published.kind)
+            index, marks = built.index, built.marks
+            index.generation = published.generation
+        self._unreadable.pop(key, None)
         with self._lock:
             # Catch the new index up before it serves, so no answer goes back in time.
-            marks, seen = self._catch_up_index(info, index, published.marks, frozenset())
+            marks, seen = self._catch_up_index(info, index, marks, frozenset())
             self._install(info.name, index, marks, seen)
         log.info("namespace %s: now serving generation %d", info.name, published.generation)
         return True

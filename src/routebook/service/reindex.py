@@ -34,6 +34,7 @@ from routebook.index.snapshot import SnapshotMeta, save_snapshot
 from routebook.service.indexing import IndexBuilder
 from routebook.service.namespaces import NamespaceDirectory, NamespaceInfo
 from routebook.store.db import STORE_UNAVAILABLE, Store
+from routebook.store.identity import store_id
 from routebook.store.tables import (
     IndexGenerationRow,
     NamespaceRow,
@@ -281,6 +282,7 @@ class Reindexer:
             high_water_tombstone_id=built.marks.tombstone,
             kind=str(built.index.kind),
             count=len(built.index),
+            store_id=store_id(self._store),
         )
         path = save_snapshot(built.index, self._snapshot_dir, meta)
         try:

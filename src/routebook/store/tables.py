@@ -204,6 +204,16 @@ class IndexGenerationRow(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
+class StoreIdentityRow(Base):
+    """The store's one identity row: a random id that snapshots record, so a server never
+    loads a snapshot another store (another database sharing the snapshot folder) wrote."""
+
+    __tablename__ = "store_identity"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)  # always 1: one row
+    store_id: Mapped[str] = mapped_column(String(32))
+
+
 class ReindexJobRow(Base):
     __tablename__ = "reindex_jobs"
 
