@@ -384,6 +384,11 @@ def admin_reindex(ctx: click.Context, namespace: str, index_type: str | None, wa
         time.sleep(0.5)
         job = _call(ctx, "GetReindexJob", admin_pb.GetReindexJobRequest(job_id=job.job_id))
     _print(job)
+    if index_type and job.index_kind and job.index_kind != index_type:
+        from routebook.index.kinds import why_not
+
+        why = why_not(index_type, job.index_kind, job.index_examples)
+        click.echo(f"published a {job.index_kind} index, not {index_type}: {why}", err=True)
     if job.state == admin_pb.JOB_STATE_FAILED:
         sys.exit(1)
 

@@ -396,6 +396,22 @@ def test_reindex_to_hnsw_is_reported_in_stats(
     )
 
 
+def test_remote_reindex_says_which_kind_of_index_it_published(
+    sqlite_url: str, serve: Callable[..., Served]
+) -> None:
+    """IVF on 14 examples is a flat index: the job read back over gRPC says so, and the CLI
+    says why, where it used to report only "succeeded"."""
+    served = serve(sqlite_url, admin_token=TOKEN)
+    base = ["admin", "--target", served.target, "--token", TOKEN]
+    result = CliRunner().invoke(
+        cli.main, [*base, "reindex", "--namespace", "default", "--index-type", "ivf"]
+    )
+    assert result.exit_code == 0, result.output
+    assert "published a flat index, not ivf" in result.output
+    job = json.loads(result.output[: result.output.rindex("}") + 1])
+    assert (job["indexKind"], job["indexExamples"]) == ("flat", "14")
+
+
 def test_admin_cli_against_a_server(
     sqlite_url: str, serve: Callable[..., Served], tmp_path: Path
 ) -> None:

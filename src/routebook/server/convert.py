@@ -318,6 +318,8 @@ def job_to_proto(job: JobStatus) -> admin_pb.ReindexJob:
         done=job.done,
         generation=job.generation,
         error=job.error,
+        index_kind=job.published[0].kind if len(job.published) == 1 else "",
+        index_examples=job.published[0].examples if len(job.published) == 1 else 0,
     )
 
 

@@ -250,8 +250,11 @@ class Reindexer:
                         "process stopped); the serving generation is untouched: start the "
                         "reindex again"
                     )
+            published: tuple[Published, ...] = ()
+            if state == "succeeded" and row.namespace:
+                published = _published_by(session, row.namespace, row.generation)
             return JobStatus(
-                row.id, state, row.namespace, row.total, row.done, row.generation, error
+                row.id, state, row.namespace, row.total, row.done, row.generation, error, published
             )
 
     def _reindex_one(
@@ -341,6 +344,19 @@ class Reindexer:
                 .where(ReindexJobRow.id == job_id)
                 .values(state=state, generation=generation, error=error, finished_at=utcnow())
             )
+
+
+def _published_by(session: Session, namespace: str, generation: int) -> tuple[Published, ...]:
+    """What a one-namespace job published, read back from the store (another process may
+    have run it): the kind and size of its generation."""
+    row = session.execute(
+        select(IndexGenerationRow.kind, IndexGenerationRow.examples)
+        .join(NamespaceRow, NamespaceRow.id == IndexGenerationRow.namespace_id)
+        .where(NamespaceRow.name == namespace, IndexGenerationRow.generation == generation)
+    ).one_or_none()
+    if row is None:
+        return ()
+    return (Published(namespace, generation, row.kind, row.examples),)
 
 
 def _running_jobs(session: Session) -> list[ReindexJobRow]:

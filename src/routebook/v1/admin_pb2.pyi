@@ -240,7 +240,7 @@ class ReindexRequest(_message.Message):
     def __init__(self, namespace: _Optional[str] = ..., index_kind: _Optional[str] = ...) -> None: ...
 
 class ReindexJob(_message.Message):
-    __slots__ = ("job_id", "state", "namespace", "total", "done", "generation", "error")
+    __slots__ = ("job_id", "state", "namespace", "total", "done", "generation", "error", "index_kind", "index_examples")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     NAMESPACE_FIELD_NUMBER: _ClassVar[int]
@@ -248,6 +248,8 @@ class ReindexJob(_message.Message):
     DONE_FIELD_NUMBER: _ClassVar[int]
     GENERATION_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
+    INDEX_KIND_FIELD_NUMBER: _ClassVar[int]
+    INDEX_EXAMPLES_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     state: JobState
     namespace: str
@@ -255,7 +257,9 @@ class ReindexJob(_message.Message):
     done: int
     generation: int
     error: str
-    def __init__(self, job_id: _Optional[str] = ..., state: _Optional[_Union[JobState, str]] = ..., namespace: _Optional[str] = ..., total: _Optional[int] = ..., done: _Optional[int] = ..., generation: _Optional[int] = ..., error: _Optional[str] = ...) -> None: ...
+    index_kind: str
+    index_examples: int
+    def __init__(self, job_id: _Optional[str] = ..., state: _Optional[_Union[JobState, str]] = ..., namespace: _Optional[str] = ..., total: _Optional[int] = ..., done: _Optional[int] = ..., generation: _Optional[int] = ..., error: _Optional[str] = ..., index_kind: _Optional[str] = ..., index_examples: _Optional[int] = ...) -> None: ...
 
 class GetReindexJobRequest(_message.Message):
     __slots__ = ("job_id",)
