@@ -66,17 +66,12 @@ def _connection(
 def _stub(ctx: click.Context) -> tuple[Any, list[tuple[str, str]]]:
     """The command's one Admin stub: made on first use, its channel closed when the whole
     command ends. One per call would leave a channel open per poll of `reindex --wait`."""
-    import grpc
-
+    from routebook.client import open_channel
     from routebook.v1 import admin_pb2_grpc
 
     obj = ctx.obj
     if "stub" not in obj:
-        if obj["tls"] or obj["root"] is not None:
-            credentials = grpc.ssl_channel_credentials(obj["root"])
-            channel = grpc.secure_channel(obj["target"], credentials)
-        else:
-            channel = grpc.insecure_channel(obj["target"])
+        channel = open_channel(obj["target"], tls=obj["tls"], root_certificates=obj["root"])
         ctx.find_root().call_on_close(channel.close)
         obj["stub"] = admin_pb2_grpc.AdminStub(channel)  # type: ignore[no-untyped-call]
     token = obj["token"]

@@ -149,6 +149,16 @@ def decide_request(
     return request
 
 
+def open_channel(
+    target: str, *, tls: bool = False, root_certificates: bytes | None = None
+) -> grpc.Channel:
+    """A channel to a routebook server: TLS when `tls` or `root_certificates` (PEM bytes of a
+    private CA) is given, trusting the system's CAs otherwise; plaintext without either."""
+    if tls or root_certificates is not None:
+        return grpc.secure_channel(target, grpc.ssl_channel_credentials(root_certificates))
+    return grpc.insecure_channel(target)
+
+
 class RouterClient:
     """A thin typed wrapper over the Router stub. Errors surface as grpc.RpcError.
 
@@ -168,11 +178,7 @@ class RouterClient:
     ) -> None:
         self._owns_channel = channel is None
         if channel is None:
-            if tls or root_certificates is not None:
-                credentials = grpc.ssl_channel_credentials(root_certificates)
-                channel = grpc.secure_channel(target, credentials)
-            else:
-                channel = grpc.insecure_channel(target)
+            channel = open_channel(target, tls=tls, root_certificates=root_certificates)
         self._channel = channel
         self._stub = router_pb2_grpc.RouterStub(self._channel)  # type: ignore[no-untyped-call]
         self._metadata = (("authorization", f"Bearer {api_key}"),) if api_key else ()

@@ -55,7 +55,7 @@ ABANDON_AFTER_BEATS = 12
 
 
 @dataclass(frozen=True, slots=True)
-class Published:
+class PublishedIndex:
     """One index a job published: its kind may differ from the one asked for (IVF on too few
     vectors is flat), and the job's caller says so."""
 
@@ -75,7 +75,7 @@ class JobStatus:
     generation: int
     error: str
     #: What this process's `run` published; empty when read back from the store.
-    published: tuple[Published, ...] = ()
+    published: tuple[PublishedIndex, ...] = ()
 
 
 class Reindexer:
@@ -171,7 +171,7 @@ class Reindexer:
                 progress(n)
 
         stop_beating = self._beat_in_background(job_id)
-        published: list[Published] = []
+        published: list[PublishedIndex] = []
         try:
             try:
                 for info in self.targets(namespace):
@@ -250,7 +250,7 @@ class Reindexer:
                         "process stopped); the serving generation is untouched: start the "
                         "reindex again"
                     )
-            published: tuple[Published, ...] = ()
+            published: tuple[PublishedIndex, ...] = ()
             if state == "succeeded" and row.namespace:
                 published = _published_by(session, row.namespace, row.generation)
             return JobStatus(
@@ -263,7 +263,7 @@ class Reindexer:
         kind: str | None,
         advance: Callable[[int], None],
         reembed: bool,
-    ) -> Published:
+    ) -> PublishedIndex:
         built = self._builder.build(info.id, kind=kind, reembed=reembed, progress=advance)
         with self._store.read() as session:
             generation = 1 + int(
@@ -317,7 +317,7 @@ class Reindexer:
             len(built.index),
             built.index.kind,
         )
-        return Published(info.name, generation, str(built.index.kind), len(built.index))
+        return PublishedIndex(info.name, generation, str(built.index.kind), len(built.index))
 
     def _record_end(self, job_id: str, state: str, generation: int, error: str) -> None:
         """Mark the job ended, retrying while the store is down: an end never written would
@@ -346,7 +346,7 @@ class Reindexer:
             )
 
 
-def _published_by(session: Session, namespace: str, generation: int) -> tuple[Published, ...]:
+def _published_by(session: Session, namespace: str, generation: int) -> tuple[PublishedIndex, ...]:
     """What a one-namespace job published, read back from the store (another process may
     have run it): the kind and size of its generation."""
     row = session.execute(
@@ -356,7 +356,7 @@ def _published_by(session: Session, namespace: str, generation: int) -> tuple[Pu
     ).one_or_none()
     if row is None:
         return ()
-    return (Published(namespace, generation, row.kind, row.examples),)
+    return (PublishedIndex(namespace, generation, row.kind, row.examples),)
 
 
 def _running_jobs(session: Session) -> list[ReindexJobRow]:
