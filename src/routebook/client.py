@@ -11,6 +11,7 @@ It imports only grpc and the generated stubs, never torch, FAISS or SQLAlchemy.
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import numbers
 import time
@@ -149,14 +150,52 @@ def decide_request(
     return request
 
 
+def retry_service_config(attempts: int) -> str:
+    """gRPC's service config that retries the Router's calls on UNAVAILABLE.
+
+    UNAVAILABLE means the call did nothing (the server says "nothing was changed, retry
+    later" when its store is down or busy) or never reached a server (a restart, a deploy).
+    Retrying is safe for every Router call: RecordOutcome is idempotent per `outcome_id`, which
+    the client fixes before the first attempt, and a Decide repeated after a lost answer only
+    adds a decision row nothing is charged for. The Admin service is left out: not all of its
+    writes are idempotent. Clients in other languages can use the same JSON."""
+    policy = {
+        "maxAttempts": attempts,
+        "initialBackoff": "0.1s",
+        "maxBackoff": "2s",
+        "backoffMultiplier": 2,
+        "retryableStatusCodes": ["UNAVAILABLE"],
+    }
+    return json.dumps(
+        {"methodConfig": [{"name": [{"service": "routebook.v1.Router"}], "retryPolicy": policy}]}
+    )
+
+
 def open_channel(
-    target: str, *, tls: bool = False, root_certificates: bytes | None = None
+    target: str,
+    *,
+    tls: bool = False,
+    root_certificates: bytes | None = None,
+    attempts: int = 1,
 ) -> grpc.Channel:
     """A channel to a routebook server: TLS when `tls` or `root_certificates` (PEM bytes of a
-    private CA) is given, trusting the system's CAs otherwise; plaintext without either."""
+    private CA) is given, trusting the system's CAs otherwise; plaintext without either.
+    `attempts` > 1 retries the Router's calls on UNAVAILABLE (`retry_service_config`)."""
+    if attempts < 1:
+        raise ValueError(f"attempts must be at least 1, got {attempts}")
+    options: list[tuple[str, Any]] = []
+    if attempts > 1:
+        # gRPC caps maxAttempts at 5 and ignores larger values silently.
+        if attempts > 5:
+            raise ValueError(f"attempts can be at most 5 (gRPC's limit), got {attempts}")
+        options = [
+            ("grpc.enable_retries", 1),
+            ("grpc.service_config", retry_service_config(attempts)),
+        ]
     if tls or root_certificates is not None:
-        return grpc.secure_channel(target, grpc.ssl_channel_credentials(root_certificates))
-    return grpc.insecure_channel(target)
+        credentials = grpc.ssl_channel_credentials(root_certificates)
+        return grpc.secure_channel(target, credentials, options=options)
+    return grpc.insecure_channel(target, options=options)
 
 
 class RouterClient:
@@ -164,7 +203,10 @@ class RouterClient:
 
     `api_key` is sent with every call (a server with `router_api_keys` needs one); `tls` (or
     `root_certificates`, PEM bytes of the CA that signed the server's certificate, for a
-    private CA) opens a TLS channel. A ready `channel` overrides both."""
+    private CA) opens a TLS channel. `attempts` is how many times a call is tried when the
+    answer is UNAVAILABLE (a restarting server, a store outage), with back-off from 0.1 s to
+    2 s; 1 never retries. A ready `channel` overrides `tls`, `root_certificates` and
+    `attempts` (open it with `open_channel` to keep them)."""
 
     def __init__(
         self,
@@ -175,10 +217,13 @@ class RouterClient:
         api_key: str | None = None,
         tls: bool = False,
         root_certificates: bytes | None = None,
+        attempts: int = 3,
     ) -> None:
         self._owns_channel = channel is None
         if channel is None:
-            channel = open_channel(target, tls=tls, root_certificates=root_certificates)
+            channel = open_channel(
+                target, tls=tls, root_certificates=root_certificates, attempts=attempts
+            )
         self._channel = channel
         self._stub = router_pb2_grpc.RouterStub(self._channel)  # type: ignore[no-untyped-call]
         self._metadata = (("authorization", f"Bearer {api_key}"),) if api_key else ()
@@ -242,10 +287,11 @@ class RouterClient:
         """Report how `model` did, by `decision_id` or by `query` text; or, with `failure`
         ("rate_limited", "server_error", "timeout", "content_filter"), that the call failed.
 
-        `outcome_id` is the idempotency key: the router records each id once. Without one, each
-        call makes a fresh random id, so calling again after an error records the outcome twice
-        (and charges it twice) whenever the first call did reach the router, which a
-        DEADLINE_EXCEEDED or UNAVAILABLE does not rule out. To retry, pass your own id and
+        `outcome_id` is the idempotency key: the router records each id once. The client's
+        own retries on UNAVAILABLE (`attempts`) resend the same id, so they are safe. Without
+        an id, each *call* makes a fresh random one, so calling again after an error records
+        the outcome twice (and charges it twice) whenever the first call did reach the router,
+        which a DEADLINE_EXCEEDED does not rule out. To retry yourself, pass your own id and
         send the same one every time (`run_cascade` and `call_with_fallbacks` derive theirs
         from the decision, so re-running them is safe).
         """
