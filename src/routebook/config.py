@@ -285,6 +285,13 @@ class Settings(BaseSettings):
     drift_cold_start_delta: float = Field(
         0.10, gt=0, description="Change of cold-start rate at which a namespace has drifted."
     )
+    drift_sync_seconds: float = Field(
+        10.0,
+        gt=0,
+        le=DAY_SECONDS,
+        description="How often a server compares its drift references with the store's: "
+        "adopts one another replica froze, starts again after a rebaseline elsewhere.",
+    )
     shadow_config: Path | None = Field(
         None,
         description="A settings file (TOML) of a candidate decision rule to run in shadow: "

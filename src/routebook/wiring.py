@@ -30,6 +30,7 @@ from routebook.service import (
 from routebook.service.cooldowns import CooldownBook, CooldownRules
 from routebook.service.decision_writer import DecisionWriter
 from routebook.service.drift import DriftLevels, DriftWatch
+from routebook.service.drift_keeper import DriftKeeper
 from routebook.service.escalation import EscalationGuard
 from routebook.service.follower import StoreFollower
 from routebook.service.heads import HeadBook, HeadSettings
@@ -64,6 +65,9 @@ class App:
     decision_log: DecisionLog
     decision_writer: DecisionWriter
     drift: DriftWatch
+    #: Keeps the drift references in the store; started with the server (in-process
+    #: commands neither adopt nor write references).
+    drift_keeper: DriftKeeper
     heads: HeadBook
 
     def prepare_thread(self) -> None:
@@ -73,6 +77,7 @@ class App:
         faiss.omp_set_num_threads(self.settings.faiss_threads)
 
     def close(self) -> None:
+        self.drift_keeper.stop()
         self.heads.stop()
         self.follower.stop()
         self.decision_writer.close()
@@ -267,6 +272,9 @@ def build(
         decision_log=decision_log,
         decision_writer=writer,
         drift=drift,
+        drift_keeper=DriftKeeper(
+            store, drift, registry, directory, embedder.model_id, settings.drift_sync_seconds
+        ),
         heads=heads,
     )
     telemetry.watch_indexes(registry)

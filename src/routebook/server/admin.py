@@ -165,8 +165,7 @@ class AdminServicer(admin_pb2_grpc.AdminServicer):
             namespaces=[convert.drift_to_proto(self._app.drift.report(n)) for n in names]
         )
         if request.rebaseline:
-            for name in names:
-                self._app.drift.rebaseline(name)
+            self._app.drift_keeper.rebaseline(names)
         return response
 
     def GetReindexJob(

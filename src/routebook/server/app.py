@@ -52,6 +52,7 @@ class RunningServer:
         """Turn health NOT_SERVING, then let in-flight calls finish for up to `grace` seconds."""
         self.health.enter_graceful_shutdown()
         self.app.follower.stop()
+        self.app.drift_keeper.stop()
         if self.metrics_http is not None:
             self.metrics_http.shutdown()
             self.metrics_http.server_close()
@@ -123,6 +124,7 @@ def build_server(app: App, host: str | None = None, port: int | None = None) -> 
                 f"cannot serve metrics on {settings.metrics_host}:{settings.metrics_port}: "
                 f"{exc.strerror or exc}; is the port in use?"
             ) from None
+    app.drift_keeper.start()  # before the first call: a restart compares with the stored one
     server.start()
     app.follower.start()
     for service in ("", ROUTER_SERVICE):

@@ -4,8 +4,11 @@ Per namespace, the first `reference_size` decisions after start form the referen
 the last `window` decisions the current one. Decisions on an empty index are left out (every one
 is cold: a reference made of them could never look worse), and the reference starts again when
 the namespace serves a new index generation (a reindex changes the similarities themselves) or
-when an operator asks (`routebook admin drift --rebaseline`, after a deliberate change). The
-windows live in memory: a restart starts a new reference. Compared: the distribution of
+when an operator asks (`routebook admin drift --rebaseline`, after a deliberate change). A
+frozen reference is kept in the store (service/drift_keeper.py), so a restart, or another
+replica, compares with it instead of freezing a new one from traffic that may have drifted
+already; the current window lives in memory and fills again after a restart. Compared: the
+distribution of
 top-neighbour similarity (population stability index and Kolmogorov-Smirnov statistic), the
 cold-start rate, and per-model success from outcomes. Crossing a level logs one warning saying
 what moved ("cold-start rate 4% → 19% since 09:12; top similarity median 0.71 → 0.52"); it
@@ -21,11 +24,13 @@ from __future__ import annotations
 import logging
 import threading
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import numpy as np
+
+from routebook.store.drift import StoredReference, new_token
 
 log = logging.getLogger("routebook.drift")
 
@@ -112,6 +117,9 @@ class _Window:
     similarity: deque[float]
     cold: deque[bool]
     outcomes: dict[str, deque[bool]] = field(default_factory=dict)
+    #: Set when a reference window is frozen (full, or adopted from the store): it names this
+    #: reference, so a server can tell the stored row it holds from a new one.
+    token: str = ""
 
     def stats(self) -> WindowStats:
         n = len(self.similarity)
@@ -142,6 +150,10 @@ class DriftWatch:
         # A full report sorts both windows: run it every `check_every` decisions, not on each.
         self._check_every = max(1, window // 20)
         self._unchecked: dict[str, int] = {}
+        #: Per namespace: the token of the store's row when last read or written (None: no row).
+        self._seen: dict[str, str | None] = {}
+        #: Called (outside the lock) when a reference is frozen: the keeper writes it at once.
+        self.on_freeze: Callable[[], None] = lambda: None
         self._lock = threading.Lock()
 
     def _windows(self, namespace: str) -> tuple[_Window, _Window]:
@@ -181,29 +193,129 @@ class DriftWatch:
                 self._forget(namespace)
             self._generation[namespace] = generation
             reference, current = self._windows(namespace)
-            if len(reference.similarity) < self._reference_size:
+            froze = due = False
+            if not reference.token:
                 reference.similarity.append(top_similarity)
                 reference.cold.append(cold)
-                return
-            current.similarity.append(top_similarity)
-            current.cold.append(cold)
-            unchecked = self._unchecked.get(namespace, 0) + 1
-            due = len(current.similarity) >= self._window and unchecked >= self._check_every
-            self._unchecked[namespace] = 0 if due else unchecked
-        if due:
+                froze = len(reference.similarity) >= self._reference_size
+                if froze:
+                    reference.token = new_token()
+            else:
+                current.similarity.append(top_similarity)
+                current.cold.append(cold)
+                unchecked = self._unchecked.get(namespace, 0) + 1
+                due = len(current.similarity) >= self._window and unchecked >= self._check_every
+                self._unchecked[namespace] = 0 if due else unchecked
+        if froze:
+            self.on_freeze()
+        elif due:
             self._check(namespace)
 
     def outcome(self, namespace: str, model: str, success: bool) -> None:
         with self._lock:
             reference, current = self._windows(namespace)
-            target = reference if len(reference.similarity) < self._reference_size else current
+            target = current if reference.token else reference
             target.outcomes.setdefault(model, deque(maxlen=self._window)).append(success)
 
-    def rebaseline(self, namespace: str) -> None:
-        """Start a new reference with the next decisions (after a deliberate change)."""
+    def rebaseline(self, namespace: str, *, marker: str | None = None) -> None:
+        """Start a new reference with the next decisions (after a deliberate change); `marker`
+        is the token of the store's row that records the rebaseline."""
         with self._lock:
             self._forget(namespace)
+            if marker is not None:
+                self._seen[namespace] = marker
         log.info("namespace %s: drift reference starts again, as asked", namespace)
+
+    # -- in step with the store (service/drift_keeper.py does the reading and writing) -----
+
+    def held(self, namespace: str) -> str:
+        """The token of the namespace's frozen reference; "" while it fills."""
+        with self._lock:
+            reference = self._reference.get(namespace)
+            return reference.token if reference is not None else ""
+
+    def reconcile(
+        self, namespace: str, stored: StoredReference | None, generation: int
+    ) -> StoredReference | None:
+        """Bring the namespace's reference in step with the store's row for this server's
+        embedding model, the namespace now serving index `generation`. Returns this server's
+        frozen reference when it is to be written: there is no row, the row is a rebaseline
+        marker this server knew of, or a reference of an older generation.
+
+        A stored reference of the serving generation is adopted, even over one this server
+        froze itself (the first written wins, so replicas compare with the same one); a new
+        marker (a rebaseline on another server) starts the reference again here too."""
+        with self._lock:
+            seen = self._seen.get(namespace)
+            self._seen[namespace] = stored.token if stored is not None else None
+            mine = self._frozen(namespace, generation)
+            if stored is None:
+                return mine
+            if mine is not None and mine.token == stored.token:
+                return None
+            if not stored.frozen:
+                if stored.token != seen:
+                    self._forget(namespace)
+                    log.info(
+                        "namespace %s: drift reference starts again: rebaselined elsewhere",
+                        namespace,
+                    )
+                    return None
+                return mine
+            if stored.generation == generation:
+                self._adopt(namespace, stored)
+                return None
+            return mine if stored.generation < generation else None
+
+    def saved(self, namespace: str, token: str) -> None:
+        """The store's row now holds the reference named `token`."""
+        with self._lock:
+            self._seen[namespace] = token
+
+    def _frozen(self, namespace: str, generation: int) -> StoredReference | None:
+        reference = self._reference.get(namespace)
+        if (
+            reference is None
+            or not reference.token
+            or self._generation.get(namespace, generation) != generation
+        ):
+            return None
+        return StoredReference(
+            reference.token,
+            generation,
+            self._since[namespace],
+            frozen=True,
+            top_similarity=tuple(reference.similarity),
+            cold=tuple(reference.cold),
+            outcomes={m: tuple(v) for m, v in sorted(reference.outcomes.items())},
+        )
+
+    def _adopt(self, namespace: str, stored: StoredReference) -> None:
+        if self._generation.get(namespace, stored.generation) != stored.generation:
+            self._forget(namespace)  # windows of another generation: nothing to keep
+        reference, current = self._windows(namespace)
+        if not reference.token:
+            # Decisions this server gathered for a reference of its own are recent ones: they
+            # count in the current window.
+            current.similarity.extend(reference.similarity)
+            current.cold.extend(reference.cold)
+            for model, successes in reference.outcomes.items():
+                current.outcomes.setdefault(model, deque(maxlen=self._window)).extend(successes)
+        self._reference[namespace] = _Window(
+            deque(stored.top_similarity),
+            deque(stored.cold),
+            {m: deque(v, maxlen=self._window) for m, v in stored.outcomes.items()},
+            token=stored.token,
+        )
+        self._since[namespace] = stored.since
+        self._generation[namespace] = stored.generation
+        self._warned.discard(namespace)
+        log.info(
+            "namespace %s: drift reference of %d decisions since %s taken from the store",
+            namespace,
+            len(stored.top_similarity),
+            stored.since.isoformat(timespec="seconds"),
+        )
 
     def report(self, namespace: str) -> DriftReport:
         """The figures so far; reading them changes nothing (a scrape starts no window)."""

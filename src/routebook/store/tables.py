@@ -214,6 +214,31 @@ class StoreIdentityRow(Base):
     store_id: Mapped[str] = mapped_column(String(32))
 
 
+class DriftReferenceRow(Base):
+    """A namespace's drift reference window, per embedding model (its similarities are that
+    model's), so the reference outlives the process that froze it and every replica on the
+    store compares with the same one (service/drift_keeper.py). A row with no `frozen_at` is a
+    rebaseline's marker: the next decisions make the reference."""
+
+    __tablename__ = "drift_references"
+
+    namespace_id: Mapped[int] = mapped_column(
+        ForeignKey("namespaces.id", ondelete="CASCADE"), primary_key=True
+    )
+    embedding_model: Mapped[str] = mapped_column(String(256), primary_key=True)
+    #: Random, new at every write: a server tells the reference it holds from a new one.
+    token: Mapped[str] = mapped_column(String(32))
+    #: The index generation the reference was observed on (a new one starts a new reference).
+    generation: Mapped[int] = mapped_column(Integer)
+    #: The reference's first decision; for a marker, the rebaseline.
+    since: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    frozen_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    top_similarity: Mapped[list[float]] = mapped_column(JSON)
+    cold: Mapped[list[bool]] = mapped_column(JSON)
+    #: Model → success of each outcome reported while the reference was made.
+    outcomes: Mapped[dict[str, list[bool]]] = mapped_column(JSON)
+
+
 class ReindexJobRow(Base):
     __tablename__ = "reindex_jobs"
 

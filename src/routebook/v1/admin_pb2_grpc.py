@@ -187,8 +187,9 @@ class AdminServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetDrift(self, request, context):
-        """Drift watch: this server's reference window (its first decisions) against its latest
-        decisions, with a verdict and what moved.
+        """Drift watch: the namespace's reference window (kept in the store, the same for every
+        server on it that runs the same embedding model) against this server's latest decisions,
+        with a verdict and what moved.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
