@@ -13,7 +13,7 @@ from routebook.store import migrate
 from routebook.store.db import make_engine
 from routebook.store.tables import metadata
 
-TABLES = {"namespaces", "catalog_models", "examples", "outcomes", "decisions"}
+TABLES = {"namespaces", "catalog_models", "examples", "outcomes", "decisions", "drift_references"}
 
 
 def test_upgrade_to_head_then_downgrade_to_base(db_url: str) -> None:
@@ -211,3 +211,47 @@ def test_every_store_gets_an_identity_of_its_own(db_url: str, tmp_path: Path) ->
     finally:
         for engine in engines:
             engine.dispose()
+
+
+def test_drift_references_come_with_their_revision_and_go_with_their_namespace(
+    db_url: str,
+) -> None:
+    """Revision 698393495bcd adds the table and its downgrade removes only it; a reference is
+    deleted with its namespace (a namespace made again under the name starts afresh)."""
+    from datetime import UTC, datetime
+
+    from sqlalchemy import text
+
+    from routebook.store import drift as drift_store
+    from routebook.store.db import Store
+
+    engine = make_engine(db_url)
+    try:
+        migrate.upgrade(engine, "e8b2c4d6f1a3")
+        assert "drift_references" not in inspect(engine).get_table_names()
+        migrate.upgrade(engine)
+        assert "drift_references" in inspect(engine).get_table_names()
+        with engine.begin() as connection:
+            connection.execute(
+                text(
+                    "INSERT INTO namespaces (id, name, description, catalog_version, created_at)"
+                    " VALUES (1, 'n', '', 1, CURRENT_TIMESTAMP)"
+                )
+            )
+        store = Store(engine)
+        since = datetime(2026, 11, 25, 9, 12, tzinfo=UTC)
+        reference = drift_store.StoredReference(
+            "t1", 3, since, True, (0.71, 0.5), (False, True), {"small": (True, False)}
+        )
+        assert drift_store.save(store, 1, "model-a", reference, replacing=None)
+        assert drift_store.load(store, 1, "model-a") == reference
+        assert drift_store.load(store, 1, "model-b") is None
+        with engine.begin() as connection:
+            connection.execute(text("DELETE FROM namespaces WHERE id = 1"))
+        assert drift_store.tokens(store, "model-a") == {}
+
+        migrate.downgrade(engine, "e8b2c4d6f1a3")
+        names = set(inspect(engine).get_table_names())
+        assert "drift_references" not in names and names >= TABLES - {"drift_references"}
+    finally:
+        engine.dispose()
