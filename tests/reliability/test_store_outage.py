@@ -361,3 +361,49 @@ def test_a_read_only_store_is_unavailable_and_loses_no_decision(
     recorded = served.router.RecordOutcome(outcome("read-only", "a read-only question"))
     assert not recorded.duplicate
     engine.dispose()
+
+
+def test_a_drift_reference_frozen_during_an_outage_is_stored_after_it(
+    postgres_url: str,
+    proxied_url: tuple[str, CuttableProxy],
+    serve: Callable[..., Served],
+) -> None:
+    """Decide answers from the index during an outage, so the drift reference still freezes;
+    its write waits for the store. A rebaseline meanwhile is UNAVAILABLE and changes nothing
+    (the old reference must not come back after a restart, so none is forgotten unwritten)."""
+    url, proxy = proxied_url
+    served = serve(
+        url, admin_token=TOKEN, drift_reference_size=10, drift_window=10, drift_sync_seconds=0.2
+    )
+    admin = admin_pb2_grpc.AdminStub(served.channel)  # type: ignore[no-untyped-call]
+    proxy.cut()
+    for _ in range(10):
+        served.router.Decide(pb.DecideRequest(messages=user("where is my order?")), timeout=30)
+    code, _ = code_of(
+        lambda: admin.GetDrift(
+            admin_pb.GetDriftRequest(namespace="default", rebaseline=True),
+            metadata=ADMIN,
+            timeout=30,
+        )
+    )
+    assert code == grpc.StatusCode.UNAVAILABLE
+    report = admin.GetDrift(
+        admin_pb.GetDriftRequest(namespace="default"), metadata=ADMIN, timeout=30
+    ).namespaces[0]
+    assert report.reference.decisions == 10
+
+    proxy.restore()
+    engine = create_engine(postgres_url)
+
+    def frozen_rows() -> int:
+        with engine.connect() as connection:
+            return int(
+                connection.execute(
+                    text("SELECT count(*) FROM drift_references WHERE frozen_at IS NOT NULL")
+                ).scalar_one()
+            )
+
+    try:
+        wait_until(lambda: frozen_rows() == 1, 30, "the reference to be stored")
+    finally:
+        engine.dispose()

@@ -267,6 +267,14 @@ class DriftWatch:
                 return None
             return mine if stored.generation < generation else None
 
+    def unsaved(self) -> bool:
+        """Whether a frozen reference may not be in the store yet."""
+        with self._lock:
+            return any(
+                reference.token and reference.token != self._seen.get(namespace)
+                for namespace, reference in self._reference.items()
+            )
+
     def saved(self, namespace: str, token: str) -> None:
         """The store's row now holds the reference named `token`."""
         with self._lock:

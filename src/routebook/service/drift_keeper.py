@@ -30,7 +30,7 @@ from routebook.index import IndexRegistry
 from routebook.service.drift import DriftWatch
 from routebook.service.namespaces import NamespaceDirectory
 from routebook.store import drift as drift_store
-from routebook.store.db import Store
+from routebook.store.db import STORE_UNAVAILABLE, Store
 
 log = logging.getLogger("routebook.drift")
 
@@ -115,13 +115,15 @@ class DriftKeeper:
         self._thread.start()
 
     def stop(self) -> None:
-        """Write a reference frozen since the last sync, then stop."""
+        """Stop, after writing a reference frozen since the last sync (only then: a stop
+        during a store outage must not wait on the store)."""
         if self._thread is None or self._stopping:
             return
         self._stopping = True
         self._wake.set()
         self._thread.join(timeout=10)
-        self._sync_logged()
+        if self._watch.unsaved():
+            self._sync_logged()
 
     def _run(self) -> None:
         while True:
@@ -134,5 +136,8 @@ class DriftKeeper:
     def _sync_logged(self) -> None:
         try:
             self.sync()
-        except Exception:  # a store outage must not stop the keeper; the next sync retries
+        except STORE_UNAVAILABLE as exc:  # the next sync retries; the figures are in memory
+            why = str(exc).splitlines()[0][:200]
+            log.warning("drift references not synced: the store is unavailable (%s)", why)
+        except Exception:
             log.exception("keeping the drift references in the store failed; retrying later")
