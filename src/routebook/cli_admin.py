@@ -305,7 +305,7 @@ def admin_check(ctx: click.Context, namespace: str) -> None:
 
 REBASELINE_HELP = (
     "After the report, start a new reference window with the next decisions (after a "
-    "deliberate change, such as a prune)."
+    "deliberate change, such as a prune); the stored reference is replaced for every server."
 )
 
 

@@ -276,7 +276,10 @@ class Settings(BaseSettings):
         1800.0, gt=0, description="A sticky session forgets its model after this long idle."
     )
     drift_reference_size: int = Field(
-        500, ge=10, description="Decisions in the drift watch's reference window (the first)."
+        500,
+        ge=10,
+        description="Decisions in the drift watch's reference window (the first on an index "
+        "generation; kept in the store, a change applies from the next reference).",
     )
     drift_window: int = Field(500, ge=10, description="Decisions in the current drift window.")
     drift_psi_level: float = Field(
