@@ -1,14 +1,13 @@
 """Drift watch: is today's traffic still like the traffic the router was tuned on?
 
-Per namespace, the first `reference_size` decisions after start form the reference window and
-the last `window` decisions the current one. Decisions on an empty index are left out (every one
-is cold: a reference made of them could never look worse), and the reference starts again when
-the namespace serves a new index generation (a reindex changes the similarities themselves) or
-when an operator asks (`routebook admin drift --rebaseline`, after a deliberate change). A
-frozen reference is kept in the store (service/drift_keeper.py), so a restart, or another
-replica, compares with it instead of freezing a new one from traffic that may have drifted
-already; the current window lives in memory and fills again after a restart. Compared: the
-distribution of
+Per namespace, the first `reference_size` decisions form the reference window and the last
+`window` decisions the current one. Decisions on an empty index are left out (every one is
+cold: a reference made of them could never look worse), and the reference starts again when the
+namespace serves a new index generation (a reindex changes the similarities themselves) or when
+an operator asks (`routebook admin drift --rebaseline`, after a deliberate change). A frozen
+reference is kept in the store (service/drift_keeper.py), so a restart, or another replica,
+compares with it instead of freezing a new one from traffic that may have drifted already; the
+current window lives in memory and fills again after a restart. Compared: the distribution of
 top-neighbour similarity (population stability index and Kolmogorov-Smirnov statistic), the
 cold-start rate, and per-model success from outcomes. Crossing a level logs one warning saying
 what moved ("cold-start rate 4% → 19% since 09:12; top similarity median 0.71 → 0.52"); it
