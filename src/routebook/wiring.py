@@ -167,20 +167,13 @@ def build(
             max_examples=settings.head_max_examples,
         ),
     )
-    follower = StoreFollower(
-        store,
-        embedder,
-        registry,
-        directory,
-        IndexBuilder(
-            store,
-            embedder,
-            settings.approximate_index_above,
-            settings.approximate_index_kind,
-        ),
-        settings.follow_interval_seconds,
+    builder = IndexBuilder(
+        store, embedder, settings.approximate_index_above, settings.approximate_index_kind
     )
-    examples = ExampleService(store, directory, follower, settings.max_query_chars)
+    follower = StoreFollower(
+        store, embedder, registry, directory, builder, settings.follow_interval_seconds
+    )
+    examples = ExampleService(store, directory, follower, builder, settings.max_query_chars)
     decision_log = DecisionLog(settings.decision_log or None)
     writer = DecisionWriter(store)
     # Queries go through the cache and the micro-batcher; bulk indexing calls the model as is.

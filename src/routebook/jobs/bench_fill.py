@@ -9,8 +9,8 @@ text's vector plus a little seeded gaussian noise, renormalised: the generator o
 comparable between the two benches. The stored texts are the real varied texts; queries sent to
 the server are embedded by the server's model as always.
 
-The fill runs through the ordinary write path (`ExampleService.upsert`, which has the follower
-embed and store each new row) with a `FillEmbedder` in place of the model: it reports the
+The fill runs through the ordinary write path (`ExampleService.upsert`, which embeds each new
+row and stores it with its vector) with a `FillEmbedder` in place of the model: it reports the
 model's id and dimension, so the server accepts the store and the snapshot, and answers the
 texts of the chunk being written with the vectors prepared for them.
 """

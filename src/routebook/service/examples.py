@@ -2,7 +2,10 @@
 delete and list. History examples (learned from outcomes) are never touched by a sync.
 
 Writes commit to the store and then ask the follower to catch this server's index up at once;
-other replicas catch up on their own within a second.
+other replicas catch up on their own within a second. New texts are embedded before the write,
+outside every lock, and committed with their vectors: catching an index up to them (under the
+follower's lock, on every replica) then only reads the vectors back, so a bulk load never
+holds up the follower, nor the admin writes that wait for it, for its embedding time.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from routebook.domain import Source
 from routebook.errors import InvalidArgument, Unavailable
 from routebook.routefiles import NAME_PATTERN, RouteFile, text_hash
 from routebook.service.follower import StoreFollower
+from routebook.service.indexing import IndexBuilder
 from routebook.service.namespaces import NamespaceDirectory, NamespaceInfo
 from routebook.store import examples as ex_store
 from routebook.store import namespaces as ns_store
@@ -36,6 +40,9 @@ MAX_DELETE_IDS = 10_000
 #: Tries of one upsert batch that meets a concurrent insert of the same text.
 UPSERT_ATTEMPTS = 3
 
+
+#: Vectors in their stored form, by text hash.
+Vectors = dict[str, bytes]
 
 #: Where a reference example came from (ExampleRow.origin).
 ROUTE_FILE = "routefile"
@@ -84,11 +91,13 @@ class ExampleService:
         store: Store,
         directory: NamespaceDirectory,
         follower: StoreFollower,
+        builder: IndexBuilder,
         max_text_chars: int,
     ) -> None:
         self._store = store
         self._directory = directory
         self._follower = follower
+        self._builder = builder
         self._max_text_chars = max_text_chars
 
     # -- route files ----------------------------------------------------------------------
@@ -105,21 +114,41 @@ class ExampleService:
         written in one transaction, so a failure leaves nothing half-applied. `together`: all
         of them in one transaction (a first start's load: a start killed half-way must not
         leave some namespaces in the store, which would then count as loaded)."""
+        vectors = {} if dry_run else self._embed_new_route_texts([rf for _, rf in files])
         if together and not dry_run:
             with self._store.write() as session:
-                reports = [self._sync_one(path, rf, session, prune=prune) for path, rf in files]
+                reports = [
+                    self._sync_one(path, rf, session, vectors, prune=prune) for path, rf in files
+                ]
         else:
             reports = []
             for path, route_file in files:
                 # A dry run works in a session never committed: closing it rolls back.
                 with self._store.read() if dry_run else self._store.write() as session:
-                    reports.append(self._sync_one(path, route_file, session, prune=prune))
+                    reports.append(self._sync_one(path, route_file, session, vectors, prune=prune))
         if not dry_run:
             self._refresh({r.namespace for r in reports})
         return reports
 
+    def _embed_new_route_texts(self, files: Sequence[RouteFile]) -> Vectors:
+        """`_embed_new` for every namespace the files name (one that does not exist yet has
+        no vectors cached)."""
+        vectors: Vectors = {}
+        for route_file in files:
+            with self._store.read() as session:
+                row = ns_store.get_namespace(session, route_file.namespace)
+            texts = {e.text_hash: e.text for e in route_file.reference_examples()}
+            vectors.update(self._embed_new(None if row is None else row.id, texts, vectors))
+        return vectors
+
     def _sync_one(
-        self, path: Path | None, route_file: RouteFile, session: Session, *, prune: bool
+        self,
+        path: Path | None,
+        route_file: RouteFile,
+        session: Session,
+        vectors: Vectors,
+        *,
+        prune: bool,
     ) -> SyncReport:
         report = SyncReport(namespace=route_file.namespace, path=path)
         wanted = {e.text_hash: e for e in route_file.reference_examples()}
@@ -136,23 +165,25 @@ class ExampleService:
             existing = present.get(h)
             if existing is None:
                 report.added.append(example.text)
-                session.add(
-                    ExampleRow(
-                        namespace_id=row.id,
-                        text=example.text,
-                        text_hash=h,
-                        route=example.route,
-                        source=Source.REFERENCE.value,
-                        best_model=example.best_model,
-                        origin=ROUTE_FILE,
-                    )
+                added = ExampleRow(
+                    namespace_id=row.id,
+                    text=example.text,
+                    text_hash=h,
+                    route=example.route,
+                    source=Source.REFERENCE.value,
+                    best_model=example.best_model,
+                    origin=ROUTE_FILE,
                 )
+                self._give_vector(added, vectors)
+                session.add(added)
             elif (existing.route, existing.best_model) != (example.route, example.best_model):
                 report.changed.append(example.text)
-                ex_store.replace_reference(
+                fresh = ex_store.replace_reference(
                     session, existing, example.route, example.best_model, ROUTE_FILE
                 )
+                self._give_vector(fresh, vectors)
             else:
+                self._give_vector(existing, vectors)
                 report.unchanged += 1
         if prune:  # what left the files; examples added through the Admin API stay
             gone = [e for h, e in present.items() if h not in wanted and e.origin != ADMIN]
@@ -173,9 +204,10 @@ class ExampleService:
         cleaned = [
             self._check(info.catalog.names, position, item) for position, item in enumerate(items)
         ]
+        vectors = self._embed_new(info.id, {text_hash(item.text): item.text for item in cleaned})
         for attempt in range(UPSERT_ATTEMPTS):
             try:
-                result = self._upsert_once(info, cleaned)
+                result = self._upsert_once(info, cleaned, vectors)
                 break
             except IntegrityError as exc:
                 # Another writer added one of these texts between our read and our insert (two
@@ -191,7 +223,9 @@ class ExampleService:
         self._index_committed(info)
         return result
 
-    def _upsert_once(self, info: NamespaceInfo, cleaned: list[ExampleInput]) -> UpsertResult:
+    def _upsert_once(
+        self, info: NamespaceInfo, cleaned: list[ExampleInput], vectors: Vectors
+    ) -> UpsertResult:
         result = UpsertResult()
         # A text given twice is one example: the last label wins, every position gets its id.
         latest = {text_hash(item.text): item for item in cleaned}
@@ -212,20 +246,52 @@ class ExampleService:
                         best_model=item.best_model,
                         origin=ADMIN,
                     )
+                    self._give_vector(row, vectors)
                     session.add(row)
                     result.added += 1
                 elif (existing.route, existing.best_model) != (item.route, item.best_model):
                     row = ex_store.replace_reference(
                         session, existing, item.route, item.best_model, ADMIN
                     )
+                    self._give_vector(row, vectors)
                     result.updated += 1
                 else:
                     row = existing
+                    self._give_vector(row, vectors)
                     result.unchanged += 1
                 rows[h] = row
             session.flush()
             result.example_ids = [rows[text_hash(item.text)].id for item in cleaned]
         return result
+
+    def _embed_new(
+        self, namespace_id: int | None, texts: dict[str, str], known: Vectors | None = None
+    ) -> Vectors:
+        """Vectors (stored form, by text hash) of those `texts` (by hash) whose reference
+        example has no vector of this model cached, nor one in `known`: embedded here, before
+        the write transaction and outside every lock. The write then reads the rows afresh
+        and decides on those alone; a vector only follows its text, whatever happened to the
+        example meanwhile (a text has the same vector in any row)."""
+        cached: set[str] = set()
+        if namespace_id is not None:
+            with self._store.read() as session:
+                cached = ex_store.hashes_with_vector(
+                    session, namespace_id, list(texts), self._builder.model_id
+                )
+        wanted = [h for h in texts if h not in cached and h not in (known or {})]
+        if not wanted:
+            return {}
+        embedded = self._builder.embed([texts[h] for h in wanted])
+        return {h: ex_store.vector_bytes(v) for h, v in zip(wanted, embedded, strict=True)}
+
+    def _give_vector(self, row: ExampleRow, vectors: Vectors) -> None:
+        """Give `row` the vector made for its text, unless it has one of this model: a new
+        row, or one another writer inserted or relabelled after `_embed_new` looked."""
+        vector = vectors.get(row.text_hash)
+        if vector is not None and (
+            row.embedding is None or row.embedding_model != self._builder.model_id
+        ):
+            row.embedding, row.embedding_model = vector, self._builder.model_id
 
     def _index_committed(self, info: NamespaceInfo) -> None:
         """Bring this server's index up to a write that is committed. If the store goes away

@@ -7,7 +7,7 @@ cheap. The marks taken before reading say where a follower must catch up from.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import cast
 
@@ -70,6 +70,19 @@ class IndexBuilder:
         self._approximate_above = approximate_above
         self._approximate_kind = approximate_kind
 
+    @property
+    def model_id(self) -> str:
+        return self._embedder.model_id
+
+    def embed(self, texts: Sequence[str]) -> npt.NDArray[np.float32]:
+        """The model's vectors of `texts`, EMBED_BATCH at a time; nothing is stored."""
+        vectors = np.zeros((len(texts), self._embedder.dim), dtype=np.float32)
+        for start in range(0, len(texts), EMBED_BATCH):
+            vectors[start : start + EMBED_BATCH] = self._embedder.embed(
+                texts[start : start + EMBED_BATCH]
+            )
+        return vectors
+
     def count(self, namespace_id: int) -> int:
         with self._store.read() as session:
             return ex_store.count_examples(session, namespace_id)
@@ -127,7 +140,7 @@ class IndexBuilder:
                 missing.append(row)
         for start in range(0, len(missing), EMBED_BATCH):
             rows = missing[start : start + EMBED_BATCH]
-            fresh = self._embedder.embed([batch[r].text for r in rows])
+            fresh = self.embed([batch[r].text for r in rows])
             vectors[rows] = fresh
             # A Core UPDATE per row, not the ORM's bulk update by primary key, which fails the
             # whole batch when one row was deleted meanwhile (a delete or relabel during a

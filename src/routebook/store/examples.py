@@ -46,6 +46,24 @@ def reference_examples_by_hash(
     }
 
 
+def hashes_with_vector(
+    session: Session, namespace_id: int, hashes: Sequence[str], model_id: str
+) -> set[str]:
+    """Those of `hashes` whose reference example in the namespace has a vector of `model_id`
+    cached (ids and hashes only: no vectors are read)."""
+    query = select(ExampleRow.text_hash).where(
+        ExampleRow.namespace_id == namespace_id,
+        ExampleRow.source == Source.REFERENCE.value,
+        ExampleRow.embedding.is_not(None),
+        ExampleRow.embedding_model == model_id,
+    )
+    return {
+        h
+        for part in in_chunks(sorted(set(hashes)))
+        for h in session.scalars(query.where(ExampleRow.text_hash.in_(part)))
+    }
+
+
 def vector_bytes(vector: npt.NDArray[np.float32]) -> bytes:
     return np.ascontiguousarray(vector, dtype="<f4").tobytes()
 
