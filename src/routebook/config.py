@@ -321,7 +321,10 @@ class Settings(BaseSettings):
         "hnsw (a graph: about 2.3 times the memory, builds about 8 times slower).",
     )
     snapshot_dir: Path = Field(
-        Path("snapshots"), description="Folder of index snapshots written by reindex."
+        Path("snapshots"),
+        description="Folder of index snapshots written by reindex, each store's in a "
+        "subfolder named by the store's id (store-…), so deployments with their own databases "
+        "may share it.",
     )
     reindex_heartbeat_seconds: float = Field(
         5.0,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -11,13 +12,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from routebook.domain import Message, OutcomeReport
+from routebook.index.snapshot import store_folder
 from routebook.service.examples import ExampleInput
 from routebook.service.follower import SNAPSHOT_READ_ATTEMPTS
 from routebook.service.requests import DecideQuery
-from routebook.store.tables import ExampleRow
+from routebook.store.identity import store_id
+from routebook.store.tables import ExampleRow, IndexGenerationRow
 from routebook.wiring import App
 
 QUERY = "how do I migrate a postgres 12 cluster to 16 with zero downtime"
@@ -80,12 +83,24 @@ def reindex(app: App, kind: str | None = None) -> int:
     return status.generation
 
 
+def published_path(app: App, generation: int) -> Path:
+    with app.store.read() as session:
+        return Path(
+            session.scalars(
+                select(IndexGenerationRow.snapshot_path).where(
+                    IndexGenerationRow.generation == generation
+                )
+            ).one()
+        )
+
+
 def test_a_snapshot_another_store_wrote_at_the_same_path_is_not_loaded(
     db_url: str, make_app: Callable[..., App], tmp_path: Path
 ) -> None:
-    """Two deployments with their own databases and one snapshot folder both publish
-    generation 1 of `default` into the same folder; the one restarted afterwards used to
-    serve the other store's examples (and lose its own)."""
+    """Before each store had a folder of its own, two deployments with their own databases
+    and one snapshot folder both published generation 1 of `default` into the same folder;
+    the one restarted afterwards served the other store's examples (and lost its own). Such
+    a folder, still named by the row, is refused: the server builds from its own store."""
     shared = tmp_path / "shared-snapshots"
     mine = make_app(db_url, snapshot_dir=shared)
     other = make_app(f"sqlite:///{tmp_path / 'other.db'}", snapshot_dir=shared)
@@ -94,8 +109,11 @@ def test_a_snapshot_another_store_wrote_at_the_same_path_is_not_loaded(
         "default", [ExampleInput("other: write a sonnet about tax law", None, "frontier")]
     )
     assert reindex(mine) == 1
-    assert reindex(other) == 1  # overwrites the folder `mine` published
+    assert reindex(other) == 1
+    ours = published_path(mine, 1)
     mine.close()
+    shutil.rmtree(ours)  # what the other store's save did to it in the old layout
+    shutil.copytree(published_path(other, 1), ours)
 
     restarted = make_app(db_url, snapshot_dir=shared)
     index = restarted.registry.get("default")
@@ -107,6 +125,63 @@ def test_a_snapshot_another_store_wrote_at_the_same_path_is_not_loaded(
             assert index.facts(example.id).text == example.text  # no id carries the other's
 
 
+def test_two_stores_sharing_a_snapshot_folder_each_restart_from_their_own_snapshot(
+    db_url: str,
+    make_app: Callable[..., App],
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Two deployments with their own databases and one snapshot folder used to write the
+    same `<namespace>/gen-…` folders: each reindex clobbered the other store's snapshot, so
+    the other refused it and rebuilt from its store at every start. Each store now writes
+    into a folder of its own."""
+    shared = tmp_path / "shared-snapshots"
+    urls = {"mine": db_url, "other": f"sqlite:///{tmp_path / 'other.db'}"}
+    texts = {"mine": "mine: reset my password", "other": "other: write a sonnet about tax law"}
+    for name, url in urls.items():
+        app = make_app(url, snapshot_dir=shared)
+        app.examples.upsert("default", [ExampleInput(texts[name], None, "small")])
+        assert reindex(app, "hnsw") == 1
+        app.close()
+
+    with caplog.at_level(logging.WARNING, logger="routebook.follower"):
+        restarted = {name: make_app(url, snapshot_dir=shared) for name, url in urls.items()}
+    assert caplog.records == []  # both loaded their own snapshot; neither rebuilt
+    for name, app in restarted.items():
+        index = app.registry.get("default")
+        assert (index.generation, index.kind) == (1, "hnsw")
+        assert texts_of(app) == store_texts(app)
+        assert texts[name] in texts_of(app)
+
+
+def test_a_snapshot_published_before_store_folders_still_loads(
+    db_url: str, make_app: Callable[..., App], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Upgrading: the rows of generations published before store folders name snapshots at
+    `<snapshot_dir>/<namespace>/gen-…`. They load from there, without a rebuild; the next
+    reindex writes into the store's own folder and leaves the old one alone."""
+    app = make_app(db_url)
+    assert reindex(app, "hnsw") == 1
+    snapshots = Path(app.settings.snapshot_dir)
+    old_place = snapshots / "default" / published_path(app, 1).name
+    old_place.parent.mkdir()
+    published_path(app, 1).rename(old_place)
+    with app.store.write() as session:
+        session.execute(update(IndexGenerationRow).values(snapshot_path=str(old_place.resolve())))
+    app.close()
+
+    with caplog.at_level(logging.WARNING, logger="routebook.follower"):
+        restarted = make_app(db_url)
+        index = restarted.registry.get("default")
+        assert (index.generation, index.kind) == (1, "hnsw")
+    assert caplog.records == []  # loaded, not rebuilt
+    assert texts_of(restarted) == store_texts(restarted)
+    assert reindex(restarted) == 2
+    own = store_folder(snapshots, store_id(restarted.store))
+    assert published_path(restarted, 2) == (own / "default" / "gen-00000002").resolve()
+    assert (old_place / "meta.json").is_file()  # not pruned by a save elsewhere
+
+
 def test_a_snapshot_from_before_store_ids_still_loads(
     db_url: str, make_app: Callable[..., App], caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -115,7 +190,7 @@ def test_a_snapshot_from_before_store_ids_still_loads(
     app = make_app(db_url)
     assert reindex(app, "hnsw") == 1
     app.close()
-    (meta_file,) = (Path(app.settings.snapshot_dir) / "default").glob("gen-*/meta.json")
+    meta_file = published_path(app, 1) / "meta.json"
     meta = json.loads(meta_file.read_text())
     assert meta.pop("store_id")
     meta_file.write_text(json.dumps(meta))

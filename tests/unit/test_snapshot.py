@@ -307,6 +307,13 @@ def test_a_namespace_that_cannot_be_a_folder_name_is_refused(tmp_path: Path) -> 
             latest_snapshot(tmp_path, bad)
 
 
+def test_each_store_has_a_folder_of_its_own(tmp_path: Path) -> None:
+    assert snap.store_folder(tmp_path, "4bac6114") == tmp_path / "store-4bac6114"
+    for bad in ("", "..", "a/b", "../up", "x" * 65):
+        with pytest.raises(ValueError, match="cannot name a snapshot folder"):
+            snap.store_folder(tmp_path, bad)
+
+
 def rewrite_with_meta(path: Path, name: str, data: bytes) -> None:
     """Replace a file and record its new size and hash, as a forger (or a bug) would."""
     (path / name).write_bytes(data)

@@ -1,11 +1,17 @@
 """Index snapshots on disk, so a server starts (or swaps generation) without rebuilding.
 
-Layout, one folder per namespace and generation::
+Layout, one folder per store, namespace and generation::
 
-    <folder>/<namespace>/gen-00000007/index.faiss   the FAISS index (faiss.write_index format)
-                                     /facts.bin     the facts' columns and FAISS labels (facts_file)
-                                     /meta.json     SnapshotMeta, plus each file's size and sha256
+    <snapshot_dir>/store-<id>/<namespace>/gen-00000007/index.faiss  faiss.write_index format
+                                                      /facts.bin    facts and FAISS labels
+                                                      /meta.json    SnapshotMeta, and each
+                                                                    file's size and sha256
 
+`store_folder` names a store's folder (from its identity), so two stores (deployments with
+their own databases) sharing one snapshot_dir never write the same files; the functions below
+take that folder. Snapshots from before store folders sit at `<snapshot_dir>/<namespace>/…`:
+the store's `index_generations` row records each snapshot's path, so they are still loaded
+from there (when they are that store's), but nothing writes or prunes there any more.
 Format version 1 kept the facts as JSON lines (facts.jsonl); such snapshots are still read.
 
 A snapshot is written into a hidden temporary sibling (``.tmp-…``), every file and the folder
@@ -67,6 +73,7 @@ META_FILE = "meta.json"
 _FACTS_FILES = {1: "facts.jsonl", 2: FACTS_FILE}
 _HASH_CHUNK = 1 << 22
 _GEN_DIR = re.compile(r"^gen-(\d{8,})$")
+_STORE_ID = re.compile(r"[0-9A-Za-z_-]{1,64}")
 _TEMP_PREFIXES = (".tmp-", ".old-")
 
 
@@ -122,6 +129,13 @@ class SnapshotMeta:
     store_id: str = ""
     created_at: datetime | None = None
     format_version: int = FORMAT_VERSION
+
+
+def store_folder(snapshot_dir: Path, store_id: str) -> Path:
+    """The folder of one store's snapshots inside the shared `snapshot_dir`."""
+    if not _STORE_ID.fullmatch(store_id):
+        raise ValueError(f"store id {store_id!r} cannot name a snapshot folder")
+    return snapshot_dir / f"store-{store_id}"
 
 
 def snapshot_path(folder: Path, namespace: str, generation: int) -> Path:
@@ -245,8 +259,9 @@ def _check_expected(path: Path, meta: SnapshotMeta, expected: Expected) -> None:
     if meta.store_id and meta.store_id != expected.store_id:
         raise SnapshotForeign(
             f"snapshot {path} was written by another store (id {meta.store_id}, this store's "
-            f"is {expected.store_id}): two deployments share this snapshot folder; give each "
-            "its own snapshot_dir"
+            f"is {expected.store_id}) over this store's: two deployments shared the snapshot "
+            "folder before each store had a folder of its own there; the next reindex writes "
+            "into this store's folder"
         )
     # Also for snapshots from before store ids: a folder rewritten since its row was
     # published (by another store, or a losing reindex of the same generation) differs here.

@@ -30,7 +30,7 @@ from sqlalchemy.orm import Session
 
 from routebook.embed import Embedder
 from routebook.errors import FailedPrecondition, InvalidArgument, NotFound
-from routebook.index.snapshot import SnapshotMeta, save_snapshot
+from routebook.index.snapshot import SnapshotMeta, save_snapshot, store_folder
 from routebook.service.indexing import IndexBuilder
 from routebook.service.namespaces import NamespaceDirectory, NamespaceInfo
 from routebook.store.db import STORE_UNAVAILABLE, Store
@@ -275,6 +275,7 @@ class Reindexer:
                 or 0
             )
         built.index.generation = generation
+        this_store = store_id(self._store)
         meta = SnapshotMeta(
             namespace=info.name,
             generation=generation,
@@ -285,9 +286,9 @@ class Reindexer:
             high_water_tombstone_id=built.marks.tombstone,
             kind=str(built.index.kind),
             count=len(built.index),
-            store_id=store_id(self._store),
+            store_id=this_store,
         )
-        path = save_snapshot(built.index, self._snapshot_dir, meta)
+        path = save_snapshot(built.index, store_folder(self._snapshot_dir, this_store), meta)
         try:
             with self._store.write() as session:
                 session.add(
