@@ -58,7 +58,7 @@ def test_a_bulk_upsert_does_not_hold_up_the_follower_while_it_embeds(
     db_url: str, make_app: Callable[..., App], embedder: Embedder, tmp_path: Path
 ) -> None:
     """The upsert used to commit, then catch the index up under the follower's lock, embedding
-    every new text there: for the whole embedding (minutes for a 10,000-example batch) the
+    every new text there: for the whole embedding (about a minute for 10,000 texts) the
     follower applied nothing, here a deletion made on another replica."""
     held = HeldEmbedder(embedder)
     app = make_app(db_url, embedder=held, follow_interval_seconds=3600)  # ticked by the test
