@@ -1,8 +1,11 @@
-"""Rule keywords on plain values: whole words, several words in a row, symbols at the edges."""
+"""Rule keywords on plain values: whole words, several words in a row, symbols at the edges of
+each word, and substrings in scripts written without spaces."""
 
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from routebook.decide.rules import QueryWords
 
@@ -19,9 +22,46 @@ CASES = [
     (".net", "Is .NET 8 faster than Java?", True),
     (".net", "What is our net revenue this quarter?", False),
     ("e-mail", "send me an e mail", True),
+    # A keyword of several words keeps each word's symbols, not only the outer ones.
+    ("c++ developer", "I need a C developer", False),
+    ("c++ developer", "I need a C++ developer", True),
+    ("c# tutorial", "a C tutorial for beginners", False),
+    ("c# tutorial", "a C# tutorial for beginners", True),
+    ("senior c++ developer", "senior C developer wanted", False),
+    ("senior c++ developer", "Senior C++, developer wanted", True),
+    ("learn .net core", "learn .NET Core today", True),
+    ("learn .net core", "learn net core today", False),
+    ("e-mail address", "your e mail address", True),
+    # Scripts without spaces: a sentence is one run of letters, so a keyword is found inside it.
+    ("退款", "我要退款", True),
+    ("退款", "我要退货", False),
+    ("返金", "注文の返金をお願いします", True),
+    ("ラーメン", "美味しいラーメンが食べたい", True),
+    ("คืนเงิน", "ฉันต้องการคืนเงิน", True),
+    ("退款 申请", "我的退款申请", True),
+    # Spaced words next to such letters are whole words of their own.
+    ("iphone", "我想买iPhone", True),
+    ("iphone", "我想买iPhones", False),
+    ("c++", "我在学c++", True),
+    ("c++", "我在学c", False),
 ]
 
 
 @pytest.mark.parametrize(("keyword", "query", "expected"), CASES)
 def test_a_keyword_matches_what_it_says(keyword: str, query: str, expected: bool) -> None:
     assert QueryWords.of(query).has(keyword) is expected
+
+
+HAN = st.characters(min_codepoint=0x4E00, max_codepoint=0x9FFF)
+
+
+@given(
+    keyword=st.text(HAN, min_size=1, max_size=4),
+    before=st.text(HAN, max_size=10),
+    after=st.text(HAN, max_size=10),
+)
+def test_a_chinese_keyword_is_found_anywhere_in_a_chinese_sentence(
+    keyword: str, before: str, after: str
+) -> None:
+    assert QueryWords.of(before + keyword + after).has(keyword)
+    assert QueryWords.of(before + after).has(keyword) is (keyword in before + after)

@@ -1,13 +1,23 @@
 """Explicit rules, first match wins: conditions on request metadata, keywords, a regular
-expression and the token count.
+expression and the query's token count.
 
 A keyword matches whole words, case-insensitively; a keyword of several words ("credit card",
-"e-mail") matches those words in a row, whatever separates them in the query. Symbols at a
-keyword's edges are part of it: "c++" and "c#" match those, not the letter "c", and ".net"
-does not match "net".
+"e-mail") matches those words in a row, whatever separates them in the query. Symbols at the
+edges of a keyword's words are part of them: "c++" and "c++ developer" match those, not the
+letter "c", and ".net" does not match "net".
+
+Chinese, Japanese, Thai, Lao, Khmer and Burmese are written without spaces between words, so a
+whole sentence is one run of letters: a keyword in those scripts matches anywhere in the text
+("退款" in "我要退款"). Latin and other spaced words next to such letters are still whole words
+("iPhone" in "我想买iPhone").
 
 Regular expressions run with the `regex` module's timeout, so a hostile query cannot make a
 rule backtrack for long: a rule whose match times out simply does not match (and is reported).
+
+The token bounds count the query, the user message the keywords and the regular expression
+see, not the system prompt or earlier turns: a "short questions to the small model" rule must
+keep firing in a chat with a system prompt (what fits a model's context window is policy's
+part, on the whole conversation).
 """
 
 from __future__ import annotations
@@ -22,7 +32,18 @@ from routebook.policyspec import Rule
 
 #: Longest a rule's regular expression may run on one query.
 REGEX_TIMEOUT_SECONDS = 0.01
-_WORD = regex.compile(r"\w+")
+#: Scripts written without spaces between words (by script extension, so that the Japanese
+#: long-vowel mark and iteration marks count).
+_UNSPACED = (
+    r"\p{scx=Han}\p{scx=Hiragana}\p{scx=Katakana}\p{scx=Thai}\p{scx=Lao}\p{scx=Khmer}"
+    r"\p{scx=Myanmar}"
+)
+#: A letter or digit of a script with spaces: what a whole word is made of, and what must not
+#: touch a keyword's edge.
+_SPACED = rf"[^\W{_UNSPACED}]"
+_WORD = regex.compile(_SPACED + "+")
+_ANY_WORD = regex.compile(r"\w+")
+_UNSPACED_LETTER = regex.compile(rf"(?=\w)[{_UNSPACED}]")
 _EDGES = regex.compile(r"^(\W*)(.*?)(\W*)$", regex.DOTALL)
 
 
@@ -42,8 +63,9 @@ def _compiled(pattern: str) -> regex.Pattern[str]:
 
 @dataclass(frozen=True, slots=True)
 class QueryWords:
-    """A query's words, lower-cased: as a set for one-word keywords, and joined by single
-    spaces (with one at each end) for keywords of several words."""
+    """A query's spaced words, lower-cased: as a set for one-word keywords, and joined by
+    single spaces (with one at each end) for keywords of several words. Keywords with symbols
+    or in a script without spaces are searched in the text itself."""
 
     single: frozenset[str]
     joined: str
@@ -55,32 +77,69 @@ class QueryWords:
         return cls(frozenset(words), " " + " ".join(words) + " ", text)
 
     def has(self, keyword: str) -> bool:
-        with_symbols = _symbol_pattern(keyword)
-        if with_symbols is not None:
-            return with_symbols.search(self.text) is not None
-        parts = _keyword_words(keyword)
+        pattern = _keyword_pattern(keyword)
+        if pattern is not None:
+            return pattern.search(self.text) is not None
+        parts = tuple(w.lower() for w in _WORD.findall(keyword))
         if len(parts) == 1:
             return parts[0] in self.single
         return bool(parts) and " " + " ".join(parts) + " " in self.joined
 
 
 @lru_cache(maxsize=4096)
-def _keyword_words(keyword: str) -> tuple[str, ...]:
-    return tuple(w.lower() for w in _WORD.findall(keyword))
+def _keyword_parts(keyword: str) -> tuple[tuple[str, tuple[str, ...], str], ...]:
+    """The keyword's whitespace-separated parts as (leading symbols, words, trailing symbols).
+    Symbols between a part's words are separators ("e-mail" is "e mail"); a part of symbols
+    alone belongs to its neighbour ("c ++" is "c++", ". net" is ".net")."""
+    parts: list[tuple[str, tuple[str, ...], str]] = []
+    pending = ""
+    for chunk in keyword.split():
+        edges = _EDGES.match(chunk)
+        assert edges is not None  # the pattern matches any string
+        lead, body, trail = edges.groups()
+        words = tuple(_ANY_WORD.findall(body))
+        if not words and parts:
+            parts[-1] = (parts[-1][0], parts[-1][1], parts[-1][2] + chunk)
+        elif not words:
+            pending += chunk
+        else:
+            parts.append((pending + lead, words, trail))
+            pending = ""
+    return tuple(parts)
 
 
 @lru_cache(maxsize=4096)
-def _symbol_pattern(keyword: str) -> regex.Pattern[str] | None:
-    """For a keyword with symbols at its edges ("c++", "c#", ".net"): its words in a row with
-    those symbols, not inside a longer word. None for a keyword of words only."""
-    edges = _EDGES.match(keyword.strip())
-    assert edges is not None  # the pattern matches any string
-    lead, trail = ("".join(part.split()) for part in (edges.group(1), edges.group(3)))
-    if not lead and not trail:
+def _keyword_pattern(keyword: str) -> regex.Pattern[str] | None:
+    """A search pattern for a keyword with symbols ("c++ developer") or in a script without
+    spaces ("退款"); None for a keyword of spaced words only, which QueryWords matches by word.
+
+    Each part keeps its own symbols, and parts are joined by any separator (none is needed
+    next to a letter of a script without spaces). An edge of the keyword must not touch a
+    spaced letter, unless it is itself a letter of a script without spaces: there a word can
+    end anywhere."""
+    parts = _keyword_parts(keyword)
+    if not parts or (
+        _UNSPACED_LETTER.search(keyword) is None and not any(p[0] or p[2] for p in parts)
+    ):
         return None
-    body = r"\W+".join(regex.escape(w) for w in _keyword_words(keyword))
-    core = regex.escape(lead) + body + regex.escape(trail)
-    return regex.compile(r"(?<!\w)" + core + r"(?!\w)", regex.IGNORECASE)
+    pattern, previous = "", ""
+    for lead, words, trail in parts:
+        for i, word in enumerate(words):
+            piece = (lead if i == 0 else "") + word + (trail if i == len(words) - 1 else "")
+            if previous:
+                touching = _unspaced(previous) or _unspaced(piece[0])
+                pattern += r"\W*" if touching else r"\W+"
+            pattern += regex.escape(piece)
+            previous = piece[-1]
+    if not _unspaced(keyword.strip()[0]):
+        pattern = rf"(?<!{_SPACED})" + pattern
+    if not _unspaced(previous):
+        pattern += rf"(?!{_SPACED})"
+    return regex.compile(pattern, regex.IGNORECASE)
+
+
+def _unspaced(letter: str) -> bool:
+    return _UNSPACED_LETTER.match(letter) is not None
 
 
 def rule_matches(
