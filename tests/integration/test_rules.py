@@ -63,6 +63,30 @@ def test_policy_runs_before_rules(ruled: Served) -> None:
     assert [e.rule for e in response.policy] == ["tier"]
 
 
+def test_token_bounds_count_the_query_not_the_system_prompt(ruled: Served) -> None:
+    """A "short questions to the small model" rule keeps firing in a chat with a system prompt:
+    min_tokens and max_tokens count the query, the message keywords and regex look at."""
+    system = pb.Message(role="system", content="You are the helpful assistant of ACME. " * 20)
+
+    def chat(*turns: str) -> pb.DecideResponse:
+        messages = [system] + [
+            pb.Message(role="user" if i % 2 == 0 else "assistant", content=text)
+            for i, text in enumerate(turns)
+        ]
+        request = pb.DecideRequest(
+            namespace="ruled", messages=messages, metadata={"channel": "chat"}
+        )
+        response: pb.DecideResponse = ruled.router.Decide(request, timeout=30)
+        return response
+
+    short = chat("and how do I track it?")  # 6 tokens; the conversation has over 200
+    assert (short.model, short.matched_rule) == ("small", "short-chats-to-small")
+    later = chat("where is my order?", "It left the warehouse today. " * 10, "when will it come?")
+    assert later.matched_rule == "short-chats-to-small"
+    long = chat("please tell me in great detail, step by step, how to track a parcel " * 2)
+    assert long.matched_rule == ""  # over 20 tokens itself
+
+
 def test_a_hostile_input_returns_within_the_time_bound(ruled: Served) -> None:
     ask(ruled, "where is my order?")  # the channel is connected and the server warm
     started = time.monotonic()

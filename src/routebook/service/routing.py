@@ -145,7 +145,7 @@ class RoutingService:
                 info.policy.rules,
                 text,
                 query.metadata,
-                input_tokens,
+                estimate_tokens(text),  # the query's, as keywords and regex see the query alone
                 available,
                 info.policy.tiers,
             )
@@ -234,7 +234,12 @@ class RoutingService:
             # own rules if it has some; its answer is recorded, never returned.
             candidate_rules = self._shadow.rules.get(info.name, info.policy.rules)
             match = first_match(
-                candidate_rules, text, query.metadata, input_tokens, available, info.policy.tiers
+                candidate_rules,
+                text,
+                query.metadata,
+                estimate_tokens(text),
+                available,
+                info.policy.tiers,
             )
             shadow_params = self._shadow.params
             if query.quality_target is not None:  # the caller's own bar applies to both
