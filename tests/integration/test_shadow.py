@@ -7,11 +7,13 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from routebook import cli
 from routebook.v1 import router_pb2 as pb
 from tests.conftest import Served
+from tests.integration.test_policy import POLICY_ROUTES
 
 QUERIES = [
     "where is my parcel?",
@@ -124,3 +126,55 @@ def test_a_candidate_with_its_own_rules(
     report = json.loads(result.output)
     assert report["decisions"] == len(QUERIES)
     assert report["disagreements"] == {"small -> mid": 1}  # the one refund query
+
+
+def report_of(url: str) -> dict[str, object]:
+    result = CliRunner().invoke(cli.main, ["shadow", "report", "--db", url, "--json"])
+    assert result.exit_code == 0, result.output
+    report: dict[str, object] = json.loads(result.output)
+    return report
+
+
+@pytest.mark.parametrize("own_rules", [False, True])
+def test_rule_decisions_are_compared_only_against_rules_of_the_candidates_own(
+    sqlite_url: str, serve: Callable[..., Served], tmp_path: Path, own_rules: bool
+) -> None:
+    """With the live rules, the candidate matches the same rule: an agreement by construction,
+    which would dilute the disagreement share, so such decisions are not compared."""
+    candidate = tmp_path / "candidate.toml"
+    candidate.write_text("quality_target = 0.8\n")  # the live target: only rules may differ
+    shadow_rules = {}
+    if own_rules:
+        rules = tmp_path / "rules.yaml"
+        rules.write_text(
+            "namespace: ruled\ncatalog:\n"
+            "  - {name: mid, provider: t, input_usd_per_mtok: 1, output_usd_per_mtok: 1,"
+            " latency_ms: 1, context_window: 100000}\n"
+            "policy:\n  rules:\n    - {name: contracts-to-mid, keywords: [contract], model: mid}\n"
+        )
+        shadow_rules = {"shadow_rules": rules}
+    served = serve(sqlite_url, routes_dir=POLICY_ROUTES, shadow_config=candidate, **shadow_rules)
+    texts = [
+        "please review this contract",
+        "the contract has a typo",
+        "where is my order?",
+        "my parcel has not arrived yet",
+        "who pays for the lawsuit?",
+    ]
+    answers = [
+        served.router.Decide(
+            pb.DecideRequest(namespace="ruled", messages=[pb.Message(role="user", content=t)]),
+            timeout=30,
+        )
+        for t in texts
+    ]
+    by_rule = sum(1 for a in answers if a.strategy == pb.STRATEGY_RULE)
+    assert by_rule == 3
+    served.app.decision_writer.flush()
+    report = report_of(sqlite_url)
+    if own_rules:  # contracts go to mid; no rule of the candidate's takes the lawsuit
+        assert report["decisions"] == len(texts)
+        assert report["disagreements"] == {"frontier -> mid": 2, "frontier -> small": 1}
+    else:
+        assert report["decisions"] == len(texts) - by_rule
+        assert report["disagreements"] == {}

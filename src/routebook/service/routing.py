@@ -50,10 +50,16 @@ class ShadowCandidate:
     #: namespace → the candidate's rules (a namespace not listed keeps its live rules).
     rules: Mapping[str, tuple[Rule, ...]] = field(default_factory=dict)
 
+    def compares(self, strategy: Strategy, namespace: str) -> bool:
+        """Whether a live decision of this strategy is compared. A rule decision is only where
+        the candidate has rules of its own: with the live rules it matches the same rule, an
+        agreement by construction that would dilute the report's disagreement share."""
+        return strategy in SHADOWED or (strategy is Strategy.RULE and namespace in self.rules)
 
-#: Decisions the shadow candidate is compared on (overrides, sticky sessions and policy-forced
-#: decisions are the same for both).
-SHADOWED = (Strategy.SEMANTIC, Strategy.CASCADE, Strategy.RULE)
+
+#: Decisions the shadow candidate is always compared on (overrides, sticky sessions and
+#: policy-forced decisions are the same for both; rule decisions, see `compares`).
+SHADOWED = (Strategy.SEMANTIC, Strategy.CASCADE)
 
 
 class RoutingService:
@@ -229,7 +235,7 @@ class RoutingService:
             matched_rule=ruled.rule.name if ruled is not None and ruled.rule else None,
         )
         shadow = None
-        if self._shadow is not None and choice.strategy in SHADOWED:
+        if self._shadow is not None and self._shadow.compares(choice.strategy, info.name):
             # The candidate decides on the same neighbours and the same allowed models, with its
             # own rules if it has some; its answer is recorded, never returned.
             candidate_rules = self._shadow.rules.get(info.name, info.policy.rules)
