@@ -157,11 +157,14 @@ def build(
     embedder = embedder if embedder is not None else load_embedder(settings)
     registry = IndexRegistry(embedder.dim)
     directory = NamespaceDirectory(store, settings.default_namespace)
+    shadow = shadow_candidate(settings)
     heads = HeadBook(
         registry,
         lambda namespace: directory.resolve(namespace).catalog,
         HeadSettings(
-            enabled=settings.head_enabled,
+            # A shadow candidate that would train a head once live is measured with one; the
+            # live rule, with head_enabled off, gives it no weight (its strengths are 0).
+            enabled=settings.head_enabled or (shadow is not None and shadow.uses_head),
             retrain_after=settings.head_retrain_after,
             check_seconds=settings.head_check_seconds,
             max_examples=settings.head_max_examples,
@@ -222,7 +225,7 @@ def build(
         StickySessions(settings.session_idle_seconds),
         guard,
         drift,
-        shadow_candidate(settings),
+        shadow,
         heads,
     )
     outcomes = OutcomeRecorder(

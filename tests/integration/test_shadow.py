@@ -13,6 +13,7 @@ from click.testing import CliRunner
 from routebook import cli
 from routebook.v1 import router_pb2 as pb
 from tests.conftest import Served
+from tests.integration.test_heads import fill
 from tests.integration.test_policy import POLICY_ROUTES
 
 QUERIES = [
@@ -178,3 +179,27 @@ def test_rule_decisions_are_compared_only_against_rules_of_the_candidates_own(
     else:
         assert report["decisions"] == len(texts) - by_rule
         assert report["disagreements"] == {}
+
+
+def test_a_candidate_with_a_head_is_measured_with_it_on_a_server_without_one(
+    sqlite_url: str, serve: Callable[..., Served], tmp_path: Path
+) -> None:
+    """head_enabled is on by default: served live, this candidate would train a head and weigh
+    it. The live server has heads off, yet trains one for the candidate and decides without."""
+    candidate = tmp_path / "candidate.toml"
+    candidate.write_text("quality_target = 0.8\n")  # the live rule, but with a head
+    served = serve(sqlite_url, shadow_config=candidate, head_enabled=False, head_check_seconds=3600)
+    fill(served)
+    assert served.app.heads.refresh("default", force=True) is not None
+    answers = [
+        served.router.Decide(
+            pb.DecideRequest(messages=[pb.Message(role="user", content=text)]), timeout=30
+        )
+        for text in QUERIES
+    ]
+    assert not any(a.HasField("head") for a in answers)  # the live rule has no head
+    served.app.decision_writer.flush()
+    report = report_of(sqlite_url)
+    assert report["decisions"] == len(QUERIES)
+    # Without the head the candidate is the live rule exactly, and every estimate is equal.
+    assert report["estimated_success_candidate"] != report["estimated_success_live"]

@@ -50,6 +50,10 @@ class ShadowCandidate:
     #: namespace → the candidate's rules (a namespace not listed keeps its live rules).
     rules: Mapping[str, tuple[Rule, ...]] = field(default_factory=dict)
 
+    @property
+    def uses_head(self) -> bool:
+        return self.params.head_strength > 0 or self.params.route_head_strength > 0
+
     def compares(self, strategy: Strategy, namespace: str) -> bool:
         """Whether a live decision of this strategy is compared. A rule decision is only where
         the candidate has rules of its own: with the live rules it matches the same rule, an
