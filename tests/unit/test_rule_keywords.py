@@ -39,6 +39,10 @@ CASES = [
     ("ラーメン", "美味しいラーメンが食べたい", True),
     ("คืนเงิน", "ฉันต้องการคืนเงิน", True),
     ("退款 申请", "我的退款申请", True),
+    # Accented Latin text is read as words, as before.
+    ("café", "un Café noir", True),
+    ("café", "deux cafés", False),
+    ("c++", "un café en C++", True),
     # Spaced words next to such letters are whole words of their own.
     ("iphone", "我想买iPhone", True),
     ("iphone", "我想买iPhones", False),

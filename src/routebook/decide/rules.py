@@ -32,12 +32,10 @@ from routebook.policyspec import Rule
 
 #: Longest a rule's regular expression may run on one query.
 REGEX_TIMEOUT_SECONDS = 0.01
-#: Scripts written without spaces between words (by script extension, so that the Japanese
-#: long-vowel mark and iteration marks count).
-_UNSPACED = (
-    r"\p{scx=Han}\p{scx=Hiragana}\p{scx=Katakana}\p{scx=Thai}\p{scx=Lao}\p{scx=Khmer}"
-    r"\p{scx=Myanmar}"
-)
+#: Scripts written without spaces between words, and the Japanese marks of the "Common"
+#: script used inside their words (ー, its half-width form, 〆). By script, not by script
+#: extension, which is slower to scan a long query with.
+_UNSPACED = r"\p{Han}\p{Hiragana}\p{Katakana}\p{Thai}\p{Lao}\p{Khmer}\p{Myanmar}\u30fc\uff70\u3006"
 #: A letter or digit of a script with spaces: what a whole word is made of, and what must not
 #: touch a keyword's edge.
 _SPACED = rf"[^\W{_UNSPACED}]"
@@ -73,7 +71,9 @@ class QueryWords:
 
     @classmethod
     def of(cls, text: str) -> QueryWords:
-        words = [w.lower() for w in _WORD.findall(text)]
+        # ASCII text has no letter of a script without spaces, and `\w+` scans it twice as
+        # fast as `_WORD` (str.isascii takes constant time).
+        words = [w.lower() for w in (_ANY_WORD if text.isascii() else _WORD).findall(text)]
         return cls(frozenset(words), " " + " ".join(words) + " ", text)
 
     def has(self, keyword: str) -> bool:
