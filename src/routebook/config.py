@@ -120,7 +120,8 @@ class Settings(BaseSettings):
     head_enabled: bool = Field(
         True,
         description="Train a learned head per namespace (logistic regressions on the index's "
-        "embeddings) in the background; its prediction is each estimate's prior.",
+        "embeddings) in the background; its prediction is each estimate's prior. Off, heads are "
+        "still trained when the shadow candidate (shadow_config) uses one, for it alone.",
     )
     head_strength: float = Field(
         10.0,
@@ -298,7 +299,8 @@ class Settings(BaseSettings):
     shadow_config: Path | None = Field(
         None,
         description="A settings file (TOML) of a candidate decision rule to run in shadow: "
-        "decided beside the live one on the same neighbours, recorded, never answered.",
+        "decided beside the live one on the same neighbours, recorded, never answered. Rule "
+        "decisions are compared only where shadow_rules gives the candidate rules of its own.",
     )
     shadow_rules: Path | None = Field(
         None,

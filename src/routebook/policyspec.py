@@ -41,6 +41,8 @@ class Rule:
     metadata: Mapping[str, str] = field(default_factory=dict)
     keywords: tuple[str, ...] = ()
     regex: str | None = None
+    #: Bounds on the query's estimated tokens (the user message keywords and regex see; not the
+    #: system prompt nor earlier turns).
     min_tokens: int | None = None
     max_tokens: int | None = None
     model: str | None = None
