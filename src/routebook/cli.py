@@ -21,6 +21,7 @@ from routebook import __version__
 from routebook.errors import RoutebookError
 
 if TYPE_CHECKING:
+    from routebook.config import Settings
     from routebook.service.examples import SyncReport
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -339,17 +340,25 @@ def routes_sync(
     dry_run: bool,
     prune: bool,
 ) -> None:
-    """Upsert route files into the store (idempotent) and rebuild the touched indexes."""
+    """Upsert route files into the store (idempotent) and rebuild the touched indexes.
+
+    --dry-run reads the store only: it loads no model, and refuses a store that is missing
+    or whose schema is not this routebook's (it migrates nothing)."""
     try:
         from routebook.routefiles import load_routes
-        from routebook.wiring import build
 
         settings = _settings(config_file, database_url=database_url, routes_dir=routes_dir)
-        path = settings.routes_dir
-        files = load_routes(path)
-        app = build(settings, load_routes=False)
-        reports = app.examples.sync_routes(files, dry_run=dry_run, prune=prune)
-        app.close()
+        files = load_routes(settings.routes_dir)
+        if dry_run:
+            from routebook.service.examples import preview_sync
+
+            reports = read_store(settings, lambda store: preview_sync(store, files, prune=prune))
+        else:
+            from routebook.wiring import build
+
+            app = build(settings, load_routes=False)
+            reports = app.examples.sync_routes(files, prune=prune)
+            app.close()
     except RoutebookError as exc:
         _fail(exc)
     for report in reports:
@@ -430,11 +439,19 @@ def stats(
 
 
 def _over_store(config_file: str | None, database_url: str | None, read: Callable[[Any], T]) -> T:
+    """`read_store` with the command's settings; an error ends the command with exit 1."""
+    try:
+        return read_store(_settings(config_file, database_url=database_url), read)
+    except RoutebookError as exc:
+        _fail(exc)
+
+
+def read_store(settings: Settings, read: Callable[[Any], T]) -> T:
     """Open the configured store, run one read over it, close it.
 
-    A report only reads: it never creates a SQLite file (a mistyped path would report zeros
-    from a new, empty store) nor migrates the schema under running servers; it asks for
-    `db upgrade` instead."""
+    A report or a dry run only reads: it never creates a SQLite file (a mistyped path would
+    report zeros, or a diff against nothing, from a new, empty store) nor migrates the schema
+    under running servers; it asks for `db upgrade` instead."""
     from sqlalchemy.engine import make_url
     from sqlalchemy.exc import OperationalError
 
@@ -442,33 +459,42 @@ def _over_store(config_file: str | None, database_url: str | None, read: Callabl
     from routebook.store import migrate
     from routebook.store.db import Store, make_engine
 
-    try:
-        settings = _settings(config_file, database_url=database_url)
-        url = make_url(settings.database_url)
-        if url.get_backend_name() == "sqlite" and not Path(url.database or "").is_file():
-            raise FailedPrecondition(f"no SQLite store at {url.database!r}: check --db")
-        store = Store(
-            make_engine(
-                settings.database_url,
-                statement_timeout_seconds=settings.store_statement_timeout_seconds,
-            )
+    url = make_url(settings.database_url)
+    if url.get_backend_name() == "sqlite" and not Path(url.database or "").is_file():
+        raise FailedPrecondition(f"no SQLite store at {url.database!r}: check --db")
+    store = Store(
+        make_engine(
+            settings.database_url,
+            statement_timeout_seconds=settings.store_statement_timeout_seconds,
         )
-        try:
-            at, head = migrate.current(store.engine), migrate.head()
-            if at != head:
-                raise FailedPrecondition(
-                    f"the store's schema is at {at or 'nothing (an empty database)'}, this "
-                    f"routebook reads {head}: run `routebook db upgrade` (or check --db)"
-                )
-            return read(store)
-        except OperationalError as exc:
+    )
+    where = url.render_as_string(hide_password=True)
+    try:
+        at, head = migrate.current(store.engine), migrate.head()
+        if at is None:
             raise FailedPrecondition(
-                f"the store is unavailable: {str(exc.orig).splitlines()[0]}"
-            ) from None
-        finally:
-            store.dispose()
-    except RoutebookError as exc:
-        _fail(exc)
+                f"the store at {where} has no routebook schema (an empty database): check "
+                "--db, or run `routebook db upgrade` to create it"
+            )
+        if not migrate.knows(at):
+            raise FailedPrecondition(
+                f"the store at {where} is at schema revision {at}, which this routebook does "
+                f"not know (it needs {head}; a newer routebook migrated the store): use that "
+                "routebook, or check --db"
+            )
+        if at != head:
+            raise FailedPrecondition(
+                f"the store at {where} is at schema revision {at}, this routebook needs "
+                f"{head}: run `routebook db upgrade` (which migrates it under any running "
+                "servers), or check --db"
+            )
+        return read(store)
+    except OperationalError as exc:
+        raise FailedPrecondition(
+            f"the store is unavailable: {str(exc.orig).splitlines()[0]}"
+        ) from None
+    finally:
+        store.dispose()
 
 
 #: The longest --window `stats` reads back (ten years; longer overflows date arithmetic).

@@ -356,3 +356,52 @@ def test_reports_only_read_the_store_and_say_what_is_wrong(
     assert unknown.exit_code == 1 and "namespace 'defualt' does not exist" in unknown.output
     known = runner.invoke(cli.main, ["stats", "--db", sqlite_url, "--namespace", "default"])
     assert known.exit_code == 0, known.output
+
+
+def _revision_below_head() -> str:
+    from alembic.script import ScriptDirectory
+
+    head = ScriptDirectory(str(migrate.migrations_dir())).get_revision(migrate.head())
+    below = head.down_revision if head is not None else None
+    assert isinstance(below, str)
+    return below
+
+
+def test_a_dry_run_never_migrates_nor_creates_a_store(
+    runner: CliRunner, db_url: str, tmp_path: Path
+) -> None:
+    """`routes sync --dry-run` built the whole service: it upgraded an older store's schema
+    under the servers running on it, and printed "+14 added" against a new, empty store it
+    had just created at a mistyped --db."""
+    sync = ["routes", "sync", "--routes", str(TEST_ROUTES)]
+    dry = [*sync, "--dry-run", "--db"]
+    engine = make_engine(db_url)
+    with engine.connect():  # an empty database (on SQLite, an empty file)
+        pass
+    empty = runner.invoke(cli.main, [*dry, db_url])
+    assert empty.exit_code == 1
+    assert "has no routebook schema" in empty.output and "check --db" in empty.output
+    assert migrate.current(engine) is None
+
+    older = _revision_below_head()
+    migrate.upgrade(engine, older)
+    behind = runner.invoke(cli.main, [*dry, db_url])
+    assert behind.exit_code == 1
+    assert f"is at schema revision {older}, this routebook needs {migrate.head()}" in (
+        behind.output
+    )
+    assert "run `routebook db upgrade`" in behind.output
+    assert migrate.current(engine) == older  # not migrated
+
+    migrate.upgrade(engine)
+    current = runner.invoke(cli.main, [*dry, db_url])
+    assert current.exit_code == 0, current.output
+    assert "would change default" in current.output and "+14 added" in current.output
+    synced = runner.invoke(cli.main, [*sync, "--db", db_url])
+    assert "+14 added" in synced.output  # the dry run wrote nothing
+    engine.dispose()
+
+    typo = tmp_path / "routebok.db"
+    missing = runner.invoke(cli.main, [*dry, f"sqlite:///{typo}"])
+    assert missing.exit_code == 1 and "no SQLite store at" in missing.output
+    assert not typo.exists()

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -106,28 +106,28 @@ class ExampleService:
         self,
         files: Sequence[tuple[Path | None, RouteFile]],
         *,
-        dry_run: bool = False,
         prune: bool = False,
         together: bool = False,
     ) -> list[SyncReport]:
         """Every file is parsed and validated before this is called; each namespace is then
         written in one transaction, so a failure leaves nothing half-applied. `together`: all
         of them in one transaction (a first start's load: a start killed half-way must not
-        leave some namespaces in the store, which would then count as loaded)."""
-        vectors = {} if dry_run else self._embed_new_route_texts([rf for _, rf in files])
-        if together and not dry_run:
+        leave some namespaces in the store, which would then count as loaded). A dry run is
+        `preview_sync`, which needs no service."""
+        vectors = self._embed_new_route_texts([rf for _, rf in files])
+
+        def give(row: ExampleRow) -> None:
+            self._give_vector(row, vectors)
+
+        if together:
             with self._store.write() as session:
-                reports = [
-                    self._sync_one(path, rf, session, vectors, prune=prune) for path, rf in files
-                ]
+                reports = [_sync_one(path, rf, session, give, prune=prune) for path, rf in files]
         else:
             reports = []
             for path, route_file in files:
-                # A dry run works in a session never committed: closing it rolls back.
-                with self._store.read() if dry_run else self._store.write() as session:
-                    reports.append(self._sync_one(path, route_file, session, vectors, prune=prune))
-        if not dry_run:
-            self._refresh({r.namespace for r in reports})
+                with self._store.write() as session:
+                    reports.append(_sync_one(path, route_file, session, give, prune=prune))
+        self._refresh({r.namespace for r in reports})
         return reports
 
     def _embed_new_route_texts(self, files: Sequence[RouteFile]) -> Vectors:
@@ -140,56 +140,6 @@ class ExampleService:
             texts = {e.text_hash: e.text for e in route_file.reference_examples()}
             vectors.update(self._embed_new(None if row is None else row.id, texts, vectors))
         return vectors
-
-    def _sync_one(
-        self,
-        path: Path | None,
-        route_file: RouteFile,
-        session: Session,
-        vectors: Vectors,
-        *,
-        prune: bool,
-    ) -> SyncReport:
-        report = SyncReport(namespace=route_file.namespace, path=path)
-        wanted = {e.text_hash: e for e in route_file.reference_examples()}
-        row = ns_store.get_namespace(session, route_file.namespace)
-        report.created_namespace = row is None
-        row = ns_store.ensure_namespace(session, route_file.namespace, route_file.description)
-        report.catalog_changed = ns_store.replace_catalog(session, row.id, route_file.to_catalog())
-        report.policy_changed = ns_store.replace_policy(row, route_file.policy.to_policy())
-        # The catalog version covers the policy too: both are read together by the servers.
-        if (report.catalog_changed or report.policy_changed) and not report.created_namespace:
-            row.catalog_version += 1
-        present = ex_store.reference_examples_by_hash(session, row.id)
-        for h, example in wanted.items():
-            existing = present.get(h)
-            if existing is None:
-                report.added.append(example.text)
-                added = ExampleRow(
-                    namespace_id=row.id,
-                    text=example.text,
-                    text_hash=h,
-                    route=example.route,
-                    source=Source.REFERENCE.value,
-                    best_model=example.best_model,
-                    origin=ROUTE_FILE,
-                )
-                self._give_vector(added, vectors)
-                session.add(added)
-            elif (existing.route, existing.best_model) != (example.route, example.best_model):
-                report.changed.append(example.text)
-                fresh = ex_store.replace_reference(
-                    session, existing, example.route, example.best_model, ROUTE_FILE
-                )
-                self._give_vector(fresh, vectors)
-            else:
-                self._give_vector(existing, vectors)
-                report.unchanged += 1
-        if prune:  # what left the files; examples added through the Admin API stay
-            gone = [e for h, e in present.items() if h not in wanted and e.origin != ADMIN]
-            report.removed = [e.text for e in gone]
-            ex_store.delete_examples(session, row.id, [e.id for e in gone])
-        return report
 
     # -- admin ----------------------------------------------------------------------------
 
@@ -378,3 +328,73 @@ class ExampleService:
                     self._follower.catch_up(info)
                 else:
                     self._follower.load(info)
+
+
+def preview_sync(
+    store: Store, files: Sequence[tuple[Path | None, RouteFile]], *, prune: bool = False
+) -> list[SyncReport]:
+    """What `ExampleService.sync_routes` would do, from the store and the files alone: each
+    namespace's sync runs in a session that is never committed (closing it rolls back). A dry
+    run needs no model, no index and no service, so it builds none of them: building them
+    migrated the schema, and created a store at a mistyped path."""
+    reports = []
+    for path, route_file in files:
+        with store.read() as session:
+            reports.append(_sync_one(path, route_file, session, _no_vector, prune=prune))
+    return reports
+
+
+def _no_vector(_row: ExampleRow) -> None:
+    """A dry run embeds nothing."""
+
+
+def _sync_one(
+    path: Path | None,
+    route_file: RouteFile,
+    session: Session,
+    give_vector: Callable[[ExampleRow], None],
+    *,
+    prune: bool,
+) -> SyncReport:
+    """Bring one namespace to its route file in `session` (committed or not by the caller);
+    `give_vector` hands each kept or new example the vector made for its text."""
+    report = SyncReport(namespace=route_file.namespace, path=path)
+    wanted = {e.text_hash: e for e in route_file.reference_examples()}
+    row = ns_store.get_namespace(session, route_file.namespace)
+    report.created_namespace = row is None
+    row = ns_store.ensure_namespace(session, route_file.namespace, route_file.description)
+    report.catalog_changed = ns_store.replace_catalog(session, row.id, route_file.to_catalog())
+    report.policy_changed = ns_store.replace_policy(row, route_file.policy.to_policy())
+    # The catalog version covers the policy too: both are read together by the servers.
+    if (report.catalog_changed or report.policy_changed) and not report.created_namespace:
+        row.catalog_version += 1
+    present = ex_store.reference_examples_by_hash(session, row.id)
+    for h, example in wanted.items():
+        existing = present.get(h)
+        if existing is None:
+            report.added.append(example.text)
+            added = ExampleRow(
+                namespace_id=row.id,
+                text=example.text,
+                text_hash=h,
+                route=example.route,
+                source=Source.REFERENCE.value,
+                best_model=example.best_model,
+                origin=ROUTE_FILE,
+            )
+            give_vector(added)
+            session.add(added)
+        elif (existing.route, existing.best_model) != (example.route, example.best_model):
+            report.changed.append(example.text)
+            fresh = ex_store.replace_reference(
+                session, existing, example.route, example.best_model, ROUTE_FILE
+            )
+            give_vector(fresh)
+        else:
+            give_vector(existing)
+            report.unchanged += 1
+    if prune:  # what left the files; examples added through the Admin API stay
+        gone = [e for h, e in present.items() if h not in wanted and e.origin != ADMIN]
+        report.removed = [e.text for e in gone]
+        ex_store.delete_examples(session, row.id, [e.id for e in gone])
+    return report

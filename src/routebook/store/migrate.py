@@ -12,6 +12,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from alembic.util import CommandError
 from sqlalchemy import Connection, Engine, text
 
 from routebook.errors import ConfigError
@@ -111,3 +112,12 @@ def current(engine: Engine) -> str | None:
 
 def head() -> str | None:
     return ScriptDirectory(str(migrations_dir())).get_current_head()
+
+
+def knows(revision: str) -> bool:
+    """Whether `revision` is one of this routebook's migrations (a store migrated by a newer
+    routebook is at one it does not know, and `db upgrade` cannot help)."""
+    try:
+        return ScriptDirectory(str(migrations_dir())).get_revision(revision) is not None
+    except CommandError:
+        return False
