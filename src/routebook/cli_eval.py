@@ -138,6 +138,13 @@ def _inputs(
     help="Gate, outcome data: least share of the baseline's cost per query the candidate must "
     "save (negative: the extra cost allowed).",
 )
+@click.option(
+    "--answer-tokens",
+    type=click.IntRange(0),
+    help="Outcome data: the answer length (output tokens) every call is priced at, e.g. one "
+    "measured on your traffic (default: the settings' default_output_tokens; in the gate, the "
+    "baseline's). The router still decides at each file's default_output_tokens, as serve does.",
+)
 @click.pass_context
 def evaluate(
     ctx: click.Context,
@@ -159,6 +166,7 @@ def evaluate(
     candidate_file: Path | None,
     tolerance_quality: float,
     min_saving: float,
+    answer_tokens: int | None,
 ) -> None:
     """Route every query of --test through a namespace filled from --index, and score it.
 
@@ -169,7 +177,11 @@ def evaluate(
     Gate (--baseline and --candidate, two settings files as `serve --config` reads them; k and
     the decision settings come from the files, so --config, --k and --target-mode are refused):
     the data is embedded once and routed with each file at its own quality target, and both are
-    shown side by side. The candidate fails, with exit code 1 and a one-line reason on stderr,
+    shown side by side. Each side decides with everything of its file that serve applies
+    (default_output_tokens, head_max_examples and the index kind included); both are charged at
+    one answer length, the baseline's default_output_tokens unless --answer-tokens is given, so
+    a candidate that only assumes shorter answers is charged what its choices really cost.
+    The candidate fails, with exit code 1 and a one-line reason on stderr,
     when its quality falls more than --tolerance-quality below the baseline's, or when it saves
     less than --min-saving of the baseline's cost per query. Quality is the mean quality
     relative to the strongest model's (outcome data), or in-scope accuracy and OOS recall
@@ -204,6 +216,7 @@ def evaluate(
             as_json=as_json,
             tolerance_quality=tolerance_quality,
             min_saving=min_saving,
+            answer_tokens=answer_tokens,
         )
         return
     if plot_path is not None:
@@ -233,6 +246,7 @@ def evaluate(
                 limit=limit,
                 tracker=tracker,
                 oos_recall_goal=oos_recall,
+                answer_tokens=answer_tokens,
             )
         if plot_path is not None:
             report.plot(evaluation, plot_path, title=test_path.name)
@@ -263,6 +277,7 @@ def _gate(
     as_json: bool,
     tolerance_quality: float,
     min_saving: float,
+    answer_tokens: int | None,
 ) -> None:
     """`eval --baseline A --candidate B`: exit 0 when B passes the gate, 1 (reason on stderr)
     when it does not."""
@@ -296,6 +311,7 @@ def _gate(
                 resamples=resamples,
                 limit=limit,
                 tracker=tracker,
+                answer_tokens=answer_tokens,
             )
     except (RoutebookError, ValueError) as exc:
         _fail(exc)

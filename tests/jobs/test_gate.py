@@ -218,3 +218,67 @@ def test_gate_refuses_sides_that_embed_differently(
     result = gate(embedder, cache_dir, index_slice, GSM8K_TEST, a, b)
     assert result.exit_code == 1
     assert "embed differently (embed_precision 'float32' against 'int8')" in result.output
+
+
+# Mixtral with cheap input and dear output, GPT-4 the reverse: which is cheaper for a GSM8K
+# prompt (about 100 tokens) depends on the answer length a request is priced at.
+CROSSING_CATALOG = """\
+namespace: crossing
+catalog:
+  - {name: mixtral-8x7b-instruct-v0.1, provider: t, input_usd_per_mtok: 0.1,
+     output_usd_per_mtok: 10.0, latency_ms: 100, context_window: 32000}
+  - {name: gpt-4-1106-preview, provider: t, input_usd_per_mtok: 1.0,
+     output_usd_per_mtok: 1.0, latency_ms: 100, context_window: 128000}
+routes: []
+"""
+
+#: Every query to the model cheapest for it: the answer length alone picks the model.
+CHEAPEST = "k = 10\nquality_target = 0.01\ncold_start_threshold = -1\nmin_support = 0\n"
+
+
+@needs_data
+def test_the_gate_decides_each_side_at_its_own_answer_length(
+    embedder: SentenceTransformerEmbedder, cache_dir: Path, index_slice: Path, tmp_path: Path
+) -> None:
+    """Both sides were decided and priced at a fixed 256-token answer: a candidate whose
+    `default_output_tokens` moves every request to another model in `serve` passed the gate as
+    identical to its baseline (same figures, saving 0)."""
+    catalog = _toml(tmp_path, "catalog.yaml", CROSSING_CATALOG)
+    a = _toml(tmp_path, "a.toml", CHEAPEST + "default_output_tokens = 256\n")
+    b = _toml(tmp_path, "b.toml", CHEAPEST + "default_output_tokens = 4\n")
+    args = ("--limit", "150", "--catalog", str(catalog), "--json")
+    result = gate(embedder, cache_dir, index_slice, GSM8K_TEST, a, b, *args)
+    assert result.exit_code == 1, result.output + result.stderr
+    report = json.loads(result.stdout)
+    assert report["answer_tokens"] == 256  # both charged at the baseline's answer length
+    base, cand = report["baseline"]["figures"], report["candidate"]["figures"]
+    # At 256 tokens GPT-4 is the cheaper call, at 4 Mixtral for all but the shortest prompts.
+    assert base["operating"]["answer_share"]["gpt-4-1106-preview"] > 0.9
+    assert cand["operating"]["answer_share"]["mixtral-8x7b-instruct-v0.1"] > 0.5
+    # Charged for 256-token answers, Mixtral's calls cost several times GPT-4's.
+    assert cand["operating"]["cost_per_query"] > 3 * base["operating"]["cost_per_query"]
+    checks = {c["figure"]: c for c in report["gate"]["checks"]}
+    assert checks["cost saving"]["passed"] is False
+    assert "cost saving" in result.stderr
+
+    # Priced at a measured 4-token answer instead, the candidate's calls are the cheaper ones.
+    short = gate(embedder, cache_dir, index_slice, GSM8K_TEST, a, b, *args, "--answer-tokens", "4")
+    measured = json.loads(short.stdout)
+    assert measured["answer_tokens"] == 4
+    checks = {c["figure"]: c for c in measured["gate"]["checks"]}
+    assert checks["cost saving"]["passed"] is True and checks["cost saving"]["measured"] > 0
+
+
+@needs_data
+def test_the_gate_trains_each_sides_head_on_its_own_sample(
+    embedder: SentenceTransformerEmbedder, cache_dir: Path, index_slice: Path, tmp_path: Path
+) -> None:
+    """`head_max_examples` bounds what `serve` trains a namespace's head on; the gate trained
+    one head on the whole index for both sides."""
+    a = _toml(tmp_path, "a.toml", BASELINE)
+    b = _toml(tmp_path, "b.toml", BASELINE + "head_max_examples = 120\n")
+    result = gate(embedder, cache_dir, index_slice, GSM8K_TEST, a, b, "--limit", "150", "--json")
+    report = json.loads(result.stdout)
+    base, cand = report["baseline"], report["candidate"]
+    assert base["figures"]["apgr"] != cand["figures"]["apgr"]
+    assert cand["serving"]["head_max_examples"] == 120

@@ -51,6 +51,15 @@ Vectors = npt.NDArray[np.float32]
 REMEMBER_REMOVED = 65_536
 
 
+def training_sample(count: int, limit: int, seed: int = 0) -> npt.NDArray[np.int64]:
+    """Positions of the examples a head trains on, in order: all of them up to `limit`, a
+    seeded sample beyond (the evaluation jobs draw the same one as `serve`)."""
+    if count <= limit:
+        return np.arange(count, dtype=np.int64)
+    rng = np.random.default_rng(seed)
+    return np.sort(rng.choice(count, size=limit, replace=False)).astype(np.int64)
+
+
 @dataclass(frozen=True, slots=True)
 class IndexState:
     """A self-consistent copy of an index (taken under its lock), for snapshots.
@@ -378,10 +387,7 @@ class NamespaceIndex:
         what a learned head trains on, read from the index so it sees what the neighbours see."""
         with self._lock:
             ids, read = self._stored_vectors()
-            positions = np.arange(len(ids))
-            if len(ids) > limit:
-                rng = np.random.default_rng(seed)
-                positions = np.sort(rng.choice(len(ids), size=limit, replace=False))
+            positions = training_sample(len(ids), limit, seed)
             vectors = read(positions) if len(positions) else np.zeros((0, self._dim), np.float32)
             return vectors, self._facts.get_many(ids[positions].tolist())
 

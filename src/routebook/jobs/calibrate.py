@@ -40,7 +40,6 @@ import numpy.typing as npt
 from routebook.config import Settings
 from routebook.decide import DecisionParams
 from routebook.decide.estimate import head_support
-from routebook.decide.head import train_head
 from routebook.domain import Choice, Strategy
 from routebook.jobs import replay, splits, sweep
 from routebook.jobs.datasets import (
@@ -133,7 +132,9 @@ def _outcome_search(
     texts = [r.prompt for r in calib]
     vectors = cache.embed(texts, tracker.step("embed calibration", len(calib)))
     facts = replay.outcome_facts(kept)
-    index = replay.build_index(facts, index_vectors)
+    # Decided and priced at the settings' answer length, index kind and head sample, as `serve`.
+    serving = replay.Serving.of(inputs.settings)
+    index = replay.build_index(facts, index_vectors, serving)
     grid = _k_grid(inputs, len(kept))
     strengths = sorted({0.0, inputs.params.head_strength})
     head, heads = None, None
@@ -142,7 +143,7 @@ def _outcome_search(
         if leave_one_out:
             heads = replay.crossfit_heads(facts, index_vectors, catalog)
         else:
-            head = train_head(index_vectors, facts, catalog)
+            head = replay.index_head(facts, index_vectors, catalog, inputs.params, serving)
         advance(1)
     searched = replay.search_all(
         index,
@@ -155,7 +156,7 @@ def _outcome_search(
         heads=heads,
     )
     quality = quality_matrix(calib, catalog)
-    cost = replay.call_costs(catalog, searched.input_tokens)
+    cost = replay.call_costs(catalog, searched.input_tokens, serving.output_tokens)
     order = sweep.cost_order(cost)
     need = goal.value * float(quality[:, -1].mean())
     strongest_cost = float(cost[:, -1].mean())
@@ -174,7 +175,7 @@ def _outcome_search(
             )
             if not cascade:  # nothing may go cold: no low-support test either
                 never = replace(never, min_support=0.0)
-            choices = replay.decide_all(searched, catalog, never, k)
+            choices = replay.decide_all(searched, catalog, never, k, serving.output_tokens)
             raw = np.array([[e.success for e in c.estimates] for c in choices])
             support_cold = np.array([c.strategy is Strategy.CASCADE for c in choices])
             top = np.array([c.top_similarity for c in choices])
@@ -306,6 +307,7 @@ def _intent_search(
         max(grid),
         inputs.params,
         tracker.step("search", len(calib)),
+        replay.Serving.of(inputs.settings),
     )
     strengths = ROUTE_HEAD_STRENGTHS if head is not None and head.routes else (0.0,)
     truth = np.array([r.label for r in calib], dtype=object)
@@ -376,7 +378,14 @@ def _threshold_for_whole_index(
     texts = [r.text for r in oos]
     vectors = inputs.cache.embed(texts, tracker.step("embed oos rows", len(oos)))
     searched, _head = replay.search_intents(
-        kept, index_vectors, texts, vectors, k, params, tracker.step("search whole index", len(oos))
+        kept,
+        index_vectors,
+        texts,
+        vectors,
+        k,
+        params,
+        tracker.step("search whole index", len(oos)),
+        replay.Serving.of(inputs.settings),
     )
     never = replace(params, cold_start_threshold=-1.0, min_support=0.0)
     choices = replay.decide_all(searched, catalog, never, k)

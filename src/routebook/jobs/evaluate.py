@@ -42,6 +42,14 @@ class RunOptions:
     k: int
     resamples: int = 1000
     seed: int = 0
+    #: The rest of the settings that `serve` applies (answer length, head sample, index kind).
+    serving: replay.Serving = replay.DEFAULT_SERVING
+    #: The answer length every call is priced at; None: `serving.output_tokens`.
+    answer_tokens: int | None = None
+
+    @property
+    def priced_tokens(self) -> int:
+        return self.serving.output_tokens if self.answer_tokens is None else self.answer_tokens
 
 
 def embed_texts(
@@ -76,9 +84,10 @@ def evaluate_outcomes(
     test_texts = [r.prompt for r in test_rows]
     test_vectors = embed_texts(cache, test_texts, "test", tracker)
     facts = replay.outcome_facts(index_rows)
-    index = replay.build_index(facts, index_vectors)
+    serving = options.serving
+    index = replay.build_index(facts, index_vectors, serving)
     advance = tracker.step("train head", 1)
-    head = replay.index_head(facts, index_vectors, catalog, options.params)
+    head = replay.index_head(facts, index_vectors, catalog, options.params, serving)
     advance(1)
     searched = replay.search_all(
         index,
@@ -89,7 +98,8 @@ def evaluate_outcomes(
         head=head,
     )
     advance = tracker.step("decide", len(test_rows))
-    choices = replay.decide_all(searched, catalog, options.params, options.k)
+    answer = serving.output_tokens
+    choices = replay.decide_all(searched, catalog, options.params, options.k, answer)
     advance(len(test_rows))
     mode = options.params.target_mode
     routebook = scored_from_choices("routebook", choices, catalog, mode)
@@ -99,7 +109,7 @@ def evaluate_outcomes(
     semantic_only = replace(options.params, cold_start_threshold=-1.0, min_support=0.0)
     warm = scored_from_choices(
         "routebook, no cascade",
-        replay.decide_all(searched, catalog, semantic_only, options.k),
+        replay.decide_all(searched, catalog, semantic_only, options.k, answer),
         catalog,
         mode,
     )
@@ -122,7 +132,11 @@ def evaluate_outcomes(
         Scored(f"kNN vote (k={KNN_BASELINE_K})", as_keys(knn_est, "gain"), never_cold),
         Scored("linear head", as_keys(linear_est, "gain"), never_cold),
     ]
-    priced = Priced(quality, replay.call_costs(catalog, searched.input_tokens))
+    priced = Priced(
+        quality,
+        replay.call_costs(catalog, searched.input_tokens, options.priced_tokens),
+        replay.call_costs(catalog, searched.input_tokens, answer),
+    )
     advance = tracker.step("bootstrap", len(scored))
     figures = []
     for s in scored:
@@ -170,4 +184,5 @@ def evaluate_intents(
         options.seed,
         tracker,
         oos_recall_goal,
+        options.serving,
     )

@@ -2,8 +2,16 @@
 
 Why a gate: a settings change (a new `calibrate` run, a hand-tuned target) should not reach
 `serve` unless it measurably keeps quality and, if asked, saves money. So both settings files are
-read the way `serve --config` reads them, the data is embedded and searched once (at the larger
-of the two k), and each side makes its own real decisions (`jobs.replay`) on those neighbours.
+read the way `serve --config` reads them, the data is embedded once, and each side makes its own
+real decisions (`jobs.replay`) with everything of its file that `serve` would apply: its decision
+rule and k, and the answer length it decides at, the sample its head trains on and its index
+kind (`replay.Serving`). Sides that would build the same index and head share one search, at the
+larger k.
+
+Calls are priced at one answer length for both sides, the baseline's `default_output_tokens`
+unless `answer_tokens` is given: that setting is an assumption about the answers, not their
+length. A candidate that assumes shorter answers decides as `serve` would with it (perhaps for
+a model with cheap input and dear output), and is charged what those answers cost.
 
 The decision rule, at each side's own operating point (its configured quality target and cold
 start, the point `serve` would run at):
@@ -36,8 +44,8 @@ import numpy.typing as npt
 from routebook.catalog import Catalog
 from routebook.config import load_settings
 from routebook.decide import DecisionParams
-from routebook.decide.head import Head, train_head
 from routebook.domain import ExampleFacts, Strategy
+from routebook.index import IndexKind, NamespaceIndex
 from routebook.jobs import replay
 from routebook.jobs.datasets import OOS_LABEL, detect_kind, load_intent_rows, load_outcome_rows
 from routebook.jobs.evaluate import embed_texts, quality_matrix
@@ -67,6 +75,7 @@ class Side:
     config: str
     k: int
     params: DecisionParams
+    serving: replay.Serving
     figures: RouterFigures | IntentFigures | None = None
 
 
@@ -95,6 +104,8 @@ class GateResult:
     candidate: Side
     reference: Reference | None
     checks: tuple[Check, ...]
+    #: The answer length, in output tokens, both sides' calls are priced at.
+    answer_tokens: int
 
     @property
     def passed(self) -> bool:
@@ -116,7 +127,13 @@ def load_side(
     """A settings file read as `serve --config` reads it (but without the environment's
     ROUTEBOOK_* values: the file alone is the side), and its embedder settings."""
     settings = load_settings({"model_path": model_path}, config_file, environment=False)
-    side = Side(label, str(config_file), settings.k, params_from_settings(settings))
+    side = Side(
+        label,
+        str(config_file),
+        settings.k,
+        params_from_settings(settings),
+        replay.Serving.of(settings),
+    )
     return side, {name: getattr(settings, name) for name in EMBEDDER_SETTINGS}
 
 
@@ -134,11 +151,16 @@ def run_gate(
     resamples: int = 1000,
     limit: int | None = None,
     tracker: Tracker | None = None,
+    answer_tokens: int | None = None,
 ) -> GateResult:
-    """`inputs` carries the embedder, its cache and the catalog (its settings are not used)."""
+    """`inputs` carries the embedder, its cache and the catalog (its settings are not used).
+    `answer_tokens`: the answer length both sides' calls are priced at (default: the
+    baseline's `default_output_tokens`)."""
     tracker = tracker or Silent()
     baseline, base_model = load_side("baseline", baseline_file, model_path)
     candidate, cand_model = load_side("candidate", candidate_file, model_path)
+    if answer_tokens is None:
+        answer_tokens = baseline.serving.output_tokens
     differ = [name for name in EMBEDDER_SETTINGS if base_model[name] != cand_model[name]]
     if differ:
         which = ", ".join(
@@ -159,7 +181,7 @@ def run_gate(
     sides = (baseline, candidate)
     if kind == "outcome":
         n_index, n_test, ref, measured = _outcome_sides(
-            inputs, sides, index_path, test_path, limit, resamples, seed, tracker
+            inputs, sides, index_path, test_path, limit, resamples, seed, tracker, answer_tokens
         )
     else:
         n_index, n_test, measured = _intent_sides(
@@ -177,19 +199,45 @@ def run_gate(
         candidate=candidate,
         reference=ref,
         checks=checks(baseline, candidate, tolerance_quality, min_saving),
+        answer_tokens=answer_tokens,
     )
 
 
-def _head(
+def _search_sides(
     facts: Sequence[ExampleFacts],
+    index_vectors: npt.NDArray[np.float32],
+    texts: Sequence[str],
     vectors: npt.NDArray[np.float32],
     catalog: Catalog,
     sides: Sequence[Side],
-) -> Head | None:
-    """One head for both sides (it depends on the index only); each side's strengths weigh it."""
-    if not any(replay.uses_head(s.params) for s in sides):
-        return None
-    return train_head(vectors, facts, catalog)
+    tracker: Tracker,
+) -> list[replay.Searched]:
+    """Each side's neighbours and head predictions, as its own `serve` would find them.
+
+    Sides that would build the same index kind and train the same head share one search, at
+    the larger of their k (an approximate index's first k of a wider search are not a search
+    at k, so there each k searches on its own)."""
+
+    def key(side: Side) -> tuple[IndexKind, int | None, int | None]:
+        kind = side.serving.index_kind(len(facts))
+        head = side.serving.head_max_examples if replay.uses_head(side.params) else None
+        return kind, head, None if kind is IndexKind.FLAT else side.k
+
+    groups: dict[tuple[IndexKind, int | None, int | None], list[Side]] = {}
+    for side in sides:
+        groups.setdefault(key(side), []).append(side)
+    advance = tracker.step("search", len(texts) * len(groups))
+    indexes: dict[IndexKind, NamespaceIndex] = {}
+    searched: dict[tuple[IndexKind, int | None, int | None], replay.Searched] = {}
+    for group, members in groups.items():
+        first = members[0]
+        kind = group[0]
+        if kind not in indexes:
+            indexes[kind] = replay.build_index(facts, index_vectors, first.serving)
+        head = replay.index_head(facts, index_vectors, catalog, first.params, first.serving)
+        k = max(side.k for side in members)
+        searched[group] = replay.search_all(indexes[kind], texts, vectors, k, advance, head=head)
+    return [searched[key(side)] for side in sides]
 
 
 def _outcome_sides(
@@ -201,6 +249,7 @@ def _outcome_sides(
     resamples: int,
     seed: int,
     tracker: Tracker,
+    answer_tokens: int,
 ) -> tuple[int, int, Reference, list[Side]]:
     index_rows = load_outcome_rows(index_path)
     test_rows = load_outcome_rows(test_path)[:limit]
@@ -209,18 +258,17 @@ def _outcome_sides(
     texts = [r.prompt for r in test_rows]
     vectors = embed_texts(inputs.cache, texts, "test", tracker)
     facts = replay.outcome_facts(index_rows)
-    index = replay.build_index(facts, index_vectors)
-    k = max(s.k for s in sides)
-    head = _head(facts, index_vectors, catalog, sides)
-    searched = replay.search_all(
-        index, texts, vectors, k, tracker.step("search", len(texts)), head=head
-    )
+    searches = _search_sides(facts, index_vectors, texts, vectors, catalog, sides, tracker)
     quality = quality_matrix(test_rows, catalog)
-    priced = Priced(quality, replay.call_costs(catalog, searched.input_tokens))
+    tokens = searches[0].input_tokens
+    paid = replay.call_costs(catalog, tokens, answer_tokens)
     advance = tracker.step("decide and measure", len(sides))
     measured = []
-    for side in sides:
-        choices = replay.decide_all(searched, catalog, side.params, side.k)
+    for side, searched in zip(sides, searches, strict=True):
+        answer = side.serving.output_tokens
+        # Decided at the side's own answer length, as its `serve` would; charged at the shared one.
+        priced = Priced(quality, paid, replay.call_costs(catalog, tokens, answer))
+        choices = replay.decide_all(searched, catalog, side.params, side.k, answer)
         scored = scored_from_choices(side.label, choices, catalog, side.params.target_mode)
         check_matches_decide(scored, choices, catalog)
         figures = evaluate_router(
@@ -228,7 +276,7 @@ def _outcome_sides(
         )
         measured.append(dataclasses.replace(side, figures=figures))
         advance(1)
-    ref = reference(quality, priced.call_cost, catalog.names)
+    ref = reference(quality, paid, catalog.names)
     return len(index_rows), len(test_rows), ref, measured
 
 
@@ -250,17 +298,13 @@ def _intent_sides(
     vectors = embed_texts(inputs.cache, texts, "test", tracker)
     catalog = replay.intent_catalog()
     facts = replay.intent_facts(index_rows, catalog)
-    index = replay.build_index(facts, index_vectors)
-    k = max(s.k for s in sides)
-    head = _head(facts, index_vectors, catalog, sides)
-    searched = replay.search_all(
-        index, texts, vectors, k, tracker.step("search", len(texts)), head=head
-    )
+    searches = _search_sides(facts, index_vectors, texts, vectors, catalog, sides, tracker)
     true = [r.label for r in test_rows]
     advance = tracker.step("decide and measure", len(sides))
     measured = []
-    for side in sides:
-        choices = replay.decide_all(searched, catalog, side.params, side.k)
+    for side, searched in zip(sides, searches, strict=True):
+        answer = side.serving.output_tokens
+        choices = replay.decide_all(searched, catalog, side.params, side.k, answer)
         routes = [c.route if c.strategy is Strategy.SEMANTIC else None for c in choices]
         figures = intent_figures(
             side.label, side.params.cold_start_threshold, true, routes, resamples, seed
@@ -350,7 +394,8 @@ def _settings_line(side: Side) -> str:
         f"{side.label} {side.config}: k={side.k}, quality_target={p.quality_target:g} "
         f"({p.target_mode}), cold_start_threshold={p.cold_start_threshold:g}, "
         f"min_support={p.min_support:g}, similarity_floor={p.similarity_floor:g}, "
-        f"weight_power={p.weight_power:g}, prior={p.prior_success:g}x{p.prior_strength:g}"
+        f"weight_power={p.weight_power:g}, prior={p.prior_success:g}x{p.prior_strength:g}, "
+        f"default_output_tokens={side.serving.output_tokens}"
     )
 
 
@@ -367,6 +412,10 @@ def render(result: GateResult) -> None:
     )
     for side in (result.baseline, result.candidate):
         console.print("  " + _settings_line(side))
+    if result.kind == "outcome":
+        console.print(
+            f"  both sides' calls priced at {result.answer_tokens} output tokens per answer"
+        )
     table = Table(title="Side by side (95% bootstrap CI)")
     for column in ("figure", "baseline", "candidate"):
         table.add_column(column)

@@ -77,12 +77,13 @@ def route_with_routebook(
     params: DecisionParams,
     k: int,
     advance: Callable[[int], None] | None = None,
+    serving: replay.Serving = replay.DEFAULT_SERVING,
 ) -> tuple[list[str | None], FloatArray]:
     """routebook's route per query (None = cold start) and each query's top similarity.
 
     The head is trained on the in-scope index rows, as the server trains it on its index."""
     searched, _head = replay.search_intents(
-        index_rows, index_vectors, texts, vectors, k, params, advance
+        index_rows, index_vectors, texts, vectors, k, params, advance, serving
     )
     choices = replay.decide_all(searched, replay.intent_catalog(), params, k)
     routes = [c.route if c.strategy is Strategy.SEMANTIC else None for c in choices]
@@ -220,6 +221,7 @@ def evaluate_intent_routers(
     seed: int,
     tracker: Tracker,
     oos_recall_goal: float,
+    serving: replay.Serving = replay.DEFAULT_SERVING,
 ) -> IntentEvaluation:
     texts = [r.text for r in test_rows]
     true = [r.label for r in test_rows]
@@ -236,6 +238,7 @@ def evaluate_intent_routers(
         params,
         k,
         tracker.step("route", len(test_rows)),
+        serving,
     )
     advance = tracker.step("baselines", 2)
     index_labels = [r.label for r in index_rows]

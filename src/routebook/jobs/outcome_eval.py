@@ -124,16 +124,22 @@ def scored_from_choices(
 
 
 class Priced:
-    """The test set's qualities and costs, shared by every router."""
+    """The test set's qualities and costs, shared by every router.
 
-    def __init__(self, quality: FloatArray, call_cost: FloatArray) -> None:
+    `call_cost` is what each call is charged; `decided_cost`, when given, what `decide`
+    compared to find each query's cheapest model (its own assumed answer length, which may not
+    be the one the calls are priced at)."""
+
+    def __init__(
+        self, quality: FloatArray, call_cost: FloatArray, decided_cost: FloatArray | None = None
+    ) -> None:
         self.quality = quality
         self.call_cost = call_cost
         strongest = float(call_cost.mean(axis=0)[-1])
         unit = call_cost.mean(axis=0) / strongest if strongest > 0 else np.ones(quality.shape[1])
         self.unit_cost = np.broadcast_to(unit, quality.shape).copy()
         #: Each query's models cheapest first for that query, the order `decide` uses.
-        self.order = sweep.cost_order(call_cost)
+        self.order = sweep.cost_order(call_cost if decided_cost is None else decided_cost)
         self.cheap_unit = float(unit[0])
         self.n = quality.shape[0]
         #: The share-of-strong-calls axis needs the strongest model to cost more than the

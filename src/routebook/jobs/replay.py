@@ -9,7 +9,14 @@ evaluation measures the code that runs in production, not a re-implementation of
   by the cheapest catalog model (`best_model`), which is what gives the example evidence weight.
 
 Searching is done once with the largest k any setting needs; a smaller k takes the first k of
-those neighbours, which is exactly what a search with that k returns (the index is exact).
+those neighbours, which is exactly what a search with that k returns (an exact index; past
+`approximate_index_above` examples the index is the approximate kind `serve` would build, see
+`Serving`).
+
+Besides the decision rule and k, a settings file changes what `serve` decides and what it
+costs through `Serving`: the answer length a request is decided and priced at, the sample the
+head trains on and the index kind. A replay that kept only the rule measured another
+configuration (a candidate that changed `default_output_tokens` passed the gate as identical).
 
 The namespace head (`decide/head.py`) is trained on the index file, as the server trains it on
 its index, and its prediction for each query rides along with the neighbours. When the queries
@@ -22,11 +29,13 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 from routebook.catalog import Catalog, ModelSpec, estimate_tokens
+from routebook.config import Settings
 from routebook.decide import DecisionParams, DecisionRequest, decide
 from routebook.decide.head import Head, train_head
 from routebook.domain import (
@@ -37,7 +46,8 @@ from routebook.domain import (
     ObservedOutcome,
     Source,
 )
-from routebook.index import NamespaceIndex
+from routebook.index import IndexKind, NamespaceIndex, choose_kind
+from routebook.index.namespace_index import training_sample
 from routebook.jobs.datasets import IntentRow, OutcomeRow
 
 Vectors = npt.NDArray[np.float32]
@@ -48,8 +58,46 @@ WEAK = "mixtral-8x7b-instruct-v0.1"
 #: Extra neighbours fetched in leave-one-out search, to replace the query itself and its copies.
 LOO_SPARE = 4
 
+
+def _default(name: str) -> Any:
+    return Settings.model_fields[name].default
+
+
 #: The answer length the server assumes when a request gives none (Settings.default_output_tokens).
-DEFAULT_OUTPUT_TOKENS = 256
+DEFAULT_OUTPUT_TOKENS: int = _default("default_output_tokens")
+
+
+@dataclass(frozen=True, slots=True)
+class Serving:
+    """What a settings file changes in `serve` besides the decision rule and k.
+
+    `output_tokens` (`default_output_tokens`) is the answer length a request is decided and
+    priced at: it picks the cheapest model for the request when input and output prices cross.
+    `head_max_examples` bounds the seeded sample the namespace head trains on, and
+    `approximate_above`/`approximate_kind` choose the index kind by size."""
+
+    output_tokens: int = DEFAULT_OUTPUT_TOKENS
+    head_max_examples: int = _default("head_max_examples")
+    approximate_above: int = _default("approximate_index_above")
+    approximate_kind: str = _default("approximate_index_kind")
+
+    @classmethod
+    def of(cls, settings: Settings) -> Serving:
+        return cls(
+            output_tokens=settings.default_output_tokens,
+            head_max_examples=settings.head_max_examples,
+            approximate_above=settings.approximate_index_above,
+            approximate_kind=settings.approximate_index_kind,
+        )
+
+    def index_kind(self, size: int) -> IndexKind:
+        """The kind `serve` builds for an index of `size` examples."""
+        return choose_kind(size, self.approximate_above, self.approximate_kind)
+
+
+#: `serve` at its default settings.
+DEFAULT_SERVING = Serving()
+
 
 #: Folds of the cross-fitted head predictions used when the index's own rows are the queries.
 CROSSFIT_FOLDS = 5
@@ -102,10 +150,12 @@ def intent_facts(rows: Sequence[IntentRow], catalog: Catalog) -> list[ExampleFac
     ]
 
 
-def build_index(facts: Sequence[ExampleFacts], vectors: Vectors) -> NamespaceIndex:
-    index = NamespaceIndex(int(vectors.shape[1]))
-    index.add(list(facts), vectors)
-    return index
+def build_index(
+    facts: Sequence[ExampleFacts], vectors: Vectors, serving: Serving = DEFAULT_SERVING
+) -> NamespaceIndex:
+    """The index `serve` would hold: exact, or past `approximate_index_above` approximate."""
+    kind = serving.index_kind(len(facts))
+    return NamespaceIndex.build(int(vectors.shape[1]), kind, list(facts), vectors)
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,10 +214,18 @@ def uses_head(params: DecisionParams) -> bool:
 
 
 def index_head(
-    facts: Sequence[ExampleFacts], vectors: Vectors, catalog: Catalog, params: DecisionParams
+    facts: Sequence[ExampleFacts],
+    vectors: Vectors,
+    catalog: Catalog,
+    params: DecisionParams,
+    serving: Serving = DEFAULT_SERVING,
 ) -> Head | None:
-    """The head the server would train on this index, or None when the rule gives it no weight."""
-    return train_head(vectors, facts, catalog) if uses_head(params) else None
+    """The head the server would train on this index (on the same seeded sample past
+    `head_max_examples`), or None when the rule gives it no weight."""
+    if not uses_head(params):
+        return None
+    sample = training_sample(len(facts), serving.head_max_examples)
+    return train_head(vectors[sample], [facts[i] for i in sample.tolist()], catalog)
 
 
 def crossfit_heads(
@@ -206,14 +264,16 @@ def search_intents(
     k: int,
     params: DecisionParams,
     advance: Callable[[int], None] | None = None,
+    serving: Serving = DEFAULT_SERVING,
 ) -> tuple[Searched, Head | None]:
     """Intent queries searched as `serve` would: an index of the rows (a route per label) and
     the head trained on it. Returns the search and the head (None when the rule gives it no
     weight)."""
     catalog = intent_catalog()
     facts = intent_facts(index_rows, catalog)
-    head = index_head(facts, index_vectors, catalog, params)
-    searched = search_all(build_index(facts, index_vectors), texts, vectors, k, advance, head=head)
+    head = index_head(facts, index_vectors, catalog, params, serving)
+    index = build_index(facts, index_vectors, serving)
+    searched = search_all(index, texts, vectors, k, advance, head=head)
     return searched, head
 
 

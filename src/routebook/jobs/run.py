@@ -89,12 +89,20 @@ def run_eval(
     oos_recall_goal: float = 0.8,
     params: DecisionParams | None = None,
     k: int | None = None,
+    answer_tokens: int | None = None,
 ) -> OutcomeEvaluation | IntentEvaluation:
+    """`answer_tokens`: the answer length calls are priced at (default: the settings'
+    `default_output_tokens`, at which the router decides, as `serve` does)."""
     kind = detect_kind(index_path)
     if detect_kind(test_path) != kind:
         raise ValueError(f"{index_path} and {test_path} hold different kinds of data")
     options = RunOptions(
-        params=params or inputs.params, k=k or inputs.k, resamples=resamples, seed=seed
+        params=params or inputs.params,
+        k=k or inputs.k,
+        resamples=resamples,
+        seed=seed,
+        serving=replay.Serving.of(inputs.settings),
+        answer_tokens=answer_tokens,
     )
     if kind == "outcome":
         index_rows = load_outcome_rows(index_path)
