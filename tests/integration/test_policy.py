@@ -470,3 +470,29 @@ def test_an_empty_key_list_stops_the_server_at_start(
         serve(sqlite_url, router_api_keys={"default": []})
     with pytest.raises(ConfigError, match="holds an empty key"):
         serve(sqlite_url, router_api_keys={"default": ["k1", " "]})
+
+
+def test_a_key_or_token_no_caller_can_send_stops_the_server_at_start(
+    sqlite_url: str, serve: Callable[..., Served], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A token configured with trailing whitespace (a Docker --env-file line, a secrets file's
+    newline) was accepted at start, and every call sending exactly that value was answered
+    UNAUTHENTICATED: callers' Bearer values are read without it. The message names the
+    setting, never the secret."""
+    from routebook.errors import ConfigError
+
+    monkeypatch.setenv("ROUTEBOOK_ADMIN_TOKEN", "change-me ")
+    with pytest.raises(ConfigError) as refused:
+        serve(sqlite_url)
+    assert "admin_token has leading or trailing whitespace" in str(refused.value)
+    assert "change-me" not in str(refused.value)
+    monkeypatch.delenv("ROUTEBOOK_ADMIN_TOKEN")
+
+    with pytest.raises(ConfigError) as refused:
+        serve(sqlite_url, router_api_keys={"default": ["k1", "key-123\n"]})
+    assert "key 2 of router_api_keys['default'] has leading or trailing" in str(refused.value)
+    assert "key-123" not in str(refused.value)
+    with pytest.raises(ConfigError, match="holds a character gRPC metadata cannot carry"):
+        serve(sqlite_url, router_api_keys={"default": ["clé-1"]})
+    with pytest.raises(ConfigError, match="the evidence_levels key for level 'full' has"):
+        serve(sqlite_url, router_api_keys={"default": ["k1"]}, evidence_levels={" k1": "full"})

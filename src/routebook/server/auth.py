@@ -3,6 +3,13 @@ for the Router service when any are configured.
 
 Tokens are compared with hmac.compare_digest against every configured key (no early exit that
 would leak which key matched), and never appear in a message or a log line.
+
+A configured key or token that no caller can present stops the server at start, naming the
+setting: one with leading or trailing whitespace (a newline from a secrets file, a space left in
+a Docker `--env-file` line), since a Bearer value is read without it, or with a character gRPC
+metadata cannot carry. Such a value is refused rather than stripped: the server then accepts
+exactly the secret that was configured, and the operator learns that the value read was not
+the one meant (a file or variable that delivers whitespace may deliver more than that).
 """
 
 from __future__ import annotations
@@ -49,6 +56,8 @@ class Authenticator:
         default_evidence: str = "full",
         key_tenants: Mapping[str, str] | None = None,
     ) -> None:
+        if admin_token:
+            _sendable(admin_token, "admin_token")
         self._admin = admin_token.encode()
         self._levels = [(k.encode(), v) for k, v in (evidence_levels or {}).items()]
         self._default_evidence = default_evidence
@@ -64,9 +73,14 @@ class Authenticator:
                 )
             if any(not key.strip() for key in keys):
                 raise ConfigError(f"router_api_keys[{namespace!r}] holds an empty key")
-            for key in keys:
+            for position, key in enumerate(keys, 1):
+                _sendable(key, f"key {position} of router_api_keys[{namespace!r}]")
                 namespaces_of.setdefault(key.encode(), set()).add(namespace)
         self._router_keys = list(namespaces_of.items())
+        for key, level in (evidence_levels or {}).items():
+            _sendable(key, f"the evidence_levels key for level {level!r}")
+        for key, tenant in (key_tenants or {}).items():
+            _sendable(key, f"the api_key_tenants key of tenant {tenant!r}")
         unknown = [k for k in (key_tenants or {}) if k.encode() not in namespaces_of]
         if unknown:
             raise ConfigError(
@@ -132,6 +146,22 @@ class Authenticator:
         if namespace is not None and namespace not in allowed:
             raise PermissionDenied(f"this API key is not allowed for namespace {namespace!r}")
         return allowed
+
+
+def _sendable(secret: str, setting: str) -> None:
+    """Refuse a configured secret no caller can present (see the module docstring); the
+    message names the setting, never the value."""
+    if secret != secret.strip():
+        raise ConfigError(
+            f"{setting} has leading or trailing whitespace (a newline from a file, or a space "
+            "in an env file?): callers' Bearer values are read without it, so none could "
+            "match; remove it from the setting"
+        )
+    if any(not " " <= character <= "~" for character in secret):
+        raise ConfigError(
+            f"{setting} holds a character gRPC metadata cannot carry (only printable ASCII "
+            "can be sent), so no caller could present it; use printable ASCII only"
+        )
 
 
 def _match(key: bytes, known: Sequence[tuple[bytes, V]]) -> V | None:
