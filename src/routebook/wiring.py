@@ -276,6 +276,7 @@ def build(
     telemetry.watch_indexes(registry)
     telemetry.watch_drift(drift, registry)
     telemetry.watch_embedder(batcher, cache)
+    telemetry.watch_heads(heads)
     infos = directory.refresh()
     if not infos and load_routes and not settings.routes_dir.exists():
         # Not an error (namespaces may come through the Admin API), but a mistyped path would

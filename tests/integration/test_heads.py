@@ -3,6 +3,9 @@ retrained when the index has changed enough, and never in the way of a fresh out
 
 from __future__ import annotations
 
+import logging
+import sys
+import time
 from collections.abc import Callable
 from dataclasses import replace
 
@@ -11,6 +14,7 @@ import pytest
 from routebook.service import heads as heads_module
 from routebook.service.examples import ExampleInput
 from routebook.v1 import router_pb2 as pb
+from routebook.wiring import App
 from tests.conftest import Served
 
 ROUTES = {
@@ -25,7 +29,7 @@ ROUTES = {
 SUFFIXES = [f" (case {n})" for n in range(10)]
 
 
-def fill(served: Served) -> int:
+def fill(served: Served | App) -> int:
     """120 labelled examples: enough for both parts of a head (100 labelled, 20 routed)."""
     items = [
         ExampleInput(f"{text}{suffix}", route, best)
@@ -33,8 +37,17 @@ def fill(served: Served) -> int:
         for text in texts
         for suffix in SUFFIXES
     ]
-    served.app.examples.upsert("default", items)
+    app = served.app if isinstance(served, Served) else served
+    app.examples.upsert("default", items)
     return len(items)
+
+
+def more_orders(app: App, count: int, start: int = 0) -> None:
+    extra = [
+        ExampleInput(f"where is my order number {n}", "order_status", "small")
+        for n in range(start, start + count)
+    ]
+    app.examples.upsert("default", extra)
 
 
 def ask(served: Served, text: str) -> pb.DecideResponse:
@@ -205,3 +218,132 @@ def test_a_catalog_change_retrains_the_head(sqlite_url: str, serve: Callable[...
     assert heads.trainings == trainings + 1
     assert heads.refresh("default") is heads.get("default")  # and then it is fresh
     assert heads.trainings == trainings + 1
+
+
+#: scikit-learn as a broken install leaves it: every import of it fails. Training reaches it
+#: only once the index has labels enough for a head, and then fails on every try.
+BROKEN_SKLEARN = ("sklearn.linear_model", None)
+
+
+def failed_tries(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    return [r for r in caplog.records if "training failed" in r.getMessage()]
+
+
+def head_metric(app: App, name: str) -> float | None:
+    value = app.telemetry.registry.get_sample_value(name, {"namespace": "default"})
+    return None if value is None else float(value)
+
+
+def wait_for(condition: Callable[[], bool], seconds: float = 20.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
+
+
+def test_a_head_that_cannot_train_backs_off_instead_of_retrying_at_every_check(
+    sqlite_url: str,
+    make_app: Callable[..., App],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The background trainer checks every 50 ms here. A head that could not train was tried
+    again at every check, each try logged with a traceback (19 tries in the second below); now
+    it is tried once, counted, and tried again promptly when its data changes."""
+    caplog.set_level(logging.INFO, logger=heads_module.__name__)
+    app = make_app(sqlite_url, head_check_seconds=0.05, head_retrain_after=50)
+    with monkeypatch.context() as broken:
+        broken.setitem(sys.modules, *BROKEN_SKLEARN)
+        fill(app)  # 120 changes: stale, so the trainer tries and fails
+        wait_for(lambda: len(failed_tries(caplog)) >= 1)
+        time.sleep(1.0)  # 20 more checks
+        tries = failed_tries(caplog)
+        assert len(tries) == 1
+        assert tries[0].exc_info is not None  # the first failure comes with its traceback
+        assert "ModuleNotFoundError" in tries[0].getMessage()
+        assert "next try in 60 s" in tries[0].getMessage()
+        assert head_metric(app, "routebook_head_training_failures_total") == 1.0
+        assert head_metric(app, "routebook_head_failures_in_a_row") == 1.0
+        assert app.heads.get("default") is None
+
+    more_orders(app, 60)  # new data: tried again at once, not in 60 s
+    wait_for(lambda: app.heads.get("default") is not None)
+    assert app.heads.get("default").trained_on == 14 + 120 + 60  # type: ignore[union-attr]
+    assert len(failed_tries(caplog)) == 1
+    assert head_metric(app, "routebook_head_training_failures_total") == 1.0
+    assert head_metric(app, "routebook_head_failures_in_a_row") == 0.0
+
+
+class Clock:
+    """heads.py's clock, moved by hand, from where the real one is."""
+
+    def __init__(self) -> None:
+        self.now = time.monotonic() + 60.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+
+def test_a_failing_head_is_tried_again_after_a_doubling_back_off(
+    sqlite_url: str,
+    make_app: Callable[..., App],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger=heads_module.__name__)
+    app = make_app(sqlite_url, head_check_seconds=3600, head_retrain_after=50)
+    heads = app.heads
+    wait_for(lambda: heads.trainings >= 1)  # the trainer's first pass, by the real clock
+    clock = Clock()
+    monkeypatch.setattr(heads_module, "time", clock)  # tries take no time by this clock
+    monkeypatch.setattr(heads_module, "BACKOFF_FIRST_SECONDS", 60.0)
+    monkeypatch.setattr(heads_module, "BACKOFF_MAX_SECONDS", 240.0)
+
+    def tries_after(seconds: float, checks: int = 3) -> int:
+        """Failed tries so far, after `seconds` pass and the trainer checks `checks` times."""
+        clock.now += seconds
+        for _ in range(checks):
+            heads.refresh_all()
+        return len(failed_tries(caplog))
+
+    with monkeypatch.context() as broken:
+        broken.setitem(sys.modules, *BROKEN_SKLEARN)
+        fill(app)
+        assert tries_after(0) == 1
+        assert tries_after(59) == 1  # the first wait: 60 s
+        assert tries_after(1) == 2
+        assert tries_after(119) == 2  # then 120 s
+        assert tries_after(1) == 3
+        assert tries_after(239) == 3  # then 240 s, the most
+        assert tries_after(1) == 4
+        assert tries_after(239) == 4
+        assert tries_after(1) == 5
+        messages = [r.getMessage() for r in failed_tries(caplog)]
+        assert [m.split("next try in ")[1].split(" s")[0] for m in messages] == [
+            "60",
+            "120",
+            "240",
+            "240",
+            "240",
+        ]
+        # The traceback once, then a line per try (the same error each time).
+        assert [r.exc_info is not None for r in failed_tries(caplog)] == [True] + [False] * 4
+
+        more_orders(app, 10)  # fewer changes than retrain_after: not new data enough
+        assert tries_after(1) == 5
+        more_orders(app, 40, start=10)  # 50 since the failed try: tried at once
+        assert tries_after(0) == 6
+        assert tries_after(0) == 6  # … once
+        assert heads.refresh("default", force=True) is None  # force does not wait
+        assert tries_after(0) == 7
+        assert head_metric(app, "routebook_head_training_failures_total") == 7.0
+        assert head_metric(app, "routebook_head_failures_in_a_row") == 7.0
+
+    assert tries_after(240) == 7  # scikit-learn is back: the next try trains
+    assert heads.get("default") is not None
+    assert head_metric(app, "routebook_head_failures_in_a_row") == 0.0
+    more_orders(app, 50, start=50)  # trains as before: a failure left no back-off behind
+    clock.now += 1
+    trained = heads.trainings
+    heads.refresh_all()
+    assert heads.trainings == trained + 1

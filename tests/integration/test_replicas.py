@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -324,3 +325,62 @@ def test_a_committed_namespace_change_is_acknowledged_when_serving_it_fails(
     app.follower.tick()
     assert app.directory.resolve("support").catalog.names == ("cheap", "strong")
     assert app.namespaces.get("support").catalog_version == updated.catalog_version
+
+
+def hold_the_read_of(
+    thread_name: str, app: App, monkeypatch: pytest.MonkeyPatch
+) -> tuple[threading.Event, threading.Event]:
+    """Hold a directory refresh made by the thread so named between its store read and its
+    install: (read, go): `read` is set once it has read, and it installs once `go` is set."""
+    directory = app.directory
+    real_read = directory._read
+    read, go = threading.Event(), threading.Event()
+
+    def held() -> object:
+        infos = real_read()
+        if threading.current_thread().name == thread_name:
+            read.set()
+            assert go.wait(30), "the held refresh was never let go"
+        return infos
+
+    monkeypatch.setattr(directory, "_read", held)
+    return read, go
+
+
+def test_a_follower_tick_that_read_before_an_admin_write_does_not_undo_it(
+    db_url: str, make_app: Callable[..., App], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A follower tick reads the namespaces, CreateNamespace and then UpdateCatalog commit and
+    serve their change, and only then does the tick install what it read: the older view must
+    not replace the newer one (it did: the new namespace read as unknown, then the catalog as
+    the old one, until the next tick)."""
+    from routebook.catalog import Catalog, ModelSpec
+
+    app = make_app(db_url)
+    models = [ModelSpec("cheap", "t", 0.1, 0.4, 300, 128_000)]
+
+    read, go = hold_the_read_of("follower-tick", app, monkeypatch)
+    tick = threading.Thread(target=app.follower.tick, name="follower-tick")
+    tick.start()
+    assert read.wait(30)
+    created = app.namespaces.create("support", "help desk", Catalog(models))
+    assert app.directory.resolve("support").catalog.names == ("cheap",)
+    go.set()
+    tick.join(30)
+    assert not tick.is_alive()
+    assert app.directory.resolve("support").catalog.names == ("cheap",)
+    assert app.follower.is_loaded("support")
+
+    more = Catalog([*models, ModelSpec("strong", "t", 3.0, 15.0, 1500, 200_000)])
+    read, go = hold_the_read_of("follower-tick-2", app, monkeypatch)
+    tick = threading.Thread(target=app.follower.tick, name="follower-tick-2")
+    tick.start()
+    assert read.wait(30)
+    app.namespaces.update_catalog("support", created.catalog_version, more)
+    go.set()
+    tick.join(30)
+    assert not tick.is_alive()
+    assert app.directory.resolve("support").catalog.names == ("cheap", "strong")
+    # A refresh that starts later still installs what it reads.
+    app.follower.tick()
+    assert app.directory.resolve("support").catalog.names == ("cheap", "strong")

@@ -11,6 +11,16 @@ Training competes with Decide for the same cores, so a namespace's head is not r
 before `DUTY` times its last training's duration has passed (a head trained in 20 s waits
 200 s): during a bulk load of 100k examples, heads take at most a tenth of the CPU instead
 of retraining back to back.
+
+A training that fails (an exception in training, or in reading what it trains on) keeps the old
+head and backs off: the namespace is not tried again for `BACKOFF_FIRST_SECONDS`, doubled at
+each failure in a row up to `BACKOFF_MAX_SECONDS`, unless its data changes as much as would
+retrain a head (a new generation or catalog, `retrain_after` changes since the failed try),
+and even then not before `DUTY` times the failed try's duration. Without it a head that cannot
+train was tried at every check, each try as costly as a training and logged with a traceback.
+Each try is logged once (the traceback with the first failure in a row, or a new error) and
+counted in `routebook_head_training_failures_total`; `routebook_head_failures_in_a_row` is
+0 again once a head trains.
 """
 
 from __future__ import annotations
@@ -29,6 +39,10 @@ log = logging.getLogger(__name__)
 
 #: Wall time between two trainings of one head, as a multiple of the last one's duration.
 DUTY = 10.0
+#: After a failed training, the wait before the next try of that head, doubled at each failure
+#: in a row up to the most; new data ends the wait sooner (the module's docstring says when).
+BACKOFF_FIRST_SECONDS = 60.0
+BACKOFF_MAX_SECONDS = 3600.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +68,25 @@ class _Trained:
     models: tuple[ModelSpec, ...] = ()
 
 
+@dataclass(frozen=True, slots=True)
+class _Failed:
+    """A namespace's failures in a row since its last training, and what the last one tried."""
+
+    generation: int
+    version: int
+    models: tuple[ModelSpec, ...]  # () when the catalog itself could not be read
+    in_a_row: int
+    finished: float  # time.monotonic() when the last try failed
+    took: float  # seconds the last try ran
+    retry_at: float  # time.monotonic() from which it is tried again, new data or not
+    error: str  # the last try's exception, type and message
+
+
+def backoff_seconds(in_a_row: int) -> float:
+    """The wait after the `in_a_row`-th failure in a row: the first, then doubled, capped."""
+    return min(BACKOFF_MAX_SECONDS, BACKOFF_FIRST_SECONDS * 2.0 ** min(in_a_row - 1, 62))
+
+
 class HeadBook:
     def __init__(
         self,
@@ -65,6 +98,8 @@ class HeadBook:
         self._catalog_of = catalog_of
         self._settings = settings
         self._trained: dict[str, _Trained] = {}
+        self._failed: dict[str, _Failed] = {}
+        self._failures: dict[str, int] = {}  # failed trainings ever, per namespace
         self._lock = threading.Lock()
         self._train_lock = threading.Lock()
         self._stop = threading.Event()
@@ -90,33 +125,82 @@ class HeadBook:
             return True
         return index.version - trained.version >= self._settings.retrain_after
 
+    def backing_off(self, namespace: str, index: NamespaceIndex) -> bool:
+        """True while the namespace's head failed to train and is not to be tried yet."""
+        with self._lock:
+            failed = self._failed.get(namespace)
+        if failed is None:
+            return False
+        now = time.monotonic()
+        if now >= failed.retry_at:
+            return False
+        if now - failed.finished < DUTY * failed.took:
+            return True  # even new data waits as long as after a training
+        return not self._changed_since(failed, namespace, index)
+
+    def _changed_since(self, failed: _Failed, namespace: str, index: NamespaceIndex) -> bool:
+        """Has the namespace's data changed since the failed try as much as retrains a head?"""
+        if index.generation != failed.generation:
+            return True
+        if index.version - failed.version >= self._settings.retrain_after:
+            return True
+        try:
+            models = self._catalog_of(namespace).models
+        except Exception:  # still unreadable: not a change
+            return False
+        return models != failed.models  # () when it could not be read: readable now
+
+    def failures(self) -> dict[str, tuple[int, int]]:
+        """Per namespace that ever failed to train: (failed trainings ever, failures in a row
+        now, 0 once its head trained again)."""
+        with self._lock:
+            return {
+                namespace: (
+                    total,
+                    self._failed[namespace].in_a_row if namespace in self._failed else 0,
+                )
+                for namespace, total in self._failures.items()
+            }
+
     def refresh(self, namespace: str, *, force: bool = False) -> Head | None:
-        """Train the namespace's head now if it is stale (or `force`); returns the current one."""
+        """Train the namespace's head now if it is stale (or `force`) and not backing off after
+        a failure (`force` does not wait for that either); returns the current one."""
         if not self._settings.enabled:
             return None
         with self._train_lock:  # one training at a time: they compete for the same cores
             index = self._registry.get(namespace)
-            if not force and not self.stale(namespace, index):
+            if not force and self.backing_off(namespace, index):
                 return self.get(namespace)
             generation, version = index.generation, index.version
             started = time.monotonic()
-            vectors, facts = index.training_data(self._settings.max_examples)
-            catalog = self._catalog_of(namespace)
+            models: tuple[ModelSpec, ...] = ()
             try:
+                if not force and not self.stale(namespace, index):
+                    return self.get(namespace)
+                catalog = self._catalog_of(namespace)
+                models = catalog.models
+                vectors, facts = index.training_data(self._settings.max_examples)
                 head = (
                     train_head(vectors, facts, catalog, generation=generation)
                     if len(facts)
                     else None
                 )
-            except Exception:  # a head is an optimisation: never let it take the service down
-                log.exception("head of namespace %s: training failed, old one kept", namespace)
+            except Exception as exc:  # a head is an optimisation: it must not stop the service
+                self._record_failure(namespace, generation, version, models, started, exc)
                 return self.get(namespace)
             with self._lock:
                 finished = time.monotonic()
                 self._trained[namespace] = _Trained(
                     head, generation, version, finished, finished - started, catalog.models
                 )
+                recovered = self._failed.pop(namespace, None)
             self.trainings += 1
+            if recovered is not None:
+                log.info(
+                    "namespace %s: head trains again after %d failures in a row",
+                    namespace,
+                    recovered.in_a_row,
+                )
             log.info(
                 "namespace %s: head trained on %d examples (generation %d)%s",
                 namespace,
@@ -125,6 +209,44 @@ class HeadBook:
                 "" if head is not None else ": too few labels, no head",
             )
             return head
+
+    def _record_failure(
+        self,
+        namespace: str,
+        generation: int,
+        version: int,
+        models: tuple[ModelSpec, ...],
+        started: float,
+        exc: Exception,
+    ) -> None:
+        """Back off from the namespace and say so once: the traceback with the first failure in
+        a row (or when the error changed), one line after that."""
+        finished = time.monotonic()
+        error = f"{type(exc).__name__}: {exc}"
+        with self._lock:
+            before = self._failed.get(namespace)
+            in_a_row = before.in_a_row + 1 if before is not None else 1
+            wait = max(backoff_seconds(in_a_row), DUTY * (finished - started))
+            self._failed[namespace] = _Failed(
+                generation,
+                version,
+                models,
+                in_a_row,
+                finished,
+                finished - started,
+                finished + wait,
+                error,
+            )
+            self._failures[namespace] = self._failures.get(namespace, 0) + 1
+        log.error(
+            "head of namespace %s: training failed (%d in a row), old one kept; next try in "
+            "%.0f s, or sooner when its data changes: %s",
+            namespace,
+            in_a_row,
+            wait,
+            error,
+            exc_info=exc if before is None or before.error != error else None,
+        )
 
     def refresh_all(self) -> None:
         for namespace in self._registry.namespaces():

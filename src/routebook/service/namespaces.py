@@ -29,10 +29,34 @@ class NamespaceDirectory:
         self.default_namespace = default_namespace
         self._by_name: dict[str, NamespaceInfo] = {}
         self._lock = threading.Lock()
+        #: Refreshes started, and the one whose read is installed: a read started later saw
+        #: every commit an earlier one saw, and more.
+        self._started = 0
+        self._installed = 0
 
     def refresh(self) -> list[NamespaceInfo]:
+        """Read every namespace and its catalog from the store and serve them; returns what is
+        served then.
+
+        Refreshes run at once (the follower's tick, an admin write, an upsert, a reindex): one
+        that read the store before a write committed must not install its view after the
+        writer's refresh installed the newer one (the new namespace or catalog read as the old
+        one until the next tick). Each refresh takes a number before it reads, and a view is
+        installed only over an older one's; a refresh that lost answers with the newer view."""
+        with self._lock:
+            self._started += 1
+            ticket = self._started
+        infos = self._read()
+        with self._lock:
+            if ticket > self._installed:
+                self._by_name = {info.name: info for info in infos}
+                self._installed = ticket
+                return infos
+            return list(self._by_name.values())
+
+    def _read(self) -> list[NamespaceInfo]:
         with self._store.read() as session:
-            infos = [
+            return [
                 NamespaceInfo(
                     row.id,
                     row.name,
@@ -41,9 +65,6 @@ class NamespaceDirectory:
                 )
                 for row in ns_store.list_namespaces(session)
             ]
-        with self._lock:
-            self._by_name = {info.name: info for info in infos}
-        return infos
 
     def resolve(self, name: str | None) -> NamespaceInfo:
         """The namespace a request means; empty means the default one."""

@@ -23,6 +23,7 @@ from routebook.embed.batcher import MicroBatcher
 from routebook.embed.cache import CachedEmbedder
 from routebook.index import IndexRegistry
 from routebook.service.drift import DriftWatch
+from routebook.service.heads import HeadBook
 
 #: An outcome at or above this quality counts as a success in the per-model success metric.
 SUCCESS_QUALITY = 0.5
@@ -213,6 +214,32 @@ class Telemetry:
                     yield lookups
 
         self.registry.register(_Embedding())
+
+    def watch_heads(self, heads: HeadBook) -> None:
+        """Learned heads' failed trainings, read at scrape time: a head that cannot train keeps
+        its old one (or none) and backs off, and this is where an operator sees it."""
+        heads_ref = heads
+
+        class _Heads(Collector):
+            def collect(self) -> Iterable[Metric]:
+                failures = CounterMetricFamily(
+                    "routebook_head_training_failures",
+                    "Trainings of a namespace's learned head that failed (the old head is kept).",
+                    labels=["namespace"],
+                )
+                in_a_row = GaugeMetricFamily(
+                    "routebook_head_failures_in_a_row",
+                    "Failed trainings of the namespace's head since it last trained; while above "
+                    "0 it is tried again only after a back-off, or when its data changes.",
+                    labels=["namespace"],
+                )
+                for namespace, (total, now) in sorted(heads_ref.failures().items()):
+                    failures.add_metric([namespace], total)
+                    in_a_row.add_metric([namespace], now)
+                yield failures
+                yield in_a_row
+
+        self.registry.register(_Heads())
 
     def watch_drift(self, drift: DriftWatch, registry: IndexRegistry) -> None:
         """Drift figures are computed at scrape time from the watch's windows."""
