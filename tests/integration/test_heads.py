@@ -251,6 +251,9 @@ def test_a_head_that_cannot_train_backs_off_instead_of_retrying_at_every_check(
     again at every check, each try logged with a traceback (19 tries in the second below); now
     it is tried once, counted, and tried again promptly when its data changes."""
     caplog.set_level(logging.INFO, logger=heads_module.__name__)
+    # The wait is at least DUTY times the failed try's duration (the next test shows it): off
+    # here, where a loaded machine can make a try last seconds.
+    monkeypatch.setattr(heads_module, "DUTY", 0.0)
     app = make_app(sqlite_url, head_check_seconds=0.05, head_retrain_after=50)
     with monkeypatch.context() as broken:
         broken.setitem(sys.modules, *BROKEN_SKLEARN)
@@ -336,13 +339,31 @@ def test_a_failing_head_is_tried_again_after_a_doubling_back_off(
         assert tries_after(0) == 6  # … once
         assert heads.refresh("default", force=True) is None  # force does not wait
         assert tries_after(0) == 7
-        assert head_metric(app, "routebook_head_training_failures_total") == 7.0
-        assert head_metric(app, "routebook_head_failures_in_a_row") == 7.0
 
-    assert tries_after(240) == 7  # scikit-learn is back: the next try trains
+        # A try that lasts 30 s is not tried again for DUTY (10) times that, new data or not.
+        index = app.registry.get("default")
+        real_training_data = index.training_data
+
+        def slow_training_data(limit: int, seed: int = 0) -> object:
+            clock.now += 30.0
+            return real_training_data(limit, seed)
+
+        with monkeypatch.context() as slow:
+            slow.setattr(index, "training_data", slow_training_data)
+            more_orders(app, 50, start=50)
+            assert tries_after(0) == 8
+        assert "next try in 300 s" in failed_tries(caplog)[-1].getMessage()
+        more_orders(app, 50, start=100)
+        assert tries_after(299) == 8
+        assert tries_after(1) == 9
+        assert head_metric(app, "routebook_head_training_failures_total") == 9.0
+        assert head_metric(app, "routebook_head_failures_in_a_row") == 9.0
+
+    assert tries_after(240) == 9  # scikit-learn is back: the next try trains
     assert heads.get("default") is not None
+    assert head_metric(app, "routebook_head_training_failures_total") == 9.0
     assert head_metric(app, "routebook_head_failures_in_a_row") == 0.0
-    more_orders(app, 50, start=50)  # trains as before: a failure left no back-off behind
+    more_orders(app, 50, start=150)  # trains as before: a failure left no back-off behind
     clock.now += 1
     trained = heads.trainings
     heads.refresh_all()
