@@ -15,7 +15,8 @@ class Budget:
     usd_per_window: float
     window_hours: float = 24.0
     near_limit_fraction: float = 0.8
-    #: Near the limit, models pricier than this are removed (default: the cheapest model).
+    #: Near the limit, models dearer than this one for the request are removed (default: the
+    #: cheapest model for the request that the other rules allow).
     near_limit_ceiling: str | None = None
     #: Past the limit: route to the cheapest allowed model, or refuse (RESOURCE_EXHAUSTED).
     when_exhausted: Literal["cheapest", "reject"] = "cheapest"

@@ -121,6 +121,7 @@ def test_budget_spent_through_outcomes_caps_then_forces_the_cheapest(
     near = ask(policy_server, HARD, tenant="spender")
     assert near.model == "small"
     assert rules(near) == {"budget": ["mid", "frontier"]}
+    assert "spent $0.0006 of $0.001 in 24h" in near.policy[0].detail
     assert near.strategy == pb.STRATEGY_SEMANTIC
 
     spend(0.0006, "spend-2")  # past the budget: policy picks the cheapest model
@@ -156,7 +157,8 @@ def test_budget_reject_action_refuses_with_resource_exhausted(policy_server: Ser
     report(policy_server, "strict-1", first, "frontier", cost_usd=0.002)
     error = refused(policy_server, HARD, namespace="strict", tenant="acme")
     assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-    assert "acme" in error.details() and "budget" in error.details()
+    # The $0.001 budget, not "$0.00" (rounded to the cent, below the $0.002 spent).
+    assert "'acme' has spent $0.002, past its budget of $0.001 per 24h" in error.details()
     assert ask(policy_server, HARD, namespace="strict", tenant="other").model == "frontier"
 
 

@@ -8,7 +8,13 @@ from pathlib import Path
 import pytest
 
 from routebook.catalog import Catalog, ModelSpec
-from routebook.decide.policy import PolicyContext, evaluate_policy, explain_removals, has_tag
+from routebook.decide.policy import (
+    PolicyContext,
+    evaluate_policy,
+    explain_removals,
+    has_tag,
+    usd,
+)
 from routebook.errors import ConfigError
 from routebook.policyspec import (
     Budget,
@@ -213,3 +219,77 @@ def test_past_the_budget_the_cheapest_model_for_this_request_is_forced() -> None
     long_answer = replace(spent, input_tokens=10, output_tokens=2_000)
     assert evaluate_policy(policy, catalog, long_prompt).forced == "reader"
     assert evaluate_policy(policy, catalog, long_answer).forced == "writer"
+
+
+# "reader" is listed dearer (0.1 + 10) than "writer" (1 + 1); for a long document summarised
+# in a few lines it costs a tenth as much.
+CROSSED = Catalog(
+    [
+        ModelSpec("reader", "t", 0.1, 10.0, 500, 200_000, {"region": "eu"}),
+        ModelSpec("writer", "t", 1.0, 1.0, 500, 200_000),
+    ]
+)
+NEAR = PolicyContext(tenant="t", spent_usd=9.0, input_tokens=100_000, output_tokens=50)
+
+
+def test_near_the_limit_the_cap_is_this_requests_cost_not_the_list_price() -> None:
+    """Near its limit a tenant kept only the list-cheapest model, here 10x dearer for the
+    request than the model it got once past the limit: the guard raised its spend."""
+    policy = Policy(budget=Budget(usd_per_window=10.0, near_limit_fraction=0.8))
+    near = evaluate_policy(policy, CROSSED, NEAR)
+    past = evaluate_policy(policy, CROSSED, replace(NEAR, spent_usd=10.5))
+    assert (near.budget_state, near.allowed) == ("near", ("reader",))
+    assert past.forced == "reader"
+    assert [(e.rule, e.removed) for e in near.effects] == [("budget", ("writer",))]
+    assert "capped at reader's cost for this request" in near.effects[0].detail
+    # A long answer to a short prompt turns the order round, and the cap with it.
+    answer = replace(NEAR, input_tokens=50, output_tokens=2_000)
+    assert evaluate_policy(policy, CROSSED, answer).allowed == ("writer",)
+    # A named ceiling caps the cost for this request too: under writer, reader stays for the
+    # long prompt (it costs less for it) and goes for the long answer.
+    named = Policy(budget=Budget(10.0, near_limit_fraction=0.8, near_limit_ceiling="writer"))
+    assert evaluate_policy(named, CROSSED, NEAR).allowed == ("writer", "reader")
+    assert evaluate_policy(named, CROSSED, answer).allowed == ("writer",)
+
+
+def test_near_the_limit_the_cheapest_is_among_the_models_the_other_rules_leave() -> None:
+    """The default ceiling was the list-cheapest model before the tag rule ran: a request
+    needing region=us was refused near the limit (everything under small removed, then small
+    for its tag) and served past it."""
+    policy = Policy(budget=Budget(usd_per_window=10.0, near_limit_fraction=0.8))
+    context = PolicyContext(tenant="t", spent_usd=9.0, required_tags=("region=us",))
+    near = evaluate_policy(policy, CATALOG, context)
+    assert (near.budget_state, near.allowed) == ("near", ("big",))
+    assert evaluate_policy(policy, CATALOG, replace(context, spent_usd=11.0)).forced == "big"
+
+
+def test_models_at_the_same_prices_share_the_near_limit_cap() -> None:
+    twins = Catalog([*CATALOG.models, ModelSpec("big-2", "t", 3.0, 15.0, 1500, 200_000)])
+    policy = Policy(budget=Budget(10.0, near_limit_fraction=0.8, near_limit_ceiling="big"))
+    context = PolicyContext(tenant="t", spent_usd=9.0, input_tokens=100, output_tokens=100)
+    assert evaluate_policy(policy, twins, context).allowed == ("small", "mid", "big", "big-2")
+
+
+@pytest.mark.parametrize(
+    ("amount", "shown"),
+    [
+        (50.0, "$50.00"),
+        (1234.5678, "$1234.57"),
+        (0.01, "$0.01"),
+        (0.005, "$0.005"),
+        (0.0041, "$0.0041"),
+        (0.000125, "$0.000125"),
+        (0.0, "$0.00"),
+    ],
+)
+def test_usd_keeps_four_significant_digits(amount: float, shown: str) -> None:
+    assert usd(amount) == shown
+
+
+def test_budget_evidence_shows_a_budget_under_a_cent_as_it_is() -> None:
+    """A $0.005 budget printed as "$0.01", below the $0.0060 spent beside it."""
+    policy = Policy(budget=Budget(usd_per_window=0.005, window_hours=1, near_limit_fraction=0.5))
+    near = evaluate_policy(policy, CATALOG, PolicyContext(tenant="acme", spent_usd=0.0041))
+    assert "spent $0.0041 of $0.005 in 1h" in near.effects[0].detail
+    past = evaluate_policy(policy, CATALOG, PolicyContext(tenant="acme", spent_usd=0.006))
+    assert "spent $0.006, past its $0.005 budget" in past.effects[0].detail

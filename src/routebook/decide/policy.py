@@ -4,12 +4,16 @@ Difficulty decides where a query lands; policy decides the ceiling it lands unde
 removes models and says why, so a decision can name every rule that changed it, and a request
 left with no model can be refused with the reason for each one.
 
-Rules, in order: tenant tier (a ceiling model), budget (near the limit a lower ceiling; past it
-the cheapest model or a refusal), latency SLA, required tags (and the PII tags), context window.
+Rules, in order: tenant tier (a ceiling model), latency SLA, required tags (and the PII tags),
+context window, then budget (near the limit nothing dearer for this request than a ceiling
+model; past it the cheapest model or a refusal). The budget comes last because "cheapest" is
+this request's cost among the models the other rules leave: a ceiling picked before them could
+be a model they remove, leaving nothing under it.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Literal
 
@@ -101,16 +105,6 @@ def evaluate_policy(policy: Policy, catalog: Catalog, context: PolicyContext) ->
             state = "exhausted"
         elif context.spent_usd >= policy.budget.near_limit_fraction * limit:
             state = "near"
-            ceiling_name = policy.budget.near_limit_ceiling or catalog.models[0].name
-            if ceiling_name not in catalog:  # fail closed, as for a tier
-                ceiling_name = catalog.models[0].name
-            ceiling = catalog.rank(ceiling_name)
-            remove(
-                "budget",
-                [m for m in left if catalog.rank(m.name) > ceiling],
-                f"tenant {context.tenant!r} spent ${context.spent_usd:.4f} of "
-                f"${limit:.2f} in {policy.budget.window_hours:g}h; capped at {ceiling_name}",
-            )
 
     if context.max_latency_ms is not None:
         sla = context.max_latency_ms
@@ -134,23 +128,51 @@ def evaluate_policy(policy: Policy, catalog: Catalog, context: PolicyContext) ->
         f"about {tokens} tokens exceed the context window",
     )
 
+    tokens_in, tokens_out = context.input_tokens, context.output_tokens
+
+    def request_cost(m: ModelSpec) -> tuple[float, int]:
+        """This request's cost; on a tie (no tokens, or crossing prices) the list's tier."""
+        return m.cost_usd(tokens_in, tokens_out), catalog.tier(m.name)
+
     forced = None
+    if state == "near" and left:
+        assert policy.budget is not None and limit is not None
+        cap_name = policy.budget.near_limit_ceiling
+        if cap_name is not None and cap_name in catalog:
+            cap = catalog.get(cap_name)
+        else:  # none named, or one that left the catalog (fail closed, as for a tier)
+            cap = min(left, key=request_cost)
+        remove(
+            "budget",
+            [m for m in left if request_cost(m) > request_cost(cap)],
+            f"tenant {context.tenant!r} spent {usd(context.spent_usd)} of {usd(limit)} in "
+            f"{policy.budget.window_hours:g}h; capped at {cap.name}'s cost for this request",
+        )
     if state == "exhausted" and left:
-        assert policy.budget is not None
+        assert policy.budget is not None and limit is not None
         if policy.budget.when_exhausted == "cheapest":
             # Past the budget only one model is allowed: overrides, rules and fallbacks
             # cannot reach a pricier one. It is the cheapest for this request not on
             # cooldown, if any is.
             ready = [m for m in left if m.name not in context.cooling] or left
-            tokens_in, tokens_out = context.input_tokens, context.output_tokens
-            forced = min(ready, key=lambda m: m.cost_usd(tokens_in, tokens_out)).name
+            forced = min(ready, key=request_cost).name
             remove(
                 "budget",
                 [m for m in left if m.name != forced],
-                f"tenant {context.tenant!r} spent ${context.spent_usd:.4f}, past its "
-                f"${limit:.2f} budget; routed to the cheapest allowed model",
+                f"tenant {context.tenant!r} spent {usd(context.spent_usd)}, past its "
+                f"{usd(limit)} budget; routed to the cheapest allowed model",
             )
     return Envelope(tuple(m.name for m in left), tuple(effects), state, forced)
+
+
+def usd(amount: float) -> str:
+    """Dollars to four significant digits and at least the cent: budgets of a fraction of a
+    cent printed to the cent read as $0.00, or below the spend beside them."""
+    if not math.isfinite(amount) or amount == 0:
+        return f"${amount:.2f}"
+    decimals = min(12, max(2, 3 - math.floor(math.log10(abs(amount)))))
+    whole, _, cents = f"{amount:.{decimals}f}".partition(".")
+    return f"${whole}.{cents[:2]}{cents[2:].rstrip('0')}"
 
 
 def explain_removals(catalog: Catalog, envelope: Envelope) -> str:

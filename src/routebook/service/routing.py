@@ -10,7 +10,7 @@ from dataclasses import dataclass, field, replace
 from routebook.catalog import estimate_tokens
 from routebook.decide import DecisionParams, DecisionRequest, decide
 from routebook.decide.fallbacks import fallback_order, without_cooled
-from routebook.decide.policy import Envelope, PolicyContext, evaluate_policy, explain_removals
+from routebook.decide.policy import Envelope, PolicyContext, evaluate_policy, explain_removals, usd
 from routebook.decide.rules import first_match
 from routebook.domain import Choice, Decision, PolicyEffect, ReasonCode, Strategy
 from routebook.embed import Embedder
@@ -310,8 +310,9 @@ class RoutingService:
             and policy.budget.when_exhausted == "reject"
         ):
             raise ResourceExhausted(
-                f"tenant {query.tenant!r} has spent ${spent:.4f}, past its budget of "
-                f"${policy.budget_of(query.tenant):.2f} per {policy.budget.window_hours:g}h"
+                f"tenant {query.tenant!r} has spent {usd(spent)}, past its budget of "
+                f"{usd(policy.budget_of(query.tenant) or 0.0)} per "
+                f"{policy.budget.window_hours:g}h"
             )
         if not envelope.allowed:
             raise FailedPrecondition(
