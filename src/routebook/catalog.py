@@ -2,7 +2,8 @@
 
 Price order doubles as strength order: a `best_model = M` label means M and every pricier model
 answer well, and "the strongest model" is the priciest. Models listed at the same prices are one
-tier: a label on one says nothing of the other, since neither is stronger. A catalog is
+tier: a label on one says nothing of the other, since neither is stronger, a tier ceiling at one
+allows the other, and the escalation cap holds every model of the top tier. A catalog is
 immutable; editing one makes a new one.
 """
 
@@ -45,7 +46,7 @@ class ModelSpec:
 class Catalog:
     """Models cheapest first, looked up by name."""
 
-    __slots__ = ("_by_name", "_models", "_names", "_rank", "_tier")
+    __slots__ = ("_by_name", "_models", "_names", "_rank", "_strongest", "_tier")
 
     def __init__(self, models: Iterable[ModelSpec]) -> None:
         ordered = tuple(sorted(models, key=lambda m: m.price_key))
@@ -63,6 +64,7 @@ class Catalog:
             if i == 0 or model.price_key[:2] != ordered[i - 1].price_key[:2]:
                 tier += 1  # a new price (NaN never equals itself: each its own tier)
             self._tier[model.name] = tier
+        self._strongest = frozenset(n for n, t in self._tier.items() if t == tier)
 
     @property
     def models(self) -> tuple[ModelSpec, ...]:
@@ -102,6 +104,12 @@ class Catalog:
     @property
     def strongest(self) -> ModelSpec:
         return self._models[-1]
+
+    @property
+    def strongest_tier(self) -> frozenset[str]:
+        """Every model at the top price: the one `strongest` names is not stronger than the
+        others at its prices, so a cap on strong calls must count and hold all of them."""
+        return self._strongest
 
 
 def estimate_tokens(text: str) -> int:

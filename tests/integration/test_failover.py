@@ -578,6 +578,60 @@ def test_fallbacks_to_another_model_do_not_count_as_escalations(
     assert "escalation_guard" not in [e.rule for e in again.policy]
 
 
+TWO_AT_THE_TOP = """
+namespace: twins
+catalog:
+  - {name: small, provider: t, input_usd_per_mtok: 0.1, output_usd_per_mtok: 0.4,
+     latency_ms: 300, context_window: 128000}
+  - {name: mid, provider: t, input_usd_per_mtok: 0.4, output_usd_per_mtok: 1.6,
+     latency_ms: 600, context_window: 128000}
+  - {name: frontier-a, provider: t, input_usd_per_mtok: 3, output_usd_per_mtok: 15,
+     latency_ms: 900, context_window: 128000}
+  - {name: frontier-b, provider: t, input_usd_per_mtok: 3, output_usd_per_mtok: 15,
+     latency_ms: 900, context_window: 128000}
+policy:
+  escalation_cap: {max_strong_share: 0.5, window_minutes: 60, min_decisions: 4}
+routes:
+  - name: code_review
+    best_model: frontier-a
+    utterances:
+      - why does my async Rust code deadlock when two tasks hold mutexes
+      - find the race condition in this multithreaded C++ lock-free queue
+  - name: order_status
+    best_model: small
+    utterances: [where is my parcel, it has not arrived, track my package please]
+"""
+
+
+def test_the_escalation_cap_holds_every_model_at_the_top_price(
+    sqlite_url: str, serve: Callable[..., Served], tmp_path: Path
+) -> None:
+    """With two models at the top price only the one listed last (by name) was guarded: a
+    tenant sent every call to the other, escalated to it, and could override to either."""
+    routes = tmp_path / "routes"
+    routes.mkdir()
+    (routes / "twins.yaml").write_text(TWO_AT_THE_TOP)
+    served = serve(sqlite_url, routes_dir=routes)
+    for _ in range(4):
+        assert ask(served, HARD, namespace="twins", tenant="abuser").model == "frontier-a"
+    capped = ask(served, HARD, namespace="twins", tenant="abuser")
+    assert capped.model == "mid"
+    guard = next(e for e in capped.policy if e.rule == "escalation_guard")
+    assert list(guard.removed_models) == ["frontier-a", "frontier-b"]
+    assert "calls to frontier-a or frontier-b" in guard.detail
+    for top in ("frontier-a", "frontier-b"):
+        with pytest.raises(grpc.RpcError) as refused:
+            ask(served, HARD, namespace="twins", tenant="abuser", model_override=top)
+        assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    # Escalations to either count: four cheap decisions escalated to frontier-a are half of
+    # this tenant's eight calls, so its next hard query is capped too.
+    for n in range(4):
+        cheap = ask(served, EASY, namespace="twins", tenant="escalator")
+        assert cheap.model == "small"
+        fail(served, cheap, "frontier-a", f"escalated-{n}", quality=1.0)
+    assert ask(served, HARD, namespace="twins", tenant="escalator").model == "mid"
+
+
 def test_an_outcome_the_router_refuses_does_not_cost_the_caller_its_answer(
     sqlite_url: str, serve: Callable[..., Served], tmp_path: Path
 ) -> None:

@@ -74,6 +74,13 @@ def test_strongest_is_the_priciest(catalog: Catalog) -> None:
     assert Catalog([MINI]).strongest is MINI
 
 
+def test_the_strongest_tier_is_every_model_at_the_top_price(catalog: Catalog) -> None:
+    assert catalog.strongest_tier == {"opus"}
+    twin = spec("opus-twin", 15.00, 75.00)
+    assert Catalog([*catalog.models, twin]).strongest_tier == {"opus", "opus-twin"}
+    assert Catalog([]).strongest_tier == frozenset()
+
+
 def test_strongest_of_an_empty_catalog_raises() -> None:
     with pytest.raises(IndexError):
         _ = Catalog([]).strongest

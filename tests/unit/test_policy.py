@@ -126,6 +126,15 @@ def test_past_the_budget_the_cheapest_model_not_cooling_is_the_only_one() -> Non
     assert evaluate_policy(BUDGET, CATALOG, everything_cooling).forced == "small"
 
 
+def test_a_tier_ceiling_allows_every_model_at_its_prices() -> None:
+    """Equally priced models were ordered by name: a ceiling at the first excluded the second,
+    a ceiling at the second allowed both."""
+    twins = Catalog([*CATALOG.models, ModelSpec("big-2", "t", 3.0, 15.0, 1500, 200_000)])
+    for ceiling in ("big", "big-2"):
+        policy = Policy(tiers={"top": ceiling}, default_tier="top")
+        assert evaluate_policy(policy, twins, PolicyContext()).allowed == twins.names
+
+
 def test_a_tier_whose_ceiling_left_the_catalog_fails_closed() -> None:
     renamed = Catalog([ModelSpec("nano-2", "t", 0.05, 0.2, 200, 8000), *CATALOG.models])
     envelope = evaluate_policy(TIERS, renamed, PolicyContext(tenant="acme"))  # free → "small"

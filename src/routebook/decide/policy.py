@@ -85,10 +85,10 @@ def evaluate_policy(policy: Policy, catalog: Catalog, context: PolicyContext) ->
         named = policy.tiers[tier]
         who = f"tier {tier!r} of tenant {context.tenant or '(none)'!r}"
         if named in catalog:
-            ceiling = catalog.rank(named)
+            ceiling = catalog.tier(named)  # models at its prices are no stronger: allowed too
             remove(
                 "tier",
-                [m for m in left if catalog.rank(m.name) > ceiling],
+                [m for m in left if catalog.tier(m.name) > ceiling],
                 f"{who} allows models up to {named}",
             )
         else:  # a catalog changed under the policy: fail closed, never open

@@ -227,9 +227,11 @@ class OutcomeRecorder:
         self._drift.outcome(info.name, spec.name, report.quality >= 0.5)
         escalated = subject.decided_model is not None and subject.decided_model != spec.name
         cap = info.policy.escalation_cap
-        # The guard caps calls to the strongest model: an escalation to it is one more, a
-        # fallback to another model after a failure (or a step short of it) is not.
-        to_strongest = spec.name == info.catalog.strongest.name
+        # The guard caps calls to the strongest models (every one at the top price): an
+        # escalation to one is one more, a fallback to another model after a failure (or a step
+        # short of them) is not, nor a move between two of them (the decision counted already).
+        strongest = info.catalog.strongest_tier
+        to_strongest = spec.name in strongest and subject.decided_model not in strongest
         if escalated and to_strongest and subject.tenant and cap is not None:
             self._guard.note(info.name, subject.tenant, True, cap)
         self._telemetry.recorded(

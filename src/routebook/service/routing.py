@@ -126,29 +126,31 @@ class RoutingService:
         if left_out:
             effects += (cooldown_effect(left_out, cooled, ignored=available == envelope.allowed),)
         cap = info.policy.escalation_cap
-        strongest = info.catalog.strongest.name
+        strongest = info.catalog.strongest_tier  # every model at the top price
+        strong_left = tuple(m for m in available if m in strongest)
         capped = (
             cap is not None
             and bool(query.tenant)
-            and (override == strongest or (strongest in available and len(available) > 1))
+            and (override in strongest or 0 < len(strong_left) < len(available))
             and self._guard.over(info.name, query.tenant, cap)
         )
         if capped:
             assert cap is not None
             share, calls = self._guard.share(info.name, query.tenant, cap)
+            top = " or ".join(m for m in info.catalog.names if m in strongest)
             why = (
                 f"tenant {query.tenant!r} sent {share:.0%} of its last {calls} calls to "
-                f"{strongest}, decided or escalated to (cap {cap.max_strong_share:.0%} per "
+                f"{top}, decided or escalated to (cap {cap.max_strong_share:.0%} per "
                 f"{cap.window_minutes:g} min)"
             )
             # An override must not be the way round the cap, even while the strongest model is
             # cooling down (an override may still name a cooling model).
-            if override == strongest:
+            if override in strongest:
                 raise PermissionDenied(
-                    f"override to {strongest} is not allowed: rule escalation_guard: {why}"
+                    f"override to {override} is not allowed: rule escalation_guard: {why}"
                 )
-            available = tuple(m for m in available if m != strongest)
-            effects += (PolicyEffect("escalation_guard", (strongest,), why),)
+            available = tuple(m for m in available if m not in strongest)
+            effects += (PolicyEffect("escalation_guard", strong_left, why),)
         ruled = None
         if info.policy.rules and override is None and envelope.forced is None:
             ruled = first_match(
@@ -222,7 +224,7 @@ class RoutingService:
             # it and accept a later step, and the next turn must not stick to the rejected one.
             self._sessions.keep(info.name, query.tenant, query.session_id, choice.model)
         if cap is not None and query.tenant:
-            self._guard.note(info.name, query.tenant, choice.model == strongest, cap)
+            self._guard.note(info.name, query.tenant, choice.model in strongest, cap)
         fallbacks = fallback_order(choice, available, self.limits.max_fallbacks)
         if not self._writer.store_ok:
             choice = replace(
