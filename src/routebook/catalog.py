@@ -10,6 +10,7 @@ immutable; editing one makes a new one.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
@@ -17,6 +18,14 @@ from routebook.errors import InvalidArgument
 
 #: Rough characters per token for English text; good enough for a cost estimate.
 CHARS_PER_TOKEN = 4
+
+#: Scripts written without spaces, where a character is about a token or more (GPT-style and
+#: most other tokenizers): CJK ideographs and punctuation, kana, Hangul, Thai, full-width forms.
+_TOKEN_PER_CHAR = re.compile(
+    "[\u0e00-\u0e7f\u1100-\u11ff\u3000-\u30ff\u3130-\u318f\u31f0-\u31ff"
+    "\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff\uff00-\uffef"
+    "\U00020000-\U0003134f]+"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,4 +122,11 @@ class Catalog:
 
 
 def estimate_tokens(text: str) -> int:
-    return max(1, math.ceil(len(text) / CHARS_PER_TOKEN))
+    """Tokens a text costs: a token per character of Chinese, Japanese, Korean or Thai, and
+    CHARS_PER_TOKEN characters per token for the rest. Counting those scripts as English made
+    them about 4x short, so the context-window rule let through requests too long for a model
+    and outcomes without usage were charged a quarter of the call."""
+    if text.isascii():
+        return max(1, math.ceil(len(text) / CHARS_PER_TOKEN))
+    rest = _TOKEN_PER_CHAR.sub("", text)
+    return max(1, len(text) - len(rest) + math.ceil(len(rest) / CHARS_PER_TOKEN))

@@ -100,6 +100,15 @@ def test_context_window_excludes_models_too_small_for_the_query(policy_server: S
     assert response.model == "mid"
 
 
+def test_context_window_counts_a_chinese_character_as_a_token(policy_server: Served) -> None:
+    """800 characters of Chinese were estimated at 200 tokens, so small (a 1,000-token window)
+    was allowed a request of about 800 tokens plus its 256-token answer."""
+    long_easy = "我的包裹还没有到，请帮我查一下物流状态。" * 40  # noqa: RUF001
+    response = ask(policy_server, long_easy, tenant="ent")
+    assert rules(response) == {"context_window": ["small"]}
+    assert "about 1056 tokens exceed" in response.policy[0].detail
+
+
 def test_no_candidate_left_names_every_rule(policy_server: Served) -> None:
     error = refused(policy_server, EASY, tenant="tiny", max_latency_ms=100)
     assert error.code() == grpc.StatusCode.FAILED_PRECONDITION

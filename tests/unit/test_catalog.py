@@ -173,6 +173,22 @@ def test_estimate_tokens(text: str, tokens: int) -> None:
     assert estimate_tokens(text) == tokens
 
 
+@pytest.mark.parametrize(
+    ("text", "tokens"),
+    [
+        ("请总结附件中的季度报告，并列出三个最大的风险。", 23),  # noqa: RUF001 (a token each)
+        ("注文の返金をお願いします", 12),  # kanji and kana
+        ("환불해 주세요", 6 + 1),  # six Hangul syllables, and the space
+        ("ฉันต้องการคืนเงิน", 17),  # Thai: every code point, marks included
+        ("refund 退款 please", 4 + 2),  # "refund " and " please": 14 characters as English
+        ("héllo wörld, ça va? Привет", 7),  # other scripts as English: unchanged
+    ],
+)
+def test_scripts_without_spaces_count_a_token_per_character(text: str, tokens: int) -> None:
+    """Counted as English, Chinese text came out about 4x short of a tokenizer's count."""
+    assert estimate_tokens(text) == tokens
+
+
 def test_an_unknown_namespace_is_named_with_the_closest_and_a_bounded_list() -> None:
     from routebook.service.namespaces import LISTED_NAMESPACES, unknown_namespace
 
