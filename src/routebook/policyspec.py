@@ -68,6 +68,10 @@ class Policy:
     def tier_of(self, tenant: str) -> str | None:
         return self.tenant_tiers.get(tenant, self.default_tier) if tenant else self.default_tier
 
+    def names(self, tenant: str) -> bool:
+        """The policy lists this tenant (a tier or a budget of its own)."""
+        return tenant in self.tenant_tiers or tenant in self.tenant_budgets
+
     def budget_of(self, tenant: str) -> float | None:
         if self.budget is None or not tenant:
             return None

@@ -191,7 +191,7 @@ def build(
     query_embedder: Embedder = batcher if cache is None else cache
     telemetry = Telemetry(decision_log, settings.log_query_text)
     spend = SpendLedger(store, settings.spend_cache_seconds)
-    guard = EscalationGuard()
+    guard = EscalationGuard(bound_tenants=settings.api_key_tenants.values())
     drift = DriftWatch(
         settings.drift_reference_size,
         settings.drift_window,

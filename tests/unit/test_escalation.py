@@ -76,3 +76,26 @@ def test_a_year_long_window_keeps_at_most_a_thousand_buckets() -> None:
     # the window holds the last 366 days' calls, give or take one bucket (31,622 s)
     assert abs(calls - 366 * 86_400 / 200) <= 31_622 / 200 + 1
     assert abs(share - 0.25) < 0.01
+
+
+def test_tenant_names_from_callers_are_bounded_and_named_tenants_are_kept() -> None:
+    """A new tenant name per call kept a window each for the whole window (3.8 GB at 1,000
+    calls/s for an hour). Other names are now bounded; a tenant named in configuration (the
+    policy, or bound to an API key) keeps its window, so a flood cannot lift its cap."""
+    from routebook.service.escalation import MAX_OTHER_TENANTS
+
+    clock = Clock()
+    guard = EscalationGuard(clock, bound_tenants=["keyed"])
+    for tenant, named in (("listed", True), ("keyed", False), ("anonymous", False)):
+        for _ in range(4):
+            guard.note("ns", tenant, True, CAP, named=named)
+        assert guard.over("ns", tenant, CAP)
+    for n in range(MAX_OTHER_TENANTS + 500):  # a new name per call, within one second
+        guard.note("ns", f"flood-{n}", False, CAP)
+    assert guard.tenants() == MAX_OTHER_TENANTS + 2
+    assert guard.over("ns", "listed", CAP) and guard.over("ns", "keyed", CAP)
+    # An unnamed tenant noted longest ago is forgotten, as after a restart: it could have
+    # left its name for a fresh one anyway.
+    assert guard.share("ns", "anonymous", CAP) == (0.0, 0)
+    # Named tenants do not count against the bound, and the most recent others are kept.
+    assert guard.share("ns", f"flood-{MAX_OTHER_TENANTS + 499}", CAP) == (0.0, 1)

@@ -233,7 +233,9 @@ class OutcomeRecorder:
         strongest = info.catalog.strongest_tier
         to_strongest = spec.name in strongest and subject.decided_model not in strongest
         if escalated and to_strongest and subject.tenant and cap is not None:
-            self._guard.note(info.name, subject.tenant, True, cap)
+            self._guard.note(
+                info.name, subject.tenant, True, cap, info.policy.names(subject.tenant)
+            )
         self._telemetry.recorded(
             info.name, spec.name, report.quality, cost, subject.tenant, escalated
         )

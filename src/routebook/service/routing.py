@@ -224,7 +224,8 @@ class RoutingService:
             # it and accept a later step, and the next turn must not stick to the rejected one.
             self._sessions.keep(info.name, query.tenant, query.session_id, choice.model)
         if cap is not None and query.tenant:
-            self._guard.note(info.name, query.tenant, choice.model in strongest, cap)
+            named = info.policy.names(query.tenant)
+            self._guard.note(info.name, query.tenant, choice.model in strongest, cap, named)
         fallbacks = fallback_order(choice, available, self.limits.max_fallbacks)
         if not self._writer.store_ok:
             choice = replace(
