@@ -170,6 +170,13 @@ class Decision:
     fallbacks: tuple[str, ...] = ()
     matched_rule: str | None = None
 
+    @property
+    def offered(self) -> tuple[str, ...]:
+        """Every model this decision tells the caller to call: its model, the fallbacks and the
+        cascade plan's steps. A failure of one of them is evidence of a real call."""
+        steps = self.choice.cascade.steps if self.choice.cascade is not None else ()
+        return tuple(dict.fromkeys((self.choice.model, *self.fallbacks, *(s.model for s in steps))))
+
 
 @dataclass(frozen=True, slots=True)
 class OutcomeReport:

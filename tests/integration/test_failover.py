@@ -10,12 +10,13 @@ from pathlib import Path
 
 import grpc
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from routebook.catalog import Catalog, ModelSpec
 from routebook.client import AllModelsFailed, ModelFailure, RouterClient
 from routebook.domain import Message, OutcomeReport
-from routebook.store.tables import ExampleRow, ModelFailureRow, OutcomeRow
+from routebook.service.requests import DecideQuery
+from routebook.store.tables import DecisionRow, ExampleRow, ModelFailureRow, OutcomeRow
 from routebook.v1 import router_pb2 as pb
 from routebook.wiring import App
 from tests.conftest import Served, wait_until
@@ -132,24 +133,31 @@ def test_repeated_errors_past_the_threshold_start_a_cooldown(
     sqlite_url: str, serve: Callable[..., Served]
 ) -> None:
     served = serve(sqlite_url, failure_threshold=2, cooldown_seconds=60)
-    decision = ask(served, EASY)
+    decisions = [ask(served, EASY) for _ in range(3)]  # three calls, each failing once
     for n in range(2):
         assert (
             fail(
-                served, decision, "small", f"e{n}", failure=pb.FAILURE_KIND_SERVER_ERROR
+                served, decisions[n], "small", f"e{n}", failure=pb.FAILURE_KIND_SERVER_ERROR
             ).cooldown_seconds
             == 0
         )
     assert ask(served, EASY).model == "small"
-    third = fail(served, decision, "small", "e2", failure=pb.FAILURE_KIND_TIMEOUT)
+    third = fail(served, decisions[2], "small", "e2", failure=pb.FAILURE_KIND_TIMEOUT)
     assert third.cooldown_seconds == 60
     assert ask(served, EASY).model == "mid"
 
 
 def report_failures_at_once(app: App, namespace: str, how_many: int) -> None:
-    """`how_many` server errors for model small, sent together from as many threads."""
+    """`how_many` server errors for model small, each from a decision of its own, sent together
+    from as many threads."""
     start = threading.Barrier(how_many)
     errors: list[BaseException] = []
+    decisions = [
+        app.routing.decide(
+            DecideQuery(messages=(Message("user", f"question {i}"),), namespace=namespace)
+        )
+        for i in range(how_many)
+    ]
 
     def report(i: int) -> None:
         start.wait()
@@ -159,8 +167,7 @@ def report_failures_at_once(app: App, namespace: str, how_many: int) -> None:
                     outcome_id=f"{namespace}-{i}",
                     model="small",
                     quality=0.0,
-                    namespace=namespace,
-                    messages=(Message("user", f"question {i}"),),
+                    decision_id=decisions[i].decision_id,
                     failure="server_error",
                 )
             )
@@ -217,6 +224,68 @@ def test_rate_limits_do_not_count_towards_the_failure_threshold(
     assert one_error.cost_usd == 0  # failures are not charged: no echo of a cost not stored
 
 
+def test_only_failures_of_calls_a_decision_offered_cool_a_model(
+    sqlite_url: str, serve: Callable[..., Served]
+) -> None:
+    """Four failure reports by messages (no decision, no call) cooled a model for every tenant
+    of the namespace, and repeating them kept it cooling. Failures are still recorded, but only
+    those reported against a decision that offered the model count, each decision once."""
+    served = serve(sqlite_url, max_fallbacks=1)  # an easy query's decision offers small, mid
+
+    def by_messages(n: int, **fields: object) -> pb.RecordOutcomeResponse:
+        request = pb.RecordOutcomeRequest(
+            outcome_id=f"fake-{n}",
+            messages=[pb.Message(role="user", content="x")],
+            model="small",
+            tenant="mallory",
+            **fields,  # type: ignore[arg-type]
+        )
+        response: pb.RecordOutcomeResponse = served.router.RecordOutcome(request, timeout=10)
+        return response
+
+    for n in range(6):
+        assert by_messages(n, failure=pb.FAILURE_KIND_SERVER_ERROR).cooldown_seconds == 0
+    limited = by_messages(6, failure=pb.FAILURE_KIND_RATE_LIMITED, retry_after_seconds=600)
+    assert limited.cooldown_seconds == 0 and not limited.duplicate
+    assert rows(served, ModelFailureRow) == 7  # recorded, all the same
+    # One decision's call reported failing six times is one failed call.
+    one = ask(served, EASY, tenant="mallory")
+    for n in range(6):
+        fail(served, one, "small", f"again-{n}", failure=pb.FAILURE_KIND_SERVER_ERROR)
+    # Nor does a failure of a model the decision never offered (frontier: not its model, not
+    # among its fallbacks), however many decisions report it.
+    others = [ask(served, EASY, tenant="mallory") for _ in range(4)]
+    assert all((d.model, list(d.fallbacks)) == ("small", ["mid"]) for d in others)
+    for n, decision in enumerate(others):
+        unrelated = fail(
+            served, decision, "frontier", f"never-offered-{n}", failure=pb.FAILURE_KIND_TIMEOUT
+        )
+        assert unrelated.cooldown_seconds == 0
+    victim = ask(served, EASY, tenant="victim-co")
+    assert victim.model == "small" and "cooldown" not in [e.rule for e in victim.policy]
+    # Failed calls to small from more than 3 decisions (the threshold) are evidence: `one`
+    # and three of the others cool it. These decisions are read back from the store now, as
+    # a replica that did not make them reads them; the last as a row written before decisions
+    # kept their offers, which offered their own model.
+    served.app.decision_writer.flush()
+    with served.app.store.write() as session:
+        session.execute(
+            update(DecisionRow).where(DecisionRow.id == others[3].decision_id).values(offered=None)
+        )
+    started = [
+        fail(served, d, "small", f"real-{n}", failure=pb.FAILURE_KIND_SERVER_ERROR).cooldown_seconds
+        for n, d in enumerate(others)
+    ]
+    assert started == [0, 0, 30, 30]
+    assert ask(served, EASY, tenant="victim-co").model == "mid"
+    fail(served, others[3], "mid", "old-row-fallback", failure=pb.FAILURE_KIND_SERVER_ERROR)
+    with served.app.store.read() as session:
+        counted = session.scalars(
+            select(ModelFailureRow.outcome_id).where(ModelFailureRow.counted.is_(True))
+        ).all()
+    assert sorted(counted) == [f"again-{n}" for n in range(6)] + [f"real-{n}" for n in range(4)]
+
+
 def test_one_cooldown_is_counted_once_and_answered_as_it_stands(
     sqlite_url: str, serve: Callable[..., Served]
 ) -> None:
@@ -224,12 +293,12 @@ def test_one_cooldown_is_counted_once_and_answered_as_it_stands(
     started counts one, and a rate limit meanwhile answers the cooldown that holds (60 s),
     not its own retry-after."""
     served = serve(sqlite_url, failure_threshold=2, cooldown_seconds=60)
-    decision = ask(served, EASY)
-    for n in range(8):
+    decisions = [ask(served, EASY) for _ in range(8)]
+    for n, decision in enumerate(decisions):
         fail(served, decision, "small", f"e{n}", failure=pb.FAILURE_KIND_SERVER_ERROR)
     limited = fail(
         served,
-        decision,
+        decisions[0],
         "small",
         "limited",
         failure=pb.FAILURE_KIND_RATE_LIMITED,
@@ -540,15 +609,17 @@ def test_escalation_guard_caps_one_tenant_not_another(
     assert (cheaper.model, cheaper.strategy) == ("mid", pb.STRATEGY_OVERRIDE)
     honest = ask(served, HARD, namespace="guarded", tenant="honest", model_override="frontier")
     assert honest.model == "frontier"
-    # While frontier cools down an override may still name it, but not round the cap.
-    fail(
+    # While frontier cools down an override may still name it, but not round the cap. (The
+    # rate limit is reported on a decision that offered frontier: the abuser's no longer do.)
+    cooling = fail(
         served,
-        capped,
+        honest,
         "frontier",
         "guard-rl",
         failure=pb.FAILURE_KIND_RATE_LIMITED,
         retry_after_seconds=60,
     )
+    assert cooling.cooldown_seconds == pytest.approx(60)
     with pytest.raises(grpc.RpcError) as refused:
         ask(served, HARD, namespace="guarded", tenant="abuser", model_override="frontier")
     assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED

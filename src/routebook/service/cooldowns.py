@@ -104,8 +104,13 @@ class CooldownBook:
         kind: str,
         decision_id: str | None,
         retry_after: float | None,
+        counted: bool,
     ) -> FailureRecorded:
         """Store the failure; start or extend a cooldown when the rules say so.
+
+        Only a `counted` failure (reported against a decision that offered the model) may cool
+        it, and the threshold counts decisions, not reports: a cooldown holds for every tenant,
+        so it must rest on calls the router asked for, not on reports anyone can send.
 
         The failure is counted with the ones before it inside the transaction that stores it,
         with concurrent reports of the same model taking turns (PostgreSQL: an advisory lock;
@@ -135,11 +140,14 @@ class CooldownBook:
                     retry_after_seconds=retry_after,
                     cooldown_seconds=0.0,
                     created_at=now,
+                    counted=counted,
                 )
                 session.add(failure)
                 session.flush()
-                seconds, reason = self._cooldown_for(
-                    session, namespace_id, model, kind, retry_after, now
+                seconds, reason = (
+                    self._cooldown_for(session, namespace_id, model, kind, retry_after, now)
+                    if counted
+                    else (0.0, "")
                 )
                 failure.cooldown_seconds = seconds
                 if seconds > 0:
@@ -149,7 +157,7 @@ class CooldownBook:
                     in_force = (until - now).total_seconds()
         except IntegrityError:
             return self.record_failure(
-                namespace_id, outcome_id, model, kind, decision_id, retry_after
+                namespace_id, outcome_id, model, kind, decision_id, retry_after, counted
             )
         with self._lock:
             self._cache.pop(namespace_id, None)
@@ -164,19 +172,22 @@ class CooldownBook:
         retry_after: float | None,
         now: datetime,
     ) -> tuple[float, str]:
-        """(seconds, reason) of the cooldown this failure calls for; 0 for none. The failure
-        itself is already in `session`, so the count includes it."""
+        """(seconds, reason) of the cooldown this counted failure calls for; 0 for none. The
+        failure itself is already in `session`, so the count includes it. The threshold counts
+        decisions with a counted failure of the model: one decision's repeated reports are one
+        failed call, however many ids they come with."""
         if kind == "rate_limited":
             seconds = retry_after if retry_after is not None else self._rules.default_seconds
             return min(seconds, self._rules.max_retry_after_seconds), "rate limited"
         since = now - timedelta(seconds=self._rules.window_seconds)
         recent = int(
             session.scalar(
-                select(func.count())
+                select(func.count(ModelFailureRow.decision_id.distinct()))
                 .select_from(ModelFailureRow)
                 .where(
                     ModelFailureRow.namespace_id == namespace_id,
                     ModelFailureRow.model == model,
+                    ModelFailureRow.counted.is_(True),
                     ModelFailureRow.created_at >= since,
                     # Rate limits cool a model for their own retry-after; they are not the
                     # "other failures" the threshold counts (docs/failover.md).

@@ -39,6 +39,8 @@ class PendingDecision:
     shadow_model: str | None = None
     shadow_estimated_cost_usd: float | None = None
     shadow_confidence: float | None = None
+    #: The models offered (model, fallbacks, cascade steps), space-separated.
+    offered: str | None = None
 
 
 DECISION_COLUMNS = tuple(f.name for f in fields(PendingDecision))

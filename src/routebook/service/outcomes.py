@@ -64,6 +64,8 @@ class _Subject:
     example_known: bool
     #: Decide's cost estimate for `decided_model`, made from the whole conversation.
     decided_cost_usd: float | None = None
+    #: The models the decision told the caller to call (none without a decision).
+    offered: frozenset[str] = frozenset()
 
 
 class _LostRace(Exception):
@@ -152,6 +154,9 @@ class OutcomeRecorder:
             report.failure,
             report.decision_id,
             report.retry_after_seconds,
+            # A cooldown holds for every tenant: only a failure the router can tie to a call
+            # it asked for (by a decision that offered the model) may start one.
+            counted=spec.name in subject.offered,
         )
         if not recorded.duplicate:
             self._telemetry.failed(
@@ -293,6 +298,7 @@ class OutcomeRecorder:
                     pending.model,
                     known,
                     pending.estimated_cost_usd,
+                    _offered(pending.offered, pending.model),
                 )
             with self._store.connect() as connection:
                 row = outcome_store.decision_subject(connection, decision_id)
@@ -300,7 +306,13 @@ class OutcomeRecorder:
                 info = self._namespace(row.namespace_id, decision_id)
                 known = row.example_id is not None
                 return _Subject(
-                    info, row.query_text, row.tenant or "", row.model, known, row.estimated_cost_usd
+                    info,
+                    row.query_text,
+                    row.tenant or "",
+                    row.model,
+                    known,
+                    row.estimated_cost_usd,
+                    _offered(row.offered, row.model),
                 )
             if attempt < 3:
                 time.sleep(0.1)
@@ -354,6 +366,12 @@ class OutcomeRecorder:
             vector = self._embedder.embed([text])[0]
         if index.add_new([facts], vector.reshape(1, -1)):  # added meanwhile by another writer
             index.revise_facts(example_id, newer)
+
+
+def _offered(stored: str | None, model: str) -> frozenset[str]:
+    """A decision's offered models as stored; one stored before they were kept offered its own
+    model at least."""
+    return frozenset(stored.split()) if stored is not None else frozenset({model})
 
 
 def _count(outcomes: Sequence[ObservedOutcome]) -> int:

@@ -359,6 +359,7 @@ class RoutingService:
                 shadow_model=shadow.model if shadow is not None else None,
                 shadow_estimated_cost_usd=shadow.estimated_cost_usd if shadow is not None else None,
                 shadow_confidence=shadow.confidence if shadow is not None else None,
+                offered=" ".join(decision.offered),
             )
         )
 

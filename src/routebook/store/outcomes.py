@@ -36,6 +36,7 @@ _DECISION_SUBJECT = (
         _decisions.model,
         _examples.id,
         _decisions.estimated_cost_usd,
+        _decisions.offered,
     )
     .select_from(
         _DECISIONS.outerjoin(
@@ -99,6 +100,8 @@ class DecisionSubject:
     example_id: int | None
     #: What Decide estimated a call to `model` would cost (the whole conversation's tokens).
     estimated_cost_usd: float
+    #: The models the decision offered, space-separated (None: written before they were kept).
+    offered: str | None
 
 
 @dataclass(frozen=True, slots=True)

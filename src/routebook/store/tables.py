@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     DateTime,
     FetchedValue,
     Float,
@@ -21,6 +22,7 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.sql.expression import false
 
 metadata = MetaData(
     naming_convention={
@@ -163,6 +165,10 @@ class DecisionRow(Base):
     shadow_model: Mapped[str | None] = mapped_column(String(128), nullable=True)
     shadow_estimated_cost_usd: Mapped[float | None] = mapped_column(Float, nullable=True)
     shadow_confidence: Mapped[float | None] = mapped_column(Float, nullable=True)
+    # The models the decision told the caller to call (its model, fallbacks, cascade steps),
+    # space-separated: only their failures reported against it are cooldown evidence. NULL in
+    # rows written before it was kept: those offered their model.
+    offered: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
@@ -273,6 +279,9 @@ class ModelFailureRow(Base):
     decision_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
     retry_after_seconds: Mapped[float | None] = mapped_column(Float, nullable=True)
     cooldown_seconds: Mapped[float] = mapped_column(Float, default=0.0)
+    # Reported against a decision that offered the model: evidence of a real call, which may
+    # cool the model for every tenant. Other failures are kept but cool nothing.
+    counted: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 

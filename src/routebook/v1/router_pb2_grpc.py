@@ -65,8 +65,8 @@ class RouterServicer:
         """RecordOutcome reports how a model did on a query. It is acknowledged only after it is
         committed to the store and it is idempotent on outcome_id. An outcome with a quality (or
         success) makes the query join the index at once, so the next similar Decide sees it; a
-        failure report (`failure` set) only counts towards the model's cooldown and never touches
-        the examples or the index.
+        failure report (`failure` set) never touches the examples or the index, and counts
+        towards the model's cooldown when it names a decision that offered the model.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
