@@ -15,6 +15,7 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
@@ -187,15 +188,7 @@ class ExampleService:
                 if existing is None:
                     # Inserted together at the end (one batched INSERT): a row-by-row flush kept
                     # a 10k-row transaction open for long.
-                    row = ExampleRow(
-                        namespace_id=info.id,
-                        text=item.text,
-                        text_hash=h,
-                        route=item.route,
-                        source=Source.REFERENCE.value,
-                        best_model=item.best_model,
-                        origin=ADMIN,
-                    )
+                    row = _reference_row(info.id, h, item, ADMIN)
                     self._give_vector(row, vectors)
                     session.add(row)
                     result.added += 1
@@ -344,6 +337,30 @@ def preview_sync(
     return reports
 
 
+class _Labelled(Protocol):
+    """An admin's ExampleInput or a route file's ReferenceExample."""
+
+    @property
+    def text(self) -> str: ...
+    @property
+    def route(self) -> str | None: ...
+    @property
+    def best_model(self) -> str: ...
+
+
+def _reference_row(namespace_id: int, text_hash: str, item: _Labelled, origin: str) -> ExampleRow:
+    """A new reference example, from an admin's upsert or a route file."""
+    return ExampleRow(
+        namespace_id=namespace_id,
+        text=item.text,
+        text_hash=text_hash,
+        route=item.route,
+        source=Source.REFERENCE.value,
+        best_model=item.best_model,
+        origin=origin,
+    )
+
+
 def _no_vector(_row: ExampleRow) -> None:
     """A dry run embeds nothing."""
 
@@ -373,15 +390,7 @@ def _sync_one(
         existing = present.get(h)
         if existing is None:
             report.added.append(example.text)
-            added = ExampleRow(
-                namespace_id=row.id,
-                text=example.text,
-                text_hash=h,
-                route=example.route,
-                source=Source.REFERENCE.value,
-                best_model=example.best_model,
-                origin=ROUTE_FILE,
-            )
+            added = _reference_row(row.id, h, example, ROUTE_FILE)
             give_vector(added)
             session.add(added)
         elif (existing.route, existing.best_model) != (example.route, example.best_model):
