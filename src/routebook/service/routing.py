@@ -115,6 +115,8 @@ class RoutingService:
             else query.expected_output_tokens
         )
         input_tokens = conversation_tokens(query.messages)
+        # The routing text's own: what rules bound and the head reads, not the whole conversation.
+        query_tokens = estimate_tokens(text)
         cooled = self._cooldowns.active(info.id)
         envelope = self._envelope(info, query, input_tokens, output_tokens, frozenset(cooled))
         override = self._check_override(info, query.model_override, envelope)
@@ -157,7 +159,7 @@ class RoutingService:
                 info.policy.rules,
                 text,
                 query.metadata,
-                estimate_tokens(text),  # the query's, as keywords and regex see the query alone
+                query_tokens,
                 available,
                 info.policy.tiers,
             )
@@ -190,7 +192,7 @@ class RoutingService:
             policy=effects,
             # The routing text's length, as the head was trained on (a system prompt or earlier
             # turns would make every query of a conversation look long).
-            head=head.predict(vector, estimate_tokens(text)) if head is not None else None,
+            head=head.predict(vector, query_tokens) if head is not None else None,
         )
         choice = decide(request)
         if ruled is not None and ruled.rule is not None:
@@ -250,7 +252,7 @@ class RoutingService:
                 candidate_rules,
                 text,
                 query.metadata,
-                estimate_tokens(text),
+                query_tokens,
                 available,
                 info.policy.tiers,
             )
