@@ -42,6 +42,13 @@ def embedder() -> Embedder:
 
 
 @pytest.fixture(scope="session")
+def layers_embedder() -> Embedder:
+    """The default embedder as `head_features = "layers"` builds it: it also gives the mean pool
+    of every layer. Loaded once per session."""
+    return load_embedder(load_settings({"head_features": "layers"}))
+
+
+@pytest.fixture(scope="session")
 def torch_embedder() -> SentenceTransformerEmbedder:
     """The sentence-transformers backend, for tests that compare the two."""
     return SentenceTransformerEmbedder()

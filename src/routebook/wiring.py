@@ -116,6 +116,9 @@ def shadow_candidate(settings: Settings) -> ShadowCandidate | None:
 
 
 def load_embedder(settings: Settings) -> Embedder:
+    """The model the settings name; with `head_features = "layers"` it also gives the mean
+    pool of every layer (a LayerEmbedder), for the head to read."""
+    layers = settings.head_features == "layers"
     if settings.embed_backend == "onnx":
         from routebook.embed.onnx import OnnxEmbedder
 
@@ -125,6 +128,7 @@ def load_embedder(settings: Settings) -> Embedder:
             cache_dir=cache,
             threads=settings.embed_threads,
             precision=settings.embed_precision,
+            layers=layers,
         )
     if settings.embed_precision != "float32":
         raise ConfigError(
@@ -132,7 +136,7 @@ def load_embedder(settings: Settings) -> Embedder:
         )
     from routebook.embed.sentence import SentenceTransformerEmbedder
 
-    return SentenceTransformerEmbedder(settings.model_path or None)
+    return SentenceTransformerEmbedder(settings.model_path or None, layers=layers)
 
 
 def build(

@@ -5,6 +5,10 @@ once costs far less than 16 calls. One worker thread runs the model: it takes ev
 queued while the previous batch ran. It waits (at most `max_wait`) for more to join only when
 there is company, i.e. the previous batch held more than one query: a lone query at concurrency 1
 goes to the model at once instead of paying the wait for nothing.
+
+When the inner embedder gives layers, `embed_with_layers` is batched the same way: a batch with
+a caller that asked for layers runs `inner.embed_with_layers`, and every caller gets its rows of
+both (vectors from either call are the same).
 """
 
 from __future__ import annotations
@@ -14,13 +18,23 @@ import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import Future
+from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
 
-from routebook.embed.protocol import Embedder, EmbedderInFront
+from routebook.embed.protocol import Embedder, EmbedderInFront, layered
 
 Vectors = npt.NDArray[np.float32]
+#: One caller's rows: its vectors, and its layers when the batch was run with them.
+Rows = tuple[Vectors, Vectors | None]
+
+
+@dataclass(frozen=True)
+class _Call:
+    texts: list[str]
+    wants_layers: bool
+    future: Future[Rows]
 
 
 class MicroBatcher(EmbedderInFront):
@@ -32,7 +46,7 @@ class MicroBatcher(EmbedderInFront):
         super().__init__(inner)
         self._max_batch = max_batch
         self._max_wait = max_wait_ms / 1000
-        self._queue: queue.Queue[tuple[list[str], Future[Vectors]]] = queue.Queue()
+        self._queue: queue.Queue[_Call] = queue.Queue()
         self.batches = 0  # model calls made, for metrics, tests and benchmarks
         self.texts = 0  # texts those calls embedded: texts / batches is the mean batch size
         self._count_lock = threading.Lock()
@@ -52,22 +66,36 @@ class MicroBatcher(EmbedderInFront):
             vectors = self.inner.embed(texts)
             self._count(len(texts))
             return vectors
-        future: Future[Vectors] = Future()
-        self._queue.put((list(texts), future))
-        return future.result()
+        vectors, _ = self._queued(texts, wants_layers=False)
+        return vectors
+
+    def embed_with_layers(self, texts: Sequence[str]) -> tuple[Vectors, Vectors]:
+        inner = layered(self.inner)  # a clear TypeError when there are none
+        if len(texts) >= self._max_batch:
+            both = inner.embed_with_layers(texts)
+            self._count(len(texts))
+            return both
+        vectors, layers = self._queued(texts, wants_layers=True)
+        assert layers is not None  # a batch with a caller that wants layers is run with them
+        return vectors, layers
+
+    def _queued(self, texts: Sequence[str], *, wants_layers: bool) -> Rows:
+        call = _Call(list(texts), wants_layers, Future())
+        self._queue.put(call)
+        return call.future.result()
 
     def _run(self) -> None:
         while True:
             first = self._queue.get()
             pending = [first]
-            count = len(first[0])
+            count = len(first.texts)
             while count < self._max_batch:  # whatever queued meanwhile rides along
                 try:
                     item = self._queue.get_nowait()
                 except queue.Empty:
                     break
                 pending.append(item)
-                count += len(item[0])
+                count += len(item.texts)
             if self._last_batch_size > 1:  # under load: wait a little for stragglers
                 deadline = _now() + self._max_wait
                 while count < self._max_batch:
@@ -79,23 +107,30 @@ class MicroBatcher(EmbedderInFront):
                     except queue.Empty:
                         break
                     pending.append(item)
-                    count += len(item[0])
+                    count += len(item.texts)
             self._last_batch_size = count
             self._embed(pending)
 
-    def _embed(self, pending: list[tuple[list[str], Future[Vectors]]]) -> None:
-        texts = [text for item, _ in pending for text in item]
+    def _embed(self, pending: list[_Call]) -> None:
+        texts = [text for call in pending for text in call.texts]
+        layers: Vectors | None = None
         try:
-            vectors = self.inner.embed(texts)
+            if any(call.wants_layers for call in pending):
+                vectors, layers = layered(self.inner).embed_with_layers(texts)
+            else:
+                vectors = self.inner.embed(texts)
         except BaseException as exc:  # hand the failure to every waiting caller
-            for _, future in pending:
-                future.set_exception(exc)
+            for call in pending:
+                call.future.set_exception(exc)
             return
         self._count(len(texts))
         start = 0
-        for item, future in pending:
-            future.set_result(vectors[start : start + len(item)])
-            start += len(item)
+        for call in pending:
+            end = start + len(call.texts)
+            call.future.set_result(
+                (vectors[start:end], None if layers is None else layers[start:end])
+            )
+            start = end
 
     def _count(self, texts: int) -> None:
         with self._count_lock:

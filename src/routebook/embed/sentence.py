@@ -114,9 +114,15 @@ def length_chunks(texts: Sequence[str], max_batch: int, budget_chars: int) -> li
 
 
 class SentenceTransformerEmbedder:
-    """Loads once, encodes under a lock (torch already uses every core for one batch)."""
+    """Loads once, encodes under a lock (torch already uses every core for one batch).
 
-    def __init__(self, model_path: str | Path | None = None, batch_size: int = 64) -> None:
+    With `layers`, the model returns every hidden state and `embed_with_layers` pools them
+    beside the vectors (a LayerEmbedder); `embed` then runs the same code and keeps the vectors,
+    so the two agree to the bit."""
+
+    def __init__(
+        self, model_path: str | Path | None = None, batch_size: int = 64, *, layers: bool = False
+    ) -> None:
         os.environ["HF_HUB_OFFLINE"] = "1"
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
         os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
@@ -138,6 +144,13 @@ class SentenceTransformerEmbedder:
             raise ConfigError(f"model at {path} does not say its embedding dimension")
         self._dim = dim
         self._model_id = model_id_for(path, dim)
+        self._layers_dim = 0
+        if layers:
+            transformer: Any = self._model[0]
+            config = transformer.auto_model.config
+            # The Transformer module then hands `all_layer_embeddings` to the features.
+            config.output_hidden_states = True
+            self._layers_dim = (config.num_hidden_layers + 1) * config.hidden_size
 
     @property
     def dim(self) -> int:
@@ -147,7 +160,13 @@ class SentenceTransformerEmbedder:
     def model_id(self) -> str:
         return self._model_id
 
+    @property
+    def layers_dim(self) -> int:
+        return self._layers_dim
+
     def embed(self, texts: Sequence[str]) -> npt.NDArray[np.float32]:
+        if self._layers_dim:
+            return self.embed_with_layers(texts)[0]
         if not texts:
             return np.zeros((0, self._dim), dtype=np.float32)
         out = np.empty((len(texts), self._dim), dtype=np.float32)
@@ -161,3 +180,31 @@ class SentenceTransformerEmbedder:
                     show_progress_bar=False,
                 )
         return out
+
+    def embed_with_layers(
+        self, texts: Sequence[str]
+    ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
+        if not self._layers_dim:
+            raise TypeError(
+                f"this SentenceTransformerEmbedder ({self._model_id}) was built without "
+                "layers=True: it gives no layers"
+            )
+        import torch
+
+        out = np.empty((len(texts), self._dim), dtype=np.float32)
+        layers = np.empty((len(texts), self._layers_dim), dtype=np.float32)
+        with self._lock, torch.inference_mode():
+            self._model.eval()
+            for chunk in length_chunks(texts, self._batch_size, CHUNK_CHARS):
+                # What `encode` does for one batch (tokenize, run every module, normalise),
+                # keeping the hidden states the Transformer module returns on the way.
+                features = self._model(self._model.preprocess([texts[i] for i in chunk]))
+                vectors = torch.nn.functional.normalize(features["sentence_embedding"], p=2, dim=1)
+                mask = features["attention_mask"].unsqueeze(-1).to(vectors.dtype)
+                counts = torch.clamp(mask.sum(dim=1), min=1e-9)
+                pools = [
+                    (state * mask).sum(dim=1) / counts for state in features["all_layer_embeddings"]
+                ]
+                out[chunk] = vectors.numpy()
+                layers[chunk] = torch.cat(pools, dim=1).numpy()
+        return out, layers
