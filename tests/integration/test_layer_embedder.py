@@ -175,6 +175,8 @@ def test_cached_layers_are_the_models_to_the_bit(layers_embedder: Embedder) -> N
     assert (cached.hits, cached.misses) == (4, 4)
     assert np.array_equal(vectors, vector)
     assert layers.flags.c_contiguous and layers.shape == (1, MINILM_LAYERS)
+    _, model_layers = layered(layers_embedder).embed_with_layers(TEXTS[3:4])
+    assert np.abs(layers - model_layers).max() < 1e-5
 
 
 class _Gated(EmbedderInFront):
