@@ -78,6 +78,7 @@ def _inputs(
     cache_dir: Path | None,
     target_mode: str | None,
     environment: bool = True,
+    layers: bool = False,
 ) -> Any:
     from routebook.jobs.run import Inputs
 
@@ -91,6 +92,7 @@ def _inputs(
         embedder=embedder,
         target_mode=target_mode,
         environment=environment,
+        layers=layers,
     )
 
 
@@ -293,9 +295,22 @@ def _gate(
         from routebook.jobs import gate
         from routebook.jobs.progress import rich_tracker
 
-        # The baseline's file only builds the shared pieces (embedder, cache, catalog) here.
+        # The baseline's file only builds the shared pieces (embedder, cache, catalog) here,
+        # with layer pools if either side's head reads them.
+        layers = any(
+            gate.load_side(label, path, model_path)[0].serving.reads_layers
+            for label, path in (("baseline", baseline_file), ("candidate", candidate_file))
+        )
         inputs = _inputs(
-            ctx, baseline_file, None, model_path, catalog_path, cache_dir, None, environment=False
+            ctx,
+            baseline_file,
+            None,
+            model_path,
+            catalog_path,
+            cache_dir,
+            None,
+            environment=False,
+            layers=layers,
         )
         with rich_tracker(enabled=not as_json) as tracker:
             result = gate.run_gate(

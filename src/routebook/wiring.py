@@ -19,6 +19,7 @@ from routebook.decide import DecisionParams
 from routebook.embed import Embedder
 from routebook.embed.batcher import MicroBatcher
 from routebook.embed.cache import CachedEmbedder
+from routebook.embed.protocol import layered, layers_dim_of
 from routebook.errors import ConfigError
 from routebook.index import IndexRegistry
 from routebook.service import (
@@ -33,6 +34,7 @@ from routebook.service.drift import DriftLevels, DriftWatch
 from routebook.service.drift_keeper import DriftKeeper
 from routebook.service.escalation import EscalationGuard
 from routebook.service.follower import StoreFollower
+from routebook.service.head_layers import TrainingLayers
 from routebook.service.heads import HeadBook, HeadSettings
 from routebook.service.indexing import IndexBuilder
 from routebook.service.namespace_admin import NamespaceAdmin
@@ -159,6 +161,11 @@ def build(
     )
     migrate.upgrade(store.engine)
     embedder = embedder if embedder is not None else load_embedder(settings)
+    if settings.head_features == "layers" and not layers_dim_of(embedder):
+        raise ConfigError(
+            f'head_features = "layers", but the embedder ({embedder.model_id}) was built '
+            "without its layer pools"
+        )
     registry = IndexRegistry(embedder.dim)
     directory = NamespaceDirectory(store, settings.default_namespace)
     shadow = shadow_candidate(settings)
@@ -173,6 +180,11 @@ def build(
             check_seconds=settings.head_check_seconds,
             max_examples=settings.head_max_examples,
         ),
+        # Training texts' layer pools come from the model itself, not the query path's cache
+        # and batcher: a retraining must not evict queries or queue ahead of Decide.
+        TrainingLayers(lambda texts: layered(embedder).embed_with_layers(texts)[1])
+        if settings.head_features == "layers"
+        else None,
     )
     builder = IndexBuilder(
         store, embedder, settings.approximate_index_above, settings.approximate_index_kind

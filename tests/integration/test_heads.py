@@ -9,8 +9,13 @@ import time
 from collections.abc import Callable
 from dataclasses import replace
 
+import numpy as np
 import pytest
 
+from routebook.catalog import estimate_tokens
+from routebook.embed import Embedder
+from routebook.embed.protocol import layered
+from routebook.errors import ConfigError
 from routebook.service import heads as heads_module
 from routebook.service.examples import ExampleInput
 from routebook.v1 import router_pb2 as pb
@@ -368,3 +373,41 @@ def test_a_failing_head_is_tried_again_after_a_doubling_back_off(
     trained = heads.trainings
     heads.refresh_all()
     assert heads.trainings == trained + 1
+
+
+def test_a_layers_head_reads_the_querys_layer_pools(
+    sqlite_url: str, serve: Callable[..., Served], layers_embedder: Embedder
+) -> None:
+    """head_features = "layers": the head trains on every layer's pool of its examples (kept
+    between trainings, only new texts embedded) and Decide reads the query's own pools."""
+    served = serve(
+        sqlite_url, head_check_seconds=3600, head_features="layers", embedder=layers_embedder
+    )
+    size = fill(served) + 14
+    head = served.app.heads.refresh("default", force=True)
+    kept = served.app.heads.layers
+    assert head is not None and head.reads_layers and kept is not None
+    assert head.model_weights.shape[1] == 7 * 384 + 1 and head.trained_on == size
+    assert kept.embedded == size and kept.kept("default") == size
+
+    text = "please track my parcel"
+    response = ask(served, text)
+    vectors, pools = layered(layers_embedder).embed_with_layers([text])
+    expected = head.predict(vectors[0], estimate_tokens(text), pools[0])
+    assert [round(e.head_success, 5) for e in response.estimates] == [
+        round(p, 5) for _, p in expected.success
+    ]
+    plain = head.predict(vectors[0], estimate_tokens(text), np.zeros_like(pools[0]))
+    assert plain.success != expected.success  # the pools are read, not ignored
+
+    more_orders(served.app, 12)
+    again = served.app.heads.refresh("default", force=True)
+    assert again is not None and again.trained_on == size + 12
+    assert kept.embedded == size + 12  # the 12 new texts only
+
+
+def test_layers_need_an_embedder_with_layer_pools(
+    sqlite_url: str, make_app: Callable[..., App]
+) -> None:
+    with pytest.raises(ConfigError, match="without its layer pools"):
+        make_app(sqlite_url, head_features="layers")  # the session's plain embedder

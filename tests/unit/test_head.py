@@ -235,3 +235,70 @@ def test_a_head_on_real_utterances(embedder: SentenceTransformerEmbedder) -> Non
     for text, route in probes.items():
         top = head.predict(embedder.embed([text])[0], estimate_tokens(text)).top_route
         assert top is not None and top[0] == route, (text, top)
+
+
+def layered(
+    n: int, seed: int = 0
+) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32], list[int]]:
+    """Vectors that say nothing (all the same direction, noise) and layer pools whose feature 5
+    (of 12, on their own scales and offsets) tells the kind, as an inner layer can know what
+    the last one pooled away."""
+    rng = np.random.default_rng(seed)
+    kinds = [i % 2 for i in range(n)]
+    vectors = np.stack([unit(0, 0.3, rng) for _ in kinds])
+    layers = rng.normal(0.0, 1.0, (n, 12)) * np.linspace(0.5, 40.0, 12) + 100.0
+    layers[:, 5] += 80.0 * np.array(kinds)
+    return vectors, layers.astype(np.float32), kinds
+
+
+def test_a_layers_head_reads_the_layers_and_routes_still_read_the_vector() -> None:
+    vectors, layers, kinds = layered(80)
+    facts = [
+        example(i, route=f"r{i % 3}", outcomes=(ObservedOutcome(NANO, 1.0 - k, 1),))
+        for i, k in enumerate(kinds)
+    ]
+    head = train_head(vectors, facts, CATALOG, layers=layers, model_c=1.0, min_model_examples=20)
+    plain = train_head(vectors, facts, CATALOG, model_c=1.0, min_model_examples=20)
+    assert head is not None and plain is not None
+    assert head.features == "layers" and head.reads_layers and plain.features == "vector"
+    probe_vector = unit(0, 0.0, np.random.default_rng(9))
+    kind0, kind1 = layers[0], layers[1]  # kinds alternate
+    nano_0 = head.predict(probe_vector, layers=kind0).success_of(NANO)
+    nano_1 = head.predict(probe_vector, layers=kind1).success_of(NANO)
+    assert nano_0 is not None and nano_1 is not None and nano_0 > 0.8 > 0.2 > nano_1
+    # The vector head cannot tell the kinds apart: both near the base rate.
+    plain_0 = plain.predict(vectors[0]).success_of(NANO)
+    plain_1 = plain.predict(vectors[1]).success_of(NANO)
+    assert plain_0 is not None and plain_1 is not None and abs(plain_0 - plain_1) < 0.3
+    # Routes are the vector's: the same for both kinds of layers.
+    routes = head.predict(probe_vector, layers=kind0).routes
+    assert len(routes) == 3 and routes == head.predict(probe_vector, layers=kind1).routes
+    with pytest.raises(ValueError, match="layers"):
+        head.predict(probe_vector)
+
+
+def test_a_layers_head_standardises_as_it_learned() -> None:
+    """predict's numpy is scikit-learn's fit on the standardised layers (plus the length
+    feature, constant here), so a layer on a large scale or offset weighs as a small one."""
+    from sklearn.linear_model import LogisticRegression
+
+    vectors, layers, kinds = layered(80, seed=2)
+    facts = [example(i, outcomes=(ObservedOutcome(NANO, 1.0 - k, 1),)) for i, k in enumerate(kinds)]
+    head = train_head(vectors, facts, CATALOG, layers=layers, model_c=0.5, min_model_examples=20)
+    assert head is not None
+    mean = layers.astype(np.float64).mean(axis=0)
+    standard = (layers - mean) / layers.astype(np.float64).std(axis=0)
+    labels = 1.0 - np.array(kinds, dtype=np.float64)
+    reference = LogisticRegression(C=0.5, max_iter=2000).fit(standard, labels)
+    expected = reference.predict_proba(standard[:6])[:, 1]
+    got = [head.predict(vectors[i], layers=layers[i]).success_of(NANO) for i in range(6)]
+    assert got == pytest.approx(expected, abs=1e-3)
+
+
+def test_layers_must_match_the_examples() -> None:
+    vectors, layers, kinds = layered(40)
+    facts = [
+        example(i, outcomes=(ObservedOutcome(NANO, float(k), 1),)) for i, k in enumerate(kinds)
+    ]
+    with pytest.raises(ValueError, match="39 layer rows for 40 examples"):
+        train_head(vectors, facts, CATALOG, layers=layers[:39])

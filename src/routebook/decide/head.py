@@ -14,6 +14,13 @@ Two parts, each trained only when the index has the labels for it:
   observed mean quality as a soft label, else the `best_model` label's 0/1.
 - routes: one multinomial logistic regression over the examples' routes.
 
+The success part reads one of two kinds of features (`head_features`): the query's vector, or
+`layers`, the mean pool of every hidden layer of the same forward pass (7 x 384 floats for
+MiniLM, standardised with the training examples' mean and spread). The final vector is what
+neighbours are found by; the inner layers keep what the last one pools away (the words, the
+kind of question), and on MMLU a success head reading them ranks queries better (docs/
+evaluation.md, "Better decisions", item 11). Routes always read the vector.
+
 Inference is numpy only (a matrix-vector product per part, microseconds); training uses
 scikit-learn, imported lazily, and takes seconds on tens of thousands of examples.
 """
@@ -23,7 +30,8 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -34,9 +42,16 @@ from routebook.domain import ExampleFacts, HeadPrediction
 
 FloatArray = npt.NDArray[np.float64]
 
+#: The two kinds of features a success head reads (the `head_features` setting).
+VECTOR = "vector"
+LAYERS = "layers"
+
 #: Inverse L2 penalty of the per-model success regressions. Outcomes are noisy 0/1 results, so
 #: a strong penalty: cross-validated on GSM8K's and MMLU's dev index (0.1 beat 1 and 10).
 MODEL_C = 0.1
+#: The same on standardised layer pools (2,688 features of ~7,000 noisy rows, so a far stronger
+#: penalty: MMLU dev_index 5-fold CV, docs/evaluation.md item 11).
+LAYERS_MODEL_C = 1e-4
 #: Inverse L2 penalty of the route regression (CLINC150 / Banking77 train folds: 10 best,
 #: 3 and 30 within 0.1-0.7 points).
 ROUTE_C = 10.0
@@ -56,7 +71,7 @@ class Head:
     """Trained weights of one namespace's head; `predict` is all the serving path calls."""
 
     models: tuple[str, ...]
-    #: (len(models), dim + 1): embedding weights, then the weight of the length feature.
+    #: (len(models), features + 1): feature weights, then the weight of the length feature.
     model_weights: FloatArray
     model_bias: FloatArray
     length_mean: float
@@ -67,17 +82,40 @@ class Head:
     route_bias: FloatArray
     trained_on: int
     generation: int = 0
+    #: What the success part reads: "vector", or "layers" standardised by these two (one
+    #: value per layer feature; empty for "vector").
+    features: str = VECTOR
+    layers_mean: FloatArray = field(default_factory=lambda: np.zeros(0))
+    layers_scale: FloatArray = field(default_factory=lambda: np.zeros(0))
 
-    def predict(self, vector: npt.ArrayLike, input_tokens: int | None = None) -> HeadPrediction:
-        """The head's view of one query (a unit vector); without `input_tokens` the length
-        feature is taken at its training mean."""
+    @property
+    def reads_layers(self) -> bool:
+        return self.features == LAYERS and bool(self.models)
+
+    def predict(
+        self,
+        vector: npt.ArrayLike,
+        input_tokens: int | None = None,
+        layers: npt.ArrayLike | None = None,
+    ) -> HeadPrediction:
+        """The head's view of one query (a unit vector, and its layer pools when the head
+        reads them); without `input_tokens` the length feature is taken at its training mean."""
         x = np.asarray(vector, dtype=np.float64).reshape(-1)
         success: tuple[tuple[str, float], ...] = ()
         if self.models:
+            if self.features == LAYERS:
+                if layers is None:
+                    raise ValueError("this head reads every layer's pools: pass `layers`")
+                features = np.asarray(layers, dtype=np.float64).reshape(-1) - self.layers_mean
+                features /= self.layers_scale
+            else:
+                features = x
             z = 0.0
             if input_tokens is not None:
                 z = (math.log(max(input_tokens, 1)) - self.length_mean) / self.length_std
-            logits = self.model_weights[:, :-1] @ x + self.model_weights[:, -1] * (LENGTH_SCALE * z)
+            logits = self.model_weights[:, :-1] @ features + self.model_weights[:, -1] * (
+                LENGTH_SCALE * z
+            )
             p = 1.0 / (1.0 + np.exp(-(logits + self.model_bias)))
             success = tuple((m, float(v)) for m, v in zip(self.models, p, strict=True))
         routes: tuple[tuple[str, float], ...] = ()
@@ -96,8 +134,9 @@ def train_head(
     facts: Sequence[ExampleFacts],
     catalog: Catalog,
     *,
+    layers: npt.NDArray[np.floating[Any]] | None = None,
     generation: int = 0,
-    model_c: float = MODEL_C,
+    model_c: float | None = None,
     route_c: float = ROUTE_C,
     min_model_examples: int = MIN_MODEL_EXAMPLES,
     min_route_examples: int = MIN_ROUTE_EXAMPLES,
@@ -105,13 +144,17 @@ def train_head(
 ) -> Head | None:
     """Train a head on an index's examples (`vectors[i]` embeds `facts[i].text`).
 
-    Returns None when neither part has enough labels (a model with fewer than
+    With `layers` (row i: `facts[i]`'s layer pools) the success part reads them instead of the
+    vector, at `LAYERS_MODEL_C` unless `model_c` is given. Returns None when neither part has
+    enough labels (a model with fewer than
     `min_model_examples` labelled examples is left out; routes need `min_route_examples` and at
     least two of them); `decide` then behaves exactly as without a head. Pure CPU work with no
     shared state, so it can run on a background thread.
     """
     if len(facts) != len(vectors):
         raise ValueError(f"{len(vectors)} vectors for {len(facts)} examples")
+    if layers is not None and len(layers) != len(facts):
+        raise ValueError(f"{len(layers)} layer rows for {len(facts)} examples")
     if len(facts) < min(min_model_examples, min_route_examples):
         return None
     x = np.asarray(vectors, dtype=np.float64)
@@ -119,7 +162,23 @@ def train_head(
     lengths = np.array([math.log(estimate_tokens(f.text)) for f in facts], dtype=np.float64)
     length_mean = float(lengths.mean())
     length_std = float(lengths.std()) if lengths.std() > 1e-9 else 1.0
-    with_length = np.hstack([x, LENGTH_SCALE * ((lengths - length_mean) / length_std)[:, None]])
+    length_column = LENGTH_SCALE * ((lengths - length_mean) / length_std)[:, None]
+    if layers is None:
+        kind, c = VECTOR, MODEL_C if model_c is None else model_c
+        layers_mean, layers_scale = np.zeros(0), np.zeros(0)
+        # float64: the vector head's fits stay as they were measured.
+        with_length: npt.NDArray[np.floating[Any]] = np.hstack([x, length_column])
+    else:
+        kind, c = LAYERS, LAYERS_MODEL_C if model_c is None else model_c
+        # float32 (scikit-learn keeps it): the soft-label fit doubles the rows, and 2,688
+        # float64 features of 50,000 examples would take 2 GB.
+        raw = np.asarray(layers, dtype=np.float32)
+        layers_mean = raw.mean(axis=0, dtype=np.float64)
+        spread = raw.std(axis=0, dtype=np.float64)
+        layers_scale = np.where(spread > 1e-6, spread, 1.0)
+        standard = (raw - layers_mean.astype(np.float32)) / layers_scale.astype(np.float32)
+        with_length = np.hstack([standard, length_column.astype(np.float32)])
+    width = with_length.shape[1]
 
     models: list[str] = []
     weights: list[FloatArray] = []
@@ -132,10 +191,18 @@ def train_head(
             continue
         rows = np.array([i for i, _ in labelled], dtype=np.int64)
         values = np.clip(np.array([v for _, v in labelled], dtype=np.float64), 0.0, 1.0)
-        w, b = _fit_success(with_length[rows], values, model_c, seed)
+        chosen = with_length if rows.size == len(facts) else with_length[rows]  # no copy if all
+        w, b = _fit_success(chosen, values, c, seed)
         models.append(name)
         weights.append(w)
         biases.append(b)
+
+    if kind == LAYERS and not any(np.any(w[:-1]) for w in weights):
+        # Only one-sided labels (a constant per model): nothing read from the layers, so the
+        # head needs none at Decide (an intent namespace's success part, say).
+        kind, width = VECTOR, dim + 1
+        weights = [np.concatenate([np.zeros(dim), w[-1:]]) for w in weights]
+        layers_mean, layers_scale = np.zeros(0), np.zeros(0)
 
     routed = [i for i, f in enumerate(facts) if f.route]
     labels = [facts[i].route or "" for i in routed]
@@ -149,7 +216,7 @@ def train_head(
         return None
     return Head(
         models=tuple(models),
-        model_weights=np.array(weights, dtype=np.float64).reshape(len(models), dim + 1),
+        model_weights=np.array(weights, dtype=np.float64).reshape(len(models), width),
         model_bias=np.array(biases, dtype=np.float64),
         length_mean=length_mean,
         length_std=length_std,
@@ -158,11 +225,14 @@ def train_head(
         route_bias=route_bias,
         trained_on=len(facts),
         generation=generation,
+        features=kind if models else VECTOR,
+        layers_mean=layers_mean if models else np.zeros(0),
+        layers_scale=layers_scale if models else np.zeros(0),
     )
 
 
 def _fit_success(
-    x: FloatArray, values: FloatArray, c: float, seed: int
+    x: npt.NDArray[np.floating[Any]], values: FloatArray, c: float, seed: int
 ) -> tuple[FloatArray, float]:
     """Soft-label logistic regression: an example counts as a success with weight v and as a
     failure with weight 1 - v. One-sided labels give a constant (the smoothed rate)."""

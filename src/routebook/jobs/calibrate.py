@@ -106,6 +106,8 @@ class Calibrated:
     calib_size: int
     calib_figures: dict[str, float]
     test_evaluation: OutcomeEvaluation | IntentEvaluation
+    #: What the head read while calibrating: the strengths chosen hold for that head only.
+    head_features: str = "vector"
 
 
 def _k_grid(inputs: Inputs, index_size: int) -> list[int]:
@@ -138,12 +140,22 @@ def _outcome_search(
     grid = _k_grid(inputs, len(kept))
     strengths = sorted({0.0, inputs.params.head_strength})
     head, heads = None, None
+    index_layers = layers = None
     if replay.uses_head(inputs.params):
+        if serving.reads_layers:
+            index_layers = cache.layers([r.prompt for r in kept], tracker.step("layers", len(kept)))
+            layers = (
+                index_layers
+                if leave_one_out
+                else cache.layers(texts, tracker.step("calibration layers", len(texts)))
+            )
         advance = tracker.step("train head", 1)
         if leave_one_out:
-            heads = replay.crossfit_heads(facts, index_vectors, catalog)
+            heads = replay.crossfit_heads(facts, index_vectors, catalog, layers=index_layers)
         else:
-            head = replay.index_head(facts, index_vectors, catalog, inputs.params, serving)
+            head = replay.index_head(
+                facts, index_vectors, catalog, inputs.params, serving, index_layers
+            )
         advance(1)
     searched = replay.search_all(
         index,
@@ -154,6 +166,7 @@ def _outcome_search(
         leave_one_out,
         head=head,
         heads=heads,
+        layers=layers,
     )
     quality = quality_matrix(calib, catalog)
     cost = replay.call_costs(catalog, searched.input_tokens, serving.output_tokens)
@@ -461,13 +474,16 @@ def run_calibration(
         params=params,
         k=k,
     )
-    return Calibrated(goal, k, params, calib_size, figures, evaluation)
+    return Calibrated(
+        goal, k, params, calib_size, figures, evaluation, inputs.settings.head_features
+    )
 
 
 def config_values(result: Calibrated) -> dict[str, float | int | str]:
     """The chosen setting as Settings fields (the names `serve --config` reads)."""
     values: dict[str, float | int | str] = {"k": result.k}
     values.update(dataclasses.asdict(result.params))
+    values["head_features"] = result.head_features
     return values
 
 

@@ -85,9 +85,15 @@ def evaluate_outcomes(
     test_vectors = embed_texts(cache, test_texts, "test", tracker)
     facts = replay.outcome_facts(index_rows)
     serving = options.serving
+    index_layers = test_layers = None
+    if serving.reads_layers and replay.uses_head(options.params):
+        index_layers = cache.layers(
+            [r.prompt for r in index_rows], tracker.step("layers", len(index_rows))
+        )
+        test_layers = cache.layers(test_texts, tracker.step("test layers", len(test_texts)))
     index = replay.build_index(facts, index_vectors, serving)
     advance = tracker.step("train head", 1)
-    head = replay.index_head(facts, index_vectors, catalog, options.params, serving)
+    head = replay.index_head(facts, index_vectors, catalog, options.params, serving, index_layers)
     advance(1)
     searched = replay.search_all(
         index,
@@ -96,6 +102,7 @@ def evaluate_outcomes(
         options.k,
         tracker.step("search", len(test_rows)),
         head=head,
+        layers=test_layers,
     )
     advance = tracker.step("decide", len(test_rows))
     answer = serving.output_tokens

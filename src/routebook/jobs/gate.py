@@ -48,6 +48,7 @@ from routebook.domain import ExampleFacts, Strategy
 from routebook.index import IndexKind, NamespaceIndex
 from routebook.jobs import replay
 from routebook.jobs.datasets import OOS_LABEL, detect_kind, load_intent_rows, load_outcome_rows
+from routebook.jobs.embedcache import EmbeddingCache
 from routebook.jobs.evaluate import embed_texts, quality_matrix
 from routebook.jobs.intent_eval import IntentFigures, intent_figures
 from routebook.jobs.outcome_eval import (
@@ -211,32 +212,55 @@ def _search_sides(
     catalog: Catalog,
     sides: Sequence[Side],
     tracker: Tracker,
+    cache: EmbeddingCache | None,
 ) -> list[replay.Searched]:
     """Each side's neighbours and head predictions, as its own `serve` would find them.
 
     Sides that would build the same index kind and train the same head share one search, at
     the larger of their k (an approximate index's first k of a wider search are not a search
-    at k, so there each k searches on its own)."""
+    at k, so there each k searches on its own). A side whose head reads the layer pools gets
+    them from `cache` (None: heads read the vector, as on intent data)."""
 
-    def key(side: Side) -> tuple[IndexKind, int | None, int | None]:
+    def key(side: Side) -> tuple[IndexKind, int | None, bool, int | None]:
         kind = side.serving.index_kind(len(facts))
-        head = side.serving.head_max_examples if replay.uses_head(side.params) else None
-        return kind, head, None if kind is IndexKind.FLAT else side.k
+        uses = replay.uses_head(side.params)
+        head = side.serving.head_max_examples if uses else None
+        layers = uses and side.serving.reads_layers
+        return kind, head, layers, None if kind is IndexKind.FLAT else side.k
 
-    groups: dict[tuple[IndexKind, int | None, int | None], list[Side]] = {}
+    groups: dict[tuple[IndexKind, int | None, bool, int | None], list[Side]] = {}
     for side in sides:
         groups.setdefault(key(side), []).append(side)
+    index_layers = query_layers = None
+    if cache is not None and any(group[2] for group in groups):
+        index_layers = cache.layers([f.text for f in facts], tracker.step("layers", len(facts)))
+        query_layers = cache.layers(texts, tracker.step("test layers", len(texts)))
     advance = tracker.step("search", len(texts) * len(groups))
     indexes: dict[IndexKind, NamespaceIndex] = {}
-    searched: dict[tuple[IndexKind, int | None, int | None], replay.Searched] = {}
+    searched: dict[tuple[IndexKind, int | None, bool, int | None], replay.Searched] = {}
     for group, members in groups.items():
         first = members[0]
-        kind = group[0]
+        kind, _, layers, _ = group
         if kind not in indexes:
             indexes[kind] = replay.build_index(facts, index_vectors, first.serving)
-        head = replay.index_head(facts, index_vectors, catalog, first.params, first.serving)
+        head = replay.index_head(
+            facts,
+            index_vectors,
+            catalog,
+            first.params,
+            first.serving,
+            index_layers if layers else None,
+        )
         k = max(side.k for side in members)
-        searched[group] = replay.search_all(indexes[kind], texts, vectors, k, advance, head=head)
+        searched[group] = replay.search_all(
+            indexes[kind],
+            texts,
+            vectors,
+            k,
+            advance,
+            head=head,
+            layers=query_layers if layers else None,
+        )
     return [searched[key(side)] for side in sides]
 
 
@@ -258,7 +282,9 @@ def _outcome_sides(
     texts = [r.prompt for r in test_rows]
     vectors = embed_texts(inputs.cache, texts, "test", tracker)
     facts = replay.outcome_facts(index_rows)
-    searches = _search_sides(facts, index_vectors, texts, vectors, catalog, sides, tracker)
+    searches = _search_sides(
+        facts, index_vectors, texts, vectors, catalog, sides, tracker, inputs.cache
+    )
     quality = quality_matrix(test_rows, catalog)
     tokens = searches[0].input_tokens
     paid = replay.call_costs(catalog, tokens, answer_tokens)
@@ -298,7 +324,8 @@ def _intent_sides(
     vectors = embed_texts(inputs.cache, texts, "test", tracker)
     catalog = replay.intent_catalog()
     facts = replay.intent_facts(index_rows, catalog)
-    searches = _search_sides(facts, index_vectors, texts, vectors, catalog, sides, tracker)
+    # Intent heads learn routes, which read the vector: no layer pools to embed.
+    searches = _search_sides(facts, index_vectors, texts, vectors, catalog, sides, tracker, None)
     true = [r.label for r in test_rows]
     advance = tracker.step("decide and measure", len(sides))
     measured = []

@@ -51,6 +51,8 @@ from routebook.index.namespace_index import training_sample
 from routebook.jobs.datasets import IntentRow, OutcomeRow
 
 Vectors = npt.NDArray[np.float32]
+#: Every layer's mean pool per text (`head_features = "layers"`), row i for text i.
+Layers = npt.NDArray[np.floating[Any]]
 
 STRONG = "gpt-4-1106-preview"
 WEAK = "mixtral-8x7b-instruct-v0.1"
@@ -74,12 +76,15 @@ class Serving:
     `output_tokens` (`default_output_tokens`) is the answer length a request is decided and
     priced at: it picks the cheapest model for the request when input and output prices cross.
     `head_max_examples` bounds the seeded sample the namespace head trains on, and
-    `approximate_above`/`approximate_kind` choose the index kind by size."""
+    `approximate_above`/`approximate_kind` choose the index kind by size, and `head_features`
+    what the head reads."""
 
     output_tokens: int = DEFAULT_OUTPUT_TOKENS
     head_max_examples: int = _default("head_max_examples")
     approximate_above: int = _default("approximate_index_above")
     approximate_kind: str = _default("approximate_index_kind")
+    #: What the head's success part reads: "vector" or "layers" (`head_features`).
+    head_features: str = _default("head_features")
 
     @classmethod
     def of(cls, settings: Settings) -> Serving:
@@ -88,7 +93,12 @@ class Serving:
             head_max_examples=settings.head_max_examples,
             approximate_above=settings.approximate_index_above,
             approximate_kind=settings.approximate_index_kind,
+            head_features=settings.head_features,
         )
+
+    @property
+    def reads_layers(self) -> bool:
+        return self.head_features == "layers"
 
     def index_kind(self, size: int) -> IndexKind:
         """The kind `serve` builds for an index of `size` examples."""
@@ -181,12 +191,14 @@ def search_all(
     leave_one_out: bool = False,
     head: Head | None = None,
     heads: Sequence[HeadPrediction | None] | None = None,
+    layers: Layers | None = None,
 ) -> Searched:
     """The k nearest examples of every query, and the head's prediction for each.
 
     `leave_one_out`: the queries are the index's own examples, so each query's own text (and
     any exact duplicate of it) is dropped from its neighbours, as if it had never been indexed.
-    `heads` gives the predictions directly (cross-fitted ones); otherwise `head` makes them.
+    `heads` gives the predictions directly (cross-fitted ones); otherwise `head` makes them,
+    reading the queries' `layers` when it was trained on layers.
     """
     found = []
     for text, vector in zip(texts, vectors, strict=True):
@@ -199,7 +211,10 @@ def search_all(
             advance(1)
     tokens = tuple(estimate_tokens(t) for t in texts)
     if heads is None and head is not None:
-        heads = [head.predict(v, t) for v, t in zip(vectors, tokens, strict=True)]
+        heads = [
+            head.predict(v, t, layers[i] if layers is not None else None)
+            for i, (v, t) in enumerate(zip(vectors, tokens, strict=True))
+        ]
     return Searched(
         neighbours=tuple(found),
         index_size=len(index),
@@ -219,13 +234,20 @@ def index_head(
     catalog: Catalog,
     params: DecisionParams,
     serving: Serving = DEFAULT_SERVING,
+    layers: Layers | None = None,
 ) -> Head | None:
     """The head the server would train on this index (on the same seeded sample past
-    `head_max_examples`), or None when the rule gives it no weight."""
+    `head_max_examples`, reading the examples' `layers` when given), or None when the rule
+    gives it no weight."""
     if not uses_head(params):
         return None
     sample = training_sample(len(facts), serving.head_max_examples)
-    return train_head(vectors[sample], [facts[i] for i in sample.tolist()], catalog)
+    return train_head(
+        vectors[sample],
+        [facts[i] for i in sample.tolist()],
+        catalog,
+        layers=layers[sample] if layers is not None else None,
+    )
 
 
 def crossfit_heads(
@@ -234,6 +256,7 @@ def crossfit_heads(
     catalog: Catalog,
     folds: int = CROSSFIT_FOLDS,
     seed: int = 0,
+    layers: Layers | None = None,
 ) -> list[HeadPrediction | None]:
     """Each example's head prediction from a head trained on the other folds.
 
@@ -248,11 +271,17 @@ def crossfit_heads(
     out: list[HeadPrediction | None] = [None] * len(facts)
     for part in range(folds):
         train = [int(i) for i in np.flatnonzero(fold != part)]
-        head = train_head(vectors[train], [facts[i] for i in train], catalog)
+        head = train_head(
+            vectors[train],
+            [facts[i] for i in train],
+            catalog,
+            layers=layers[train] if layers is not None else None,
+        )
         if head is None:
             continue
         for i in (int(j) for j in np.flatnonzero(fold == part)):
-            out[i] = head.predict(vectors[i], estimate_tokens(facts[i].text))
+            query_layers = layers[i] if layers is not None else None
+            out[i] = head.predict(vectors[i], estimate_tokens(facts[i].text), query_layers)
     return out
 
 

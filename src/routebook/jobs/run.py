@@ -50,12 +50,16 @@ class Inputs:
         embedder: Embedder | None = None,
         target_mode: str | None = None,
         environment: bool = True,
+        layers: bool = False,
     ) -> Inputs:
         """`environment`: whether ROUTEBOOK_* variables apply over the file (as for `serve`);
-        the gate reads its files alone."""
+        the gate reads its files alone. `layers`: build the embedder with layer pools even if
+        the file's head reads the vector (a gate whose other side reads them)."""
         settings = load_settings(
             {"k": k, "model_path": model_path}, config_file, environment=environment
         )
+        if layers:
+            settings = settings.model_copy(update={"head_features": "layers"})
         params = params_from_settings(settings)
         if target_mode is not None:
             params = replace(params, target_mode=target_mode)

@@ -10,7 +10,9 @@ into the next decision at once; the head only moves the prior.
 Training competes with Decide for the same cores, so a namespace's head is not retrained
 before `DUTY` times its last training's duration has passed (a head trained in 20 s waits
 200 s): during a bulk load of 100k examples, heads take at most a tenth of the CPU instead
-of retraining back to back.
+of retraining back to back. With `head_features = "layers"` a training also embeds the texts
+new to its sample (`service/head_layers.py`), and that time counts too: the first training
+after a start embeds the whole sample, and the next one waits ten times as long.
 
 A training that fails (an exception in training, or in reading what it trains on) keeps the old
 head and backs off: the namespace is not tried again for `BACKOFF_FIRST_SECONDS`, doubled at
@@ -34,6 +36,7 @@ from dataclasses import dataclass
 from routebook.catalog import Catalog, ModelSpec
 from routebook.decide.head import Head, train_head
 from routebook.index import IndexRegistry, NamespaceIndex
+from routebook.service.head_layers import TrainingLayers
 
 log = logging.getLogger(__name__)
 
@@ -93,8 +96,12 @@ class HeadBook:
         registry: IndexRegistry,
         catalog_of: Callable[[str], Catalog],
         settings: HeadSettings,
+        layers: TrainingLayers | None = None,
     ) -> None:
+        """`layers`: where the layer pools of training texts come from, when heads read them
+        (`head_features = "layers"`); None: heads read the index's vectors."""
         self._registry = registry
+        self._layers = layers
         self._catalog_of = catalog_of
         self._settings = settings
         self._trained: dict[str, _Trained] = {}
@@ -105,6 +112,11 @@ class HeadBook:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.trainings = 0  # heads trained, for tests and metrics
+
+    @property
+    def layers(self) -> TrainingLayers | None:
+        """Where training texts' layer pools are kept (None: heads read the vectors)."""
+        return self._layers
 
     def get(self, namespace: str) -> Head | None:
         """The namespace's current head; None until one is trained (or when disabled)."""
@@ -180,8 +192,13 @@ class HeadBook:
                 catalog = self._catalog_of(namespace)
                 models = catalog.models
                 vectors, facts = index.training_data(self._settings.max_examples)
+                layers = (
+                    self._layers.of(namespace, [f.text for f in facts])
+                    if self._layers is not None and len(facts)
+                    else None
+                )
                 head = (
-                    train_head(vectors, facts, catalog, generation=generation)
+                    train_head(vectors, facts, catalog, layers=layers, generation=generation)
                     if len(facts)
                     else None
                 )

@@ -14,6 +14,7 @@ from routebook.decide.policy import Envelope, PolicyContext, evaluate_policy, ex
 from routebook.decide.rules import first_match
 from routebook.domain import Choice, Decision, PolicyEffect, ReasonCode, Strategy
 from routebook.embed import Embedder
+from routebook.embed.protocol import layered
 from routebook.errors import (
     FailedPrecondition,
     PermissionDenied,
@@ -170,15 +171,20 @@ class RoutingService:
             kept = self._sessions.model(info.name, query.tenant, query.session_id)
             sticky = kept if kept in available else None
 
+        head = self._heads.get(info.name) if self._heads is not None else None
         embed_started = time.perf_counter()
-        vector = self._embedder.embed([text])[0]
+        layers = None
+        if head is not None and head.reads_layers:  # from the same forward pass as the vector
+            vectors, pools = layered(self._embedder).embed_with_layers([text])
+            vector, layers = vectors[0], pools[0]
+        else:
+            vector = self._embedder.embed([text])[0]
         search_started = time.perf_counter()
         index = self._registry.get(info.name)
         shadow_k = self._shadow.k if self._shadow is not None else 0
         found = index.search(vector, max(self.limits.k, shadow_k))
         search_done = time.perf_counter()
         neighbours = found[: self.limits.k]
-        head = self._heads.get(info.name) if self._heads is not None else None
         request = DecisionRequest(
             neighbours=neighbours,
             catalog=info.catalog,
@@ -192,7 +198,7 @@ class RoutingService:
             policy=effects,
             # The routing text's length, as the head was trained on (a system prompt or earlier
             # turns would make every query of a conversation look long).
-            head=head.predict(vector, query_tokens) if head is not None else None,
+            head=head.predict(vector, query_tokens, layers) if head is not None else None,
         )
         choice = decide(request)
         if ruled is not None and ruled.rule is not None:
