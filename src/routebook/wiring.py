@@ -110,6 +110,14 @@ def shadow_candidate(settings: Settings) -> ShadowCandidate | None:
     if settings.shadow_config is None:
         return None
     candidate = load_settings({}, settings.shadow_config, environment=False)
+    if candidate.head_features != settings.head_features:
+        # One head per namespace: the candidate reads the live server's, whatever its file says.
+        raise ConfigError(
+            f"shadow_config {settings.shadow_config} sets head_features = "
+            f'"{candidate.head_features}" but the server runs "{settings.head_features}": '
+            "the shadow candidate reads the live head, so give both the same value (compare "
+            "head features with `routebook eval --baseline A --candidate B`)"
+        )
     rules = {}
     if settings.shadow_rules is not None:
         path = settings.shadow_rules

@@ -11,6 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from routebook import cli
+from routebook.errors import ConfigError
 from routebook.v1 import router_pb2 as pb
 from tests.conftest import Served
 from tests.integration.test_heads import fill
@@ -203,3 +204,14 @@ def test_a_candidate_with_a_head_is_measured_with_it_on_a_server_without_one(
     assert report["decisions"] == len(QUERIES)
     # Without the head the candidate is the live rule exactly, and every estimate is equal.
     assert report["estimated_success_candidate"] != report["estimated_success_live"]
+
+
+def test_a_candidate_reading_other_head_features_is_refused_at_start(
+    sqlite_url: str, make_app: Callable[..., object], tmp_path: Path
+) -> None:
+    """The candidate decides with the live server's head: a file asking for another kind of
+    head would be measured with the wrong one."""
+    candidate = tmp_path / "candidate.toml"
+    candidate.write_text('k = 20\nhead_features = "layers"\n', encoding="utf-8")
+    with pytest.raises(ConfigError, match='head_features = "layers" but the server runs'):
+        make_app(sqlite_url, shadow_config=candidate)
