@@ -61,10 +61,6 @@ class TrainingLayers:
             return np.zeros((0, 0), dtype=np.float32)
         return np.stack([kept[key] for key in keys]).astype(np.float32)
 
-    def forget(self, namespace: str) -> None:
-        with self._lock:
-            self._kept.pop(namespace, None)
-
     def kept(self, namespace: str) -> int:
         with self._lock:
             return len(self._kept.get(namespace, {}))

@@ -192,11 +192,9 @@ class HeadBook:
                 catalog = self._catalog_of(namespace)
                 models = catalog.models
                 vectors, facts = index.training_data(self._settings.max_examples)
-                layers = (
-                    self._layers.of(namespace, [f.text for f in facts])
-                    if self._layers is not None and len(facts)
-                    else None
-                )
+                layers = None
+                if self._layers is not None:  # an empty index keeps no pools either
+                    layers = self._layers.of(namespace, [f.text for f in facts])
                 head = (
                     train_head(vectors, facts, catalog, layers=layers, generation=generation)
                     if len(facts)
