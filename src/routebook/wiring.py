@@ -110,19 +110,22 @@ def shadow_candidate(settings: Settings) -> ShadowCandidate | None:
     if settings.shadow_config is None:
         return None
     candidate = load_settings({}, settings.shadow_config, environment=False)
-    if candidate.head_features != settings.head_features:
-        # One head per namespace: the candidate reads the live server's, whatever its file says.
+    params = decision_params(candidate)
+    if candidate.head_features != settings.head_features and params.head_strength > 0:
+        # One head per namespace: the candidate reads the live server's, whatever its file says
+        # (its routes read the vector either way, so only the success part's weight matters).
         raise ConfigError(
-            f"shadow_config {settings.shadow_config} sets head_features = "
-            f'"{candidate.head_features}" but the server runs "{settings.head_features}": '
-            "the shadow candidate reads the live head, so give both the same value (compare "
-            "head features with `routebook eval --baseline A --candidate B`)"
+            f"shadow_config {settings.shadow_config} means head_features = "
+            f'"{candidate.head_features}" (a file without it means "vector") but the server '
+            f'runs "{settings.head_features}": the shadow candidate reads the live head, so give '
+            "both the same value, or head_strength = 0 in the candidate (compare head features "
+            "with `routebook eval --baseline A --candidate B`)"
         )
     rules = {}
     if settings.shadow_rules is not None:
         path = settings.shadow_rules
         rules = {f.namespace: f.policy.to_policy().rules for _, f in routefiles.load_routes(path)}
-    return ShadowCandidate(decision_params(candidate), candidate.k, rules)
+    return ShadowCandidate(params, candidate.k, rules)
 
 
 def load_embedder(settings: Settings) -> Embedder:

@@ -213,5 +213,8 @@ def test_a_candidate_reading_other_head_features_is_refused_at_start(
     head would be measured with the wrong one."""
     candidate = tmp_path / "candidate.toml"
     candidate.write_text('k = 20\nhead_features = "layers"\n', encoding="utf-8")
-    with pytest.raises(ConfigError, match='head_features = "layers" but the server runs'):
+    with pytest.raises(ConfigError, match=r'head_features = "layers" .* but the server runs'):
         make_app(sqlite_url, shadow_config=candidate)
+    # A candidate that gives the head's success part no weight never reads it: accepted.
+    candidate.write_text('k = 20\nhead_features = "layers"\nhead_strength = 0\n', "utf-8")
+    make_app(sqlite_url, shadow_config=candidate)

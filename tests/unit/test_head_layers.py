@@ -28,7 +28,7 @@ def test_only_new_texts_are_embedded_and_the_rest_dropped() -> None:
     pools = Pools()
     kept = TrainingLayers(pools)
     first = kept.of("ns", ["alpha", "beta", "gamma"])
-    assert first.shape == (3, 4) and first.dtype == np.float32
+    assert first.shape == (3, 4) and first.dtype == np.float16
     assert first[1].tolist() == [4.0, float(ord("b")), np.float16(0.1), np.float16(-4 / 3)]
     assert kept.embedded == 3 and kept.kept("ns") == 3
 

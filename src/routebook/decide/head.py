@@ -19,7 +19,7 @@ The success part reads one of two kinds of features (`head_features`): the query
 MiniLM, standardised with the training examples' mean and spread). The final vector is what
 neighbours are found by; the inner layers keep what the last one pools away (the words, the
 kind of question), and on MMLU a success head reading them ranks queries better (docs/
-evaluation.md, "Better decisions", item 11). Routes always read the vector.
+evaluation.md, "Better decisions", item 12). Routes always read the vector.
 
 Inference is numpy only (a matrix-vector product per part, microseconds); training uses
 scikit-learn, imported lazily, and takes seconds on tens of thousands of examples.
@@ -50,7 +50,7 @@ LAYERS = "layers"
 #: a strong penalty: cross-validated on GSM8K's and MMLU's dev index (0.1 beat 1 and 10).
 MODEL_C = 0.1
 #: The same on standardised layer pools (2,688 features of ~7,000 noisy rows, so a far stronger
-#: penalty: MMLU dev_index 5-fold CV, docs/evaluation.md item 11).
+#: penalty: MMLU dev_index 5-fold CV, docs/evaluation.md item 12).
 LAYERS_MODEL_C = 1e-4
 #: Inverse L2 penalty of the route regression (CLINC150 / Banking77 train folds: 10 best,
 #: 3 and 30 within 0.1-0.7 points).
@@ -170,14 +170,17 @@ def train_head(
         with_length: npt.NDArray[np.floating[Any]] = np.hstack([x, length_column])
     else:
         kind, c = LAYERS, LAYERS_MODEL_C if model_c is None else model_c
-        # float32 (scikit-learn keeps it): the soft-label fit doubles the rows, and 2,688
-        # float64 features of 50,000 examples would take 2 GB.
-        raw = np.asarray(layers, dtype=np.float32)
-        layers_mean = raw.mean(axis=0, dtype=np.float64)
-        spread = raw.std(axis=0, dtype=np.float64)
+        # One float32 matrix, standardised in place (scikit-learn fits float32 as it is):
+        # 2,688 features of 50,000 examples are 540 MB, and every extra copy as much again.
+        layers_mean = layers.mean(axis=0, dtype=np.float64)
+        pools = layers.shape[1]
+        with_length = np.empty((len(facts), pools + 1), dtype=np.float32)
+        centred = with_length[:, :pools]
+        np.subtract(layers, layers_mean.astype(np.float32), out=centred)
+        spread = np.sqrt(_column_squares(centred) / len(facts))  # numpy's std: a float64 copy
         layers_scale = np.where(spread > 1e-6, spread, 1.0)
-        standard = (raw - layers_mean.astype(np.float32)) / layers_scale.astype(np.float32)
-        with_length = np.hstack([standard, length_column.astype(np.float32)])
+        centred /= layers_scale.astype(np.float32)
+        with_length[:, pools] = length_column[:, 0]
     width = with_length.shape[1]
 
     models: list[str] = []
@@ -231,11 +234,22 @@ def train_head(
     )
 
 
+def _column_squares(x: npt.NDArray[np.float32], block: int = 4096) -> FloatArray:
+    """Σ x² per column, summed in float64 a block of rows at a time."""
+    total = np.zeros(x.shape[1])
+    for start in range(0, len(x), block):
+        rows = x[start : start + block].astype(np.float64)
+        total += np.einsum("ij,ij->j", rows, rows)
+    return total
+
+
 def _fit_success(
     x: npt.NDArray[np.floating[Any]], values: FloatArray, c: float, seed: int
 ) -> tuple[FloatArray, float]:
     """Soft-label logistic regression: an example counts as a success with weight v and as a
-    failure with weight 1 - v. One-sided labels give a constant (the smoothed rate)."""
+    failure with weight 1 - v (only examples strictly between 0 and 1 need both rows, so 0/1
+    labels fit `x` as it is, without a copy). One-sided labels give a constant (the smoothed
+    rate)."""
     total = values.sum()
     if total <= 0.0 or total >= values.size or np.all(values == values[0]):
         rate = (total + 0.5) / (values.size + 1.0)
@@ -243,14 +257,14 @@ def _fit_success(
     from sklearn.exceptions import ConvergenceWarning  # type: ignore[import-untyped]
     from sklearn.linear_model import LogisticRegression  # type: ignore[import-untyped]
 
-    n = values.size
-    both = np.vstack([x, x])
-    y = np.concatenate([np.ones(n), np.zeros(n)])
-    sample_weight = np.concatenate([values, 1.0 - values])
+    soft = (values > 0.0) & (values < 1.0)
+    rows = np.concatenate([x, x[soft]]) if soft.any() else x
+    y = np.concatenate([np.where(soft, 1.0, values), np.zeros(int(soft.sum()))])
+    sample_weight = np.concatenate([np.where(soft, values, 1.0), 1.0 - values[soft]])
     model = LogisticRegression(C=c, max_iter=2000, random_state=seed)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
-        model.fit(both, y, sample_weight=sample_weight)
+        model.fit(rows, y, sample_weight=sample_weight)
     return np.asarray(model.coef_[0], dtype=np.float64), float(model.intercept_[0])
 
 

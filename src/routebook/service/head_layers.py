@@ -39,9 +39,9 @@ class TrainingLayers:
         self._lock = threading.Lock()
         self.embedded = 0  # texts embedded so far, for tests and logs
 
-    def of(self, namespace: str, texts: Sequence[str]) -> LayerRows:
-        """The pools of `texts` in order (float32), embedding only texts not kept yet; the
-        namespace then keeps exactly these texts' pools."""
+    def of(self, namespace: str, texts: Sequence[str]) -> npt.NDArray[np.float16]:
+        """The pools of `texts` in order (float16, as kept), embedding only texts not kept
+        yet; the namespace then keeps exactly these texts' pools."""
         keys = [hashlib.sha256(t.encode("utf-8", "surrogatepass")).digest() for t in texts]
         with self._lock:
             before = self._kept.get(namespace, {})
@@ -58,8 +58,8 @@ class TrainingLayers:
         with self._lock:
             self._kept[namespace] = kept
         if not keys:
-            return np.zeros((0, 0), dtype=np.float32)
-        return np.stack([kept[key] for key in keys]).astype(np.float32)
+            return np.zeros((0, 0), dtype=np.float16)
+        return np.stack([kept[key] for key in keys])  # float16: the head standardises a copy
 
     def kept(self, namespace: str) -> int:
         with self._lock:
