@@ -302,3 +302,24 @@ def test_layers_must_match_the_examples() -> None:
     ]
     with pytest.raises(ValueError, match="39 layer rows for 40 examples"):
         train_head(vectors, facts, CATALOG, layers=layers[:39])
+
+
+def test_soft_labels_fit_as_two_weighted_rows_and_hard_ones_as_one() -> None:
+    """Only labels strictly between 0 and 1 are split into a success and a failure row; the
+    fit is the one on every row split (a 0/1 label's second row weighs nothing)."""
+    from sklearn.linear_model import LogisticRegression
+
+    from routebook.decide.head import _fit_success
+
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(120, 5))
+    values = np.clip(np.round(rng.random(120) * 4) / 4, 0.0, 1.0)  # 0, .25, .5, .75, 1
+    assert {0.0, 0.25, 1.0} <= set(values.tolist())
+    w, b = _fit_success(x, values, 1.0, 0)
+    reference = LogisticRegression(C=1.0, max_iter=2000).fit(
+        np.vstack([x, x]),
+        np.concatenate([np.ones(120), np.zeros(120)]),
+        sample_weight=np.concatenate([values, 1.0 - values]),
+    )
+    assert w == pytest.approx(reference.coef_[0], abs=1e-4)
+    assert b == pytest.approx(reference.intercept_[0], abs=1e-4)
