@@ -144,11 +144,8 @@ def _outcome_search(
     if replay.uses_head(inputs.params):
         if serving.reads_layers:
             index_layers = cache.layers([r.prompt for r in kept], tracker.step("layers", len(kept)))
-            layers = (
-                index_layers
-                if leave_one_out
-                else cache.layers(texts, tracker.step("calibration layers", len(texts)))
-            )
+            if not leave_one_out:  # else the cross-fitted heads below read the index's own
+                layers = cache.layers(texts, tracker.step("calibration layers", len(texts)))
         advance = tracker.step("train head", 1)
         if leave_one_out:
             heads = replay.crossfit_heads(facts, index_vectors, catalog, layers=index_layers)

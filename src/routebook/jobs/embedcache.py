@@ -106,13 +106,12 @@ class EmbeddingCache:
     def __init__(self, embedder: Embedder, cache_dir: Path | None) -> None:
         self._embedder = embedder
         safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", embedder.model_id)
-        where = cache_dir
         self._vectors = _RowFile(
-            where / f"embeddings-{safe}.npz" if where else None, embedder.dim, np.float32
+            cache_dir / f"embeddings-{safe}.npz" if cache_dir else None, embedder.dim, np.float32
         )
         width = layers_dim_of(embedder)
         self._layers = (
-            _RowFile(where / f"layers-{safe}.npz" if where else None, width, np.float16)
+            _RowFile(cache_dir / f"layers-{safe}.npz" if cache_dir else None, width, np.float16)
             if width
             else None
         )
@@ -157,8 +156,9 @@ class EmbeddingCache:
         server's head trains on them: `service/head_layers.py`)."""
         if self._layers is None:
             raise ConfigError(
-                f"the embedder ({self._embedder.model_id}) gives no layer pools: "
-                'head_features = "layers" needs embed_backend = "onnx" or "torch" built with them'
+                f"the embedder ({self._embedder.model_id}) gives no layer pools, which "
+                'head_features = "layers" needs: it is built with them when the settings that '
+                'load it (--config) say head_features = "layers"'
             )
         memory = self._layers.memory
         keys = [text_key(t) for t in texts]
