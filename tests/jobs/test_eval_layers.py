@@ -8,7 +8,6 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-import pytest
 from click.testing import CliRunner
 
 from routebook.cli import main
@@ -45,14 +44,6 @@ class Counting(EmbedderInFront):
     def embed_with_layers(self, texts):  # type: ignore[no-untyped-def]
         self.texts += len(texts)
         return super().embed_with_layers(texts)
-
-
-@pytest.fixture
-def index_slice(tmp_path: Path) -> Path:
-    path = tmp_path / "index.jsonl"
-    lines = GSM8K_INDEX.read_text(encoding="utf-8").splitlines(keepends=True)[:300]
-    path.write_text("".join(lines), encoding="utf-8")
-    return path
 
 
 @needs_data

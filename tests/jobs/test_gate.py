@@ -27,14 +27,6 @@ BASELINE = "k = 10\nquality_target = 0.8\ncold_start_threshold = 0.55\n"
 CHEAP = "k = 10\nquality_target = 0.01\ncold_start_threshold = -1\nmin_support = 0\n"
 
 
-@pytest.fixture
-def index_slice(tmp_path: Path) -> Path:
-    path = tmp_path / "index.jsonl"
-    lines = GSM8K_INDEX.read_text(encoding="utf-8").splitlines(keepends=True)[:300]
-    path.write_text("".join(lines), encoding="utf-8")
-    return path
-
-
 def _toml(tmp_path: Path, name: str, text: str) -> Path:
     path = tmp_path / name
     path.write_text(text, encoding="utf-8")
