@@ -16,6 +16,7 @@ from sqlalchemy.exc import IntegrityError
 from routebook import routefiles
 from routebook.config import Settings, load_settings
 from routebook.decide import DecisionParams
+from routebook.decide.head import LAYERS
 from routebook.embed import Embedder
 from routebook.embed.batcher import MicroBatcher
 from routebook.embed.cache import CachedEmbedder
@@ -131,7 +132,7 @@ def shadow_candidate(settings: Settings) -> ShadowCandidate | None:
 def load_embedder(settings: Settings) -> Embedder:
     """The model the settings name; with `head_features = "layers"` it also gives the mean
     pool of every layer (a LayerEmbedder), for the head to read."""
-    layers = settings.head_features == "layers"
+    layers = settings.head_features == LAYERS
     if settings.embed_backend == "onnx":
         from routebook.embed.onnx import OnnxEmbedder
 
@@ -172,7 +173,8 @@ def build(
     )
     migrate.upgrade(store.engine)
     embedder = embedder if embedder is not None else load_embedder(settings)
-    if settings.head_features == "layers" and not layers_dim_of(embedder):
+    reads_layers = settings.head_features == LAYERS
+    if reads_layers and not layers_dim_of(embedder):
         raise ConfigError(
             f'head_features = "layers", but the embedder ({embedder.model_id}) was built '
             "without its layer pools"
@@ -194,7 +196,7 @@ def build(
         # Training texts' layer pools come from the model itself, not the query path's cache
         # and batcher: a retraining must not evict queries or queue ahead of Decide.
         TrainingLayers(lambda texts: layered(embedder).embed_with_layers(texts)[1])
-        if settings.head_features == "layers"
+        if reads_layers
         else None,
     )
     builder = IndexBuilder(

@@ -30,7 +30,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -72,6 +72,8 @@ class Head:
 
     models: tuple[str, ...]
     #: (len(models), features + 1): feature weights, then the weight of the length feature.
+    #: A layers head's weights read the raw pools: the standardisation it was fitted on is
+    #: folded into them and into `model_bias`.
     model_weights: FloatArray
     model_bias: FloatArray
     length_mean: float
@@ -82,11 +84,8 @@ class Head:
     route_bias: FloatArray
     trained_on: int
     generation: int = 0
-    #: What the success part reads: "vector", or "layers" standardised by these two (one
-    #: value per layer feature; empty for "vector").
+    #: What the success part reads: "vector", or "layers".
     features: str = VECTOR
-    layers_mean: FloatArray = field(default_factory=lambda: np.zeros(0))
-    layers_scale: FloatArray = field(default_factory=lambda: np.zeros(0))
 
     @property
     def reads_layers(self) -> bool:
@@ -106,8 +105,7 @@ class Head:
             if self.features == LAYERS:
                 if layers is None:
                     raise ValueError("this head reads every layer's pools: pass `layers`")
-                features = np.asarray(layers, dtype=np.float64).reshape(-1) - self.layers_mean
-                features /= self.layers_scale
+                features = np.asarray(layers, dtype=np.float64).reshape(-1)
             else:
                 features = x
             z = 0.0
@@ -165,7 +163,6 @@ def train_head(
     length_column = LENGTH_SCALE * ((lengths - length_mean) / length_std)[:, None]
     if layers is None:
         kind, c = VECTOR, MODEL_C if model_c is None else model_c
-        layers_mean, layers_scale = np.zeros(0), np.zeros(0)
         # float64: the vector head's fits stay as they were measured.
         with_length: npt.NDArray[np.floating[Any]] = np.hstack([x, length_column])
     else:
@@ -196,6 +193,9 @@ def train_head(
         values = np.clip(np.array([v for _, v in labelled], dtype=np.float64), 0.0, 1.0)
         chosen = with_length if rows.size == len(facts) else with_length[rows]  # no copy if all
         w, b = _fit_success(chosen, values, c, seed)
+        if kind == LAYERS:  # w · (l - mean) / scale = (w / scale) · l - (w / scale) · mean
+            w[:-1] /= layers_scale
+            b -= float(w[:-1] @ layers_mean)
         models.append(name)
         weights.append(w)
         biases.append(b)
@@ -205,7 +205,6 @@ def train_head(
         # head needs none at Decide (an intent namespace's success part, say).
         kind, width = VECTOR, dim + 1
         weights = [np.concatenate([np.zeros(dim), w[-1:]]) for w in weights]
-        layers_mean, layers_scale = np.zeros(0), np.zeros(0)
 
     routed = [i for i, f in enumerate(facts) if f.route]
     labels = [facts[i].route or "" for i in routed]
@@ -229,8 +228,6 @@ def train_head(
         trained_on=len(facts),
         generation=generation,
         features=kind if models else VECTOR,
-        layers_mean=layers_mean if models else np.zeros(0),
-        layers_scale=layers_scale if models else np.zeros(0),
     )
 
 

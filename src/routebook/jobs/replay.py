@@ -37,7 +37,7 @@ import numpy.typing as npt
 from routebook.catalog import Catalog, ModelSpec, estimate_tokens
 from routebook.config import Settings
 from routebook.decide import DecisionParams, DecisionRequest, decide
-from routebook.decide.head import Head, train_head
+from routebook.decide.head import LAYERS, Head, train_head
 from routebook.domain import (
     Choice,
     ExampleFacts,
@@ -98,7 +98,7 @@ class Serving:
 
     @property
     def reads_layers(self) -> bool:
-        return self.head_features == "layers"
+        return self.head_features == LAYERS
 
     def index_kind(self, size: int) -> IndexKind:
         """The kind `serve` builds for an index of `size` examples."""
