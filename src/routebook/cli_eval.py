@@ -376,6 +376,14 @@ def _gate(
     help="Outcome data: only settings where no query goes cold (a cascade needs a caller who "
     "can grade answers).",
 )
+@click.option(
+    "--head-features",
+    type=click.Choice(["vector", "layers", "both"]),
+    default="both",
+    show_default=True,
+    help="Outcome data: what the namespace head may read (head_features); with both, each is "
+    "tried and the cheaper setting wins (the vector on a tie). Intent data keeps the config's.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @click.pass_context
 def calibrate(
@@ -395,17 +403,28 @@ def calibrate(
     model_path: str | None,
     target_mode: str | None,
     no_cascade: bool,
+    head_features: str,
     as_json: bool,
 ) -> None:
-    """Choose k, the cold-start threshold and the quality target for --goal on a calibration
-    split, report that setting on --test, and write it as a config file."""
+    """Choose k, the cold-start threshold, the quality target and the head for --goal on a
+    calibration split, report that setting on --test, and write it as a config file."""
     try:
         from routebook.jobs import calibrate as calibration
         from routebook.jobs import report
         from routebook.jobs.progress import rich_tracker
 
         parsed = calibration.parse_goal(goal)
-        inputs = _inputs(ctx, config_file, k, model_path, catalog_path, cache_dir, target_mode)
+        kinds = calibration.HEAD_FEATURES if head_features == "both" else (head_features,)
+        inputs = _inputs(
+            ctx,
+            config_file,
+            k,
+            model_path,
+            catalog_path,
+            cache_dir,
+            target_mode,
+            layers="layers" in kinds and parsed.metric == "quality",
+        )
         with rich_tracker(enabled=not as_json) as tracker:
             result = calibration.run_calibration(
                 inputs,
@@ -420,6 +439,7 @@ def calibrate(
                 cascade=not no_cascade,
                 # --target-mode limits the search to that mode; without it, both are tried
                 modes=(target_mode,) if target_mode else calibration.TARGET_MODES,
+                head_features=kinds,
             )
         if out_path is not None:
             calibration.write_config(result, out_path)

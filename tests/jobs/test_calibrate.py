@@ -174,7 +174,7 @@ def test_calibrate_outcome_goal_writes_loadable_settings(
         embedder,
         *("--index", str(DATA / "routellm" / "gsm8k.dev_index.jsonl")),
         *("--test", str(DATA / "routellm" / "gsm8k.dev_test.jsonl")),
-        *("--goal", "quality=0.95", "--limit", "60"),
+        *("--goal", "quality=0.95", "--limit", "60", "--head-features", "vector"),
         *("--cache-dir", str(cache_dir), "--out", str(config)),
     )
     calib = report["calibration"]
@@ -196,6 +196,7 @@ def test_calibrate_outcome_goal_writes_loadable_settings(
         *("--index", str(DATA / "routellm" / "gsm8k.dev_index.jsonl")),
         *("--test", str(DATA / "routellm" / "gsm8k.dev_test.jsonl")),
         *("--goal", "quality=0.95", "--limit", "60", "--target-mode", other),
+        *("--head-features", "vector"),
         *("--cache-dir", str(cache_dir), "--out", str(limited)),
     )
     assert load_settings({}, limited).target_mode == other

@@ -111,6 +111,9 @@ def test_crossfit_heads_never_saw_their_query(
     # Five folds: each prediction comes from a head trained on about four fifths of the rows.
     sizes = {h.trained_on for h in heads if h is not None}
     assert all(150 <= s <= 170 for s in sizes) and len(sizes) <= 5
+    # Past `head_max_examples` each fold's head trains on a sample of that size, as `serve`'s.
+    capped = replay.crossfit_heads(facts, vectors, catalog, max_examples=100)
+    assert {h.trained_on for h in capped if h is not None} == {100}
     full = replay.index_head(facts, vectors, catalog, RECOMMENDED)
     assert full is not None
     own: list[HeadPrediction | None] = [

@@ -6,8 +6,10 @@ from __future__ import annotations
 import json
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import pytest
 from click.testing import CliRunner
 
 from routebook.cli import main
@@ -16,9 +18,11 @@ from routebook.decide import DecisionParams
 from routebook.embed import Embedder
 from routebook.embed.protocol import EmbedderInFront, layered
 from routebook.jobs import replay
+from routebook.jobs.calibrate import parse_goal, run_calibration
 from routebook.jobs.datasets import load_outcome_rows
 from routebook.jobs.embedcache import EmbeddingCache
 from routebook.jobs.evaluate import RunOptions, evaluate_outcomes
+from routebook.jobs.run import Inputs
 from tests.jobs.conftest import DATA, needs_data
 
 GSM8K_INDEX = DATA / "routellm" / "gsm8k.dev_index.jsonl"
@@ -136,11 +140,55 @@ def test_eval_and_calibrate_read_head_features_from_the_config(
 
     out = tmp_path / "calibrated.toml"
     report = run("calibrate", *common, "--config", str(config), "--goal", "quality=0.95",
-                 "--out", str(out))  # fmt: skip
+                 "--head-features", "layers", "--out", str(out))  # fmt: skip
     settings = report["settings"]
     assert isinstance(settings, dict) and settings["head_features"] == "layers"
     # The written file serves the head the strengths were chosen for.
     assert load_settings({}, out).head_features == "layers"
+
+
+@needs_data
+def test_calibrate_chooses_what_the_head_reads(
+    layers_embedder: Embedder, cache_dir: Path, index_slice: Path, tmp_path: Path
+) -> None:
+    """By default `calibrate` tries a head on the vector and one on the layers, and keeps the
+    cheaper setting at the goal: the one each kind alone would find, whichever costs less."""
+    common = ["calibrate", "--index", str(index_slice), "--test", str(GSM8K_TEST)]
+    common += ["--limit", "40", "--cache-dir", str(cache_dir), "--resamples", "20", "--json"]
+    common += ["--goal", "quality=0.95", "--no-cascade", "--target-mode", "relative"]
+
+    def calibrate(*args: str) -> dict[str, Any]:
+        result = CliRunner().invoke(main, [*common, *args], obj={"embedder": layers_embedder})
+        assert result.exit_code == 0, result.output
+        report: dict[str, Any] = json.loads(result.stdout)
+        return report
+
+    alone = {kind: calibrate("--head-features", kind) for kind in ("vector", "layers")}
+    both = calibrate()  # the default: both
+    cost = {kind: r["calibration"]["cost_per_query"] for kind, r in alone.items()}
+    assert cost["vector"] != cost["layers"]  # the two heads lead to different settings here
+    cheaper = min(cost, key=lambda kind: cost[kind])
+    assert both["settings"]["head_features"] == cheaper
+    assert both["settings"] == alone[cheaper]["settings"]
+    assert both["calibration"]["cost_per_query"] == pytest.approx(cost[cheaper])
+    # The test file is routed with the chosen head: the same report as that kind alone.
+    assert both["test"]["routers"][0] == alone[cheaper]["test"]["routers"][0]
+    # Chosen by cost, not by the order tried (a tie goes to the first kind).
+    inputs = Inputs.make(embedder=layers_embedder, cache_dir=cache_dir, target_mode="relative")
+    reversed_order = run_calibration(
+        inputs,
+        index_slice,
+        GSM8K_TEST,
+        None,
+        parse_goal("quality=0.95"),
+        resamples=20,
+        limit=40,
+        cascade=False,
+        modes=("relative",),
+        head_features=("layers", "vector"),
+    )
+    assert reversed_order.head_features == cheaper
+    assert reversed_order.calib_figures["cost_per_query"] == pytest.approx(cost[cheaper])
 
 
 @needs_data

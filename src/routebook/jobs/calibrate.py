@@ -37,10 +37,12 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from routebook.catalog import estimate_tokens
 from routebook.config import Settings
 from routebook.decide import DecisionParams
 from routebook.decide.estimate import head_support
-from routebook.domain import Choice, Strategy
+from routebook.decide.head import LAYERS
+from routebook.domain import Choice, ExampleFacts, HeadPrediction, Strategy
 from routebook.jobs import replay, splits, sweep
 from routebook.jobs.datasets import (
     OOS_LABEL,
@@ -53,6 +55,7 @@ from routebook.jobs.datasets import (
 from routebook.jobs.intent_eval import IntentEvaluation
 from routebook.jobs.outcome_eval import OutcomeEvaluation, as_keys
 from routebook.jobs.progress import Silent, Tracker
+from routebook.jobs.replay import Vectors
 from routebook.jobs.report import to_json as evaluation_json
 from routebook.jobs.run import Inputs, run_eval
 
@@ -63,6 +66,10 @@ TARGET_MODES = ("absolute", "relative")
 #: (similarity_floor, weight_power) pairs tried for intent data.
 WEIGHT_SHAPES = ((0.3, 1.0), (0.3, 2.0), (0.3, 4.0), (0.0, 2.0), (0.0, 4.0), (0.0, 6.0), (0.0, 8.0))
 COLD_GRID = (-1.0, *(round(0.30 + 0.05 * i, 2) for i in range(13)))  # never, 0.30 ... 0.90
+#: Head strengths tried for outcome data besides 0 (no head) and the configured one.
+HEAD_STRENGTHS = (10.0, 30.0)
+#: What the head of outcome data may read (`head_features`), tried in this order by default.
+HEAD_FEATURES = ("vector", LAYERS)
 #: Route-head strengths tried for intent data (0: the neighbour vote alone).
 ROUTE_HEAD_STRENGTHS = (0.0, 1.0, 3.0, 10.0)
 #: The two cold-start tests: top similarity against `cold_start_threshold`, and the
@@ -116,6 +123,61 @@ def _k_grid(inputs: Inputs, index_size: int) -> list[int]:
     return [k for k in K_GRID if k <= index_size] or [index_size]
 
 
+def _head_strengths(params: DecisionParams) -> list[float]:
+    """The head strengths tried for outcome data: none when the settings switch the head off,
+    else no head, the usual strengths and the configured one."""
+    if params.head_strength <= 0:
+        return [0.0]
+    return sorted({0.0, *HEAD_STRENGTHS, params.head_strength})
+
+
+def _head_predictions(
+    features: str,
+    kept: list[OutcomeRow],
+    facts: list[ExampleFacts],
+    index_vectors: Vectors,
+    calib_texts: list[str],
+    calib_vectors: Vectors,
+    inputs: Inputs,
+    leave_one_out: bool,
+    tracker: Tracker,
+) -> list[HeadPrediction | None]:
+    """Each calibration query's head prediction, from a head reading `features` that never saw
+    the query: trained on the index, or cross-fitted when the queries are the index's rows."""
+    catalog = inputs.catalog or replay.routellm_catalog()
+    serving = replace(replay.Serving.of(inputs.settings), head_features=features)
+    index_layers = query_layers = None
+    if serving.reads_layers:
+        index_layers = inputs.cache.layers(
+            [r.prompt for r in kept], tracker.step("layers", len(kept))
+        )
+        if not leave_one_out:  # else the cross-fitted heads read the index's own
+            query_layers = inputs.cache.layers(
+                calib_texts, tracker.step("calibration layers", len(calib_texts))
+            )
+    advance = tracker.step(f"train head ({features})", 1)
+    if leave_one_out:
+        predictions = replay.crossfit_heads(
+            facts,
+            index_vectors,
+            catalog,
+            layers=index_layers,
+            max_examples=serving.head_max_examples,
+        )
+    else:
+        head = replay.index_head(
+            facts, index_vectors, catalog, inputs.params, serving, index_layers
+        )
+        tokens = [estimate_tokens(t) for t in calib_texts]
+        predictions = (
+            replay.predict_all(head, calib_vectors, tokens, query_layers)
+            if head is not None
+            else [None] * len(calib_texts)
+        )
+    advance(1)
+    return predictions
+
+
 def _outcome_search(
     kept: list[OutcomeRow],
     calib: list[OutcomeRow],
@@ -125,7 +187,10 @@ def _outcome_search(
     leave_one_out: bool,
     cascade: bool = True,
     modes: tuple[str, ...] = TARGET_MODES,
-) -> tuple[int, DecisionParams, dict[str, float]]:
+    head_features: tuple[str, ...] = (),
+) -> tuple[int, DecisionParams, str, dict[str, float]]:
+    """The cheapest setting reaching the goal, and the head features it was found with: each of
+    `head_features` (default: the settings' own) is tried, the first kind winning ties."""
     from routebook.jobs.evaluate import quality_matrix
 
     catalog = inputs.catalog or replay.routellm_catalog()
@@ -138,92 +203,84 @@ def _outcome_search(
     serving = replay.Serving.of(inputs.settings)
     index = replay.build_index(facts, index_vectors, serving)
     grid = _k_grid(inputs, len(kept))
-    strengths = sorted({0.0, inputs.params.head_strength})
-    head, heads = None, None
-    index_layers = layers = None
-    if replay.uses_head(inputs.params):
-        if serving.reads_layers:
-            index_layers = cache.layers([r.prompt for r in kept], tracker.step("layers", len(kept)))
-            if not leave_one_out:  # else the cross-fitted heads below read the index's own
-                layers = cache.layers(texts, tracker.step("calibration layers", len(texts)))
-        advance = tracker.step("train head", 1)
-        if leave_one_out:
-            heads = replay.crossfit_heads(facts, index_vectors, catalog, layers=index_layers)
-        else:
-            head = replay.index_head(
-                facts, index_vectors, catalog, inputs.params, serving, index_layers
-            )
-        advance(1)
+    strengths = _head_strengths(inputs.params)
+    kinds = head_features or (serving.head_features,)
     searched = replay.search_all(
-        index,
-        texts,
-        vectors,
-        max(grid),
-        tracker.step("search", len(calib)),
-        leave_one_out,
-        head=head,
-        heads=heads,
-        layers=layers,
+        index, texts, vectors, max(grid), tracker.step("search", len(calib)), leave_one_out
     )
+    # The neighbours are the same whatever the head reads: only its predictions differ.
+    by_kind = {kind: searched for kind in kinds}
+    if strengths != [0.0]:
+        for kind in kinds:
+            predictions = _head_predictions(
+                kind, kept, facts, index_vectors, texts, vectors, inputs, leave_one_out, tracker
+            )
+            by_kind[kind] = dataclasses.replace(searched, heads=tuple(predictions))
     quality = quality_matrix(calib, catalog)
     cost = replay.call_costs(catalog, searched.input_tokens, serving.output_tokens)
     order = sweep.cost_order(cost)
     need = goal.value * float(quality[:, -1].mean())
     strongest_cost = float(cost[:, -1].mean())
     # (cost, -quality) decides; the rest describes the setting.
-    best: tuple[float, float, int, DecisionParams] | None = None
+    best: tuple[float, float, int, DecisionParams, str] | None = None
     shapes = [(f, p, h) for f, p in OUTCOME_SHAPES for h in strengths]
-    advance = tracker.step("calibrate", len(grid) * len(shapes))
-    for k in grid:
-        for floor, power, strength in shapes:
-            never = replace(
-                inputs.params,
-                cold_start_threshold=-1.0,
-                similarity_floor=floor,
-                weight_power=power,
-                head_strength=strength,
-            )
-            if not cascade:  # nothing may go cold: no low-support test either
-                never = replace(never, min_support=0.0)
-            choices = replay.decide_all(searched, catalog, never, k, serving.output_tokens)
-            raw = np.array([[e.success for e in c.estimates] for c in choices])
-            support_cold = np.array([c.strategy is Strategy.CASCADE for c in choices])
-            top = np.array([c.top_similarity for c in choices])
-            for mode in modes:
-                estimates = as_keys(raw, mode)
-                for cold_threshold in COLD_GRID if cascade else (-1.0,):
-                    cold = support_cold | (top < cold_threshold)
-                    curve = sweep.curve(
-                        sweep.events(sweep.policy(estimates, cold, quality, cost, order))
-                    )
-                    found = cheapest_reaching(curve, need)
-                    if found is None:
-                        continue
-                    i, target = found
-                    candidate = (
-                        float(curve.cost[i]),
-                        -float(curve.quality[i]),
-                        k,
-                        replace(
-                            never,
-                            target_mode=mode,
-                            cold_start_threshold=cold_threshold,
-                            quality_target=target,
-                        ),
-                    )
-                    if best is None or candidate[:2] < best[:2]:
-                        best = candidate
-            advance(1)
+    advance = tracker.step("calibrate", len(kinds) * len(grid) * len(shapes))
+    for n, (kind, searched_by) in enumerate(by_kind.items()):
+        for k in grid:
+            for floor, power, strength in shapes:
+                advance(1)
+                if strength == 0 and n > 0:
+                    continue  # without a head every kind decides alike: tried with the first
+                never = replace(
+                    inputs.params,
+                    cold_start_threshold=-1.0,
+                    similarity_floor=floor,
+                    weight_power=power,
+                    head_strength=strength,
+                )
+                if not cascade:  # nothing may go cold: no low-support test either
+                    never = replace(never, min_support=0.0)
+                choices = replay.decide_all(searched_by, catalog, never, k, serving.output_tokens)
+                raw = np.array([[e.success for e in c.estimates] for c in choices])
+                support_cold = np.array([c.strategy is Strategy.CASCADE for c in choices])
+                top = np.array([c.top_similarity for c in choices])
+                for mode in modes:
+                    estimates = as_keys(raw, mode)
+                    for cold_threshold in COLD_GRID if cascade else (-1.0,):
+                        cold = support_cold | (top < cold_threshold)
+                        curve = sweep.curve(
+                            sweep.events(sweep.policy(estimates, cold, quality, cost, order))
+                        )
+                        found = cheapest_reaching(curve, need)
+                        if found is None:
+                            continue
+                        i, target = found
+                        candidate = (
+                            float(curve.cost[i]),
+                            -float(curve.quality[i]),
+                            k,
+                            replace(
+                                never,
+                                target_mode=mode,
+                                cold_start_threshold=cold_threshold,
+                                quality_target=target,
+                            ),
+                            kind,
+                        )
+                        if best is None or candidate[:2] < best[:2]:
+                            best = candidate
     if best is None:  # unreachable: every curve ends at the strongest model
         raise ValueError(f"no setting reaches {goal} on the calibration split")
-    cost_c, neg_q, k, params = best
+    cost_c, neg_q, k, params, kind = best
+    if params.head_strength == 0:
+        kind = serving.head_features  # no head: what it would read is the settings' business
     figures = {
         "quality": -neg_q,
         "relative_quality": -neg_q / float(quality[:, -1].mean()),
         "cost_per_query": cost_c,
         "saving_vs_strongest": 1.0 - cost_c / strongest_cost,
     }
-    return k, params, figures
+    return k, params, kind, figures
 
 
 def cheapest_reaching(curve: sweep.Curve, need: float) -> tuple[int, float] | None:
@@ -425,7 +482,10 @@ def run_calibration(
     tracker: Tracker | None = None,
     cascade: bool = True,
     modes: tuple[str, ...] = TARGET_MODES,
+    head_features: tuple[str, ...] = (),
 ) -> Calibrated:
+    """`head_features`: what the head of outcome data may read, each tried (default: the
+    settings' own); intents keep the settings' (route heads read the vector)."""
     tracker = tracker or Silent()
     kind = detect_kind(index_path)
     wanted = "outcome" if goal.metric == "quality" else "intent"
@@ -436,10 +496,22 @@ def run_calibration(
         # Without --calib, every index row is a calibration query routed against all the
         # others (leave-one-out): five times the data of a 20% split, and just as unseen.
         calib = load_outcome_rows(calib_path) if calib_path else index_rows
-        k, params, figures = _outcome_search(
-            index_rows, calib, inputs, goal, tracker, calib_path is None, cascade, modes
+        k, params, features, figures = _outcome_search(
+            index_rows,
+            calib,
+            inputs,
+            goal,
+            tracker,
+            calib_path is None,
+            cascade,
+            modes,
+            head_features,
         )
         calib_size = len(calib)
+        # The test is routed the way the chosen setting serves: with the head it was found with.
+        inputs = dataclasses.replace(
+            inputs, settings=inputs.settings.model_copy(update={"head_features": features})
+        )
     else:
         intent_rows = load_intent_rows(index_path)
         # Out-of-scope rows are never indexed: they are what the cold-start test is tuned on.

@@ -158,7 +158,8 @@ class EmbeddingCache:
             raise ConfigError(
                 f"the embedder ({self._embedder.model_id}) gives no layer pools, which "
                 'head_features = "layers" needs: it is built with them when the settings that '
-                'load it (--config) say head_features = "layers"'
+                'load it (--config) say head_features = "layers" (calibrate tries both kinds of '
+                "head unless told --head-features vector)"
             )
         memory = self._layers.memory
         keys = [text_key(t) for t in texts]

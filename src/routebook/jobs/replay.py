@@ -211,16 +211,23 @@ def search_all(
             advance(1)
     tokens = tuple(estimate_tokens(t) for t in texts)
     if heads is None and head is not None:
-        heads = [
-            head.predict(v, t, layers[i] if layers is not None else None)
-            for i, (v, t) in enumerate(zip(vectors, tokens, strict=True))
-        ]
+        heads = predict_all(head, vectors, tokens, layers)
     return Searched(
         neighbours=tuple(found),
         index_size=len(index),
         input_tokens=tokens,
         heads=tuple(heads or ()),
     )
+
+
+def predict_all(
+    head: Head, vectors: Vectors, tokens: Sequence[int], layers: Layers | None = None
+) -> list[HeadPrediction | None]:
+    """The head's prediction for every query (reading its `layers` when the head does)."""
+    return [
+        head.predict(v, t, layers[i] if layers is not None else None)
+        for i, (v, t) in enumerate(zip(vectors, tokens, strict=True))
+    ]
 
 
 def uses_head(params: DecisionParams) -> bool:
@@ -257,12 +264,14 @@ def crossfit_heads(
     folds: int = CROSSFIT_FOLDS,
     seed: int = 0,
     layers: Layers | None = None,
+    max_examples: int = DEFAULT_SERVING.head_max_examples,
 ) -> list[HeadPrediction | None]:
     """Each example's head prediction from a head trained on the other folds.
 
     Leave-one-out calibration routes the index's own rows; a head trained on all of them would
     have seen each query and its outcome. Copies of a text share a fold, like the neighbour
-    search drops a query's copies.
+    search drops a query's copies. Each fold's head trains on at most `max_examples` of the
+    other folds (`head_max_examples`), the same seeded sample `serve` would draw.
     """
     texts = sorted({f.text for f in facts})
     random.Random(seed).shuffle(texts)
@@ -270,7 +279,8 @@ def crossfit_heads(
     fold = np.array([fold_of[f.text] for f in facts])
     out: list[HeadPrediction | None] = [None] * len(facts)
     for part in range(folds):
-        train = [int(i) for i in np.flatnonzero(fold != part)]
+        others = np.flatnonzero(fold != part)
+        train = [int(i) for i in others[training_sample(others.size, max_examples)]]
         head = train_head(
             vectors[train],
             [facts[i] for i in train],

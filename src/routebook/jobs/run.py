@@ -54,19 +54,19 @@ class Inputs:
     ) -> Inputs:
         """`environment`: whether ROUTEBOOK_* variables apply over the file (as for `serve`);
         the gate reads its files alone. `layers`: build the embedder with layer pools even if
-        the file's head reads the vector (a gate whose other side reads them)."""
+        the file's head reads the vector (a gate whose other side reads them, a calibration
+        that tries both)."""
         settings = load_settings(
             {"k": k, "model_path": model_path}, config_file, environment=environment
         )
-        if layers:
-            settings = settings.model_copy(update={"head_features": "layers"})
         params = params_from_settings(settings)
         if target_mode is not None:
             params = replace(params, target_mode=target_mode)
         if embedder is None:
             from routebook.wiring import load_embedder  # the backend the server would use
 
-            embedder = load_embedder(settings)
+            pools = settings.model_copy(update={"head_features": "layers"}) if layers else settings
+            embedder = load_embedder(pools)
         catalog = None
         if catalog_path is not None:
             from routebook.routefiles import load_route_file
