@@ -129,6 +129,10 @@ def test_eval_intent_slice_end_to_end(
         assert (rep["n_in_scope"], rep["n_oos"]) == (190, 10)
         # Far better than chance (1/150) with 8 examples per label.
         assert rep["in_scope_accuracy"] > 0.5 > router["random"]["in_scope_accuracy"]
+        # The random router guesses among the 150 routes, not among the few labels of the
+        # label-sorted validation file's first 190 in-scope rows.
+        chance = (1 - router["cold_share"]) / 150
+        assert router["random"]["in_scope_accuracy"] == pytest.approx(chance)
         for field, ci in router["intervals"].items():
             if ci is not None:
                 assert ci["low"] <= ci["estimate"] <= ci["high"], field

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from sklearn.metrics import f1_score  # type: ignore[import-untyped]
 
 from routebook.jobs.metrics import (
     DEFAULT_SHARES,
@@ -399,3 +400,33 @@ def test_intent_report_without_oos_rows_leaves_oos_figures_undefined() -> None:
 def test_intent_report_rejects_length_mismatch() -> None:
     with pytest.raises(ValueError, match="2 true labels but 1 predictions"):
         intent_report(["a", "b"], ["a"])
+
+
+def test_macro_f1_counts_a_label_that_is_only_predicted_as_scikit_learn_does() -> None:
+    # "c" is no row's true label, but row 3 is routed to it. Per label, 2*TP / (#true + #pred):
+    #   a: 2*2 / (2 + 2) = 1;  b: 2*1 / (2 + 1) = 2/3;  c: 0 / (0 + 1) = 0  -> mean 5/9
+    # (over the true labels alone it read (1 + 2/3) / 2 = 5/6, hiding the wrong route to c).
+    true = ["a", "a", "b", "b", "oos"]
+    pred: list[str | None] = ["a", "a", "b", "c", None]
+    report = intent_report(true, pred)
+    assert report.macro_f1 == pytest.approx(5 / 9)
+    labels = sorted({*true, *(p for p in pred if p)} - {"oos"})
+    expected = f1_score(true, [p or "oos" for p in pred], labels=labels, average="macro")
+    assert report.macro_f1 == pytest.approx(expected)
+
+
+def test_macro_f1_matches_scikit_learn_over_the_true_and_predicted_labels() -> None:
+    rng = np.random.default_rng(3)
+    names = ["a", "b", "c", "d", "e", "oos"]
+    for _ in range(200):
+        n = int(rng.integers(1, 30))
+        true = [names[i] for i in rng.integers(0, 6, n)]
+        pred = [None if i == 6 else names[i] for i in rng.integers(0, 7, n)]
+        report = intent_report(true, pred)
+        as_labels = [p or "oos" for p in pred]
+        labels = sorted({*true, *as_labels} - {"oos"})
+        if not labels:
+            assert report.macro_f1 is None
+            continue
+        expected = f1_score(true, as_labels, labels=labels, average="macro", zero_division=0.0)
+        assert report.macro_f1 == pytest.approx(expected)

@@ -327,6 +327,7 @@ def _intent_sides(
     # Intent heads learn routes, which read the vector: no layer pools to embed.
     searches = _search_sides(facts, index_vectors, texts, vectors, catalog, sides, tracker, None)
     true = [r.label for r in test_rows]
+    route_set = {r.label for r in index_rows}
     advance = tracker.step("decide and measure", len(sides))
     measured = []
     for side, searched in zip(sides, searches, strict=True):
@@ -334,7 +335,13 @@ def _intent_sides(
         choices = replay.decide_all(searched, catalog, side.params, side.k, answer)
         routes = [c.route if c.strategy is Strategy.SEMANTIC else None for c in choices]
         figures = intent_figures(
-            side.label, side.params.cold_start_threshold, true, routes, resamples, seed
+            side.label,
+            side.params.cold_start_threshold,
+            true,
+            routes,
+            resamples,
+            seed,
+            index_labels=route_set,
         )
         measured.append(dataclasses.replace(side, figures=figures))
         advance(1)

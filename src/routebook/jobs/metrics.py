@@ -530,7 +530,10 @@ def _macro_f1(true: Sequence[str], pred: Sequence[str | None], labels: set[str])
 
     F1 = 2·TP / (2·TP + FP + FN) = 2·TP / (#true as label + #predicted as label). A prediction of
     an in-scope label on an `oos` row is a false positive for that label, so failing to go cold on
-    out-of-scope queries lowers macro-F1 too.
+    out-of-scope queries lowers macro-F1 too. A label that is only predicted (none of the rows
+    has it, so TP = 0) counts with F1 0, as scikit-learn's `f1_score(average="macro")` counts it
+    over the true and predicted labels: dropping it would hide the router's wrong routes to it
+    whenever the test file, or a `--limit` slice of a label-sorted one, lacks that label.
     """
     if not labels:
         return None
@@ -556,8 +559,8 @@ def intent_report(
 
     * in-scope accuracy: over rows whose true label is not `oos_label`; a cold prediction is
       wrong (the query had a route and we missed it).
-    * macro-F1: over the in-scope labels present in `true_labels` (Banking77 is imbalanced, so
-      report it next to accuracy).
+    * macro-F1: over the in-scope labels that are true or predicted on some row (Banking77 is
+      imbalanced, so report it next to accuracy).
     * OOS detection: "detected" means the prediction is `None` (cold start) or `oos_label` (for
       classifiers trained with an oos class); precision, recall and F1 of that against the truth.
     * overall accuracy: in-scope rows right, plus oos rows detected, over all rows.
@@ -579,7 +582,9 @@ def intent_report(
         n_in_scope=n_in,
         n_oos=n_oos,
         in_scope_accuracy=_ratio(in_correct, n_in),
-        macro_f1=_macro_f1(true, pred, {t for t in true if t != oos_label}),
+        macro_f1=_macro_f1(
+            true, pred, {t for t in true if t != oos_label} | {p for p in pred if p is not None}
+        ),
         in_scope_cold_rate=_ratio(in_cold, n_in),
         oos_precision=precision,
         oos_recall=recall,
