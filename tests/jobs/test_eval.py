@@ -150,6 +150,34 @@ def test_plot_on_intent_data_is_refused_before_the_run(tmp_path: Path) -> None:
     assert "intent data has none" in result.output
 
 
+@pytest.mark.parametrize(
+    ("labels", "shown"),
+    [
+        (["oos", "oos"], "the index file has 0 in-scope labels; intent eval needs at least 2"),
+        (
+            ["oos", "greet", "greet"],
+            "the index file has 1 in-scope label ('greet'); intent eval needs",
+        ),
+    ],
+)
+def test_an_intent_index_with_fewer_than_two_routes_is_refused(
+    embedder: SentenceTransformerEmbedder, tmp_path: Path, labels: list[str], shown: str
+) -> None:
+    """It failed after routing every query, inside the baselines: "max() arg is an empty
+    sequence" (no route), scikit-learn's "needs samples of at least 2 classes" (one)."""
+    index = tmp_path / "index.jsonl"
+    rows = [{"id": str(i), "text": f"query {i}", "label": label} for i, label in enumerate(labels)]
+    index.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    result = CliRunner().invoke(
+        main,
+        ["eval", "--index", str(index), "--test", str(index), "--cache-dir", str(tmp_path)],
+        obj={"embedder": embedder},
+    )
+    assert result.exit_code == 1
+    assert f"error: {shown}" in result.output
+    assert "embed index" not in result.output  # refused before the slow part
+
+
 MMLU_INDEX = DATA / "routellm" / "mmlu.dev_index.jsonl"
 MMLU_TEST = DATA / "routellm" / "mmlu.dev_test.jsonl"
 

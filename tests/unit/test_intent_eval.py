@@ -1,19 +1,25 @@
 """Intent evaluation on hand-made data: the baselines' thresholds (set on the index file's `oos`
 rows scored against the whole index, as routebook's calibrated threshold is), the random
-router's floor."""
+router's floor, and the index's labels."""
 
 from __future__ import annotations
+
+import re
 
 import numpy as np
 import pytest
 
+from routebook.decide import DecisionParams
 from routebook.jobs.baselines import IntentPredictions
+from routebook.jobs.datasets import IntentRow
 from routebook.jobs.intent_eval import (
     _with_oos_rows,
+    evaluate_intent_routers,
     intent_figures,
     random_intent_figures,
 )
 from routebook.jobs.metrics import intent_report
+from routebook.jobs.progress import Silent
 
 
 def test_the_threshold_comes_from_the_oos_rows_and_the_test_part_is_kept_apart() -> None:
@@ -84,3 +90,26 @@ def test_the_figures_count_a_predicted_only_label_in_the_fast_path_too() -> None
     assert figures.report.macro_f1 == pytest.approx(0.6)
     ci = figures.intervals["macro_f1"]
     assert ci is not None and ci.low <= 0.6 <= ci.high
+
+
+# --------------------------------------------------------------------------------------------
+# An index with fewer than two routes is refused before any work (R6)
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("labels", "message"),
+    [
+        (["oos", "oos"], "the index file has 0 in-scope labels; intent eval needs at least 2"),
+        (["greet", "oos", "greet"], "has 1 in-scope label ('greet'); intent eval needs at least 2"),
+    ],
+)
+def test_an_index_with_fewer_than_two_routes_is_refused_up_front(
+    labels: list[str], message: str
+) -> None:
+    rows = [IntentRow(id=str(i), text=f"text {i}", label=label) for i, label in enumerate(labels)]
+    vectors = np.zeros((len(rows), 4), dtype=np.float32)
+    with pytest.raises(ValueError, match=re.escape(message)):
+        evaluate_intent_routers(
+            rows, vectors, rows, vectors, DecisionParams(), 10, 10, 0, Silent(), 0.8
+        )

@@ -19,7 +19,11 @@ from routebook.decide import DecisionParams
 from routebook.jobs import baselines, replay
 from routebook.jobs.datasets import IntentRow, OutcomeRow
 from routebook.jobs.embedcache import EmbeddingCache
-from routebook.jobs.intent_eval import IntentEvaluation, evaluate_intent_routers
+from routebook.jobs.intent_eval import (
+    IntentEvaluation,
+    check_index_labels,
+    evaluate_intent_routers,
+)
 from routebook.jobs.outcome_eval import (
     OutcomeEvaluation,
     Priced,
@@ -176,6 +180,7 @@ def evaluate_intents(
     tracker: Tracker | None = None,
     oos_recall_goal: float = 0.8,
 ) -> IntentEvaluation:
+    check_index_labels(index_rows)  # before the embedding, the slow part
     tracker = tracker or Silent()
     index_vectors = embed_texts(cache, [r.text for r in index_rows], "index", tracker)
     test_texts = [r.text for r in test_rows]

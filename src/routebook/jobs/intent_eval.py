@@ -246,6 +246,23 @@ def _with_oos_rows(
     return test, threshold
 
 
+def check_index_labels(index_rows: Sequence[IntentRow]) -> None:
+    """Refuse an index file with fewer than two in-scope labels, before any work is done.
+
+    With one route there is nothing to route between (any router is right on every routed
+    query), and the linear head cannot be fitted on one class; with none there is no route at
+    all. Without this check the run embedded and routed every query, then failed inside the
+    baselines with Python's or scikit-learn's own message."""
+    labels = sorted({r.label for r in index_rows if r.label != OOS_LABEL})
+    if len(labels) < 2:
+        found = f" ({labels[0]!r})" if labels else ""
+        raise ValueError(
+            f"the index file has {len(labels)} in-scope label{'' if len(labels) == 1 else 's'}"
+            f"{found}; intent eval needs at least 2 (one route per label, `{OOS_LABEL}` rows "
+            "are not a route): add rows of other labels to the index file"
+        )
+
+
 def evaluate_intent_routers(
     index_rows: Sequence[IntentRow],
     index_vectors: Vectors,
@@ -259,6 +276,7 @@ def evaluate_intent_routers(
     oos_recall_goal: float,
     serving: replay.Serving = replay.DEFAULT_SERVING,
 ) -> IntentEvaluation:
+    check_index_labels(index_rows)
     texts = [r.text for r in test_rows]
     true = [r.label for r in test_rows]
     # Out-of-scope examples are not a route: they only calibrate the cold-start test.
