@@ -124,6 +124,9 @@ def test_eval_intent_slice_end_to_end(
     assert report["kind"] == "intent"
     assert (report["n_test"], report["n_labels"]) == (200, 150)
     assert [r["name"] for r in report["routers"]] == ["routebook", "kNN vote (k=10)", "linear head"]
+    routebook, knn, _linear = report["routers"]
+    assert routebook["cold_tests"] == {"top_similarity": 0.55, "support": 0.25}
+    assert knn["cold_tests"] == {"top_similarity": knn["threshold"]}
     for router in report["routers"]:
         rep = router["report"]
         assert (rep["n_in_scope"], rep["n_oos"]) == (190, 10)

@@ -1,6 +1,6 @@
 """Intent evaluation on hand-made data: the baselines' thresholds (set on the index file's `oos`
 rows scored against the whole index, as routebook's calibrated threshold is), the random
-router's floor, and the index's labels."""
+router's floor, the cold-start tests each router is reported with, and the index's labels."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from routebook.jobs.baselines import IntentPredictions
 from routebook.jobs.datasets import IntentRow
 from routebook.jobs.intent_eval import (
     _with_oos_rows,
+    cold_tests,
     evaluate_intent_routers,
     intent_figures,
     random_intent_figures,
@@ -85,11 +86,27 @@ def test_the_figures_count_a_predicted_only_label_in_the_fast_path_too() -> None
     # "c" is only predicted, so both must count it (F1 0) in macro-F1.
     true = ["a", "a", "b", "b", "oos", "a"]
     pred: list[str | None] = ["a", "c", "b", "b", None, "a"]
-    figures = intent_figures("r", None, true, pred, 50, 0, index_labels={"a", "b", "c"})
+    figures = intent_figures(
+        "r", None, true, pred, 50, 0, index_labels={"a", "b", "c"}, tests={"support": 1.0}
+    )
     # a: 2*2 / (3 + 2) = 0.8; b: 2*2 / (2 + 2) = 1; c: 0 -> mean 0.6
     assert figures.report.macro_f1 == pytest.approx(0.6)
     ci = figures.intervals["macro_f1"]
     assert ci is not None and ci.low <= 0.6 <= ci.high
+    assert figures.cold_tests == {"support": 1.0}
+
+
+# --------------------------------------------------------------------------------------------
+# Which cold-start tests a router applies (R2)
+# --------------------------------------------------------------------------------------------
+
+
+def test_cold_tests_name_the_support_test_when_it_is_the_one_calibrate_chose() -> None:
+    # What calibrate writes for CLINC150: the similarity test off (-1), the support test on.
+    calibrated = DecisionParams(cold_start_threshold=-1.0, min_support=6.357)
+    assert cold_tests(calibrated) == {"support": 6.357}
+    assert cold_tests(DecisionParams()) == {"top_similarity": 0.55, "support": 0.25}
+    assert cold_tests(DecisionParams(cold_start_threshold=-1.0, min_support=0.0)) == {}
 
 
 # --------------------------------------------------------------------------------------------

@@ -50,7 +50,7 @@ from routebook.jobs import replay
 from routebook.jobs.datasets import OOS_LABEL, detect_kind, load_intent_rows, load_outcome_rows
 from routebook.jobs.embedcache import EmbeddingCache
 from routebook.jobs.evaluate import embed_texts, quality_matrix
-from routebook.jobs.intent_eval import IntentFigures, intent_figures
+from routebook.jobs.intent_eval import IntentFigures, cold_tests, intent_figures
 from routebook.jobs.outcome_eval import (
     Priced,
     Reference,
@@ -342,6 +342,7 @@ def _intent_sides(
             resamples,
             seed,
             index_labels=route_set,
+            tests=cold_tests(side.params),
         )
         measured.append(dataclasses.replace(side, figures=figures))
         advance(1)

@@ -4,9 +4,11 @@ routebook answers with the route its neighbours vote for, or goes cold (CASCADE)
 as "out of scope". Out-of-scope rows of the index file are never indexed (they are not a route):
 like Larson et al.'s "oos-threshold" setting, they only serve to tune the cold-start test. The
 baselines' single cold-start threshold (top similarity for the kNN vote, top probability for the
-linear head) is chosen on a part held out of the *index* file (20% of each label plus every
-`oos` row) for the same out-of-scope recall goal `routebook calibrate` uses, then the baseline is
-refitted on the whole in-scope index. Nothing is tuned on the test file.
+linear head) is set on those `oos` rows, scored against the baseline fitted on the *whole*
+in-scope index, for the same out-of-scope recall goal `routebook calibrate` uses: the same way
+`calibrate` sets routebook's threshold again for the whole index, so neither side's threshold
+comes from a smaller index than the one it is tested with. Without `oos` rows the baselines
+never go cold. Nothing is tuned on the test file.
 
 The random router at the same cost is one that goes cold on as many queries as the router under
 test and otherwise picks one of the index's routes uniformly (`random_intent_figures` says why
@@ -37,10 +39,39 @@ FloatArray = npt.NDArray[np.float64]
 FIELDS = ("in_scope_accuracy", "macro_f1", "oos_precision", "oos_recall", "oos_f1")
 
 
+def cold_tests(params: DecisionParams) -> dict[str, float]:
+    """The cold-start tests `decide` applies under `params`: `top_similarity` against
+    `cold_start_threshold` and `support` (the neighbours' weight plus the head's share) against
+    `min_support`. A test that cannot fire is left out (a cosine is never below -1, a support
+    never below 0), so an empty answer means the router never goes cold on a non-empty index.
+    """
+    tests: dict[str, float] = {}
+    if params.cold_start_threshold > -1.0:
+        tests["top_similarity"] = params.cold_start_threshold
+    if params.min_support > 0.0:
+        tests["support"] = params.min_support
+    return tests
+
+
+def _threshold_test(score: str, threshold: float) -> dict[str, float]:
+    """A baseline's one test; an infinite threshold (no `oos` rows to set it on) never fires."""
+    return {score: threshold} if math.isfinite(threshold) else {}
+
+
 @dataclass(frozen=True, slots=True)
 class IntentFigures:
+    """One router's figures on the test file.
+
+    `threshold` is the threshold on the router's top score (routebook's `cold_start_threshold`
+    on the top similarity, a baseline's own); `cold_tests` is every cold-start test the router
+    applies, by the score each compares (a query is cold when any score is below its
+    threshold; empty: never cold). They differ for routebook, whose other test, the neighbours'
+    support against `min_support`, is the one `calibrate` often chooses, leaving
+    `cold_start_threshold` at -1 ("never" for that test alone)."""
+
     name: str
     threshold: float | None
+    cold_tests: dict[str, float]
     report: IntentReport
     cold_share: float
     intervals: dict[str, ConfidenceInterval | None]
@@ -147,9 +178,10 @@ def intent_figures(
     seed: int,
     *,
     index_labels: Collection[str],
+    tests: dict[str, float],
 ) -> IntentFigures:
     """`index_labels`: the index's in-scope labels, the routes the router chooses from and the
-    random router guesses among."""
+    random router guesses among; `tests`: its cold-start tests (`IntentFigures.cold_tests`)."""
     report = metrics.intent_report(true, pred, OOS_LABEL)
     t, p, n_labels = _encode(true, pred)
     fast = _fast_report(t, p, n_labels)
@@ -172,6 +204,7 @@ def intent_figures(
     return IntentFigures(
         name=name,
         threshold=threshold,
+        cold_tests=dict(tests),
         report=report,
         cold_share=cold,
         intervals=intervals,
@@ -314,13 +347,25 @@ def evaluate_intent_routers(
     advance = tracker.step("bootstrap", 3)
     route_set = set(index_labels)
     figures = []
-    for name, threshold, pred in (
-        ("routebook", params.cold_start_threshold, routes),
-        (f"kNN vote (k={k})", knn_threshold, knn.routed(knn_threshold)),
-        ("linear head", linear_threshold, linear.routed(linear_threshold)),
+    for name, threshold, tests, pred in (
+        ("routebook", params.cold_start_threshold, cold_tests(params), routes),
+        (
+            f"kNN vote (k={k})",
+            knn_threshold,
+            _threshold_test("top_similarity", knn_threshold),
+            knn.routed(knn_threshold),
+        ),
+        (
+            "linear head",
+            linear_threshold,
+            _threshold_test("top_probability", linear_threshold),
+            linear.routed(linear_threshold),
+        ),
     ):
         figures.append(
-            intent_figures(name, threshold, true, pred, resamples, seed, index_labels=route_set)
+            intent_figures(
+                name, threshold, true, pred, resamples, seed, index_labels=route_set, tests=tests
+            )
         )
         advance(1)
     return IntentEvaluation(

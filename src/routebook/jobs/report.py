@@ -9,11 +9,14 @@ from __future__ import annotations
 import dataclasses
 import math
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from routebook.jobs.intent_eval import FIELDS, IntentEvaluation
+from routebook.jobs.intent_eval import FIELDS, IntentEvaluation, cold_tests
 from routebook.jobs.metrics import ConfidenceInterval
 from routebook.jobs.outcome_eval import OutcomeEvaluation
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 Evaluation = OutcomeEvaluation | IntentEvaluation
 
@@ -50,10 +53,18 @@ def _ci(ci: ConfidenceInterval | None, fmt: Any = _num) -> str:
     return f"{fmt(ci.estimate)} [{fmt(ci.low)}, {fmt(ci.high)}]"
 
 
-def render(evaluation: Evaluation) -> None:
+def cold_when(tests: dict[str, float]) -> str:
+    """A router's cold-start tests in words: "support < 6.357", or "never" without any."""
+    if not tests:
+        return "never"
+    return " or ".join(f"{score.replace('_', ' ')} < {value:.4g}" for score, value in tests.items())
+
+
+def render(evaluation: Evaluation, console: Console | None = None) -> None:
+    """Print the tables to `console` (default: the terminal)."""
     from rich.console import Console
 
-    console = Console()
+    console = console or Console()
     if isinstance(evaluation, OutcomeEvaluation):
         _render_outcome(evaluation, console)
     else:
@@ -61,14 +72,15 @@ def render(evaluation: Evaluation) -> None:
 
 
 def _render_outcome(ev: OutcomeEvaluation, console: Any) -> None:
+    from rich.markup import escape
     from rich.table import Table
 
     ref = ev.reference
     models = ref.models
     console.print(
         f"[bold]outcome data[/bold]: {ev.n_index} index rows, {ev.n_test} test queries, "
-        f"k={ev.k}, quality target {ev.params.quality_target:.3g}, cold-start threshold "
-        f"{ev.params.cold_start_threshold:.3g}"
+        f"k={ev.k}, quality target {ev.params.quality_target:.3g}, cold when "
+        f"{escape(cold_when(cold_tests(ev.params)))}"
     )
     for m in models:
         console.print(
@@ -121,13 +133,21 @@ def _render_outcome(ev: OutcomeEvaluation, console: Any) -> None:
 
 
 def _render_intent(ev: IntentEvaluation, console: Any) -> None:
+    from rich.markup import escape
     from rich.table import Table
 
     console.print(
-        f"[bold]intent data[/bold]: {ev.n_index} index rows ({ev.n_labels} labels), "
-        f"{ev.n_test} test queries, k={ev.k}, cold-start threshold "
-        f"{ev.params.cold_start_threshold:.3g}; baseline thresholds chosen on a held-out part "
-        f"of the index for OOS recall {ev.oos_recall_goal:.2f}"
+        f"[bold]intent data[/bold]: {ev.n_index} in-scope index rows ({ev.n_labels} labels), "
+        f"{ev.n_test} test queries, k={ev.k}"
+    )
+    console.print(
+        "  cold when: "
+        + "; ".join(f"{escape(r.name)} {escape(cold_when(r.cold_tests))}" for r in ev.routers)
+    )
+    console.print(
+        "  the baselines' thresholds are set on the index file's oos rows, scored against the "
+        f"whole in-scope index, for OOS recall {ev.oos_recall_goal:.2f} (never cold without "
+        "oos rows)"
     )
     table = Table(title="Intent routing (95% bootstrap CI); random router at the same cold rate")
     table.add_column("router")
