@@ -77,3 +77,27 @@ def test_a_goal_only_the_strongest_model_reaches_is_unreachable_when_a_key_is_on
     policy = sweep.policy(keys, np.zeros(2, dtype=bool), quality, np.array([[0.1, 1.0]] * 2))
     curve = sweep.curve(sweep.events(policy))
     assert curve.quality[0] == 1.0 and cheapest_reaching(curve, 1.0) is None
+
+
+def test_the_reference_leaves_apgr_and_cpt_undefined_where_the_routers_are() -> None:
+    # Equal prices: the catalog orders the pair by name, so its "strongest" may be the weaker
+    # model (mean 0.5 against 0.75 here). The oracle's APGR against it read -0.86 on GSM8K,
+    # and the random router's 0.5 / 50% / 80% are figures on an axis that does not exist.
+    inverted = QUALITY[:, ::-1]
+    equal = reference(inverted, np.ones((4, 2)), ("b", "a"))
+    one = reference(QUALITY[:, :1], np.ones((4, 1)), ("a",))
+    for ref in (equal, one):
+        assert ref.oracle_apgr is None and ref.random_apgr is None
+        assert ref.random_cpt50 is None and ref.random_cpt80 is None
+        assert ref.oracle_curve == ()
+    assert equal.apgr_undefined is not None and "costs no more" in equal.apgr_undefined
+    assert one.apgr_undefined is not None and one.apgr_undefined.startswith("one model")
+    assert equal.oracle_quality == 1.0 and equal.random_saving95 == 0.0  # dollars still exist
+    tied = reference(np.array([[1.0, 0.0], [0.0, 1.0]]), np.array([[1.0, 2.0]] * 2), ("a", "b"))
+    assert tied.random_apgr is None and tied.random_cpt50 is None
+    assert tied.apgr_undefined is not None and "same mean quality" in tied.apgr_undefined
+    priced = reference(QUALITY, np.array([[1.0, 2.0]] * 4), ("a", "b"))
+    assert priced.apgr_undefined is None
+    assert priced.random_apgr == pytest.approx(0.5)
+    assert (priced.random_cpt50, priced.random_cpt80) == (0.5, 0.8)
+    assert priced.oracle_apgr is not None and priced.oracle_apgr > 1.0

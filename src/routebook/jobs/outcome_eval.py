@@ -75,10 +75,13 @@ class Reference:
     oracle_quality: float
     oracle_apgr: float | None
     random_apgr: float | None
-    random_cpt50: float
-    random_cpt80: float
+    random_cpt50: float | None
+    random_cpt80: float | None
     random_saving95: float | None
     oracle_curve: tuple[tuple[float, float], ...]
+    apgr_undefined: str | None = None
+    """Why APGR and CPT are not defined on this data (every one of them is then None, the
+    routers' too), or None when they are."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +126,22 @@ def scored_from_choices(
     return Scored(name=name, estimates=keys, cold=cold)
 
 
+def share_axis_problem(quality: FloatArray, call_cost: FloatArray) -> str | None:
+    """Why the share-of-strong-calls axis, and with it APGR and CPT, does not exist on this
+    data, or None when it does. The axis runs from the cheapest model alone (0) to the
+    strongest alone (1), the catalog's first and last, so it needs two models and the last to
+    cost more than the first on these queries."""
+    if quality.shape[1] < 2:
+        return "one model: there is no cheaper and stronger model to route between"
+    mean = call_cost.mean(axis=0)
+    if not mean[0] < mean[-1]:
+        return (
+            "the catalog's strongest (last) model costs no more per query than its cheapest "
+            "(first) on these queries: there is no share of strong calls to measure"
+        )
+    return None
+
+
 class Priced:
     """The test set's qualities and costs, shared by every router.
 
@@ -145,7 +164,7 @@ class Priced:
         #: The share-of-strong-calls axis needs the strongest model to cost more than the
         #: cheapest: with one model, or equal prices, APGR and CPT are undefined (reported
         #: as such, not as a crash).
-        self.share_axis = quality.shape[1] > 1 and self.cheap_unit < 1.0
+        self.share_axis = share_axis_problem(quality, call_cost) is None
 
 
 def _weights(idx: npt.NDArray[np.int64], n: int) -> FloatArray:
@@ -313,12 +332,26 @@ def evaluate_router(
 
 
 def reference(quality: FloatArray, call_cost: FloatArray, models: tuple[str, ...]) -> Reference:
+    """The random router and the oracle on this data.
+
+    APGR and CPT need the share axis and a quality gap between its ends (PGR divides by it).
+    Without them the routers' figures are undefined, and so are these: the diagonal's 0.5,
+    50% and 80% are the random router's figures *on that axis*, and with two models at equal
+    prices, ordered by name, the oracle's APGR came out negative (-0.86) against a "strong"
+    model that was the weaker one."""
     strong, weak = quality[:, -1], quality[:, 0]
     two = quality.shape[1] == 2
     best = quality.max(axis=1)
-    shares = [i / 100 for i in range(101)]
-    oracle_points = metrics.oracle_curve(strong, weak, shares) if two else []
     gap = float(strong.mean() - weak.mean())
+    undefined = share_axis_problem(quality, call_cost)
+    if undefined is None and gap == 0:
+        undefined = (
+            "the cheapest and the strongest model have the same mean quality on these queries: "
+            "there is no gap for a router to recover"
+        )
+    defined = undefined is None
+    shares = [i / 100 for i in range(101)]
+    oracle_points = metrics.oracle_curve(strong, weak, shares) if two and defined else []
     random_line = [
         CostPoint(float(call_cost[:, 0].mean()), float(weak.mean())),
         CostPoint(float(call_cost[:, -1].mean()), float(strong.mean())),
@@ -330,18 +363,18 @@ def reference(quality: FloatArray, call_cost: FloatArray, models: tuple[str, ...
         oracle_quality=float(best.mean()),
         oracle_apgr=(
             metrics.apgr(oracle_points, float(weak.mean()), float(strong.mean()))
-            if two and gap != 0
+            if two and defined
             else None
         ),
         random_apgr=(
             metrics.apgr(
                 metrics.random_router_curve(strong, weak), float(weak.mean()), float(strong.mean())
             )
-            if gap != 0
+            if defined
             else None
         ),
-        random_cpt50=0.5,
-        random_cpt80=0.8,
+        random_cpt50=0.5 if defined else None,
+        random_cpt80=0.8 if defined else None,
         random_saving95=(
             metrics.cost_saving_at_quality(
                 random_line, float(call_cost[:, -1].mean()), float(strong.mean()), SAVING_AT
@@ -350,6 +383,7 @@ def reference(quality: FloatArray, call_cost: FloatArray, models: tuple[str, ...
             else None
         ),
         oracle_curve=tuple((p.strong_share, p.quality) for p in oracle_points),
+        apgr_undefined=undefined,
     )
 
 

@@ -48,7 +48,9 @@ def _num(value: float | None) -> str:
 
 
 def _ci(ci: ConfidenceInterval | None, fmt: Any = _num) -> str:
-    if ci is None:
+    """The estimate and its interval; "—" alone when the estimate is undefined (resamples may
+    still give an interval, e.g. APGR where the two models' means tie on the test set)."""
+    if ci is None or not math.isfinite(ci.estimate):
         return "—"
     return f"{fmt(ci.estimate)} [{fmt(ci.low)}, {fmt(ci.high)}]"
 
@@ -58,6 +60,24 @@ def cold_when(tests: dict[str, float]) -> str:
     if not tests:
         return "never"
     return " or ".join(f"{score.replace('_', ' ')} < {value:.4g}" for score, value in tests.items())
+
+
+def short_names(models: tuple[str, ...]) -> dict[str, str]:
+    """Each model's name cut to the fewest leading `-` parts that no other model shares.
+
+    The whole name is long for a table cell, but its first part alone is not a name: the
+    shipped catalog's gpt-4.1-nano and gpt-4.1-mini both showed as "gpt". Two shortened names
+    cannot be equal: each differs from every other name's prefix of as many parts, and a
+    string splits into one number of parts."""
+    parts = {m: m.split("-") for m in models}
+    short = {}
+    for m in models:
+        for i in range(1, len(parts[m]) + 1):
+            head = "-".join(parts[m][:i])
+            if all("-".join(parts[o][:i]) != head for o in models if o != m):
+                break
+        short[m] = head
+    return short
 
 
 def render(evaluation: Evaluation, console: Console | None = None) -> None:
@@ -84,19 +104,27 @@ def _render_outcome(ev: OutcomeEvaluation, console: Any) -> None:
     )
     for m in models:
         console.print(
-            f"  {m}: mean quality {ref.mean_quality[m]:.4f}, ${ref.mean_cost[m] * 1000:.4f} "
-            "per 1,000 queries"
+            f"  {escape(m)}: mean quality {ref.mean_quality[m]:.4f}, "
+            f"${ref.mean_cost[m] * 1000:.4f} per 1,000 queries"
         )
     console.print(
-        f"  oracle (best of both): quality {ref.oracle_quality:.4f}"
+        f"  oracle (best model per query): quality {ref.oracle_quality:.4f}"
         + (f", APGR {ref.oracle_apgr:.3f}" if ref.oracle_apgr is not None else "")
     )
+    if ref.apgr_undefined is not None:
+        console.print(f"  APGR and CPT are not defined here: {escape(ref.apgr_undefined)}")
+    elif ref.mean_quality[models[-1]] < ref.mean_quality[models[0]]:
+        console.print(
+            f"  [bold]note[/bold]: the strongest model, {escape(models[-1])}, has a lower mean "
+            f"quality than the cheapest, {escape(models[0])}: PGR's gap is negative, so APGR "
+            "and CPT read upside down (check the catalog's prices and order)"
+        )
     curve = Table(title="Whole curve (95% bootstrap CI); random router beside")
     for col in ("router", "APGR", "CPT(50%)", "CPT(80%)", "saving @95% of strongest"):
         curve.add_column(col)
     curve.add_row(
         "random",
-        "0.500",
+        _num(ref.random_apgr),
         _pct(ref.random_cpt50),
         _pct(ref.random_cpt80),
         _pct(ref.random_saving95),
@@ -117,9 +145,10 @@ def _render_outcome(ev: OutcomeEvaluation, console: Any) -> None:
         "calls per model",
     ):
         op.add_column(col)
+    short = short_names(models)
     for r in ev.routers:
         o = r.operating
-        calls = ", ".join(f"{m.split('-')[0]} {_pct(s)}" for m, s in o.call_share.items())
+        calls = ", ".join(f"{escape(short[m])} {_pct(s)}" for m, s in o.call_share.items())
         op.add_row(
             r.name,
             _ci(r.operating_quality),
