@@ -163,22 +163,31 @@ def test_plot_on_intent_data_is_refused_before_the_run(tmp_path: Path) -> None:
         ),
     ],
 )
+@pytest.mark.parametrize("command", ["eval", "calibrate", "gate"])
 def test_an_intent_index_with_fewer_than_two_routes_is_refused(
-    embedder: SentenceTransformerEmbedder, tmp_path: Path, labels: list[str], shown: str
+    embedder: SentenceTransformerEmbedder,
+    tmp_path: Path,
+    labels: list[str],
+    shown: str,
+    command: str,
 ) -> None:
     """It failed after routing every query, inside the baselines: "max() arg is an empty
-    sequence" (no route), scikit-learn's "needs samples of at least 2 classes" (one)."""
+    sequence" (no route), scikit-learn's "needs samples of at least 2 classes" (one);
+    `calibrate` only after its whole search."""
     index = tmp_path / "index.jsonl"
     rows = [{"id": str(i), "text": f"query {i}", "label": label} for i, label in enumerate(labels)]
     index.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-    result = CliRunner().invoke(
-        main,
-        ["eval", "--index", str(index), "--test", str(index), "--cache-dir", str(tmp_path)],
-        obj={"embedder": embedder},
-    )
-    assert result.exit_code == 1
+    args = ["eval", "--index", str(index), "--test", str(index), "--cache-dir", str(tmp_path)]
+    if command == "calibrate":
+        args = ["calibrate", *args[1:], "--goal", "oos_recall=0.8"]
+    elif command == "gate":
+        settings = tmp_path / "side.toml"
+        settings.write_text("k = 5\n", encoding="utf-8")
+        args += ["--baseline", str(settings), "--candidate", str(settings)]
+    result = CliRunner().invoke(main, args, obj={"embedder": embedder})
+    assert result.exit_code == 1, result.output
     assert f"error: {shown}" in result.output
-    assert "embed index" not in result.output  # refused before the slow part
+    assert "embed" not in result.output  # refused before the slow part
 
 
 MMLU_INDEX = DATA / "routellm" / "mmlu.dev_index.jsonl"

@@ -19,7 +19,7 @@ from routebook.jobs.outcome_eval import (
     evaluate_router,
     reference,
 )
-from routebook.jobs.report import render, short_names, to_json
+from routebook.jobs.report import curve_label, render, short_names, to_json
 
 # What `calibrate` writes for CLINC150 (docs/evaluation.md): the support test, no similarity test.
 CALIBRATED = DecisionParams(cold_start_threshold=-1.0, min_support=6.357)
@@ -151,6 +151,9 @@ def test_undefined_reference_figures_are_not_printed_and_the_reason_is() -> None
     assert routebook_row.split("│")[2].strip() == "—"
     alone = _shown(_outcome_evaluation(QUALITY[:, :1], np.ones((4, 1)), ("gpt-4.1-nano",)))
     assert "APGR and CPT are not defined here: one model" in alone
+    # The plot's legend said "APGR nan".
+    assert curve_label("routebook", math.nan) == "routebook (APGR not defined)"
+    assert curve_label("routebook", 0.7016) == "routebook (APGR 0.702)"
 
 
 def test_a_strongest_model_of_lower_quality_is_pointed_out() -> None:

@@ -56,7 +56,7 @@ from routebook.jobs.datasets import (
     load_intent_rows,
     load_outcome_rows,
 )
-from routebook.jobs.intent_eval import IntentEvaluation
+from routebook.jobs.intent_eval import IntentEvaluation, check_index_labels
 from routebook.jobs.outcome_eval import OutcomeEvaluation, as_keys
 from routebook.jobs.progress import Silent, Tracker
 from routebook.jobs.replay import Vectors
@@ -517,6 +517,7 @@ def run_calibration(
         )
     else:
         intent_rows = load_intent_rows(index_path)
+        check_index_labels(intent_rows)  # before the search, not at the final evaluation
         # Out-of-scope rows are never indexed: they are what the cold-start test is tuned on.
         kept_i, calib_i = (
             ([r for r in intent_rows if r.label != OOS_LABEL], load_intent_rows(calib_path))

@@ -50,7 +50,12 @@ from routebook.jobs import replay
 from routebook.jobs.datasets import OOS_LABEL, detect_kind, load_intent_rows, load_outcome_rows
 from routebook.jobs.embedcache import EmbeddingCache
 from routebook.jobs.evaluate import embed_texts, quality_matrix
-from routebook.jobs.intent_eval import IntentFigures, cold_tests, intent_figures
+from routebook.jobs.intent_eval import (
+    IntentFigures,
+    check_index_labels,
+    cold_tests,
+    intent_figures,
+)
 from routebook.jobs.outcome_eval import (
     Priced,
     Reference,
@@ -318,6 +323,7 @@ def _intent_sides(
 ) -> tuple[int, int, list[Side]]:
     # Out-of-scope examples are not a route (as in `jobs.intent_eval`): they are not indexed.
     index_rows = [r for r in load_intent_rows(index_path) if r.label != OOS_LABEL]
+    check_index_labels(index_rows)  # before the embedding, the slow part
     test_rows = load_intent_rows(test_path)[:limit]
     index_vectors = embed_texts(inputs.cache, [r.text for r in index_rows], "index", tracker)
     texts = [r.text for r in test_rows]

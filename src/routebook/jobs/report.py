@@ -195,6 +195,11 @@ def _render_intent(ev: IntentEvaluation, console: Any) -> None:
     console.print(table)
 
 
+def curve_label(name: str, apgr: float) -> str:
+    """A router's legend entry: its APGR, or that it has none (one model, tied means)."""
+    return f"{name} (APGR {apgr:.3f})" if math.isfinite(apgr) else f"{name} (APGR not defined)"
+
+
 def plot(evaluation: Evaluation, path: Path, title: str = "") -> None:
     """Cost-quality curves: every router, the random diagonal and the oracle."""
     if not isinstance(evaluation, OutcomeEvaluation):
@@ -222,7 +227,7 @@ def plot(evaluation: Evaluation, path: Path, title: str = "") -> None:
         ax.plot(
             [p[0] for p in points],
             [p[1] for p in points],
-            label=f"{r.name} (APGR {r.apgr.estimate:.3f})",
+            label=curve_label(r.name, r.apgr.estimate),
         )
     ax.axhline(0.95 * strong, color="0.8", linewidth=0.8)
     ax.set_xlabel(f"cost: strong-call equivalent, % ({ref.models[-1]})")
