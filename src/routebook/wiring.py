@@ -20,9 +20,10 @@ from routebook.decide.head import LAYERS
 from routebook.embed import Embedder
 from routebook.embed.batcher import MicroBatcher
 from routebook.embed.cache import CachedEmbedder
-from routebook.embed.protocol import layered, layers_dim_of
+from routebook.embed.protocol import background_layers, layers_dim_of
 from routebook.errors import ConfigError
 from routebook.index import IndexRegistry
+from routebook.index.snapshot import store_folder
 from routebook.service import (
     ExampleService,
     NamespaceDirectory,
@@ -36,6 +37,7 @@ from routebook.service.drift_keeper import DriftKeeper
 from routebook.service.escalation import EscalationGuard
 from routebook.service.follower import StoreFollower
 from routebook.service.head_layers import TrainingLayers
+from routebook.service.head_layers_file import PoolsFiles
 from routebook.service.heads import HeadBook, HeadSettings
 from routebook.service.indexing import IndexBuilder
 from routebook.service.namespace_admin import NamespaceAdmin
@@ -47,6 +49,7 @@ from routebook.service.spend import SpendLedger
 from routebook.service.telemetry import DecisionLog, Telemetry
 from routebook.store import migrate
 from routebook.store.db import Store, make_engine
+from routebook.store.identity import store_id
 
 log = logging.getLogger("routebook")
 
@@ -153,6 +156,17 @@ def load_embedder(settings: Settings) -> Embedder:
     return SentenceTransformerEmbedder(settings.model_path or None, layers=layers)
 
 
+def training_layers(settings: Settings, store: Store, embedder: Embedder) -> TrainingLayers:
+    """Where heads get their training texts' layer pools: from the model itself, not the query
+    path's cache and batcher (a retraining must not evict queries or queue ahead of Decide),
+    kept in the store's snapshot folder across restarts."""
+    return TrainingLayers(
+        background_layers(embedder),
+        layers_dim_of(embedder),
+        PoolsFiles(store_folder(settings.snapshot_dir, store_id(store)), embedder.model_id),
+    )
+
+
 def build(
     settings: Settings,
     *,
@@ -193,11 +207,7 @@ def build(
             check_seconds=settings.head_check_seconds,
             max_examples=settings.head_max_examples,
         ),
-        # Training texts' layer pools come from the model itself, not the query path's cache
-        # and batcher: a retraining must not evict queries or queue ahead of Decide.
-        TrainingLayers(lambda texts: layered(embedder).embed_with_layers(texts)[1])
-        if reads_layers
-        else None,
+        training_layers(settings, store, embedder) if reads_layers else None,
     )
     builder = IndexBuilder(
         store, embedder, settings.approximate_index_above, settings.approximate_index_kind

@@ -20,7 +20,7 @@ from routebook.service import heads as heads_module
 from routebook.service.examples import ExampleInput
 from routebook.v1 import router_pb2 as pb
 from routebook.wiring import App
-from tests.conftest import Served
+from tests.conftest import Served, wait_until
 
 ROUTES = {
     "order_status": ("small", ["where is my order", "track my parcel", "has my package shipped"]),
@@ -404,6 +404,31 @@ def test_a_layers_head_reads_the_querys_layer_pools(
     again = served.app.heads.refresh("default", force=True)
     assert again is not None and again.trained_on == size + 12
     assert kept.embedded == size + 12  # the 12 new texts only
+
+
+def test_a_restarted_server_reads_its_heads_pools_instead_of_embedding_them(
+    sqlite_url: str, serve: Callable[..., Served], layers_embedder: Embedder
+) -> None:
+    """The pools of a layers head's training texts outlive a restart (in the store's folder
+    under snapshot_dir): the new server's first training embeds none of them, and its head
+    decides as the old one did."""
+    layers = {"head_check_seconds": 3600, "head_features": "layers", "embedder": layers_embedder}
+    first = serve(sqlite_url, **layers)
+    size = fill(first) + 14
+    assert first.app.heads.refresh("default", force=True) is not None
+    before = ask(first, "please track my parcel")
+    first.stop()
+
+    second = serve(sqlite_url, **layers)  # trains each head at start, in the background
+    wait_until(lambda: second.app.heads.get("default") is not None, 60, "the head")
+    kept = second.app.heads.layers
+    assert kept is not None and kept.embedded == 0 and kept.kept("default") == size
+    after = ask(second, "please track my parcel")
+    assert after.head.trained_on == before.head.trained_on == size
+    assert all(e.HasField("head_success") for e in after.estimates)
+    assert [(e.model, round(e.head_success, 5)) for e in after.estimates] == [
+        (e.model, round(e.head_success, 5)) for e in before.estimates
+    ]
 
 
 def test_layers_need_an_embedder_with_layer_pools(

@@ -18,6 +18,7 @@ from routebook.embed.onnx import OnnxEmbedder, default_model_cache, exported_gra
 from routebook.embed.protocol import (
     EmbedderInFront,
     LayerEmbedder,
+    background_layers,
     layered,
     layers_dim_of,
 )
@@ -241,3 +242,18 @@ def test_batched_layers_are_each_callers_own(layers_embedder: Embedder) -> None:
     assert vectors.shape == (5 * len(TEXTS), 384)
     assert gated.calls[-1] == ("layers", 5 * len(TEXTS))
     assert layers.shape == (5 * len(TEXTS), MINILM_LAYERS)
+
+
+def test_background_layers_are_the_models_pools_on_one_thread(
+    layers_embedder: Embedder, torch_layers: LayerEmbedder, embedder: Embedder
+) -> None:
+    """A head's training embeds through the one-thread session (the onnx backend) or, where
+    the embedder has none, through embed_with_layers: the same pools either way."""
+    assert isinstance(layers_embedder, OnnxEmbedder)
+    pools = background_layers(layers_embedder)(TEXTS)
+    _, expected = layered(layers_embedder).embed_with_layers(TEXTS)
+    assert pools.shape == expected.shape and np.abs(pools - expected).max() < 1e-5
+    _, torch_pools = torch_layers.embed_with_layers(TEXTS)
+    assert np.array_equal(background_layers(torch_layers)(TEXTS), torch_pools)
+    with pytest.raises(TypeError, match="gives no layers"):
+        background_layers(embedder)

@@ -26,7 +26,7 @@ class Pools:
 
 def test_only_new_texts_are_embedded_and_the_rest_dropped() -> None:
     pools = Pools()
-    kept = TrainingLayers(pools)
+    kept = TrainingLayers(pools, 4)
     first = kept.of("ns", ["alpha", "beta", "gamma"])
     assert first.shape == (3, 4) and first.dtype == np.float16
     assert first[1].tolist() == [4.0, float(ord("b")), np.float16(0.1), np.float16(-4 / 3)]
@@ -39,12 +39,12 @@ def test_only_new_texts_are_embedded_and_the_rest_dropped() -> None:
 
     kept.of("other", ["alpha"])
     assert pools.calls[-1] == ["alpha"]  # namespaces keep their own
-    assert kept.of("ns", []).shape == (0, 0) and kept.kept("ns") == 0  # an emptied index
+    assert kept.of("ns", []).shape == (0, 4) and kept.kept("ns") == 0  # an emptied index
 
 
 def test_copies_are_embedded_once_and_large_samples_in_batches() -> None:
     pools = Pools()
-    kept = TrainingLayers(pools)
+    kept = TrainingLayers(pools, 4)
     texts = [f"text {n}" for n in range(BATCH * 2 + 5)]
     rows = kept.of("ns", [*texts, texts[0], texts[1]])
     assert [len(call) for call in pools.calls] == [BATCH, BATCH, 5]

@@ -355,20 +355,32 @@ class OnnxEmbedder:
                 f"this OnnxEmbedder ({self._model_id}) was built without layers=True: "
                 "it gives no layers"
             )
+        with self._session_for_call() as session:
+            return self._with_layers(session, texts)
+
+    def background_layers(self, texts: Sequence[str]) -> Vectors:
+        """The layer pools of `texts` for background work (a head's training), on one thread:
+        a call alone would take every core for as long as it runs, and Decide with them."""
+        if not self._layers_dim:
+            raise TypeError(f"this OnnxEmbedder ({self._model_id}) gives no layers")
+        with self._session_for_call(background=True):
+            return self._with_layers(self._narrow, texts)[1]
+
+    def _with_layers(self, session: Any, texts: Sequence[str]) -> tuple[Vectors, Vectors]:
         out = np.empty((len(texts), self._dim), dtype=np.float32)
         layers = np.empty((len(texts), self._layers_dim), dtype=np.float32)
-        with self._session_for_call() as session:
-            for chunk in length_chunks(texts, self._batch_size, CHUNK_CHARS):
-                pools = self._pools(session, [texts[i].strip() for i in chunk], self._outputs)
-                layers[chunk] = pools
-                out[chunk] = self._normalized(pools[:, -self._dim :].copy())
+        for chunk in length_chunks(texts, self._batch_size, CHUNK_CHARS):
+            pools = self._pools(session, [texts[i].strip() for i in chunk], self._outputs)
+            layers[chunk] = pools
+            out[chunk] = self._normalized(pools[:, -self._dim :].copy())
         return out, layers
 
     @contextlib.contextmanager
-    def _session_for_call(self) -> Iterator[Any]:
-        """The wide session for a call alone, the one-thread one for calls that overlap."""
+    def _session_for_call(self, *, background: bool = False) -> Iterator[Any]:
+        """The wide session for a call alone, the one-thread one for calls that overlap (with
+        each other or with a `background` call, which runs on one thread itself)."""
         with self._in_flight_lock:
-            alone = self._in_flight == 0
+            alone = self._in_flight == 0 and not background
             self._in_flight += 1
         try:
             yield self._session if alone else self._narrow

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Protocol, cast
 
 import numpy as np
@@ -82,3 +82,14 @@ def layered(embedder: Embedder) -> LayerEmbedder:
             'embedder with layers=True (the setting head_features = "layers")'
         )
     return cast(LayerEmbedder, embedder)
+
+
+def background_layers(embedder: Embedder) -> Callable[[Sequence[str]], npt.NDArray[np.float32]]:
+    """How background work (a head's training) gets texts' layer pools from `embedder`: on one
+    thread when it can (`OnnxEmbedder.background_layers`), so that queries keep the other
+    cores; else as `embed_with_layers` gives them. TypeError when it gives no layers."""
+    model = layered(embedder)
+    own: Callable[[Sequence[str]], npt.NDArray[np.float32]] | None = getattr(
+        model, "background_layers", None
+    )
+    return own if own is not None else lambda texts: model.embed_with_layers(texts)[1]

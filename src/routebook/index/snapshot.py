@@ -138,8 +138,17 @@ def store_folder(snapshot_dir: Path, store_id: str) -> Path:
     return snapshot_dir / f"store-{store_id}"
 
 
+def namespace_folder(folder: Path, namespace: str) -> Path:
+    """A namespace's folder in a store's folder: its snapshots, beside other files kept per
+    namespace, which saves and prunes leave alone. ValueError for a name that cannot be one
+    (namespace names are checked long before: `routefiles.NAME_PATTERN`)."""
+    if not namespace or namespace.startswith(".") or "/" in namespace or "\\" in namespace:
+        raise ValueError(f"namespace {namespace!r} cannot name a snapshot folder")
+    return folder / namespace
+
+
 def snapshot_path(folder: Path, namespace: str, generation: int) -> Path:
-    return _namespace_dir(folder, namespace) / f"gen-{generation:08d}"
+    return namespace_folder(folder, namespace) / f"gen-{generation:08d}"
 
 
 def save_snapshot(
@@ -165,7 +174,7 @@ def save_snapshot(
         created_at=datetime.now(UTC),
         format_version=FORMAT_VERSION,
     )
-    ns_dir = _namespace_dir(folder, meta.namespace)
+    ns_dir = namespace_folder(folder, meta.namespace)
     ns_dir.mkdir(parents=True, exist_ok=True)
     final = snapshot_path(folder, meta.namespace, meta.generation)
     with _namespace_lock(ns_dir):
@@ -191,7 +200,7 @@ def save_snapshot(
 
 def latest_snapshot(folder: Path, namespace: str) -> SnapshotMeta | None:
     """The newest complete snapshot of `namespace`, skipping incomplete or damaged ones."""
-    for _generation, path in _generations(_namespace_dir(folder, namespace)):
+    for _generation, path in _generations(namespace_folder(folder, namespace)):
         try:
             meta, _files = _read_meta(path)
         except SnapshotCorrupt as exc:
@@ -289,7 +298,7 @@ def _check_expected(path: Path, meta: SnapshotMeta, expected: Expected) -> None:
 
 def prune_snapshots(folder: Path, namespace: str, keep: int = KEEP) -> None:
     """Keep only the newest `keep` snapshots of `namespace` (save_snapshot does this itself)."""
-    ns_dir = _namespace_dir(folder, namespace)
+    ns_dir = namespace_folder(folder, namespace)
     if ns_dir.is_dir():
         with _namespace_lock(ns_dir):
             _prune(ns_dir, keep, None)
@@ -468,9 +477,3 @@ def _parse_fact_lines(data: bytes) -> tuple[FactsColumns, npt.NDArray[np.int64]]
     if len(table) != len(facts):
         raise ValueError("an example appears twice in the facts")
     return table.packed(), np.asarray(labels, dtype=np.int64)
-
-
-def _namespace_dir(folder: Path, namespace: str) -> Path:
-    if not namespace or namespace.startswith(".") or "/" in namespace or "\\" in namespace:
-        raise ValueError(f"namespace {namespace!r} cannot name a snapshot folder")
-    return folder / namespace

@@ -7,8 +7,23 @@ sample again at each retraining would cost the cores a minute per 10,000 example
 of a namespace's training texts are kept here, by text hash, as float16 (5.4 KB a text; the
 largest sample, `head_max_examples` = 50,000, holds 270 MB), and a retraining embeds only the
 texts that are new since the last one (at `retrain_after` = 200 changes, about a second).
-Texts that left the sample are dropped. After a restart the first training embeds its whole
-sample once.
+Texts that left the sample are dropped.
+
+They are also kept on disk (`service/head_layers_file.py`), rewritten after each training that
+changed them, so the first training after a restart embeds only what changed meanwhile, not the
+whole sample again.
+
+Embedding for a training must leave Decide room: a model call alone runs on every core, and
+Decide's calls then share them with it. So a training embeds on one thread
+(`embed.protocol.background_layers`; Decide's calls meanwhile run on one thread each too) in
+chunks, and after each chunk pauses as long as the chunk took (`PAUSE`): at most half of one
+core, whatever the sample's size. The one thread alone hardly moved Decide's p50 (15.0
+against 15.2 ms, 1,000 texts, one run each); the pause is what gives Decide its time back.
+The price is a first embedding that takes about twice as long, once per namespace and model,
+while the server routes without a head as it did before. Measured on 2 shared cores with
+`scripts/bench_head_embedding.py --examples 3000` (a restart embedding 2,969 MMLU prompts,
+Decide calls one at a time): Decide p50 / p99 11.9 / 36 ms during a 110 s embedding and
+training before, 7.3-7.7 / 27-30 ms during a 192-228 s one now, 7.2-7.6 / 16-20 ms idle.
 
 float16 rounds a pool by at most 1 part in 2,000, far below what moves a regression with the
 penalty the head uses; the query at Decide is read in float32 from the same forward pass.
@@ -17,50 +32,101 @@ penalty the head uses; the query at Decide is read in float32 from the same forw
 from __future__ import annotations
 
 import hashlib
+import logging
 import threading
+import time
 from collections.abc import Callable, Sequence
 
 import numpy as np
 import numpy.typing as npt
 
-#: Texts embedded per model call while filling the store.
+from routebook.service.head_layers_file import KeptPools, PoolsFiles
+
+log = logging.getLogger(__name__)
+
+#: Texts embedded per model call for a training (and between two pauses).
 BATCH = 64
+#: Rows copied at a time from the kept pools into a new sample's.
+COPY_BLOCK = 4096
+#: Seconds of pause after each chunk embedded for a training, per second the chunk took.
+PAUSE = 1.0
 
 LayerRows = npt.NDArray[np.float32]
 EmbedLayers = Callable[[Sequence[str]], LayerRows]
 
 
 class TrainingLayers:
-    """Per namespace: text hash → float16 layer pools of the texts its head last trained on."""
+    """Per namespace: the float16 layer pools (`width` floats a text) of the texts its head
+    last trained on, by text hash; with `files`, also on disk, read from there the first time
+    a namespace asks."""
 
-    def __init__(self, embed_layers: EmbedLayers) -> None:
+    def __init__(
+        self, embed_layers: EmbedLayers, width: int, files: PoolsFiles | None = None
+    ) -> None:
         self._embed_layers = embed_layers
-        self._kept: dict[str, dict[bytes, npt.NDArray[np.float16]]] = {}
+        self._width = width
+        self._files = files
+        self._kept: dict[str, KeptPools] = {}
         self._lock = threading.Lock()
         self.embedded = 0  # texts embedded so far, for tests and logs
 
     def of(self, namespace: str, texts: Sequence[str]) -> npt.NDArray[np.float16]:
-        """The pools of `texts` in order (float16, as kept), embedding only texts not kept
-        yet; the namespace then keeps exactly these texts' pools."""
+        """The pools of `texts` in order (float16, as kept, read-only), embedding only texts
+        not kept yet; the namespace then keeps exactly these texts' pools."""
         keys = [hashlib.sha256(t.encode("utf-8", "surrogatepass")).digest() for t in texts]
         with self._lock:
-            before = self._kept.get(namespace, {})
-        kept = {key: before[key] for key in keys if key in before}
-        missing = list(
-            {key: text for key, text in zip(keys, texts, strict=True) if key not in kept}.items()
+            before = self._kept.get(namespace)
+        if before is None and self._files is not None:
+            before = self._files.read(namespace, self._width)
+        if before is None:
+            before = KeptPools([], np.zeros((0, self._width), dtype=np.float16))
+        text_of = dict(zip(keys, texts, strict=True))  # a text's copies are embedded once
+        position = {key: n for n, key in enumerate(text_of)}
+        rows = np.empty((len(text_of), self._width), dtype=np.float16)
+        reused = [(position[key], n) for n, key in enumerate(before.digests) if key in position]
+        # In blocks: one fancy-indexed copy of the whole sample would be a third matrix of it.
+        for start in range(0, len(reused), COPY_BLOCK):
+            into, source = zip(*reused[start : start + COPY_BLOCK], strict=True)
+            rows[list(into)] = before.rows[list(source)]
+        known = set(before.digests)
+        missing = [key for key in text_of if key not in known]
+        self._embed(
+            namespace, [text_of[key] for key in missing], rows, [position[key] for key in missing]
         )
-        for start in range(0, len(missing), BATCH):
-            chunk = missing[start : start + BATCH]
-            pools = self._embed_layers([text for _, text in chunk])
-            for (key, _), row in zip(chunk, pools, strict=True):
-                kept[key] = row.astype(np.float16)
-            self.embedded += len(chunk)
+        rows.flags.writeable = False  # handed to the training as is: nobody may change it
+        kept = KeptPools(list(text_of), rows)
         with self._lock:
             self._kept[namespace] = kept
-        if not keys:
-            return np.zeros((0, 0), dtype=np.float16)
-        return np.stack([kept[key] for key in keys])  # float16: the head standardises a copy
+        if self._files is not None and (missing or len(reused) < len(before.digests)):
+            self._files.write(namespace, kept)
+        if len(text_of) == len(keys):
+            return rows
+        return rows[[position[key] for key in keys]]
+
+    def _embed(
+        self, namespace: str, texts: list[str], rows: npt.NDArray[np.float16], at: list[int]
+    ) -> None:
+        """Put `texts`' pools in `rows` at `at`, in chunks with pauses between them (the module
+        docstring says why)."""
+        if not texts:
+            return
+        started = time.monotonic()
+        took = 0.0
+        for start in range(0, len(texts), BATCH):
+            time.sleep(PAUSE * took)
+            began = time.monotonic()
+            chunk = texts[start : start + BATCH]
+            rows[at[start : start + BATCH]] = self._embed_layers(chunk)
+            took = time.monotonic() - began
+            self.embedded += len(chunk)
+        log.info(
+            "namespace %s: embedded the layer pools of %d texts for its head in %.1f s",
+            namespace,
+            len(texts),
+            time.monotonic() - started,
+        )
 
     def kept(self, namespace: str) -> int:
         with self._lock:
-            return len(self._kept.get(namespace, {}))
+            kept = self._kept.get(namespace)
+        return len(kept.digests) if kept is not None else 0

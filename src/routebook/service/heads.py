@@ -11,8 +11,9 @@ Training competes with Decide for the same cores, so a namespace's head is not r
 before `DUTY` times its last training's duration has passed (a head trained in 20 s waits
 200 s): during a bulk load of 100k examples, heads take at most a tenth of the CPU instead
 of retraining back to back. With `head_features = "layers"` a training also embeds the texts
-new to its sample (`service/head_layers.py`), and that time counts too: the first training
-after a start embeds the whole sample, and the next one waits ten times as long.
+new to its sample (`service/head_layers.py`, paced itself), and that time counts too: a
+namespace's first training with a model embeds the whole sample, and the next one waits ten
+times as long. (The pools are kept on disk, so a restart is not a first training.)
 
 A training that fails (an exception in training, or in reading what it trains on) keeps the old
 head and backs off: the namespace is not tried again for `BACKOFF_FIRST_SECONDS`, doubled at

@@ -1,0 +1,151 @@
+"""The layer pools a head trains on, kept on disk (`service/head_layers_file.py`): a new
+TrainingLayers on the same folder (a restarted server) embeds nothing it embedded before; a
+file it cannot use (damaged, another model's) is ignored with one warning and the texts are
+embedded again; and the file holds the current sample only. The real model, real files."""
+
+from __future__ import annotations
+
+import logging
+import zipfile
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from routebook.embed import Embedder
+from routebook.embed.protocol import background_layers, layered, layers_dim_of
+from routebook.service.head_layers import TrainingLayers
+from routebook.service.head_layers_file import KeptPools, PoolsFiles
+
+TEXTS = [
+    "where is my parcel?",
+    "I want my money back for this broken kettle",
+    "prove that there are infinitely many primes",
+    "where is my parcel?",  # a copy: embedded once, given twice
+    "Ünïcödé, 文字 and an emoji 🎉",
+]
+NAMESPACE = "shop:eu-1.a"  # the characters a namespace name may have beyond letters and digits
+
+
+@pytest.fixture
+def training(layers_embedder: Embedder, tmp_path: Path) -> Callable[..., TrainingLayers]:
+    """A new TrainingLayers over the real model and the same folder each time: a restart."""
+
+    def _make(model_id: str | None = None) -> TrainingLayers:
+        files = PoolsFiles(tmp_path / "store-1", model_id or layers_embedder.model_id)
+        return TrainingLayers(
+            background_layers(layers_embedder), layers_dim_of(layers_embedder), files
+        )
+
+    return _make
+
+
+def pools_file(tmp_path: Path) -> Path:
+    (found,) = (tmp_path / "store-1" / NAMESPACE).glob("layers-*.npz")
+    return found
+
+
+def test_a_restart_embeds_nothing_for_an_unchanged_sample(
+    training: Callable[..., TrainingLayers], layers_embedder: Embedder, tmp_path: Path
+) -> None:
+    first = training()
+    rows = first.of(NAMESPACE, TEXTS)
+    assert first.embedded == 4 and rows.shape == (5, layers_dim_of(layers_embedder))
+    _, expected = layered(layers_embedder).embed_with_layers(TEXTS)
+    assert np.abs(rows.astype(np.float32) - expected).max() < 2e-3  # float16's rounding
+    assert pools_file(tmp_path).name.startswith("layers-")
+
+    restarted = training()
+    again = restarted.of(NAMESPACE, TEXTS)
+    assert restarted.embedded == 0 and np.array_equal(again, rows)
+    assert restarted.of(NAMESPACE, [*TEXTS, "a new one"]).shape == (6, rows.shape[1])
+    assert restarted.embedded == 1  # only the new text
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        pytest.param(lambda data: data[: len(data) // 2], id="truncated"),
+        pytest.param(lambda data: b"", id="empty"),
+        pytest.param(
+            lambda data: data[:3000] + bytes([data[3000] ^ 0xFF]) + data[3001:], id="bit-flip"
+        ),
+        pytest.param(lambda data: b"not a zip file at all" * 100, id="garbage"),
+    ],
+)
+def test_a_damaged_file_is_ignored_once_and_embedded_again(
+    training: Callable[..., TrainingLayers],
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    damage: Callable[[bytes], bytes],
+) -> None:
+    rows = training().of(NAMESPACE, TEXTS)
+    path = pools_file(tmp_path)
+    path.write_bytes(damage(path.read_bytes()))
+
+    restarted = training()
+    with caplog.at_level(logging.INFO, logger="routebook.service.head_layers_file"):
+        again = restarted.of(NAMESPACE, TEXTS)
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "ignoring the layer pools kept at" in warnings[0].message
+    assert restarted.embedded == 4 and np.array_equal(again, rows)
+    assert training().of(NAMESPACE, TEXTS).shape == rows.shape  # written again, whole
+    with zipfile.ZipFile(path) as archive:
+        assert archive.testzip() is None
+
+
+def test_another_models_pools_are_never_read(
+    training: Callable[..., TrainingLayers], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    training().of(NAMESPACE, TEXTS)
+    float32_file = pools_file(tmp_path)
+
+    int8 = training("all-MiniLM-L6-v2+int8.2:384")  # another model id: a file of its own
+    int8.of(NAMESPACE, TEXTS)
+    assert int8.embedded == 4
+    files = sorted((tmp_path / "store-1" / NAMESPACE).glob("layers-*.npz"))
+    assert len(files) == 2 and float32_file in files
+
+    # Another model's file under this model's name (copied by hand): its model id says so.
+    other = next(f for f in files if f != float32_file)
+    other.replace(float32_file)
+    restarted = training()
+    with caplog.at_level(logging.WARNING, logger="routebook.service.head_layers_file"):
+        restarted.of(NAMESPACE, TEXTS)
+    assert restarted.embedded == 4
+    assert len(caplog.records) == 1 and "made with model" in caplog.records[0].message
+
+
+def test_a_file_of_the_wrong_width_is_ignored(
+    training: Callable[..., TrainingLayers],
+    layers_embedder: Embedder,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    training().of(NAMESPACE, TEXTS)
+    files = PoolsFiles(tmp_path / "store-1", layers_embedder.model_id)
+    narrow = files.read(NAMESPACE, layers_dim_of(layers_embedder))
+    assert narrow is not None
+    files.write(NAMESPACE, KeptPools(narrow.digests, narrow.rows[:, :384].copy()))
+    restarted = training()
+    with caplog.at_level(logging.WARNING, logger="routebook.service.head_layers_file"):
+        assert restarted.of(NAMESPACE, TEXTS).shape[1] == layers_dim_of(layers_embedder)
+    assert restarted.embedded == 4 and "not float16 (4, 2688)" in caplog.records[0].message
+
+
+def test_texts_that_left_the_sample_leave_the_file_too(
+    training: Callable[..., TrainingLayers], layers_embedder: Embedder, tmp_path: Path
+) -> None:
+    kept = training()
+    kept.of(NAMESPACE, TEXTS)
+    kept.of(NAMESPACE, TEXTS[1:3])
+    with np.load(pools_file(tmp_path), allow_pickle=False) as npz:
+        assert len(npz["digests"]) == len(npz["pools"]) == 2
+
+    restarted = training()
+    restarted.of(NAMESPACE, TEXTS[:3])
+    assert restarted.embedded == 1  # the parcel left the sample: embedded again
+    restarted.of(NAMESPACE, [])  # an emptied index
+    with np.load(pools_file(tmp_path), allow_pickle=False) as npz:
+        assert npz["pools"].shape == (0, layers_dim_of(layers_embedder))
