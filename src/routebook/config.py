@@ -156,8 +156,8 @@ class Settings(BaseSettings):
         "mean pool of every layer of the same forward pass (7 x 384 floats for MiniLM; MMLU "
         "APGR 0.70 against 0.67 with the vector on dev_test at head_strength 30, see "
         "docs/evaluation.md item 12). layers costs memory per cached query (embed_cache_size) "
-        "and per training example, and a re-embedding of the head's training examples after "
-        "each start.",
+        "and memory and disk per training example (5.4 KB, kept in snapshot_dir so that a "
+        "restart does not embed them again), and one embedding of each training text.",
     )
     target_mode: Literal["absolute", "relative"] = Field(
         "absolute",
@@ -339,7 +339,8 @@ class Settings(BaseSettings):
         Path("snapshots"),
         description="Folder of index snapshots written by reindex, each store's in a "
         "subfolder named by the store's id (store-…), so deployments with their own databases "
-        "may share it.",
+        'may share it. With head_features = "layers" it also keeps the layer pools that '
+        "heads train on (one file per namespace and model).",
     )
     reindex_heartbeat_seconds: float = Field(
         5.0,
