@@ -21,10 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -81,29 +78,16 @@ def queries(datasets: Path) -> list[str]:
 
 
 def run(workdir: Path, precision: str, keep_pools: bool, datasets: Path) -> None:
+    from routebook.jobs.bench import served
     from routebook.v1 import router_pb2 as pb
     from routebook.v1 import router_pb2_grpc
 
     if not keep_pools:
         for pools in (workdir / "snapshots").rglob("layers-*"):
             pools.unlink()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ROUTEBOOK_")}
-    env.update({f"ROUTEBOOK_{k.upper()}": v for k, v in settings(workdir, precision).items()})
-    log_path = workdir / "server.log"
-    with log_path.open("w") as log:
-        server = subprocess.Popen(
-            [sys.executable, "-m", "routebook", "serve", "--port", "0"],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    try:
-        while "serving on" not in (text := log_path.read_text()):
-            if server.poll() is not None:
-                raise RuntimeError(text[-2000:])
-            time.sleep(0.05)
-        port = text.split("serving on ")[1].split()[0].rsplit(":", 1)[1]
-        channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+    log_path = workdir / "server.log"  # where `served` sends the server's output
+    with served(settings(workdir, precision), workdir) as server:
+        channel = grpc.insecure_channel(server.target)
         router = router_pb2_grpc.RouterStub(channel)
         during: list[float] = []
         idle: list[float] = []
@@ -120,9 +104,6 @@ def run(workdir: Path, precision: str, keep_pools: bool, datasets: Path) -> None
             if trained_at is not None and time.monotonic() - trained_at > IDLE_S:
                 break
         channel.close()
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
     assert trained_at is not None, "the head did not train"
     for name, values in (("during training", during), ("idle after", idle)):
         print(

@@ -6,17 +6,21 @@ embedded again; and the file holds the current sample only. The real model, real
 from __future__ import annotations
 
 import logging
+import os
+import time
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
+import numpy.typing as npt
 import pytest
 
 from routebook.embed import Embedder
 from routebook.embed.protocol import background_layers, layered, layers_dim_of
-from routebook.service.head_layers import TrainingLayers
-from routebook.service.head_layers_file import KeptPools, PoolsFiles
+from routebook.service import head_layers
+from routebook.service.head_layers import BATCH, TrainingLayers, TrainingStopped
+from routebook.service.head_layers_file import STALE_TEMP_SECONDS, KeptPools, PoolsFiles
 
 TEXTS = [
     "where is my parcel?",
@@ -149,3 +153,76 @@ def test_texts_that_left_the_sample_leave_the_file_too(
     restarted.of(NAMESPACE, [])  # an emptied index
     with np.load(pools_file(tmp_path), allow_pickle=False) as npz:
         assert npz["pools"].shape == (0, layers_dim_of(layers_embedder))
+
+
+def _many(count: int) -> list[str]:
+    return [f"question number {n}: where is parcel {n}?" for n in range(count)]
+
+
+def test_a_stop_ends_an_embedding_and_keeps_its_progress(
+    layers_embedder: Embedder, tmp_path: Path
+) -> None:
+    """A server stopped during a first embedding kept none of it (the file was written at the
+    end only), and its pauses could not be interrupted."""
+    files = PoolsFiles(tmp_path / "store-1", layers_embedder.model_id)
+    model = background_layers(layers_embedder)
+    layers: TrainingLayers
+
+    def stop_after_two_chunks(texts: Sequence[str]) -> npt.NDArray[np.float32]:
+        if layers.embedded >= BATCH:
+            layers.stop()  # as HeadBook.stop does, during the second chunk
+        return model(texts)
+
+    layers = TrainingLayers(stop_after_two_chunks, layers_dim_of(layers_embedder), files)
+    texts = _many(3 * BATCH)
+    with pytest.raises(TrainingStopped):
+        layers.of(NAMESPACE, texts)
+    assert layers.embedded == 2 * BATCH
+    restarted = TrainingLayers(model, layers_dim_of(layers_embedder), files)
+    restarted.pause = 0.0
+    assert restarted.of(NAMESPACE, texts).shape[0] == 3 * BATCH
+    assert restarted.embedded == BATCH  # the two chunks before the stop were kept
+
+
+def test_a_long_embedding_saves_its_progress_as_it_goes(
+    layers_embedder: Embedder, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A process killed mid-embedding (here: the model failing on the third chunk) leaves
+    the progress saved before it."""
+    monkeypatch.setattr(head_layers, "CHECKPOINT_SECONDS", 0.0)  # save after every chunk
+    files = PoolsFiles(tmp_path / "store-1", layers_embedder.model_id)
+    model = background_layers(layers_embedder)
+    calls = 0
+
+    def dies_on_the_third_chunk(texts: Sequence[str]) -> npt.NDArray[np.float32]:
+        nonlocal calls
+        calls += 1
+        if calls == 3:
+            raise RuntimeError("killed")
+        return model(texts)
+
+    layers = TrainingLayers(dies_on_the_third_chunk, layers_dim_of(layers_embedder), files)
+    layers.pause = 0.0
+    texts = _many(3 * BATCH)
+    with pytest.raises(RuntimeError, match="killed"):
+        layers.of(NAMESPACE, texts)
+    restarted = TrainingLayers(model, layers_dim_of(layers_embedder), files)
+    restarted.pause = 0.0
+    restarted.of(NAMESPACE, texts)
+    assert restarted.embedded == BATCH
+
+
+def test_temp_files_left_by_a_killed_write_are_removed(
+    training: Callable[..., TrainingLayers], tmp_path: Path
+) -> None:
+    first = training()
+    first.of(NAMESPACE, TEXTS[:2])
+    path = pools_file(tmp_path)
+    stale = path.with_name(f".{path.name}.dead.tmp")
+    stale.write_bytes(b"x" * 1000)
+    old = time.time() - 2 * STALE_TEMP_SECONDS
+    os.utime(stale, (old, old))
+    fresh = path.with_name(f".{path.name}.writing.tmp")  # another replica's, under way
+    fresh.write_bytes(b"y")
+    training().of(NAMESPACE, TEXTS)  # a changed sample: the file is written again
+    assert not stale.exists() and fresh.exists()

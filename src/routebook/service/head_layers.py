@@ -11,7 +11,9 @@ Texts that left the sample are dropped.
 
 They are also kept on disk (`service/head_layers_file.py`), rewritten after each training that
 changed them, so the first training after a restart embeds only what changed meanwhile, not the
-whole sample again.
+whole sample again. A long embedding saves its progress every `CHECKPOINT_SECONDS` and when the
+server stops (which ends it at the next chunk), so a restart in the middle of one goes on from
+there instead of starting over.
 
 Embedding for a training must leave Decide room: a model call alone runs on every core, and
 Decide's calls then share them with it. So a training embeds on one thread
@@ -50,6 +52,14 @@ BATCH = 64
 COPY_BLOCK = 4096
 #: Seconds of pause after each chunk embedded for a training, per second the chunk took.
 PAUSE = 1.0
+#: Seconds between two saves of a long embedding's progress to the pools file, so a server
+#: stopped or killed meanwhile does not start it over.
+CHECKPOINT_SECONDS = 60.0
+
+
+class TrainingStopped(Exception):
+    """The server is stopping: a training's embedding ended early (its progress is kept)."""
+
 
 LayerRows = npt.NDArray[np.float32]
 EmbedLayers = Callable[[Sequence[str]], LayerRows]
@@ -68,7 +78,15 @@ class TrainingLayers:
         self._files = files
         self._kept: dict[str, KeptPools] = {}
         self._lock = threading.Lock()
+        self._stopping = threading.Event()
         self.embedded = 0  # texts embedded so far, for tests and logs
+        #: Pause per second of embedding; 0 where nothing waits for the cores (a one-shot
+        #: `routebook decide`, which waits for the head itself).
+        self.pause = PAUSE
+
+    def stop(self) -> None:
+        """End any embedding under way at its next chunk, keeping what it embedded."""
+        self._stopping.set()
 
     def of(self, namespace: str, texts: Sequence[str]) -> npt.NDArray[np.float16]:
         """The pools of `texts` in order (float16, as kept, read-only), embedding only texts
@@ -90,9 +108,16 @@ class TrainingLayers:
             rows[list(into)] = before.rows[list(source)]
         known = set(before.digests)
         missing = [key for key in text_of if key not in known]
-        self._embed(
-            namespace, [text_of[key] for key in missing], rows, [position[key] for key in missing]
-        )
+        at = [position[key] for key in missing]
+        digests = list(text_of)
+
+        def keep_progress(done: int) -> None:
+            """Save the pools reused and the first `done` embedded ones, as a sample."""
+            if self._files is not None:
+                filled = sorted([into for into, _ in reused] + at[:done])
+                self._files.write(namespace, KeptPools([digests[i] for i in filled], rows[filled]))
+
+        self._embed(namespace, [text_of[key] for key in missing], rows, at, keep_progress)
         rows.flags.writeable = False  # handed to the training as is: nobody may change it
         kept = KeptPools(list(text_of), rows)
         with self._lock:
@@ -104,21 +129,32 @@ class TrainingLayers:
         return rows[[position[key] for key in keys]]
 
     def _embed(
-        self, namespace: str, texts: list[str], rows: npt.NDArray[np.float16], at: list[int]
+        self,
+        namespace: str,
+        texts: list[str],
+        rows: npt.NDArray[np.float16],
+        at: list[int],
+        keep_progress: Callable[[int], None],
     ) -> None:
         """Put `texts`' pools in `rows` at `at`, in chunks with pauses between them (the module
-        docstring says why)."""
+        docstring says why), saving progress now and then; TrainingStopped when the server
+        stops meanwhile, after saving it."""
         if not texts:
             return
-        started = time.monotonic()
+        started = saved = time.monotonic()
         took = 0.0
         for start in range(0, len(texts), BATCH):
-            time.sleep(PAUSE * took)
+            if self._stopping.wait(self.pause * took):
+                keep_progress(start)
+                raise TrainingStopped(f"stopped after {start} of {len(texts)} texts")
             began = time.monotonic()
             chunk = texts[start : start + BATCH]
             rows[at[start : start + BATCH]] = self._embed_layers(chunk)
             took = time.monotonic() - began
             self.embedded += len(chunk)
+            if began - saved >= CHECKPOINT_SECONDS and start + BATCH < len(texts):
+                keep_progress(start + BATCH)
+                saved = time.monotonic()
         log.info(
             "namespace %s: embedded the layer pools of %d texts for its head in %.1f s",
             namespace,

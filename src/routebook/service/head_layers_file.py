@@ -24,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +36,9 @@ from numpy.lib.npyio import NpzFile
 from routebook.index.snapshot import namespace_folder
 
 log = logging.getLogger(__name__)
+
+#: Age past which a pools file's temp file is a leftover of a killed write, not one under way.
+STALE_TEMP_SECONDS = 600.0
 
 FORMAT = 1
 DIGEST_BYTES = 32
@@ -125,6 +129,7 @@ class PoolsFiles:
         try:
             path = self.path(namespace)
             path.parent.mkdir(parents=True, exist_ok=True)
+            _remove_stale_temps(path)
             temp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
             try:
                 with temp.open("wb") as out:
@@ -144,3 +149,16 @@ class PoolsFiles:
                 temp.unlink(missing_ok=True)
         except (OSError, ValueError) as exc:
             log.warning("namespace %s: could not keep its layer pools on disk: %s", namespace, exc)
+
+
+def _remove_stale_temps(path: Path) -> None:
+    """Delete the temp files of `path` that a killed process left (each as big as the sample,
+    and nothing else removes them). Only old ones: a replica sharing the folder may be writing
+    its own right now, and a write takes about a second."""
+    now = time.time()
+    for temp in path.parent.glob(f".{path.name}.*.tmp"):
+        try:
+            if now - temp.stat().st_mtime > STALE_TEMP_SECONDS:
+                temp.unlink(missing_ok=True)
+        except OSError:  # gone meanwhile, or not ours to remove: the next write tries again
+            continue

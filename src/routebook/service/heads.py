@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from routebook.catalog import Catalog, ModelSpec
 from routebook.decide.head import Head, train_head
 from routebook.index import IndexRegistry, NamespaceIndex
-from routebook.service.head_layers import TrainingLayers
+from routebook.service.head_layers import TrainingLayers, TrainingStopped
 
 log = logging.getLogger(__name__)
 
@@ -201,6 +201,8 @@ class HeadBook:
                     if len(facts)
                     else None
                 )
+            except TrainingStopped:  # the server is stopping: not a failure of the head
+                return self.get(namespace)
             except Exception as exc:  # a head is an optimisation: it must not stop the service
                 self._record_failure(namespace, generation, version, models, started, exc)
                 return self.get(namespace)
@@ -289,5 +291,7 @@ class HeadBook:
 
     def stop(self) -> None:
         self._stop.set()
+        if self._layers is not None:
+            self._layers.stop()  # an embedding under way ends at its next chunk
         if self._thread is not None:
             self._thread.join(timeout=5)
