@@ -125,15 +125,6 @@ def _k_grid(inputs: Inputs, index_size: int) -> list[int]:
     return [k for k in K_GRID if k <= index_size] or [index_size]
 
 
-def _head_strengths(params: DecisionParams) -> list[float]:
-    """The head strengths tried for outcome data: no head, and the configured strength.
-
-    Not a finer grid: on GSM8K's 653 rows adding 30 let the search pick k 10 at strength 30 for
-    a calibration saving of 0.432 against 0.428, which then gave APGR 0.60 on `dev_test`
-    against 0.66; one point of a leave-one-out curve cannot tell settings that close apart."""
-    return sorted({0.0, params.head_strength})
-
-
 def _head_predictions(
     features: str,
     kept: list[OutcomeRow],
@@ -193,7 +184,7 @@ def _outcome_search(
     head_features: tuple[str, ...] = (),
 ) -> tuple[int, DecisionParams, str, dict[str, float]]:
     """The cheapest setting reaching the goal, and the head features it was found with: each of
-    `head_features` (default: the settings' own) is tried, the first kind winning ties."""
+    `head_features` (default: the settings' own) is tried, the first kind winning a tie."""
     from routebook.jobs.evaluate import quality_matrix
 
     catalog = inputs.catalog or replay.routellm_catalog()
@@ -206,34 +197,36 @@ def _outcome_search(
     serving = replay.Serving.of(inputs.settings)
     index = replay.build_index(facts, index_vectors, serving)
     grid = _k_grid(inputs, len(kept))
-    strengths = _head_strengths(inputs.params)
     kinds = head_features or (serving.head_features,)
     searched = replay.search_all(
         index, texts, vectors, max(grid), tracker.step("search", len(calib)), leave_one_out
     )
-    # The neighbours are the same whatever the head reads: only its predictions differ.
-    by_kind = {kind: searched for kind in kinds}
-    if strengths != [0.0]:
+    # What the head adds, as (what it reads, its strength, the queries with its predictions):
+    # no head, then a head of each kind at the configured strength. The neighbours are the
+    # same whatever the head reads. No finer grid of strengths: on GSM8K's 653 rows adding 30
+    # let the search pick k 10 at strength 30 for a calibration saving of 0.432 against 0.428,
+    # which then gave APGR 0.60 on `dev_test` against 0.66; one point of a leave-one-out curve
+    # cannot tell settings that close apart.
+    variants = [(serving.head_features, 0.0, searched)]
+    if inputs.params.head_strength > 0:
         for kind in kinds:
             predictions = _head_predictions(
                 kind, kept, facts, index_vectors, texts, vectors, inputs, leave_one_out, tracker
             )
-            by_kind[kind] = dataclasses.replace(searched, heads=tuple(predictions))
+            with_head = dataclasses.replace(searched, heads=tuple(predictions))
+            variants.append((kind, inputs.params.head_strength, with_head))
     quality = quality_matrix(calib, catalog)
     cost = replay.call_costs(catalog, searched.input_tokens, serving.output_tokens)
     order = sweep.cost_order(cost)
     need = goal.value * float(quality[:, -1].mean())
     strongest_cost = float(cost[:, -1].mean())
-    # (cost, -quality) decides; the rest describes the setting.
+    # (cost, -quality) decides, the first found winning a tie; the rest describes the setting.
     best: tuple[float, float, int, DecisionParams, str] | None = None
-    shapes = [(f, p, h) for f, p in OUTCOME_SHAPES for h in strengths]
-    advance = tracker.step("calibrate", len(kinds) * len(grid) * len(shapes))
-    for n, (kind, searched_by) in enumerate(by_kind.items()):
-        for k in grid:
-            for floor, power, strength in shapes:
+    advance = tracker.step("calibrate", len(grid) * len(OUTCOME_SHAPES) * len(variants))
+    for k in grid:
+        for floor, power in OUTCOME_SHAPES:
+            for kind, strength, searched_by in variants:
                 advance(1)
-                if strength == 0 and n > 0:
-                    continue  # without a head every kind decides alike: tried with the first
                 never = replace(
                     inputs.params,
                     cold_start_threshold=-1.0,
@@ -275,8 +268,6 @@ def _outcome_search(
     if best is None:  # unreachable: every curve ends at the strongest model
         raise ValueError(f"no setting reaches {goal} on the calibration split")
     cost_c, neg_q, k, params, kind = best
-    if params.head_strength == 0:
-        kind = serving.head_features  # no head: what it would read is the settings' business
     figures = {
         "quality": -neg_q,
         "relative_quality": -neg_q / float(quality[:, -1].mean()),
