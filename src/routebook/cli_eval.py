@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+from click.core import ParameterSource
 
 from routebook.errors import RoutebookError
 
@@ -382,7 +383,8 @@ def _gate(
     default="both",
     show_default=True,
     help="Outcome data: what the namespace head may read (head_features); with both, each is "
-    "tried and the cheaper setting wins (the vector on a tie). Intent data keeps the config's.",
+    "tried and the cheaper setting at the goal wins. When no head wins, the file says vector (a "
+    "head without weight reads nothing). Intent data keeps the config's.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @click.pass_context
@@ -445,6 +447,16 @@ def calibrate(
             calibration.write_config(result, out_path)
     except (RoutebookError, ValueError) as exc:
         _fail(exc)
+    configured = inputs.settings.head_features
+    defaulted = ctx.get_parameter_source("head_features") is ParameterSource.DEFAULT
+    if defaulted and result.head_features != configured:
+        # Else two configs that differ only there calibrate alike, and nothing says why.
+        click.echo(
+            f'note: the settings say head_features = "{configured}"; calibrate chose '
+            f'"{result.head_features}" (--head-features both tries each kind; pass '
+            f"--head-features {configured} to keep yours)",
+            err=True,
+        )
     if as_json:
         click.echo(json.dumps(calibration.to_json(result), indent=2))
         return

@@ -17,6 +17,8 @@ from routebook.jobs.datasets import load_intent_rows, load_outcome_rows
 from routebook.jobs.embedcache import EmbeddingCache
 from routebook.jobs.evaluate import RunOptions, evaluate_outcomes
 from routebook.jobs.intent_eval import route_with_routebook
+from routebook.jobs.outcome_eval import OutcomeEvaluation
+from routebook.jobs.report import to_json
 from tests.jobs.conftest import DATA, needs_data
 
 GSM8K_INDEX = DATA / "routellm" / "gsm8k.dev_index.jsonl"
@@ -64,15 +66,26 @@ def test_eval_routes_outcome_data_with_the_head(
 
     # The whole evaluation: its check that the sweep reproduces decide's own choice passes with
     # the head, and the routebook rows differ from the same rule without it.
-    def apgr(params: DecisionParams) -> list[float]:
-        report = evaluate_outcomes(
-            index_rows, test_rows, cache, catalog, RunOptions(params, k=50, resamples=20)
+    def evaluated(params: DecisionParams, rows: int = 300) -> OutcomeEvaluation:
+        return evaluate_outcomes(
+            index_rows[:rows], test_rows, cache, catalog, RunOptions(params, k=50, resamples=20)
         )
-        return [r.apgr.estimate for r in report.routers]
 
-    on, off = apgr(RECOMMENDED), apgr(NO_HEAD)
+    with_head, no_head = evaluated(RECOMMENDED), evaluated(NO_HEAD)
+    on = [r.apgr.estimate for r in with_head.routers]
+    off = [r.apgr.estimate for r in no_head.routers]
     assert on[:2] != off[:2]
     assert on[2:] == off[2:]  # the baselines are untouched
+    # The report says which head decided, and when none did, why.
+    assert with_head.head == replay.HeadSummary("vector", 300, catalog.names, 0, "")
+    assert with_head.head.describe() == (
+        "trained on 300 examples: success of 2 models, reading the vector"
+    )
+    assert no_head.head.trained_on == 0 and "no weight" in no_head.head.none_because
+    too_few = evaluated(RECOMMENDED, rows=99)
+    assert too_few.head.trained_on == 0
+    assert "too few labelled examples" in too_few.head.none_because
+    assert to_json(too_few)["head"]["none_because"] == too_few.head.none_because
 
 
 @needs_data
@@ -86,10 +99,16 @@ def test_eval_routes_intent_data_with_the_head(
     texts = [r.text for r in test_rows]
     test_vectors = cache.embed(texts)
     params = replace(RECOMMENDED, cold_start_threshold=-1.0, min_support=0.0, weight_power=8.0)
-    routes_on, _ = route_with_routebook(index_rows, vectors, texts, test_vectors, params, 20)
+    routes_on, _, head_on = route_with_routebook(
+        index_rows, vectors, texts, test_vectors, params, 20
+    )
     off = replace(params, route_head_strength=0.0)
-    routes_off, _ = route_with_routebook(index_rows, vectors, texts, test_vectors, off, 20)
+    routes_off, _, head_off = route_with_routebook(
+        index_rows, vectors, texts, test_vectors, off, 20
+    )
     assert routes_on != routes_off
+    labels = len({r.label for r in index_rows})
+    assert head_on.routes == head_off.routes == labels and head_on.none_because == ""
     truth = [r.label for r in test_rows]
     hits_on = sum(a == t for a, t in zip(routes_on, truth, strict=True))
     hits_off = sum(a == t for a, t in zip(routes_off, truth, strict=True))

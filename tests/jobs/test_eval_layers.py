@@ -142,9 +142,26 @@ def test_eval_and_calibrate_read_head_features_from_the_config(
     report = run("calibrate", *common, "--config", str(config), "--goal", "quality=0.95",
                  "--head-features", "layers", "--out", str(out))  # fmt: skip
     settings = report["settings"]
-    assert isinstance(settings, dict) and settings["head_features"] == "layers"
-    # The written file serves the head the strengths were chosen for.
-    assert load_settings({}, out).head_features == "layers"
+    assert isinstance(settings, dict)
+    # The written file serves the head the strengths were chosen for: the layers one, or none
+    # (on this slice no head wins), which reads nothing and is written as "vector".
+    chosen = "layers" if settings["head_strength"] else "vector"
+    assert settings["head_features"] == chosen
+    assert load_settings({}, out).head_features == chosen
+
+    # A head with no weight reads nothing: the file then says "vector", so that `serve` neither
+    # builds the layers graph nor embeds its training texts' pools for it.
+    weightless = tmp_path / "weightless.toml"
+    weightless.write_text(LAYERS_TOML.replace("head_strength = 30", "head_strength = 0"))
+    args = ["calibrate", *common, "--config", str(weightless), "--goal", "quality=0.95"]
+    result = CliRunner().invoke(main, args, obj={"embedder": layers_embedder})
+    assert result.exit_code == 0, result.output
+    settings = json.loads(result.stdout)["settings"]
+    assert settings["head_strength"] == 0 and settings["head_features"] == "vector"
+    # Said on stderr, since the config asked for the layers (and --head-features was not given).
+    assert 'note: the settings say head_features = "layers"; calibrate chose "vector"' in (
+        result.stderr
+    )
 
 
 @needs_data

@@ -19,6 +19,7 @@ from routebook.jobs.outcome_eval import (
     evaluate_router,
     reference,
 )
+from routebook.jobs.replay import HeadSummary
 from routebook.jobs.report import curve_label, render, short_names, to_json
 
 # What `calibrate` writes for CLINC150 (docs/evaluation.md): the support test, no similarity test.
@@ -50,6 +51,7 @@ def _intent_evaluation() -> IntentEvaluation:
             intent_figures(name, t, true, pred, 20, 0, index_labels=routes, tests=tests)
             for name, t, tests, pred in figures
         ),
+        head=HeadSummary.of(None, CALIBRATED),
     )
 
 
@@ -68,6 +70,23 @@ def test_the_intent_report_shows_the_support_test_routebook_applies() -> None:
     assert knn["cold_tests"] == {"top_similarity": 0.37}
     assert linear["threshold"] is None and linear["cold_tests"] == {}
     assert data["params"]["min_support"] == 6.357
+
+
+def test_the_reports_say_which_head_routebook_decided_with() -> None:
+    """Nothing said whether a head was trained, nor what it read: a vector and a layers config
+    (or an index too small for any head) could not be told apart in the output."""
+    intent = _intent_evaluation()
+    assert "routebook's head: none: too few labelled examples (a model needs 100, routes 20" in (
+        _shown(intent)
+    )
+    assert to_json(intent)["head"]["trained_on"] == 0
+    outcome = _outcome_evaluation(QUALITY[:, :2], np.array([[1.0, 2.0]] * 4), SHIPPED[:2])
+    shown = _shown(outcome)
+    assert (
+        "routebook's head: trained on 10 examples: success of 2 models, reading every layer's "
+        "pools" in " ".join(shown.split())
+    )
+    assert to_json(outcome)["head"]["features"] == "layers"
 
 
 def test_the_intent_report_says_how_the_baselines_thresholds_were_set() -> None:
@@ -101,6 +120,7 @@ def _outcome_evaluation(
         params=DecisionParams(),
         reference=reference(quality, cost, models),
         routers=(figures,),
+        head=HeadSummary("layers", 10, models, 0, ""),
     )
 
 

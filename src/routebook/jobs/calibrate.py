@@ -24,7 +24,9 @@ without it (`replay.crossfit_heads`). For outcome data the search also chooses w
 reads (`head_features`: the vector, or every layer's mean pool), because the better one depends
 on the namespace: on MMLU's 7,000 rows the layers head wins, on GSM8K's 650 its 2,688 features
 are too many for the rows (docs/evaluation.md, item 12). The neighbours are searched once; only
-the head's predictions are made again for each kind.
+the head's predictions are made again for each kind. When no head wins, the file says
+`head_features = "vector"`: a head without weight reads nothing, and `serve` then embeds no
+layer pools for it.
 
 The chosen setting is then reported on the test file with the whole index file indexed, the
 way `serve` would hold it. Nothing is tuned on the test file.
@@ -45,7 +47,7 @@ from routebook.catalog import estimate_tokens
 from routebook.config import Settings
 from routebook.decide import DecisionParams
 from routebook.decide.estimate import head_support
-from routebook.decide.head import LAYERS
+from routebook.decide.head import LAYERS, VECTOR
 from routebook.domain import Choice, ExampleFacts, HeadPrediction, Strategy
 from routebook.jobs import replay, splits, sweep
 from routebook.jobs.datasets import (
@@ -207,7 +209,8 @@ def _outcome_search(
     # let the search pick k 10 at strength 30 for a calibration saving of 0.432 against 0.428,
     # which then gave APGR 0.60 on `dev_test` against 0.66; one point of a leave-one-out curve
     # cannot tell settings that close apart.
-    variants = [(serving.head_features, 0.0, searched)]
+    # A head without weight reads nothing: written as "vector", `serve` embeds no layer pools.
+    variants = [(VECTOR, 0.0, searched)]
     if inputs.params.head_strength > 0:
         for kind in kinds:
             predictions = _head_predictions(

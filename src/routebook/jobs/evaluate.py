@@ -169,6 +169,7 @@ def evaluate_outcomes(
         params=options.params,
         reference=reference(quality, priced.call_cost, catalog.names),
         routers=tuple(figures),
+        head=replay.HeadSummary.of(head, options.params),
     )
 
 

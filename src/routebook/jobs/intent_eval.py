@@ -87,6 +87,8 @@ class IntentEvaluation:
     params: DecisionParams
     oos_recall_goal: float
     routers: tuple[IntentFigures, ...]
+    #: The namespace head routebook's row decided with (the baselines have their own).
+    head: replay.HeadSummary
 
 
 def threshold_for_recall(scores: FloatArray, is_oos: npt.NDArray[np.bool_], goal: float) -> float:
@@ -111,16 +113,18 @@ def route_with_routebook(
     k: int,
     advance: Callable[[int], None] | None = None,
     serving: replay.Serving = replay.DEFAULT_SERVING,
-) -> tuple[list[str | None], FloatArray]:
-    """routebook's route per query (None = cold start) and each query's top similarity.
+) -> tuple[list[str | None], FloatArray, replay.HeadSummary]:
+    """routebook's route per query (None = cold start), each query's top similarity, and the
+    head it decided with.
 
     The head is trained on the in-scope index rows, as the server trains it on its index."""
-    searched, _head = replay.search_intents(
+    searched, head = replay.search_intents(
         index_rows, index_vectors, texts, vectors, k, params, advance, serving
     )
     choices = replay.decide_all(searched, replay.intent_catalog(), params, k)
     routes = [c.route if c.strategy is Strategy.SEMANTIC else None for c in choices]
-    return routes, np.array([c.top_similarity for c in choices], dtype=np.float64)
+    tops = np.array([c.top_similarity for c in choices], dtype=np.float64)
+    return routes, tops, replay.HeadSummary.of(head, params)
 
 
 def _encode(
@@ -317,7 +321,7 @@ def evaluate_intent_routers(
     in_scope = np.array([r.label != OOS_LABEL for r in index_rows], dtype=bool)
     index_rows = [r for r in index_rows if r.label != OOS_LABEL]
     index_vectors = index_vectors[in_scope]
-    routes, _ = route_with_routebook(
+    routes, _, head = route_with_routebook(
         index_rows,
         index_vectors,
         texts,
@@ -376,4 +380,5 @@ def evaluate_intent_routers(
         params=params,
         oos_recall_goal=oos_recall_goal,
         routers=tuple(figures),
+        head=head,
     )

@@ -28,6 +28,7 @@ from routebook.decide import DecisionParams
 from routebook.domain import Choice, Strategy
 from routebook.jobs import metrics, sweep
 from routebook.jobs.metrics import ConfidenceInterval, CostPoint, CurvePoint
+from routebook.jobs.replay import HeadSummary
 
 FloatArray = npt.NDArray[np.float64]
 BoolArray = npt.NDArray[np.bool_]
@@ -92,6 +93,8 @@ class OutcomeEvaluation:
     params: DecisionParams
     reference: Reference
     routers: tuple[RouterFigures, ...]
+    #: The namespace head routebook's rows decided with (the baselines have their own).
+    head: HeadSummary
 
 
 @dataclass(frozen=True, slots=True)

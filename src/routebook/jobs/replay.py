@@ -37,7 +37,13 @@ import numpy.typing as npt
 from routebook.catalog import Catalog, ModelSpec, estimate_tokens
 from routebook.config import Settings
 from routebook.decide import DecisionParams, DecisionRequest, decide
-from routebook.decide.head import LAYERS, Head, train_head
+from routebook.decide.head import (
+    LAYERS,
+    MIN_MODEL_EXAMPLES,
+    MIN_ROUTE_EXAMPLES,
+    Head,
+    train_head,
+)
 from routebook.domain import (
     Choice,
     ExampleFacts,
@@ -233,6 +239,50 @@ def predict_all(
 def uses_head(params: DecisionParams) -> bool:
     """Whether the decision rule gives a head any weight (else none is trained)."""
     return params.head_strength > 0 or params.route_head_strength > 0
+
+
+@dataclass(frozen=True, slots=True)
+class HeadSummary:
+    """Which head a replay decided with, for its report: a head that was not trained (too few
+    labelled examples, no weight in the rule) leaves the plain vote, and nothing in the figures
+    themselves says so."""
+
+    #: What its success part reads ("vector" or "layers"); "" without a success part.
+    features: str
+    #: Examples it was trained on; 0 without a head.
+    trained_on: int
+    #: The models its success part predicts.
+    models: tuple[str, ...]
+    #: How many routes its route part tells apart.
+    routes: int
+    #: Why there is no head; "" when there is one.
+    none_because: str
+
+    @classmethod
+    def of(cls, head: Head | None, params: DecisionParams) -> HeadSummary:
+        if head is not None:
+            features = head.features if head.models else ""
+            return cls(features, head.trained_on, head.models, len(head.routes), "")
+        if not uses_head(params):
+            why = "the rule gives it no weight (head_strength and route_head_strength are 0)"
+        else:
+            why = (
+                f"too few labelled examples (a model needs {MIN_MODEL_EXAMPLES}, routes "
+                f"{MIN_ROUTE_EXAMPLES} of two or more labels)"
+            )
+        return cls("", 0, (), 0, why)
+
+    def describe(self) -> str:
+        """In words, e.g. "trained on 7,026 examples: success of 2 models, reading the vector"."""
+        if self.none_because:
+            return f"none: {self.none_because}"
+        parts = []
+        if self.models:
+            reads = "every layer's pools" if self.features == LAYERS else "the vector"
+            parts.append(f"success of {len(self.models)} models, reading {reads}")
+        if self.routes:
+            parts.append(f"{self.routes} routes")
+        return f"trained on {self.trained_on:,} examples: " + ", ".join(parts)
 
 
 def index_head(

@@ -102,6 +102,7 @@ def _render_outcome(ev: OutcomeEvaluation, console: Any) -> None:
         f"k={ev.k}, quality target {ev.params.quality_target:.3g}, cold when "
         f"{escape(cold_when(cold_tests(ev.params)))}"
     )
+    console.print(f"  routebook's head: {escape(ev.head.describe())}")
     for m in models:
         console.print(
             f"  {escape(m)}: mean quality {ref.mean_quality[m]:.4f}, "
@@ -169,6 +170,7 @@ def _render_intent(ev: IntentEvaluation, console: Any) -> None:
         f"[bold]intent data[/bold]: {ev.n_index} in-scope index rows ({ev.n_labels} labels), "
         f"{ev.n_test} test queries, k={ev.k}"
     )
+    console.print(f"  routebook's head: {escape(ev.head.describe())}")
     console.print(
         "  cold when: "
         + "; ".join(f"{escape(r.name)} {escape(cold_when(r.cold_tests))}" for r in ev.routers)
