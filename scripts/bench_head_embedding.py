@@ -4,9 +4,12 @@ Fills a SQLite store once (MMLU dev_index prompts, labelled from their outcomes)
 `routebook serve` with `head_features = "layers"` as a child process, which trains each head
 at start. A client in this process sends Decide calls one at a time (fresh short queries, so
 no cache hits) from the moment the server serves until its head has trained, then 15 s more
-for the idle baseline. It prints p50/p99 of both windows and the server's own log lines on
-the training. Unless `--keep-pools`, the pools files an earlier run left are deleted first,
-so the server embeds the whole sample; with it, it reads them (a second restart).
+for the idle baseline. It prints p50/p99 of three windows, split by the server's log times:
+until the pools are embedded (or read), the head's fit after that (from the last pools log
+line to "head trained on"), and idle after; then the server's own log lines on the training.
+Unless `--keep-pools`, the pools files an earlier run left are deleted first, so the server
+embeds the whole sample; with it, it reads them (a second restart), and what is measured is
+mostly the fit.
 
     PYTHONPATH=src .venv/bin/python scripts/bench_head_embedding.py --examples 3000
 
@@ -23,6 +26,7 @@ import argparse
 import json
 import shutil
 import time
+from datetime import datetime
 from pathlib import Path
 
 import grpc
@@ -30,6 +34,9 @@ import numpy as np
 
 ROUTES = Path(__file__).resolve().parents[1] / "tests" / "data" / "routes"
 IDLE_S = 15.0
+#: The server's log lines that end the pools' part of a training (embedded, or read from the
+#: file, or found missing with nothing to embed): the fit comes next.
+POOLS_DONE = ("embedded the layer pools of", "read the layer pools of", "no layer pools kept")
 
 
 def settings(workdir: Path, precision: str) -> dict[str, str]:
@@ -89,31 +96,44 @@ def run(workdir: Path, precision: str, keep_pools: bool, datasets: Path) -> None
     with served(settings(workdir, precision), workdir) as server:
         channel = grpc.insecure_channel(server.target)
         router = router_pb2_grpc.RouterStub(channel)
-        during: list[float] = []
-        idle: list[float] = []
+        calls: list[tuple[float, float]] = []  # (wall clock at the start, ms)
         trained_at: float | None = None
         started = time.monotonic()
         for n, query in enumerate(queries(datasets) * 20):
             request = pb.DecideRequest(messages=[pb.Message(role="user", content=f"{query} ({n})")])
+            at = time.time()
             begin = time.perf_counter()
             router.Decide(request, timeout=30)
-            took = (time.perf_counter() - begin) * 1000
-            (during if trained_at is None else idle).append(took)
+            calls.append((at, (time.perf_counter() - begin) * 1000))
             if trained_at is None and "head trained on" in log_path.read_text():
                 trained_at = time.monotonic()
             if trained_at is not None and time.monotonic() - trained_at > IDLE_S:
                 break
         channel.close()
     assert trained_at is not None, "the head did not train"
-    for name, values in (("during training", during), ("idle after", idle)):
-        print(
-            f"{name}: {len(values)} Decide calls, p50 {np.percentile(values, 50):.1f} ms, "
-            f"p99 {np.percentile(values, 99):.1f} ms"
-        )
+    lines = log_path.read_text().split("\n")
+    fit_from = logged_at(next(ln for ln in reversed(lines) if any(s in ln for s in POOLS_DONE)))
+    fit_to = logged_at(next(ln for ln in lines if "head trained on" in ln))
+    windows = {
+        "pools (embedding or reading)": [ms for at, ms in calls if at < fit_from],
+        f"fit ({fit_to - fit_from:.1f} s)": [ms for at, ms in calls if fit_from <= at < fit_to],
+        "idle after": [ms for at, ms in calls if at >= fit_to],
+    }
+    for name, values in windows.items():
+        if values:
+            print(
+                f"{name}: {len(values)} Decide calls, p50 {np.percentile(values, 50):.1f} ms, "
+                f"p99 {np.percentile(values, 99):.1f} ms"
+            )
     print(f"serving to head trained: {trained_at - started:.1f} s")
-    for line in log_path.read_text().split("\n"):
+    for line in lines:
         if "routebook.service.head" in line:
             print(line)
+
+
+def logged_at(line: str) -> float:
+    """The wall-clock time of a server log line (`cli.py`'s format: local time, ms)."""
+    return datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S,%f").timestamp()
 
 
 def main() -> None:
