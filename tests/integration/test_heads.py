@@ -431,6 +431,61 @@ def test_a_restarted_server_reads_its_heads_pools_instead_of_embedding_them(
     ]
 
 
+class ShiftedClock:
+    """heads.py's clock: the real one, moved on by hand."""
+
+    def __init__(self) -> None:
+        self.shift = 0.0
+
+    def monotonic(self) -> float:
+        return time.monotonic() + self.shift
+
+
+@pytest.mark.parametrize("fails", [False, True], ids=["trained", "failed"])
+def test_the_wait_before_retraining_counts_the_work_not_the_pauses(
+    sqlite_url: str,
+    make_app: Callable[..., App],
+    layers_embedder: Embedder,
+    monkeypatch: pytest.MonkeyPatch,
+    fails: bool,
+) -> None:
+    """A layers head's training pauses between the chunks it embeds (a first one about as
+    long as it works); the wait of DUTY times a training's (or failed try's) duration counted
+    those pauses, so the next training waited up to twice too long."""
+    monkeypatch.setattr(heads_module, "BACKOFF_FIRST_SECONDS", 0.0)  # a failure: DUTY alone
+    app = make_app(
+        sqlite_url,
+        head_check_seconds=3600,
+        head_retrain_after=50,
+        head_features="layers",
+        embedder=layers_embedder,
+    )
+    heads, kept = app.heads, app.heads.layers
+    assert kept is not None
+    wait_for(lambda: heads.trainings >= 1)  # the trainer's first pass, on the 14 route texts
+    kept.pause = 10.0  # pauses far longer than the work
+    fill(app)  # 120 new texts: two chunks, a pause between them
+    clock = ShiftedClock()
+    monkeypatch.setattr(heads_module, "time", clock)
+    paused, began = kept.paused(), time.monotonic()
+    with monkeypatch.context() as broken:
+        if fails:
+            broken.setitem(sys.modules, *BROKEN_SKLEARN)
+        heads.refresh("default", force=True)
+    wall, paused = time.monotonic() - began, kept.paused() - paused
+    assert paused > 0 and (heads.get("default") is None) == fails
+
+    more_orders(app, 60)  # stale by changes: only the wait after the training holds it back
+    index = app.registry.get("default")
+    # DUTY times the work (the wall time less the pauses) has passed; counted with the
+    # pauses, the wait would still have DUTY times them to go.
+    clock.shift = heads_module.DUTY * (wall - paused)
+    if fails:
+        assert not heads.backing_off("default", index)
+    else:
+        assert heads.stale("default", index)
+
+
 def test_layers_need_an_embedder_with_layer_pools(
     sqlite_url: str, make_app: Callable[..., App]
 ) -> None:

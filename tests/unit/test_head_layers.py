@@ -5,6 +5,7 @@ tests/integration/test_heads.py)."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 
 import numpy as np
@@ -49,3 +50,20 @@ def test_copies_are_embedded_once_and_large_samples_in_batches() -> None:
     rows = kept.of("ns", [*texts, texts[0], texts[1]])
     assert [len(call) for call in pools.calls] == [BATCH, BATCH, 5]
     assert len(rows) == len(texts) + 2 and np.array_equal(rows[-2], rows[0])
+
+
+def test_pauses_are_counted_for_the_thread_that_paused() -> None:
+    """HeadBook takes a training's pauses out of its duration (`paused`); a training on
+    another thread meanwhile must not move its count."""
+    kept = TrainingLayers(Pools(), 4)
+    kept.pause = 50.0  # a few milliseconds after a chunk of this stand-in
+    counted: list[float] = []
+
+    def train() -> None:
+        kept.of("ns", [f"text {n}" for n in range(BATCH + 1)])  # two chunks, one pause
+        counted.append(kept.paused())
+
+    other = threading.Thread(target=train)
+    other.start()
+    other.join()
+    assert counted[0] > 0 and kept.paused() == 0.0

@@ -26,6 +26,8 @@ while the server routes without a head as it did before. Measured on 2 shared co
 `scripts/bench_head_embedding.py --examples 3000` (a restart embedding 2,969 MMLU prompts,
 Decide calls one at a time): Decide p50 / p99 11.9 / 36 ms during a 110 s embedding and
 training before, 7.3-7.7 / 27-30 ms during a 192-228 s one now, 7.2-7.6 / 16-20 ms idle.
+The pauses are counted per thread (`paused`), so that the head's duty cycle
+(`service/heads.py`) waits for the work, not for them.
 
 float16 rounds a pool by at most 1 part in 2,000, far below what moves a regression with the
 penalty the head uses; the query at Decide is read in float32 from the same forward pass.
@@ -79,6 +81,7 @@ class TrainingLayers:
         self._kept: dict[str, KeptPools] = {}
         self._lock = threading.Lock()
         self._stopping = threading.Event()
+        self._paused = threading.local()  # per thread: what `paused` reads
         self.embedded = 0  # texts embedded so far, for tests and logs
         #: Pause per second of embedding; 0 where nothing waits for the cores (a one-shot
         #: `routebook decide`, which waits for the head itself).
@@ -87,6 +90,13 @@ class TrainingLayers:
     def stop(self) -> None:
         """End any embedding under way at its next chunk, keeping what it embedded."""
         self._stopping.set()
+
+    def paused(self) -> float:
+        """Seconds the calling thread has spent in pauses between chunks, all its calls
+        together: a caller that times its work takes the difference out (the head's duty
+        cycle counts the work, not the pacing)."""
+        seconds: float = getattr(self._paused, "seconds", 0.0)
+        return seconds
 
     def of(self, namespace: str, texts: Sequence[str]) -> npt.NDArray[np.float16]:
         """The pools of `texts` in order (float16, as kept, read-only), embedding only texts
@@ -142,9 +152,13 @@ class TrainingLayers:
         if not texts:
             return
         started = saved = time.monotonic()
+        paused = self.paused()
         took = 0.0
         for start in range(0, len(texts), BATCH):
-            if self._stopping.wait(self.pause * took):
+            waited = time.monotonic()
+            stopping = self._stopping.wait(self.pause * took)
+            self._paused.seconds = self.paused() + time.monotonic() - waited
+            if stopping:
                 keep_progress(start)
                 raise TrainingStopped(f"stopped after {start} of {len(texts)} texts")
             began = time.monotonic()
@@ -156,10 +170,12 @@ class TrainingLayers:
                 keep_progress(start + BATCH)
                 saved = time.monotonic()
         log.info(
-            "namespace %s: embedded the layer pools of %d texts for its head in %.1f s",
+            "namespace %s: embedded the layer pools of %d texts for its head in %.1f s "
+            "(%.1f s of it pausing)",
             namespace,
             len(texts),
             time.monotonic() - started,
+            self.paused() - paused,
         )
 
     def kept(self, namespace: str) -> int:

@@ -11,16 +11,20 @@ Training competes with Decide for the same cores, so a namespace's head is not r
 before `DUTY` times its last training's duration has passed (a head trained in 20 s waits
 200 s): during a bulk load of 100k examples, heads take at most a tenth of the CPU instead
 of retraining back to back. With `head_features = "layers"` a training also embeds the texts
-new to its sample (`service/head_layers.py`, paced itself), and that time counts too: a
-namespace's first training with a model embeds the whole sample, and the next one waits ten
-times as long. (The pools are kept on disk, so a restart is not a first training.)
+new to its sample (`service/head_layers.py`, paced itself), and that work counts too, but not
+the pauses between its chunks: they are pacing, the cores were Decide's meanwhile, and they
+are about half a first embedding's wall time, so counting them made the next training wait
+about twice too long. A namespace's first training with a model embeds the whole sample, and
+the next one waits ten times that work. (The pools are kept on disk, so a restart is not a first
+training.) A failed try's wait counts its work the same way.
 
 A training that fails (an exception in training, or in reading what it trains on) keeps the old
 head and backs off: the namespace is not tried again for `BACKOFF_FIRST_SECONDS`, doubled at
 each failure in a row up to `BACKOFF_MAX_SECONDS`, unless its data changes as much as would
 retrain a head (a new generation or catalog, `retrain_after` changes since the failed try),
-and even then not before `DUTY` times the failed try's duration. Without it a head that cannot
-train was tried at every check, each try as costly as a training and logged with a traceback.
+and even then not before `DUTY` times the failed try's work (its pauses left out). Without
+it a head that cannot train was tried at every check, each try as costly as a training and
+logged with a traceback.
 Each try is logged once (the traceback with the first failure in a row, or a new error) and
 counted in `routebook_head_training_failures_total`; `routebook_head_failures_in_a_row` is
 0 again once a head trains.
@@ -66,7 +70,7 @@ class _Trained:
     generation: int
     version: int
     finished: float = 0.0  # time.monotonic() when it was trained
-    took: float = 0.0  # seconds its training took
+    took: float = 0.0  # seconds its training worked (its pauses left out)
     #: The catalog it was trained for: a reprice can reorder the models, and a reference
     #: example's label ("at least this model") means other models then.
     models: tuple[ModelSpec, ...] = ()
@@ -81,7 +85,7 @@ class _Failed:
     models: tuple[ModelSpec, ...]  # () when the catalog itself could not be read
     in_a_row: int
     finished: float  # time.monotonic() when the last try failed
-    took: float  # seconds the last try ran
+    took: float  # seconds the last try worked (its pauses left out)
     retry_at: float  # time.monotonic() from which it is tried again, new data or not
     error: str  # the last try's exception, type and message
 
@@ -185,7 +189,7 @@ class HeadBook:
             if not force and self.backing_off(namespace, index):
                 return self.get(namespace)
             generation, version = index.generation, index.version
-            started = time.monotonic()
+            started, paused = time.monotonic(), self._paused()
             models: tuple[ModelSpec, ...] = ()
             try:
                 if not force and not self.stale(namespace, index):
@@ -204,12 +208,13 @@ class HeadBook:
             except TrainingStopped:  # the server is stopping: not a failure of the head
                 return self.get(namespace)
             except Exception as exc:  # a head is an optimisation: it must not stop the service
-                self._record_failure(namespace, generation, version, models, started, exc)
+                took = self._work_since(started, paused)
+                self._record_failure(namespace, generation, version, models, took, exc)
                 return self.get(namespace)
+            took = self._work_since(started, paused)
             with self._lock:
-                finished = time.monotonic()
                 self._trained[namespace] = _Trained(
-                    head, generation, version, finished, finished - started, catalog.models
+                    head, generation, version, time.monotonic(), took, catalog.models
                 )
                 recovered = self._failed.pop(namespace, None)
             self.trainings += 1
@@ -228,30 +233,39 @@ class HeadBook:
             )
             return head
 
+    def _paused(self) -> float:
+        """Seconds this thread has paused so far while embedding pools (0 without layers)."""
+        return self._layers.paused() if self._layers is not None else 0.0
+
+    def _work_since(self, started: float, paused: float) -> float:
+        """Seconds of a training (or try) that began at `started` with `_paused()` at `paused`:
+        its wall time less its pauses, which are pacing, not work."""
+        return time.monotonic() - started - (self._paused() - paused)
+
     def _record_failure(
         self,
         namespace: str,
         generation: int,
         version: int,
         models: tuple[ModelSpec, ...],
-        started: float,
+        took: float,
         exc: Exception,
     ) -> None:
         """Back off from the namespace and say so once: the traceback with the first failure in
-        a row (or when the error changed), one line after that."""
+        a row (or when the error changed), one line after that. `took`: the try's work."""
         finished = time.monotonic()
         error = f"{type(exc).__name__}: {exc}"
         with self._lock:
             before = self._failed.get(namespace)
             in_a_row = before.in_a_row + 1 if before is not None else 1
-            wait = max(backoff_seconds(in_a_row), DUTY * (finished - started))
+            wait = max(backoff_seconds(in_a_row), DUTY * took)
             self._failed[namespace] = _Failed(
                 generation,
                 version,
                 models,
                 in_a_row,
                 finished,
-                finished - started,
+                took,
                 finished + wait,
                 error,
             )
