@@ -176,8 +176,7 @@ def decide(
             # A server decides with the namespace's learned head, trained in the background
             # after start; a one-shot command waits for it, or it would route by another rule.
             namespace = request.namespace or settings.default_namespace
-            if app.heads.layers is not None:
-                app.heads.layers.pause = 0.0  # nothing else wants the cores meanwhile
+            app.heads.full_speed()  # nothing else wants the cores meanwhile
             app.heads.refresh(app.directory.resolve(namespace).name)
             decision = app.routing.decide(decide_query(request))
             response = decide_response(decision, settings.snippet_chars, request.tenant)

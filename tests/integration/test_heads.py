@@ -4,13 +4,17 @@ retrained when the index has changed enough, and never in the way of a fresh out
 from __future__ import annotations
 
 import logging
+import subprocess
 import sys
 import time
 from collections.abc import Callable
 from dataclasses import replace
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
+from threadpoolctl import threadpool_info, threadpool_limits  # type: ignore[import-untyped]
 
 from routebook.catalog import estimate_tokens
 from routebook.embed import Embedder
@@ -20,7 +24,7 @@ from routebook.service import heads as heads_module
 from routebook.service.examples import ExampleInput
 from routebook.v1 import router_pb2 as pb
 from routebook.wiring import App
-from tests.conftest import Served, wait_until
+from tests.conftest import TEST_ROUTES, Served, wait_until
 
 ROUTES = {
     "order_status": ("small", ["where is my order", "track my parcel", "has my package shipped"]),
@@ -160,8 +164,6 @@ def test_heads_can_be_switched_off(sqlite_url: str, serve: Callable[..., Served]
 def test_one_namespace_failing_to_train_does_not_stop_the_others(
     sqlite_url: str, serve: Callable[..., Served], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from pathlib import Path
-
     policy_routes = Path(__file__).parents[1] / "data" / "policy_routes"
     heads = serve(sqlite_url, routes_dir=policy_routes).app.heads
     tried: list[str] = []
@@ -429,6 +431,56 @@ def test_a_restarted_server_reads_its_heads_pools_instead_of_embedding_them(
     assert [(e.model, round(e.head_success, 5)) for e in after.estimates] == [
         (e.model, round(e.head_success, 5)) for e in before.estimates
     ]
+
+
+def blas_threads() -> int:
+    return max(int(i["num_threads"]) for i in threadpool_info() if i["user_api"] == "blas")
+
+
+def test_a_background_fit_leaves_blas_one_thread_and_a_one_shot_all(
+    sqlite_url: str, make_app: Callable[..., App], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A head's fit ran numpy's and scipy's BLAS on every core, beside Decide's calls (p50
+    7.1 -> 12.9 ms during a layers head's fit on 2,969 examples, docs/evaluation.md item 12).
+    A background training fits on one BLAS thread and gives the others back after; a caller
+    waiting for its head (`full_speed`, the one-shot `routebook decide`) keeps them all."""
+    during: list[int] = []
+    real_train_head = heads_module.train_head
+
+    def train_head(*args: Any, **kwargs: Any) -> Any:
+        during.append(blas_threads())
+        return real_train_head(*args, **kwargs)
+
+    monkeypatch.setattr(heads_module, "train_head", train_head)
+    with threadpool_limits(2, user_api="blas"):  # more than one to leave, on any machine
+        app = make_app(sqlite_url, head_check_seconds=3600)
+        wait_for(lambda: app.heads.trainings >= 1)  # the trainer's first pass
+        fill(app)
+        assert app.heads.refresh("default", force=True) is not None
+        assert during[-1] == 1 and blas_threads() == 2
+        app.heads.full_speed()
+        assert app.heads.refresh("default", force=True) is not None
+        assert during[-1] == 2
+
+
+def test_a_server_imports_scikit_learn_before_it_serves(sqlite_url: str, tmp_path: Path) -> None:
+    """Its import holds the GIL for one to two seconds: at a restarted server's first training
+    it was most of what slowed Decide down during the fit (docs/evaluation.md item 12). The
+    14 route-file examples train no head, so nothing else imports it here."""
+    script = (
+        "import sys\n"
+        "from routebook.config import load_settings\n"
+        "from routebook.wiring import build\n"
+        f"app = build(load_settings({{'database_url': {sqlite_url!r}, 'routes_dir': "
+        f"{str(TEST_ROUTES)!r}, 'snapshot_dir': {str(tmp_path / 'snapshots')!r}, "
+        "'head_check_seconds': 3600}))\n"
+        "print('sklearn.linear_model' in sys.modules)\n"
+        "app.close()\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=True
+    )
+    assert done.stdout.split() == ["True"]
 
 
 class ShiftedClock:

@@ -127,6 +127,13 @@ class Head:
         )
 
 
+def import_trainer() -> None:
+    """Import scikit-learn, which training uses, now rather than at the first training: its
+    import (scipy's with it) holds the GIL for one to two seconds, which a server pays before
+    it serves instead of beside its first Decide calls."""
+    import sklearn.linear_model  # type: ignore[import-untyped]  # noqa: F401
+
+
 def train_head(
     vectors: npt.NDArray[np.float32],
     facts: Sequence[ExampleFacts],
@@ -252,7 +259,7 @@ def _fit_success(
         rate = (total + 0.5) / (values.size + 1.0)
         return np.zeros(x.shape[1]), float(math.log(rate / (1.0 - rate)))
     from sklearn.exceptions import ConvergenceWarning  # type: ignore[import-untyped]
-    from sklearn.linear_model import LogisticRegression  # type: ignore[import-untyped]
+    from sklearn.linear_model import LogisticRegression
 
     soft = (values > 0.0) & (values < 1.0)
     rows = np.concatenate([x, x[soft]]) if soft.any() else x

@@ -18,6 +18,20 @@ about twice too long. A namespace's first training with a model embeds the whole
 the next one waits ten times that work. (The pools are kept on disk, so a restart is not a first
 training.) A failed try's wait counts its work the same way.
 
+The fit itself leaves Decide a core too. scikit-learn's L-BFGS (`decide/head.py`) spends its
+time in numpy's matrix-vector products and scipy's solver, both on OpenBLAS, which runs as
+many threads as cores (its loss runs on one OpenMP thread); so a background training fits
+with BLAS limited to `FIT_THREADS` = 1. On 2 shared cores that is also faster: a layers fit
+on 2,969 examples took 0.2-0.45 s on one thread against 1.4-1.5 s on two (wall and CPU
+alike; docs/evaluation.md item 12 has Decide's latency). The limit is process-wide for the
+fit's duration, FAISS's own OpenBLAS included: Decide's BLAS work is one query's, which
+OpenBLAS runs on one thread anyway, and only a reindex building meanwhile would run its
+FAISS training on one BLAS thread for those seconds. `full_speed` lifts it, and the
+embedding's pauses, for a caller that waits for the head itself (the one-shot `routebook
+decide`); `calibrate` and `eval` fit outside this book, at full speed. scikit-learn itself
+is imported at `start`, before the server serves: its import holds the GIL for one to two
+seconds, and was 1.8 s of a restarted server's 2.4 s first fit (one instrumented run).
+
 A training that fails (an exception in training, or in reading what it trains on) keeps the old
 head and backs off: the namespace is not tried again for `BACKOFF_FIRST_SECONDS`, doubled at
 each failure in a row up to `BACKOFF_MAX_SECONDS`, unless its data changes as much as would
@@ -38,8 +52,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
+
 from routebook.catalog import Catalog, ModelSpec
-from routebook.decide.head import Head, train_head
+from routebook.decide.head import Head, import_trainer, train_head
 from routebook.index import IndexRegistry, NamespaceIndex
 from routebook.service.head_layers import TrainingLayers, TrainingStopped
 
@@ -51,6 +67,8 @@ DUTY = 10.0
 #: in a row up to the most; new data ends the wait sooner (the module's docstring says when).
 BACKOFF_FIRST_SECONDS = 60.0
 BACKOFF_MAX_SECONDS = 3600.0
+#: BLAS threads of a background training's fit (the module docstring says why one).
+FIT_THREADS = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,7 +134,15 @@ class HeadBook:
         self._train_lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._fit_threads: int | None = FIT_THREADS
         self.trainings = 0  # heads trained, for tests and metrics
+
+    def full_speed(self) -> None:
+        """Train without pacing, no pauses and every BLAS thread: for a caller that waits for
+        the head itself (a one-shot `routebook decide`) while nothing else wants the cores."""
+        self._fit_threads = None
+        if self._layers is not None:
+            self._layers.pause = 0.0
 
     @property
     def layers(self) -> TrainingLayers | None:
@@ -200,11 +226,12 @@ class HeadBook:
                 layers = None
                 if self._layers is not None:  # an empty index keeps no pools either
                     layers = self._layers.of(namespace, [f.text for f in facts])
-                head = (
-                    train_head(vectors, facts, catalog, layers=layers, generation=generation)
-                    if len(facts)
-                    else None
-                )
+                head = None
+                if len(facts):
+                    with threadpool_limits(self._fit_threads, user_api="blas"):  # None: as is
+                        head = train_head(
+                            vectors, facts, catalog, layers=layers, generation=generation
+                        )
             except TrainingStopped:  # the server is stopping: not a failure of the head
                 return self.get(namespace)
             except Exception as exc:  # a head is an optimisation: it must not stop the service
@@ -292,6 +319,7 @@ class HeadBook:
     def start(self) -> None:
         if not self._settings.enabled or self._thread is not None:
             return
+        import_trainer()  # before the server serves (`decide.head.import_trainer` says why)
         self._thread = threading.Thread(target=self._run, name="head-trainer", daemon=True)
         self._thread.start()
 
