@@ -339,5 +339,7 @@ def build(
             if not follower.is_loaded(info.name):
                 index = follower.load(info)
                 say(f"namespace {info.name}: {len(index)} examples, generation {index.generation}")
+        if heads.layers is not None:  # pools of namespaces gone from the store, among others
+            heads.layers.sweep({info.name for info in infos})
         heads.start()  # trains every namespace's head in the background, then keeps them fresh
     return app

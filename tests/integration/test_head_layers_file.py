@@ -1,7 +1,9 @@
 """The layer pools a head trains on, kept on disk (`service/head_layers_file.py`): a new
 TrainingLayers on the same folder (a restarted server) embeds nothing it embedded before; a
 file it cannot use (damaged, another model's) is ignored with one warning and the texts are
-embedded again; and the file holds the current sample only. The real model, real files."""
+embedded again; the file holds the current sample only; and files no server uses any more
+(another model's, a deleted namespace's) are removed once unused for a week. The real model,
+real files, and for the last a real store."""
 
 from __future__ import annotations
 
@@ -15,12 +17,24 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 import pytest
+from sqlalchemy import delete
 
 from routebook.embed import Embedder
 from routebook.embed.protocol import background_layers, layered, layers_dim_of
+from routebook.index.snapshot import store_folder
 from routebook.service import head_layers
+from routebook.service.examples import ExampleInput
 from routebook.service.head_layers import BATCH, TrainingLayers, TrainingStopped
-from routebook.service.head_layers_file import STALE_TEMP_SECONDS, KeptPools, PoolsFiles
+from routebook.service.head_layers_file import (
+    STALE_POOLS_SECONDS,
+    STALE_TEMP_SECONDS,
+    KeptPools,
+    PoolsFiles,
+)
+from routebook.store.identity import store_id
+from routebook.store.tables import NamespaceRow
+from routebook.wiring import App
+from tests.conftest import wait_until
 
 TEXTS = [
     "where is my parcel?",
@@ -226,3 +240,70 @@ def test_temp_files_left_by_a_killed_write_are_removed(
     fresh.write_bytes(b"y")
     training().of(NAMESPACE, TEXTS)  # a changed sample: the file is written again
     assert not stale.exists() and fresh.exists()
+
+
+def _age(path: Path, seconds: float) -> None:
+    """Make `path` look last modified `seconds` ago."""
+    when = time.time() - seconds
+    os.utime(path, (when, when))
+
+
+def test_another_models_file_is_removed_once_no_server_used_it_for_a_week(
+    training: Callable[..., TrainingLayers], layers_embedder: Embedder, tmp_path: Path
+) -> None:
+    """A namespace's folder kept a file for every model it ever trained with (each as big as
+    its sample). A recent one stays: a replica of a rolling upgrade may still be using it."""
+    path = {
+        model: PoolsFiles(tmp_path / "store-1", model).path(NAMESPACE)
+        for model in ("old-model", "recent-model", layers_embedder.model_id)
+    }
+    training("old-model").of(NAMESPACE, TEXTS[:2])
+    training("recent-model").of(NAMESPACE, TEXTS[:2])
+    _age(path["old-model"], STALE_POOLS_SECONDS + 3600)
+    _age(path["recent-model"], STALE_POOLS_SECONDS - 3600)
+    dead = path["old-model"].with_name(f".{path['old-model'].name}.dead.tmp")
+    dead.write_bytes(b"x" * 1000)
+    _age(dead, 2 * STALE_TEMP_SECONDS)
+
+    training().of(NAMESPACE, TEXTS[:2])
+    assert not path["old-model"].exists() and not dead.exists()
+    assert path["recent-model"].exists() and path[layers_embedder.model_id].exists()
+
+    # A file in use is touched at each training, even one that changes nothing in it: its
+    # server is still there, so another model's server leaves it.
+    _age(path[layers_embedder.model_id], STALE_POOLS_SECONDS + 3600)
+    restarted = training()
+    restarted.of(NAMESPACE, TEXTS[:2])
+    assert restarted.embedded == 0  # read, not written again
+    training("recent-model").of(NAMESPACE, TEXTS[:2])
+    assert path[layers_embedder.model_id].exists()
+
+
+def test_a_deleted_namespaces_pools_are_removed_at_the_next_start(
+    sqlite_url: str, make_app: Callable[..., App], layers_embedder: Embedder, tmp_path: Path
+) -> None:
+    """routebook deletes no namespace; one deleted in the store by hand left its pools file
+    (270 MB at the largest sample) in its snapshot folder for good."""
+    layers = {"head_check_seconds": 3600, "head_features": "layers", "embedder": layers_embedder}
+    app = make_app(sqlite_url, **layers)
+    wait_until(lambda: app.heads.trainings >= 1, 60, "the first training")
+    app.namespaces.create("gone", "", app.namespaces.get("default").catalog)
+    app.examples.upsert("gone", [ExampleInput(text, None, "small") for text in TEXTS])
+    app.heads.refresh("gone", force=True)
+    folder = store_folder(tmp_path / "snapshots", store_id(app.store))
+    files = PoolsFiles(folder, layers_embedder.model_id)
+    files.write(
+        "recently-gone", KeptPools([], np.zeros((0, layers_dim_of(layers_embedder)), np.float16))
+    )
+    with app.store.write() as session:
+        session.execute(delete(NamespaceRow).where(NamespaceRow.name == "gone"))
+    app.close()
+    for namespace in ("gone", "default"):
+        _age(files.path(namespace), STALE_POOLS_SECONDS + 3600)
+
+    restarted = make_app(sqlite_url, **layers)
+    assert not files.path("gone").exists()
+    assert files.path("recently-gone").exists()  # another replica's new namespace, maybe
+    wait_until(lambda: restarted.heads.trainings >= 1, 60, "the first training")
+    kept = restarted.heads.layers
+    assert kept is not None and kept.kept("default") > 0 and kept.embedded == 0

@@ -39,7 +39,7 @@ import hashlib
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 
 import numpy as np
 import numpy.typing as npt
@@ -102,6 +102,8 @@ class TrainingLayers:
         """The pools of `texts` in order (float16, as kept, read-only), embedding only texts
         not kept yet; the namespace then keeps exactly these texts' pools."""
         keys = [hashlib.sha256(t.encode("utf-8", "surrogatepass")).digest() for t in texts]
+        if self._files is not None:
+            self._files.tidy(namespace)
         with self._lock:
             before = self._kept.get(namespace)
         if before is None and self._files is not None:
@@ -177,6 +179,12 @@ class TrainingLayers:
             time.monotonic() - started,
             self.paused() - paused,
         )
+
+    def sweep(self, namespaces: Collection[str]) -> None:
+        """Remove stale pools files from disk, of namespaces not among `namespaces` (the
+        store's) too (`PoolsFiles.sweep`)."""
+        if self._files is not None:
+            self._files.sweep(namespaces)
 
     def kept(self, namespace: str) -> int:
         with self._lock:

@@ -17,15 +17,32 @@ width) float16, `model_id` and `format`. It is written to a temporary file, fsyn
 renamed over the old one, so a reader sees the old file or the new one. A file that cannot be
 used (truncated, damaged: npz members carry a CRC, of another model or width) is ignored with
 a warning, and the texts are embedded again.
+
+The file is rewritten whole after each training that changed the sample (270 MB, 0.3 s at
+the largest): appending would need a format of its own and a compaction, and trainings are
+spaced out by `service/heads.py` (at least ten times a training's work apart).
+
+Files no server uses any more are removed once untouched for `STALE_POOLS_SECONDS` (a week),
+each as big as its sample: at each training of a namespace, another model's file beside its
+own, and at a server's start, those and the files of namespaces no longer in the store. A
+server touches its own file at each training, so a replica still serving the old model in a
+rolling upgrade keeps its file as long as its namespace trains once a week (at worst a
+replica restarted on a model whose file went embeds its sample again: it is a cache); and a
+file just written by another replica for a namespace this server has not seen yet is recent.
+routebook has no way to delete a namespace: one deleted in the store by hand leaves its
+folder, whose index snapshots stay (nothing loads them any more) and whose pools go. Temp
+files of killed writes go after `STALE_TEMP_SECONDS`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
 import time
 import uuid
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,6 +56,10 @@ log = logging.getLogger(__name__)
 
 #: Age past which a pools file's temp file is a leftover of a killed write, not one under way.
 STALE_TEMP_SECONDS = 600.0
+#: Age past which a pools file no server uses is removed: another model's, or a namespace's
+#: that left the store. A server touches its own at each training (the module docstring says
+#: what that keeps).
+STALE_POOLS_SECONDS = 7 * 24 * 3600.0
 
 FORMAT = 1
 DIGEST_BYTES = 32
@@ -60,9 +81,36 @@ class PoolsFiles:
     folder: Path  # the store's folder in snapshot_dir (`index.snapshot.store_folder`)
     model_id: str
 
+    @property
+    def name(self) -> str:
+        """This model's file name in each namespace's folder."""
+        return f"layers-{hashlib.sha256(self.model_id.encode('utf-8')).hexdigest()[:16]}.npz"
+
     def path(self, namespace: str) -> Path:
-        model = hashlib.sha256(self.model_id.encode("utf-8")).hexdigest()[:16]
-        return namespace_folder(self.folder, namespace) / f"layers-{model}.npz"
+        return namespace_folder(self.folder, namespace) / self.name
+
+    def tidy(self, namespace: str) -> None:
+        """At each training of the namespace: mark its file in use (its modification time),
+        and remove what is stale beside it (`_remove_unused`)."""
+        try:
+            path = self.path(namespace)
+        except ValueError:
+            return
+        with contextlib.suppress(OSError):  # none yet, or not ours to touch: nothing to mark
+            os.utime(path)
+        _remove_unused(path.parent, path.name)
+
+    def sweep(self, namespaces: Collection[str]) -> None:
+        """Remove the stale pools of every namespace folder of the store, those of folders of
+        none of `namespaces` (the store's, read at start) included: routebook deletes no
+        namespace, but one deleted in the store by hand leaves its folder behind."""
+        try:
+            folders = [entry for entry in self.folder.iterdir() if entry.is_dir()]
+        except OSError:  # no folder yet (nothing kept), or unreadable: nothing to sweep
+            return
+        for folder in folders:
+            if not folder.name.startswith("."):
+                _remove_unused(folder, self.name if folder.name in namespaces else None)
 
     def read(self, namespace: str, width: int) -> KeptPools | None:
         """The namespace's kept pools (rows of `width`); None when there is no usable file
@@ -129,7 +177,6 @@ class PoolsFiles:
         try:
             path = self.path(namespace)
             path.parent.mkdir(parents=True, exist_ok=True)
-            _remove_stale_temps(path)
             temp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
             try:
                 with temp.open("wb") as out:
@@ -151,14 +198,19 @@ class PoolsFiles:
             log.warning("namespace %s: could not keep its layer pools on disk: %s", namespace, exc)
 
 
-def _remove_stale_temps(path: Path) -> None:
-    """Delete the temp files of `path` that a killed process left (each as big as the sample,
-    and nothing else removes them). Only old ones: a replica sharing the folder may be writing
-    its own right now, and a write takes about a second."""
+def _remove_unused(folder: Path, keep: str | None) -> None:
+    """Delete from a namespace's folder the pools files other than `keep` that no server used
+    for `STALE_POOLS_SECONDS` (each as big as its sample, and nothing else removes them), and
+    the temp files of killed writes. Only old ones: a replica sharing the folder may be
+    using another model's file, or writing a temp file right now (a write takes a second)."""
     now = time.time()
-    for temp in path.parent.glob(f".{path.name}.*.tmp"):
+    stale = [(f, STALE_POOLS_SECONDS) for f in folder.glob("layers-*.npz") if f.name != keep]
+    stale += [(f, STALE_TEMP_SECONDS) for f in folder.glob(".layers-*.npz.*.tmp")]
+    for path, most in stale:
         try:
-            if now - temp.stat().st_mtime > STALE_TEMP_SECONDS:
-                temp.unlink(missing_ok=True)
-        except OSError:  # gone meanwhile, or not ours to remove: the next write tries again
+            age = now - path.stat().st_mtime
+            if age > most:
+                path.unlink(missing_ok=True)
+                log.info("removed %s, unused for %.1f hours", path, age / 3600)
+        except OSError:  # gone meanwhile, or not ours to remove: the next training tries again
             continue
