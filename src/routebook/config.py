@@ -340,7 +340,8 @@ class Settings(BaseSettings):
         description="Folder of index snapshots written by reindex, each store's in a "
         "subfolder named by the store's id (store-…), so deployments with their own databases "
         'may share it. With head_features = "layers" it also keeps the layer pools that '
-        "heads train on (one file per namespace and model).",
+        "heads train on (one file per namespace and model; a file no server used for a week "
+        "is removed).",
     )
     reindex_heartbeat_seconds: float = Field(
         5.0,
