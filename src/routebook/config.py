@@ -127,13 +127,15 @@ class Settings(BaseSettings):
         10.0,
         ge=0,
         description="Weight of the head's P(success) as an estimate's prior, in neighbours at "
-        "similarity 1; 0 ignores it.",
+        "similarity 1 (capped at the weight of precedents of the very same query); 0 ignores "
+        "it.",
     )
     route_head_strength: float = Field(
         3.0,
         ge=0,
-        description="Weight of the head's route probabilities in the route vote and the "
-        "cold-start support; 0 ignores them.",
+        description="Weight of the head's route probabilities in the route vote (left out when "
+        "a precedent of the very same query carries a route) and the cold-start support; 0 "
+        "ignores them.",
     )
     head_retrain_after: int = Field(
         200, ge=1, description="Index changes (examples, outcomes) after which a head retrains."

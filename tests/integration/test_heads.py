@@ -115,6 +115,32 @@ def test_an_outcome_moves_the_next_decision_before_any_retraining(
     assert small_now.success > small.success  # … and moved the estimate at once
 
 
+def test_a_failure_on_this_very_query_moves_it_off_the_model_the_head_likes(
+    sqlite_url: str, serve: Callable[..., Served]
+) -> None:
+    """On the shipped routes the head at strength 10 outweighed an exact precedent ten to one:
+    a query reported failed by its model three times kept going to that model (estimate 0.96
+    before, 0.88 after). Now this query's own record caps the head at its weight."""
+    shipped = Path(__file__).parents[2] / "routes"
+    served = serve(sqlite_url, routes_dir=shipped, head_check_seconds=3600)
+    served.app.heads.refresh("default", force=True)
+    query = "where can I download last month's invoice as a PDF?"
+    first = ask(served, query)
+    assert first.HasField("head")
+    chosen = first.model
+    served.router.RecordOutcome(
+        pb.RecordOutcomeRequest(
+            outcome_id="exact-1", decision_id=first.decision_id, model=chosen, quality=0.0
+        ),
+        timeout=10,
+    )
+    second = ask(served, query)
+    assert second.neighbours[0].similarity == pytest.approx(1.0, abs=1e-4)
+    assert second.model != chosen
+    failed = next(e for e in second.estimates if e.model == chosen)
+    assert failed.head_success > second.quality_target > failed.success  # the head still likes it
+
+
 def test_a_head_retrains_once_its_index_has_changed_enough(
     sqlite_url: str, serve: Callable[..., Served], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -138,9 +138,9 @@ def test_an_outcome_recorded_now_changes_the_next_decision_at_once() -> None:
     """The head is not retrained between the two decisions: the new precedent alone moves them.
 
     Head: nano 0.79, mini 0.79, big 0.95 at strength 10, target 0.8. Before: no model but big
-    reaches the target. A nano success on this very query is recorded (similarity 1, weight 1):
-    nano's estimate becomes (0.79 * 10 + 1) / 11 = 0.809, and nano is chosen. A failure instead
-    drops it to 7.9 / 11.
+    reaches the target. A nano success on a close paraphrase is recorded (similarity 0.99,
+    weight 0.99): nano's estimate becomes (0.79 * 10 + 0.99) / 10.99 = 0.809, and nano is chosen.
+    A failure instead drops it to 7.9 / 10.99.
     """
     head = HeadPrediction(success=((NANO, 0.79), (MINI, 0.79), (BIG, 0.95)))
     params = replace(PLAIN, head_strength=10.0)
@@ -148,12 +148,47 @@ def test_an_outcome_recorded_now_changes_the_next_decision_at_once() -> None:
     before = decide(ask(far, head, params))
     assert before.model == BIG
 
-    success = [near(facts(outcomes=[ObservedOutcome(NANO, 1.0, 1)]), 1.0), *far]
+    success = [near(facts(outcomes=[ObservedOutcome(NANO, 1.0, 1)]), 0.99), *far]
     after = decide(ask(success, head, params))
     nano = next(e for e in after.estimates if e.model == NANO)
-    assert nano.success == pytest.approx(8.9 / 11)
+    assert nano.success == pytest.approx(8.89 / 10.99)
     assert after.model == NANO
 
-    failure = [near(facts(outcomes=[ObservedOutcome(NANO, 0.0, 1)]), 1.0), *far]
+    failure = [near(facts(outcomes=[ObservedOutcome(NANO, 0.0, 1)]), 0.99), *far]
     worse = next(e for e in decide(ask(failure, head, params)).estimates if e.model == NANO)
-    assert worse.success == pytest.approx(7.9 / 11)
+    assert worse.success == pytest.approx(7.9 / 10.99)
+
+
+def test_a_precedent_of_this_very_query_caps_the_heads_strength() -> None:
+    """Head: nano 0.96, mini 0.97, big 0.99 at strength 10, target 0.8, so nano. nano failed this
+    very query (similarity 1, reported three times: one example). Uncapped, nano stayed at
+    (0.96 * 10 + 0) / 11 = 0.873 and kept the query; capped at the precedent's weight 1, it is
+    0.96 / 2 = 0.48, and mini, which the precedent says nothing of, keeps the head at 10."""
+    head = HeadPrediction(success=((NANO, 0.96), (MINI, 0.97), (BIG, 0.99)))
+    params = replace(PLAIN, head_strength=10.0, quality_target=0.8)
+    assert decide(ask([near(facts(route="x"), 0.4)], head, params)).model == NANO
+    failed = near(facts(outcomes=[ObservedOutcome(NANO, 0.0, 3)]), 1.0)
+    choice = decide(ask([failed], head, params))
+    by_model = {e.model: e for e in choice.estimates}
+    assert by_model[NANO].success == pytest.approx(0.96 / 2)
+    assert by_model[NANO].head_success == 0.96  # still the prior, at the capped strength
+    assert by_model[MINI].success == pytest.approx(0.97)
+    assert choice.model == MINI
+    # An admin's label on this very utterance ("mini and up") wins over a head sure of nano.
+    labelled = near(facts(best_model=MINI), 0.999)
+    assert decide(ask([labelled, near(facts(route="x"), 0.4)], head, params)).model == MINI
+    # Below the same-query similarity the head keeps its whole strength.
+    paraphrase = near(facts(outcomes=[ObservedOutcome(NANO, 0.0, 3)]), 0.99)
+    kept = next(e for e in decide(ask([paraphrase], head, params)).estimates if e.model == NANO)
+    assert kept.success == pytest.approx(9.6 / 10.99)
+
+
+def test_a_precedent_of_this_very_query_caps_the_heads_route_vote() -> None:
+    """The utterance asked word for word keeps its route, however sure the head is of another
+    (strength 3 at probability 0.9 outweighed the utterance's own weight 1)."""
+    head = HeadPrediction(routes=(("b", 0.9), ("a", 0.1)))
+    params = replace(PLAIN, route_head_strength=3.0)
+    exact = [near(facts(best_model=MINI, route="a"), 1.0), near(facts(route="b"), 0.3)]
+    assert decide(ask(exact, head, params)).route == "a"  # 1 against 0.3, the head left out
+    close = [near(facts(best_model=MINI, route="a"), 0.98), near(facts(route="b"), 0.3)]
+    assert decide(ask(close, head, params)).route == "b"  # 0.98 + 0.3 against 0.3 + 2.7

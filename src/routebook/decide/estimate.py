@@ -13,6 +13,14 @@ the head says what the whole index suggests, the neighbours what the closest pre
 a precedent recorded a moment ago counts at once. Routes are voted the same way: each route gets
 the weight of its neighbours plus a strength (`route_head_strength`) times the head's
 probability for it.
+
+A precedent of this very query (similarity at least `SAME_QUERY_SIMILARITY`) caps the head's
+strength at the weight of such precedents, per model; one that carries a route leaves the head
+out of the route vote. What this query itself did outweighs what the whole index suggests for
+it. Without the cap a head at strength 10 outweighed an exact precedent ten to one, so a model
+reported failing a query three times kept getting it, and an admin's label on an utterance
+lost to the head when the utterance was asked word for word. Benchmark test queries have no
+exact copy in their index, so the evaluations do not move (docs/evaluation.md, item 13).
 """
 
 from __future__ import annotations
@@ -21,6 +29,10 @@ from collections.abc import Sequence
 
 from routebook.catalog import Catalog
 from routebook.domain import ExampleFacts, HeadPrediction, ModelEstimate, Neighbour
+
+#: A neighbour at least this similar is the same query (up to the index's rounding: vectors are
+#: kept in float16 past `approximate_index_above`); paraphrases score lower.
+SAME_QUERY_SIMILARITY = 0.995
 
 
 def neighbour_weight(similarity: float, floor: float, power: float) -> float:
@@ -67,13 +79,9 @@ def estimate_models(
         head_success = (
             head.success_of(spec.name) if head is not None and head_strength > 0 else None
         )
-        prior, strength = (
-            (prior_success, prior_strength)
-            if head_success is None
-            else (head_success, head_strength)
-        )
         weighted_sum = 0.0
         support = 0.0
+        same_query = 0.0  # the weight of precedents of this very query
         for neighbour in neighbours:
             if neighbour.weight <= 0.0:
                 continue
@@ -82,6 +90,13 @@ def estimate_models(
                 continue
             weighted_sum += neighbour.weight * value
             support += neighbour.weight
+            if neighbour.similarity >= SAME_QUERY_SIMILARITY:
+                same_query += neighbour.weight
+        prior, strength = (
+            (prior_success, prior_strength)
+            if head_success is None
+            else (head_success, min(head_strength, same_query) if same_query else head_strength)
+        )
         success = (prior * strength + weighted_sum) / (strength + support)
         estimates.append(
             ModelEstimate(
@@ -117,12 +132,15 @@ def vote_route(
     head_strength: float = 0.0,
 ) -> str | None:
     """The route with the most weight behind it: its neighbours' weight, plus `head_strength`
-    times the head's probability for it; None when nothing carries a route."""
+    times the head's probability for it, unless a precedent of this very query carries a route
+    (an utterance's route is its label, not a noisy outcome); None when nothing carries one."""
     totals: dict[str, float] = {}
+    same_query = False
     for n in neighbours:
         if n.facts.route and n.weight > 0:
             totals[n.facts.route] = totals.get(n.facts.route, 0.0) + n.weight
-    if head is not None and head_strength > 0:
+            same_query = same_query or n.similarity >= SAME_QUERY_SIMILARITY
+    if head is not None and head_strength > 0 and not same_query:
         for route, p in head.routes:
             totals[route] = totals.get(route, 0.0) + head_strength * p
     if not totals:
