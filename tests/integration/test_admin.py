@@ -854,3 +854,61 @@ def test_a_refused_stream_batch_says_where_to_resume(
     assert "batch 1 of the stream (counted from 0) was refused" in details
     assert "the 1 batches before it are committed (1 added" in details
     assert "gpt-99" in details
+
+
+def test_a_stream_batch_the_request_checks_refuse_says_where_to_resume(
+    sqlite_url: str, serve: Callable[..., Served]
+) -> None:
+    """The generic checks (a NUL, a field too long, a body that does not parse) ran while the
+    servicer fetched the next batch, outside its per-batch handling: the message named
+    neither the batch nor what the earlier batches had committed."""
+    served = serve(sqlite_url, admin_token=TOKEN)
+    admin = admin_pb2_grpc.AdminStub(served.channel)
+    raw = served.channel.stream_unary("/routebook.v1.Admin/UpsertExamplesStream")
+    nul = admin_pb.ExampleInput(text="a\x00b", best_model="small")
+    long_route = admin_pb.ExampleInput(text="x", route="r" * 300, best_model="small")
+
+    def batch(case: int, number: int, *also: admin_pb.ExampleInput) -> bytes:
+        return admin_pb.UpsertExamplesRequest(
+            namespace="default",
+            examples=[
+                *(
+                    admin_pb.ExampleInput(
+                        text=f"resume case {case} batch {number} row {row}", best_model="small"
+                    )
+                    for row in range(2)
+                ),
+                *also,
+            ],
+        ).SerializeToString()
+
+    # Batch 2 of each case, and what the message must say of it: the last one's body stops
+    # in the middle of a field.
+    refusals = [
+        (batch(0, 2, nul), "examples[2].text contains a NUL character"),
+        (batch(1, 2, long_route), "examples[2].route has 300 characters; at most 256"),
+        (batch(2, 2) + b"\x0a\x80", "the request body is not a valid message of this method"),
+    ]
+    for case, (last, said) in enumerate(refusals):
+        with pytest.raises(grpc.RpcError) as caught:
+            raw(iter([batch(case, 0), batch(case, 1), last]), timeout=30, metadata=ADMIN)
+        assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT, said
+        details = caught.value.details() or ""
+        assert details.startswith("batch 2 of the stream (counted from 0) was refused: "), details
+        assert said in details
+        assert (
+            "the 2 batches before it are committed (4 added, 0 updated), so resume from batch 2"
+            in details
+        )
+        listed = admin.ListExamples(
+            admin_pb.ListExamplesRequest(namespace="default", text_prefix=f"resume case {case} "),
+            metadata=ADMIN,
+        )
+        assert len(listed.examples) == 4  # batches 0 and 1; nothing of batch 2
+    # A unary call is refused by the same checks, with no talk of batches.
+    with pytest.raises(grpc.RpcError) as caught:
+        admin.UpsertExamples(
+            admin_pb.UpsertExamplesRequest(namespace="default", examples=[nul]), metadata=ADMIN
+        )
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert caught.value.details() == "examples[0].text contains a NUL character"

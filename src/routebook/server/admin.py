@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 
 import grpc
@@ -59,8 +60,14 @@ class AdminServicer(admin_pb2_grpc.AdminServicer):
         self, requests: Iterator[admin_pb.UpsertExamplesRequest], context: grpc.ServicerContext
     ) -> admin_pb.UpsertExamplesResponse:
         total = UpsertResult()
-        for batch, request in enumerate(requests):
+        batches = iter(requests)
+        for batch in itertools.count():
             try:
+                # Reading the next batch is where the interceptor parses it and runs the
+                # request checks (NUL, length, range): a batch they refuse is refused here too.
+                request = next(batches, None)
+                if request is None:
+                    break
                 result = self._app.examples.upsert(
                     request.namespace, convert.example_inputs(request)
                 )

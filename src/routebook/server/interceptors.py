@@ -184,6 +184,8 @@ def _parse(body: bytes, parse: Deserializer) -> Any:
 
 
 def _checked_stream(bodies: Iterator[bytes], parse: Deserializer) -> Iterator[Any]:
+    """The stream's requests, each parsed and checked as the servicer reads it: a refusal is
+    raised inside the servicer's loop, which knows what the earlier requests committed."""
     for body in bodies:
         request = _parse(body, parse)
         check_request(request)
