@@ -94,7 +94,7 @@ def test_what_changes_while_a_bulk_upsert_embeds_is_read_afresh_when_it_writes(
 ) -> None:
     """The texts are embedded before the write, so other writers act in between: the write
     must decide on the rows as they are then, not as they were before the embedding. Here
-    one of its texts is relabelled elsewhere (new id, the old one deleted), another inserted
+    one of its texts is relabelled elsewhere (in place, same id), another inserted
     elsewhere, and an example outside the batch deleted; every id the upsert returns is a
     live example with the batch's label, in the index as in the store, and nothing deleted
     comes back."""
@@ -130,7 +130,8 @@ def test_what_changes_while_a_bulk_upsert_embeds_is_read_afresh_when_it_writes(
     assert index == store
     for item, example_id in zip(batch, result.example_ids, strict=True):
         assert store[example_id] == (item.text, item.best_model)
-    assert before[0] not in store and before[1] not in store  # replaced, deleted
+    assert result.example_ids[-1] == before[0]  # relabelled twice, in place
+    assert before[1] not in store  # deleted
     with app.store.read() as session:
         models = set(session.scalars(select(ExampleRow.embedding_model)))
     assert models == {embedder.model_id}  # every row has its vector cached

@@ -18,6 +18,7 @@ from routebook.embed import Embedder
 from routebook.embed.protocol import EmbedderInFront
 from routebook.errors import FailedPrecondition
 from routebook.service.examples import ExampleInput
+from routebook.store.examples import ExampleFilter
 from routebook.v1 import admin_pb2 as admin_pb
 from routebook.v1 import admin_pb2_grpc
 from routebook.wiring import App
@@ -156,9 +157,12 @@ def test_a_damaged_snapshot_in_one_namespace_does_not_block_anothers_generation(
     assert app.registry.get("support").generation == 1  # its own generation 1 is fine
 
 
+DELETED = "track my package please"
+
+
 class RelabelWhileEmbedding(EmbedderInFront):
-    """The real model, with an admin relabelling an example (a delete and an insert) while
-    the reindex embeds its first batch: that example's row is gone by the write-back."""
+    """The real model, with an admin relabelling one example and deleting another while the
+    reindex embeds its first batch: the deleted example's row is gone by the write-back."""
 
     def __init__(self, inner: Embedder) -> None:
         super().__init__(inner)
@@ -168,6 +172,8 @@ class RelabelWhileEmbedding(EmbedderInFront):
         app, self.app = self.app, None  # once
         if app is not None and len(texts) > 1:
             app.examples.upsert("default", [ExampleInput("where is my order?", None, "mid")])
+            rows, _means, _token = app.examples.list("default", ExampleFilter(), 100, "")
+            app.examples.delete("default", [r.id for r in rows if r.text == DELETED])
         return self.inner.embed(texts)
 
 
@@ -184,6 +190,7 @@ def test_a_reindex_survives_an_example_relabelled_while_it_embeds(
     index = app.registry.get("default")
     labels = [f.best_model for f in index.all_facts() if f.text == "where is my order?"]
     assert labels == ["mid"]
+    assert [f for f in index.all_facts() if f.text == DELETED] == []
 
 
 # Refuses to mark a reindex job succeeded twice, as a store going away at that moment would:

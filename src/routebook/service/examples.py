@@ -193,7 +193,7 @@ class ExampleService:
                     session.add(row)
                     result.added += 1
                 elif (existing.route, existing.best_model) != (item.route, item.best_model):
-                    row = ex_store.replace_reference(
+                    row = ex_store.relabel_reference(
                         session, existing, item.route, item.best_model, ADMIN
                     )
                     self._give_vector(row, vectors)
@@ -395,7 +395,7 @@ def _sync_one(
             session.add(added)
         elif (existing.route, existing.best_model) != (example.route, example.best_model):
             report.changed.append(example.text)
-            fresh = ex_store.replace_reference(
+            fresh = ex_store.relabel_reference(
                 session, existing, example.route, example.best_model, ROUTE_FILE
             )
             give_vector(fresh)

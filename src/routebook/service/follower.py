@@ -6,7 +6,8 @@ Every `interval` the follower:
 - swaps to a newer published generation (a reindex elsewhere) once it has loaded and caught up;
   a snapshot it cannot read (missing on this host, damaged, another store's) is tried again
   for a few ticks, then that generation is built from the store, of the kind the reindex chose;
-- catches up each index past its marks: new examples by id, tombstones (deletions), outcomes.
+- catches up each index past its marks: new examples by id, tombstones (deletions, and
+  relabels in place: a tombstoned example still in the store is read again), outcomes.
 
 Writes made through this server call `catch_up` at once, so its own next Decide sees them.
 """
@@ -21,6 +22,7 @@ from pathlib import Path
 
 from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session
 
 from routebook.domain import ExampleFacts, ObservedOutcome
 from routebook.embed import Embedder
@@ -292,10 +294,14 @@ class StoreFollower:
                     means = ex_store.outcome_means(session, example_ids=[e.id for e in fresh])
                     vectors = self._builder.vectors_for(fresh)
                     index.add([facts_of(e, means.get(e.id)) for e in fresh], vectors)
-            # Deletions (removing an example already gone does nothing).
-            gone = follow.tombstones_after(session, info.id, marks)
-            if gone:
-                index.remove([example_id for _, example_id in gone])
+            # Tombstones: an example deleted, or relabelled in place. One still in the store
+            # is read again; the others leave (removing one already gone does nothing).
+            tombstoned = list(
+                dict.fromkeys(e for _, e in follow.tombstones_after(session, info.id, marks))
+            )
+            if tombstoned:
+                kept = self._reread(session, index, tombstoned)
+                index.remove([i for i in tombstoned if i not in kept])
             # New outcomes change what the examples' facts say.
             recent = follow.outcomes_after(session, info.id, marks)
             touched = sorted({e for o, e in recent if o not in seen})
@@ -313,6 +319,27 @@ class StoreFollower:
         # The next pass reads a subset of what this one read (its marks are no lower), so the
         # outcomes seen now are all it needs to skip.
         return new_marks, frozenset(o for o, _ in recent)
+
+    def _reread(self, session: Session, index: NamespaceIndex, ids: list[int]) -> set[int]:
+        """Give the examples among `ids` still in the store (relabelled in place) their facts
+        as stored now; returns their ids. Their text is unchanged, so an indexed one keeps its
+        vector: only its facts are replaced, and only when they differ (on PostgreSQL a
+        tombstone is read on every pass while an older transaction is open)."""
+        stored = follow.examples_with_ids(session, ids)
+        if not stored:
+            return set()
+        means = ex_store.outcome_means(session, example_ids=[e.id for e in stored])
+        unindexed: list[ex_store.StoredExample] = []
+        for example in stored:
+            facts = facts_of(example, means.get(example.id))
+            if not index.revise_facts(example.id, to_facts(facts)):
+                unindexed.append(example)
+        if unindexed:
+            index.add(
+                [facts_of(e, means.get(e.id)) for e in unindexed],
+                self._builder.vectors_for(unindexed),
+            )
+        return {e.id for e in stored}
 
     # -- the loop -------------------------------------------------------------------------
 
@@ -356,3 +383,9 @@ def with_outcomes(means: list[tuple[str, float, int]]) -> Callable[[ExampleFacts
     """A revision that gives an example's facts these outcome means."""
     outcomes = tuple(ObservedOutcome(m, q, c) for m, q, c in means)
     return lambda facts: replace(facts, outcomes=outcomes)
+
+
+def to_facts(facts: ExampleFacts) -> Callable[[ExampleFacts], ExampleFacts | None]:
+    """A revision that gives an example `facts`; none (its version unchanged) when it has
+    them already."""
+    return lambda current: None if current == facts else facts

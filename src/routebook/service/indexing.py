@@ -143,8 +143,8 @@ class IndexBuilder:
             fresh = self.embed([batch[r].text for r in rows])
             vectors[rows] = fresh
             # A Core UPDATE per row, not the ORM's bulk update by primary key, which fails the
-            # whole batch when one row was deleted meanwhile (a delete or relabel during a
-            # reindex, or racing the catch-up after an upsert): that row needs no vector.
+            # whole batch when one row was deleted meanwhile (a delete during a reindex, or
+            # racing the catch-up after an upsert): that row needs no vector.
             with self._store.write() as session:
                 session.execute(
                     _SAVE_VECTOR,

@@ -193,16 +193,28 @@ def delete_examples(session: Session, namespace_id: int, ids: list[int]) -> list
     return found
 
 
-def replace_reference(
+def relabel_reference(
     session: Session,
     existing: ExampleRow,
     route: str | None,
     best_model: str | None,
     origin: str,
 ) -> ExampleRow:
-    """Change a reference example's label as delete + insert, so replicas, which follow new ids
-    and tombstones, see the change. The cached vector moves along; the example now belongs to
-    whoever relabelled it (`origin`)."""
+    """Change a reference example's label in place, so it keeps its id: the id a client got
+    from the first upsert still deletes it. Its text, hence its vector, stays; a tombstone of
+    the id tells replicas, which follow new ids and tombstones, to read the example again.
+    The example now belongs to whoever relabelled it (`origin`).
+
+    A row another writer deleted since `existing` was read (on PostgreSQL such a delete does
+    not wait for this transaction) is added again under a new id, as a new text would be."""
+    relabelled = session.execute(
+        update(ExampleRow)
+        .where(ExampleRow.id == existing.id)
+        .values(route=route, best_model=best_model, origin=origin)
+    )
+    if relabelled.rowcount == 1:  # type: ignore[attr-defined]
+        session.add(TombstoneRow(namespace_id=existing.namespace_id, example_id=existing.id))
+        return existing
     fresh = ExampleRow(
         namespace_id=existing.namespace_id,
         text=existing.text,
@@ -214,8 +226,6 @@ def replace_reference(
         embedding=existing.embedding,
         embedding_model=existing.embedding_model,
     )
-    delete_examples(session, existing.namespace_id, [existing.id])
-    session.flush()
     session.add(fresh)
     session.flush()
     return fresh

@@ -173,7 +173,8 @@ class DecisionRow(Base):
 
 
 class TombstoneRow(Base):
-    """A deleted example, so replicas tailing the store by id remove it from their index."""
+    """An example deleted, or relabelled in place, so replicas tailing the store by id read
+    it again: one gone leaves their index, one still there gets its new label."""
 
     __tablename__ = "example_tombstones"
     __table_args__ = (

@@ -126,7 +126,9 @@ class AdminServicer:
         raise NotImplementedError('Method not implemented!')
 
     def UpsertExamples(self, request, context):
-        """Add or update reference examples in one batch (idempotent by text).
+        """Add or update reference examples in one batch (idempotent by text). An update (a text
+        already there, with a new route or best model) changes the example in place: it keeps its
+        id, so the id from the first upsert of a text stays the one to delete it by.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
