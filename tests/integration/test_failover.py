@@ -649,6 +649,131 @@ def test_fallbacks_to_another_model_do_not_count_as_escalations(
     assert "escalation_guard" not in [e.rule for e in again.policy]
 
 
+OUTAGE = """
+namespace: outage
+catalog:
+  - {name: small, provider: openai, input_usd_per_mtok: 0.1, output_usd_per_mtok: 0.4,
+     latency_ms: 300, context_window: 128000}
+  - {name: mid, provider: openai, input_usd_per_mtok: 0.4, output_usd_per_mtok: 1.6,
+     latency_ms: 600, context_window: 128000}
+  - {name: frontier, provider: anthropic, input_usd_per_mtok: 3, output_usd_per_mtok: 15,
+     latency_ms: 1500, context_window: 200000}
+policy:
+  escalation_cap: {max_strong_share: 0.3, window_minutes: 60, min_decisions: 5}
+routes:
+  - name: order_status
+    best_model: small
+    utterances:
+      - where is my order?
+      - my parcel has not arrived yet
+      - track my package please
+      - when will my delivery come
+      - has my order shipped yet
+  - name: code_review
+    best_model: frontier
+    utterances:
+      - find the race condition in this multithreaded C++ lock-free queue
+      - why does my async Rust code deadlock when two tasks hold mutexes
+"""
+#: Queries far from every route and from each other: each is a cold start (a cascade).
+COLD = (
+    "translate this Latin tombstone inscription into Welsh",
+    "write a sonnet about a lighthouse keeper's cat",
+    "what was the population of Byzantium in the sixth century",
+    "which sourdough hydration suits a humid kitchen",
+    "explain the rules of curling to a child",
+    "how do violin makers choose spruce for the top plate",
+    "plan a three day hiking route in the Dolomites",
+)
+
+
+def outage_routes(tmp_path: Path) -> Path:
+    routes = tmp_path / "outage-routes"
+    routes.mkdir()
+    (routes / "outage.yaml").write_text(OUTAGE)
+    return routes
+
+
+def openai_down(model: str) -> str:
+    if model != "frontier":
+        raise ModelFailure("server_error", message="the provider is down")
+    return f"from {model}"
+
+
+def test_an_outage_of_the_cheaper_models_leaves_the_tenant_the_strongest(
+    sqlite_url: str, serve: Callable[..., Served], tmp_path: Path
+) -> None:
+    """Black-box review finding 1: during an outage of small and mid's provider, the
+    documented flow (the decided model fails, the fallbacks fail, frontier answers) counted
+    every answer as an escalation. Past the cap the guard took frontier, the one model still
+    up, from the tenant, and every later call ended in AllModelsFailed. A cascade's steps
+    reached the same way are fallbacks too; one reached past poor answers still counts."""
+    served = serve(sqlite_url, routes_dir=outage_routes(tmp_path), failure_threshold=1000)
+    with RouterClient(served.target, timeout=30) as client:
+        for n in range(8):
+            if n % 2:
+                decision = client.decide(COLD[n // 2], namespace="outage", tenant="acme")
+                assert decision.strategy == pb.STRATEGY_CASCADE
+                result = client.run_cascade(decision, openai_down, accept=lambda answer: 1.0)
+                answer, attempts = result.answer, result.attempts
+            else:
+                text = f"where is my order number {1000 + n}? it has not arrived"
+                decision = client.decide(text, namespace="outage", tenant="acme")
+                assert (decision.model, list(decision.fallbacks)) == ("small", ["mid", "frontier"])
+                answer, attempts = client.call_with_fallbacks(decision, openai_down)
+            assert "escalation_guard" not in [e.rule for e in decision.policy], n
+            assert answer == "from frontier"
+            assert [(a.model, a.failure, a.report_error) for a in attempts] == [
+                ("small", "server_error", ""),
+                ("mid", "server_error", ""),
+                ("frontier", None, ""),
+            ]
+        # Escalating past answers graded poor is what the cap is for: three cold starts
+        # walked to frontier that way are 3 of 6 calls, past 30%.
+        for text in COLD[4:]:
+            decision = client.decide(text, namespace="outage", tenant="picky")
+            assert decision.strategy == pb.STRATEGY_CASCADE
+            result = client.run_cascade(
+                decision, lambda model: f"from {model}", accept=lambda a: a == "from frontier"
+            )
+            assert result.model == "frontier" and len(result.attempts) == 3
+    capped = ask(served, HARD, namespace="outage", tenant="picky")
+    assert capped.model == "mid" and "escalation_guard" in [e.rule for e in capped.policy]
+    assert ask(served, HARD, namespace="outage", tenant="acme").model == "frontier"
+
+
+def test_what_counts_as_an_escalation_reads_every_replicas_failures(
+    postgres_url: str, serve: Callable[..., Served], tmp_path: Path
+) -> None:
+    """An outcome for frontier is a fallback, not an escalation, when each model its decision
+    offered ahead of it was reported failed on that decision, through any replica, before the
+    outcome. Skipping a fallback that did not fail, or reporting the answer before the
+    failures, counts (docs/failover.md)."""
+    routes = outage_routes(tmp_path)
+    deciding = serve(postgres_url, routes_dir=routes, failure_threshold=1000)
+    answering = serve(postgres_url, routes_dir=routes, failure_threshold=1000)
+    down = pb.FAILURE_KIND_SERVER_ERROR
+    for tenant in ("walker", "skipper", "hasty"):
+        for n in range(5):
+            text = f"where is my order number {n}? it has not arrived"
+            decision = ask(deciding, text, namespace="outage", tenant=tenant)
+            assert list(decision.fallbacks) == ["mid", "frontier"]
+            ahead = ["small"] if tenant == "skipper" else ["small", "mid"]
+            if tenant == "hasty":
+                fail(answering, decision, "frontier", f"{tenant}-{n}", quality=1.0)
+            for model in ahead:
+                fail(deciding, decision, model, f"{tenant}-{n}-{model}", failure=down)
+            if tenant != "hasty":
+                fail(answering, decision, "frontier", f"{tenant}-{n}", quality=1.0)
+    # The answering replica counted no escalation of the walker's: it is not capped there.
+    walker = ask(answering, HARD, namespace="outage", tenant="walker")
+    assert walker.model == "frontier" and not walker.policy
+    for tenant in ("skipper", "hasty"):  # five escalations of five calls there
+        capped = ask(answering, HARD, namespace="outage", tenant=tenant)
+        assert capped.model == "mid", tenant
+        assert [e.rule for e in capped.policy] == ["escalation_guard"]
+
+
 TWO_AT_THE_TOP = """
 namespace: twins
 catalog:

@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 from routebook.policyspec import EscalationCap
-from routebook.service.escalation import SWEEP_EVERY, EscalationGuard
+from routebook.service.escalation import (
+    SWEEP_EVERY,
+    EscalationGuard,
+    failed_over,
+    models_ahead,
+    reaches_for_the_strongest,
+)
 
 CAP = EscalationCap(max_strong_share=0.5, window_minutes=1, min_decisions=4)
 
@@ -99,3 +105,34 @@ def test_tenant_names_from_callers_are_bounded_and_named_tenants_are_kept() -> N
     assert guard.share("ns", "anonymous", CAP) == (0.0, 0)
     # Named tenants do not count against the bound, and the most recent others are kept.
     assert guard.share("ns", f"flood-{MAX_OTHER_TENANTS + 499}", CAP) == (0.0, 1)
+
+
+TOP = frozenset({"frontier"})
+
+
+def test_an_escalation_reaches_from_below_the_strongest_to_one_of_them() -> None:
+    assert reaches_for_the_strongest("frontier", "small", TOP)
+    assert not reaches_for_the_strongest("mid", "small", TOP)  # a step short of them
+    assert not reaches_for_the_strongest("frontier", "frontier", TOP)  # the decision counted
+    assert not reaches_for_the_strongest("twin", "frontier", TOP | {"twin"})  # within the top
+    assert not reaches_for_the_strongest("frontier", None, TOP)  # no decision: nothing to leave
+
+
+def test_a_fallback_after_every_model_ahead_failed_is_no_escalation() -> None:
+    """The outage flow: the decided model failed, the fallbacks before this one failed."""
+    offered = ("small", "mid", "frontier")
+    assert models_ahead("frontier", offered) == ("small", "mid")
+    assert models_ahead("small", offered) == ()
+    assert models_ahead("other", offered) is None
+    assert failed_over("frontier", offered, {"small", "mid"})
+    assert failed_over("mid", offered, {"small"})
+    # Fallbacks need not be in price order: frontier may come before mid.
+    assert failed_over("frontier", ("small", "frontier", "mid"), {"small"})
+
+
+def test_a_skipped_model_a_poor_answer_or_a_model_not_offered_is_an_escalation() -> None:
+    offered = ("small", "mid", "frontier")
+    assert not failed_over("frontier", offered, {"small"})  # mid skipped: it did not fail
+    assert not failed_over("frontier", offered, set())  # small answered poorly (a cascade)
+    assert not failed_over("frontier", ("small", "mid"), {"small", "mid"})  # not offered
+    assert not failed_over("frontier", offered, {"mid", "frontier"})  # small never failed

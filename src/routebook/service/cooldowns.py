@@ -8,6 +8,7 @@ from __future__ import annotations
 import threading
 import time
 import zlib
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -162,6 +163,21 @@ class CooldownBook:
         with self._lock:
             self._cache.pop(namespace_id, None)
         return FailureRecorded(in_force, duplicate=False, started=started)
+
+    def failed_on(
+        self, namespace_id: int, decision_id: str, models: Collection[str]
+    ) -> frozenset[str]:
+        """Which of `models` were reported failed on this decision, by any replica (the
+        reports are in the store) and before now: a report still in flight is not seen."""
+        with self._store.read() as session:
+            found = session.scalars(
+                select(ModelFailureRow.model).where(
+                    ModelFailureRow.decision_id == decision_id,
+                    ModelFailureRow.namespace_id == namespace_id,
+                    ModelFailureRow.model.in_(list(models)),
+                )
+            ).all()
+        return frozenset(found)
 
     def _cooldown_for(
         self,

@@ -19,7 +19,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import OrderedDict, deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable, Sequence
 
 from routebook.policyspec import EscalationCap
 
@@ -34,6 +34,30 @@ MAX_OTHER_TENANTS = 10_000
 #: Buckets per window at most: a bucket spans a second, or window / BUCKETS for long windows
 #: (a year-long window held one bucket per second, 3.8 GB for a tenant calling once a second).
 BUCKETS = 1000
+
+
+def reaches_for_the_strongest(model: str, decided: str | None, strongest: Collection[str]) -> bool:
+    """An outcome for one of the strongest models (every one at the top price) on a decision
+    that chose a model below them. A move between two of them is not one: the decision was
+    counted as strong already."""
+    return decided is not None and model in strongest and decided not in strongest
+
+
+def models_ahead(model: str, offered: Sequence[str]) -> tuple[str, ...] | None:
+    """The models a decision offered before `model`, in the order a caller walks them (its
+    model, then the fallbacks or the cascade's steps); None when it did not offer `model`."""
+    return tuple(offered[: offered.index(model)]) if model in offered else None
+
+
+def failed_over(model: str, offered: Sequence[str], failed: Collection[str]) -> bool:
+    """The caller reached `model` by the decision's own fallback walk: the decision offered it,
+    and every model offered ahead of it was reported failed on that decision (`failed`). Such
+    an outcome is a fallback after failures (a provider outage), not an escalation: counting
+    it took the strongest model, often the only one still up, from the tenant. A model the
+    decision did not offer, or one reached past a model that did not fail (a skipped fallback,
+    a cascade step that answered poorly), is an escalation."""
+    ahead = models_ahead(model, offered)
+    return ahead is not None and set(ahead) <= set(failed)
 
 
 class _Window:

@@ -33,7 +33,12 @@ from routebook.routefiles import text_hash
 from routebook.service.cooldowns import CooldownBook
 from routebook.service.decision_writer import DecisionWriter
 from routebook.service.drift import DriftWatch
-from routebook.service.escalation import EscalationGuard
+from routebook.service.escalation import (
+    EscalationGuard,
+    failed_over,
+    models_ahead,
+    reaches_for_the_strongest,
+)
 from routebook.service.namespaces import NamespaceDirectory, NamespaceInfo
 from routebook.service.requests import MAX_NAME_CHARS, conversation_text, conversation_tokens
 from routebook.service.spend import SpendLedger
@@ -64,8 +69,9 @@ class _Subject:
     example_known: bool
     #: Decide's cost estimate for `decided_model`, made from the whole conversation.
     decided_cost_usd: float | None = None
-    #: The models the decision told the caller to call (none without a decision).
-    offered: frozenset[str] = frozenset()
+    #: The models the decision told the caller to call, in the order it offered them (its
+    #: model, the fallbacks, the cascade's steps); none without a decision.
+    offered: tuple[str, ...] = ()
 
 
 class _LostRace(Exception):
@@ -192,6 +198,9 @@ class OutcomeRecorder:
             )
             cost = spec.cost_usd(sent, self._default_output_tokens)
         cost = min(cost, MAX_CALL_COST_USD)  # extreme catalog prices times many tokens
+        # Judged before the write, so a store that cannot answer fails the report, not an
+        # acknowledged one after its commit.
+        escalates = self._escalates(report, subject)
         digest = text_hash(text)
         # Embed only for a new example (usually a cache hit: Decide embedded the same text).
         vector = None if subject.example_known else self._embedder.embed([text])[0]
@@ -230,20 +239,14 @@ class OutcomeRecorder:
         if subject.tenant:
             self._spend.invalidate(info.id, subject.tenant)
         self._drift.outcome(info.name, spec.name, report.quality >= 0.5)
-        escalated = subject.decided_model is not None and subject.decided_model != spec.name
         cap = info.policy.escalation_cap
-        # The guard caps calls to the strongest models (every one at the top price): an
-        # escalation to one is one more, a fallback to another model after a failure (or a step
-        # short of them) is not, nor a move between two of them (the decision counted already).
-        strongest = info.catalog.strongest_tier
-        to_strongest = spec.name in strongest and subject.decided_model not in strongest
-        if escalated and to_strongest and subject.tenant and cap is not None:
+        if escalates and cap is not None:
             self._guard.note(
                 info.name, subject.tenant, True, cap, info.policy.names(subject.tenant)
             )
-        self._telemetry.recorded(
-            info.name, spec.name, report.quality, cost, subject.tenant, escalated
-        )
+        # The metric counts every move off the decided model (a fallback or a cascade step).
+        moved = subject.decided_model is not None and subject.decided_model != spec.name
+        self._telemetry.recorded(info.name, spec.name, report.quality, cost, subject.tenant, moved)
         return RecordedOutcome(
             outcome_id=report.outcome_id,
             example_id=stored.example_id,
@@ -252,6 +255,25 @@ class OutcomeRecorder:
             quality=report.quality,
             cost_usd=cost,
         )
+
+    def _escalates(self, report: OutcomeReport, subject: _Subject) -> bool:
+        """Whether this outcome is one more call to the strongest models for the tenant's
+        escalation cap: one the decision did not choose, unless the caller reached it by the
+        decision's fallback walk, every model offered ahead of it having been reported failed
+        on the decision first (docs/failover.md). Failures reported after this outcome do not
+        take it back: a caller learns of a failure before it calls the next model."""
+        info = subject.info
+        if info.policy.escalation_cap is None or not subject.tenant:
+            return False
+        if not reaches_for_the_strongest(
+            report.model, subject.decided_model, info.catalog.strongest_tier
+        ):
+            return False
+        ahead = models_ahead(report.model, subject.offered)
+        if ahead is None or not report.decision_id:
+            return True  # not offered: a reach for the strongest, whatever failed
+        failed = self._cooldowns.failed_on(info.id, report.decision_id, ahead)
+        return not failed_over(report.model, subject.offered, failed)
 
     def _write(self, batch: Sequence[outcome_store.NewOutcome]) -> list[StoredOutcome]:
         """One transaction for a group of concurrent outcomes (see GroupCommit)."""
@@ -368,10 +390,10 @@ class OutcomeRecorder:
             index.revise_facts(example_id, newer)
 
 
-def _offered(stored: str | None, model: str) -> frozenset[str]:
-    """A decision's offered models as stored; one stored before they were kept offered its own
-    model at least."""
-    return frozenset(stored.split()) if stored is not None else frozenset({model})
+def _offered(stored: str | None, model: str) -> tuple[str, ...]:
+    """A decision's offered models as stored, in their order; one stored before they were kept
+    offered its own model at least."""
+    return tuple(stored.split()) if stored is not None else (model,)
 
 
 def _count(outcomes: Sequence[ObservedOutcome]) -> int:

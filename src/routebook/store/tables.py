@@ -270,6 +270,8 @@ class ModelFailureRow(Base):
     __tablename__ = "model_failures"
     __table_args__ = (
         Index("ix_model_failures_ns_model_created", "namespace_id", "model", "created_at"),
+        # An outcome asks which models failed on its decision (the escalation cap's fallbacks).
+        Index("ix_model_failures_decision_id", "decision_id"),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
