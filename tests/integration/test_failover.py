@@ -16,7 +16,14 @@ from routebook.catalog import Catalog, ModelSpec
 from routebook.client import AllModelsFailed, ModelFailure, RouterClient
 from routebook.domain import Message, OutcomeReport
 from routebook.service.requests import DecideQuery
-from routebook.store.tables import DecisionRow, ExampleRow, ModelFailureRow, OutcomeRow
+from routebook.store.tables import (
+    CooldownRow,
+    DecisionRow,
+    ExampleRow,
+    ModelFailureRow,
+    OutcomeRow,
+    utcnow,
+)
 from routebook.v1 import router_pb2 as pb
 from routebook.wiring import App
 from tests.conftest import Served, wait_until
@@ -740,6 +747,36 @@ def test_an_outage_of_the_cheaper_models_leaves_the_tenant_the_strongest(
     capped = ask(served, HARD, namespace="outage", tenant="picky")
     assert capped.model == "mid" and "escalation_guard" in [e.rule for e in capped.policy]
     assert ask(served, HARD, namespace="outage", tenant="acme").model == "frontier"
+
+
+def test_decisions_a_cooldown_sends_to_the_strongest_do_not_count_towards_the_cap(
+    sqlite_url: str, serve: Callable[..., Served], tmp_path: Path
+) -> None:
+    """The same outage once its failures cool small and mid: decisions go to frontier, the
+    only model left. Counted as strong, they tripped the cap, and when the cooldowns ended
+    (the outage going on) the guard took frontier: the next call ended in AllModelsFailed."""
+    served = serve(sqlite_url, routes_dir=outage_routes(tmp_path), cooldown_seconds=5)
+    with RouterClient(served.target, timeout=30) as client:
+        decided = []
+        for n in range(8):
+            text = f"where is my order number {n}? it has not arrived"
+            decision = client.decide(text, namespace="outage", tenant="acme")
+            answer, _ = client.call_with_fallbacks(decision, openai_down)
+            assert answer == "from frontier"
+            decided.append(decision.model)
+        # Failed calls from more than 3 decisions cooled small and mid (for 5 s).
+        assert decided == ["small"] * 4 + ["frontier"] * 4
+
+        def cooling() -> bool:
+            with served.app.store.read() as session:
+                until = select(func.count()).where(CooldownRow.until > utcnow())
+                return bool(session.scalar(until))
+
+        wait_until(lambda: not cooling(), 30, "the cooldowns to end")
+        decision = client.decide("has my order 99 shipped yet", namespace="outage", tenant="acme")
+        assert "escalation_guard" not in [e.rule for e in decision.policy]
+        answer, attempts = client.call_with_fallbacks(decision, openai_down)
+    assert answer == "from frontier" and attempts[-1].model == "frontier"
 
 
 def test_what_counts_as_an_escalation_reads_every_replicas_failures(

@@ -122,6 +122,7 @@ class RoutingService:
         envelope = self._envelope(info, query, input_tokens, output_tokens, frozenset(cooled))
         override = self._check_override(info, query.model_override, envelope)
         available = without_cooled(envelope.allowed, cooled)
+        cooled_out = available != envelope.allowed  # a cooldown left an allowed model out
         effects = envelope.effects
         left_out = [m for m in envelope.allowed if m in cooled and m not in available] or [
             m for m in envelope.allowed if m in cooled
@@ -233,7 +234,15 @@ class RoutingService:
             self._sessions.keep(info.name, query.tenant, query.session_id, choice.model)
         if cap is not None and query.tenant:
             named = info.policy.names(query.tenant)
-            self._guard.note(info.name, query.tenant, choice.model in strongest, cap, named)
+            strong = choice.model in strongest
+            if strong and cooled_out:
+                # Sent to the strongest only because cheaper models are cooling down (their
+                # calls failed: an outage, usually) is a fallback after failures, not a reach
+                # for it (docs/failover.md). Counted, it tripped the cap, and when a cooldown
+                # ended the guard took the strongest model, the one still up, from the tenant.
+                unforced = decide(replace(request, allowed=frozenset(envelope.allowed)))
+                strong = unforced.model in strongest
+            self._guard.note(info.name, query.tenant, strong, cap, named)
         fallbacks = fallback_order(choice, available, self.limits.max_fallbacks)
         if not self._writer.store_ok:
             choice = replace(
