@@ -8,7 +8,9 @@ import grpc
 import pytest
 from sqlalchemy import func, select
 
+from routebook.catalog import Catalog
 from routebook.client import ModelCall, RouterClient
+from routebook.store.spend import tenant_spend
 from routebook.store.tables import ExampleRow, OutcomeRow
 from routebook.v1 import router_pb2 as pb
 from tests.conftest import Served
@@ -282,3 +284,61 @@ def test_an_outcome_without_usage_is_charged_as_decide_estimated(
     )
     assert by_messages.cost_usd == pytest.approx(decision.estimated_cost_usd)
     assert decision.estimated_cost_usd > 0.01  # the system prompt's 4,000 tokens count
+
+
+def test_a_call_to_a_model_retired_since_its_decision_is_recorded_and_charged(
+    db_url: str, serve: Callable[..., Served]
+) -> None:
+    """Black-box review finding 11: the decision offered small and mid, an admin retired them
+    while the calls ran, and their reports were INVALID_ARGUMENT ("unknown model"): money
+    already spent never reached the tenant's budget."""
+    served = serve(db_url)
+    decision = ask(served, "where is my order?", tenant="acme")
+    assert (decision.model, list(decision.fallbacks)) == ("small", ["mid", "frontier"])
+    view = served.app.namespaces.get("default")
+    frontier = [m for m in view.catalog.models if m.name == "frontier"]
+    served.app.namespaces.update_catalog("default", view.catalog_version, Catalog(frontier))
+
+    def report(outcome_id: str, model: str, **fields: object) -> pb.RecordOutcomeResponse:
+        response: pb.RecordOutcomeResponse = served.router.RecordOutcome(
+            pb.RecordOutcomeRequest(
+                outcome_id=outcome_id, decision_id=decision.decision_id, model=model, **fields
+            ),
+            timeout=10,
+        )
+        return response
+
+    # Its prices are gone: without a reported cost, the decision's own estimate is charged.
+    decided = report("decided", "small", success=True, input_tokens=40, output_tokens=60)
+    assert decided.cost_usd == pytest.approx(decision.estimated_cost_usd) and decided.example_id
+    failed = report("mid-down", "mid", failure=pb.FAILURE_KIND_TIMEOUT)
+    assert not failed.duplicate and failed.cost_usd == 0
+    paid = report("mid-answer", "mid", quality=0.7, cost_usd=0.002)
+    assert paid.cost_usd == pytest.approx(0.002)
+    with served.app.store.read() as session:
+        namespace_id = served.app.directory.resolve("default").id
+        charged = tenant_spend(session, namespace_id, "acme", 24)
+        stored = session.scalars(select(OutcomeRow.model).order_by(OutcomeRow.id)).all()
+    assert charged == pytest.approx(decision.estimated_cost_usd + 0.002)
+    assert stored == ["small", "mid"]
+    # Only a model the decision offered: any other, or one reported by messages, is refused.
+    for refused in (
+        pb.RecordOutcomeRequest(
+            outcome_id="never", decision_id=decision.decision_id, model="gpt-x", success=True
+        ),
+        pb.RecordOutcomeRequest(
+            outcome_id="by-text",
+            messages=[pb.Message(role="user", content="where is my order?")],
+            model="small",
+            success=True,
+        ),
+    ):
+        with pytest.raises(grpc.RpcError) as caught:
+            served.router.RecordOutcome(refused, timeout=10)
+        assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "unknown model" in (caught.value.details() or "")
+    # The index holds outcomes of models out of the catalog; they move no estimate.
+    again = ask(served, "where is my order?", tenant="acme")
+    assert again.model == "frontier" and [e.model for e in again.estimates] == ["frontier"]
+    history = [n for n in again.neighbours if n.example_id == decided.example_id]
+    assert history and {o.model for o in history[0].outcomes} == {"small", "mid"}

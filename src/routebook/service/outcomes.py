@@ -18,7 +18,7 @@ import numpy as np
 import numpy.typing as npt
 from sqlalchemy.exc import IntegrityError, OperationalError
 
-from routebook.catalog import estimate_tokens
+from routebook.catalog import ModelSpec, estimate_tokens
 from routebook.domain import (
     ExampleFacts,
     ObservedOutcome,
@@ -72,6 +72,15 @@ class _Subject:
     #: The models the decision told the caller to call, in the order it offered them (its
     #: model, the fallbacks, the cascade's steps); none without a decision.
     offered: tuple[str, ...] = ()
+
+    def spec(self, model: str) -> ModelSpec | None:
+        """The catalog's entry for a reported model; None for one the decision offered that has
+        left the catalog since (retired while the call ran): the call was made on the router's
+        word and paid for, so its report is taken. Any other model outside the catalog is
+        refused, naming the catalog's models."""
+        if model in self.info.catalog or model not in self.offered:
+            return self.info.catalog.get(model)
+        return None
 
 
 class _LostRace(Exception):
@@ -152,21 +161,21 @@ class OutcomeRecorder:
         examples, the outcomes or the index."""
         assert report.failure is not None
         subject = self._subject(report, look_for_example=False)
-        spec = subject.info.catalog.get(report.model)
+        subject.spec(report.model)  # in the catalog, or offered by the decision
         recorded = self._cooldowns.record_failure(
             subject.info.id,
             report.outcome_id,
-            spec.name,
+            report.model,
             report.failure,
             report.decision_id,
             report.retry_after_seconds,
             # A cooldown holds for every tenant: only a failure the router can tie to a call
             # it asked for (by a decision that offered the model) may start one.
-            counted=spec.name in subject.offered,
+            counted=report.model in subject.offered,
         )
         if not recorded.duplicate:
             self._telemetry.failed(
-                subject.info.name, spec.name, report.failure, started=recorded.started
+                subject.info.name, report.model, report.failure, started=recorded.started
             )
         return RecordedOutcome(
             outcome_id=report.outcome_id,
@@ -181,9 +190,13 @@ class OutcomeRecorder:
     def _record(self, report: OutcomeReport) -> RecordedOutcome:
         subject = self._subject(report, look_for_example=True)
         info, text = subject.info, subject.text
-        spec = info.catalog.get(report.model)
+        spec = subject.spec(report.model)
         if report.cost_usd is not None:
             cost = report.cost_usd
+        elif spec is None:
+            # Retired since the decision offered it: its prices are gone, and the decision's own
+            # estimate (made for its model, from the whole conversation) is the router's best.
+            cost = subject.decided_cost_usd or 0.0
         elif report.input_tokens or report.output_tokens:
             cost = spec.cost_usd(report.input_tokens, report.output_tokens)
         elif report.model == subject.decided_model and subject.decided_cost_usd is not None:
@@ -215,7 +228,7 @@ class OutcomeRecorder:
                     embedding=None if vector is None else ex_store.vector_bytes(vector),
                     embedding_model=self._embedder.model_id,
                     decision_id=report.decision_id or None,
-                    model=spec.name,
+                    model=report.model,
                     quality=report.quality,
                     input_tokens=report.input_tokens,
                     output_tokens=report.output_tokens,
@@ -238,15 +251,17 @@ class OutcomeRecorder:
         )
         if subject.tenant:
             self._spend.invalidate(info.id, subject.tenant)
-        self._drift.outcome(info.name, spec.name, report.quality >= 0.5)
+        self._drift.outcome(info.name, report.model, report.quality >= 0.5)
         cap = info.policy.escalation_cap
         if escalates and cap is not None:
             self._guard.note(
                 info.name, subject.tenant, True, cap, info.policy.names(subject.tenant)
             )
         # The metric counts every move off the decided model (a fallback or a cascade step).
-        moved = subject.decided_model is not None and subject.decided_model != spec.name
-        self._telemetry.recorded(info.name, spec.name, report.quality, cost, subject.tenant, moved)
+        moved = subject.decided_model is not None and subject.decided_model != report.model
+        self._telemetry.recorded(
+            info.name, report.model, report.quality, cost, subject.tenant, moved
+        )
         return RecordedOutcome(
             outcome_id=report.outcome_id,
             example_id=stored.example_id,
