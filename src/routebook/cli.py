@@ -88,7 +88,19 @@ def _fail(exc: RoutebookError) -> NoReturn:
     sys.exit(1)
 
 
-@click.group()
+class _Commands(click.Group):
+    """The `routebook` group. A RoutebookError from any of its commands, however deep, ends the
+    command with one `error:` line and exit 1: its message is written for a person, so the
+    commands need no handler each (one that lacked it printed a traceback)."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except RoutebookError as exc:
+            _fail(exc)
+
+
+@click.group(cls=_Commands)
 @click.version_option(__version__, prog_name="routebook")
 def main() -> None:
     """routebook: route each LLM query to the cheapest model that worked for its precedents."""
@@ -116,15 +128,12 @@ def serve(config_file: str | None, **flags: Any) -> None:
     a key of the --config file (`routebook settings` lists them all).
     """
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    try:
-        settings = _settings(config_file, **flags)
-        from routebook.server.app import build_server, serve_forever
-        from routebook.wiring import build
+    settings = _settings(config_file, **flags)
+    from routebook.server.app import build_server, serve_forever
+    from routebook.wiring import build
 
-        app = build(settings, progress=lambda message: click.echo(message, err=True))
-        running = build_server(app)
-    except RoutebookError as exc:
-        _fail(exc)
+    app = build(settings, progress=lambda message: click.echo(message, err=True))
+    running = build_server(app)
     click.echo(f"routebook {__version__} serving on {settings.host}:{running.port}", err=True)
     if running.metrics_port is not None:
         metrics = f"http://{settings.metrics_host}:{running.metrics_port}/metrics"
@@ -163,26 +172,23 @@ def decide(
     from routebook.client import decide_request
 
     request = decide_request(text, **fields)
-    try:
-        if target:
-            response = _remote(target, lambda c: c.decide(request), api_key, tls, tls_ca)
-        else:
-            from routebook.server.convert import decide_query, decide_response
-            from routebook.wiring import build
+    if target:
+        response = _remote(target, lambda c: c.decide(request), api_key, tls, tls_ca)
+    else:
+        from routebook.server.convert import decide_query, decide_response
+        from routebook.wiring import build
 
-            # A one-shot command is not a server: no decision log on stderr.
-            settings = _settings(config_file, database_url=database_url, decision_log="")
-            app = build(settings)
-            # A server decides with the namespace's learned head, trained in the background
-            # after start; a one-shot command waits for it, or it would route by another rule.
-            namespace = request.namespace or settings.default_namespace
-            app.heads.full_speed()  # nothing else wants the cores meanwhile
-            app.heads.refresh(app.directory.resolve(namespace).name)
-            decision = app.routing.decide(decide_query(request))
-            response = decide_response(decision, settings.snippet_chars, request.tenant)
-            app.close()
-    except RoutebookError as exc:
-        _fail(exc)
+        # A one-shot command is not a server: no decision log on stderr.
+        settings = _settings(config_file, database_url=database_url, decision_log="")
+        app = build(settings)
+        # A server decides with the namespace's learned head, trained in the background
+        # after start; a one-shot command waits for it, or it would route by another rule.
+        namespace = request.namespace or settings.default_namespace
+        app.heads.full_speed()  # nothing else wants the cores meanwhile
+        app.heads.refresh(app.directory.resolve(namespace).name)
+        decision = app.routing.decide(decide_query(request))
+        response = decide_response(decision, settings.snippet_chars, request.tenant)
+        app.close()
     if as_json:
         click.echo(json.dumps(MessageToDict(response), indent=2))
     else:
@@ -261,54 +267,51 @@ def record(
     if good is not None:
         quality = 1.0 if good else 0.0
     outcome_id = outcome_id or uuid.uuid4().hex
-    try:
-        if target:
-            response = _remote(
-                target,
-                lambda c: c.record_outcome(
-                    model=model,
-                    quality=quality,
-                    failure=failure_kind,
-                    retry_after=retry_after,
-                    decision_id=decision_id,
-                    query=text,
-                    namespace=namespace,
-                    outcome_id=outcome_id,
-                    input_tokens=input_tokens,
-                    output_tokens=output_tokens,
-                    cost_usd=cost_usd,
-                ),
-                api_key,
-                tls,
-                tls_ca,
-            )
-            summary = (response.example_id, response.duplicate, response.quality)
-            cooldown = response.cooldown_seconds
-        else:
-            from routebook.domain import Message, OutcomeReport
-            from routebook.wiring import build
+    if target:
+        response = _remote(
+            target,
+            lambda c: c.record_outcome(
+                model=model,
+                quality=quality,
+                failure=failure_kind,
+                retry_after=retry_after,
+                decision_id=decision_id,
+                query=text,
+                namespace=namespace,
+                outcome_id=outcome_id,
+                input_tokens=input_tokens,
+                output_tokens=output_tokens,
+                cost_usd=cost_usd,
+            ),
+            api_key,
+            tls,
+            tls_ca,
+        )
+        summary = (response.example_id, response.duplicate, response.quality)
+        cooldown = response.cooldown_seconds
+    else:
+        from routebook.domain import Message, OutcomeReport
+        from routebook.wiring import build
 
-            app = build(_settings(config_file, database_url=database_url, decision_log=""))
-            recorded = app.outcomes.record_outcome(
-                OutcomeReport(
-                    outcome_id=outcome_id,
-                    model=model,
-                    quality=0.0 if quality is None else quality,
-                    failure=failure_kind,
-                    retry_after_seconds=retry_after,
-                    input_tokens=input_tokens,
-                    output_tokens=output_tokens,
-                    cost_usd=cost_usd,
-                    decision_id=decision_id or None,
-                    namespace=namespace or None,
-                    messages=(Message("user", text),) if text else (),
-                )
+        app = build(_settings(config_file, database_url=database_url, decision_log=""))
+        recorded = app.outcomes.record_outcome(
+            OutcomeReport(
+                outcome_id=outcome_id,
+                model=model,
+                quality=0.0 if quality is None else quality,
+                failure=failure_kind,
+                retry_after_seconds=retry_after,
+                input_tokens=input_tokens,
+                output_tokens=output_tokens,
+                cost_usd=cost_usd,
+                decision_id=decision_id or None,
+                namespace=namespace or None,
+                messages=(Message("user", text),) if text else (),
             )
-            summary = (recorded.example_id, recorded.duplicate, recorded.quality)
-            cooldown = recorded.cooldown_seconds
-            app.close()
-    except RoutebookError as exc:
-        _fail(exc)
+        )
+        summary = (recorded.example_id, recorded.duplicate, recorded.quality)
+        cooldown = recorded.cooldown_seconds
+        app.close()
     state = "already recorded" if summary[1] else "recorded"
     if failure_kind is not None:
         cooled = f"{model} cooling down for {cooldown:.0f} s" if cooldown else "no cooldown started"
@@ -345,23 +348,20 @@ def routes_sync(
 
     --dry-run reads the store only: it loads no model, and refuses a store that is missing
     or whose schema is not this routebook's (it migrates nothing)."""
-    try:
-        from routebook.routefiles import load_routes
+    from routebook.routefiles import load_routes
 
-        settings = _settings(config_file, database_url=database_url, routes_dir=routes_dir)
-        files = load_routes(settings.routes_dir)
-        if dry_run:
-            from routebook.service.examples import preview_sync
+    settings = _settings(config_file, database_url=database_url, routes_dir=routes_dir)
+    files = load_routes(settings.routes_dir)
+    if dry_run:
+        from routebook.service.examples import preview_sync
 
-            reports = read_store(settings, lambda store: preview_sync(store, files, prune=prune))
-        else:
-            from routebook.wiring import build
+        reports = read_store(settings, lambda store: preview_sync(store, files, prune=prune))
+    else:
+        from routebook.wiring import build
 
-            app = build(settings, load_routes=False)
-            reports = app.examples.sync_routes(files, prune=prune)
-            app.close()
-    except RoutebookError as exc:
-        _fail(exc)
+        app = build(settings, load_routes=False)
+        reports = app.examples.sync_routes(files, prune=prune)
+        app.close()
     for report in reports:
         verb = "would change" if dry_run else "synced"
         click.echo(
@@ -395,17 +395,14 @@ def db() -> None:
 @click.option("--revision", default="head", show_default=True)
 def db_upgrade(config_file: str | None, database_url: str | None, revision: str) -> None:
     """Apply the Alembic migrations to the store."""
-    try:
-        from routebook.store import migrate
-        from routebook.store.db import make_engine
+    from routebook.store import migrate
+    from routebook.store.db import make_engine
 
-        settings = _settings(config_file, database_url=database_url)
-        engine = make_engine(settings.database_url)
-        migrate.upgrade(engine, revision)
-        click.echo(f"store at revision {migrate.current(engine)}")
-        engine.dispose()
-    except RoutebookError as exc:
-        _fail(exc)
+    settings = _settings(config_file, database_url=database_url)
+    engine = make_engine(settings.database_url)
+    migrate.upgrade(engine, revision)
+    click.echo(f"store at revision {migrate.current(engine)}")
+    engine.dispose()
 
 
 @main.command()
@@ -440,11 +437,8 @@ def stats(
 
 
 def _over_store(config_file: str | None, database_url: str | None, read: Callable[[Any], T]) -> T:
-    """`read_store` with the command's settings; an error ends the command with exit 1."""
-    try:
-        return read_store(_settings(config_file, database_url=database_url), read)
-    except RoutebookError as exc:
-        _fail(exc)
+    """`read_store` with the command's settings."""
+    return read_store(_settings(config_file, database_url=database_url), read)
 
 
 def read_store(settings: Settings, read: Callable[[Any], T]) -> T:

@@ -420,28 +420,24 @@ def reindex(
     from routebook.config import load_settings
     from routebook.wiring import build
 
-    try:
-        settings = load_settings(
-            {
-                "database_url": database_url,
-                "model_path": model_path,
-                "snapshot_dir": snapshot_dir,
-                "decision_log": "",
-            },
-            config_file,
+    settings = load_settings(
+        {
+            "database_url": database_url,
+            "model_path": model_path,
+            "snapshot_dir": snapshot_dir,
+            "decision_log": "",
+        },
+        config_file,
+    )
+    app = build(settings, load_routes=False, load_indexes=False)
+    job_id = app.reindexer.start(namespace, index_type)
+    total = app.reindexer.status(job_id).total
+    with Progress(transient=False) as bar:
+        task = bar.add_task("re-embedding", total=total)
+        status = app.reindexer.run(
+            job_id, namespace, index_type, _advance(bar, task), reembed=not reuse_vectors
         )
-        app = build(settings, load_routes=False, load_indexes=False)
-        job_id = app.reindexer.start(namespace, index_type)
-        total = app.reindexer.status(job_id).total
-        with Progress(transient=False) as bar:
-            task = bar.add_task("re-embedding", total=total)
-            status = app.reindexer.run(
-                job_id, namespace, index_type, _advance(bar, task), reembed=not reuse_vectors
-            )
-        app.close()
-    except RoutebookError as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(1)
+    app.close()
     from routebook.index.kinds import why_not
 
     click.echo(
