@@ -396,10 +396,10 @@ def db() -> None:
 def db_upgrade(config_file: str | None, database_url: str | None, revision: str) -> None:
     """Apply the Alembic migrations to the store."""
     from routebook.store import migrate
-    from routebook.store.db import make_engine
+    from routebook.store.db import open_store
 
     settings = _settings(config_file, database_url=database_url)
-    engine = make_engine(settings.database_url)
+    engine = open_store(settings.database_url).engine
     migrate.upgrade(engine, revision)
     click.echo(f"store at revision {migrate.current(engine)}")
     engine.dispose()
@@ -447,23 +447,19 @@ def read_store(settings: Settings, read: Callable[[Any], T]) -> T:
     A report or a dry run only reads: it never creates a SQLite file (a mistyped path would
     report zeros, or a diff against nothing, from a new, empty store) nor migrates the schema
     under running servers; it asks for `db upgrade` instead."""
-    from sqlalchemy.engine import make_url
     from sqlalchemy.exc import OperationalError
 
     from routebook.errors import FailedPrecondition
     from routebook.store import migrate
-    from routebook.store.db import Store, make_engine
+    from routebook.store.db import open_store, parse_url, shown_url, unreachable
 
-    url = make_url(settings.database_url)
+    url = parse_url(settings.database_url)
     if url.get_backend_name() == "sqlite" and not Path(url.database or "").is_file():
         raise FailedPrecondition(f"no SQLite store at {url.database!r}: check --db")
-    store = Store(
-        make_engine(
-            settings.database_url,
-            statement_timeout_seconds=settings.store_statement_timeout_seconds,
-        )
+    store = open_store(
+        settings.database_url, statement_timeout_seconds=settings.store_statement_timeout_seconds
     )
-    where = url.render_as_string(hide_password=True)
+    where = shown_url(url)
     try:
         at, head = migrate.current(store.engine), migrate.head()
         if at is None:
@@ -484,10 +480,8 @@ def read_store(settings: Settings, read: Callable[[Any], T]) -> T:
                 "servers), or check --db"
             )
         return read(store)
-    except OperationalError as exc:
-        raise FailedPrecondition(
-            f"the store is unavailable: {str(exc.orig).splitlines()[0]}"
-        ) from None
+    except OperationalError as exc:  # the store went away while it was read
+        raise unreachable(url, exc) from None
     finally:
         store.dispose()
 

@@ -48,7 +48,7 @@ from routebook.service.sessions import StickySessions
 from routebook.service.spend import SpendLedger
 from routebook.service.telemetry import DecisionLog, Telemetry
 from routebook.store import migrate
-from routebook.store.db import Store, make_engine
+from routebook.store.db import Store, open_store
 from routebook.store.identity import store_id
 
 log = logging.getLogger("routebook")
@@ -179,11 +179,8 @@ def build(
     # One query at a time gains nothing from FAISS's OpenMP threads and loses a lot to their
     # contention with the gRPC threads (measured 10-30x slower flat search on 2 cores).
     faiss.omp_set_num_threads(settings.faiss_threads)
-    store = Store(
-        make_engine(
-            settings.database_url,
-            statement_timeout_seconds=settings.store_statement_timeout_seconds,
-        )
+    store = open_store(
+        settings.database_url, statement_timeout_seconds=settings.store_statement_timeout_seconds
     )
     migrate.upgrade(store.engine)
     embedder = embedder if embedder is not None else load_embedder(settings)

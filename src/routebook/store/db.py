@@ -6,30 +6,81 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import URL, ExceptionContext, make_url
-from sqlalchemy.exc import ArgumentError, DisconnectionError, IntegrityError, OperationalError
+from sqlalchemy.exc import (
+    ArgumentError,
+    DBAPIError,
+    DisconnectionError,
+    IntegrityError,
+    OperationalError,
+)
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session, sessionmaker
 
-from routebook.errors import ConfigError
+from routebook.errors import ConfigError, RoutebookError, Unavailable
 
 T = TypeVar("T")
+
+
+def parse_url(url: str) -> URL:
+    try:
+        return make_url(url)
+    except ArgumentError:
+        raise ConfigError(
+            f"database URL {url!r} is not a URL: use sqlite:///FILE or "
+            "postgresql+psycopg://user@host:5432/db"
+        ) from None
+
+
+def shown_url(url: str | URL) -> str:
+    """The URL for a message: its password hidden."""
+    return (url if isinstance(url, URL) else parse_url(url)).render_as_string(hide_password=True)
+
+
+def open_store(url: str, *, statement_timeout_seconds: float = 30.0) -> Store:
+    """A Store on `url` that has connected once. A wrong or unreachable store (PostgreSQL
+    down, a database that does not exist, a SQLite path in a missing folder or on a file that
+    is not a database) is the commonest start-up mistake: it is said here, naming the store,
+    instead of as a driver traceback from whichever query came first."""
+    store = Store(make_engine(url, statement_timeout_seconds=statement_timeout_seconds))
+    try:
+        with store.engine.connect():
+            pass
+    except DBAPIError as exc:
+        store.dispose()
+        raise unreachable(parse_url(url), exc) from None
+    return store
+
+
+def unreachable(url: URL, exc: DBAPIError) -> RoutebookError:
+    """The error for a store that cannot be opened, with what to check."""
+    lines = str(exc.orig).strip().splitlines()
+    reason = lines[0] if lines else type(exc.orig).__name__
+    if url.get_backend_name() == "sqlite":
+        path = Path(url.database or "")
+        if path.is_dir():
+            reason = "it is a folder"
+        elif not path.parent.is_dir():
+            reason = f"folder {path.parent} does not exist"
+        return ConfigError(
+            f"cannot open the SQLite store at {str(path)!r}: {reason}; check the "
+            "database_url setting (--db)"
+        )
+    return Unavailable(
+        f"cannot open the store at {shown_url(url)}: {reason}; check that the database "
+        "exists and its server is running, and the database_url setting (--db)"
+    )
 
 
 def make_engine(url: str, *, statement_timeout_seconds: float = 30.0) -> Engine:
     """`statement_timeout_seconds` bounds every PostgreSQL statement (0: no bound): a store
     that hangs, or a lock held elsewhere, fails a call as unavailable instead of holding it
     and its pooled connection indefinitely."""
-    try:
-        parsed = make_url(url)
-    except ArgumentError:
-        raise ConfigError(
-            f"database URL {url!r} is not a URL: use sqlite:///FILE or "
-            "postgresql+psycopg://user@host:5432/db"
-        ) from None
+    parsed = parse_url(url)
     if parsed.get_backend_name() == "sqlite":
         engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
         event.listen(engine, "connect", _sqlite_pragmas)
