@@ -441,6 +441,10 @@ def load_settings(
 
     try:
         loaded = _FromSources(**init)
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"config file {toml_path} is not valid TOML: {exc}") from None
+    except OSError as exc:
+        raise ConfigError(f"config file {toml_path} cannot be read: {exc.strerror}") from None
     except ValidationError as exc:
         where = _Sources(given, flag_names or {}, environment, toml_path)
         raise ConfigError(_explain(exc, where)) from None

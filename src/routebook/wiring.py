@@ -113,7 +113,10 @@ def shadow_candidate(settings: Settings) -> ShadowCandidate | None:
     """The candidate of shadow mode, read from its settings file like `serve --config`."""
     if settings.shadow_config is None:
         return None
-    candidate = load_settings({}, settings.shadow_config, environment=False)
+    try:
+        candidate = load_settings({}, settings.shadow_config, environment=False)
+    except ConfigError as exc:  # its message names the file; this says which setting gave it
+        raise ConfigError(f"shadow_config: {exc}") from None
     params = decision_params(candidate)
     if candidate.head_features != settings.head_features and params.head_strength > 0:
         # One head per namespace: the candidate reads the live server's, whatever its file says
@@ -179,6 +182,8 @@ def build(
     # One query at a time gains nothing from FAISS's OpenMP threads and loses a lot to their
     # contention with the gRPC threads (measured 10-30x slower flat search on 2 cores).
     faiss.omp_set_num_threads(settings.faiss_threads)
+    # Opened first: a log it cannot write is a setting to fix before the store is migrated.
+    decision_log = DecisionLog(settings.decision_log or None)
     store = open_store(
         settings.database_url, statement_timeout_seconds=settings.store_statement_timeout_seconds
     )
@@ -213,7 +218,6 @@ def build(
         store, embedder, registry, directory, builder, settings.follow_interval_seconds
     )
     examples = ExampleService(store, directory, follower, builder, settings.max_query_chars)
-    decision_log = DecisionLog(settings.decision_log or None)
     writer = DecisionWriter(store)
     # Queries go through the cache and the micro-batcher; bulk indexing calls the model as is.
     batcher = MicroBatcher(

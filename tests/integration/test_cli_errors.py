@@ -88,3 +88,58 @@ def test_a_wrong_store_is_one_error_line_naming_it(
         line = error_line(result)
         assert said in line, f"{mistake}: {line}"
         assert "s3cret" not in result.output  # the password is masked
+
+
+def test_a_malformed_settings_file_is_named(
+    runner: CliRunner, sqlite_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A TOML syntax error in --config (or in shadow_config's file) was a TOMLDecodeError
+    traceback, without the file's name."""
+    bad = tmp_path / "bad.toml"
+    bad.write_text("quality_target = 0.9,\n")
+    for command in (["serve", "--port", "0"], ["decide", "hi"], ["stats"], ["db", "upgrade"]):
+        line = error_line(
+            runner.invoke(cli.main, [*command, "--db", sqlite_url, "--config", str(bad)])
+        )
+        assert f"config file {bad} is not valid TOML: Expected newline" in line, line
+        assert "(at line 1, column 21)" in line
+    latin1 = tmp_path / "latin1.toml"
+    latin1.write_bytes("routes_dir = 'café'\n".encode("latin-1"))
+    line = error_line(runner.invoke(cli.main, ["stats", "--config", str(latin1)]))
+    assert f"config file {latin1} is not valid TOML" in line
+
+    monkeypatch.setenv("ROUTEBOOK_SHADOW_CONFIG", str(bad))
+    line = error_line(runner.invoke(cli.main, ["decide", "hi", "--db", sqlite_url]))
+    assert line.startswith(f"error: shadow_config: config file {bad} is not valid TOML"), line
+
+
+def test_a_decision_log_that_cannot_be_opened_stops_serve_before_the_store(
+    runner: CliRunner, tmp_path: Path
+) -> None:
+    """A decision log in a missing folder was a FileNotFoundError traceback, raised after the
+    store had been created and migrated."""
+    db = tmp_path / "routebook.db"
+    log = tmp_path / "no" / "such" / "decisions.log"
+    result = runner.invoke(
+        cli.main, ["serve", "--port", "0", "--db", f"sqlite:///{db}", "--decision-log", str(log)]
+    )
+    line = error_line(result)
+    assert f"decision_log '{log}' cannot be opened for appending: No such file" in line, line
+    assert not db.exists()
+
+
+def test_a_snapshot_dir_that_is_a_file_stops_reindex_before_it_embeds(
+    runner: CliRunner, sqlite_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """reindex re-embedded every example, then died with a NotADirectoryError traceback."""
+    synced = runner.invoke(
+        cli.main, ["routes", "sync", "--db", sqlite_url, "--routes", str(TEST_ROUTES)]
+    )
+    assert synced.exit_code == 0, synced.output
+    a_file = tmp_path / "snapshots"
+    a_file.write_text("")
+    monkeypatch.setenv("ROUTEBOOK_SNAPSHOT_DIR", str(a_file))
+    result = runner.invoke(cli.main, ["reindex", "--db", sqlite_url])
+    line = error_line(result)
+    assert f"snapshot_dir '{a_file}' cannot hold snapshots: Not a directory" in line, line
+    assert "re-embedding" not in result.output  # refused before the work, not after it

@@ -29,7 +29,13 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from routebook.embed import Embedder
-from routebook.errors import FailedPrecondition, InvalidArgument, NotFound
+from routebook.errors import (
+    ConfigError,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    RoutebookError,
+)
 from routebook.index.snapshot import SnapshotMeta, save_snapshot, store_folder
 from routebook.service.indexing import IndexBuilder
 from routebook.service.namespaces import NamespaceDirectory, NamespaceInfo
@@ -105,9 +111,16 @@ class Reindexer:
 
     def start(self, namespace: str | None, kind: str | None) -> str:
         """Create the job row; `run` does the work (here or in a thread). Refused while another
-        live job rebuilds any of the same namespaces."""
+        live job rebuilds any of the same namespaces, or when the snapshots cannot be written
+        (said now, not after re-embedding every example)."""
         if kind and kind not in INDEX_KINDS:
             raise InvalidArgument(f"index kind {kind!r}: use one of {', '.join(INDEX_KINDS)}")
+        try:
+            store_folder(self._snapshot_dir, store_id(self._store)).mkdir(
+                parents=True, exist_ok=True
+            )
+        except OSError as exc:
+            raise self._unwritable(exc) from None
         targets = self.targets(namespace)
         total = sum(self._builder.count(info.id) for info in targets)
         name = targets[0].name if namespace else ""
@@ -178,7 +191,10 @@ class Reindexer:
                     published.append(self._reindex_one(info, kind, advance, reembed))
                     generation = published[-1].generation
             except Exception as exc:
-                log.exception("reindex job %s failed", job_id)
+                if isinstance(exc, RoutebookError):  # its message says it all
+                    log.error("reindex job %s failed: %s", job_id, exc)
+                else:
+                    log.exception("reindex job %s failed", job_id)
                 error = str(exc) or type(exc).__name__
                 if published:  # those namespaces serve their new generation all the same
                     done_ones = ", ".join(
@@ -288,7 +304,10 @@ class Reindexer:
             count=len(built.index),
             store_id=this_store,
         )
-        path = save_snapshot(built.index, store_folder(self._snapshot_dir, this_store), meta)
+        try:
+            path = save_snapshot(built.index, store_folder(self._snapshot_dir, this_store), meta)
+        except OSError as exc:
+            raise self._unwritable(exc) from None
         try:
             with self._store.write() as session:
                 session.add(
@@ -319,6 +338,14 @@ class Reindexer:
             built.index.kind,
         )
         return PublishedIndex(info.name, generation, str(built.index.kind), len(built.index))
+
+    def _unwritable(self, exc: OSError) -> ConfigError:
+        """A snapshot_dir that is a file, or that this process may not write."""
+        return ConfigError(
+            f"snapshot_dir {str(self._snapshot_dir)!r} cannot hold snapshots: "
+            f"{exc.strerror or exc} ({exc.filename}); point snapshot_dir at a folder this "
+            "process can write"
+        )
 
     def _record_end(self, job_id: str, state: str, generation: int, error: str) -> None:
         """Mark the job ended, retrying while the store is down: an end never written would

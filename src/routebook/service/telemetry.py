@@ -21,6 +21,7 @@ from prometheus_client.registry import Collector
 from routebook.domain import Decision, Strategy
 from routebook.embed.batcher import MicroBatcher
 from routebook.embed.cache import CachedEmbedder
+from routebook.errors import ConfigError
 from routebook.index import IndexRegistry
 from routebook.service.drift import DriftWatch
 from routebook.service.heads import HeadBook
@@ -52,7 +53,13 @@ class DecisionLog:
         elif target == "-":
             self._stream = sys.stderr
         else:
-            self._owned = self._stream = open(target, "a", encoding="utf-8")  # noqa: SIM115
+            try:
+                self._owned = self._stream = open(target, "a", encoding="utf-8")  # noqa: SIM115
+            except OSError as exc:
+                raise ConfigError(
+                    f"decision_log {target!r} cannot be opened for appending: {exc.strerror}; "
+                    "give a file in an existing folder, - (stderr) or '' (off)"
+                ) from None
 
     def write(self, record: dict[str, object]) -> None:
         if self._stream is None:
