@@ -28,6 +28,15 @@ _TOKEN_PER_CHAR = re.compile(
 )
 
 
+#: Bounds on a catalog model's numbers, from a route file or the Admin API alike. A price past
+#: a dollar a token or a latency past a day is a typo (an extra zero, 1e308), and the extremes
+#: do harm: an infinite cost was "the cheapest" and broke the decision log's JSON. The context
+#: window is an int32 column in the store.
+MAX_USD_PER_MTOK = 1_000_000.0
+MAX_LATENCY_MS = 86_400_000.0
+MAX_CONTEXT_WINDOW = 2**31 - 1
+
+
 @dataclass(frozen=True, slots=True)
 class ModelSpec:
     name: str

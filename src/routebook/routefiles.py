@@ -7,34 +7,76 @@ import hashlib
 from collections.abc import Hashable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import regex
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from routebook.catalog import Catalog, ModelSpec
+from routebook.catalog import (
+    MAX_CONTEXT_WINDOW,
+    MAX_LATENCY_MS,
+    MAX_USD_PER_MTOK,
+    Catalog,
+    ModelSpec,
+)
 from routebook.errors import ConfigError
 from routebook.policyspec import Budget, EscalationCap, Policy, Rule
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:\-]{0,127}$"
 
+#: Longest tag key or value, and namespace description: what the Admin API accepts, so that a
+#: catalog read from a route file (`admin create-namespace --catalog`) is not refused there.
+MAX_TAG_CHARS = 256
+MAX_DESCRIPTION_CHARS = 2000
 
-class ModelEntry(BaseModel):
+Tag = Annotated[str, Field(max_length=MAX_TAG_CHARS)]
+
+
+class _Entry(BaseModel):
+    """What every part of a route file shares: unknown keys, NaN and infinity are refused, and
+    so is a NUL character in any string. The Admin API refuses NUL too; PostgreSQL cannot
+    store it (`routes sync` and a first `serve` died with a DataError), and SQLite stored
+    text no API client could have written."""
+
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
+    @field_validator("*")
+    @classmethod
+    def _no_nul(cls, value: Any) -> Any:
+        found = _with_nul(value)
+        if found is not None:
+            raise ValueError(f"{_short(found)!r} contains a NUL character (\\0)")
+        return value
+
+
+def _with_nul(value: Any) -> str | None:
+    """The first string in `value` (a string, or a list or mapping of them) holding a NUL."""
+    if isinstance(value, str):
+        return value if "\x00" in value else None
+    items: list[Any] = []
+    if isinstance(value, dict):
+        items = [part for pair in value.items() for part in pair]
+    elif isinstance(value, list | tuple):
+        items = list(value)
+    return next((found for item in items if (found := _with_nul(item)) is not None), None)
+
+
+def _short(text: str) -> str:
+    return text if len(text) <= 60 else text[:60] + "…"
+
+
+class ModelEntry(_Entry):
     name: str = Field(pattern=NAME_PATTERN)
     provider: str = Field(min_length=1, max_length=64)
-    input_usd_per_mtok: float = Field(ge=0)
-    output_usd_per_mtok: float = Field(ge=0)
-    latency_ms: float = Field(ge=0)
-    context_window: int = Field(gt=0)
-    tags: dict[str, str] = Field(default_factory=dict)
+    input_usd_per_mtok: float = Field(ge=0, le=MAX_USD_PER_MTOK)
+    output_usd_per_mtok: float = Field(ge=0, le=MAX_USD_PER_MTOK)
+    latency_ms: float = Field(ge=0, le=MAX_LATENCY_MS)
+    context_window: int = Field(gt=0, le=MAX_CONTEXT_WINDOW)
+    tags: dict[Tag, Tag] = Field(default_factory=dict)
 
 
-class RouteEntry(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
-
+class RouteEntry(_Entry):
     name: str = Field(pattern=NAME_PATTERN)
     description: str = ""
     best_model: str
@@ -54,9 +96,7 @@ class RouteEntry(BaseModel):
 MAX_WINDOW_HOURS = 366 * 24
 
 
-class BudgetEntry(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
-
+class BudgetEntry(_Entry):
     usd_per_window: float = Field(gt=0)
     window_hours: float = Field(24.0, gt=0, le=MAX_WINDOW_HOURS)
     near_limit_fraction: float = Field(0.8, gt=0, le=1)
@@ -64,25 +104,19 @@ class BudgetEntry(BaseModel):
     when_exhausted: Literal["cheapest", "reject"] = "cheapest"
 
 
-class TenantEntry(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
-
+class TenantEntry(_Entry):
     tier: str | None = None
     budget_usd: float | None = Field(None, gt=0)
 
 
-class EscalationCapEntry(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
-
+class EscalationCapEntry(_Entry):
     max_strong_share: float = Field(gt=0, le=1)
     window_minutes: float = Field(60.0, gt=0, le=MAX_WINDOW_HOURS * 60)
     min_decisions: int = Field(20, ge=1)
 
 
-class RuleEntry(BaseModel):
+class RuleEntry(_Entry):
     """when: conditions that must all hold; then: the model (or tier) to route to."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     name: str = Field(pattern=NAME_PATTERN)
     metadata: dict[str, str] = Field(default_factory=dict)
@@ -128,10 +162,8 @@ class RuleEntry(BaseModel):
         return self
 
 
-class PolicyEntry(BaseModel):
+class PolicyEntry(_Entry):
     """Tiers map to a ceiling model; budgets are per tenant over a rolling window."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     tiers: dict[str, str] = Field(default_factory=dict)
     default_tier: str | None = None
@@ -188,11 +220,9 @@ class PolicyEntry(BaseModel):
         )
 
 
-class RouteFile(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
-
+class RouteFile(_Entry):
     namespace: str = Field(pattern=NAME_PATTERN)
-    description: str = ""
+    description: str = Field("", max_length=MAX_DESCRIPTION_CHARS)
     catalog: list[ModelEntry] = Field(min_length=1)
     policy: PolicyEntry = Field(default_factory=PolicyEntry)
     routes: list[RouteEntry] = Field(default_factory=list)

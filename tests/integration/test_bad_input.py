@@ -334,3 +334,44 @@ def test_serve_routes_takes_a_file(tmp_path: Path) -> None:
     result = CliRunner().invoke(cli.main, ["serve", "--routes", str(one), "--port", "70000"])
     assert result.exit_code == 1, result.output  # got past the options to the settings
     assert "setting 'port' = 70000" in result.output
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "said"),
+    [
+        (
+            "input_usd_per_mtok",
+            1e308,
+            "input_usd_per_mtok is 1e+308; give a number from 0 to 1e+06",
+        ),
+        ("output_usd_per_mtok", 2e6, "output_usd_per_mtok is 2000000.0; give a number from 0 to"),
+        ("latency_ms", 1e12, "latency_ms is 1000000000000.0; give a number from 0 to 8.64e+07"),
+        ("context_window", 2**31, "context_window is 2147483648; at most 2147483647"),
+    ],
+)
+def test_a_catalog_number_past_its_bound_is_refused(
+    sqlite_url: str, serve: Callable[..., Served], field: str, value: float, said: str
+) -> None:
+    """The Admin API took a price of 1e308, whose cost is infinite: that model was then "the
+    cheapest", and its decisions were logged with Infinity, which is not JSON."""
+    from routebook.v1 import admin_pb2 as admin_pb
+    from routebook.v1 import admin_pb2_grpc
+
+    served = serve(sqlite_url, admin_token="adm")
+    admin = admin_pb2_grpc.AdminStub(served.channel)  # type: ignore[no-untyped-call]
+    numbers = {
+        "input_usd_per_mtok": 0.1,
+        "output_usd_per_mtok": 0.4,
+        "latency_ms": 300.0,
+        "context_window": 8000,
+        field: value,
+    }
+    model = admin_pb.CatalogModel(name="m", provider="p", **numbers)  # type: ignore[arg-type]
+    with pytest.raises(grpc.RpcError) as caught:
+        admin.CreateNamespace(
+            admin_pb.CreateNamespaceRequest(name="bounded", catalog=[model]),
+            metadata=[("authorization", "Bearer adm")],
+            timeout=10,
+        )
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert said in (caught.value.details() or ""), caught.value.details()

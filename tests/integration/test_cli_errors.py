@@ -7,10 +7,12 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
+from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
 from routebook import cli, wiring
 from routebook.embed import Embedder
+from routebook.store.db import make_engine
 from tests.conftest import POSTGRES_URL, TEST_ROUTES
 
 
@@ -143,3 +145,25 @@ def test_a_snapshot_dir_that_is_a_file_stops_reindex_before_it_embeds(
     line = error_line(result)
     assert f"snapshot_dir '{a_file}' cannot hold snapshots: Not a directory" in line, line
     assert "re-embedding" not in result.output  # refused before the work, not after it
+
+
+def test_a_route_file_with_a_nul_is_refused_before_the_store(
+    runner: CliRunner, db_url: str, tmp_path: Path
+) -> None:
+    """On PostgreSQL `routes sync` and a first `serve` died with a DataError traceback; SQLite
+    stored the text, which no Admin API client could have written."""
+    routes = tmp_path / "routes"
+    routes.mkdir()
+    shop = (TEST_ROUTES / "shop.yaml").read_text()
+    assert "- where is my order?\n" in shop
+    nul = routes / "shop.yaml"
+    nul.write_text(shop.replace("- where is my order?\n", '- "where is\\0 my order?"\n', 1))
+    for command in (["routes", "sync"], ["serve", "--port", "0", "--decision-log", ""]):
+        result = runner.invoke(cli.main, [*command, "--db", db_url, "--routes", str(routes)])
+        line = error_line(result)
+        assert str(nul) in line and "'where is\\x00 my order?' contains a NUL character" in line
+    engine = make_engine(db_url)
+    with engine.connect() as connection:  # migrated, but nothing of the file stored
+        assert connection.execute(text("SELECT count(*) FROM examples")).scalar() == 0
+        assert connection.execute(text("SELECT count(*) FROM namespaces")).scalar() == 0
+    engine.dispose()

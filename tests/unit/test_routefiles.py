@@ -467,3 +467,87 @@ def test_a_list_or_mapping_as_a_key_is_a_config_error(tmp_path: Path, key: str) 
     """A complex key reached the duplicate check's set and raised a bare TypeError traceback."""
     message = load_error(write(tmp_path, "namespace: shop\n" + key))
     assert "not valid YAML" in message and "a key must be a plain value" in message
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "where"),
+    [
+        (
+            "- where is my order?\n",
+            '- "where is\\0 my order?"\n',
+            "route 'order_status': utterances",
+        ),
+        ("description: a test shop", 'description: "a test\\0shop"', "description"),
+        ("provider: test\n", 'provider: "te\\0st"\n', "catalog.0.provider"),
+        ("tags: {tier: small}", 'tags: {"ti\\0er": small}', "catalog.0.tags"),
+        ("tags: {tier: small}", 'tags: {tier: "sm\\0all"}', "catalog.0.tags"),
+        (
+            "routes:\n",
+            'policy: {pii_tags: ["on\\0prem"]}\nroutes:\n',
+            "policy.pii_tags",
+        ),
+    ],
+)
+def test_a_nul_character_anywhere_is_refused(
+    tmp_path: Path, old: str, new: str, where: str
+) -> None:
+    """PostgreSQL cannot store a NUL: `routes sync` and a first `serve` died with a DataError
+    traceback, while SQLite stored text the Admin API refuses."""
+    text = VALID.replace(old, new, 1)
+    assert text != VALID
+    message = load_error(write(tmp_path, text))
+    assert where in message and "contains a NUL character" in message, message
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "where", "said"),
+    [
+        (
+            "context_window: 128000",
+            "context_window: 5000000000",
+            "catalog.0.context_window",
+            "less than or equal to 2147483647",
+        ),
+        (
+            "input_usd_per_mtok: 0.10",
+            "input_usd_per_mtok: 1.0e+308",
+            "catalog.0.input_usd_per_mtok",
+            "less than or equal to 1000000",
+        ),
+        (
+            "output_usd_per_mtok: 0.40",
+            "output_usd_per_mtok: 4000000.0",
+            "catalog.0.output_usd_per_mtok",
+            "less than or equal to 1000000",
+        ),
+        (
+            "latency_ms: 300",
+            "latency_ms: 1.0e+12",
+            "catalog.0.latency_ms",
+            "less than or equal to 86400000",
+        ),
+        (
+            "tags: {tier: small}",
+            "tags: {tier: " + "x" * 257 + "}",
+            "catalog.0.tags",
+            "at most 256 characters",
+        ),
+        (
+            "description: a test shop",
+            "description: " + "x" * 2001,
+            "description",
+            "at most 2000 characters",
+        ),
+    ],
+)
+def test_numbers_and_strings_the_contract_cannot_carry_are_refused(
+    tmp_path: Path, old: str, new: str, where: str, said: str
+) -> None:
+    """A context window past the proto's and the store's int32 made GetNamespace INTERNAL and
+    `admin create-namespace` a traceback; a price of 1e308 made an infinite cost "the
+    cheapest", logged as invalid JSON. Tags and descriptions past the Admin API's limits were
+    refused there only."""
+    text = VALID.replace(old, new, 1)
+    assert text != VALID
+    message = load_error(write(tmp_path, text))
+    assert where in message and said in message, message

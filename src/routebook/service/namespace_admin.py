@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError, OperationalError
 
-from routebook.catalog import Catalog
+from routebook.catalog import MAX_CONTEXT_WINDOW, MAX_LATENCY_MS, MAX_USD_PER_MTOK, Catalog
 from routebook.errors import (
     Aborted,
     AlreadyExists,
@@ -186,8 +186,18 @@ def _check_catalog(catalog: Catalog) -> None:
     for spec in catalog.models:
         if not re.match(NAME_PATTERN, spec.name):
             raise InvalidArgument(f"model name {spec.name[:40]!r} is not a valid name")
-        numbers = (spec.input_usd_per_mtok, spec.output_usd_per_mtok, spec.latency_ms)
-        if not all(math.isfinite(x) and x >= 0 for x in numbers):
-            raise InvalidArgument(f"model {spec.name!r}: prices and latency must be >= 0")
-        if spec.context_window <= 0:
-            raise InvalidArgument(f"model {spec.name!r}: context_window must be > 0")
+        numbers = (
+            ("input_usd_per_mtok", spec.input_usd_per_mtok, MAX_USD_PER_MTOK),
+            ("output_usd_per_mtok", spec.output_usd_per_mtok, MAX_USD_PER_MTOK),
+            ("latency_ms", spec.latency_ms, MAX_LATENCY_MS),
+        )
+        for field, value, most in numbers:
+            if not (math.isfinite(value) and 0 <= value <= most):
+                raise InvalidArgument(
+                    f"model {spec.name!r}: {field} is {value}; give a number from 0 to {most:g}"
+                )
+        if not 0 < spec.context_window <= MAX_CONTEXT_WINDOW:
+            raise InvalidArgument(
+                f"model {spec.name!r}: context_window is {spec.context_window}; give a number "
+                f"from 1 to {MAX_CONTEXT_WINDOW}"
+            )

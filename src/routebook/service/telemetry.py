@@ -7,12 +7,13 @@ separately. Query text never reaches the log unless `log_query_text` is on.
 from __future__ import annotations
 
 import json
+import math
 import sys
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TextIO
+from typing import Any, TextIO
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -64,7 +65,10 @@ class DecisionLog:
     def write(self, record: dict[str, object]) -> None:
         if self._stream is None:
             return
-        line = json.dumps(record, ensure_ascii=False, separators=(",", ":"))
+        try:
+            line = json.dumps(record, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+        except ValueError:  # NaN or infinity, which JSON has not: a reader would refuse the line
+            line = json.dumps(_finite(record), ensure_ascii=False, separators=(",", ":"))
         with self._lock:
             self._stream.write(line + "\n")
             self._stream.flush()
@@ -72,6 +76,17 @@ class DecisionLog:
     def close(self) -> None:
         if self._owned is not None:
             self._owned.close()
+
+
+def _finite(value: Any) -> Any:
+    """`value` with every NaN or infinite float made null."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(item) for item in value]
+    return value
 
 
 #: Distinct tenants a process labels its cost metrics with; later ones are counted as "other".
