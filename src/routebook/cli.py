@@ -222,8 +222,10 @@ def decide(
     help="Idempotency key (default: a new random one). To retry a report that may have "
     "reached the server, pass the id it printed or the one you chose.",
 )
-@click.option("--input-tokens", type=click.IntRange(0, 2**32 - 1), default=0)
-@click.option("--output-tokens", type=click.IntRange(0, 2**32 - 1), default=0)
+# At most int32, as the API takes them: the store's columns are 32-bit (PostgreSQL refused a
+# bigger count from the in-process path with a DataError traceback).
+@click.option("--input-tokens", type=click.IntRange(0, 2**31 - 1), default=0)
+@click.option("--output-tokens", type=click.IntRange(0, 2**31 - 1), default=0)
 @click.option("--cost-usd", type=float, help="Cost of the call (default: from the catalog).")
 @remote_options
 def record(

@@ -214,10 +214,12 @@ def upsert(ctx: click.Context, namespace: str, jsonl: Any, batch: int) -> None:
                 text, route, model = row["text"], row.get("route", ""), row["best_model"]
                 if not all(isinstance(v, str) for v in (text, route, model)):
                     raise TypeError("text, route and best_model must be strings")
+                # Raises UnicodeEncodeError (a ValueError) on a lone surrogate, valid JSON
+                # ("\ud800") but no Unicode text.
+                examples.append(admin_pb.ExampleInput(text=text, route=route, best_model=model))
             except (ValueError, KeyError, TypeError, AttributeError) as exc:
                 click.echo(f"error: {jsonl.name} line {number}: {exc}; nothing was sent", err=True)
                 sys.exit(1)
-            examples.append(admin_pb.ExampleInput(text=text, route=route, best_model=model))
     except UnicodeDecodeError as exc:
         click.echo(f"error: {jsonl.name} is not UTF-8 text: {exc}; nothing was sent", err=True)
         sys.exit(1)

@@ -167,3 +167,57 @@ def test_a_route_file_with_a_nul_is_refused_before_the_store(
         assert connection.execute(text("SELECT count(*) FROM examples")).scalar() == 0
         assert connection.execute(text("SELECT count(*) FROM namespaces")).scalar() == 0
     engine.dispose()
+
+
+def test_token_counts_past_the_store_s_int32_are_refused_by_record(
+    runner: CliRunner, postgres_url: str
+) -> None:
+    """`record --input-tokens 3000000000` was accepted (the option allowed uint32) and the
+    in-process path died on PostgreSQL with a DataError traceback; the API refuses it."""
+    synced = runner.invoke(
+        cli.main, ["routes", "sync", "--db", postgres_url, "--routes", str(TEST_ROUTES)]
+    )
+    assert synced.exit_code == 0, synced.output
+    record = ["record", "--db", postgres_url, "-m", "small", "--quality", "1", "--text", "hi"]
+    for option in ("--input-tokens", "--output-tokens"):
+        result = runner.invoke(cli.main, [*record, option, "3000000000"])
+        assert result.exit_code == 2, result.output  # a usage error, said by click
+        assert "3000000000 is not in the range 0<=x<=2147483647" in result.output
+    fits = runner.invoke(cli.main, [*record, "--input-tokens", str(2**31 - 1)])
+    assert fits.exit_code == 0, fits.output
+
+
+def test_admin_upsert_names_the_line_with_a_lone_surrogate(
+    runner: CliRunner, tmp_path: Path
+) -> None:
+    """A JSON-escaped lone surrogate is valid JSON but no text: it was a UnicodeEncodeError
+    traceback. Rows are checked before anything is sent, so no server is needed here."""
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text(
+        '{"text": "fine", "best_model": "small"}\n'
+        '{"text": "bad \\ud800 surrogate", "best_model": "small"}\n'
+    )
+    result = runner.invoke(
+        cli.main, ["admin", "--target", "127.0.0.1:1", "upsert", "default", str(rows)]
+    )
+    line = error_line(result)
+    assert f"{rows} line 2: " in line and "surrogates not allowed; nothing was sent" in line
+
+
+def test_bench_says_when_its_target_is_down_or_its_datasets_hold_no_text(
+    runner: CliRunner, tmp_path: Path
+) -> None:
+    """Both were tracebacks: a grpc _InactiveRpcError and a FileNotFoundError."""
+    datasets = tmp_path / "datasets"
+    (datasets / "clinc150").mkdir(parents=True)
+    (datasets / "clinc150" / "train.jsonl").write_text(
+        '{"text": "where is my parcel"}\n{"text": "reset my password"}\n'
+    )
+    down = ["bench", "--datasets", str(datasets), "--target", "127.0.0.1:1"]
+    line = error_line(runner.invoke(cli.main, [*down, "--requests", "2", "--concurrency", "1"]))
+    assert line.startswith("error: the server at 127.0.0.1:1 answered UNAVAILABLE: "), line
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    line = error_line(runner.invoke(cli.main, ["bench", "--datasets", str(empty)]))
+    assert f"no dataset texts under {empty}: it holds none of clinc150/train.jsonl" in line

@@ -33,6 +33,7 @@ import numpy as np
 
 from routebook.decide.head import MIN_MODEL_EXAMPLES
 from routebook.embed import Embedder
+from routebook.errors import ConfigError, Unavailable
 
 VARIATIONS = (
     "",
@@ -117,15 +118,19 @@ class BenchResult:
     query_chars_mean: float = 0.0
 
 
+#: The shared datasets' files whose texts `real_texts` reads, and the key of the text.
+DATASET_FILES = (
+    ("clinc150/train.jsonl", "text"),
+    ("banking77/train.jsonl", "text"),
+    ("routellm/mmlu.dev_index.jsonl", "prompt"),
+    ("routellm/gsm8k.dev_index.jsonl", "prompt"),
+)
+
+
 def real_texts(datasets: Path) -> list[str]:
     """Query-like texts from the shared datasets, deduplicated, in a fixed order."""
     texts: dict[str, None] = {}
-    for name, key in (
-        ("clinc150/train.jsonl", "text"),
-        ("banking77/train.jsonl", "text"),
-        ("routellm/mmlu.dev_index.jsonl", "prompt"),
-        ("routellm/gsm8k.dev_index.jsonl", "prompt"),
-    ):
+    for name, key in DATASET_FILES:
         path = datasets / name
         if not path.exists():
             continue
@@ -134,7 +139,8 @@ def real_texts(datasets: Path) -> list[str]:
             if line.strip():
                 texts[str(json.loads(line)[key])[:500]] = None
     if not texts:
-        raise FileNotFoundError(f"no dataset texts under {datasets}")
+        expected = ", ".join(name for name, _key in DATASET_FILES)
+        raise ConfigError(f"no dataset texts under {datasets}: it holds none of {expected}")
     return list(texts)
 
 
@@ -257,7 +263,7 @@ def query_texts(texts: Sequence[str], count: int) -> list[str]:
     """Fresh query texts, seeded, across all the datasets (short intents and long prompts)."""
     sample = random.Random(20261124).sample(list(texts), min(count, len(texts)))
     if len(sample) < count:
-        raise ValueError(f"{len(sample)} query texts for {count} requests: lower --requests")
+        raise ConfigError(f"{len(sample)} query texts for {count} requests: lower --requests")
     return [f"could you tell me: {t}" for t in sample]
 
 
@@ -492,6 +498,10 @@ def load_target(
 
         result.record_outcome_per_s = measure(record, len(decisions), 16).throughput_per_s
         progress(f"record outcome c=16: {result.record_outcome_per_s:.0f}/s")
+    except grpc.RpcError as exc:  # e.g. --target down or mistyped: a line, not a traceback
+        raise Unavailable(
+            f"the server at {target} answered {exc.code().name}: {exc.details()}"
+        ) from None
     finally:
         channel.close()
 
