@@ -82,7 +82,8 @@ class Settings(BaseSettings):
     routes_dir: Path = Field(
         Path("routes"),
         description="Route file, or folder of route files (*.yaml, *.yml), loaded into an empty "
-        "store on first start.",
+        "store on first start. A routes_dir that is set must hold route files; the default may "
+        "be absent or empty (a warning: namespaces then come through the Admin API).",
     )
     model_path: str = Field(
         "",
@@ -453,7 +454,9 @@ def load_settings(
             f"{exc}: {ENV_PREFIX}* settings that are mappings or lists are JSON, e.g. "
             f"""{ENV_PREFIX}ROUTER_API_KEYS='{{"default": ["key-1"]}}'"""
         ) from None
-    return Settings.model_construct(**loaded.model_dump())
+    # The fields a source set, kept: a setting given explicitly may be held to more than its
+    # default is (a routes_dir that does not exist is an error, the default only warned of).
+    return Settings.model_construct(loaded.model_fields_set, **loaded.model_dump())
 
 
 _warned: set[str] = set()

@@ -346,10 +346,19 @@ def load_routes(path: Path) -> list[tuple[Path, RouteFile]]:
     return load_route_dir(path)
 
 
+def route_file_paths(folder: Path) -> list[Path]:
+    """The route files in `folder`, sorted."""
+    return sorted([*folder.glob("*.yaml"), *folder.glob("*.yml")])
+
+
 def load_route_dir(folder: Path) -> list[tuple[Path, RouteFile]]:
+    """Every route file in `folder`; a folder with none is an error (a sync of it did nothing
+    and said nothing, so a wrong folder looked like a sync with no changes)."""
     if not folder.is_dir():
         raise ConfigError(f"routes folder {folder} does not exist")
-    files = sorted([*folder.glob("*.yaml"), *folder.glob("*.yml")])
+    files = route_file_paths(folder)
+    if not files:
+        raise ConfigError(f"routes folder {folder} holds no route files (*.yaml, *.yml)")
     loaded = [(path, load_route_file(path)) for path in files]
     first: dict[str, Path] = {}
     for path, parsed in loaded:

@@ -170,6 +170,26 @@ def training_layers(settings: Settings, store: Store, embedder: Embedder) -> Tra
     )
 
 
+def initial_routes(settings: Settings) -> list[tuple[Path, routefiles.RouteFile]]:
+    """The route files an empty store starts with: routes_dir, a folder of them or one file.
+
+    A routes_dir given explicitly (flag, environment or config file) must hold some: a
+    mistyped `--routes` used to start a server on an empty store, every Decide NOT_FOUND.
+    The default may be absent or empty, since namespaces can come through the Admin API
+    instead; that is only warned about."""
+    path = settings.routes_dir
+    given = "routes_dir" in settings.model_fields_set
+    if not given and not (path.is_file() or (path.is_dir() and routefiles.route_file_paths(path))):
+        log.warning(
+            "empty store and no route files: %s %s (routes_dir); create namespaces through "
+            "the Admin API, or point routes_dir at your route files",
+            path.resolve(),
+            "holds no route files" if path.is_dir() else "does not exist",
+        )
+        return []
+    return routefiles.load_routes(path)
+
+
 def build(
     settings: Settings,
     *,
@@ -318,20 +338,11 @@ def build(
     telemetry.watch_embedder(batcher, cache)
     telemetry.watch_heads(heads)
     infos = directory.refresh()
-    if not infos and load_routes and not settings.routes_dir.exists():
-        # Not an error (namespaces may come through the Admin API), but a mistyped path would
-        # otherwise serve an empty store in silence: every Decide NOT_FOUND.
-        log.warning(
-            "empty store and no route files: %s does not exist (routes_dir); create "
-            "namespaces through the Admin API, or point routes_dir at your route files",
-            settings.routes_dir.resolve(),
-        )
-    if not infos and load_routes and settings.routes_dir.exists():
-        # A single file too, as `routes sync --routes` takes it: it used to be warned about as
-        # "not a folder" and the server served an empty store.
+    files = initial_routes(settings) if not infos and load_routes else []
+    if files:
         say(f"empty store: loading route files from {settings.routes_dir}")
         try:
-            examples.sync_routes(routefiles.load_routes(settings.routes_dir), together=True)
+            examples.sync_routes(files, together=True)
         except IntegrityError:
             say("another server loaded the route files first")
         infos = directory.refresh()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -12,7 +13,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from sqlalchemy import text
 
+from routebook.embed import Embedder
 from routebook.v1 import router_pb2 as pb
+from routebook.wiring import App
 from tests.conftest import Served
 
 
@@ -220,16 +223,45 @@ def test_a_port_in_use_is_a_config_error_not_a_traceback(
             build_server(busy_metrics, host="127.0.0.1", port=0)  # type: ignore[arg-type]
 
 
-def test_a_missing_routes_folder_on_an_empty_store_is_said(
-    sqlite_url: str,
-    make_app: Callable[..., object],
-    tmp_path: Path,
-    caplog: pytest.LogCaptureFixture,
+def test_a_routes_dir_given_without_route_files_is_an_error(
+    sqlite_url: str, make_app: Callable[..., object], tmp_path: Path
 ) -> None:
-    with caplog.at_level("WARNING", logger="routebook"):
+    """A mistyped routes_dir was only warned about, and the server served an empty store:
+    every Decide NOT_FOUND."""
+    from routebook.errors import ConfigError
+
+    typo = re.escape(str(tmp_path / "rotues"))
+    with pytest.raises(ConfigError, match=f"routes folder {typo} does not exist"):
         make_app(sqlite_url, routes_dir=tmp_path / "rotues")  # a typo
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ConfigError, match="empty holds no route files"):
+        make_app(sqlite_url, routes_dir=tmp_path / "empty")
+
+
+@pytest.mark.parametrize("default_folder", ["absent", "empty"])
+def test_the_default_routes_folder_may_be_absent_or_empty_with_a_warning(
+    sqlite_url: str,
+    embedder: Embedder,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    default_folder: str,
+) -> None:
+    """Namespaces may come through the Admin API: with routes_dir left at its default, a
+    missing or empty routes/ starts an empty store, and says so."""
+    from routebook.config import load_settings
+    from routebook.wiring import build
+
+    monkeypatch.chdir(tmp_path)
+    if default_folder == "empty":
+        (tmp_path / "routes").mkdir()
+    settings = load_settings({"database_url": sqlite_url, "snapshot_dir": tmp_path / "snaps"})
+    with caplog.at_level("WARNING", logger="routebook"):
+        app = build(settings, embedder=embedder)
+    app.close()
     warned = [r.getMessage() for r in caplog.records if "routes_dir" in r.getMessage()]
-    assert len(warned) == 1 and "rotues does not exist" in warned[0]
+    said = "does not exist" if default_folder == "absent" else "holds no route files"
+    assert len(warned) == 1 and f"{tmp_path / 'routes'} {said}" in warned[0], warned
 
 
 def test_routes_dir_may_name_one_route_file(
@@ -375,3 +407,23 @@ def test_a_catalog_number_past_its_bound_is_refused(
         )
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert said in (caught.value.details() or ""), caught.value.details()
+
+
+def test_a_bind_failure_says_why(sqlite_url: str, make_app: Callable[..., App]) -> None:
+    """Every failed bind read "is the port in use?", also for a host that does not resolve."""
+    import socket
+
+    from routebook.errors import ConfigError
+    from routebook.server.app import build_server
+
+    app = make_app(sqlite_url)
+    with pytest.raises(ConfigError, match=r"host '10\.0\.0\.999' does not resolve"):
+        build_server(app, host="10.0.0.999", port=0)
+    with pytest.raises(ConfigError, match=r"192\.0\.2\.1 is not an address of this machine"):
+        build_server(app, host="192.0.2.1", port=0)  # TEST-NET-1: never local
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(ConfigError, match=f"port {port} is in use"):
+            build_server(app, host="127.0.0.1", port=port)

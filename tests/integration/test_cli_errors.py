@@ -16,6 +16,15 @@ from routebook.store.db import make_engine
 from tests.conftest import POSTGRES_URL, TEST_ROUTES
 
 
+@pytest.fixture(autouse=True)
+def serve_returns(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A `serve` that got as far as serving stops at once, with exit 0, where it would block
+    the test: each test here expects an error before that."""
+    from routebook.server import app
+
+    monkeypatch.setattr(app, "serve_forever", lambda running, grace: running.stop(0).wait())
+
+
 @pytest.fixture
 def runner(monkeypatch: pytest.MonkeyPatch, embedder: Embedder) -> CliRunner:
     """In-process commands reuse the session's model instead of loading another copy."""
@@ -221,3 +230,43 @@ def test_bench_says_when_its_target_is_down_or_its_datasets_hold_no_text(
     empty.mkdir()
     line = error_line(runner.invoke(cli.main, ["bench", "--datasets", str(empty)]))
     assert f"no dataset texts under {empty}: it holds none of clinc150/train.jsonl" in line
+
+
+@pytest.mark.parametrize("backend", ["onnx", "torch"])
+def test_a_model_path_that_is_not_a_folder_is_said_so(
+    sqlite_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, backend: str
+) -> None:
+    """A mistyped --model-path read '... has no tokenizer.json: ... set embed_backend =
+    "torch"', which sent the user to the wrong fix."""
+    monkeypatch.setenv("ROUTEBOOK_EMBED_BACKEND", backend)
+    a_file = tmp_path / "model.bin"
+    a_file.write_text("")
+    for path, state in ((tmp_path / "no" / "model", "does not exist"), (a_file, "is not a folder")):
+        serve = ["serve", "--port", "0", "--db", sqlite_url, "--model-path", str(path)]
+        line = error_line(CliRunner().invoke(cli.main, serve))  # the real load_embedder
+        assert f"model_path '{path}' {state}: give a local sentence-transformers" in line, line
+
+
+def test_serve_refuses_a_routes_path_that_does_not_exist(
+    runner: CliRunner, sqlite_url: str, tmp_path: Path
+) -> None:
+    """`serve --routes <typo>` warned, then served an empty store (every Decide NOT_FOUND)."""
+    typo = tmp_path / "rotues"
+    serve = ["serve", "--port", "0", "--db", sqlite_url, "--decision-log", ""]
+    line = error_line(runner.invoke(cli.main, [*serve, "--routes", str(typo)]))
+    assert line == f"error: routes folder {typo} does not exist"
+
+
+@pytest.mark.parametrize("flags", [[], ["--dry-run"], ["--prune"]])
+def test_routes_sync_of_a_folder_without_route_files_is_an_error(
+    runner: CliRunner, sqlite_url: str, tmp_path: Path, flags: list[str]
+) -> None:
+    """It printed nothing and exited 0, like a sync with nothing to change."""
+    empty = tmp_path / "routes"
+    empty.mkdir()
+    (empty / "README.md").write_text("route files go here\n")
+    db_upgrade = runner.invoke(cli.main, ["db", "upgrade", "--db", sqlite_url])
+    assert db_upgrade.exit_code == 0, db_upgrade.output
+    sync = ["routes", "sync", "--db", sqlite_url, "--routes", str(empty), *flags]
+    line = error_line(runner.invoke(cli.main, sync))
+    assert line == f"error: routes folder {empty} holds no route files (*.yaml, *.yml)"

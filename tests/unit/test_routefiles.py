@@ -162,8 +162,12 @@ def test_two_files_for_one_namespace_are_refused_naming_both(tmp_path: Path) -> 
     assert "both define namespace 'shop'" in message
 
 
-def test_load_route_dir_of_an_empty_folder(tmp_path: Path) -> None:
-    assert load_route_dir(tmp_path) == []
+def test_load_route_dir_of_a_folder_without_route_files(tmp_path: Path) -> None:
+    """`routes sync` of such a folder did nothing and said nothing, with exit 0."""
+    (tmp_path / "notes.txt").write_text("not a route file")
+    with pytest.raises(ConfigError, match="holds no route files") as info:
+        load_route_dir(tmp_path)
+    assert str(tmp_path) in str(info.value)
 
 
 def test_load_route_dir_missing_folder(tmp_path: Path) -> None:

@@ -31,8 +31,8 @@ import numpy.typing as npt
 
 from routebook.embed.sentence import (
     CHUNK_CHARS,
-    bundled_model_path,
     length_chunks,
+    model_folder,
     model_id_for,
 )
 from routebook.errors import ConfigError
@@ -284,7 +284,7 @@ class OnnxEmbedder:
         layers: bool = False,
     ) -> None:
         os.environ["HF_HUB_OFFLINE"] = "1"
-        path = Path(model_path) if model_path else bundled_model_path()
+        path = model_folder(model_path)
         if not (path / "tokenizer.json").is_file():
             raise ConfigError(
                 f"{path} has no tokenizer.json: the onnx backend needs a fast tokenizer; "

@@ -34,6 +34,22 @@ def bundled_model_path() -> Path:
     return path
 
 
+def model_folder(model_path: str | Path | None) -> Path:
+    """The folder to load: `model_path`, or the bundled model when it is empty. A path that is
+    not a folder is said as such; each backend's check of what is inside it (no tokenizer.json:
+    use torch) sent the user to the wrong fix for a mistyped path."""
+    if not model_path:
+        return bundled_model_path()
+    path = Path(model_path)
+    if not path.is_dir():
+        state = "is not a folder" if path.exists() else "does not exist"
+        raise ConfigError(
+            f"model_path {str(path)!r} {state}: give a local sentence-transformers model "
+            "folder (--model-path), or leave model_path empty for the bundled model"
+        )
+    return path
+
+
 #: The files whose bytes decide a model's vectors: weights, tokenizer, configs, pipeline.
 MODEL_FILES = (
     ".safetensors",
@@ -127,7 +143,7 @@ class SentenceTransformerEmbedder:
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
         os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
         os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-        path = Path(model_path) if model_path else bundled_model_path()
+        path = model_folder(model_path)
         if not (path / "config.json").is_file() and not (path / "modules.json").is_file():
             raise ConfigError(
                 f"model path {path} is not a sentence-transformers model folder "

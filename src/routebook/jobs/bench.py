@@ -305,7 +305,6 @@ def run_bench(
     values = {
         **(server_settings or {}),
         "database_url": database_url or f"sqlite:///{workdir / 'bench.db'}",
-        "routes_dir": str(workdir / "none"),
         "snapshot_dir": str(workdir / "snapshots"),
         "decision_log": "",
     }
@@ -314,7 +313,7 @@ def run_bench(
     settings = load_settings({**values, "port": 0, "head_enabled": False})
     model = embedder if embedder is not None else load_embedder(settings)
     filler = FillEmbedder(model)
-    app = build(settings, embedder=filler)
+    app = build(settings, embedder=filler, load_routes=False)  # the catalog file's, below
     app.examples.sync_routes([(routes, catalog)])
     best = catalog.to_catalog().names[0]
 

@@ -7,8 +7,10 @@ RESOURCE_EXHAUSTED instead of queueing without bound.
 
 from __future__ import annotations
 
+import errno
 import logging
 import signal
+import socket
 import ssl
 import threading
 from concurrent import futures
@@ -57,6 +59,26 @@ class RunningServer:
             self.metrics_http.shutdown()
             self.metrics_http.server_close()
         return self.server.stop(grace)
+
+
+def _why_not_bound(host: str, port: int) -> str:
+    """Why grpc could not bind, which it does not say: every failure read "is the port in
+    use?", even for a host that does not resolve. Found again with a plain socket."""
+    try:
+        addresses = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        return f"host {host!r} does not resolve ({exc.strerror}); check the host setting (--host)"
+    for family, kind, protocol, _name, address in addresses:
+        try:
+            with socket.socket(family, kind, protocol) as probe:
+                probe.bind(address)
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                return f"port {port} is in use; choose another (--port)"
+            if exc.errno == errno.EADDRNOTAVAIL:
+                return f"{host} is not an address of this machine; check the host setting (--host)"
+            return f"{exc.strerror}; check the host and port settings (--host, --port)"
+    return "grpc could not bind it"
 
 
 def build_server(app: App, host: str | None = None, port: int | None = None) -> RunningServer:
@@ -111,7 +133,7 @@ def build_server(app: App, host: str | None = None, port: int | None = None) -> 
         bound = 0
     if bound == 0:
         also = " (or grpc refused the TLS certificate and key)" if tls else ""
-        raise ConfigError(f"cannot listen on {address}: is the port in use?{also}")
+        raise ConfigError(f"cannot listen on {address}: {_why_not_bound(host, port)}{also}")
     metrics_http = None
     if settings.metrics_port is not None:
         try:
