@@ -443,8 +443,9 @@ def reindex(
     from routebook.index.kinds import why_not
 
     click.echo(
-        f"reindex {status.job_id}: {status.state}, {status.done} examples, "
-        f"generation {status.generation}"
+        f"reindex {status.job_id}: {status.state}, {status.done} examples"
+        # A job over every namespace has no one generation: each is listed below.
+        + (f", generation {status.generation}" if status.namespace else "")
     )
     for published in status.published:
         # The kind built, and why when it is not the one asked for (IVF needs enough vectors).

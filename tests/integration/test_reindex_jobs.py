@@ -229,3 +229,28 @@ def test_a_store_outage_after_publishing_does_not_mark_the_job_failed(
         engine.dispose()
     assert (status.state, status.generation, status.error) == ("succeeded", 1, "")
     assert attempts == 3  # two refused, the third written
+
+
+def test_a_job_over_every_namespace_reports_no_single_generation(
+    sqlite_url: str, serve: Callable[..., Served]
+) -> None:
+    """A Reindex of every namespace reported the last namespace's generation as its own
+    (ReindexJob.generation); it is 0, and GetStats has each namespace's."""
+    served = serve(sqlite_url, admin_token=TOKEN)
+    add_namespace(served.app, "support")
+    reindexer = served.app.reindexer
+    assert reindexer.run(reindexer.start("default", None), "default", None).generation == 1
+    admin = admin_pb2_grpc.AdminStub(served.channel)  # type: ignore[no-untyped-call]
+    job = admin.Reindex(admin_pb.ReindexRequest(), metadata=ADMIN, timeout=10)
+    wait_until(
+        lambda: reindexer.status(job.job_id).state != "running", 60, "the reindex of everything"
+    )
+    job = admin.GetReindexJob(admin_pb.GetReindexJobRequest(job_id=job.job_id), metadata=ADMIN)
+    assert job.state == admin_pb.JOB_STATE_SUCCEEDED, job.error
+    assert (job.namespace, job.generation, job.index_kind) == ("", 0, "")
+
+    def served_generations() -> dict[str, int]:
+        stats = admin.GetStats(admin_pb.GetStatsRequest(), metadata=ADMIN, timeout=10)
+        return {entry.namespace: entry.index_generation for entry in stats.namespaces}
+
+    wait_until(lambda: served_generations() == {"default": 2, "support": 1}, 30, "the swap")

@@ -327,7 +327,10 @@ def run_bench(
             f"the reindex embedded {filler.model_texts - reached_model} examples through the "
             "model: the derived fill did not store their vectors"
         )
-    progress(f"snapshot generation {status.generation}")
+    progress(
+        "snapshot "
+        + ", ".join(f"{p.namespace} generation {p.generation}" for p in status.published)
+    )
     app.close()
 
     started = time.perf_counter()

@@ -189,7 +189,9 @@ class Reindexer:
             try:
                 for info in self.targets(namespace):
                     published.append(self._reindex_one(info, kind, advance, reembed))
-                    generation = published[-1].generation
+                    # One generation per namespace: a job over every namespace has none of
+                    # its own (it reported the last namespace's, as if it were every one's).
+                    generation = published[-1].generation if namespace else 0
             except Exception as exc:
                 if isinstance(exc, RoutebookError):  # its message says it all
                     log.error("reindex job %s failed: %s", job_id, exc)

@@ -182,7 +182,9 @@ class AdminServicer:
 
     def CheckIndex(self, request, context):
         """Compare this server's index with the store: examples missing or extra, outcomes out of
-        date. Writes from the last few seconds may still be on their way (see settle_seconds).
+        date. The server catches up with writes made elsewhere (other servers, the CLI) every
+        follow_interval_seconds (a setting), so a write newer than that may show as a difference:
+        check again before acting on one.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
