@@ -42,7 +42,7 @@ def test_a_first_start_that_dies_loading_route_files_loads_them_all_next_time(
     transaction, so a first start killed after the first left a store that was no longer
     empty, and the other namespaces never came (NOT_FOUND until a manual `routes sync`). A
     failure stands in for the kill: either way nothing of the load may be committed."""
-    import routebook.wiring as wiring
+    import routebook.store.db as store_db
     from routebook.store.db import make_engine
 
     def dying_engine(*args: Any, **kwargs: Any) -> Engine:
@@ -56,7 +56,7 @@ def test_a_first_start_that_dies_loading_route_files_loads_them_all_next_time(
         return engine
 
     with monkeypatch.context() as patched:
-        patched.setattr(wiring, "make_engine", dying_engine)
+        patched.setattr(store_db, "make_engine", dying_engine)  # what open_store builds on
         with pytest.raises(RuntimeError, match="killed"):
             make_app(sqlite_url, routes_dir=POLICY_ROUTES)
     app = make_app(sqlite_url, routes_dir=POLICY_ROUTES)
