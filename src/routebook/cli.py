@@ -451,9 +451,9 @@ def read_store(settings: Settings, read: Callable[[Any], T]) -> T:
     under running servers; it asks for `db upgrade` instead."""
     from sqlalchemy.exc import OperationalError
 
-    from routebook.errors import FailedPrecondition
+    from routebook.errors import FailedPrecondition, Unavailable
     from routebook.store import migrate
-    from routebook.store.db import open_store, parse_url, shown_url, unreachable
+    from routebook.store.db import open_store, parse_url, shown_url
 
     url = parse_url(settings.database_url)
     if url.get_backend_name() == "sqlite" and not Path(url.database or "").is_file():
@@ -482,8 +482,11 @@ def read_store(settings: Settings, read: Callable[[Any], T]) -> T:
                 "servers), or check --db"
             )
         return read(store)
-    except OperationalError as exc:  # the store went away while it was read
-        raise unreachable(url, exc) from None
+    except OperationalError as exc:  # opened, then failed during the read (locked, timed out)
+        raise Unavailable(
+            f"the store at {where} failed while it was read: {str(exc.orig).strip()}; "
+            "try again (a busy store, a statement timeout) or check the store"
+        ) from None
     finally:
         store.dispose()
 

@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import click
-from click.core import ParameterSource
 
 from routebook.errors import RoutebookError
 
@@ -448,13 +447,19 @@ def calibrate(
     except (RoutebookError, ValueError) as exc:
         _fail(exc)
     configured = inputs.settings.head_features
-    defaulted = ctx.get_parameter_source("head_features") is ParameterSource.DEFAULT
-    if defaulted and result.head_features != configured:
+    if result.head_features != configured:
         # Else two configs that differ only there calibrate alike, and nothing says why.
+        if result.params.head_strength == 0:
+            why = (
+                "no head (head_strength 0), written as vector: a head without weight reads nothing"
+            )
+        else:
+            why = (
+                f'"{result.head_features}" (--head-features both tries each kind; pass '
+                f"--head-features {configured} to keep yours)"
+            )
         click.echo(
-            f'note: the settings say head_features = "{configured}"; calibrate chose '
-            f'"{result.head_features}" (--head-features both tries each kind; pass '
-            f"--head-features {configured} to keep yours)",
+            f'note: the settings say head_features = "{configured}"; calibrate chose {why}',
             err=True,
         )
     if as_json:

@@ -749,18 +749,21 @@ def test_an_outage_of_the_cheaper_models_leaves_the_tenant_the_strongest(
     assert ask(served, HARD, namespace="outage", tenant="acme").model == "frontier"
 
 
+@pytest.mark.parametrize("session", ["", "chat-1"])
 def test_decisions_a_cooldown_sends_to_the_strongest_do_not_count_towards_the_cap(
-    sqlite_url: str, serve: Callable[..., Served], tmp_path: Path
+    sqlite_url: str, serve: Callable[..., Served], tmp_path: Path, session: str
 ) -> None:
     """The same outage once its failures cool small and mid: decisions go to frontier, the
     only model left. Counted as strong, they tripped the cap, and when the cooldowns ended
-    (the outage going on) the guard took frontier: the next call ended in AllModelsFailed."""
+    (the outage going on) the guard took frontier: the next call ended in AllModelsFailed.
+    In a session the turns after the first stuck to frontier, and that stickiness, chosen
+    among the models not cooling down, counted them as strong again."""
     served = serve(sqlite_url, routes_dir=outage_routes(tmp_path), cooldown_seconds=5)
     with RouterClient(served.target, timeout=30) as client:
         decided = []
         for n in range(8):
             text = f"where is my order number {n}? it has not arrived"
-            decision = client.decide(text, namespace="outage", tenant="acme")
+            decision = client.decide(text, namespace="outage", tenant="acme", session_id=session)
             answer, _ = client.call_with_fallbacks(decision, openai_down)
             assert answer == "from frontier"
             decided.append(decision.model)

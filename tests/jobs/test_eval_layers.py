@@ -158,9 +158,10 @@ def test_eval_and_calibrate_read_head_features_from_the_config(
     assert result.exit_code == 0, result.output
     settings = json.loads(result.stdout)["settings"]
     assert settings["head_strength"] == 0 and settings["head_features"] == "vector"
-    # Said on stderr, since the config asked for the layers (and --head-features was not given).
-    assert 'note: the settings say head_features = "layers"; calibrate chose "vector"' in (
-        result.stderr
+    # Said on stderr, since the config asked for the layers.
+    assert (
+        'note: the settings say head_features = "layers"; calibrate chose no head '
+        "(head_strength 0), written as vector" in result.stderr
     )
 
 

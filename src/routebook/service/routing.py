@@ -240,7 +240,11 @@ class RoutingService:
                 # calls failed: an outage, usually) is a fallback after failures, not a reach
                 # for it (docs/failover.md). Counted, it tripped the cap, and when a cooldown
                 # ended the guard took the strongest model, the one still up, from the tenant.
-                unforced = decide(replace(request, allowed=frozenset(envelope.allowed)))
+                # Only the caller's own override stays: a rule's pick and a session's kept
+                # model were chosen among the models left, so they carry the cooldown too.
+                unforced = decide(
+                    replace(request, allowed=frozenset(envelope.allowed), override=override)
+                )
                 strong = unforced.model in strongest
             self._guard.note(info.name, query.tenant, strong, cap, named)
         fallbacks = fallback_order(choice, available, self.limits.max_fallbacks)
