@@ -128,7 +128,7 @@ class RoutingService:
             m for m in envelope.allowed if m in cooled
         ]
         if left_out:
-            effects += (cooldown_effect(left_out, cooled, ignored=available == envelope.allowed),)
+            effects += (cooldown_effect(left_out, cooled, ignored=not cooled_out),)
         cap = info.policy.escalation_cap
         strongest = info.catalog.strongest_tier  # every model at the top price
         strong_left = tuple(m for m in available if m in strongest)
@@ -202,6 +202,7 @@ class RoutingService:
             head=head.predict(vector, query_tokens, layers) if head is not None else None,
         )
         choice = decide(request)
+        unforced: Choice | None = None  # `_unforced`, made at most once
         if ruled is not None and ruled.rule is not None:
             choice = replace(
                 choice,
@@ -219,7 +220,8 @@ class RoutingService:
                 f"success is {choice.confidence:.2f}",
             )
         elif left_out and choice.strategy is Strategy.SEMANTIC:
-            wanted = decide(replace(request, allowed=frozenset(envelope.allowed))).model
+            unforced = _unforced(request, envelope, override)
+            wanted = unforced.model
             if wanted in cooled:
                 left = cooled[wanted]
                 choice = replace(
@@ -240,11 +242,7 @@ class RoutingService:
                 # calls failed: an outage, usually) is a fallback after failures, not a reach
                 # for it (docs/failover.md). Counted, it tripped the cap, and when a cooldown
                 # ended the guard took the strongest model, the one still up, from the tenant.
-                # Only the caller's own override stays: a rule's pick and a session's kept
-                # model were chosen among the models left, so they carry the cooldown too.
-                unforced = decide(
-                    replace(request, allowed=frozenset(envelope.allowed), override=override)
-                )
+                unforced = unforced or _unforced(request, envelope, override)
                 strong = unforced.model in strongest
             self._guard.note(info.name, query.tenant, strong, cap, named)
         fallbacks = fallback_order(choice, available, self.limits.max_fallbacks)
@@ -394,3 +392,11 @@ def cooldown_effect(models: list[str], cooled: dict[str, Cooldown], ignored: boo
             "cooldown", (), f"every allowed model is on cooldown, so none is left out: {details}"
         )
     return PolicyEffect("cooldown", tuple(models), f"on cooldown: {details}")
+
+
+def _unforced(request: DecisionRequest, envelope: Envelope, override: str | None) -> Choice:
+    """The decision had no model been cooling down, with the caller's own override only: a
+    rule's pick and a session's kept model were chosen among the models left, so they carry
+    the cooldown too. It says which model a cooldown took (the reason) and whether a decision
+    for the strongest model was forced by cooldowns (the escalation cap)."""
+    return decide(replace(request, allowed=frozenset(envelope.allowed), override=override))
