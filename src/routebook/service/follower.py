@@ -329,15 +329,15 @@ class StoreFollower:
         if not stored:
             return set()
         means = ex_store.outcome_means(session, example_ids=[e.id for e in stored])
-        unindexed: list[ex_store.StoredExample] = []
+        unindexed: list[tuple[ex_store.StoredExample, ExampleFacts]] = []
         for example in stored:
             facts = facts_of(example, means.get(example.id))
             if not index.revise_facts(example.id, to_facts(facts)):
-                unindexed.append(example)
+                unindexed.append((example, facts))
         if unindexed:
             index.add(
-                [facts_of(e, means.get(e.id)) for e in unindexed],
-                self._builder.vectors_for(unindexed),
+                [facts for _, facts in unindexed],
+                self._builder.vectors_for([example for example, _ in unindexed]),
             )
         return {e.id for e in stored}
 
