@@ -654,6 +654,37 @@ def test_check_compares_the_index_with_the_store(
     assert report["extra"] == [str(victim)] and report["storeExamples"] == "14"
 
 
+def test_check_finds_a_relabel_the_server_never_applied(
+    sqlite_url: str, serve: Callable[..., Served]
+) -> None:
+    """A relabel keeps the example's id, so ids and outcomes alone cannot show that this
+    server still routes by the old label."""
+    from sqlalchemy import select, update
+
+    from routebook.store.tables import ExampleRow
+
+    served = serve(sqlite_url, admin_token=TOKEN)
+    admin = admin_pb2_grpc.AdminStub(served.channel)  # type: ignore[no-untyped-call]
+    before = admin.CheckIndex(admin_pb.CheckIndexRequest(), metadata=ADMIN, timeout=30)
+    assert before.consistent, before
+    with served.app.store.write() as session:  # behind the server's back: no tombstone
+        relabelled, old_route = session.execute(
+            select(ExampleRow.id, ExampleRow.route)
+            .where(ExampleRow.source == "reference")
+            .order_by(ExampleRow.id)
+        ).first()
+        session.execute(
+            update(ExampleRow)
+            .where(ExampleRow.id == relabelled)
+            .values(route=f"{old_route}-renamed", best_model="big")
+        )
+    after = admin.CheckIndex(admin_pb.CheckIndexRequest(), metadata=ADMIN, timeout=30)
+    (report,) = after.namespaces
+    assert not after.consistent
+    assert list(report.stale_labels) == [relabelled] and report.stale_labels_count == 1
+    assert report.missing_count == report.extra_count == report.stale_outcomes_count == 0
+
+
 def test_check_of_an_index_far_behind_lists_the_first_ids_and_counts_them_all(
     sqlite_url: str, serve: Callable[..., Served]
 ) -> None:

@@ -153,9 +153,11 @@ class AdminServicer(admin_pb2_grpc.AdminServicer):
                     missing=c.missing[:LISTED_IDS],
                     extra=c.extra[:LISTED_IDS],
                     stale_outcomes=c.stale_outcomes[:LISTED_IDS],
+                    stale_labels=c.stale_labels[:LISTED_IDS],
                     missing_count=len(c.missing),
                     extra_count=len(c.extra),
                     stale_outcomes_count=len(c.stale_outcomes),
+                    stale_labels_count=len(c.stale_labels),
                 )
                 for c in checks
             ],

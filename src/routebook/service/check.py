@@ -25,10 +25,13 @@ class IndexCheck:
     missing: list[int] = field(default_factory=list)
     extra: list[int] = field(default_factory=list)
     stale_outcomes: list[int] = field(default_factory=list)
+    #: Examples whose route or best model in the index is not the store's: a relabel this
+    #: server never applied.
+    stale_labels: list[int] = field(default_factory=list)
 
     @property
     def consistent(self) -> bool:
-        return not (self.missing or self.extra or self.stale_outcomes)
+        return not (self.missing or self.extra or self.stale_outcomes or self.stale_labels)
 
 
 def check_indexes(
@@ -41,10 +44,16 @@ def check_indexes(
     result = []
     for info in sorted(infos, key=lambda i: i.name):
         with store.read() as session:
-            stored = set(
-                session.scalars(select(ExampleRow.id).where(ExampleRow.namespace_id == info.id))
-            )
+            labels = {
+                row.id: (row.route, row.best_model)
+                for row in session.execute(
+                    select(ExampleRow.id, ExampleRow.route, ExampleRow.best_model).where(
+                        ExampleRow.namespace_id == info.id
+                    )
+                )
+            }
             means = ex_store.outcome_means(session, namespace_id=info.id)
+        stored = labels.keys()
         facts = {f.example_id: f for f in registry.get(info.name).all_facts()}
         stale = [
             example_id
@@ -61,6 +70,11 @@ def check_indexes(
                 missing=sorted(stored - facts.keys()),
                 extra=sorted(facts.keys() - stored),
                 stale_outcomes=sorted(stale),
+                stale_labels=sorted(
+                    example_id
+                    for example_id, f in facts.items()
+                    if example_id in labels and labels[example_id] != (f.route, f.best_model)
+                ),
             )
         )
     return result

@@ -274,7 +274,7 @@ class CheckIndexRequest(_message.Message):
     def __init__(self, namespace: _Optional[str] = ...) -> None: ...
 
 class IndexCheck(_message.Message):
-    __slots__ = ("namespace", "store_examples", "index_examples", "missing", "extra", "stale_outcomes", "missing_count", "extra_count", "stale_outcomes_count")
+    __slots__ = ("namespace", "store_examples", "index_examples", "missing", "extra", "stale_outcomes", "missing_count", "extra_count", "stale_outcomes_count", "stale_labels", "stale_labels_count")
     NAMESPACE_FIELD_NUMBER: _ClassVar[int]
     STORE_EXAMPLES_FIELD_NUMBER: _ClassVar[int]
     INDEX_EXAMPLES_FIELD_NUMBER: _ClassVar[int]
@@ -284,6 +284,8 @@ class IndexCheck(_message.Message):
     MISSING_COUNT_FIELD_NUMBER: _ClassVar[int]
     EXTRA_COUNT_FIELD_NUMBER: _ClassVar[int]
     STALE_OUTCOMES_COUNT_FIELD_NUMBER: _ClassVar[int]
+    STALE_LABELS_FIELD_NUMBER: _ClassVar[int]
+    STALE_LABELS_COUNT_FIELD_NUMBER: _ClassVar[int]
     namespace: str
     store_examples: int
     index_examples: int
@@ -293,7 +295,9 @@ class IndexCheck(_message.Message):
     missing_count: int
     extra_count: int
     stale_outcomes_count: int
-    def __init__(self, namespace: _Optional[str] = ..., store_examples: _Optional[int] = ..., index_examples: _Optional[int] = ..., missing: _Optional[_Iterable[int]] = ..., extra: _Optional[_Iterable[int]] = ..., stale_outcomes: _Optional[_Iterable[int]] = ..., missing_count: _Optional[int] = ..., extra_count: _Optional[int] = ..., stale_outcomes_count: _Optional[int] = ...) -> None: ...
+    stale_labels: _containers.RepeatedScalarFieldContainer[int]
+    stale_labels_count: int
+    def __init__(self, namespace: _Optional[str] = ..., store_examples: _Optional[int] = ..., index_examples: _Optional[int] = ..., missing: _Optional[_Iterable[int]] = ..., extra: _Optional[_Iterable[int]] = ..., stale_outcomes: _Optional[_Iterable[int]] = ..., missing_count: _Optional[int] = ..., extra_count: _Optional[int] = ..., stale_outcomes_count: _Optional[int] = ..., stale_labels: _Optional[_Iterable[int]] = ..., stale_labels_count: _Optional[int] = ...) -> None: ...
 
 class CheckIndexResponse(_message.Message):
     __slots__ = ("namespaces", "consistent")
