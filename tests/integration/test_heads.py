@@ -3,6 +3,7 @@ retrained when the index has changed enough, and never in the way of a fresh out
 
 from __future__ import annotations
 
+import itertools
 import logging
 import subprocess
 import sys
@@ -139,6 +140,35 @@ def test_a_failure_on_this_very_query_moves_it_off_the_model_the_head_likes(
     assert second.model != chosen
     failed = next(e for e in second.estimates if e.model == chosen)
     assert failed.head_success > second.quality_target > failed.success  # the head still likes it
+
+
+def test_every_failure_reported_on_the_same_query_lowers_its_models_estimate(
+    sqlite_url: str, serve: Callable[..., Served]
+) -> None:
+    """A history example folds a text's reports into one mean per model; counted as one
+    neighbour, the third and later failures of a query changed nothing (0.787 from the first
+    failure on, in the repro on the shipped routes). Each report on the query itself counts."""
+    shipped = Path(__file__).parents[2] / "routes"
+    served = serve(sqlite_url, routes_dir=shipped, head_check_seconds=3600)
+    served.app.heads.refresh("default", force=True)
+    query = "my parcel says delivered but I can't find it anywhere"
+    strongest = ask(served, query).estimates[-1].model
+    estimates = []
+    for n in range(4):
+        served.router.RecordOutcome(
+            pb.RecordOutcomeRequest(
+                outcome_id=f"again-{n}",
+                model=strongest,
+                quality=0.0,
+                messages=[pb.Message(role="user", content=query)],
+            ),
+            timeout=10,
+        )
+        answer = ask(served, query)
+        estimate = next(e for e in answer.estimates if e.model == strongest)
+        estimates.append(estimate.success)
+        assert estimate.support >= n + 1  # the query itself, once per report
+    assert all(later < earlier for earlier, later in itertools.pairwise(estimates)), estimates
 
 
 def test_a_head_retrains_once_its_index_has_changed_enough(

@@ -76,8 +76,9 @@ def facts(
 
 
 def weighted(f: ExampleFacts, weight: float) -> Neighbour:
-    """A neighbour whose weight is already set (for calling estimate_models directly)."""
-    return Neighbour(facts=f, similarity=1.0, weight=weight)
+    """A neighbour whose weight is already set (for calling estimate_models directly): a
+    paraphrase, not the query itself, so its outcomes count once however many were folded in."""
+    return Neighbour(facts=f, similarity=0.9, weight=weight)
 
 
 def estimate(
@@ -592,7 +593,7 @@ def test_none_meets_target_picks_strongest_even_if_a_cheaper_model_scores_higher
     # One neighbour, w 1: nano observed at 0.7, big observed at 0.1 (label absent).
     #   nano: (0.125 + 0.7) / 1.25 = 0.66;  mini: prior 0.5;  big: (0.125 + 0.1) / 1.25 = 0.18
     # Nothing reaches 0.8 → the rule is "strongest", i.e. big, not the best-scoring nano.
-    f = facts(outcomes=[ObservedOutcome(NANO, 0.7, 2), ObservedOutcome(BIG, 0.1, 2)])
+    f = facts(outcomes=[ObservedOutcome(NANO, 0.7, 1), ObservedOutcome(BIG, 0.1, 1)])
     choice = decide(request([near(f, 1.0)]))
     assert [e.success for e in choice.estimates] == pytest.approx([0.66, 0.5, 0.18])
     assert choice.reason_code is ReasonCode.NONE_MEETS_TARGET
@@ -605,12 +606,57 @@ def test_observed_outcome_overrides_label_in_a_decision() -> None:
     #   nano: (0.125 + 0.9) / 1.25 = 1.025 / 1.25 = 0.82  (meets 0.8)
     #   mini: (0.125 + 0)   / 1.25 = 0.1
     #   big:  (0.125 + 1)   / 1.25 = 0.9
-    f = facts(best_model=BIG, outcomes=[ObservedOutcome(NANO, 0.9, 3)])
+    f = facts(best_model=BIG, outcomes=[ObservedOutcome(NANO, 0.9, 1)])
     choice = decide(request([near(f, 1.0)]))
     assert [e.success for e in choice.estimates] == pytest.approx([0.82, 0.1, 0.9])
     assert choice.model == NANO
     assert choice.reason_code is ReasonCode.CHEAPEST_MEETS_TARGET
     assert choice.estimated_cost_usd == pytest.approx(COST[NANO])
+
+
+def test_each_report_on_the_query_itself_counts() -> None:
+    # The query itself (similarity 1, weight 1) with nano reported 3 times, mean 0.0, beside a
+    # paraphrase (weight 0.5) labelled nano:
+    #   nano: (0.125 + 3*1*0.0 + 0.5*1) / (0.25 + 3 + 0.5) = 0.625 / 3.75 = 0.1666...
+    # Counted once, as before, it was (0.125 + 0.5) / (0.25 + 1 + 0.5) = 0.357...
+    itself = Neighbour(facts(outcomes=[ObservedOutcome(NANO, 0.0, 3)]), 1.0, weight=1.0)
+    paraphrase = weighted(facts(best_model=NANO), 0.5)
+    est = estimate([itself, paraphrase])
+    assert est[NANO].success == pytest.approx(0.625 / 3.75)
+    assert est[NANO].support == pytest.approx(3.5)
+    # mini and big know only the label (the query's reports are about nano): weight 0.5.
+    assert est[MINI].success == pytest.approx(0.625 / 0.75)
+    assert est[MINI].support == pytest.approx(0.5)
+
+
+def test_reports_on_a_paraphrase_count_once() -> None:
+    # The same precedent at similarity 0.99 (a paraphrase): its 3 reports are one neighbour.
+    #   nano: (0.125 + 1*0.0 + 0.5*1) / (0.25 + 1 + 0.5) = 0.625 / 1.75
+    paraphrase_of_many = Neighbour(facts(outcomes=[ObservedOutcome(NANO, 0.0, 3)]), 0.99, 1.0)
+    est = estimate([paraphrase_of_many, weighted(facts(best_model=NANO), 0.5)])
+    assert est[NANO].success == pytest.approx(0.625 / 1.75)
+    assert est[NANO].support == pytest.approx(1.5)
+
+
+def test_a_second_failure_of_the_same_query_moves_the_decision() -> None:
+    # Four paraphrases labelled nano at similarity 0.86 (weight (0.86 - 0.3) / 0.7 = 0.8 each,
+    # 3.2 in all) and the query itself, reported failing on nano n times:
+    #   nano: (0.125 + 3.2) / (0.25 + 3.2 + n) = 3.325 / (3.45 + n)
+    #   n = 1: 0.7449 < 0.8 already; so with a target of 0.7:
+    #   n = 1: 0.7449 (nano stays), n = 2: 3.325 / 5.45 = 0.6101 (nano no longer reaches it).
+    # Counted once, every further failure left nano at 0.7449.
+    params = DecisionParams(quality_target=0.7)
+    paraphrases = [near(facts(best_model=NANO), 0.86) for _ in range(4)]
+
+    def after(failures: int) -> Choice:
+        itself = near(facts(best_model=NANO, outcomes=[ObservedOutcome(NANO, 0.0, failures)]), 1.0)
+        return decide(request([itself, *paraphrases], params=params))
+
+    once, twice = after(1), after(2)
+    assert once.estimates[0].success == pytest.approx(3.325 / 4.45)
+    assert once.model == NANO
+    assert twice.estimates[0].success == pytest.approx(3.325 / 5.45)
+    assert twice.model == MINI
 
 
 def test_zero_weight_neighbour_does_not_change_the_decision() -> None:

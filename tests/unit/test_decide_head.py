@@ -161,16 +161,18 @@ def test_an_outcome_recorded_now_changes_the_next_decision_at_once() -> None:
 
 def test_a_precedent_of_this_very_query_caps_the_heads_strength() -> None:
     """Head: nano 0.96, mini 0.97, big 0.99 at strength 10, target 0.8, so nano. nano failed this
-    very query (similarity 1, reported three times: one example). Uncapped, nano stayed at
-    (0.96 * 10 + 0) / 11 = 0.873 and kept the query; capped at the precedent's weight 1, it is
-    0.96 / 2 = 0.48, and mini, which the precedent says nothing of, keeps the head at 10."""
+    very query (similarity 1, reported three times: one example). Uncapped and counted once,
+    nano stayed at (0.96 * 10 + 0) / 11 = 0.873 and kept the query; capped at the precedent's
+    weight 1, with each of its three reports counted, it is 0.96 / (1 + 3) = 0.24, and mini,
+    which the precedent says nothing of, keeps the head at 10."""
     head = HeadPrediction(success=((NANO, 0.96), (MINI, 0.97), (BIG, 0.99)))
     params = replace(PLAIN, head_strength=10.0, quality_target=0.8)
     assert decide(ask([near(facts(route="x"), 0.4)], head, params)).model == NANO
     failed = near(facts(outcomes=[ObservedOutcome(NANO, 0.0, 3)]), 1.0)
     choice = decide(ask([failed], head, params))
     by_model = {e.model: e for e in choice.estimates}
-    assert by_model[NANO].success == pytest.approx(0.96 / 2)
+    assert by_model[NANO].success == pytest.approx(0.96 / 4)
+    assert by_model[NANO].support == pytest.approx(3.0)
     assert by_model[NANO].head_success == 0.96  # still the prior, at the capped strength
     assert by_model[MINI].success == pytest.approx(0.97)
     assert choice.model == MINI

@@ -14,10 +14,16 @@ a precedent recorded a moment ago counts at once. Routes are voted the same way:
 the weight of its neighbours plus a strength (`route_head_strength`) times the head's
 probability for it.
 
-A precedent of this very query (similarity at least `SAME_QUERY_SIMILARITY`) caps the head's
-strength at the weight of such precedents, per model; one that carries a route leaves the head
-out of the route vote. What this query itself did outweighs what the whole index suggests for
-it. Without the cap a head at strength 10 outweighed an exact precedent ten to one, so a model
+A precedent of this very query (similarity at least `SAME_QUERY_SIMILARITY`) counts each
+report of a model on it: its weight is multiplied by the number of outcomes folded into its
+mean, so a third failure of the same query moves the estimate as the first did. Other
+neighbours count once however often they were reported: more reports of a paraphrase say
+more about the paraphrase, not more about this query.
+
+A precedent of this very query also caps the head's strength at the weight of such precedents
+(their similarity weight, not their reports'), per model; one that carries a route leaves the
+head out of the route vote. What this query itself did outweighs what the whole index suggests
+for it. Without the cap a head at strength 10 outweighed an exact precedent ten to one, so a model
 reported failing a query three times kept getting it, and an admin's label on an utterance
 lost to the head when the utterance was asked word for word. Benchmark test queries have no
 exact copy in their index, so the evaluations do not move (docs/evaluation.md, item 13).
@@ -57,6 +63,14 @@ def evidence_for(facts: ExampleFacts, model: str, catalog: Catalog) -> float | N
     return 1.0 if mine > theirs else 0.0
 
 
+def reports_of(facts: ExampleFacts, model: str) -> int:
+    """How many reported outcomes of `model` an example's mean folds in (1 for a label)."""
+    for observed in facts.outcomes:
+        if observed.model == model:
+            return max(1, observed.count)
+    return 1
+
+
 def estimate_models(
     neighbours: Sequence[Neighbour],
     catalog: Catalog,
@@ -88,10 +102,14 @@ def estimate_models(
             value = evidence_for(neighbour.facts, spec.name, catalog)
             if value is None:
                 continue
-            weighted_sum += neighbour.weight * value
-            support += neighbour.weight
+            weight = neighbour.weight
             if neighbour.similarity >= SAME_QUERY_SIMILARITY:
-                same_query += neighbour.weight
+                # The cap is the precedent's weight, not its reports': the head then weighs as
+                # one report, and every further report moves the estimate past it.
+                same_query += weight
+                weight *= reports_of(neighbour.facts, spec.name)
+            weighted_sum += weight * value
+            support += weight
         prior, strength = (
             (prior_success, prior_strength)
             if head_success is None
