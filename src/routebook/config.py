@@ -118,6 +118,15 @@ class Settings(BaseSettings):
     quality_target: float = Field(
         0.8, gt=0, le=1, description="Default success probability a model must reach to be chosen."
     )
+    cascade_min_quality: float | None = Field(
+        None,
+        gt=0,
+        le=1,
+        description="Quality a cascade's answer must reach to be accepted (the plan's "
+        "min_quality, the bar for the caller's grader); unset: quality_target. `calibrate` "
+        "writes it, since the target it tunes is a bar for estimates, not for graded answers. "
+        "A request's own quality_target is the bar for that request.",
+    )
     head_enabled: bool = Field(
         True,
         description="Train a learned head per namespace (logistic regressions on the index's "

@@ -106,6 +106,7 @@ def decision_params(settings: Settings) -> DecisionParams:
         target_mode=settings.target_mode,
         head_strength=settings.head_strength if on else 0.0,
         route_head_strength=settings.route_head_strength if on else 0.0,
+        cascade_min_quality=settings.cascade_min_quality,
     )
 
 

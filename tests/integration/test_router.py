@@ -66,6 +66,21 @@ def test_hard_query_goes_to_the_model_its_neighbours_needed(
     assert small.model == "small" and not small.meets_target
 
 
+def test_a_cascades_bar_is_its_own_setting_and_a_callers_target_is_its_bar(
+    db_url: str, serve: Callable[..., Served]
+) -> None:
+    """calibrate may tune quality_target to 0.14 (a bar for estimates); a grader's answer of
+    0.2 must not pass a cascade because of it: cascade_min_quality is the plan's bar."""
+    served = serve(db_url, quality_target=0.14, cascade_min_quality=0.8)
+    cold = ask(served, UNSEEN)
+    assert cold.strategy == pb.STRATEGY_CASCADE
+    assert cold.quality_target == pytest.approx(0.14)
+    assert cold.cascade.min_quality == pytest.approx(0.8)
+    assert "at least 0.80" in cold.cascade.acceptance
+    own = ask(served, UNSEEN, quality_target=0.9)  # the caller's own target is its own bar
+    assert own.cascade.min_quality == pytest.approx(0.9)
+
+
 def test_learning_loop_cold_start_then_recorded_outcome_routes_paraphrase(
     db_url: str, serve: Callable[..., Served]
 ) -> None:

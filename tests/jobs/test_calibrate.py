@@ -186,6 +186,10 @@ def test_calibrate_outcome_goal_writes_loadable_settings(
     assert settings.k == chosen["k"]
     assert settings.quality_target == pytest.approx(chosen["quality_target"], rel=1e-5)
     assert settings.cold_start_threshold == pytest.approx(chosen["cold_start_threshold"])
+    # The cascades' bar is the configured target, written apart from the tuned one (which
+    # on GSM8K's 0/1 outcomes went as low as 0.14 and then passed graded answers of 0.2).
+    assert settings.cascade_min_quality == pytest.approx(0.8)
+    assert chosen["cascade_min_quality"] == pytest.approx(0.8)
     assert report["test"]["n_test"] == 60
     assert report["test"]["k"] == settings.k
     # --target-mode limits the search to that mode (it used to search both regardless).

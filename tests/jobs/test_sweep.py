@@ -108,3 +108,47 @@ def test_sweep_follows_each_querys_own_cost_order() -> None:
     warm_inverted = np.flatnonzero(~cold & (order[:, -1] != m - 1))
     assert warm_inverted.size > 0
     assert (sweep.choices_at(p, 2.0)[warm_inverted] == m - 1).all()
+
+
+def test_a_fixed_cascade_bar_answers_cold_queries_alike_at_every_target() -> None:
+    # The hand-worked data with the cascades' bar fixed at 0.5: q2 accepts weak (quality 1)
+    # whatever the target, paying 1, so the start of the curve (every warm query strong)
+    # already has q2 on weak, and no target moves it.
+    p = sweep.policy(ESTIMATES, COLD, QUALITY, COST, cascade_bar=0.5)
+    c = sweep.curve(sweep.events(p))
+    assert c.targets.tolist() == [np.inf, 0.9, 0.4]
+    assert c.quality.tolist() == pytest.approx([1.0, 1.0, 2 / 3])
+    assert c.cost.tolist() == pytest.approx([21 / 3, 12 / 3, 3 / 3])
+    # A bar no answer of q2 reaches: it runs through both models and ends on the last.
+    strict = sweep.policy(ESTIMATES, COLD, QUALITY * 0.4, COST, cascade_bar=0.5)
+    assert sweep.choices_at(strict, 0.1)[2] == 1
+    assert strict.keys[2].tolist() == [-np.inf, np.inf]
+    assert strict.cost[2, 1] == 11.0
+
+
+def test_a_fixed_cascade_bar_equals_brute_force_in_each_querys_order() -> None:
+    rng = np.random.default_rng(8)
+    n, m, bar = 300, 3, 0.5
+    estimates = np.round(rng.random((n, m)), 2)
+    cold = rng.random(n) < 0.3
+    quality = np.round(rng.random((n, m)), 1)  # graded answers: the bar matters
+    cost = rng.random((n, m)) * 5
+    order = sweep.cost_order(cost)
+    p = sweep.policy(estimates, cold, quality, cost, order, cascade_bar=bar)
+    c = sweep.curve(sweep.events(p))
+    for target, q, cst in zip(c.targets, c.quality, c.cost, strict=True):
+        final = np.empty(n, dtype=int)
+        paid = np.empty(n)
+        for i in range(n):
+            mine = sorted(range(m), key=lambda j: (cost[i, j], j))
+            if cold[i]:  # the bar, not the target
+                tried = next((k for k, j in enumerate(mine) if quality[i, j] >= bar), m - 1)
+                final[i] = mine[tried]
+                paid[i] = cost[i, mine[: tried + 1]].sum()
+            else:
+                final[i] = next((j for j in mine if estimates[i, j] >= target), m - 1)
+                paid[i] = cost[i, final[i]]
+        assert q == pytest.approx(quality[np.arange(n), final].mean())
+        assert cst == pytest.approx(paid.mean())
+        if np.isfinite(target):
+            assert (sweep.choices_at(p, target) == final).all()

@@ -65,6 +65,10 @@ class DecisionParams:
     #: Weight of the head's route probabilities in the route vote and the cold-start support;
     #: 0 ignores them. CLINC150 / Banking77 train folds (k 20-50, power 8): 1-3 best.
     route_head_strength: float = 3.0
+    #: The quality a cascade's answer must reach to be accepted (the plan's `min_quality`);
+    #: None: `quality_target`. Apart because a target tuned on estimates (calibrate may choose
+    #: 0.14 in absolute mode) is no bar for a grader's score.
+    cascade_min_quality: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -217,7 +221,10 @@ def _cascade(
     support: float,
     from_head: float,
 ) -> Choice:
-    plan = cascade_plan(estimates, params.quality_target)
+    bar = (
+        params.quality_target if params.cascade_min_quality is None else params.cascade_min_quality
+    )
+    plan = cascade_plan(estimates, bar)
     first = next(e for e in estimates if e.model == plan.steps[0].model)
     why = {
         ReasonCode.COLD_EMPTY_INDEX: "the namespace has no examples yet",

@@ -223,6 +223,11 @@ def _outcome_search(
     order = sweep.cost_order(cost)
     need = goal.value * float(quality[:, -1].mean())
     strongest_cost = float(cost[:, -1].mean())
+    # A cascade's answer is accepted at a bar of its own, not at the target searched here: on
+    # 0/1 outcomes any bar in (0, 1] accepts the same answers, so the search drove the target
+    # to 0.14 on GSM8K, and `serve` then accepted a graded answer of 0.2. The bar is the
+    # settings' own (cascade_min_quality, else quality_target), and it is written out.
+    bar = cascade_bar(inputs.params) if cascade else None
     # (cost, -quality) decides, the first found winning a tie; the rest describes the setting.
     best: tuple[float, float, int, DecisionParams, str] | None = None
     advance = tracker.step("calibrate", len(grid) * len(OUTCOME_SHAPES) * len(variants))
@@ -248,7 +253,7 @@ def _outcome_search(
                     for cold_threshold in COLD_GRID if cascade else (-1.0,):
                         cold = support_cold | (top < cold_threshold)
                         curve = sweep.curve(
-                            sweep.events(sweep.policy(estimates, cold, quality, cost, order))
+                            sweep.events(sweep.policy(estimates, cold, quality, cost, order, bar))
                         )
                         found = cheapest_reaching(curve, need)
                         if found is None:
@@ -263,6 +268,7 @@ def _outcome_search(
                                 target_mode=mode,
                                 cold_start_threshold=cold_threshold,
                                 quality_target=target,
+                                cascade_min_quality=bar,
                             ),
                             kind,
                         )
@@ -278,6 +284,13 @@ def _outcome_search(
         "saving_vs_strongest": 1.0 - cost_c / strongest_cost,
     }
     return k, params, kind, figures
+
+
+def cascade_bar(params: DecisionParams) -> float:
+    """The acceptance bar a calibrated setting's cascades are measured and served with."""
+    if params.cascade_min_quality is not None:
+        return params.cascade_min_quality
+    return params.quality_target
 
 
 def cheapest_reaching(curve: sweep.Curve, need: float) -> tuple[int, float] | None:
@@ -549,7 +562,8 @@ def run_calibration(
 def config_values(result: Calibrated) -> dict[str, float | int | str]:
     """The chosen setting as Settings fields (the names `serve --config` reads)."""
     values: dict[str, float | int | str] = {"k": result.k}
-    values.update(dataclasses.asdict(result.params))
+    # None is an unset setting (cascade_min_quality when nothing may go cold): its default holds.
+    values.update((k, v) for k, v in dataclasses.asdict(result.params).items() if v is not None)
     values["head_features"] = result.head_features
     return values
 

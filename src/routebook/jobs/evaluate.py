@@ -113,7 +113,9 @@ def evaluate_outcomes(
     choices = replay.decide_all(searched, catalog, options.params, options.k, answer)
     advance(len(test_rows))
     mode = options.params.target_mode
-    routebook = scored_from_choices("routebook", choices, catalog, mode)
+    routebook = scored_from_choices(
+        "routebook", choices, catalog, mode, options.params.cascade_min_quality
+    )
     check_matches_decide(routebook, choices, catalog)
     # The same rule with cold start switched off: every query SEMANTIC, no cascade. Cascades
     # assume the caller can grade an answer; this row shows the rule without that help.

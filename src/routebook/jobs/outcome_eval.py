@@ -104,6 +104,8 @@ class Scored:
     name: str
     estimates: FloatArray
     cold: BoolArray
+    #: The cascades' fixed acceptance bar (`cascade_min_quality`); None: the target.
+    cascade_bar: float | None = None
 
 
 def as_keys(estimates: FloatArray, target_mode: str) -> FloatArray:
@@ -121,12 +123,16 @@ def as_keys(estimates: FloatArray, target_mode: str) -> FloatArray:
 
 
 def scored_from_choices(
-    name: str, choices: list[Choice], catalog: Catalog, target_mode: str
+    name: str,
+    choices: list[Choice],
+    catalog: Catalog,
+    target_mode: str,
+    cascade_bar: float | None = None,
 ) -> Scored:
     estimates = np.array([[e.success for e in c.estimates] for c in choices], dtype=np.float64)
     cold = np.array([c.strategy is Strategy.CASCADE for c in choices], dtype=bool)
     keys = as_keys(estimates.reshape(len(choices), len(catalog)), target_mode)
-    return Scored(name=name, estimates=keys, cold=cold)
+    return Scored(name=name, estimates=keys, cold=cold, cascade_bar=cascade_bar)
 
 
 def share_axis_problem(quality: FloatArray, call_cost: FloatArray) -> str | None:
@@ -170,6 +176,12 @@ class Priced:
         self.share_axis = share_axis_problem(quality, call_cost) is None
 
 
+def _policy(scored: Scored, priced: Priced, cost: FloatArray) -> sweep.Policy:
+    return sweep.policy(
+        scored.estimates, scored.cold, priced.quality, cost, priced.order, scored.cascade_bar
+    )
+
+
 def _weights(idx: npt.NDArray[np.int64], n: int) -> FloatArray:
     return np.bincount(idx, minlength=n).astype(np.float64)
 
@@ -179,16 +191,8 @@ class _RouterCurves:
 
     def __init__(self, scored: Scored, priced: Priced) -> None:
         self.priced = priced
-        self.unit = sweep.events(
-            sweep.policy(
-                scored.estimates, scored.cold, priced.quality, priced.unit_cost, priced.order
-            )
-        )
-        self.dollars = sweep.events(
-            sweep.policy(
-                scored.estimates, scored.cold, priced.quality, priced.call_cost, priced.order
-            )
-        )
+        self.unit = sweep.events(_policy(scored, priced, priced.unit_cost))
+        self.dollars = sweep.events(_policy(scored, priced, priced.call_cost))
 
     def share_points(self, w: FloatArray | None) -> tuple[list[CurvePoint], float, float]:
         ww = np.ones(self.priced.n) if w is None else w
@@ -265,12 +269,8 @@ def evaluate_router(
             return math.nan
         return _nan(metrics.cost_saving_at_quality(points, strong_c, strong_q, SAVING_AT))
 
-    p_unit = sweep.policy(
-        scored.estimates, scored.cold, priced.quality, priced.unit_cost, priced.order
-    )
-    p_dollars = sweep.policy(
-        scored.estimates, scored.cold, priced.quality, priced.call_cost, priced.order
-    )
+    p_unit = _policy(scored, priced, priced.unit_cost)
+    p_dollars = _policy(scored, priced, priced.call_cost)
     column = sweep.columns_at(p_unit, target)  # the same columns in both: keys ignore cost
     rows = np.arange(n)
     final = p_unit.model[rows, column]

@@ -7,7 +7,9 @@ by a step function of the quality target t:
 - a SEMANTIC query answers with the cheapest model whose estimate reaches t, else the strongest
   (exactly `decide`'s rule), so model j answers for t in (max est[<j], max est[<=j]];
 - a CASCADE (cold-start) query tries models cheapest first and accepts the first answer whose
-  recorded quality reaches t (the plan's `min_quality` is the target), paying every attempt.
+  recorded quality reaches t (the plan's `min_quality` is the target), paying every attempt;
+  with a fixed acceptance bar (`cascade_min_quality`) it accepts the first reaching the bar
+  instead, whatever t, so its answer is one point of every curve.
 
 "Cheapest" is this query's cost, as in `decide`: with a long prompt a model with dear output and
 cheap input can cost less than one listed below it. Columns then follow each query's own order
@@ -56,13 +58,42 @@ def policy(
     quality: FloatArray,
     call_cost: FloatArray,
     order: IntArray | None = None,
+    cascade_bar: float | None = None,
 ) -> Policy:
     """Build the step functions from decide's estimates, its cold flags and the recorded outcomes.
 
     All arrays are (n_queries, n_models) with models in catalog order (the last the strongest),
     except `cold` (n_queries,). `order[i]` lists query i's models cheapest first for that query
-    (None: the catalog order for every query).
+    (None: the catalog order for every query). `cascade_bar`: the cascades' fixed acceptance
+    bar (None: the target is the bar, as `decide` has it without `cascade_min_quality`).
     """
+    built = _policy(estimates, cold, quality, call_cost, order)
+    return built if cascade_bar is None else _fixed_bar(built, cold, cascade_bar)
+
+
+def _fixed_bar(p: Policy, cold: BoolArray, bar: float) -> Policy:
+    """Cold rows answered by their first column whose recorded quality reaches `bar` (else the
+    last), at every target: keys -inf before it and +inf from it on, and the columns after it
+    copies of it, so that the all-strongest start of the sweep has cascades there already."""
+    accepted = p.quality >= bar
+    accepted[:, -1] = True
+    final = np.argmax(accepted, axis=1)
+    rows = np.flatnonzero(cold)
+    after = np.arange(p.quality.shape[1])[None, :] >= final[rows][:, None]
+    keys, quality, cost, model = p.keys.copy(), p.quality.copy(), p.cost.copy(), p.model.copy()
+    keys[rows] = np.where(after, np.inf, -np.inf)
+    for values in (quality, cost, model):
+        values[rows] = np.where(after, values[rows, final[rows]][:, None], values[rows])
+    return Policy(keys=keys, quality=quality, cost=cost, model=model)
+
+
+def _policy(
+    estimates: FloatArray,
+    cold: BoolArray,
+    quality: FloatArray,
+    call_cost: FloatArray,
+    order: IntArray | None,
+) -> Policy:
     n, m = quality.shape
     if order is None or bool((order == np.arange(m)).all()):
         source = np.where(cold[:, None], quality, estimates)

@@ -109,7 +109,7 @@ class RoutingService:
         check_query_fields(query)
         params = self.params
         if query.quality_target is not None:
-            params = replace(params, quality_target=query.quality_target)
+            params = replace(params, quality_target=query.quality_target, cascade_min_quality=None)
         output_tokens = (
             self.limits.default_output_tokens
             if query.expected_output_tokens is None
@@ -275,7 +275,9 @@ class RoutingService:
             )
             shadow_params = self._shadow.params
             if query.quality_target is not None:  # the caller's own bar applies to both
-                shadow_params = replace(shadow_params, quality_target=query.quality_target)
+                shadow_params = replace(
+                    shadow_params, quality_target=query.quality_target, cascade_min_quality=None
+                )
             shadow = decide(
                 replace(
                     request,
