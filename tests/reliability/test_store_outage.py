@@ -407,3 +407,64 @@ def test_a_drift_reference_frozen_during_an_outage_is_stored_after_it(
         wait_until(lambda: frozen_rows() == 1, 30, "the reference to be stored")
     finally:
         engine.dispose()
+
+
+def test_a_stream_batch_that_meets_an_outage_says_where_to_resume(
+    postgres_url: str,
+    proxied_url: tuple[str, CuttableProxy],
+    serve: Callable[..., Served],
+) -> None:
+    """The store went away after two batches of an UpsertExamplesStream were committed: the
+    stream ended UNAVAILABLE with the generic "nothing was changed, retry later", which was
+    false, and a client that believed it would resend every batch, or none."""
+    url, proxy = proxied_url
+    served = serve(url, admin_token=TOKEN)
+    admin = admin_pb2_grpc.AdminStub(served.channel)  # type: ignore[no-untyped-call]
+    engine = create_engine(postgres_url)  # straight to PostgreSQL, not through the proxy
+
+    def stored(prefix: str) -> int:
+        with engine.connect() as connection:
+            return int(
+                connection.execute(
+                    text("SELECT count(*) FROM examples WHERE text LIKE :p"), {"p": f"{prefix}%"}
+                ).scalar_one()
+            )
+
+    def batch(number: int) -> admin_pb.UpsertExamplesRequest:
+        return admin_pb.UpsertExamplesRequest(
+            namespace="default",
+            examples=[
+                admin_pb.ExampleInput(
+                    text=f"outage stream batch {number} row {row}", best_model="mid"
+                )
+                for row in range(2)
+            ],
+        )
+
+    def batches() -> Iterator[admin_pb.UpsertExamplesRequest]:
+        yield batch(0)
+        yield batch(1)
+        # The server reads a batch, then commits it: cut once both are in the store.
+        wait_until(lambda: stored("outage stream batch") == 4, 30, "batches 0 and 1 committed")
+        proxy.cut()
+        yield batch(2)
+        yield batch(3)
+
+    try:
+        code, details = code_of(
+            lambda: admin.UpsertExamplesStream(batches(), metadata=ADMIN, timeout=60)
+        )
+    finally:
+        proxy.restore()
+    assert code == grpc.StatusCode.UNAVAILABLE, (code, details)  # still worth a retry
+    assert "nothing was changed" not in details, details
+    assert details.startswith("batch 2 of the stream (counted from 0) failed: the store is "), (
+        details
+    )
+    assert (
+        "the 2 batches before it are committed (4 added, 0 updated), so resume from batch 2"
+        in details
+    ), details
+    assert stored("outage stream batch 0") == stored("outage stream batch 1") == 2
+    assert stored("outage stream batch 2") == stored("outage stream batch 3") == 0
+    engine.dispose()

@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import itertools
+import logging
 from collections.abc import Iterator
 
 import grpc
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
-from routebook.errors import RoutebookError
+from routebook.errors import RoutebookError, Unavailable
 from routebook.server import convert
 from routebook.service.check import check_indexes
 from routebook.service.examples import UpsertResult
+from routebook.store.db import STORE_UNAVAILABLE
 from routebook.v1 import admin_pb2 as admin_pb
 from routebook.v1 import admin_pb2_grpc
 from routebook.wiring import App
+
+log = logging.getLogger("routebook.server")
 
 #: Ids a CheckIndex answer lists per kind of difference (8 bytes or so each): the counts say
 #: how many there are in all.
@@ -23,6 +28,14 @@ LISTED_IDS = 1000
 def _budget(max_message_bytes: int) -> int:
     """What a response's content may take: the message limit, less room for its framing."""
     return max_message_bytes - min(16_384, max_message_bytes // 8)
+
+
+def _resume_from(batch: int, committed: UpsertResult, what: str) -> str:
+    return (
+        f"batch {batch} of the stream (counted from 0) {what}; the {batch} batches before it "
+        f"are committed ({committed.added} added, {committed.updated} updated), so resume "
+        f"from batch {batch}"
+    )
 
 
 class AdminServicer(admin_pb2_grpc.AdminServicer):
@@ -73,10 +86,24 @@ class AdminServicer(admin_pb2_grpc.AdminServicer):
                 )
             except RoutebookError as exc:
                 # Earlier batches are committed: say where to resume.
-                raise type(exc)(
-                    f"batch {batch} of the stream (counted from 0) was refused: {exc}; the "
-                    f"{batch} batches before it are committed ({total.added} added, "
-                    f"{total.updated} updated), so resume from batch {batch}"
+                raise type(exc)(_resume_from(batch, total, f"was refused: {exc}")) from None
+            except STORE_UNAVAILABLE as exc:
+                # Not the interceptor's "nothing was changed": the earlier batches stand. Still
+                # UNAVAILABLE, since the same batches succeed once the store is back.
+                busy = isinstance(exc, PoolTimeout)
+                log.warning(
+                    "store unavailable in UpsertExamplesStream at batch %d: %s",
+                    batch,
+                    (str(getattr(exc, "orig", None) or exc).strip() or repr(exc)).splitlines()[0],
+                )
+                raise Unavailable(
+                    _resume_from(
+                        batch,
+                        total,
+                        "failed: the store is "
+                        + ("busy (no free connection)" if busy else "unavailable"),
+                    )
+                    + " when the store answers again"
                 ) from None
             total.merge(result)
         response = convert.upsert_response(total)

@@ -137,8 +137,9 @@ class AdminServicer:
     def UpsertExamplesStream(self, request_iterator, context):
         """The same for large loads: stream batches; every batch is committed as it arrives, and the
         summary of all of them is returned at the end. A refused batch ends the stream with its
-        status; its message names the batch (counted from 0) and says the batches before it are
-        committed, so a client resumes from that batch.
+        status, and so does a batch the store fails (UNAVAILABLE: retry once it is back); either
+        message names the batch (counted from 0) and says the batches before it are committed, so
+        a client resumes from that batch.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
