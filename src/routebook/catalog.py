@@ -61,6 +61,25 @@ class ModelSpec:
         )
 
 
+def out_of_bounds(spec: ModelSpec) -> list[str]:
+    """What of a model's numbers lies outside the bounds above, each as "FIELD is VALUE; give
+    a number from LOW to HIGH": empty for a model every write path accepts."""
+    problems = [
+        f"{name} is {value}; give a number from 0 to {most:g}"
+        for name, value, most in (
+            ("input_usd_per_mtok", spec.input_usd_per_mtok, MAX_USD_PER_MTOK),
+            ("output_usd_per_mtok", spec.output_usd_per_mtok, MAX_USD_PER_MTOK),
+            ("latency_ms", spec.latency_ms, MAX_LATENCY_MS),
+        )
+        if not (math.isfinite(value) and 0 <= value <= most)
+    ]
+    if not 0 < spec.context_window <= MAX_CONTEXT_WINDOW:
+        problems.append(
+            f"context_window is {spec.context_window}; give a number from 1 to {MAX_CONTEXT_WINDOW}"
+        )
+    return problems
+
+
 class Catalog:
     """Models cheapest first, looked up by name."""
 

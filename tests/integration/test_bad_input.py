@@ -409,6 +409,56 @@ def test_a_catalog_number_past_its_bound_is_refused(
     assert said in (caught.value.details() or ""), caught.value.details()
 
 
+@pytest.mark.parametrize(
+    ("field", "stored", "said"),
+    [
+        ("context_window", 5_000_000_000, "context_window is 5000000000; give a number from 1 to"),
+        ("context_window", -5, "context_window is -5; give a number from 1 to 2147483647"),
+        ("input_usd_per_mtok", 1e308, "input_usd_per_mtok is 1e+308; give a number from 0 to"),
+    ],
+)
+def test_a_catalog_stored_before_the_bounds_is_refused_with_the_fix(
+    sqlite_url: str, serve: Callable[..., Served], field: str, stored: float, said: str
+) -> None:
+    """A catalog stored before catalogs were bounded made GetNamespace INTERNAL (a context
+    window the contract's uint32 cannot carry) or show a price no write path takes any more.
+    It is refused, naming the namespace, model, number and both ways to replace it; the
+    UpdateCatalog it names then works."""
+    from routebook.v1 import admin_pb2 as admin_pb
+    from routebook.v1 import admin_pb2_grpc
+
+    served = serve(sqlite_url, admin_token="adm")
+    admin = admin_pb2_grpc.AdminStub(served.channel)  # type: ignore[no-untyped-call]
+    metadata = [("authorization", "Bearer adm")]
+    get = admin_pb.GetNamespaceRequest(name="default")
+    good = admin.GetNamespace(get, metadata=metadata, timeout=10)
+    with served.app.store.engine.begin() as connection:  # as an older routebook stored it
+        connection.execute(
+            text(f"UPDATE catalog_models SET {field} = :v WHERE name = 'frontier'"), {"v": stored}
+        )
+    with pytest.raises(grpc.RpcError) as caught:
+        admin.GetNamespace(get, metadata=metadata, timeout=10)
+    assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION, caught.value.details()
+    details = caught.value.details() or ""
+    assert details.startswith(
+        f"namespace 'default': its stored catalog (version {good.catalog_version}) was stored "
+        "before catalogs were bounded and is out of bounds: model 'frontier': "
+    ), details
+    assert said in details, details
+    assert "run `routebook routes sync`" in details
+    assert f"UpdateCatalog with expected_version {good.catalog_version}" in details
+    assert served.router.Decide(pb.DecideRequest(messages=user("where is my order?"))).model
+    updated = admin.UpdateCatalog(
+        admin_pb.UpdateCatalogRequest(
+            namespace="default", expected_version=good.catalog_version, catalog=good.catalog
+        ),
+        metadata=metadata,
+        timeout=10,
+    )
+    assert list(updated.catalog) == list(good.catalog)
+    assert admin.GetNamespace(get, metadata=metadata, timeout=10) == updated
+
+
 def test_a_bind_failure_says_why(sqlite_url: str, make_app: Callable[..., App]) -> None:
     """Every failed bind read "is the port in use?", also for a host that does not resolve."""
     import socket

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import logging
-import math
 import re
 from dataclasses import dataclass
 
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError, OperationalError
 
-from routebook.catalog import MAX_CONTEXT_WINDOW, MAX_LATENCY_MS, MAX_USD_PER_MTOK, Catalog
+from routebook.catalog import Catalog, out_of_bounds
 from routebook.errors import (
     Aborted,
     AlreadyExists,
@@ -90,12 +89,14 @@ class NamespaceAdmin:
             row = ns_store.get_namespace(session, name)
             if row is None:
                 raise NotFound(f"namespace {name!r} does not exist")
-            return NamespaceView(
+            view = NamespaceView(
                 row.name,
                 row.description,
                 ns_store.load_catalog(session, row.id),
                 row.catalog_version,
             )
+        _check_stored(view)
+        return view
 
     def update_catalog(self, name: str, expected_version: int, catalog: Catalog) -> NamespaceView:
         _check_catalog(catalog)
@@ -186,18 +187,24 @@ def _check_catalog(catalog: Catalog) -> None:
     for spec in catalog.models:
         if not re.match(NAME_PATTERN, spec.name):
             raise InvalidArgument(f"model name {spec.name[:40]!r} is not a valid name")
-        numbers = (
-            ("input_usd_per_mtok", spec.input_usd_per_mtok, MAX_USD_PER_MTOK),
-            ("output_usd_per_mtok", spec.output_usd_per_mtok, MAX_USD_PER_MTOK),
-            ("latency_ms", spec.latency_ms, MAX_LATENCY_MS),
+        problems = out_of_bounds(spec)
+        if problems:
+            raise InvalidArgument(f"model {spec.name!r}: {problems[0]}")
+
+
+def _check_stored(view: NamespaceView) -> None:
+    """Refuse to show a catalog stored before catalogs were bounded (a context window of 5e9,
+    a price of 1e308) rather than answer INTERNAL (the contract's uint32 cannot carry some of
+    it) or show other numbers than the store holds: say what is wrong and how to replace it."""
+    problems = [
+        f"model {spec.name!r}: {problem}"
+        for spec in view.catalog.models
+        for problem in out_of_bounds(spec)
+    ]
+    if problems:
+        raise FailedPrecondition(
+            f"namespace {view.name!r}: its stored catalog (version {view.catalog_version}) was "
+            f"stored before catalogs were bounded and is out of bounds: {'; '.join(problems)}. "
+            "Replace it: fix the route file and run `routebook routes sync`, or send "
+            f"UpdateCatalog with expected_version {view.catalog_version}"
         )
-        for field, value, most in numbers:
-            if not (math.isfinite(value) and 0 <= value <= most):
-                raise InvalidArgument(
-                    f"model {spec.name!r}: {field} is {value}; give a number from 0 to {most:g}"
-                )
-        if not 0 < spec.context_window <= MAX_CONTEXT_WINDOW:
-            raise InvalidArgument(
-                f"model {spec.name!r}: context_window is {spec.context_window}; give a number "
-                f"from 1 to {MAX_CONTEXT_WINDOW}"
-            )

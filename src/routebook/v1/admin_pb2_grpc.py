@@ -111,7 +111,9 @@ class AdminServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetNamespace(self, request, context):
-        """Read a namespace, its catalog and the catalog's version.
+        """Read a namespace, its catalog and the catalog's version. FAILED_PRECONDITION for a catalog
+        stored before catalogs were bounded that is out of bounds: the message names each number
+        and the catalog's version, to replace it with UpdateCatalog (or `routebook routes sync`).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
