@@ -1,7 +1,8 @@
 """The composition root: the one place that builds store, embedder, indexes and services from
-settings. Nothing happens at import; `build()` does the work, in this order: migrate the store,
-load route files into an empty store, load every namespace's index (newest snapshot, else
-built from the store) and catch it up."""
+settings. Nothing happens at import; `build()` does the work, in this order: check the inputs
+other than the store (route files, shadow candidate, model folder, decision log), migrate the
+store, load route files into an empty store, load every namespace's index (newest snapshot,
+else built from the store) and catch it up."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from routebook.embed import Embedder
 from routebook.embed.batcher import MicroBatcher
 from routebook.embed.cache import CachedEmbedder
 from routebook.embed.protocol import background_layers, layers_dim_of
+from routebook.embed.sentence import model_folder
 from routebook.errors import ConfigError
 from routebook.index import IndexRegistry
 from routebook.index.snapshot import store_folder
@@ -173,22 +175,36 @@ def training_layers(settings: Settings, store: Store, embedder: Embedder) -> Tra
 
 def initial_routes(settings: Settings) -> list[tuple[Path, routefiles.RouteFile]]:
     """The route files an empty store starts with: routes_dir, a folder of them or one file.
+    Read before the store is opened, so a mistake in them stops the start before the store is
+    created or migrated.
 
     A routes_dir given explicitly (flag, environment or config file) must hold some: a
     mistyped `--routes` used to start a server on an empty store, every Decide NOT_FOUND.
-    The default may be absent or empty, since namespaces can come through the Admin API
-    instead; that is only warned about."""
+    The default may be absent or empty (namespaces can come through the Admin API instead):
+    that gives none, which `build` warns about if the store turns out empty."""
     path = settings.routes_dir
     given = "routes_dir" in settings.model_fields_set
-    if not given and not (path.is_file() or (path.is_dir() and routefiles.route_file_paths(path))):
-        log.warning(
-            "empty store and no route files: %s %s (routes_dir); create namespaces through "
-            "the Admin API, or point routes_dir at your route files",
-            path.resolve(),
-            "holds no route files" if path.is_dir() else "does not exist",
-        )
+    if not given and not _holds_route_files(path):
         return []
     return routefiles.load_routes(path)
+
+
+def _holds_route_files(path: Path) -> bool:
+    return path.is_file() or (path.is_dir() and bool(routefiles.route_file_paths(path)))
+
+
+def _check_before_the_store(
+    settings: Settings, embedder: Embedder | None, load_routes: bool
+) -> tuple[list[tuple[Path, routefiles.RouteFile]], ShadowCandidate | None]:
+    """Check what start-up reads besides the store, cheaply, before the store is touched: a
+    mistyped --routes, shadow_config or model_path is a setting to fix, and used to be found
+    only after the store had been created or migrated. Returns the route files and the
+    shadow candidate, which `build` uses."""
+    files = initial_routes(settings) if load_routes else []
+    shadow = shadow_candidate(settings)
+    if embedder is None:
+        model_folder(settings.model_path)  # the model itself is loaded after the store
+    return files, shadow
 
 
 def build(
@@ -203,7 +219,8 @@ def build(
     # One query at a time gains nothing from FAISS's OpenMP threads and loses a lot to their
     # contention with the gRPC threads (measured 10-30x slower flat search on 2 cores).
     faiss.omp_set_num_threads(settings.faiss_threads)
-    # Opened first: a log it cannot write is a setting to fix before the store is migrated.
+    files, shadow = _check_before_the_store(settings, embedder, load_routes)
+    # Opened before the store too: a log it cannot write is a setting to fix first.
     decision_log = DecisionLog(settings.decision_log or None)
     store = open_store(
         settings.database_url, statement_timeout_seconds=settings.store_statement_timeout_seconds
@@ -218,7 +235,6 @@ def build(
         )
     registry = IndexRegistry(embedder.dim)
     directory = NamespaceDirectory(store, settings.default_namespace)
-    shadow = shadow_candidate(settings)
     heads = HeadBook(
         registry,
         lambda namespace: directory.resolve(namespace).catalog,
@@ -339,14 +355,21 @@ def build(
     telemetry.watch_embedder(batcher, cache)
     telemetry.watch_heads(heads)
     infos = directory.refresh()
-    files = initial_routes(settings) if not infos and load_routes else []
-    if files:
+    if not infos and files:
         say(f"empty store: loading route files from {settings.routes_dir}")
         try:
             examples.sync_routes(files, together=True)
         except IntegrityError:
             say("another server loaded the route files first")
         infos = directory.refresh()
+    elif not infos and load_routes:
+        path = settings.routes_dir
+        log.warning(
+            "empty store and no route files: %s %s (routes_dir); create namespaces through "
+            "the Admin API, or point routes_dir at your route files",
+            path.resolve(),
+            "holds no route files" if path.is_dir() else "does not exist",
+        )
     if load_indexes:
         for info in infos:
             if not follower.is_loaded(info.name):

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
-from sqlalchemy import text
+from sqlalchemy import inspect
 from sqlalchemy.engine import make_url
 
 from routebook import cli, wiring
@@ -171,11 +171,7 @@ def test_a_route_file_with_a_nul_is_refused_before_the_store(
         result = runner.invoke(cli.main, [*command, "--db", db_url, "--routes", str(routes)])
         line = error_line(result)
         assert str(nul) in line and "'where is\\x00 my order?' contains a NUL character" in line
-    engine = make_engine(db_url)
-    with engine.connect() as connection:  # migrated, but nothing of the file stored
-        assert connection.execute(text("SELECT count(*) FROM examples")).scalar() == 0
-        assert connection.execute(text("SELECT count(*) FROM namespaces")).scalar() == 0
-    engine.dispose()
+    assert _tables(db_url) == []  # refused before the store was created or migrated
 
 
 def test_token_counts_past_the_store_s_int32_are_refused_by_record(
@@ -255,6 +251,49 @@ def test_serve_refuses_a_routes_path_that_does_not_exist(
     serve = ["serve", "--port", "0", "--db", sqlite_url, "--decision-log", ""]
     line = error_line(runner.invoke(cli.main, [*serve, "--routes", str(typo)]))
     assert line == f"error: routes folder {typo} does not exist"
+
+
+def _tables(db_url: str) -> list[str]:
+    engine = make_engine(db_url)
+    try:
+        return inspect(engine).get_table_names()
+    finally:
+        engine.dispose()
+
+
+def test_serve_checks_its_other_inputs_before_it_touches_the_store(
+    runner: CliRunner, db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`serve --routes <typo>` created and migrated the store (a new SQLite file, or every
+    table in an empty PostgreSQL schema) before it found the folder missing; so did a mistyped
+    shadow_config or --model-path, and a mistyped --decision-log file was created first."""
+    log = tmp_path / "decisions.jsonl"
+    serve = ["serve", "--port", "0", "--db", db_url, "--decision-log", str(log)]
+    sqlite_file = Path(make_url(db_url).database or "")
+    mistakes = {
+        "routes": (
+            ["--routes", str(tmp_path / "rotues")],
+            f"routes folder {tmp_path / 'rotues'} does not exist",
+        ),
+        "model path": (
+            ["--routes", str(TEST_ROUTES), "--model-path", str(tmp_path / "no-model")],
+            f"model_path '{tmp_path / 'no-model'}' does not exist",
+        ),
+        "shadow config": (
+            ["--routes", str(TEST_ROUTES)],
+            f"shadow_config: config file {tmp_path / 'candidat.toml'} does not exist",
+        ),
+    }
+    for mistake, (flags, said) in mistakes.items():
+        if mistake == "shadow config":
+            monkeypatch.setenv("ROUTEBOOK_SHADOW_CONFIG", str(tmp_path / "candidat.toml"))
+        line = error_line(runner.invoke(cli.main, [*serve, *flags]))
+        assert said in line, f"{mistake}: {line}"
+        assert not log.exists(), mistake
+        if db_url.startswith("sqlite"):
+            assert not sqlite_file.exists(), mistake
+        else:
+            assert _tables(db_url) == [], mistake
 
 
 @pytest.mark.parametrize("flags", [[], ["--dry-run"], ["--prune"]])
