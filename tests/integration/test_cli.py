@@ -4,9 +4,12 @@ server; and `routebook serve` as a real process that stops cleanly on SIGTERM.""
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import signal
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -16,11 +19,13 @@ from click.testing import CliRunner
 
 from routebook import cli, wiring
 from routebook.embed.sentence import SentenceTransformerEmbedder
+from routebook.index.snapshot import store_folder
 from routebook.routefiles import load_route_dir
 from routebook.service.examples import ExampleInput
 from routebook.store import examples as ex_store
 from routebook.store import migrate
-from routebook.store.db import make_engine
+from routebook.store.db import make_engine, open_store
+from routebook.store.identity import store_id
 from routebook.v1 import router_pb2 as pb
 from routebook.v1 import router_pb2_grpc
 from routebook.wiring import App
@@ -109,6 +114,34 @@ def test_reindex_says_when_the_index_is_not_the_kind_asked_for(
     hnsw = runner.invoke(cli.main, [*base, "--index-type", "hnsw", "--reuse-vectors"])
     assert re.search(r"default: generation \d+, hnsw index of 14 examples\n", hnsw.output)
     assert "(not" not in hnsw.output
+
+
+def test_a_failed_reindex_says_why_once(runner: CliRunner, sqlite_url: str, tmp_path: Path) -> None:
+    """The job logged its error and the command printed it: the same message twice. Run as a
+    process, since pytest's log capture hides what the log prints to a terminal."""
+    sync = ["routes", "sync", "--db", sqlite_url, "--routes", str(TEST_ROUTES)]
+    assert runner.invoke(cli.main, sync).exit_code == 0
+    snapshots = tmp_path / "snapshots"
+    store = open_store(sqlite_url)
+    try:
+        folder = store_folder(snapshots, store_id(store))
+    finally:
+        store.dispose()
+    folder.mkdir(parents=True)
+    (folder / "default").write_text("")  # where the namespace's snapshots go: fails the job
+    reindex = [sys.executable, "-m", "routebook", "reindex", "--db", sqlite_url, "--reuse-vectors"]
+    done = subprocess.run(
+        [*reindex, "--snapshot-dir", str(snapshots)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={k: v for k, v in os.environ.items() if not k.startswith("ROUTEBOOK_")},
+    )
+    said = f"snapshot_dir '{snapshots}' cannot hold snapshots: File exists"
+    assert done.returncode == 1, done.stderr
+    assert done.stderr.count(said) == 1, done.stderr
+    assert f"error: {said}" in done.stderr
+    assert "Traceback" not in done.stderr
 
 
 def test_routes_sync_reports_a_bad_file_with_exit_1(

@@ -4,9 +4,11 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import grpc
 import numpy as np
@@ -17,8 +19,10 @@ from routebook.catalog import Catalog, ModelSpec
 from routebook.embed import Embedder
 from routebook.embed.protocol import EmbedderInFront
 from routebook.errors import FailedPrecondition
+from routebook.index.snapshot import store_folder
 from routebook.service.examples import ExampleInput
 from routebook.store.examples import ExampleFilter
+from routebook.store.identity import store_id
 from routebook.v1 import admin_pb2 as admin_pb
 from routebook.v1 import admin_pb2_grpc
 from routebook.wiring import App
@@ -254,3 +258,22 @@ def test_a_job_over_every_namespace_reports_no_single_generation(
         return {entry.namespace: entry.index_generation for entry in stats.namespaces}
 
     wait_until(lambda: served_generations() == {"default": 2, "support": 1}, 30, "the swap")
+
+
+def test_a_background_job_that_fails_is_logged_once(
+    sqlite_url: str, make_app: Callable[..., App], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A reindex started through the Admin API has no caller to tell: its failure is on the
+    job row and in the server's log (the log moved there from the job itself, which also
+    logged the failures `routebook reindex` prints)."""
+    app = make_app(sqlite_url)
+    folder = store_folder(app.settings.snapshot_dir, store_id(app.store))
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "default").write_text("")  # where the namespace's snapshots go: fails the job
+    with caplog.at_level(logging.ERROR, logger="routebook"):
+        job = app.reindexer.run_in_background("default", None)
+        wait_until(lambda: app.reindexer.status(job).state == "failed", 60, "the job to fail")
+        wait_until(lambda: bool(caplog.records), 10, "the failure to be logged")
+    status = app.reindexer.status(job)
+    assert "cannot hold snapshots: File exists" in status.error
+    assert [r.getMessage() for r in caplog.records] == [f"reindex job {job} failed: {status.error}"]

@@ -14,7 +14,6 @@ number into the same snapshot folder.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import threading
 import time
@@ -193,10 +192,8 @@ class Reindexer:
                     # its own (it reported the last namespace's, as if it were every one's).
                     generation = published[-1].generation if namespace else 0
             except Exception as exc:
-                if isinstance(exc, RoutebookError):  # its message says it all
-                    log.error("reindex job %s failed: %s", job_id, exc)
-                else:
-                    log.exception("reindex job %s failed", job_id)
+                # Recorded on the job and raised, not logged: the caller says it (the CLI's
+                # error line; `run_in_background`'s log), and a log here printed it twice.
                 error = str(exc) or type(exc).__name__
                 if published:  # those namespaces serve their new generation all the same
                     done_ones = ", ".join(
@@ -246,9 +243,14 @@ class Reindexer:
         job_id = self.start(namespace, kind)
 
         def work() -> None:
-            # A failure is recorded on the job row; there is no caller to raise to.
-            with contextlib.suppress(Exception):
+            # A failure is recorded on the job row; there is no caller to raise to, so the
+            # log says it here.
+            try:
                 self.run(job_id, namespace, kind)
+            except RoutebookError as exc:  # its message says it all
+                log.error("reindex job %s failed: %s", job_id, exc)
+            except Exception:
+                log.exception("reindex job %s failed", job_id)
 
         threading.Thread(target=work, name=f"reindex-{job_id[:8]}", daemon=True).start()
         return job_id
