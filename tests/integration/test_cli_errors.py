@@ -3,17 +3,18 @@ with one `error:` line that names what to fix, and exit 1, never a Python traceb
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
-from sqlalchemy import inspect
+from sqlalchemy import inspect, text
 from sqlalchemy.engine import make_url
 
 from routebook import cli, wiring
 from routebook.embed import Embedder
 from routebook.store.db import make_engine
-from tests.conftest import POSTGRES_URL, TEST_ROUTES
+from tests.conftest import POSTGRES_URL, TEST_ROUTES, Served
 
 
 @pytest.fixture(autouse=True)
@@ -226,6 +227,38 @@ def test_bench_says_when_its_target_is_down_or_its_datasets_hold_no_text(
     empty.mkdir()
     line = error_line(runner.invoke(cli.main, ["bench", "--datasets", str(empty)]))
     assert f"no dataset texts under {empty}: it holds none of clinc150/train.jsonl" in line
+
+
+def test_bench_says_when_its_metrics_url_gives_no_metrics_before_the_load(
+    runner: CliRunner, sqlite_url: str, tmp_path: Path, serve: Callable[..., Served]
+) -> None:
+    """`bench --target --metrics` with a wrong URL ended in a urllib traceback, after the
+    warm-up and the first level's load."""
+    datasets = tmp_path / "datasets"
+    (datasets / "clinc150").mkdir(parents=True)
+    (datasets / "clinc150" / "train.jsonl").write_text(
+        '{"text": "where is my parcel"}\n{"text": "reset my password"}\n'
+    )
+    served = serve(sqlite_url)
+    bench = ["bench", "--datasets", str(datasets), "--target", served.target, "--requests", "2"]
+    for url, said in (
+        (
+            "http://127.0.0.1:1/metrics",
+            "cannot read the metrics at http://127.0.0.1:1/metrics: [Errno 111] Connection "
+            "refused; give --metrics the server's metrics URL, http://HOST:METRICS_PORT/metrics",
+        ),
+        (
+            "localhost:9464/metrics",
+            "cannot read the metrics at localhost:9464/metrics: unknown url type: localhost",
+        ),
+        ("nonsense", "--metrics 'nonsense': unknown url type: 'nonsense'; give --metrics"),
+    ):
+        result = runner.invoke(cli.main, [*bench, "--concurrency", "1", "--metrics", url])
+        assert said in error_line(result), result.output
+        assert "decide c=" not in result.output and "learned head" not in result.output
+    served.app.decision_writer.flush()
+    with served.app.store.engine.connect() as connection:  # not one Decide was sent
+        assert connection.execute(text("SELECT count(*) FROM decisions")).scalar_one() == 0
 
 
 @pytest.mark.parametrize("backend", ["onnx", "torch"])

@@ -33,7 +33,7 @@ import numpy as np
 
 from routebook.decide.head import MIN_MODEL_EXAMPLES
 from routebook.embed import Embedder
-from routebook.errors import ConfigError, Unavailable
+from routebook.errors import ConfigError, InvalidArgument, Unavailable
 
 VARIATIONS = (
     "",
@@ -193,15 +193,25 @@ class DecideSeconds:
 
 
 def decide_seconds(metrics_url: str) -> DecideSeconds:
-    """Sum the server's Decide time histograms over namespaces."""
+    """Sum the server's Decide time histograms over namespaces. A URL that gives no metrics
+    is an error that names it (it was a urllib traceback, after the load had started)."""
+    import http.client
+    import urllib.error
     import urllib.request
 
     from prometheus_client.parser import text_string_to_metric_families
 
-    with urllib.request.urlopen(metrics_url, timeout=10) as reply:
-        text = reply.read().decode()
+    fix = "give --metrics the server's metrics URL, http://HOST:METRICS_PORT/metrics"
+    try:
+        with urllib.request.urlopen(metrics_url, timeout=10) as reply:
+            families = list(text_string_to_metric_families(reply.read().decode()))
+    except ValueError as exc:  # not a URL, or not Prometheus text
+        raise InvalidArgument(f"--metrics {metrics_url!r}: {str(exc)[:200]}; {fix}") from None
+    except (OSError, http.client.HTTPException) as exc:
+        why = exc.reason if type(exc) is urllib.error.URLError else exc
+        raise Unavailable(f"cannot read the metrics at {metrics_url}: {why}; {fix}") from None
     sums = {"count": 0.0, "total": 0.0, "embed": 0.0, "search": 0.0}
-    for family in text_string_to_metric_families(text):
+    for family in families:
         for sample in family.samples:
             if sample.name == "routebook_decide_latency_seconds_count":
                 sums["count"] += sample.value
@@ -400,6 +410,8 @@ def run_against(
     only (and, given its `metrics_url`, the time spent inside it); its size, memory and
     start-up are not visible from here. Outcomes are recorded for the decisions the bench
     made, under outcome ids starting with `bench-`."""
+    if metrics_url is not None:
+        decide_seconds(metrics_url)  # a wrong URL is said now, not after the load has begun
     queries = query_texts(real_texts(datasets), requests * len(concurrencies))
     result = BenchResult(
         size=0,
