@@ -135,7 +135,7 @@ def shadow_candidate(settings: Settings) -> ShadowCandidate | None:
     if settings.shadow_rules is not None:
         path = settings.shadow_rules
         rules = {f.namespace: f.policy.to_policy().rules for _, f in routefiles.load_routes(path)}
-    return ShadowCandidate(params, candidate.k, rules)
+    return ShadowCandidate(params, candidate.k, candidate.default_output_tokens, rules)
 
 
 def load_embedder(settings: Settings) -> Embedder:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from sqlalchemy import text as sql
 
 from routebook import cli
 from routebook.errors import ConfigError
@@ -218,3 +219,66 @@ def test_a_candidate_reading_other_head_features_is_refused_at_start(
     # A candidate that gives the head's success part no weight never reads it: accepted.
     candidate.write_text('k = 20\nhead_features = "layers"\nhead_strength = 0\n', "utf-8")
     make_app(sqlite_url, shadow_config=candidate)
+
+
+#: Two models whose prices cross: which is cheaper depends on the answer length. chatty is the
+#: cheaper by list price, so a label on it says longform answers well too.
+CROSSING = """namespace: default
+catalog:
+  - {name: chatty, provider: t, input_usd_per_mtok: 0.1, output_usd_per_mtok: 5.0,
+     latency_ms: 1, context_window: 100000}
+  - {name: longform, provider: t, input_usd_per_mtok: 10.0, output_usd_per_mtok: 0.1,
+     latency_ms: 1, context_window: 100000}
+routes:
+  - name: orders
+    best_model: chatty
+    utterances:
+      - where is my order?
+      - my parcel has not arrived yet
+      - track my package please
+      - when will my delivery come
+      - has my order shipped yet
+"""
+
+
+def test_the_candidate_decides_at_its_own_default_output_tokens(
+    sqlite_url: str, serve: Callable[..., Served], tmp_path: Path
+) -> None:
+    """The candidate decided at the live server's default_output_tokens whatever its file
+    said, so a candidate that changed only that agreed with live on every decision, though
+    served it would pick other models. Its recorded cost is priced at the live length, as
+    the eval gate prices both sides: assuming short answers does not make it cheaper."""
+    routes = tmp_path / "crossing.yaml"
+    routes.write_text(CROSSING)
+    candidate = tmp_path / "candidate.toml"
+    candidate.write_text("default_output_tokens = 1\n")
+    served = serve(sqlite_url, routes_dir=routes, shadow_config=candidate)
+    asked = [pb.Message(role="user", content="where is my order?")]
+    live = served.router.Decide(pb.DecideRequest(messages=asked), timeout=30)
+    # 256 output tokens: longform's dear input costs less than chatty's dear output.
+    assert (live.strategy, live.model) == (pb.STRATEGY_SEMANTIC, "longform")
+    chatty = next(e for e in live.estimates if e.model == "chatty")
+    assert chatty.meets_target and chatty.estimated_cost_usd > live.estimated_cost_usd
+    # A caller's own answer length applies to both sides: then they agree.
+    short = served.router.Decide(
+        pb.DecideRequest(messages=asked, expected_output_tokens=1), timeout=30
+    )
+    assert short.model == "chatty"
+    served.app.decision_writer.flush()
+    with served.app.store.engine.connect() as connection:
+        rows = {
+            row.id: (row.shadow_model, row.shadow_estimated_cost_usd)
+            for row in connection.execute(
+                sql(
+                    "SELECT id, shadow_model, shadow_estimated_cost_usd FROM decisions "
+                    "WHERE id IN (:live, :short)"
+                ),
+                {"live": live.decision_id, "short": short.decision_id},
+            )
+        }
+    assert rows[live.decision_id] == ("chatty", pytest.approx(chatty.estimated_cost_usd))
+    assert rows[short.decision_id] == ("chatty", pytest.approx(short.estimated_cost_usd))
+    report = report_of(sqlite_url)
+    assert report["disagreements"] == {"longform -> chatty": 1}
+    costs = (report["estimated_cost_candidate_usd"], report["estimated_cost_live_usd"])
+    assert isinstance(costs[0], float) and isinstance(costs[1], float) and costs[0] > costs[1]

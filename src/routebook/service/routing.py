@@ -48,6 +48,11 @@ class ShadowCandidate:
 
     params: DecisionParams
     k: int
+    #: The answer length the candidate decides at when a request gives none: it picks the
+    #: cheapest model when input and output prices cross. Its recorded cost is still priced at
+    #: the live length (as the eval gate prices both sides): a candidate that only assumes
+    #: shorter answers must not look cheaper for it.
+    default_output_tokens: int
     #: namespace → the candidate's rules (a namespace not listed keeps its live rules).
     rules: Mapping[str, tuple[Rule, ...]] = field(default_factory=dict)
 
@@ -278,14 +283,23 @@ class RoutingService:
                 shadow_params = replace(
                     shadow_params, quality_target=query.quality_target, cascade_min_quality=None
                 )
+            shadow_tokens = (  # the caller's own answer length applies to both
+                self._shadow.default_output_tokens
+                if query.expected_output_tokens is None
+                else query.expected_output_tokens
+            )
             shadow = decide(
                 replace(
                     request,
                     neighbours=found[: self._shadow.k],
                     params=shadow_params,
                     override=match.model,
+                    output_tokens=shadow_tokens,
                 )
             )
+            if shadow_tokens != output_tokens:
+                live_price = info.catalog.get(shadow.model).cost_usd(input_tokens, output_tokens)
+                shadow = replace(shadow, estimated_cost_usd=live_price)
         self._save(info, decision, text, query.tenant, shadow)
         self._drift.observe(
             info.name,
