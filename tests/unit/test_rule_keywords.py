@@ -1,5 +1,5 @@
 """Rule keywords on plain values: whole words, several words in a row, symbols at the edges of
-each word, and substrings in scripts written without spaces."""
+each word, substrings in scripts written without spaces, and Korean words with their endings."""
 
 from __future__ import annotations
 
@@ -48,6 +48,19 @@ CASES = [
     ("iphone", "我想买iPhones", False),
     ("c++", "我在学c++", True),
     ("c++", "我在学c", False),
+    # Korean: particles and endings follow the word, so a Hangul keyword matches at the start
+    # of a word, with Hangul after it; not inside a word.
+    ("환불", "환불해주세요", True),
+    ("환불", "환불은 언제 되나요?", True),
+    ("환불", "주문을 환불", True),
+    ("환불", "교환불가 상품", False),  # 환불 inside 교환불가 ("not exchangeable")
+    ("불", "환불해주세요", False),
+    ("환불", "환불request", False),
+    ("환불 요청", "환불을 요청합니다", True),
+    ("환불 요청", "요청 환불", False),
+    ("iphone 환불", "iPhone 환불해 주세요", True),
+    ("환불", "我要退款환불", True),
+    ("refund", "환불refund", False),
 ]
 
 
@@ -69,3 +82,29 @@ def test_a_chinese_keyword_is_found_anywhere_in_a_chinese_sentence(
 ) -> None:
     assert QueryWords.of(before + keyword + after).has(keyword)
     assert QueryWords.of(before + after).has(keyword) is (keyword in before + after)
+
+
+#: A few syllables, so that keywords and words often share a start.
+HANGUL = st.sampled_from("환불요청은해주세")
+HANGUL_WORD = st.text(HANGUL, min_size=1, max_size=6)
+
+
+@given(keyword=st.text(HANGUL, min_size=1, max_size=3), words=st.lists(HANGUL_WORD, max_size=6))
+def test_a_korean_keyword_matches_exactly_the_words_that_start_with_it(
+    keyword: str, words: list[str]
+) -> None:
+    """Hangul after the keyword is its ending; Hangul before it makes it part of another
+    word."""
+    found = QueryWords.of(" ".join(words)).has(keyword)
+    assert found is any(word.startswith(keyword) for word in words)
+
+
+@given(
+    keyword=st.lists(st.text(HANGUL, min_size=1, max_size=3), min_size=2, max_size=3),
+    endings=st.lists(st.text(HANGUL, max_size=3), min_size=3, max_size=3),
+)
+def test_each_word_of_a_korean_keyword_takes_its_own_ending(
+    keyword: list[str], endings: list[str]
+) -> None:
+    sentence = " ".join(word + ending for word, ending in zip(keyword, endings, strict=False))
+    assert QueryWords.of(f"네, {sentence}.").has(" ".join(keyword))

@@ -11,6 +11,11 @@ whole sentence is one run of letters: a keyword in those scripts matches anywher
 ("退款" in "我要退款"). Latin and other spaced words next to such letters are still whole words
 ("iPhone" in "我想买iPhone").
 
+Korean is written with spaces, but its particles and endings are part of the word ("환불은",
+"환불해주세요": refund + a particle or an ending), so a whole-word "환불" almost never fired. A
+Hangul word of a keyword matches at the start of a word, with any Hangul after it; its start
+is still a word's ("불" is not found in "환불").
+
 Regular expressions run with the `regex` module's timeout, so a hostile query cannot make a
 rule backtrack for long: a rule whose match times out simply does not match (and is reported).
 
@@ -42,6 +47,7 @@ _SPACED = rf"[^\W{_UNSPACED}]"
 _WORD = regex.compile(_SPACED + "+")
 _ANY_WORD = regex.compile(r"\w+")
 _UNSPACED_LETTER = regex.compile(rf"(?=\w)[{_UNSPACED}]")
+_HANGUL = regex.compile(r"\p{Hangul}")
 _EDGES = regex.compile(r"^(\W*)(.*?)(\W*)$", regex.DOTALL)
 
 
@@ -110,16 +116,19 @@ def _keyword_parts(keyword: str) -> tuple[tuple[str, tuple[str, ...], str], ...]
 
 @lru_cache(maxsize=4096)
 def _keyword_pattern(keyword: str) -> regex.Pattern[str] | None:
-    """A search pattern for a keyword with symbols ("c++ developer") or in a script without
-    spaces ("退款"); None for a keyword of spaced words only, which QueryWords matches by word.
+    """A search pattern for a keyword with symbols ("c++ developer"), in a script without
+    spaces ("退款") or in Hangul ("환불"); None for a keyword of other spaced words only, which
+    QueryWords matches by word.
 
     Each part keeps its own symbols, and parts are joined by any separator (none is needed
     next to a letter of a script without spaces). An edge of the keyword must not touch a
     spaced letter, unless it is itself a letter of a script without spaces: there a word can
-    end anywhere."""
+    end anywhere. A word ending in Hangul may go on in Hangul (its particle or ending)."""
     parts = _keyword_parts(keyword)
     if not parts or (
-        _UNSPACED_LETTER.search(keyword) is None and not any(p[0] or p[2] for p in parts)
+        _UNSPACED_LETTER.search(keyword) is None
+        and _HANGUL.search(keyword) is None
+        and not any(p[0] or p[2] for p in parts)
     ):
         return None
     pattern, previous = "", ""
@@ -130,6 +139,8 @@ def _keyword_pattern(keyword: str) -> regex.Pattern[str] | None:
                 touching = _unspaced(previous) or _unspaced(piece[0])
                 pattern += r"\W*" if touching else r"\W+"
             pattern += regex.escape(piece)
+            if _HANGUL.match(piece[-1]):
+                pattern += r"\p{Hangul}*"
             previous = piece[-1]
     if not _unspaced(keyword.strip()[0]):
         pattern = rf"(?<!{_SPACED})" + pattern
