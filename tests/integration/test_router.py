@@ -301,6 +301,56 @@ def test_an_outcome_without_usage_is_charged_as_decide_estimated(
     assert decision.estimated_cost_usd > 0.01  # the system prompt's 4,000 tokens count
 
 
+def test_cascade_steps_and_fallbacks_without_usage_are_charged_the_plans_estimate(
+    db_url: str, serve: Callable[..., Served]
+) -> None:
+    """Black-box review 2, finding 1: a later cascade step (or a fallback) reported by
+    decision_id without usage was charged as if only the last user message had been sent, a
+    third of the plan's own estimate for it with a long system prompt, so budgets ran short."""
+    served = serve(db_url)
+    conversation = [
+        pb.Message(role="system", content="You are a careful, patient assistant. " * 400),
+        pb.Message(role="user", content=UNSEEN),
+    ]
+    cold = served.router.Decide(
+        pb.DecideRequest(messages=conversation, tenant="t1", expected_output_tokens=700)
+    )
+    assert cold.strategy == pb.STRATEGY_CASCADE
+    planned = {s.model: s.estimated_cost_usd for s in cold.cascade.steps}
+    for model in ("small", "mid", "frontier"):
+        charged = served.router.RecordOutcome(
+            pb.RecordOutcomeRequest(
+                outcome_id=f"step-{model}",
+                decision_id=cold.decision_id,
+                model=model,
+                quality=0.5,
+            )
+        )
+        assert charged.cost_usd == pytest.approx(planned[model]), model
+    assert planned["frontier"] > 0.02  # the system prompt's 4,000 tokens count (0.012)
+
+    warm = served.router.Decide(
+        pb.DecideRequest(
+            messages=[conversation[0], pb.Message(role="user", content="where is my order?")],
+            tenant="t1",
+        )
+    )
+    assert warm.strategy == pb.STRATEGY_SEMANTIC and warm.fallbacks
+    fallback = warm.fallbacks[0]
+    served.app.decision_writer.flush()  # read from the stored row, not the write-behind buffer
+    estimate = next(e for e in warm.estimates if e.model == fallback)
+    charged = served.router.RecordOutcome(
+        pb.RecordOutcomeRequest(
+            outcome_id="fallback", decision_id=warm.decision_id, model=fallback, success=True
+        )
+    )
+    assert charged.cost_usd == pytest.approx(estimate.estimated_cost_usd)
+    with served.app.store.read() as session:
+        namespace_id = served.app.directory.resolve("default").id
+        spent = tenant_spend(session, namespace_id, "t1", 24)
+    assert spent == pytest.approx(sum(planned.values()) + estimate.estimated_cost_usd)
+
+
 def test_a_call_to_a_model_retired_since_its_decision_is_recorded_and_charged(
     db_url: str, serve: Callable[..., Served]
 ) -> None:

@@ -41,6 +41,9 @@ class PendingDecision:
     shadow_confidence: float | None = None
     #: The models offered (model, fallbacks, cascade steps), space-separated.
     offered: str | None = None
+    #: Decide's token estimate for the call: the whole conversation in, the answer out.
+    input_tokens: int | None = None
+    output_tokens: int | None = None
 
 
 DECISION_COLUMNS = tuple(f.name for f in fields(PendingDecision))

@@ -72,6 +72,10 @@ class _Subject:
     #: The models the decision told the caller to call, in the order it offered them (its
     #: model, the fallbacks, the cascade's steps); none without a decision.
     offered: tuple[str, ...] = ()
+    #: Decide's estimated input and output tokens for the call, which priced every estimate of
+    #: the decision (its model, fallbacks, cascade steps); None without a decision, or for one
+    #: stored before they were kept.
+    decided_tokens: tuple[int, int] | None = None
 
     def spec(self, model: str) -> ModelSpec | None:
         """The catalog's entry for a reported model; None for one the decision offered that has
@@ -203,9 +207,15 @@ class OutcomeRecorder:
             # No usage reported (a client that returns just the answer): charge what Decide
             # estimated for this model, else budgets would never move for such callers.
             cost = subject.decided_cost_usd
+        elif subject.decided_tokens is not None:
+            # Another model than decided (a fallback, a later cascade step), no usage: what the
+            # decision estimated for it, priced from the same tokens as its plan (the caller
+            # sent that model the whole conversation, not just the routing text).
+            cost = spec.cost_usd(*subject.decided_tokens)
         else:
             # As Decide estimates: the whole conversation in, the default answer length out.
-            # By decision_id for another model than decided, only the routing text is known.
+            # By decision_id, for a decision stored before its tokens were kept, only the
+            # routing text is known.
             sent = (
                 conversation_tokens(report.messages) if report.messages else estimate_tokens(text)
             )
@@ -336,6 +346,7 @@ class OutcomeRecorder:
                     known,
                     pending.estimated_cost_usd,
                     _offered(pending.offered, pending.model),
+                    _tokens(pending.input_tokens, pending.output_tokens),
                 )
             with self._store.connect() as connection:
                 row = outcome_store.decision_subject(connection, decision_id)
@@ -350,6 +361,7 @@ class OutcomeRecorder:
                     known,
                     row.estimated_cost_usd,
                     _offered(row.offered, row.model),
+                    _tokens(row.input_tokens, row.output_tokens),
                 )
             if attempt < 3:
                 time.sleep(0.1)
@@ -409,6 +421,13 @@ def _offered(stored: str | None, model: str) -> tuple[str, ...]:
     """A decision's offered models as stored, in their order; one stored before they were kept
     offered its own model at least."""
     return tuple(stored.split()) if stored is not None else (model,)
+
+
+def _tokens(input_tokens: int | None, output_tokens: int | None) -> tuple[int, int] | None:
+    """A decision's estimated tokens as stored; None for one stored before they were kept."""
+    if input_tokens is None or output_tokens is None:
+        return None
+    return (input_tokens, output_tokens)
 
 
 def _count(outcomes: Sequence[ObservedOutcome]) -> int:

@@ -300,7 +300,7 @@ class RoutingService:
             if shadow_tokens != output_tokens:
                 live_price = info.catalog.get(shadow.model).cost_usd(input_tokens, output_tokens)
                 shadow = replace(shadow, estimated_cost_usd=live_price)
-        self._save(info, decision, text, query.tenant, shadow)
+        self._save(info, decision, text, query.tenant, shadow, (input_tokens, output_tokens))
         self._drift.observe(
             info.name,
             choice.top_similarity,
@@ -377,8 +377,11 @@ class RoutingService:
         text: str,
         tenant: str,
         shadow: Choice | None,
+        tokens: tuple[int, int],
     ) -> None:
-        """Queue the decision row; the writer commits it behind, off the hot path."""
+        """Queue the decision row; the writer commits it behind, off the hot path. `tokens` are
+        the call's estimated input and output tokens, what every estimate was priced from: a
+        report without usage for any model is charged them (see OutcomeRecorder)."""
         choice = decision.choice
         self._writer.add(
             PendingDecision(
@@ -395,6 +398,8 @@ class RoutingService:
                 shadow_estimated_cost_usd=shadow.estimated_cost_usd if shadow is not None else None,
                 shadow_confidence=shadow.confidence if shadow is not None else None,
                 offered=" ".join(decision.offered),
+                input_tokens=tokens[0],
+                output_tokens=tokens[1],
             )
         )
 

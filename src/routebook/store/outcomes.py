@@ -37,6 +37,8 @@ _DECISION_SUBJECT = (
         _examples.id,
         _decisions.estimated_cost_usd,
         _decisions.offered,
+        _decisions.input_tokens,
+        _decisions.output_tokens,
     )
     .select_from(
         _DECISIONS.outerjoin(
@@ -102,6 +104,10 @@ class DecisionSubject:
     estimated_cost_usd: float
     #: The models the decision offered, space-separated (None: written before they were kept).
     offered: str | None
+    #: Decide's estimated input and output tokens for the call (None: written before they
+    #: were kept).
+    input_tokens: int | None
+    output_tokens: int | None
 
 
 @dataclass(frozen=True, slots=True)

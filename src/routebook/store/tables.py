@@ -169,6 +169,11 @@ class DecisionRow(Base):
     # space-separated: only their failures reported against it are cooldown evidence. NULL in
     # rows written before it was kept: those offered their model.
     offered: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # The tokens Decide estimated for the call (the whole conversation in, the expected answer
+    # out): a report without usage for any model is charged that model's price for them, as
+    # the plan estimated. NULL in rows written before they were kept.
+    input_tokens: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    output_tokens: Mapped[int | None] = mapped_column(Integer, nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
