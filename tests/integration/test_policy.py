@@ -167,7 +167,7 @@ def test_budget_reject_action_refuses_with_resource_exhausted(policy_server: Ser
     error = refused(policy_server, HARD, namespace="strict", tenant="acme")
     assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     # The $0.001 budget, not "$0.00" (rounded to the cent, below the $0.002 spent).
-    assert "'acme' has spent $0.002, past its budget of $0.001 per 24h" in error.details()
+    assert "'acme' has reached its budget of $0.001 per 24h (spent $0.002)" in error.details()
     assert ask(policy_server, HARD, namespace="strict", tenant="other").model == "frontier"
 
 
@@ -184,6 +184,84 @@ def test_override_allowed_forbidden_and_unknown(policy_server: Served) -> None:
     unknown = refused(policy_server, EASY, tenant="ent", model_override="gpt-99")
     assert unknown.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "unknown model 'gpt-99'" in unknown.details()
+
+
+def test_a_forbidden_override_is_permission_denied_even_with_no_model_left(
+    policy_server: Served,
+) -> None:
+    """Black-box review 2, finding 8: with no other model left either, a forbidden override was
+    FAILED_PRECONDITION ("policy leaves no model"), so the code a client got for the same
+    override depended on unrelated models; router.proto promises PERMISSION_DENIED naming the
+    rule."""
+    # "tiny" is on the free tier (small only), and small is too slow for 100 ms: none is left.
+    nothing_left = refused(policy_server, EASY, tenant="tiny", max_latency_ms=100)
+    assert nothing_left.code() == grpc.StatusCode.FAILED_PRECONDITION
+    for override, rule in (("mid", "rule tier"), ("small", "rule latency_sla")):
+        error = refused(
+            policy_server, EASY, tenant="tiny", max_latency_ms=100, model_override=override
+        )
+        assert error.code() == grpc.StatusCode.PERMISSION_DENIED, override
+        assert f"override to {override} is not allowed: {rule}" in error.details()
+
+
+def test_refused_decides_are_counted_and_logged(
+    sqlite_url: str, serve: Callable[..., Served], tmp_path: Path
+) -> None:
+    """Black-box review 2, findings 4 and 10: Decides refused by the budget or because policy
+    left no model moved no metric and wrote no decision-log line, so an operator could not
+    see them; and at exactly its budget a tenant was said to be "past" it."""
+    log = tmp_path / "decisions.jsonl"
+    served = serve(sqlite_url, routes_dir=POLICY_ROUTES, metrics_port=0, decision_log=str(log))
+    first = ask(served, HARD, namespace="strict", tenant="acme")
+    report(served, "exactly", first, "frontier", cost_usd=0.001)  # exactly the $0.001 budget
+    over_budget = refused(served, HARD, namespace="strict", tenant="acme")
+    assert over_budget.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "'acme' has reached its budget of $0.001 per 24h (spent $0.001)" in (
+        over_budget.details()
+    )
+    assert "past" not in over_budget.details()
+    no_model = refused(served, EASY, tenant="tiny", max_latency_ms=100)
+    assert no_model.code() == grpc.StatusCode.FAILED_PRECONDITION
+    forbidden = refused(served, EASY, tenant="tiny", model_override="frontier")
+    assert forbidden.code() == grpc.StatusCode.PERMISSION_DENIED
+
+    m = scrape(served.running.metrics_port)
+
+    def value(name: str, **labels: str) -> float:
+        return m.get((name, tuple(sorted(labels.items()))), 0.0)
+
+    refusals = "routebook_decides_refused_total"
+    strict, default = {"namespace": "strict"}, {"namespace": "default"}
+    assert value(refusals, **strict, code="resource_exhausted", rule="budget", tenant="acme") == 1
+    assert (
+        value(
+            refusals, **default, code="failed_precondition", rule="tier,latency_sla", tenant="tiny"
+        )
+        == 1
+    )
+    assert value(refusals, **default, code="permission_denied", rule="tier", tenant="tiny") == 1
+    hits = "routebook_policy_rule_hits_total"
+    assert value(hits, **strict, rule="budget") == 1
+    assert value(hits, **default, rule="tier") == 2  # the refusal and the forbidden override
+    assert value(hits, **default, rule="latency_sla") == 1
+    decided = [v for (name, labels), v in m.items() if name == "routebook_decisions_total"]
+    assert sum(decided) == 1  # refusals are not decisions
+
+    lines = [json.loads(line) for line in log.read_text().splitlines()]
+    assert [line.get("refused") for line in lines] == [
+        None,  # the first decision
+        "resource_exhausted",
+        "failed_precondition",
+        "permission_denied",
+    ]
+    budget_line = lines[1]
+    assert "decision_id" not in budget_line  # no decision was made
+    assert budget_line["namespace"] == "strict" and budget_line["tenant"] == "acme"
+    assert budget_line["rules"] == ["budget"]
+    assert budget_line["reason"] == over_budget.details()
+    assert budget_line["latency_ms"] > 0
+    assert lines[2]["rules"] == ["tier", "latency_sla"]
+    assert HARD not in log.read_text() and EASY not in log.read_text()  # no query text
 
 
 def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -361,7 +439,7 @@ def test_past_the_budget_no_override_reaches_a_pricier_model(policy_server: Serv
         ask(policy_server, HARD, tenant="spender", model_override="frontier")
     assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
     assert "rule budget" in (refused.value.details() or "")
-    assert "past its" in (refused.value.details() or "")
+    assert "has reached its $0.001 budget" in (refused.value.details() or "")
 
 
 def test_an_outcome_without_usage_charges_decides_estimate(policy_server: Served) -> None:

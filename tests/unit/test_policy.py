@@ -301,4 +301,14 @@ def test_budget_evidence_shows_a_budget_under_a_cent_as_it_is() -> None:
     near = evaluate_policy(policy, CATALOG, PolicyContext(tenant="acme", spent_usd=0.0041))
     assert "spent $0.0041 of $0.005 in 1h" in near.effects[0].detail
     past = evaluate_policy(policy, CATALOG, PolicyContext(tenant="acme", spent_usd=0.006))
-    assert "spent $0.006, past its $0.005 budget" in past.effects[0].detail
+    assert "has reached its $0.005 budget (spent $0.006)" in past.effects[0].detail
+
+
+def test_at_exactly_the_budget_the_evidence_says_it_is_reached() -> None:
+    """Black-box review 2, finding 10: at exactly the limit the evidence said "past its
+    budget"; the budget counts as used up at equality, which is "reached"."""
+    policy = Policy(budget=Budget(usd_per_window=0.01, window_hours=24))
+    exact = evaluate_policy(policy, CATALOG, PolicyContext(tenant="acme", spent_usd=0.01))
+    assert exact.budget_state == "exhausted" and exact.forced is not None
+    assert "has reached its $0.01 budget (spent $0.01)" in exact.effects[0].detail
+    assert "past" not in exact.effects[0].detail

@@ -49,6 +49,8 @@ class Envelope:
     budget_state: BudgetState = "ok"
     #: Set when policy alone picks the model (budget exhausted, action "cheapest").
     forced: str | None = None
+    #: The tenant's spend the budget was judged on (USD), for the refusal's message.
+    spent_usd: float = 0.0
 
     def removed_by(self, model: str) -> list[PolicyEffect]:
         return [e for e in self.effects if model in e.removed]
@@ -159,10 +161,10 @@ def evaluate_policy(policy: Policy, catalog: Catalog, context: PolicyContext) ->
             remove(
                 "budget",
                 [m for m in left if m.name != forced],
-                f"tenant {context.tenant!r} spent {usd(context.spent_usd)}, past its "
-                f"{usd(limit)} budget; routed to the cheapest allowed model",
+                f"tenant {context.tenant!r} has reached its {usd(limit)} budget (spent "
+                f"{usd(context.spent_usd)}); routed to the cheapest allowed model",
             )
-    return Envelope(tuple(m.name for m in left), tuple(effects), state, forced)
+    return Envelope(tuple(m.name for m in left), tuple(effects), state, forced, context.spent_usd)
 
 
 def usd(amount: float) -> str:

@@ -6,6 +6,7 @@ import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
+from typing import TypeVar
 
 from routebook.catalog import estimate_tokens
 from routebook.decide import DecisionParams, DecisionRequest, decide
@@ -19,6 +20,7 @@ from routebook.errors import (
     FailedPrecondition,
     PermissionDenied,
     ResourceExhausted,
+    RoutebookError,
 )
 from routebook.index import IndexRegistry
 from routebook.policyspec import Rule
@@ -38,7 +40,7 @@ from routebook.service.requests import (
 )
 from routebook.service.sessions import StickySessions
 from routebook.service.spend import SpendLedger
-from routebook.service.telemetry import DecideTimings, Telemetry
+from routebook.service.telemetry import DecideTimings, Refusal, Telemetry
 from routebook.store.db import Store
 
 
@@ -70,6 +72,16 @@ class ShadowCandidate:
 #: Decisions the shadow candidate is always compared on (overrides, sticky sessions and
 #: policy-forced decisions are the same for both; rule decisions, see `compares`).
 SHADOWED = (Strategy.SEMANTIC, Strategy.CASCADE)
+
+
+_Refused = TypeVar("_Refused", ResourceExhausted, FailedPrecondition, PermissionDenied)
+#: The gRPC status each policy refusal gets (mapped at the server's boundary), as the metrics
+#: and the decision log name it.
+_CODES: dict[type[RoutebookError], str] = {
+    ResourceExhausted: "resource_exhausted",
+    FailedPrecondition: "failed_precondition",
+    PermissionDenied: "permission_denied",
+}
 
 
 class RoutingService:
@@ -125,7 +137,7 @@ class RoutingService:
         query_tokens = estimate_tokens(text)
         cooled = self._cooldowns.active(info.id)
         envelope = self._envelope(info, query, input_tokens, output_tokens, frozenset(cooled))
-        override = self._check_override(info, query.model_override, envelope)
+        override = self._admit(info, query, envelope, text, started)
         available = without_cooled(envelope.allowed, cooled)
         cooled_out = available != envelope.allowed  # a cooldown left an allowed model out
         effects = envelope.effects
@@ -155,8 +167,16 @@ class RoutingService:
             # An override must not be the way round the cap, even while the strongest model is
             # cooling down (an override may still name a cooling model).
             if override in strongest:
-                raise PermissionDenied(
-                    f"override to {override} is not allowed: rule escalation_guard: {why}"
+                raise self._refuse(
+                    PermissionDenied(
+                        f"override to {override} is not allowed: rule escalation_guard: {why}"
+                    ),
+                    ("escalation_guard",),
+                    effects,
+                    info,
+                    query,
+                    text,
+                    started,
                 )
             available = tuple(m for m in available if m not in strongest)
             effects += (PolicyEffect("escalation_guard", strong_left, why),)
@@ -328,7 +348,7 @@ class RoutingService:
         spent = 0.0
         if policy.budget is not None and query.tenant:
             spent = self._spend.spent(info.id, query.tenant, policy.budget.window_hours)
-        envelope = evaluate_policy(
+        return evaluate_policy(
             policy,
             info.catalog,
             PolicyContext(
@@ -342,33 +362,86 @@ class RoutingService:
                 cooling=cooling,
             ),
         )
-        if (
-            envelope.budget_state == "exhausted"
-            and policy.budget is not None
-            and policy.budget.when_exhausted == "reject"
-        ):
-            raise ResourceExhausted(
-                f"tenant {query.tenant!r} has spent {usd(spent)}, past its budget of "
-                f"{usd(policy.budget_of(query.tenant) or 0.0)} per "
-                f"{policy.budget.window_hours:g}h"
-            )
-        if not envelope.allowed:
-            raise FailedPrecondition(
-                "policy leaves no model for this request: "
-                + explain_removals(info.catalog, envelope)
-            )
-        return envelope
 
-    @staticmethod
-    def _check_override(info: NamespaceInfo, model: str | None, envelope: Envelope) -> str | None:
-        if not model:
-            return None
-        spec = info.catalog.get(model)  # InvalidArgument for a model not in the catalog
-        if spec.name not in envelope.allowed:
-            causes = envelope.removed_by(spec.name)
-            why = "; ".join(f"rule {c.rule}: {c.detail}" for c in causes) or "policy"
-            raise PermissionDenied(f"override to {spec.name} is not allowed: {why}")
-        return spec.name
+    def _admit(
+        self,
+        info: NamespaceInfo,
+        query: DecideQuery,
+        envelope: Envelope,
+        text: str,
+        started: float,
+    ) -> str | None:
+        """Refuse a request policy does not let through, else return its allowed override.
+
+        In order: past the budget with `when_exhausted = reject`, RESOURCE_EXHAUSTED; an
+        override to a model policy removed, PERMISSION_DENIED naming the rules (even when no
+        other model is left either: the code must not depend on unrelated models); no model
+        left, FAILED_PRECONDITION naming every rule. Each refusal is counted and logged."""
+        policy = info.policy
+        budget = policy.budget
+        exhausted = envelope.budget_state == "exhausted"
+        if exhausted and budget is not None and budget.when_exhausted == "reject":
+            raise self._refuse(
+                ResourceExhausted(
+                    f"tenant {query.tenant!r} has reached its budget of "
+                    f"{usd(policy.budget_of(query.tenant) or 0.0)} per "
+                    f"{budget.window_hours:g}h (spent {usd(envelope.spent_usd)}); its "
+                    "Decides are refused until its spend over the window falls below it"
+                ),
+                ("budget",),
+                envelope.effects,
+                info,
+                query,
+                text,
+                started,
+            )
+        override = None
+        if query.model_override:
+            spec = info.catalog.get(query.model_override)  # InvalidArgument: not in the catalog
+            if spec.name not in envelope.allowed:
+                causes = envelope.removed_by(spec.name)
+                why = "; ".join(f"rule {c.rule}: {c.detail}" for c in causes) or "policy"
+                raise self._refuse(
+                    PermissionDenied(f"override to {spec.name} is not allowed: {why}"),
+                    tuple(dict.fromkeys(c.rule for c in causes)),
+                    envelope.effects,
+                    info,
+                    query,
+                    text,
+                    started,
+                )
+            override = spec.name
+        if not envelope.allowed:
+            raise self._refuse(
+                FailedPrecondition(
+                    "policy leaves no model for this request: "
+                    + explain_removals(info.catalog, envelope)
+                ),
+                tuple(dict.fromkeys(e.rule for e in envelope.effects if e.removed)),
+                envelope.effects,
+                info,
+                query,
+                text,
+                started,
+            )
+        return override
+
+    def _refuse(
+        self,
+        error: _Refused,
+        rules: tuple[str, ...],
+        effects: tuple[PolicyEffect, ...],
+        info: NamespaceInfo,
+        query: DecideQuery,
+        text: str,
+        started: float,
+    ) -> _Refused:
+        """Count and log a refused Decide (metrics and the decision log, as for a decision),
+        and return the error to raise: otherwise a refusal is seen only by its caller."""
+        acted = tuple(dict.fromkeys([*rules, *(e.rule for e in effects if e.removed)]))
+        refusal = Refusal(info.name, _CODES[type(error)], rules, str(error), acted)
+        self._telemetry.refused(refusal, query.tenant, time.perf_counter() - started, text)
+        return error
 
     def _save(
         self,

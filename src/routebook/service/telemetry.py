@@ -34,6 +34,24 @@ LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.03, 0.05, 0.1, 0.25, 0.5,
 
 
 @dataclass(frozen=True, slots=True)
+class Refusal:
+    """A Decide that policy refused, as the metrics and the decision log show it."""
+
+    namespace: str
+    #: The gRPC status code's name in lower case: resource_exhausted, failed_precondition or
+    #: permission_denied.
+    code: str
+    #: The rules that refused it: `budget` past the budget, every rule that removed a model
+    #: when none is left, the rules that removed an overridden model.
+    rules: tuple[str, ...]
+    #: The message the caller got.
+    reason: str
+    #: Every rule that acted on the request (those that refused it and any other that removed
+    #: a model), each counted once in the policy-rule hits.
+    acted: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class DecideTimings:
     """Where one Decide's time went, so an operator can tell a slow model from a slow index."""
 
@@ -128,8 +146,18 @@ class Telemetry:
         )
         self.policy_hits = Counter(
             "routebook_policy_rule_hits",
-            "Policy rules that removed models from a decision.",
+            "Policy rules that acted on a Decide: removed models from its candidates, or "
+            "refused it (a refused Decide's rules count too).",
             ["namespace", "rule"],
+            registry=r,
+        )
+        self.refusals = Counter(
+            "routebook_decides_refused",
+            "Decides refused by policy, by gRPC code (resource_exhausted: past the budget with "
+            "when_exhausted reject; failed_precondition: policy leaves no model; "
+            "permission_denied: a forbidden override) and the rules that refused them "
+            "(comma-separated).",
+            ["namespace", "code", "rule", "tenant"],
             registry=r,
         )
         self.estimated_cost = Counter(
@@ -327,6 +355,28 @@ class Telemetry:
             "search_ms": round(timings.search_s * 1000, 3),
             "estimated_cost_usd": choice.estimated_cost_usd,
             "index_generation": decision.index_generation,
+        }
+        if self._log_query_text:
+            record["query"] = query_text
+        self._log.write(record)
+
+    def refused(self, refusal: Refusal, tenant: str, latency_s: float, query_text: str) -> None:
+        """A Decide policy refused: counted, its rules' hits too, and one log line. The line has
+        `refused` (the gRPC code, lower case) and no decision_id: no decision was made."""
+        ns = refusal.namespace
+        self.refusals.labels(
+            ns, refusal.code, ",".join(refusal.rules), self._tenant_label(tenant)
+        ).inc()
+        for rule in refusal.acted:
+            self.policy_hits.labels(ns, rule).inc()
+        record: dict[str, object] = {
+            "ts": datetime.now(UTC).isoformat(timespec="milliseconds"),
+            "refused": refusal.code,
+            "namespace": ns,
+            "tenant": tenant,
+            "rules": list(refusal.rules),
+            "reason": refusal.reason,
+            "latency_ms": round(latency_s * 1000, 3),
         }
         if self._log_query_text:
             record["query"] = query_text
