@@ -114,6 +114,38 @@ def test_rate_limit_with_retry_after_puts_the_model_on_cooldown_then_back(
     assert again.duplicate and rows(served, ModelFailureRow) == 1
 
 
+def test_a_cooldown_that_moved_nothing_is_not_the_decisions_reason(
+    sqlite_url: str, serve: Callable[..., Served]
+) -> None:
+    """Black-box review 2, finding 5: with every allowed model cooling, the decision kept the
+    cooling model yet said REASON_CODE_COOLDOWN ("the decision moved to the next choice"); an
+    override to a cooling model listed it as removed by the cooldown, though it was served."""
+    served = serve(sqlite_url)
+    first = ask(served, EASY)
+    assert first.model == "small"
+    fail(served, first, "small", "rl", failure=pb.FAILURE_KIND_RATE_LIMITED, retry_after_seconds=60)
+
+    # A 400 ms SLA leaves only small (mid takes 600 ms): nothing to move to, so nothing moved.
+    kept = ask(served, EASY, max_latency_ms=400)
+    assert kept.model == "small"
+    assert kept.reason_code == pb.REASON_CODE_CHEAPEST_MEETS_TARGET
+    cooldown = next(e for e in kept.policy if e.rule == "cooldown")
+    assert list(cooldown.removed_models) == []
+    assert "every allowed model is on cooldown" in cooldown.detail
+    assert "small is on cooldown" in kept.reason and "kept" in kept.reason
+
+    overridden = ask(served, EASY, model_override="small")
+    assert (overridden.model, overridden.reason_code) == ("small", pb.REASON_CODE_OVERRIDE)
+    cooldown = next(e for e in overridden.policy if e.rule == "cooldown")
+    assert list(cooldown.removed_models) == []  # served, not removed
+    assert "small" in cooldown.detail and "override" in cooldown.detail
+    assert "small" not in overridden.fallbacks
+
+    moved = ask(served, EASY)  # the control: here the cooldown did move the decision
+    assert (moved.model, moved.reason_code) == ("mid", pb.REASON_CODE_COOLDOWN)
+    assert list(next(e for e in moved.policy if e.rule == "cooldown").removed_models) == ["small"]
+
+
 def test_one_rate_limit_report_cools_a_model_for_at_most_the_cap(
     sqlite_url: str, serve: Callable[..., Served]
 ) -> None:

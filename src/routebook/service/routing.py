@@ -145,7 +145,7 @@ class RoutingService:
             m for m in envelope.allowed if m in cooled
         ]
         if left_out:
-            effects += (cooldown_effect(left_out, cooled, ignored=not cooled_out),)
+            effects += (cooldown_effect(left_out, cooled, not cooled_out, override),)
         cap = info.policy.escalation_cap
         strongest = info.catalog.strongest_tier  # every model at the top price
         strong_left = tuple(m for m in available if m in strongest)
@@ -249,12 +249,23 @@ class RoutingService:
             wanted = unforced.model
             if wanted in cooled:
                 left = cooled[wanted]
-                choice = replace(
-                    choice,
-                    reason_code=ReasonCode.COOLDOWN,
-                    reason=f"{wanted} is on cooldown ({left.seconds_left():.1f}s left, "
-                    f"{left.reason}); {choice.reason}",
+                cooling = (
+                    f"{wanted} is on cooldown ({left.seconds_left():.1f}s left, {left.reason})"
                 )
+                if wanted != choice.model:
+                    choice = replace(
+                        choice,
+                        reason_code=ReasonCode.COOLDOWN,
+                        reason=f"{cooling}; {choice.reason}",
+                    )
+                else:
+                    # Every allowed model is cooling, so the decision did not move: its own
+                    # reason code stands (COOLDOWN says it moved to the next choice).
+                    choice = replace(
+                        choice,
+                        reason=f"{cooling}, as is every allowed model, so it is kept; "
+                        f"{choice.reason}",
+                    )
         if query.session_id and choice.strategy is not Strategy.CASCADE:
             # A cascade's first step is a try, not the session's model: the caller may reject
             # it and accept a later step, and the next turn must not stick to the rejected one.
@@ -477,7 +488,11 @@ class RoutingService:
         )
 
 
-def cooldown_effect(models: list[str], cooled: dict[str, Cooldown], ignored: bool) -> PolicyEffect:
+def cooldown_effect(
+    models: list[str], cooled: dict[str, Cooldown], ignored: bool, overridden: str | None
+) -> PolicyEffect:
+    """The evidence of the allowed models cooling down. `overridden`, the model the caller's
+    override asked for, is served even while cooling: named, never listed as removed."""
     details = ", ".join(
         f"{m} {cooled[m].seconds_left():.1f}s left ({cooled[m].reason})" for m in models
     )
@@ -485,7 +500,15 @@ def cooldown_effect(models: list[str], cooled: dict[str, Cooldown], ignored: boo
         return PolicyEffect(
             "cooldown", (), f"every allowed model is on cooldown, so none is left out: {details}"
         )
-    return PolicyEffect("cooldown", tuple(models), f"on cooldown: {details}")
+    if overridden not in models:
+        return PolicyEffect("cooldown", tuple(models), f"on cooldown: {details}")
+    removed = tuple(m for m in models if m != overridden)
+    kept = f"{overridden} is kept: the override asks for it"
+    if not removed:
+        return PolicyEffect("cooldown", (), f"on cooldown: {details}; {kept}")
+    return PolicyEffect(
+        "cooldown", removed, f"on cooldown: {details}; left out: {', '.join(removed)}; {kept}"
+    )
 
 
 def _unforced(request: DecisionRequest, envelope: Envelope, override: str | None) -> Choice:
