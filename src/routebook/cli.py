@@ -723,13 +723,20 @@ def shadow_report(
     click.echo(
         f"estimated cost: live ${report.estimated_cost_live_usd:.6f}, candidate "
         f"${report.estimated_cost_candidate_usd:.6f}; estimated success: live "
-        f"{report.estimated_success_live:.3f}, candidate {report.estimated_success_candidate:.3f}"
+        f"{_figure(report.estimated_success_live)}, candidate "
+        f"{_figure(report.estimated_success_candidate)}"
     )
     click.echo(
-        f"outcomes where they differ: live quality {report.live_quality:.3f} "
-        f"({report.live_outcomes}), candidate {report.candidate_quality:.3f} "
+        f"outcomes where they differ: live quality {_figure(report.live_quality)} "
+        f"({report.live_outcomes}), candidate {_figure(report.candidate_quality)} "
         f"({report.candidate_outcomes})"
     )
+
+
+def _figure(value: float | None) -> str:
+    """A mean to three decimals, or "n/a" where nothing was measured (0.000 would read as a
+    measured failure)."""
+    return "n/a" if value is None else f"{value:.3f}"
 
 
 @main.command()

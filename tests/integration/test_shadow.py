@@ -70,9 +70,12 @@ def test_shadow_candidate_is_recorded_never_answered_and_counted_exactly(
     assert all(pair.endswith("-> frontier") for pair in report["disagreements"])
     assert report["estimated_cost_candidate_usd"] > report["estimated_cost_live_usd"]
     assert (report["live_outcomes"], report["live_quality"]) == (1, 0.9)
+    # Black-box review 2, finding 6: no outcome for the candidate's model is no quality, not 0.
+    assert (report["candidate_outcomes"], report["candidate_quality"]) == (0, None)
 
     table = CliRunner().invoke(cli.main, ["shadow", "report", "--db", sqlite_url])
     assert f"{expected} differ" in table.output
+    assert "live quality 0.900 (1), candidate n/a (0)" in table.output
 
 
 def test_a_request_quality_target_applies_to_the_candidate_too(
@@ -103,7 +106,12 @@ def test_without_a_candidate_nothing_is_recorded(
     )
     served.app.decision_writer.flush()
     result = CliRunner().invoke(cli.main, ["shadow", "report", "--db", sqlite_url, "--json"])
-    assert json.loads(result.output)["decisions"] == 0
+    report = json.loads(result.output)
+    assert report["decisions"] == 0
+    assert report["estimated_success_live"] is None and report["live_quality"] is None
+    table = CliRunner().invoke(cli.main, ["shadow", "report", "--db", sqlite_url])
+    assert "estimated success: live n/a, candidate n/a" in table.output
+    assert "live quality n/a (0), candidate n/a (0)" in table.output
 
 
 def test_a_candidate_with_its_own_rules(

@@ -76,14 +76,17 @@ class ShadowReport:
     disagreements: dict[str, int]
     estimated_cost_live_usd: float
     estimated_cost_candidate_usd: float
-    estimated_success_live: float
-    estimated_success_candidate: float
-    #: Disagreeing decisions with an outcome for the live model, and their mean quality.
+    #: Mean estimated success of each side; None without decisions (no figure, not 0).
+    estimated_success_live: float | None
+    estimated_success_candidate: float | None
+    #: Disagreeing decisions with an outcome for the live model, and their mean quality (None
+    #: when there is no such outcome: a quality of 0 would read as "failed every time").
     live_outcomes: int
-    live_quality: float
-    #: Disagreeing decisions with an outcome for the candidate's model too (e.g. a cascade).
+    live_quality: float | None
+    #: Disagreeing decisions with an outcome for the candidate's model too (e.g. a cascade);
+    #: None as above.
     candidate_outcomes: int
-    candidate_quality: float
+    candidate_quality: float | None
 
 
 def shadow_report(store: Store, window_hours: float, namespace: str | None = None) -> ShadowReport:
@@ -115,10 +118,15 @@ def shadow_report(store: Store, window_hours: float, namespace: str | None = Non
         disagreements=dict(sorted(pairs.items())),
         estimated_cost_live_usd=sum(r.cost for r in rows),
         estimated_cost_candidate_usd=sum(r.shadow_cost for r in rows),
-        estimated_success_live=sum(r.confidence for r in rows) / n if n else 0.0,
-        estimated_success_candidate=sum(r.shadow_confidence for r in rows) / n if n else 0.0,
+        estimated_success_live=_mean([r.confidence for r in rows]),
+        estimated_success_candidate=_mean([r.shadow_confidence for r in rows]),
         live_outcomes=len(live),
-        live_quality=sum(live) / len(live) if live else 0.0,
+        live_quality=_mean(live),
         candidate_outcomes=len(candidate),
-        candidate_quality=sum(candidate) / len(candidate) if candidate else 0.0,
+        candidate_quality=_mean(candidate),
     )
+
+
+def _mean(values: list[float]) -> float | None:
+    """The mean, or None for no values: the report shows "n/a" rather than a made-up 0."""
+    return sum(values) / len(values) if values else None
