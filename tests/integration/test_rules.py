@@ -56,6 +56,39 @@ def test_metadata_and_tier_rules(ruled: Served) -> None:
     assert (plain.model, plain.strategy, plain.matched_rule) == ("small", pb.STRATEGY_SEMANTIC, "")
 
 
+def test_a_rule_answers_its_turn_without_pinning_the_session(ruled: Served) -> None:
+    """Black-box review 2, finding 7: one keyword hit re-pinned the whole rest of a session to
+    the rule's (frontier) model, silently, though the session docs named only policy, a
+    cooldown and an override as what moves a session. A rule now answers the turn it matches;
+    the session keeps the model it had, and one without a model stays unpinned."""
+    easy = "where is my order?"
+    first = ask(ruled, easy, session_id="chat-1")
+    assert (first.model, first.strategy) == ("small", pb.STRATEGY_SEMANTIC)
+    legal = ask(ruled, "please review this contract clause", session_id="chat-1")
+    assert (legal.model, legal.matched_rule) == ("frontier", "legal-to-frontier")
+    after = ask(ruled, easy, session_id="chat-1")
+    assert (after.model, after.strategy) == ("small", pb.STRATEGY_STICKY)
+
+    opened = ask(ruled, "please review this contract clause", session_id="chat-2")
+    assert (opened.model, opened.strategy) == ("frontier", pb.STRATEGY_RULE)
+    fresh = ask(ruled, easy, session_id="chat-2")
+    assert (fresh.model, fresh.strategy) == ("small", pb.STRATEGY_SEMANTIC)  # not frontier
+    assert ask(ruled, "my async Rust code deadlocks", session_id="chat-2").model == "small"
+
+
+def test_a_turn_a_rule_answers_keeps_the_session_alive(
+    sqlite_url: str, serve: Callable[..., Served]
+) -> None:
+    """A rule's turn pins nothing, but the conversation is in use: its idle time restarts."""
+    served = serve(sqlite_url, routes_dir=POLICY_ROUTES, session_idle_seconds=2.0)
+    assert ask(served, "where is my order?", session_id="c").model == "small"
+    time.sleep(1.3)
+    assert ask(served, "review this contract", session_id="c").strategy == pb.STRATEGY_RULE
+    time.sleep(1.3)  # 2.6 s since the session's model was chosen, 1.3 s since its last turn
+    kept = ask(served, "my async Rust code deadlocks", session_id="c")
+    assert (kept.model, kept.strategy) == ("small", pb.STRATEGY_STICKY)
+
+
 def test_policy_runs_before_rules(ruled: Served) -> None:
     # cheapco's tier allows only small: the frontier rule is passed over.
     response = ask(ruled, "where is the contract for my order?", tenant="cheapco")

@@ -266,7 +266,11 @@ class RoutingService:
                         reason=f"{cooling}, as is every allowed model, so it is kept; "
                         f"{choice.reason}",
                     )
-        if query.session_id and choice.strategy is not Strategy.CASCADE:
+        if query.session_id and choice.strategy is Strategy.RULE:
+            # A rule answers the turn it matches, not the conversation: one keyword hit must not
+            # move every later turn to the rule's model (sessions.py says why).
+            self._sessions.touch(info.name, query.tenant, query.session_id)
+        elif query.session_id and choice.strategy is not Strategy.CASCADE:
             # A cascade's first step is a try, not the session's model: the caller may reject
             # it and accept a later step, and the next turn must not stick to the rejected one.
             self._sessions.keep(info.name, query.tenant, query.session_id, choice.model)
