@@ -218,6 +218,12 @@ def decide(
 @click.option("--text", help="The query text, when there is no decision id.")
 @click.option("--namespace", "-n", default="", help="Namespace, with --text.")
 @click.option(
+    "--tenant",
+    default="",
+    help="With --text: the tenant whose budget the cost is charged to (by --decision-id, the "
+    "decision's own tenant is charged).",
+)
+@click.option(
     "--outcome-id",
     help="Idempotency key (default: a new random one). To retry a report that may have "
     "reached the server, pass the id it printed or the one you chose.",
@@ -239,6 +245,7 @@ def record(
     decision_id: str,
     text: str | None,
     namespace: str,
+    tenant: str,
     outcome_id: str | None,
     input_tokens: int,
     output_tokens: int,
@@ -266,6 +273,12 @@ def record(
         )
     if retry_after is not None and failure_kind != "rate_limited":
         raise click.UsageError("--retry-after goes with --failure-kind rate_limited")
+    if tenant and decision_id:
+        # Silently ignored, a tenant named here would look charged when it is not.
+        raise click.UsageError(
+            "--tenant goes with --text: a report by --decision-id is charged to the tenant "
+            "the decision was made for"
+        )
     if good is not None:
         quality = 1.0 if good else 0.0
     outcome_id = outcome_id or uuid.uuid4().hex
@@ -280,6 +293,7 @@ def record(
                 decision_id=decision_id,
                 query=text,
                 namespace=namespace,
+                tenant=tenant,
                 outcome_id=outcome_id,
                 input_tokens=input_tokens,
                 output_tokens=output_tokens,
@@ -308,6 +322,7 @@ def record(
                 cost_usd=cost_usd,
                 decision_id=decision_id or None,
                 namespace=namespace or None,
+                tenant=tenant,
                 messages=(Message("user", text),) if text else (),
             )
         )

@@ -292,6 +292,41 @@ def test_record_reports_a_failed_call_as_a_failure_not_a_poor_answer(
     assert stray.exit_code == 2 and "--failure-kind rate_limited" in stray.output
 
 
+def test_record_by_text_charges_the_tenant_named(
+    runner: CliRunner, sqlite_url: str, serve: Callable[..., Served]
+) -> None:
+    """Black-box review 2, finding 9: `record` had no --tenant, so a report by --text was
+    always charged to no tenant and a CLI report could never reach the right budget."""
+    from sqlalchemy import select
+
+    from routebook.store.tables import OutcomeRow
+
+    served = serve(sqlite_url)
+    by_text = ["record", "--text", "where is my parcel?", "--model", "small", "--good"]
+    remote = runner.invoke(
+        cli.main, [*by_text, "--target", served.target, "--tenant", "acme", "--cost-usd", "0.5"]
+    )
+    assert remote.exit_code == 0, remote.output
+    local = runner.invoke(
+        cli.main, [*by_text, "--db", sqlite_url, "--tenant", "beta", "--cost-usd", "0.25"]
+    )
+    assert local.exit_code == 0, local.output
+    with served.app.store.read() as session:
+        charged = session.execute(
+            select(OutcomeRow.tenant, OutcomeRow.cost_usd).order_by(OutcomeRow.id)
+        ).all()
+    assert [tuple(row) for row in charged] == [("acme", 0.5), ("beta", 0.25)]
+
+    # By decision id the decision's tenant is charged: a --tenant there would be ignored.
+    decision = served.router.Decide(
+        pb.DecideRequest(messages=[pb.Message(role="user", content="where is my order?")])
+    )
+    by_id = ["record", "--target", served.target, "--decision-id", decision.decision_id]
+    refused = runner.invoke(cli.main, [*by_id, "--model", "small", "--good", "--tenant", "acme"])
+    assert refused.exit_code == 2
+    assert "--tenant goes with --text" in refused.output
+
+
 def test_record_needs_a_quality(runner: CliRunner) -> None:
     result = runner.invoke(cli.main, ["record", "--model", "small", "--text", "hi"])
     assert result.exit_code == 2
