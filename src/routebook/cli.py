@@ -341,7 +341,8 @@ def record(
 
 @main.group()
 def routes() -> None:
-    """Route files: validate and sync them into the store."""
+    """Route files: sync them into the store (sync --dry-run validates them and prints the
+    diff, changing nothing)."""
 
 
 @routes.command("sync")

@@ -327,6 +327,16 @@ def test_record_by_text_charges_the_tenant_named(
     assert "--tenant goes with --text" in refused.output
 
 
+def test_routes_help_names_no_command_that_does_not_exist() -> None:
+    """Black-box review 2, finding 10: `routes --help` said "validate and sync them", and
+    `routes validate` is no command; validating is `sync --dry-run`."""
+    result = CliRunner().invoke(cli.main, ["routes", "--help"])
+    assert result.exit_code == 0
+    assert "sync --dry-run validates them" in result.output
+    assert "validate and sync" not in result.output
+    assert CliRunner().invoke(cli.main, ["routes", "validate"]).exit_code == 2  # still none
+
+
 def test_record_needs_a_quality(runner: CliRunner) -> None:
     result = runner.invoke(cli.main, ["record", "--model", "small", "--text", "hi"])
     assert result.exit_code == 2

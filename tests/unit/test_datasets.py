@@ -130,6 +130,10 @@ def test_invalid_json_names_file_and_line(tmp_path: Path) -> None:
         ({"id": "q", "prompt": 7, "outcomes": {"s": 1}}, "field 'prompt' must be a string"),
         ({"id": "q", "prompt": "p", "outcomes": {}}, "field 'outcomes' is empty"),
         ({"id": "q", "prompt": "p", "outcomes": [1, 0]}, "field 'outcomes' must be an object"),
+        # Black-box review 2, finding 10: a row without outcomes read "must be an object, got
+        # null", as if the field were there.
+        ({"id": "q", "prompt": "p"}, "missing field 'outcomes'"),
+        ({"id": "q", "prompt": "p", "outcomes": None}, "must be an object, got null"),
         ({"id": "q", "prompt": "p", "outcomes": {"s": 1.5}}, "must be in [0, 1], got 1.5"),
         ({"id": "q", "prompt": "p", "outcomes": {"s": True}}, "must be a number, got bool"),
         ({"id": "q", "prompt": "p", "outcomes": {"s": "1"}}, "must be a number, got str"),

@@ -6,7 +6,15 @@ import json
 import math
 from pathlib import Path
 
-from routebook.service.telemetry import DecisionLog, Telemetry
+from routebook.service.telemetry import OVERFLOW_TENANT_LABEL, DecisionLog, Telemetry
+
+
+def _cost(telemetry: Telemetry, tenant_label: str) -> float | None:
+    labels = {"namespace": "ns", "model": "small", "tenant": tenant_label}
+    value: float | None = telemetry.registry.get_sample_value(
+        "routebook_reported_cost_usd_total", labels
+    )
+    return value
 
 
 def test_tenants_past_the_label_limit_are_counted_as_other() -> None:
@@ -15,15 +23,23 @@ def test_tenants_past_the_label_limit_are_counted_as_other() -> None:
         telemetry.recorded("ns", "small", 1.0, float(n + 1), tenant, escalated=False)
 
     def cost(tenant: str) -> float | None:
-        labels = {"namespace": "ns", "model": "small", "tenant": tenant}
-        value: float | None = telemetry.registry.get_sample_value(
-            "routebook_reported_cost_usd_total", labels
-        )
-        return value
+        return _cost(telemetry, tenant)
 
     assert [cost(t) for t in ("a", "b", "c")] == [1.0 + 6.0, 2.0, 3.0]  # "a" keeps its label
     assert cost("d") is None and cost("e") is None
-    assert cost("other") == 4.0 + 5.0
+    assert cost(OVERFLOW_TENANT_LABEL) == 4.0 + 5.0
+
+
+def test_no_tenant_shares_the_overflow_label() -> None:
+    """Black-box review 2, finding 10: the overflow bucket was labelled "other", and a real
+    tenant named "other" landed in the same series as the tenants past the cap."""
+    telemetry = Telemetry(DecisionLog(None), max_tenant_labels=3)
+    for n, tenant in enumerate(["other", "~other", "~~other", "late-1", "late-2"]):
+        telemetry.recorded("ns", "small", 1.0, float(n + 1), tenant, escalated=False)
+    assert _cost(telemetry, "other") == 1.0  # a tenant's own name, alone in its series
+    assert _cost(telemetry, "~~other") == 2.0  # "~other", one "~" more
+    assert _cost(telemetry, "~~~other") == 3.0
+    assert _cost(telemetry, OVERFLOW_TENANT_LABEL) == 4.0 + 5.0  # only the tenants past the cap
 
 
 def _strict(constant: str) -> None:

@@ -112,7 +112,9 @@ def _quality(model: str, value: object) -> float:
 
 
 def _outcomes(obj: dict[str, Any]) -> dict[str, float]:
-    raw = obj.get("outcomes")
+    if "outcomes" not in obj:  # said as for every other required field, not "got null"
+        raise _RowProblem("missing field 'outcomes'")
+    raw = obj["outcomes"]
     if not isinstance(raw, dict):
         raise _RowProblem(f"field 'outcomes' must be an object, got {_kind(raw)}")
     if not raw:

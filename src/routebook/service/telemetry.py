@@ -107,9 +107,14 @@ def _finite(value: Any) -> Any:
     return value
 
 
-#: Distinct tenants a process labels its cost metrics with; later ones are counted as "other".
-#: Tenant names come from clients, and each label value is a time series kept for good.
+#: Distinct tenants a process labels its cost metrics with; later ones are counted as
+#: OVERFLOW_TENANT_LABEL. Tenant names come from clients, and each label value is a time
+#: series kept for good.
 MAX_TENANT_LABELS = 1000
+#: The label of the tenants past the cap. A tenant may be named anything (up to 128
+#: characters), so no plain name is safe from a real tenant ("other" was one): a tenant whose
+#: name starts with "~" is labelled with one more "~", which leaves "~other" to the overflow.
+OVERFLOW_TENANT_LABEL = "~other"
 
 
 class Telemetry:
@@ -409,11 +414,14 @@ class Telemetry:
 
     def _tenant_label(self, tenant: str) -> str:
         """The tenant as a label value: the first `max_tenant_labels` distinct ones keep their
-        name (the decision log and `routebook stats` always have it), the rest are "other"."""
+        name (the decision log and `routebook stats` always have it; one starting with "~"
+        gets another "~" in front), the rest are OVERFLOW_TENANT_LABEL, which no tenant's
+        label can equal."""
+        label = "~" + tenant if tenant.startswith("~") else tenant
         with self._tenant_lock:
             if tenant in self._tenant_labels:
-                return tenant
+                return label
             if len(self._tenant_labels) < self._max_tenant_labels:
                 self._tenant_labels.add(tenant)
-                return tenant
-        return "other"
+                return label
+        return OVERFLOW_TENANT_LABEL
