@@ -216,6 +216,12 @@ def decide(
 )
 @click.option("--decision-id", default="", help="The decision this answers.")
 @click.option("--text", help="The query text, when there is no decision id.")
+@click.option(
+    "--pii",
+    "contains_pii",
+    is_flag=True,
+    help="The query contains personal data: its text is never shown as a neighbour.",
+)
 @click.option("--namespace", "-n", default="", help="Namespace, with --text.")
 @click.option(
     "--tenant",
@@ -244,6 +250,7 @@ def record(
     retry_after: float | None,
     decision_id: str,
     text: str | None,
+    contains_pii: bool,
     namespace: str,
     tenant: str,
     outcome_id: str | None,
@@ -292,6 +299,7 @@ def record(
                 retry_after=retry_after,
                 decision_id=decision_id,
                 query=text,
+                contains_pii=contains_pii,
                 namespace=namespace,
                 tenant=tenant,
                 outcome_id=outcome_id,
@@ -304,6 +312,7 @@ def record(
             tls_ca,
         )
         summary = (response.example_id, response.duplicate, response.quality)
+        expired = response.text_expired
         cooldown = response.cooldown_seconds
     else:
         from routebook.domain import Message, OutcomeReport
@@ -324,15 +333,22 @@ def record(
                 namespace=namespace or None,
                 tenant=tenant,
                 messages=(Message("user", text),) if text else (),
+                contains_pii=contains_pii,
             )
         )
         summary = (recorded.example_id, recorded.duplicate, recorded.quality)
+        expired = recorded.text_expired
         cooldown = recorded.cooldown_seconds
         app.close()
     state = "already recorded" if summary[1] else "recorded"
     if failure_kind is not None:
         cooled = f"{model} cooling down for {cooldown:.0f} s" if cooldown else "no cooldown started"
         click.echo(f"{state}: outcome {outcome_id}, a {failure_kind} failure ({cooled})")
+    elif expired:
+        click.echo(
+            f"{state}: outcome {outcome_id} (quality {summary[2]:.2f}), charged but not learned "
+            "from: the decision's query text is past decision_text_hours"
+        )
     else:
         click.echo(
             f"{state}: outcome {outcome_id} on example {summary[0]} (quality {summary[2]:.2f})"

@@ -83,7 +83,7 @@ def render_decision(response: pb.DecideResponse, console: Console | None = None)
             pb.Source.Name(n.source).removeprefix("SOURCE_").lower(),
             escape(n.route or "-"),
             escape(what or "-"),
-            escape(n.text_snippet[:80]),
+            escape(n.text_snippet[:80]) if not n.contains_pii else "(personal data, not shown)",
         )
     console.print(neighbours)
     if response.strategy == pb.STRATEGY_CASCADE:

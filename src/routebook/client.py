@@ -283,9 +283,12 @@ class RouterClient:
         tenant: str = "",
         failure: str | None = None,
         retry_after: float | None = None,
+        contains_pii: bool = False,
     ) -> pb.RecordOutcomeResponse:
         """Report how `model` did, by `decision_id` or by `query` text; or, with `failure`
         ("rate_limited", "server_error", "timeout", "content_filter"), that the call failed.
+        `contains_pii` marks a query holding personal data, whose text is then never shown as
+        a neighbour (a decision made with `contains_pii` is marked already).
 
         `outcome_id` is the idempotency key: the router records each id once. The client's
         own retries on UNAVAILABLE (`attempts`) resend the same id, so they are safe. Without
@@ -305,6 +308,7 @@ class RouterClient:
             input_tokens=input_tokens,
             output_tokens=output_tokens,
             tenant=tenant,
+            contains_pii=contains_pii,
         )
         if quality is not None:
             request.quality = quality

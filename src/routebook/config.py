@@ -238,7 +238,20 @@ class Settings(BaseSettings):
         "empty for nowhere.",
     )
     log_query_text: bool = Field(
-        False, description="Put the query text in the decision log (off: it may hold PII)."
+        False,
+        description="Put the query text in the decision log (off: it may hold PII). Never "
+        "for a request marked contains_pii.",
+    )
+    decision_text_hours: float = Field(
+        24.0,
+        ge=0,
+        le=87_600,
+        description="How long the store keeps a decision's query text, which RecordOutcome by "
+        "decision_id needs to add the query to the index; a server clears older texts every "
+        "few minutes. An outcome reported later still counts as spend, but teaches the index "
+        "only if the query's history example exists (text_expired in the response). 0 stores "
+        "none (only the decision buffer, about 50 ms, holds it). Once an outcome is in, the "
+        "text stays in its history example: see docs/architecture.md, Store.",
     )
     embed_batch_max: int = Field(
         32, ge=1, description="Most query texts embedded in one model call (micro-batching)."

@@ -64,6 +64,9 @@ class ExampleFacts:
     outcomes: tuple[ObservedOutcome, ...] = ()
     #: For history examples: the tenant whose query it was (its text is shown to no other).
     tenant: str | None = None
+    #: A history example of a query marked `contains_pii`: still evidence, but its text is
+    #: shown to no request (the snippet is withheld).
+    contains_pii: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,6 +205,9 @@ class OutcomeReport:
     #: The tenant the reporter's API key is bound to (None: not bound). A report by decision_id
     #: must then be about that tenant's decision: it charges the decision's tenant.
     bound_tenant: str | None = None
+    #: The reporter marks the query as holding personal data (a decision marked so needs no
+    #: repeat): the query's history example is marked, so its text is never shown.
+    contains_pii: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -213,6 +219,9 @@ class RecordedOutcome:
     quality: float
     cost_usd: float
     cooldown_seconds: float = 0.0
+    #: The decision's query text was gone (past `decision_text_hours`) and no history example
+    #: held it: the outcome counts as spend, but taught the index nothing (example_id 0).
+    text_expired: bool = False
 
 
 def routing_text(messages: tuple[Message, ...] | list[Message]) -> str:

@@ -45,6 +45,7 @@ from routebook.service.indexing import IndexBuilder
 from routebook.service.namespace_admin import NamespaceAdmin
 from routebook.service.reindex import Reindexer
 from routebook.service.requests import RoutingLimits
+from routebook.service.retention import DecisionTextSweeper
 from routebook.service.routing import ShadowCandidate
 from routebook.service.sessions import StickySessions
 from routebook.service.spend import SpendLedger
@@ -77,6 +78,8 @@ class App:
     #: commands neither adopt nor write references).
     drift_keeper: DriftKeeper
     heads: HeadBook
+    #: Clears decisions' query text past `decision_text_hours`; started with the server.
+    text_sweeper: DecisionTextSweeper
 
     def prepare_thread(self) -> None:
         """Run in every thread that serves calls. OpenMP's thread count is per thread: the
@@ -85,6 +88,7 @@ class App:
         faiss.omp_set_num_threads(self.settings.faiss_threads)
 
     def close(self) -> None:
+        self.text_sweeper.stop()
         self.drift_keeper.stop()
         self.heads.stop()
         self.follower.stop()
@@ -255,7 +259,7 @@ def build(
         store, embedder, registry, directory, builder, settings.follow_interval_seconds
     )
     examples = ExampleService(store, directory, follower, builder, settings.max_query_chars)
-    writer = DecisionWriter(store)
+    writer = DecisionWriter(store, store_text=settings.decision_text_hours > 0)
     # Queries go through the cache and the micro-batcher; bulk indexing calls the model as is.
     batcher = MicroBatcher(
         embedder, settings.embed_batch_max, settings.embed_batch_wait_ms, settings.embed_workers
@@ -349,6 +353,7 @@ def build(
             store, drift, registry, directory, embedder.model_id, settings.drift_sync_seconds
         ),
         heads=heads,
+        text_sweeper=DecisionTextSweeper(store, settings.decision_text_hours),
     )
     telemetry.watch_indexes(registry)
     telemetry.watch_drift(drift, registry)

@@ -57,7 +57,7 @@ def test_every_field_of_a_pending_decision_is_written(store: Store) -> None:
             shadow_estimated_cost_usd=0.01,
             shadow_confidence=0.5,
         )
-        plain = pending(namespace_id, strategy="CASCADE", confidence=None)
+        plain = pending(namespace_id, strategy="CASCADE", confidence=None, contains_pii=True)
         writer.add(shadowed)
         writer.add(plain)
         assert writer.pending(plain.id) == plain  # found before it is written
@@ -70,6 +70,24 @@ def test_every_field_of_a_pending_decision_is_written(store: Store) -> None:
                 name: getattr(decision, name) for name in PendingDecision.__slots__
             }
             assert row.created_at is not None
+    finally:
+        writer.close()
+
+
+def test_a_writer_told_not_to_store_text_keeps_it_in_memory_only(store: Store) -> None:
+    """decision_text_hours = 0: RecordOutcome finds the text while the decision is buffered;
+    the row written has its hash and no text."""
+    with store.write() as session:
+        namespace_id = ensure_namespace(session, "writer").id
+    writer = DecisionWriter(store, flush_interval=60, store_text=False)
+    try:
+        decision = pending(namespace_id, contains_pii=True)
+        writer.add(decision)
+        assert writer.pending(decision.id) == decision  # the text, for an outcome meanwhile
+        writer.flush()
+        row = stored(store)[decision.id]
+        assert row.query_text is None
+        assert (row.query_hash, row.contains_pii, row.model) == ("h" * 64, True, decision.model)
     finally:
         writer.close()
 

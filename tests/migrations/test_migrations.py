@@ -255,3 +255,73 @@ def test_drift_references_come_with_their_revision_and_go_with_their_namespace(
         assert "drift_references" not in names and names >= TABLES - {"drift_references"}
     finally:
         engine.dispose()
+
+
+def test_pii_marks_and_clearable_texts_keep_the_rows_there_were(db_url: str) -> None:
+    """Revision b7d3e9a1c4f2: examples and decisions gain an unmarked `contains_pii`, and a
+    decision's text may be cleared. Rows are kept both ways; on SQLite the examples table is
+    altered in place on the way up (no copy), and a downgrade's copy keeps AUTOINCREMENT."""
+    from sqlalchemy import text
+
+    engine = make_engine(db_url)
+    now = "CURRENT_TIMESTAMP"
+    try:
+        migrate.upgrade(engine, "a4e7c2b9d1f6")
+        with engine.begin() as connection:
+            connection.execute(
+                text(
+                    "INSERT INTO namespaces (id, name, description, catalog_version, created_at)"
+                    f" VALUES (1, 'n', '', 1, {now})"
+                )
+            )
+            connection.execute(
+                text(
+                    "INSERT INTO examples (namespace_id, text, text_hash, source, created_at) "
+                    f"VALUES (1, 'my card 4111', 'h1', 'history', {now})"
+                )
+            )
+            for i in (1, 2):
+                connection.execute(
+                    text(
+                        "INSERT INTO decisions (id, namespace_id, query_hash, query_text, "
+                        "strategy, model, estimated_cost_usd, created_at) "
+                        f"VALUES (:i, 1, 'h1', 'my card 4111', 'semantic', 'm', 0, {now})"
+                    ),
+                    {"i": f"d{i}"},
+                )
+
+        migrate.upgrade(engine)
+        with engine.begin() as connection:
+            examples = connection.execute(text("SELECT text, contains_pii FROM examples")).all()
+            assert [(t, bool(p)) for t, p in examples] == [("my card 4111", False)]
+            decisions = connection.execute(
+                text("SELECT id, query_text, contains_pii FROM decisions ORDER BY id")
+            ).all()
+            assert [(i, t, bool(p)) for i, t, p in decisions] == [
+                ("d1", "my card 4111", False),
+                ("d2", "my card 4111", False),
+            ]
+            connection.execute(text("UPDATE decisions SET query_text = NULL WHERE id = 'd2'"))
+            connection.execute(text("UPDATE examples SET contains_pii = true"))
+            if engine.dialect.name == "sqlite":  # altered in place: a copy drops AUTOINCREMENT
+                sql = connection.execute(
+                    text("SELECT sql FROM sqlite_master WHERE name = 'examples'")
+                ).scalar()
+                assert "AUTOINCREMENT" in str(sql) and "contains_pii" in str(sql)
+
+        migrate.downgrade(engine, "a4e7c2b9d1f6")
+        with engine.begin() as connection:
+            texts = connection.execute(text("SELECT id, query_text FROM decisions ORDER BY id"))
+            assert [tuple(row) for row in texts] == [("d1", "my card 4111"), ("d2", "")]
+            assert connection.execute(text("SELECT count(*) FROM examples")).scalar() == 1
+            if engine.dialect.name == "sqlite":
+                sql = connection.execute(
+                    text("SELECT sql FROM sqlite_master WHERE name = 'examples'")
+                ).scalar()
+                assert "AUTOINCREMENT" in str(sql)
+        columns = {c["name"] for c in inspect(engine).get_columns("examples")}
+        assert "contains_pii" not in columns
+        migrate.upgrade(engine)
+        assert migrate.current(engine) == migrate.head()
+    finally:
+        engine.dispose()

@@ -24,6 +24,23 @@ def test_a_precedents_text_is_printed_verbatim() -> None:
     assert TRICKY in shown and "nearest precedents [k=10] agree" in shown
 
 
+def test_a_precedent_marked_as_personal_data_says_why_it_has_no_text() -> None:
+    response = pb.DecideResponse(
+        model="small",
+        reason="nearest precedents agree",
+        neighbours=[
+            pb.Neighbour(example_id=7, similarity=0.9, contains_pii=True),
+            pb.Neighbour(example_id=8, similarity=0.8, text_snippet="where is my parcel"),
+        ],
+    )
+    console = Console(record=True, width=400)
+    render_decision(response, console)
+    lines = console.export_text().splitlines()
+    rows = {line.split()[1]: line for line in lines if line.split()[1:2] in (["7"], ["8"])}
+    assert "(personal data, not shown)" in rows["7"]
+    assert "where is my parcel" in rows["8"] and "personal data" not in rows["8"]
+
+
 def test_a_tenant_name_is_printed_verbatim() -> None:
     stats = RoutingStats(
         namespace="default",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -23,6 +25,7 @@ def facts(example_id: int, tag: str = "") -> ExampleFacts:
             for j, model in enumerate(("small", "large", "médium")[: example_id % 4])
         ),
         tenant=None if example_id % 5 else f"tenant-{example_id}",
+        contains_pii=example_id % 2 == 1 and example_id % 3 == 1,
     )
 
 
@@ -97,6 +100,19 @@ def test_updates_of_the_same_size_happen_in_place() -> None:
         None,
         "t",
     )
+
+
+def test_a_pii_mark_is_updated_in_place_and_survives_packing() -> None:
+    """A later report marks a known example; its facts keep the mark through a snapshot."""
+    table = FactsTable()
+    table.put(facts(i) for i in range(1, 101))
+    assert table.get(7).contains_pii and not table.get(5).contains_pii
+    before = table.nbytes
+    table.put([replace(facts(5), contains_pii=True), replace(facts(7), contains_pii=False)])
+    assert table.nbytes == before
+    assert table.get(5).contains_pii and not table.get(7).contains_pii
+    copy = FactsTable(table.packed())
+    assert [f.contains_pii for f in copy.get_many([5, 7, 13])] == [True, False, True]
 
 
 def test_packed_round_trips_and_drops_unused_strings() -> None:

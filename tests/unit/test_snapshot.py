@@ -52,6 +52,7 @@ def rich_facts(example_id: int) -> ExampleFacts:
             ObservedOutcome(model, 0.1 + example_id / 1e4 + j / 7, 1 + j)
             for j, model in enumerate(("small", "large")[: example_id % 3])
         ),
+        contains_pii=example_id % 2 == 1 and example_id % 7 == 0,
     )
 
 
@@ -104,6 +105,7 @@ def test_round_trip_keeps_results_facts_generation_and_kind(kind: str, tmp_path:
         if example_id in index:
             assert loaded.facts(example_id) == index.facts(example_id)
     assert loaded.facts(5).outcomes == rich_facts(5).outcomes != ()
+    assert loaded.facts(7).contains_pii and not loaded.facts(5).contains_pii
     queries = VECTORS[N:]
     assert results(loaded, queries) == results(index, queries)
 
@@ -134,7 +136,7 @@ def test_index_file_is_plain_faiss(tmp_path: Path) -> None:
     meta = json.loads((path / "meta.json").read_text())
     assert {"namespace", "generation", "embedding_model_id", "dim", "kind", "count"} <= set(meta)
     assert {"high_water_example_id", "high_water_outcome_id", "created_at"} <= set(meta)
-    assert meta["format_version"] == 2 and meta["kind"] == "flat"
+    assert meta["format_version"] == 3 and meta["kind"] == "flat"
     assert (path / "facts.bin").read_bytes().startswith(b"RBFACTS\0")
 
 
@@ -420,11 +422,45 @@ def test_a_version_1_snapshot_still_loads(kind: str, tmp_path: Path) -> None:
     assert meta is not None and meta.format_version == 1 and meta.count == N - 2
     loaded, _ = load_snapshot(path, MODEL, DIM)
     assert (loaded.kind, len(loaded), loaded.tombstones) == (index.kind, N - 2, index.tombstones)
-    assert all(loaded.facts(i) == index.facts(i) for i in range(1, N + 1) if i in index)
+    # Version 1 kept no PII marks: they are off (the follower takes them from the store).
+    assert all(
+        loaded.facts(i) == dataclasses.replace(index.facts(i), contains_pii=False)
+        for i in range(1, N + 1)
+        if i in index
+    )
     assert results(loaded, VECTORS[N:]) == results(index, VECTORS[N:])
     loaded.generation = 4  # saving it again writes the current format
     again = save_snapshot(loaded, tmp_path, meta_for(loaded))
     assert (again / "facts.bin").exists() and not (again / "facts.jsonl").exists()
+
+
+def test_a_version_2_snapshot_loads_with_every_pii_mark_off(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Format 2 wrote facts.bin without the contains_pii column (an older routebook, or one
+    still running in a rolling upgrade): it loads, every mark off, and says its format, so the
+    follower knows to take the marks from the store."""
+    from routebook.index import facts_file
+
+    index = make_index("flat")
+    assert index.facts(7).contains_pii
+    older = {k: v for k, v in facts_file._DTYPES.items() if k != "contains_pii"}
+    monkeypatch.setattr(facts_file, "_DTYPES", older)  # the writer as format 2 had it
+    path = save_snapshot(index, tmp_path, meta_for(index))
+    monkeypatch.undo()
+    meta = json.loads((path / "meta.json").read_text())
+    meta["format_version"] = 2
+    (path / "meta.json").write_text(json.dumps(meta))
+    assert b"contains_pii" not in (path / "facts.bin").read_bytes()[:4096]
+
+    loaded, loaded_meta = load_snapshot(path, MODEL, DIM)
+    assert loaded_meta.format_version == 2 < snap.MARKS_PII_FROM
+    assert len(loaded) == N and not any(f.contains_pii for f in loaded.all_facts())
+    assert all(
+        loaded.facts(i) == dataclasses.replace(index.facts(i), contains_pii=False)
+        for i in range(1, N + 1)
+    )
+    assert results(loaded, VECTORS[N:]) == results(index, VECTORS[N:])
 
 
 def test_a_version_1_snapshot_with_a_damaged_jsonl_is_corrupt(tmp_path: Path) -> None:

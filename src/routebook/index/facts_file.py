@@ -9,6 +9,10 @@ start-up; columns load as a handful of array copies. Layout::
     zero padding                  up to a multiple of 64 bytes
     columns                       raw little-endian arrays at the offsets the header gives
 
+A file written before the `contains_pii` column existed (snapshot format 2) lacks it; it is
+read as all zeros, and the caller learns from the snapshot's format that the marks are to be
+taken from the store instead.
+
 Integrity is not this module's job: the snapshot's meta.json records the file's size and
 sha256, checked before these bytes are parsed. Parsing still refuses anything inconsistent
 (ValueError), so a forged or mis-written file cannot make out-of-range reads.
@@ -29,6 +33,8 @@ MAGIC = b"RBFACTS\x00"
 _ALIGN = 64
 _LABEL = "label"
 _DTYPES: dict[str, np.dtype[Any]] = {**COLUMNS, _LABEL: np.dtype("<i8")}
+#: Columns newer than the format: a file without one is read with zeros in its place.
+_ADDED_LATER = frozenset({"contains_pii"})
 
 
 def encode(facts: FactsColumns, labels: npt.NDArray[np.int64]) -> Iterator[bytes | memoryview]:
@@ -67,11 +73,14 @@ def decode(data: bytes) -> tuple[FactsColumns, npt.NDArray[np.int64]]:
         layout = {str(c["name"]): c for c in header["columns"]}
     except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as exc:
         raise ValueError(f"the facts file has an unreadable header: {exc}") from exc
-    if set(layout) != set(_DTYPES):
+    if not set(_DTYPES) - _ADDED_LATER <= set(layout) <= set(_DTYPES):
         raise ValueError(f"the facts file holds columns {sorted(layout)}")
     start = _padded(header_end)
     arrays: dict[str, npt.NDArray[Any]] = {}
     for name, dtype in _DTYPES.items():
+        if name not in layout:
+            arrays[name] = np.zeros(rows, dtype=dtype)
+            continue
         spec = layout[name]
         if np.dtype(str(spec["dtype"])) != dtype:
             raise ValueError(f"facts column {name} has dtype {spec['dtype']}, expected {dtype.str}")

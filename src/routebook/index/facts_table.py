@@ -39,6 +39,7 @@ COLUMNS: dict[str, np.dtype[Any]] = {
     "route": np.dtype("<i4"),
     "best_model": np.dtype("<i4"),
     "tenant": np.dtype("<i4"),
+    "contains_pii": np.dtype("u1"),
     "text_end": np.dtype("<i8"),
     "text": np.dtype("u1"),
     "outcome_end": np.dtype("<i8"),
@@ -47,7 +48,7 @@ COLUMNS: dict[str, np.dtype[Any]] = {
     "outcome_count": np.dtype("<i8"),
 }
 _CODED = ("route", "best_model", "tenant")
-_PER_ROW = ("example_id", "source", *_CODED)
+_PER_ROW = ("example_id", "source", *_CODED, "contains_pii")
 _PER_OUTCOME = ("outcome_model", "outcome_quality", "outcome_count")
 #: In memory, a row's slices are (start, length) so that one can move without the others.
 _SLICES: dict[str, np.dtype[Any]] = {
@@ -156,7 +157,9 @@ class FactsTable:
             return []
         c = {name: column.data for name, column in self._cols.items()}
         at = np.array(rows, dtype=np.int64)
-        ids, sources, routes, best_models, tenants = (c[name][at].tolist() for name in _PER_ROW)
+        ids, sources, routes, best_models, tenants, pii = (
+            c[name][at].tolist() for name in _PER_ROW
+        )
         text_starts = c["text_start"][at].tolist()
         text_lens = c["text_len"][at].tolist()
         # Every asked row's outcomes in one gather: positions start..start+len of each row.
@@ -189,6 +192,7 @@ class FactsTable:
                     best_model=None if best_models[j] < 0 else strings[best_models[j]],
                     outcomes=outcomes,
                     tenant=None if tenants[j] < 0 else strings[tenants[j]],
+                    contains_pii=bool(pii[j]),
                 )
             )
         return facts
@@ -209,7 +213,15 @@ class FactsTable:
 
     def _append(self, facts: list[ExampleFacts]) -> None:
         fixed = np.array(
-            [(f.example_id, _SOURCE_CODE[f.source], *map(self._intern, _coded(f))) for f in facts],
+            [
+                (
+                    f.example_id,
+                    _SOURCE_CODE[f.source],
+                    *map(self._intern, _coded(f)),
+                    f.contains_pii,
+                )
+                for f in facts
+            ],
             dtype=np.int64,
         ).reshape(-1, len(_PER_ROW))
         texts = [f.text.encode("utf-8") for f in facts]
@@ -240,6 +252,7 @@ class FactsTable:
         c["source"].data[row] = _SOURCE_CODE[f.source]
         for name, value in zip(_CODED, _coded(f), strict=True):
             c[name].data[row] = self._intern(value)
+        c["contains_pii"].data[row] = f.contains_pii
         text = np.frombuffer(f.text.encode("utf-8"), dtype=np.uint8)
         self._place("text", row, {"text": text})
         outcomes = {

@@ -13,6 +13,9 @@ take that folder. Snapshots from before store folders sit at `<snapshot_dir>/<na
 the store's `index_generations` row records each snapshot's path, so they are still loaded
 from there (when they are that store's), but nothing writes or prunes there any more.
 Format version 1 kept the facts as JSON lines (facts.jsonl); such snapshots are still read.
+Format version 3 added each example's `contains_pii` mark to facts.bin; versions 1 and 2 are
+read with every mark off, and their loader (service/follower.py) takes the marks from the
+store, so a snapshot an older routebook wrote never shows a marked example's text.
 
 A snapshot is written into a hidden temporary sibling (``.tmp-…``), every file and the folder
 are fsynced, and only then is it renamed into place: a process killed half-way leaves a
@@ -64,13 +67,15 @@ from routebook.index.namespace_index import NamespaceIndex
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
+#: The first format whose facts carry the `contains_pii` marks.
+MARKS_PII_FROM = 3
 KEEP = 2
 INDEX_FILE = "index.faiss"
 FACTS_FILE = "facts.bin"
 META_FILE = "meta.json"
-#: Format version → its facts file. Version 1 is read, never written.
-_FACTS_FILES = {1: "facts.jsonl", 2: FACTS_FILE}
+#: Format version → its facts file. Versions 1 and 2 are read, never written.
+_FACTS_FILES = {1: "facts.jsonl", 2: FACTS_FILE, 3: FACTS_FILE}
 _HASH_CHUNK = 1 << 22
 _GEN_DIR = re.compile(r"^gen-(\d{8,})$")
 _STORE_ID = re.compile(r"[0-9A-Za-z_-]{1,64}")

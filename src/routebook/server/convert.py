@@ -102,11 +102,15 @@ def decide_response(
             rule=effect.rule, removed_models=list(effect.removed), detail=effect.detail
         )
     for n in choice.neighbours:
-        # One tenant's queries are never shown to another tenant.
+        # One tenant's queries are never shown to another tenant, and a query marked as
+        # holding personal data to no request at all (its own tenant's included: a request
+        # not so marked may be answered, and logged, where personal data must not go).
         foreign = n.facts.source is Source.HISTORY and (n.facts.tenant or "") != tenant
+        withheld = foreign or n.facts.contains_pii
         response.neighbours.add(
             example_id=n.facts.example_id,
-            text_snippet="" if foreign else n.facts.text[:snippet_chars],
+            text_snippet="" if withheld else n.facts.text[:snippet_chars],
+            contains_pii=n.facts.contains_pii,
             similarity=n.similarity,
             route=n.facts.route or "",
             source=SOURCES[n.facts.source],
@@ -198,6 +202,7 @@ def outcome_report(request: pb.RecordOutcomeRequest) -> OutcomeReport:
         retry_after_seconds=(
             request.retry_after_seconds if request.HasField("retry_after_seconds") else None
         ),
+        contains_pii=request.contains_pii,
     )
 
 
@@ -210,6 +215,7 @@ def record_response(recorded: RecordedOutcome) -> pb.RecordOutcomeResponse:
         quality=recorded.quality,
         cost_usd=recorded.cost_usd,
         cooldown_seconds=recorded.cooldown_seconds,
+        text_expired=recorded.text_expired,
     )
 
 
@@ -285,6 +291,7 @@ def example_to_proto(row: ExampleRow, outcomes: list[tuple[str, float, int]]) ->
         best_model=row.best_model or "",
         outcomes=[pb.ObservedOutcome(model=m, mean_quality=q, count=c) for m, q, c in outcomes],
         created_at=as_utc(row.created_at).isoformat() if row.created_at else "",
+        contains_pii=row.contains_pii,
     )
 
 

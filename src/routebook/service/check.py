@@ -25,8 +25,8 @@ class IndexCheck:
     missing: list[int] = field(default_factory=list)
     extra: list[int] = field(default_factory=list)
     stale_outcomes: list[int] = field(default_factory=list)
-    #: Examples whose route or best model in the index is not the store's: a relabel this
-    #: server never applied.
+    #: Examples whose route, best model or PII mark in the index is not the store's: a
+    #: relabel (or a mark) this server never applied.
     stale_labels: list[int] = field(default_factory=list)
 
     @property
@@ -45,11 +45,14 @@ def check_indexes(
     for info in sorted(infos, key=lambda i: i.name):
         with store.read() as session:
             labels = {
-                row.id: (row.route, row.best_model)
+                row.id: (row.route, row.best_model, bool(row.contains_pii))
                 for row in session.execute(
-                    select(ExampleRow.id, ExampleRow.route, ExampleRow.best_model).where(
-                        ExampleRow.namespace_id == info.id
-                    )
+                    select(
+                        ExampleRow.id,
+                        ExampleRow.route,
+                        ExampleRow.best_model,
+                        ExampleRow.contains_pii,
+                    ).where(ExampleRow.namespace_id == info.id)
                 )
             }
             means = ex_store.outcome_means(session, namespace_id=info.id)
@@ -73,7 +76,8 @@ def check_indexes(
                 stale_labels=sorted(
                     example_id
                     for example_id, f in facts.items()
-                    if example_id in labels and labels[example_id] != (f.route, f.best_model)
+                    if example_id in labels
+                    and labels[example_id] != (f.route, f.best_model, f.contains_pii)
                 ),
             )
         )

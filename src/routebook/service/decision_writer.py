@@ -4,6 +4,10 @@ A decision is kept in memory until a background thread has committed it; RecordO
 decision id looks in that buffer first, so it finds decisions not yet written. When the store
 is down the buffer keeps them (up to `max_pending`, oldest dropped first with a warning) and
 the writer retries; Decide goes on answering from the in-memory index meanwhile.
+
+The query text is in the buffer for RecordOutcome; whether it also goes to the store is the
+writer's `store_text` (off when `decision_text_hours` is 0: the text then lives only until
+the row is written). Text written is cleared later by `service/retention.py`.
 """
 
 from __future__ import annotations
@@ -44,6 +48,8 @@ class PendingDecision:
     #: Decide's token estimate for the call: the whole conversation in, the answer out.
     input_tokens: int | None = None
     output_tokens: int | None = None
+    #: The request was marked `contains_pii`.
+    contains_pii: bool = False
 
 
 DECISION_COLUMNS = tuple(f.name for f in fields(PendingDecision))
@@ -56,8 +62,10 @@ class DecisionWriter:
         flush_interval: float = 0.05,
         max_batch: int = 500,
         max_pending: int = 100_000,
+        store_text: bool = True,
     ) -> None:
         self._store = store
+        self._store_text = store_text
         self._interval = flush_interval
         self._max_batch = max_batch
         self._max_pending = max_pending
@@ -112,6 +120,9 @@ class DecisionWriter:
         # A Core insert of plain rows: the ORM's unit of work cost a third of the server's
         # Python time under load (py-spy, c=32), for rows that are only ever inserted.
         rows = [{name: getattr(d, name) for name in DECISION_COLUMNS} for d in batch]
+        if not self._store_text:
+            for row in rows:
+                row["query_text"] = None
         try:
             with self._store.write() as session:
                 session.execute(insert(DecisionRow), rows)

@@ -29,6 +29,7 @@ from routebook.embed import Embedder
 from routebook.errors import ConfigError
 from routebook.index import IndexRegistry, NamespaceIndex
 from routebook.index.snapshot import (
+    MARKS_PII_FROM,
     Expected,
     SnapshotCorrupt,
     SnapshotForeign,
@@ -62,6 +63,7 @@ class Published:
     kind: str
     examples: int
     marks: follow.Marks
+    namespace_id: int
 
 
 def latest_published(store: Store, namespace_id: int) -> Published | None:
@@ -86,6 +88,7 @@ def latest_published(store: Store, namespace_id: int) -> Published | None:
                 row.high_water_tombstone_id,
                 row.high_water_xact,
             ),
+            namespace_id,
         )
 
 
@@ -190,13 +193,21 @@ class StoreFollower:
             high_water_tombstone_id=published.marks.tombstone,
             count=published.examples,
         )
-        index, _meta = load_snapshot(
+        index, meta = load_snapshot(
             Path(published.snapshot_path),
             self._embedder.model_id,
             self._embedder.dim,
             expected=expected,
         )
         index.generation = published.generation
+        if meta.format_version < MARKS_PII_FROM:
+            # Written by a routebook that kept no PII marks in snapshots (possibly while a
+            # newer one marked examples in the store, in a rolling upgrade): the store says
+            # which examples are marked, before this index serves a snippet.
+            with self._store.read() as session:
+                marked = ex_store.pii_example_ids(session, published.namespace_id)
+            for example_id in marked:
+                index.revise_facts(example_id, _marked)
         return index
 
     def swap_to_published(self, info: NamespaceInfo) -> bool:
@@ -383,6 +394,10 @@ def with_outcomes(means: list[tuple[str, float, int]]) -> Callable[[ExampleFacts
     """A revision that gives an example's facts these outcome means."""
     outcomes = tuple(ObservedOutcome(m, q, c) for m, q, c in means)
     return lambda facts: replace(facts, outcomes=outcomes)
+
+
+def _marked(facts: ExampleFacts) -> ExampleFacts | None:
+    return None if facts.contains_pii else replace(facts, contains_pii=True)
 
 
 def to_facts(facts: ExampleFacts) -> Callable[[ExampleFacts], ExampleFacts | None]:

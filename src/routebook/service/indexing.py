@@ -47,6 +47,7 @@ def facts_of(
         best_model=example.best_model,
         outcomes=tuple(ObservedOutcome(m, q, c) for m, q, c in (outcomes or [])),
         tenant=example.tenant,
+        contains_pii=example.contains_pii,
     )
 
 

@@ -60,10 +60,13 @@ FAILURE_KINDS = ("rate_limited", "server_error", "timeout", "content_filter")
 @dataclass(frozen=True, slots=True)
 class _Subject:
     """What an outcome is about: the namespace, the query text, the decision behind it, and
-    whether the text's history example is stored (when not, a new one needs its vector)."""
+    whether the text's history example is stored (when not, a new one needs its vector).
+
+    `text` is None when the decision's text was cleared (decision_text_hours) and no history
+    example holds it: the outcome is then spend only."""
 
     info: NamespaceInfo
-    text: str
+    text: str | None
     tenant: str
     decided_model: str | None
     example_known: bool
@@ -76,6 +79,8 @@ class _Subject:
     #: the decision (its model, fallbacks, cascade steps); None without a decision, or for one
     #: stored before they were kept.
     decided_tokens: tuple[int, int] | None = None
+    #: The decision or the report marks the query `contains_pii`.
+    contains_pii: bool = False
 
     def spec(self, model: str) -> ModelSpec | None:
         """The catalog's entry for a reported model; None for one the decision offered that has
@@ -212,21 +217,24 @@ class OutcomeRecorder:
             # decision estimated for it, priced from the same tokens as its plan (the caller
             # sent that model the whole conversation, not just the routing text).
             cost = spec.cost_usd(*subject.decided_tokens)
-        else:
+        elif report.messages:
             # As Decide estimates: the whole conversation in, the default answer length out.
+            cost = spec.cost_usd(conversation_tokens(report.messages), self._default_output_tokens)
+        elif text is not None:
             # By decision_id, for a decision stored before its tokens were kept, only the
             # routing text is known.
-            sent = (
-                conversation_tokens(report.messages) if report.messages else estimate_tokens(text)
-            )
-            cost = spec.cost_usd(sent, self._default_output_tokens)
+            cost = spec.cost_usd(estimate_tokens(text), self._default_output_tokens)
+        else:
+            # The decision's text is gone (decision_text_hours): its own estimate, made for its
+            # model from the whole conversation, is the router's best.
+            cost = subject.decided_cost_usd or 0.0
         cost = min(cost, MAX_CALL_COST_USD)  # extreme catalog prices times many tokens
         # Judged before the write, so a store that cannot answer fails the report, not an
         # acknowledged one after its commit.
         escalates = self._escalates(report, subject)
-        digest = text_hash(text)
+        digest = None if text is None else text_hash(text)
         # Embed only for a new example (usually a cache hit: Decide embedded the same text).
-        vector = None if subject.example_known else self._embedder.embed([text])[0]
+        vector = None if subject.example_known or text is None else self._embedder.embed([text])[0]
         try:
             stored = self.commits.submit(
                 outcome_store.NewOutcome(
@@ -244,6 +252,7 @@ class OutcomeRecorder:
                     output_tokens=report.output_tokens,
                     cost_usd=cost,
                     latency_ms=report.latency_ms,
+                    contains_pii=subject.contains_pii,
                 )
             )
         except IntegrityError as exc:
@@ -254,11 +263,18 @@ class OutcomeRecorder:
             raise _LostRace() from None  # another writer deleted the example we found
         if stored.duplicate:
             return self._replay(stored, report)
-        assert stored.example_id is not None  # written just now, with its example
-        # Committed: now the index learns it, so the next Decide on this server sees it.
-        self._index_example(
-            info.name, stored.example_id, text, vector, stored.means, subject.tenant or None
-        )
+        if text is not None:
+            assert stored.example_id is not None  # written just now, with its example
+            # Committed: now the index learns it, so the next Decide on this server sees it.
+            self._index_example(
+                info.name,
+                stored.example_id,
+                text,
+                vector,
+                stored.means,
+                subject.tenant or None,
+                stored.contains_pii,
+            )
         if subject.tenant:
             self._spend.invalidate(info.id, subject.tenant)
         self._drift.outcome(info.name, report.model, report.quality >= 0.5)
@@ -274,11 +290,12 @@ class OutcomeRecorder:
         )
         return RecordedOutcome(
             outcome_id=report.outcome_id,
-            example_id=stored.example_id,
+            example_id=stored.example_id or 0,
             duplicate=False,
             namespace=info.name,
             quality=report.quality,
             cost_usd=cost,
+            text_expired=text is None,
         )
 
     def _escalates(self, report: OutcomeReport, subject: _Subject) -> bool:
@@ -310,7 +327,7 @@ class OutcomeRecorder:
         _check_allowed(report, namespace)  # a retry reads back what was recorded: same rule
         return RecordedOutcome(
             outcome_id=first.outcome_id,
-            example_id=first.example_id or 0,  # 0: its example was deleted since
+            example_id=first.example_id or 0,  # 0: deleted since, or never made (no text)
             duplicate=True,
             namespace=namespace,
             quality=first.quality,
@@ -320,7 +337,9 @@ class OutcomeRecorder:
     def _subject(self, report: OutcomeReport, look_for_example: bool) -> _Subject:
         """Resolve what the outcome is about, with one read of the store at most."""
         if report.decision_id:
-            subject = self._decision_subject(report.decision_id, look_for_example)
+            subject = self._decision_subject(
+                report.decision_id, look_for_example, report.contains_pii
+            )
             _check_allowed(report, subject.info.name)
             _check_tenant(report, subject.tenant)
             return subject
@@ -328,11 +347,14 @@ class OutcomeRecorder:
         _check_allowed(report, info.name)
         text = conversation_text(report.messages, self._max_query_chars)
         known = look_for_example and self._example_known(info.id, text)
-        return _Subject(info, text, report.tenant, None, known)
+        return _Subject(info, text, report.tenant, None, known, contains_pii=report.contains_pii)
 
-    def _decision_subject(self, decision_id: str, look_for_example: bool) -> _Subject:
+    def _decision_subject(
+        self, decision_id: str, look_for_example: bool, contains_pii: bool = False
+    ) -> _Subject:
         """From the write-behind buffer, else the store. Another replica's decision may be a
-        moment from the store, so a miss is retried briefly before NOT_FOUND."""
+        moment from the store, so a miss is retried briefly before NOT_FOUND. The query is
+        marked `contains_pii` when the decision or the report (`contains_pii`) says so."""
         for attempt in range(4):
             pending = self._writer.pending(decision_id)
             if pending is not None:
@@ -347,6 +369,7 @@ class OutcomeRecorder:
                     pending.estimated_cost_usd,
                     _offered(pending.offered, pending.model),
                     _tokens(pending.input_tokens, pending.output_tokens),
+                    pending.contains_pii or contains_pii,
                 )
             with self._store.connect() as connection:
                 row = outcome_store.decision_subject(connection, decision_id)
@@ -362,6 +385,7 @@ class OutcomeRecorder:
                     row.estimated_cost_usd,
                     _offered(row.offered, row.model),
                     _tokens(row.input_tokens, row.output_tokens),
+                    row.contains_pii or contains_pii,
                 )
             if attempt < 3:
                 time.sleep(0.1)
@@ -389,8 +413,10 @@ class OutcomeRecorder:
         vector: npt.NDArray[np.float32] | None,
         means: Means,
         tenant: str | None,
+        contains_pii: bool,
     ) -> None:
-        """`means` is the example's outcomes as the committing transaction saw them."""
+        """`means` is the example's outcomes, and `contains_pii` its mark, as the committing
+        transaction saw them."""
         facts = ExampleFacts(
             example_id=example_id,
             text=text,
@@ -399,13 +425,19 @@ class OutcomeRecorder:
             best_model=None,
             outcomes=tuple(ObservedOutcome(m, q, c) for m, q, c in means),
             tenant=tenant,
+            contains_pii=contains_pii,
         )
         index = self._registry.get(namespace)
 
         def newer(current: ExampleFacts) -> ExampleFacts | None:
+            # A mark is never taken back, whichever view gets there first.
+            marked = current.contains_pii or contains_pii
             if _count(current.outcomes) > _count(facts.outcomes):
-                return None  # a later commit's view got there first: do not step back
-            return replace(facts, tenant=current.tenant)  # the first tenant's
+                # A later commit's view got there first: do not step back (but mark).
+                return (
+                    None if marked == current.contains_pii else replace(current, contains_pii=True)
+                )
+            return replace(facts, tenant=current.tenant, contains_pii=marked)  # the first tenant's
 
         # Read and write under the index's lock: a delete or another outcome of the same
         # example may run between any two separate calls.

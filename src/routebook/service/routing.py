@@ -335,7 +335,7 @@ class RoutingService:
             if shadow_tokens != output_tokens:
                 live_price = info.catalog.get(shadow.model).cost_usd(input_tokens, output_tokens)
                 shadow = replace(shadow, estimated_cost_usd=live_price)
-        self._save(info, decision, text, query.tenant, shadow, (input_tokens, output_tokens))
+        self._save(info, decision, text, query, shadow, (input_tokens, output_tokens))
         self._drift.observe(
             info.name,
             choice.top_similarity,
@@ -348,7 +348,7 @@ class RoutingService:
             embed_s=search_started - embed_started,
             search_s=search_done - search_started,
         )
-        self._telemetry.decided(decision, query.tenant, timings, text)
+        self._telemetry.decided(decision, query.tenant, timings, text, query.contains_pii)
         return decision
 
     def _envelope(
@@ -463,7 +463,7 @@ class RoutingService:
         info: NamespaceInfo,
         decision: Decision,
         text: str,
-        tenant: str,
+        query: DecideQuery,
         shadow: Choice | None,
         tokens: tuple[int, int],
     ) -> None:
@@ -477,7 +477,7 @@ class RoutingService:
                 namespace_id=info.id,
                 query_hash=text_hash(text),
                 query_text=text,
-                tenant=tenant or None,
+                tenant=query.tenant or None,
                 strategy=choice.strategy.value,
                 model=choice.model,
                 estimated_cost_usd=choice.estimated_cost_usd,
@@ -488,6 +488,7 @@ class RoutingService:
                 offered=" ".join(decision.offered),
                 input_tokens=tokens[0],
                 output_tokens=tokens[1],
+                contains_pii=query.contains_pii,
             )
         )
 

@@ -1,7 +1,8 @@
 """What an operator sees: Prometheus metrics and one JSON line per decision.
 
 Each App has its own CollectorRegistry, so two servers in one process (as in the tests) count
-separately. Query text never reaches the log unless `log_query_text` is on.
+separately. Query text never reaches the log unless `log_query_text` is on, and never for a
+request marked `contains_pii`.
 """
 
 from __future__ import annotations
@@ -323,8 +324,15 @@ class Telemetry:
         self.registry.register(_Drift())
 
     def decided(
-        self, decision: Decision, tenant: str, timings: DecideTimings, query_text: str
+        self,
+        decision: Decision,
+        tenant: str,
+        timings: DecideTimings,
+        query_text: str,
+        contains_pii: bool = False,
     ) -> None:
+        """Count the decision and log it. The query text goes in only with `log_query_text`,
+        and never for a request marked `contains_pii` (a log often leaves the premises)."""
         choice = decision.choice
         ns = decision.namespace
         self.decisions.labels(ns, choice.strategy.value, choice.model).inc()
@@ -360,8 +368,9 @@ class Telemetry:
             "search_ms": round(timings.search_s * 1000, 3),
             "estimated_cost_usd": choice.estimated_cost_usd,
             "index_generation": decision.index_generation,
+            "contains_pii": contains_pii,
         }
-        if self._log_query_text:
+        if self._log_query_text and not contains_pii:
             record["query"] = query_text
         self._log.write(record)
 

@@ -82,6 +82,7 @@ class StoredExample:
     embedding: bytes | None
     embedding_model: str | None
     tenant: str | None = None
+    contains_pii: bool = False
 
 
 #: The columns a StoredExample is made of, in its field order: `select(*STORED_COLUMNS)`.
@@ -94,6 +95,7 @@ STORED_COLUMNS = (
     ExampleRow.embedding,
     ExampleRow.embedding_model,
     ExampleRow.tenant,
+    ExampleRow.contains_pii,
 )
 
 
@@ -108,9 +110,21 @@ def stored_examples(rows: Sequence[Row[*tuple[Any, ...]]]) -> list[StoredExample
             r.embedding,
             r.embedding_model,
             r.tenant,
+            bool(r.contains_pii),
         )
         for r in rows
     ]
+
+
+def pii_example_ids(session: Session, namespace_id: int) -> list[int]:
+    """The namespace's examples marked `contains_pii`, for an index whose facts lack marks."""
+    return list(
+        session.scalars(
+            select(ExampleRow.id).where(
+                ExampleRow.namespace_id == namespace_id, ExampleRow.contains_pii.is_(True)
+            )
+        )
+    )
 
 
 def iter_examples(

@@ -111,6 +111,10 @@ class ExampleRow(Base):
     origin: Mapped[str | None] = mapped_column(String(16), nullable=True)
     # History examples: the tenant whose query it was.
     tenant: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    #: A history example whose query a caller marked `contains_pii` (on its Decide or its
+    #: outcome report): it is evidence like any other, but its text is shown to no request.
+    #: Once set it stays set, whatever later reports of the same text say.
+    contains_pii: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     # The vector is cached beside the text so a restart need not re-embed; `embedding_model`
     # says which model made it, and a mismatch means re-embed.
     embedding: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
@@ -154,8 +158,13 @@ class DecisionRow(Base):
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     namespace_id: Mapped[int] = mapped_column(ForeignKey("namespaces.id", ondelete="CASCADE"))
     query_hash: Mapped[str] = mapped_column(String(64))
-    # Kept so RecordOutcome by decision id can add the query to the index.
-    query_text: Mapped[str] = mapped_column(Text)
+    # Kept only so RecordOutcome by decision id can add the query to the index: NULL once
+    # `decision_text_hours` have passed (service/retention.py clears it), or from the start
+    # when that setting is 0. The hash stays, so a later outcome still finds the query's
+    # history example when one exists.
+    query_text: Mapped[str | None] = mapped_column(Text, nullable=True)
+    #: The request was marked `contains_pii`: an outcome reported on it marks its example.
+    contains_pii: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     tenant: Mapped[str | None] = mapped_column(String(128), nullable=True)
     strategy: Mapped[str] = mapped_column(String(16))
     model: Mapped[str] = mapped_column(String(128))

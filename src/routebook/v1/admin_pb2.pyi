@@ -149,7 +149,7 @@ class ListExamplesRequest(_message.Message):
     def __init__(self, namespace: _Optional[str] = ..., source: _Optional[_Union[_router_pb2.Source, str]] = ..., model: _Optional[str] = ..., text_prefix: _Optional[str] = ..., route: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
 
 class Example(_message.Message):
-    __slots__ = ("id", "text", "route", "source", "best_model", "outcomes", "created_at")
+    __slots__ = ("id", "text", "route", "source", "best_model", "outcomes", "created_at", "contains_pii")
     ID_FIELD_NUMBER: _ClassVar[int]
     TEXT_FIELD_NUMBER: _ClassVar[int]
     ROUTE_FIELD_NUMBER: _ClassVar[int]
@@ -157,6 +157,7 @@ class Example(_message.Message):
     BEST_MODEL_FIELD_NUMBER: _ClassVar[int]
     OUTCOMES_FIELD_NUMBER: _ClassVar[int]
     CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    CONTAINS_PII_FIELD_NUMBER: _ClassVar[int]
     id: int
     text: str
     route: str
@@ -164,7 +165,8 @@ class Example(_message.Message):
     best_model: str
     outcomes: _containers.RepeatedCompositeFieldContainer[_router_pb2.ObservedOutcome]
     created_at: str
-    def __init__(self, id: _Optional[int] = ..., text: _Optional[str] = ..., route: _Optional[str] = ..., source: _Optional[_Union[_router_pb2.Source, str]] = ..., best_model: _Optional[str] = ..., outcomes: _Optional[_Iterable[_Union[_router_pb2.ObservedOutcome, _Mapping]]] = ..., created_at: _Optional[str] = ...) -> None: ...
+    contains_pii: bool
+    def __init__(self, id: _Optional[int] = ..., text: _Optional[str] = ..., route: _Optional[str] = ..., source: _Optional[_Union[_router_pb2.Source, str]] = ..., best_model: _Optional[str] = ..., outcomes: _Optional[_Iterable[_Union[_router_pb2.ObservedOutcome, _Mapping]]] = ..., created_at: _Optional[str] = ..., contains_pii: _Optional[bool] = ...) -> None: ...
 
 class ListExamplesResponse(_message.Message):
     __slots__ = ("examples", "next_page_token")

@@ -133,7 +133,7 @@ class ObservedOutcome(_message.Message):
     def __init__(self, model: _Optional[str] = ..., mean_quality: _Optional[float] = ..., count: _Optional[int] = ...) -> None: ...
 
 class Neighbour(_message.Message):
-    __slots__ = ("example_id", "text_snippet", "similarity", "route", "source", "best_model", "outcomes", "weight")
+    __slots__ = ("example_id", "text_snippet", "similarity", "route", "source", "best_model", "outcomes", "weight", "contains_pii")
     EXAMPLE_ID_FIELD_NUMBER: _ClassVar[int]
     TEXT_SNIPPET_FIELD_NUMBER: _ClassVar[int]
     SIMILARITY_FIELD_NUMBER: _ClassVar[int]
@@ -142,6 +142,7 @@ class Neighbour(_message.Message):
     BEST_MODEL_FIELD_NUMBER: _ClassVar[int]
     OUTCOMES_FIELD_NUMBER: _ClassVar[int]
     WEIGHT_FIELD_NUMBER: _ClassVar[int]
+    CONTAINS_PII_FIELD_NUMBER: _ClassVar[int]
     example_id: int
     text_snippet: str
     similarity: float
@@ -150,7 +151,8 @@ class Neighbour(_message.Message):
     best_model: str
     outcomes: _containers.RepeatedCompositeFieldContainer[ObservedOutcome]
     weight: float
-    def __init__(self, example_id: _Optional[int] = ..., text_snippet: _Optional[str] = ..., similarity: _Optional[float] = ..., route: _Optional[str] = ..., source: _Optional[_Union[Source, str]] = ..., best_model: _Optional[str] = ..., outcomes: _Optional[_Iterable[_Union[ObservedOutcome, _Mapping]]] = ..., weight: _Optional[float] = ...) -> None: ...
+    contains_pii: bool
+    def __init__(self, example_id: _Optional[int] = ..., text_snippet: _Optional[str] = ..., similarity: _Optional[float] = ..., route: _Optional[str] = ..., source: _Optional[_Union[Source, str]] = ..., best_model: _Optional[str] = ..., outcomes: _Optional[_Iterable[_Union[ObservedOutcome, _Mapping]]] = ..., weight: _Optional[float] = ..., contains_pii: _Optional[bool] = ...) -> None: ...
 
 class ModelEstimate(_message.Message):
     __slots__ = ("model", "success", "support", "estimated_cost_usd", "meets_target", "allowed", "head_success")
@@ -251,7 +253,7 @@ class DecideResponse(_message.Message):
     def __init__(self, decision_id: _Optional[str] = ..., namespace: _Optional[str] = ..., model: _Optional[str] = ..., route: _Optional[str] = ..., strategy: _Optional[_Union[Strategy, str]] = ..., confidence: _Optional[float] = ..., estimated_cost_usd: _Optional[float] = ..., reason_code: _Optional[_Union[ReasonCode, str]] = ..., reason: _Optional[str] = ..., index_generation: _Optional[int] = ..., neighbours: _Optional[_Iterable[_Union[Neighbour, _Mapping]]] = ..., estimates: _Optional[_Iterable[_Union[ModelEstimate, _Mapping]]] = ..., cascade: _Optional[_Union[CascadePlan, _Mapping]] = ..., quality_target: _Optional[float] = ..., top_similarity: _Optional[float] = ..., policy: _Optional[_Iterable[_Union[PolicyEffect, _Mapping]]] = ..., tenant: _Optional[str] = ..., fallbacks: _Optional[_Iterable[str]] = ..., matched_rule: _Optional[str] = ..., head: _Optional[_Union[HeadEvidence, _Mapping]] = ...) -> None: ...
 
 class RecordOutcomeRequest(_message.Message):
-    __slots__ = ("outcome_id", "decision_id", "namespace", "messages", "model", "quality", "success", "input_tokens", "output_tokens", "cost_usd", "latency_ms", "tenant", "failure", "retry_after_seconds")
+    __slots__ = ("outcome_id", "decision_id", "namespace", "messages", "model", "quality", "success", "input_tokens", "output_tokens", "cost_usd", "latency_ms", "tenant", "failure", "retry_after_seconds", "contains_pii")
     OUTCOME_ID_FIELD_NUMBER: _ClassVar[int]
     DECISION_ID_FIELD_NUMBER: _ClassVar[int]
     NAMESPACE_FIELD_NUMBER: _ClassVar[int]
@@ -266,6 +268,7 @@ class RecordOutcomeRequest(_message.Message):
     TENANT_FIELD_NUMBER: _ClassVar[int]
     FAILURE_FIELD_NUMBER: _ClassVar[int]
     RETRY_AFTER_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    CONTAINS_PII_FIELD_NUMBER: _ClassVar[int]
     outcome_id: str
     decision_id: str
     namespace: str
@@ -280,10 +283,11 @@ class RecordOutcomeRequest(_message.Message):
     tenant: str
     failure: FailureKind
     retry_after_seconds: float
-    def __init__(self, outcome_id: _Optional[str] = ..., decision_id: _Optional[str] = ..., namespace: _Optional[str] = ..., messages: _Optional[_Iterable[_Union[Message, _Mapping]]] = ..., model: _Optional[str] = ..., quality: _Optional[float] = ..., success: _Optional[bool] = ..., input_tokens: _Optional[int] = ..., output_tokens: _Optional[int] = ..., cost_usd: _Optional[float] = ..., latency_ms: _Optional[float] = ..., tenant: _Optional[str] = ..., failure: _Optional[_Union[FailureKind, str]] = ..., retry_after_seconds: _Optional[float] = ...) -> None: ...
+    contains_pii: bool
+    def __init__(self, outcome_id: _Optional[str] = ..., decision_id: _Optional[str] = ..., namespace: _Optional[str] = ..., messages: _Optional[_Iterable[_Union[Message, _Mapping]]] = ..., model: _Optional[str] = ..., quality: _Optional[float] = ..., success: _Optional[bool] = ..., input_tokens: _Optional[int] = ..., output_tokens: _Optional[int] = ..., cost_usd: _Optional[float] = ..., latency_ms: _Optional[float] = ..., tenant: _Optional[str] = ..., failure: _Optional[_Union[FailureKind, str]] = ..., retry_after_seconds: _Optional[float] = ..., contains_pii: _Optional[bool] = ...) -> None: ...
 
 class RecordOutcomeResponse(_message.Message):
-    __slots__ = ("outcome_id", "example_id", "duplicate", "namespace", "quality", "cost_usd", "cooldown_seconds")
+    __slots__ = ("outcome_id", "example_id", "duplicate", "namespace", "quality", "cost_usd", "cooldown_seconds", "text_expired")
     OUTCOME_ID_FIELD_NUMBER: _ClassVar[int]
     EXAMPLE_ID_FIELD_NUMBER: _ClassVar[int]
     DUPLICATE_FIELD_NUMBER: _ClassVar[int]
@@ -291,6 +295,7 @@ class RecordOutcomeResponse(_message.Message):
     QUALITY_FIELD_NUMBER: _ClassVar[int]
     COST_USD_FIELD_NUMBER: _ClassVar[int]
     COOLDOWN_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    TEXT_EXPIRED_FIELD_NUMBER: _ClassVar[int]
     outcome_id: str
     example_id: int
     duplicate: bool
@@ -298,4 +303,5 @@ class RecordOutcomeResponse(_message.Message):
     quality: float
     cost_usd: float
     cooldown_seconds: float
-    def __init__(self, outcome_id: _Optional[str] = ..., example_id: _Optional[int] = ..., duplicate: _Optional[bool] = ..., namespace: _Optional[str] = ..., quality: _Optional[float] = ..., cost_usd: _Optional[float] = ..., cooldown_seconds: _Optional[float] = ...) -> None: ...
+    text_expired: bool
+    def __init__(self, outcome_id: _Optional[str] = ..., example_id: _Optional[int] = ..., duplicate: _Optional[bool] = ..., namespace: _Optional[str] = ..., quality: _Optional[float] = ..., cost_usd: _Optional[float] = ..., cooldown_seconds: _Optional[float] = ..., text_expired: _Optional[bool] = ...) -> None: ...
