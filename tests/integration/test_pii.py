@@ -23,6 +23,7 @@ from routebook.routefiles import text_hash
 from routebook.service.check import check_indexes
 from routebook.service.decision_writer import DecisionWriter, PendingDecision
 from routebook.service.retention import DecisionTextSweeper
+from routebook.service.stats import routing_stats
 from routebook.store.db import Store, make_engine
 from routebook.store.migrate import upgrade
 from routebook.store.namespaces import ensure_namespace
@@ -201,6 +202,8 @@ def test_a_decisions_text_is_cleared_after_the_window_and_its_outcome_still_coun
         namespace_id = rows[lone.decision_id].namespace_id
         spent = tenant_spend(session, namespace_id, "acme", 1)
     assert spent == pytest.approx(late.cost_usd + first.cost_usd + again.cost_usd)
+    (acme,) = routing_stats(served.app.store, 1, "default").by_tenant
+    assert (acme.key, acme.outcomes) == ("acme", 3)
     # A retry of the late report reads back what was recorded.
     replayed = report(served, "lone-1", decision_id=lone.decision_id, model=lone.model)
     assert (replayed.duplicate, replayed.example_id, replayed.cost_usd) == (True, 0, late.cost_usd)

@@ -2,9 +2,9 @@
 
 Why it is kept at all: RecordOutcome by decision_id makes the query's history example from
 it, and an outcome comes seconds, sometimes hours, after its Decide. Why it is not kept for
-ever: it is every query anyone sent, personal data included, in a table nobody reads once
-its outcomes are in. So the text is kept for a bounded window, then cleared; the row stays
-(its hash, models, costs and tenant are the spend and decision statistics).
+ever: it is every query anyone sent, personal data included, and nothing reads it once the
+decision's outcomes are in. So the text is kept for a bounded window, then cleared; the row
+stays (its hash, models, estimates and tenant feed `routebook stats` and the shadow report).
 
 An outcome reported by decision_id after its text was cleared still counts as spend, and
 still updates the query's history example when one exists (the example holds the text); it
