@@ -455,7 +455,9 @@ class RoutingService:
         and return the error to raise: otherwise a refusal is seen only by its caller."""
         acted = tuple(dict.fromkeys([*rules, *(e.rule for e in effects if e.removed)]))
         refusal = Refusal(info.name, _CODES[type(error)], rules, str(error), acted)
-        self._telemetry.refused(refusal, query.tenant, time.perf_counter() - started, text)
+        self._telemetry.refused(
+            refusal, query.tenant, time.perf_counter() - started, text, query.contains_pii
+        )
         return error
 
     def _save(

@@ -374,9 +374,17 @@ class Telemetry:
             record["query"] = query_text
         self._log.write(record)
 
-    def refused(self, refusal: Refusal, tenant: str, latency_s: float, query_text: str) -> None:
+    def refused(
+        self,
+        refusal: Refusal,
+        tenant: str,
+        latency_s: float,
+        query_text: str,
+        contains_pii: bool = False,
+    ) -> None:
         """A Decide policy refused: counted, its rules' hits too, and one log line. The line has
-        `refused` (the gRPC code, lower case) and no decision_id: no decision was made."""
+        `refused` (the gRPC code, lower case) and no decision_id: no decision was made. Its
+        query text, as a decision's, only with `log_query_text` and never when marked PII."""
         ns = refusal.namespace
         self.refusals.labels(
             ns, refusal.code, ",".join(refusal.rules), self._tenant_label(tenant)
@@ -391,8 +399,9 @@ class Telemetry:
             "rules": list(refusal.rules),
             "reason": refusal.reason,
             "latency_ms": round(latency_s * 1000, 3),
+            "contains_pii": contains_pii,
         }
-        if self._log_query_text:
+        if self._log_query_text and not contains_pii:
             record["query"] = query_text
         self._log.write(record)
 

@@ -185,7 +185,8 @@ def decision_subject(connection: Connection, decision_id: str) -> DecisionSubjec
     """The decision and its text's history example in one query (a decision's query_hash is
     the text_hash of its query text)."""
     row = connection.execute(_DECISION_SUBJECT, {"decision_id": decision_id}).one_or_none()
-    return None if row is None else DecisionSubject(*row)
+    # tuple(): SQLAlchemy types a row of ten or more columns as ten plus any number more.
+    return None if row is None else DecisionSubject(*tuple(row))
 
 
 def history_example_id(connection: Connection, namespace_id: int, text_hash: str) -> int | None:
