@@ -264,6 +264,20 @@ def test_refused_decides_are_counted_and_logged(
     assert HARD not in log.read_text() and EASY not in log.read_text()  # no query text
 
 
+def test_a_refused_pii_query_stays_out_of_the_log_even_with_query_text_on(
+    sqlite_url: str, serve: Callable[..., Served], tmp_path: Path
+) -> None:
+    log = tmp_path / "decisions.jsonl"
+    served = serve(sqlite_url, routes_dir=POLICY_ROUTES, decision_log=str(log), log_query_text=True)
+    plain = refused(served, EASY, tenant="tiny", max_latency_ms=100)
+    marked = refused(served, HARD, tenant="tiny", max_latency_ms=100, contains_pii=True)
+    assert plain.code() == marked.code() == grpc.StatusCode.FAILED_PRECONDITION
+    first, second = (json.loads(line) for line in log.read_text().splitlines())
+    assert first["query"] == EASY and first["contains_pii"] is False
+    assert "query" not in second and second["contains_pii"] is True
+    assert HARD not in log.read_text()
+
+
 def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as reply:
         text = reply.read().decode()
