@@ -70,6 +70,32 @@ def test_sweep_equals_brute_force_on_random_data() -> None:
         assert (sweep.choices_at(p, target) == final).all()
 
 
+def brute_force(
+    estimates: np.ndarray,
+    cold: np.ndarray,
+    quality: np.ndarray,
+    cost: np.ndarray,
+    target: float,
+    bar: float,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each query's final model and what it paid, query by query in its own cost order: a
+    cascade accepts the first answer reaching `bar`, a warm query takes the cheapest model
+    whose estimate reaches `target`, else the strongest."""
+    n, m = quality.shape
+    final = np.empty(n, dtype=int)
+    paid = np.empty(n)
+    for i in range(n):
+        mine = sorted(range(m), key=lambda j: (cost[i, j], j))
+        if cold[i]:
+            tried = next((k for k, j in enumerate(mine) if quality[i, j] >= bar), m - 1)
+            final[i] = mine[tried]
+            paid[i] = cost[i, mine[: tried + 1]].sum()
+        else:
+            final[i] = next((j for j in mine if estimates[i, j] >= target), m - 1)
+            paid[i] = cost[i, final[i]]
+    return final, paid
+
+
 def test_sweep_follows_each_querys_own_cost_order() -> None:
     # Costs per query in no common order (a long prompt makes a model with cheap input the
     # cheapest), so each query tries its models in its own order, and a semantic query that no
@@ -87,17 +113,7 @@ def test_sweep_follows_each_querys_own_cost_order() -> None:
     c = sweep.curve(sweep.events(p))
     checked = 0
     for target, q, cst in zip(c.targets[1:], c.quality[1:], c.cost[1:], strict=True):
-        final = np.empty(n, dtype=int)
-        paid = np.empty(n)
-        for i in range(n):
-            mine = sorted(range(m), key=lambda j: (cost[i, j], j))
-            if cold[i]:
-                tried = next((k for k, j in enumerate(mine) if quality[i, j] >= target), m - 1)
-                final[i] = mine[tried]
-                paid[i] = cost[i, mine[: tried + 1]].sum()
-            else:
-                final[i] = next((j for j in mine if estimates[i, j] >= target), m - 1)
-                paid[i] = cost[i, final[i]]
+        final, paid = brute_force(estimates, cold, quality, cost, target, bar=target)
         assert q == pytest.approx(quality[np.arange(n), final].mean())
         assert cst == pytest.approx(paid.mean())
         assert (sweep.choices_at(p, target) == final).all()
@@ -137,17 +153,7 @@ def test_a_fixed_cascade_bar_equals_brute_force_in_each_querys_order() -> None:
     p = sweep.policy(estimates, cold, quality, cost, order, cascade_bar=bar)
     c = sweep.curve(sweep.events(p))
     for target, q, cst in zip(c.targets, c.quality, c.cost, strict=True):
-        final = np.empty(n, dtype=int)
-        paid = np.empty(n)
-        for i in range(n):
-            mine = sorted(range(m), key=lambda j: (cost[i, j], j))
-            if cold[i]:  # the bar, not the target
-                tried = next((k for k, j in enumerate(mine) if quality[i, j] >= bar), m - 1)
-                final[i] = mine[tried]
-                paid[i] = cost[i, mine[: tried + 1]].sum()
-            else:
-                final[i] = next((j for j in mine if estimates[i, j] >= target), m - 1)
-                paid[i] = cost[i, final[i]]
+        final, paid = brute_force(estimates, cold, quality, cost, target, bar=bar)
         assert q == pytest.approx(quality[np.arange(n), final].mean())
         assert cst == pytest.approx(paid.mean())
         if np.isfinite(target):
