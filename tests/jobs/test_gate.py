@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -25,6 +26,18 @@ GSM8K_TEST = DATA / "routellm" / "gsm8k.dev_test.jsonl"
 BASELINE = "k = 10\nquality_target = 0.8\ncold_start_threshold = 0.55\n"
 #: Nearly everything to the cheap model: far cheaper, far worse.
 CHEAP = "k = 10\nquality_target = 0.01\ncold_start_threshold = -1\nmin_support = 0\n"
+
+
+def _eval_json(
+    embedder: SentenceTransformerEmbedder, cache_dir: Path, index: Path, test: Path, config: Path
+) -> dict[str, Any]:
+    """`eval --config FILE --json`: what one side measures alone."""
+    args = ["eval", "--index", str(index), "--test", str(test), "--config", str(config)]
+    args += ["--resamples", "50", "--cache-dir", str(cache_dir), "--json"]
+    result = CliRunner().invoke(main, args, obj={"embedder": embedder})
+    assert result.exit_code == 0, result.output + result.stderr
+    report: dict[str, Any] = json.loads(result.stdout)
+    return report
 
 
 def _toml(tmp_path: Path, name: str, text: str) -> Path:
@@ -259,6 +272,38 @@ def test_the_gate_decides_each_side_at_its_own_answer_length(
     assert measured["answer_tokens"] == 4
     checks = {c["figure"]: c for c in measured["gate"]["checks"]}
     assert checks["cost saving"]["passed"] is True and checks["cost saving"]["measured"] > 0
+
+
+@needs_data
+def test_the_gate_grades_each_sides_cascades_at_its_own_bar(
+    embedder: SentenceTransformerEmbedder, cache_dir: Path, index_slice: Path, tmp_path: Path
+) -> None:
+    """The gate ignored `cascade_min_quality` (a review of the change that added it): both
+    sides' cascades accepted at the target 0.14, so a candidate that `serve` runs with a bar
+    of 0.8 was gated as identical to its baseline. Graded answers make the bar matter: the
+    cheap model's good answers are graded 0.5 here."""
+    graded = tmp_path / "graded.jsonl"
+    rows = [json.loads(line) for line in GSM8K_TEST.read_text().splitlines()[:150]]
+    for row in rows:
+        row["outcomes"] = {
+            model: (0.5 if "mixtral" in model and q == 1 else q)
+            for model, q in row["outcomes"].items()
+        }
+    graded.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    every_query_cold = "k = 10\nquality_target = 0.14\ncold_start_threshold = 0.99\n"
+    a = _toml(tmp_path, "a.toml", every_query_cold)
+    b = _toml(tmp_path, "b.toml", every_query_cold + "cascade_min_quality = 0.8\n")
+    result = gate(embedder, cache_dir, index_slice, graded, a, b, "--json")
+    report = json.loads(result.stdout)
+    base, cand = report["baseline"]["figures"], report["candidate"]["figures"]
+    assert base["operating"]["cold_share"] == cand["operating"]["cold_share"] == 1.0
+    # At the bar 0.14 every graded 0.5 passes; at 0.8 none does, and GPT-4 is called.
+    assert cand["operating"]["quality"] > base["operating"]["quality"] + 0.1
+    assert cand["operating"]["cost_per_query"] > 2 * base["operating"]["cost_per_query"]
+    # The candidate side measures what `eval --config` measures for the same file.
+    alone = _eval_json(embedder, cache_dir, index_slice, graded, b)
+    routebook = next(r for r in alone["routers"] if r["name"] == "routebook")
+    assert routebook["operating"]["quality"] == pytest.approx(cand["operating"]["quality"])
 
 
 @needs_data

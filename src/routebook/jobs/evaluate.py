@@ -112,10 +112,7 @@ def evaluate_outcomes(
     answer = serving.output_tokens
     choices = replay.decide_all(searched, catalog, options.params, options.k, answer)
     advance(len(test_rows))
-    mode = options.params.target_mode
-    routebook = scored_from_choices(
-        "routebook", choices, catalog, mode, options.params.cascade_min_quality
-    )
+    routebook = scored_from_choices("routebook", choices, catalog, options.params)
     check_matches_decide(routebook, choices, catalog)
     # The same rule with cold start switched off: every query SEMANTIC, no cascade. Cascades
     # assume the caller can grade an answer; this row shows the rule without that help.
@@ -124,7 +121,7 @@ def evaluate_outcomes(
         "routebook, no cascade",
         replay.decide_all(searched, catalog, semantic_only, options.k, answer),
         catalog,
-        mode,
+        semantic_only,
     )
 
     index_quality = quality_matrix(index_rows, catalog)

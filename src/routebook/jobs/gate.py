@@ -300,7 +300,7 @@ def _outcome_sides(
         # Decided at the side's own answer length, as its `serve` would; charged at the shared one.
         priced = Priced(quality, paid, replay.call_costs(catalog, tokens, answer))
         choices = replay.decide_all(searched, catalog, side.params, side.k, answer)
-        scored = scored_from_choices(side.label, choices, catalog, side.params.target_mode)
+        scored = scored_from_choices(side.label, choices, catalog, side.params)
         check_matches_decide(scored, choices, catalog)
         figures = evaluate_router(
             scored, priced, catalog.names, side.params.quality_target, resamples, seed

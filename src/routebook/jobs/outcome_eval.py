@@ -123,16 +123,14 @@ def as_keys(estimates: FloatArray, target_mode: str) -> FloatArray:
 
 
 def scored_from_choices(
-    name: str,
-    choices: list[Choice],
-    catalog: Catalog,
-    target_mode: str,
-    cascade_bar: float | None = None,
+    name: str, choices: list[Choice], catalog: Catalog, params: DecisionParams
 ) -> Scored:
+    """A router's view from `decide`'s choices under `params`: what its estimates are compared
+    with the target as (`target_mode`), and the bar its cascades accept at."""
     estimates = np.array([[e.success for e in c.estimates] for c in choices], dtype=np.float64)
     cold = np.array([c.strategy is Strategy.CASCADE for c in choices], dtype=bool)
-    keys = as_keys(estimates.reshape(len(choices), len(catalog)), target_mode)
-    return Scored(name=name, estimates=keys, cold=cold, cascade_bar=cascade_bar)
+    keys = as_keys(estimates.reshape(len(choices), len(catalog)), params.target_mode)
+    return Scored(name=name, estimates=keys, cold=cold, cascade_bar=params.cascade_min_quality)
 
 
 def share_axis_problem(quality: FloatArray, call_cost: FloatArray) -> str | None:
