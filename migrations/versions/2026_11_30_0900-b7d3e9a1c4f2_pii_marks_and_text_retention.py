@@ -9,7 +9,8 @@ it is cleared once the server's `decision_text_hours` have passed (or never writ
 is 0). Rows from before are unmarked: nothing said which of their queries held personal data.
 
 Downgrading drops the marks (an older server shows those texts again) and writes an empty
-text into decisions whose text was cleared, as the older schema requires one.
+text into decisions whose text was cleared, as the older schema requires one; upgrading again
+clears those empty texts.
 
 Revision ID: b7d3e9a1c4f2
 Revises: a4e7c2b9d1f6
@@ -42,6 +43,9 @@ def upgrade() -> None:
             sa.Column("contains_pii", sa.Boolean(), server_default=sa.false(), nullable=False)
         )
         batch_op.alter_column("query_text", existing_type=sa.Text(), nullable=True)
+    # A downgrade wrote '' for cleared texts (Decide never stores an empty one): cleared again,
+    # or an outcome on such a decision would make a history example of no text.
+    op.execute("UPDATE decisions SET query_text = NULL WHERE query_text = ''")
 
 
 def downgrade() -> None:

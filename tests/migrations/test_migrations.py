@@ -323,5 +323,8 @@ def test_pii_marks_and_clearable_texts_keep_the_rows_there_were(db_url: str) -> 
         assert "contains_pii" not in columns
         migrate.upgrade(engine)
         assert migrate.current(engine) == migrate.head()
+        with engine.begin() as connection:  # the downgrade's empty text is cleared again
+            texts = connection.execute(text("SELECT id, query_text FROM decisions ORDER BY id"))
+            assert [tuple(row) for row in texts] == [("d1", "my card 4111"), ("d2", None)]
     finally:
         engine.dispose()

@@ -370,9 +370,7 @@ class Telemetry:
             "index_generation": decision.index_generation,
             "contains_pii": contains_pii,
         }
-        if self._log_query_text and not contains_pii:
-            record["query"] = query_text
-        self._log.write(record)
+        self._write(record, query_text, contains_pii)
 
     def refused(
         self,
@@ -401,6 +399,10 @@ class Telemetry:
             "latency_ms": round(latency_s * 1000, 3),
             "contains_pii": contains_pii,
         }
+        self._write(record, query_text, contains_pii)
+
+    def _write(self, record: dict[str, object], query_text: str, contains_pii: bool) -> None:
+        """One log line; the query text in it only with `log_query_text`, never when PII."""
         if self._log_query_text and not contains_pii:
             record["query"] = query_text
         self._log.write(record)
