@@ -53,6 +53,7 @@ from routebook.service.telemetry import DecisionLog, Telemetry
 from routebook.store import migrate
 from routebook.store.db import Store, open_store
 from routebook.store.identity import store_id
+from routebook.store.namespaces import holds_namespaces
 
 log = logging.getLogger("routebook")
 
@@ -204,7 +205,19 @@ def _check_before_the_store(
     mistyped --routes, shadow_config or model_path is a setting to fix, and used to be found
     only after the store had been created or migrated. Returns the route files and the
     shadow candidate, which `build` uses."""
-    files = initial_routes(settings) if load_routes else []
+    try:
+        files = initial_routes(settings) if load_routes else []
+    except ConfigError as exc:
+        if not holds_namespaces(settings.database_url):
+            raise
+        # Route files are loaded into an empty store only: one broken file must not stop a
+        # restart of a store already serving (every replica of a rolling restart would stop).
+        log.warning(
+            "route files not read, the store already holds namespaces (use `routebook routes "
+            "sync` to change them): %s",
+            exc,
+        )
+        files = []
     shadow = shadow_candidate(settings)
     if embedder is None:
         model_folder(settings.model_path)  # the model itself is loaded after the store

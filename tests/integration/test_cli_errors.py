@@ -3,6 +3,7 @@ with one `error:` line that names what to fix, and exit 1, never a Python traceb
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from pathlib import Path
 
@@ -13,7 +14,9 @@ from sqlalchemy.engine import make_url
 
 from routebook import cli, wiring
 from routebook.embed import Embedder
+from routebook.errors import ConfigError
 from routebook.store.db import make_engine
+from routebook.wiring import App
 from tests.conftest import POSTGRES_URL, TEST_ROUTES, Served
 
 
@@ -327,6 +330,32 @@ def test_serve_checks_its_other_inputs_before_it_touches_the_store(
             assert not sqlite_file.exists(), mistake
         else:
             assert _tables(db_url) == [], mistake
+
+
+def test_a_broken_route_file_stops_a_new_store_but_not_a_restart(
+    db_url: str,
+    make_app: Callable[..., App],
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Route files are loaded into an empty store only, yet a broken one stopped the start of
+    a store already serving (a review: in a rolling restart, every replica would stop)."""
+    broken = tmp_path / "routes"
+    broken.mkdir()
+    (broken / "shop.yaml").write_text("namespace: shop\ncatalog: [\n")  # unclosed
+    with pytest.raises(ConfigError):
+        make_app(db_url, routes_dir=broken)  # an empty store: the files are what it would load
+    if db_url.startswith("sqlite"):
+        assert not Path(make_url(db_url).database or "").exists()
+    else:
+        assert _tables(db_url) == []
+    first = make_app(db_url, routes_dir=TEST_ROUTES)
+    namespaces = sorted(info.name for info in first.directory.all())
+    first.close()
+    with caplog.at_level(logging.WARNING, logger="routebook"):
+        again = make_app(db_url, routes_dir=broken)
+    assert sorted(info.name for info in again.directory.all()) == namespaces
+    assert "route files not read, the store already holds namespaces" in caplog.text
 
 
 @pytest.mark.parametrize("flags", [[], ["--dry-run"], ["--prune"]])

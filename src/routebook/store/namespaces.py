@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
-from sqlalchemy import delete, select
+from pathlib import Path
+
+from sqlalchemy import delete, func, inspect, select
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from routebook.catalog import Catalog, ModelSpec
 from routebook.policyspec import Policy, policy_from_json, policy_to_json
+from routebook.store.db import make_engine, parse_url
 from routebook.store.tables import CatalogModelRow, NamespaceRow
 
 
@@ -79,3 +83,23 @@ def replace_policy(row: NamespaceRow, policy: Policy) -> bool:
         return False
     row.policy = data
     return True
+
+
+def holds_namespaces(url: str) -> bool:
+    """Whether the store at `url` already has namespaces, read without creating or migrating
+    anything (a SQLite file that does not exist is not created); False when it cannot tell."""
+    parsed = parse_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        name = parsed.database or ""
+        if name in ("", ":memory:") or not Path(name).is_file():
+            return False
+    engine = make_engine(url)
+    try:
+        with engine.connect() as connection:
+            if not inspect(connection).has_table(NamespaceRow.__tablename__):
+                return False
+            return bool(connection.scalar(select(func.count()).select_from(NamespaceRow)))
+    except DBAPIError:
+        return False  # the store's own error is said when it is opened
+    finally:
+        engine.dispose()
