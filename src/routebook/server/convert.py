@@ -110,7 +110,7 @@ def decide_response(
         response.neighbours.add(
             example_id=n.facts.example_id,
             text_snippet="" if withheld else n.facts.text[:snippet_chars],
-            contains_pii=n.facts.contains_pii,
+            contains_pii=n.facts.contains_pii and not foreign,
             similarity=n.similarity,
             route=n.facts.route or "",
             source=SOURCES[n.facts.source],
