@@ -253,6 +253,17 @@ class Settings(BaseSettings):
         "none (only the decision buffer, about 50 ms, holds it). Once an outcome is in, the "
         "text stays in its history example: see docs/architecture.md, Store.",
     )
+    history_days: float = Field(
+        0.0,
+        ge=0,
+        le=36_500,
+        description="Delete a history example (a reported query's text, vector and outcome "
+        "means) once its newest outcome is older than this many days; a server sweeps every "
+        "few minutes, and every replica's index drops it. Its outcomes stay, detached, as "
+        "spend and stats. Reference examples are never deleted by age. 0 (the default) keeps "
+        "history for ever: deleting what the router learned is a choice to make, not a "
+        "default. See docs/architecture.md, Store.",
+    )
     embed_batch_max: int = Field(
         32, ge=1, description="Most query texts embedded in one model call (micro-batching)."
     )

@@ -45,7 +45,7 @@ from routebook.service.indexing import IndexBuilder
 from routebook.service.namespace_admin import NamespaceAdmin
 from routebook.service.reindex import Reindexer
 from routebook.service.requests import RoutingLimits
-from routebook.service.retention import DecisionTextSweeper
+from routebook.service.retention import DecisionTextSweeper, HistorySweeper
 from routebook.service.routing import ShadowCandidate
 from routebook.service.sessions import StickySessions
 from routebook.service.spend import SpendLedger
@@ -81,6 +81,8 @@ class App:
     heads: HeadBook
     #: Clears decisions' query text past `decision_text_hours`; started with the server.
     text_sweeper: DecisionTextSweeper
+    #: Deletes history examples past `history_days` (none when 0); started with the server.
+    history_sweeper: HistorySweeper
 
     def prepare_thread(self) -> None:
         """Run in every thread that serves calls. OpenMP's thread count is per thread: the
@@ -90,6 +92,7 @@ class App:
 
     def close(self) -> None:
         self.text_sweeper.stop()
+        self.history_sweeper.stop()
         self.drift_keeper.stop()
         self.heads.stop()
         self.follower.stop()
@@ -367,6 +370,7 @@ def build(
         ),
         heads=heads,
         text_sweeper=DecisionTextSweeper(store, settings.decision_text_hours),
+        history_sweeper=HistorySweeper(store, settings.history_days, directory, telemetry),
     )
     telemetry.watch_indexes(registry)
     telemetry.watch_drift(drift, registry)

@@ -56,6 +56,7 @@ class RunningServer:
         self.app.follower.stop()
         self.app.drift_keeper.stop()
         self.app.text_sweeper.stop()
+        self.app.history_sweeper.stop()
         if self.metrics_http is not None:
             self.metrics_http.shutdown()
             self.metrics_http.server_close()
@@ -151,6 +152,7 @@ def build_server(app: App, host: str | None = None, port: int | None = None) -> 
     server.start()
     app.follower.start()
     app.text_sweeper.start()
+    app.history_sweeper.start()
     for service in ("", ROUTER_SERVICE):
         health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
     # Without admin_token every Admin call is refused ("the Admin API is disabled"): a probe of

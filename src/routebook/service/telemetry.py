@@ -208,6 +208,13 @@ class Telemetry:
             ["namespace", "model"],
             registry=r,
         )
+        self.history_expired_examples = Counter(
+            "routebook_history_examples_expired",
+            "History examples deleted because their newest outcome was older than "
+            "history_days (by this server's sweep; their outcomes stay, detached).",
+            ["namespace"],
+            registry=r,
+        )
         self.decide_latency = Histogram(
             "routebook_decide_latency_seconds",
             "Time to answer Decide, in the server.",
@@ -431,6 +438,9 @@ class Telemetry:
         self.reported_cost.labels(namespace, model, self._tenant_label(tenant)).inc(cost_usd)
         if escalated:
             self.escalations.labels(namespace, model).inc()
+
+    def history_expired(self, namespace: str, count: int) -> None:
+        self.history_expired_examples.labels(namespace).inc(count)
 
     def _tenant_label(self, tenant: str) -> str:
         """The tenant as a label value: the first `max_tenant_labels` distinct ones keep their

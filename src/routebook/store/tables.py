@@ -128,6 +128,8 @@ class OutcomeRow(Base):
     __table_args__ = (
         Index("ix_outcomes_tenant_created_at", "tenant", "created_at"),
         Index("ix_outcomes_xact", "xact"),
+        # The history retention sweep reads outcomes by age (store/history.py).
+        Index("ix_outcomes_created_at", "created_at"),
         NEVER_REUSE_IDS,
     )
 
