@@ -8,17 +8,21 @@ PostgreSQL; time is moved by writing older `created_at`s, never by mocking a clo
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from sqlalchemy import func, select, update
 
 from routebook.domain import Source
+from routebook.embed import Embedder
 from routebook.service.namespaces import NamespaceDirectory
 from routebook.service.retention import HistorySweeper
 from routebook.service.stats import routing_stats
@@ -177,6 +181,38 @@ def test_an_example_deleted_between_recordoutcomes_look_and_its_write_is_made_ag
     served.app.follower.tick()
     index = served.app.registry.get("default")
     assert again.example_id in index and old.example_id not in index
+
+
+def test_the_heads_kept_pools_drop_an_expired_text_at_its_next_training(
+    sqlite_url: str, serve: Callable[..., Served], layers_embedder: Embedder, tmp_path: Path
+) -> None:
+    """The head trains on the index, so an expired example leaves its sample; its layer pools
+    (kept by text hash, in memory and on disk) go with the next training, and nothing brings
+    the example back."""
+    served = serve(sqlite_url, history_days=1, head_features="layers", embedder=layers_embedder)
+    report(served, "old-1", OLD)
+    report(served, "kept-1", KEPT)
+    heads = served.app.heads
+    assert heads.layers is not None
+    heads.refresh("default", force=True)
+
+    def kept_on_disk() -> set[bytes]:
+        (path,) = (tmp_path / "snapshots").glob("store-*/default/layers-*.npz")
+        with np.load(path) as npz:
+            return {bytes(row) for row in npz["digests"]}
+
+    old, kept = (hashlib.sha256(t.encode()).digest() for t in (OLD, KEPT))
+    assert {old, kept} <= kept_on_disk()
+    before = heads.layers.kept("default")
+    age_everything(served.app.store, 3)
+    report(served, "kept-2", KEPT)
+    assert served.app.history_sweeper.sweep() == 1
+    served.app.follower.tick()
+    heads.refresh("default", force=True)
+    assert heads.layers.kept("default") == before - 1
+    on_disk = kept_on_disk()
+    assert kept in on_disk and old not in on_disk
+    assert OLD not in {f.text for f in served.app.registry.get("default").training_data(100_000)[1]}
 
 
 # -- the sweep, on the store alone ------------------------------------------------------------
