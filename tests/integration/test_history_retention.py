@@ -344,3 +344,31 @@ def test_an_outcome_written_while_the_sweep_deletes_its_example_stays_with_it(
     finally:
         writer.dispose()
         store.dispose()
+
+
+def test_a_store_outage_skips_a_pass_and_the_sweeper_stops_with_the_app(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Nothing listens on port 1: every pass meets an unavailable store, is logged as such
+    (not as a failure with a traceback), and the thread keeps going until stopped."""
+    store = Store(make_engine("postgresql+psycopg://postgres@127.0.0.1:1/none"))
+    sweeper = HistorySweeper(
+        store,
+        1,
+        NamespaceDirectory(store, "default"),
+        Telemetry(DecisionLog(None)),
+        interval=0.05,
+    )
+    try:
+        with caplog.at_level(logging.WARNING, logger="routebook.retention"):
+            sweeper.start()
+            deadline = time.monotonic() + 10
+            while caplog.text.count("history examples not swept") < 2:
+                assert time.monotonic() < deadline, caplog.text
+                time.sleep(0.02)
+            sweeper.stop()
+        assert sweeper._thread is not None and not sweeper._thread.is_alive()
+        assert "the store is unavailable" in caplog.text and "Traceback" not in caplog.text
+    finally:
+        sweeper.stop()
+        store.dispose()
