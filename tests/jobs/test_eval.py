@@ -90,6 +90,8 @@ def test_eval_table_for_people(embedder: SentenceTransformerEmbedder, cache_dir:
     )  # fmt: skip
     for word in ("APGR", "CPT(50%)", "random", "kNN vote", "linear head", "oracle"):
         assert word in out
+    # The cascades' bar beside the target: a file that changes only the bar must not read alike.
+    assert "cascades accept quality >= 0.8 (the target)" in " ".join(out.split())
 
 
 @needs_data

@@ -304,6 +304,11 @@ def test_the_gate_grades_each_sides_cascades_at_its_own_bar(
     alone = _eval_json(embedder, cache_dir, index_slice, graded, b)
     routebook = next(r for r in alone["routers"] if r["name"] == "routebook")
     assert routebook["operating"]["quality"] == pytest.approx(cand["operating"]["quality"])
+    # The table's settings lines tell the two files apart (they read alike without the bar).
+    table = gate(embedder, cache_dir, index_slice, graded, a, b)
+    printed = " ".join(table.stdout.split())  # rich wraps long lines
+    assert "cascade_min_quality=0.14 (the target)" in printed
+    assert "cascade_min_quality=0.8," in printed
 
 
 @needs_data

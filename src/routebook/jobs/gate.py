@@ -66,7 +66,7 @@ from routebook.jobs.outcome_eval import (
     scored_from_choices,
 )
 from routebook.jobs.progress import Silent, Tracker
-from routebook.jobs.report import _clean, _num, _pct
+from routebook.jobs.report import _clean, _num, _pct, cascade_bar_text
 from routebook.jobs.run import Inputs, params_from_settings
 
 #: Slack for "equal": the same figures computed twice may differ in the last bits.
@@ -436,6 +436,7 @@ def _settings_line(side: Side) -> str:
         f"({p.target_mode}), cold_start_threshold={p.cold_start_threshold:g}, "
         f"min_support={p.min_support:g}, similarity_floor={p.similarity_floor:g}, "
         f"weight_power={p.weight_power:g}, prior={p.prior_success:g}x{p.prior_strength:g}, "
+        f"cascade_min_quality={cascade_bar_text(p)}, "
         f"default_output_tokens={side.serving.output_tokens}"
     )
 

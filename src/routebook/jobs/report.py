@@ -18,6 +18,8 @@ from routebook.jobs.outcome_eval import OutcomeEvaluation
 if TYPE_CHECKING:
     from rich.console import Console
 
+    from routebook.decide import DecisionParams
+
 Evaluation = OutcomeEvaluation | IntentEvaluation
 
 
@@ -62,6 +64,14 @@ def cold_when(tests: dict[str, float]) -> str:
     return " or ".join(f"{score.replace('_', ' ')} < {value:.4g}" for score, value in tests.items())
 
 
+def cascade_bar_text(params: DecisionParams) -> str:
+    """The quality a cascade's answer must reach, as a settings line shows it: two files
+    that differ only in `cascade_min_quality` must not read alike."""
+    if params.cascade_min_quality is None:
+        return f"{params.quality_target:.3g} (the target)"
+    return f"{params.cascade_min_quality:.3g}"
+
+
 def short_names(models: tuple[str, ...]) -> dict[str, str]:
     """Each model's name cut to the fewest leading `-` parts that no other model shares.
 
@@ -100,7 +110,8 @@ def _render_outcome(ev: OutcomeEvaluation, console: Any) -> None:
     console.print(
         f"[bold]outcome data[/bold]: {ev.n_index} index rows, {ev.n_test} test queries, "
         f"k={ev.k}, quality target {ev.params.quality_target:.3g}, cold when "
-        f"{escape(cold_when(cold_tests(ev.params)))}"
+        f"{escape(cold_when(cold_tests(ev.params)))}, cascades accept quality >= "
+        f"{cascade_bar_text(ev.params)}"
     )
     console.print(f"  routebook's head: {escape(ev.head.describe())}")
     for m in models:

@@ -66,7 +66,10 @@ class RouterServicer:
         committed to the store and it is idempotent on outcome_id. An outcome with a quality (or
         success) makes the query join the index at once, so the next similar Decide sees it; a
         failure report (`failure` set) never touches the examples or the index, and counts
-        towards the model's cooldown when it names a decision that offered the model.
+        towards the model's cooldown when it names a decision that offered the model. Reports
+        are trusted evidence: every report on a query counts in later decisions of that very
+        query, for every tenant of the namespace, an admin's label on it included. Give each
+        report its own outcome_id, and reuse it on a retry, so a report is counted once.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
