@@ -253,3 +253,87 @@ def test_a_snapshot_that_shows_up_late_is_loaded(
     index = replica.registry.get("default")
     assert (index.generation, index.kind) == (1, "hnsw")
     assert texts_of(replica) == store_texts(replica)
+
+
+# --------------------------------------------------------------------------------------------
+# Pruning: a deleted text must leave the snapshot folder
+# --------------------------------------------------------------------------------------------
+
+SECRET = "ship to OKAPIBLUE at 44 King Road, phone 555-0199, SSN 078-05-1120"
+
+
+def folders_holding(snapshots: Path, text: str) -> list[str]:
+    """The snapshot folders with a file holding `text` (facts.bin keeps texts as UTF-8)."""
+    needle = text.encode("utf-8")
+    return sorted(
+        str(f.parent.relative_to(snapshots))
+        for f in snapshots.rglob("*")
+        if f.is_file() and needle in f.read_bytes()
+    )
+
+
+def test_a_deleted_marked_text_leaves_every_snapshot_at_the_second_reindex_after(
+    db_url: str, make_app: Callable[..., App]
+) -> None:
+    """admin.proto promises that deleting a `contains_pii` example forgets its text. Every
+    generation published while it existed holds it in facts.bin; old-layout snapshots (from
+    before store folders) were never pruned at all. After the delete, the next reindex keeps
+    the generation before it (a replica may still be loading it); the one after deletes
+    every generation that held the text, the old-layout one included, while a replica
+    following along keeps serving."""
+    app = make_app(db_url)
+    replica = make_app(db_url, follow_interval_seconds=3600)  # ticked by the test
+    marked = OutcomeReport(
+        "o-pii", "frontier", 1.0, messages=(Message("user", SECRET),), contains_pii=True
+    )
+    example = app.outcomes.record_outcome(marked).example_id
+    snapshots = Path(app.settings.snapshot_dir)
+    assert reindex(app) == 1
+    old_place = snapshots / "default" / "gen-00000001"  # where routebook used to write it
+    old_place.parent.mkdir()
+    published_path(app, 1).rename(old_place)
+    with app.store.write() as session:
+        session.execute(update(IndexGenerationRow).values(snapshot_path=str(old_place.resolve())))
+    assert reindex(app) == 2
+    assert folders_holding(snapshots, SECRET) == [
+        "default/gen-00000001",
+        f"store-{store_id(app.store)}/default/gen-00000002",
+    ]
+
+    assert app.examples.delete("default", [example])[0] == [example]
+    assert reindex(app) == 3
+    replica.follower.tick()
+    assert replica.registry.get("default").generation == 3
+    # Generation 1 is two behind and goes; 2, the one before the newest, stays.
+    own = store_folder(snapshots, store_id(app.store)) / "default"
+    assert folders_holding(snapshots, SECRET) == [f"{own.relative_to(snapshots)}/gen-00000002"]
+    assert not old_place.exists()
+
+    assert reindex(app) == 4
+    replica.follower.tick()
+    assert replica.registry.get("default").generation == 4
+    assert folders_holding(snapshots, SECRET) == []
+    assert sorted(p.name for p in own.glob("gen-*")) == ["gen-00000003", "gen-00000004"]
+    assert texts_of(replica) == store_texts(replica)
+
+
+def test_pruning_keeps_what_a_server_may_load_and_saves_not_yet_published(
+    db_url: str, make_app: Callable[..., App]
+) -> None:
+    """What to keep is read from the store's rows, not counted in the folder: a folder newer
+    than every published generation (a save whose publish failed, or one under way) counted
+    as one of the two kept, so the generation before the newest, which a replica may still be
+    loading, was deleted."""
+    app = make_app(db_url)
+    for generation in (1, 2):
+        assert reindex(app) == generation
+    own = store_folder(Path(app.settings.snapshot_dir), store_id(app.store)) / "default"
+    shutil.copytree(own / "gen-00000002", own / "gen-00000009")  # never published
+    assert reindex(app) == 3
+    assert sorted(p.name for p in own.glob("gen-*")) == [
+        "gen-00000002",
+        "gen-00000003",
+        "gen-00000009",
+    ]
+    restarted = make_app(db_url)
+    assert restarted.registry.get("default").generation == 3

@@ -539,12 +539,36 @@ def generations_on_disk(folder: Path, namespace: str = "shop") -> list[str]:
     return sorted(p.name for p in (folder / namespace).iterdir() if p.name.startswith("gen-"))
 
 
-def test_pruning_keeps_the_newest_two_by_default(tmp_path: Path) -> None:
+def test_a_save_prunes_nothing_unless_asked(tmp_path: Path) -> None:
+    """Folders are not what servers load: a reindex prunes by what its store published,
+    after publishing (service/reindex.py), so a save alone deletes no generation."""
+    index = make_index("flat", generation=1)
+    for generation in range(1, 4):
+        index.generation = generation
+        save_snapshot(index, tmp_path, meta_for(index))
+    assert generations_on_disk(tmp_path) == ["gen-00000001", "gen-00000002", "gen-00000003"]
+
+
+def test_prune_before_deletes_older_generations_damaged_ones_too(tmp_path: Path) -> None:
+    """A damaged snapshot still holds example text; newer generations (the published ones
+    and a save not yet published) are never touched."""
     index = make_index("flat", generation=1)
     for generation in range(1, 6):
         index.generation = generation
         save_snapshot(index, tmp_path, meta_for(index))
-    assert generations_on_disk(tmp_path) == ["gen-00000004", "gen-00000005"]
+    (snapshot_path(tmp_path, "shop", 1) / "meta.json").unlink()
+    leftover = tmp_path / "shop" / ".old-gen-00000002-deadbeef"
+    leftover.mkdir()
+    deleted = snap.prune_before(tmp_path, "shop", 3)
+    assert sorted(p.name for p in deleted) == ["gen-00000001", "gen-00000002"]
+    assert generations_on_disk(tmp_path) == ["gen-00000003", "gen-00000004", "gen-00000005"]
+    assert not leftover.exists()
+    assert sorted(p.name for p in (tmp_path / "shop").iterdir() if p.name != ".lock") == [
+        "gen-00000003",
+        "gen-00000004",
+        "gen-00000005",
+    ]
+    assert snap.prune_before(tmp_path, "nothing-here", 3) == []
 
 
 def test_pruning_keeps_n_per_namespace(tmp_path: Path) -> None:
@@ -566,7 +590,7 @@ def test_damaged_snapshots_do_not_count_towards_the_kept(tmp_path: Path) -> None
         save_snapshot(index, tmp_path, meta_for(index))
     (snapshot_path(tmp_path, "shop", 2) / "meta.json").unlink()
     index.generation = 3
-    save_snapshot(index, tmp_path, meta_for(index))
+    save_snapshot(index, tmp_path, meta_for(index), keep=2)
     # Generation 1 is kept: the damaged 2 is no fallback. The damaged one is older than a
     # good one and goes.
     assert generations_on_disk(tmp_path) == ["gen-00000001", "gen-00000003"]

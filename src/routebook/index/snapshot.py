@@ -11,7 +11,12 @@ Layout, one folder per store, namespace and generation::
 their own databases) sharing one snapshot_dir never write the same files; the functions below
 take that folder. Snapshots from before store folders sit at `<snapshot_dir>/<namespace>/…`:
 the store's `index_generations` row records each snapshot's path, so they are still loaded
-from there (when they are that store's), but nothing writes or prunes there any more.
+from there (when they are that store's), and nothing writes there any more.
+
+Pruning goes by what the store published, which this module cannot read: after each publish
+the reindex (service/reindex.py) deletes the generations older than the one before the newest
+published (`prune_before`), and old-layout snapshots its rows name (`remove_published`). A save
+prunes nothing unless asked to keep a number of folders (`keep`, for tools without a store).
 Format version 1 kept the facts as JSON lines (facts.jsonl); such snapshots are still read.
 Format version 3 added each example's `contains_pii` mark to facts.bin; versions 1 and 2 are
 read with every mark off, and their loader (service/follower.py) takes the marks from the
@@ -70,7 +75,6 @@ log = logging.getLogger(__name__)
 FORMAT_VERSION = 3
 #: The first format whose facts carry the `contains_pii` marks.
 MARKS_PII_FROM = 3
-KEEP = 2
 INDEX_FILE = "index.faiss"
 FACTS_FILE = "facts.bin"
 META_FILE = "meta.json"
@@ -157,14 +161,16 @@ def snapshot_path(folder: Path, namespace: str, generation: int) -> Path:
 
 
 def save_snapshot(
-    index: NamespaceIndex, folder: Path, meta: SnapshotMeta, *, keep: int = KEEP
+    index: NamespaceIndex, folder: Path, meta: SnapshotMeta, *, keep: int | None = None
 ) -> Path:
     """Write `index` as `meta.namespace`'s snapshot of `meta.generation`; returns its folder.
 
-    Saving a generation that already exists replaces it. Afterwards only the newest `keep`
-    snapshots of the namespace remain, and leftovers of interrupted saves are deleted.
+    Saving a generation that already exists replaces it, and leftovers of interrupted saves
+    are deleted. With `keep`, only the newest `keep` snapshot folders of the namespace remain
+    afterwards; a store's reindex passes none, because folders are not what servers load:
+    it prunes by what the store published, once it has published (`prune_before`).
     """
-    if keep < 1:
+    if keep is not None and keep < 1:
         raise ValueError(f"keep must be at least 1 (got {keep})")
     state = index.export_state()
     if meta.dim != state.dim or meta.generation != state.generation:
@@ -199,7 +205,8 @@ def save_snapshot(
         temp.rename(final)
         _fsync_dir(ns_dir)
         _remove_leftovers(ns_dir)
-        _prune(ns_dir, keep, final)
+        if keep is not None:
+            _prune(ns_dir, keep, final)
     return final
 
 
@@ -301,12 +308,44 @@ def _check_expected(path: Path, meta: SnapshotMeta, expected: Expected) -> None:
         )
 
 
-def prune_snapshots(folder: Path, namespace: str, keep: int = KEEP) -> None:
-    """Keep only the newest `keep` snapshots of `namespace` (save_snapshot does this itself)."""
+def prune_snapshots(folder: Path, namespace: str, keep: int) -> None:
+    """Keep only the newest `keep` snapshot folders of `namespace`, whatever was published."""
     ns_dir = namespace_folder(folder, namespace)
     if ns_dir.is_dir():
         with _namespace_lock(ns_dir):
             _prune(ns_dir, keep, None)
+
+
+def prune_before(folder: Path, namespace: str, generation: int) -> list[Path]:
+    """Delete `namespace`'s snapshots older than `generation`, complete or damaged alike (a
+    damaged one still holds example text), and leftovers of interrupted saves; returns the
+    folders deleted. None at or after `generation` is touched, so a generation published
+    after the caller chose it is never lost. A folder that cannot be deleted is logged and
+    left (the next prune tries again): the caller's reindex is published all the same.
+    """
+    ns_dir = namespace_folder(folder, namespace)
+    if not ns_dir.is_dir():
+        return []
+    deleted: list[Path] = []
+    with _namespace_lock(ns_dir):
+        _remove_leftovers(ns_dir)
+        for found, path in _generations(ns_dir):
+            if found < generation and _remove(path):
+                deleted.append(path)
+    return deleted
+
+
+def remove_published(path: Path, expected: Expected) -> bool:
+    """Delete the snapshot at `path` if it is the one `expected` describes (an old-layout
+    snapshot a row of the caller's store names, see the module docstring); True if deleted.
+    One that is missing, unreadable or another store's is left alone: it is not provably
+    the caller's to delete."""
+    try:
+        meta, _files = _read_meta(path)
+        _check_expected(path, meta, expected)
+    except SnapshotCorrupt:
+        return False
+    return _remove(path)
 
 
 # -- writing ------------------------------------------------------------------------------
@@ -357,6 +396,20 @@ def _remove_leftovers(ns_dir: Path) -> None:
     for entry in ns_dir.iterdir():
         if entry.name.startswith(_TEMP_PREFIXES) and entry.is_dir():
             shutil.rmtree(entry, ignore_errors=True)
+
+
+def _remove(path: Path) -> bool:
+    """Delete a snapshot folder: renamed aside first, so no reader ever sees it half gone
+    and a crash mid-way leaves a leftover the next save or prune deletes."""
+    aside = path.with_name(f".old-{path.name}-{uuid.uuid4().hex}")
+    try:
+        path.rename(aside)
+        shutil.rmtree(aside)
+    except OSError as exc:
+        log.warning("cannot delete snapshot %s (it keeps its example texts): %s", path, exc)
+        return False
+    log.info("pruned snapshot %s", path)
+    return True
 
 
 def _prune(ns_dir: Path, keep: int, just_saved: Path | None) -> None:

@@ -149,7 +149,9 @@ class StoreFollower:
                 try:
                     index = self._read_snapshot(published)
                     marks = published.marks
-                except SnapshotCorrupt as exc:
+                except (FileNotFoundError, SnapshotCorrupt) as exc:
+                    # FileNotFoundError: pruned since the check above (a newer generation
+                    # was published meanwhile, and this one was two behind).
                     log.error("namespace %s: %s; building from the store", info.name, exc)
                 except SnapshotMismatch as exc:
                     if strict:

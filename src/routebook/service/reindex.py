@@ -5,6 +5,13 @@ when its follower sees the published row.
 Publishing is the last step and a single insert, so a reindex killed half-way leaves the
 serving generation untouched, and running it again simply starts over.
 
+Once published, the namespace's snapshots that no server can need any more are deleted
+(`prune_generations`): every server loads the newest published generation, so only that one
+and the one before it stay (a replica on any host may still be loading the one before: it
+read the row before this publish). Older ones hold the text of examples deleted or expired
+since, and nothing else would ever delete them. So a deleted text leaves the snapshot folder
+at the second reindex after its delete.
+
 A running job touches its row every `heartbeat_seconds`. One silent for `ABANDON_AFTER_BEATS`
 of its own intervals is reported failed ("abandoned"): its process died, and it must not read
 "running" forever nor block the next reindex. While a job is alive, another reindex of the
@@ -35,7 +42,14 @@ from routebook.errors import (
     NotFound,
     RoutebookError,
 )
-from routebook.index.snapshot import SnapshotMeta, save_snapshot, store_folder
+from routebook.index.snapshot import (
+    Expected,
+    SnapshotMeta,
+    prune_before,
+    remove_published,
+    save_snapshot,
+    store_folder,
+)
 from routebook.service.indexing import IndexBuilder
 from routebook.service.namespaces import NamespaceDirectory, NamespaceInfo
 from routebook.store.db import STORE_UNAVAILABLE, Store
@@ -341,6 +355,16 @@ class Reindexer:
             len(built.index),
             built.index.kind,
         )
+        try:
+            prune_generations(self._store, self._snapshot_dir, info)
+        except Exception as exc:  # the generation is published: the job succeeded all the same
+            expected = isinstance(exc, (OSError, *STORE_UNAVAILABLE))
+            log.warning(
+                "namespace %s: old snapshots not pruned (the next reindex tries again): %s",
+                info.name,
+                exc,
+                exc_info=not expected,
+            )
         return PublishedIndex(info.name, generation, str(built.index.kind), len(built.index))
 
     def _unwritable(self, exc: OSError) -> ConfigError:
@@ -376,6 +400,48 @@ class Reindexer:
                 .where(ReindexJobRow.id == job_id)
                 .values(state=state, generation=generation, error=error, finished_at=utcnow())
             )
+
+
+def prune_generations(store: Store, snapshot_dir: Path, info: NamespaceInfo) -> list[Path]:
+    """Delete `info`'s snapshots older than the one before its newest published generation;
+    returns the folders deleted.
+
+    Which to keep is read from the store's rows, not from the folders: a folder newer than
+    the newest row is a save not yet published (or never to be: its number is saved again by
+    the next reindex) and is kept; the newest row's generation, the one every server loads,
+    and the one before it, which a server that read the row before the last publish may be
+    loading still, are kept. Old-layout snapshots (`<snapshot_dir>/<namespace>/gen-…`, see
+    index/snapshot.py) that older rows name are deleted when they are provably this store's.
+    """
+    with store.read() as session:
+        rows = list(
+            session.scalars(
+                select(IndexGenerationRow)
+                .where(IndexGenerationRow.namespace_id == info.id)
+                .order_by(IndexGenerationRow.generation.desc())
+            )
+        )
+    if len(rows) < 2:
+        return []
+    keep_from = rows[1].generation
+    this_store = store_id(store)
+    own = store_folder(snapshot_dir, this_store)
+    deleted = prune_before(own, info.name, keep_from)
+    for row in rows[2:]:
+        path = Path(row.snapshot_path)
+        if path.parent.parent == own.resolve() or not path.is_dir():
+            continue  # in the store's folder (pruned above), or gone already
+        expected = Expected(
+            store_id=this_store,
+            generation=row.generation,
+            high_water_example_id=row.high_water_example_id,
+            high_water_outcome_id=row.high_water_outcome_id,
+            high_water_tombstone_id=row.high_water_tombstone_id,
+            count=row.examples,
+        )
+        if remove_published(path, expected):
+            deleted.append(path)
+    return deleted
 
 
 def _published_by(session: Session, namespace: str, generation: int) -> tuple[PublishedIndex, ...]:
