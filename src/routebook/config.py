@@ -240,7 +240,7 @@ class Settings(BaseSettings):
     log_query_text: bool = Field(
         False,
         description="Put the query text in the decision log (off: it may hold PII). Never "
-        "for a request marked contains_pii.",
+        "for a request marked contains_pii, nor for a text a marked history example holds.",
     )
     decision_text_hours: float = Field(
         24.0,

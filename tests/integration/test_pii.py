@@ -14,6 +14,7 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import grpc
 import pytest
 from sqlalchemy import func, select
 
@@ -158,6 +159,50 @@ def test_a_marked_query_never_reaches_the_decision_log(
     assert "query" not in lines[marked.decision_id]
     assert lines[marked.decision_id]["contains_pii"] is True
     assert "078-05" not in log.read_text()
+
+
+def test_a_text_marked_once_stays_out_of_the_log_when_a_later_request_omits_the_mark(
+    db_url: str, serve: Callable[..., Served], tmp_path: Path
+) -> None:
+    """Black-box review 3, finding 9: a text reported with contains_pii, decided again
+    without the mark, was logged in full. Its nearest neighbour is its own marked example, so
+    the server knows: the decision line, a refused line and the decision row treat it as
+    marked, for any tenant. Its routing still follows the request's own mark (the caller did
+    not ask for on-prem models), and a text that is only similar is logged as before."""
+    log = tmp_path / "decisions.jsonl"
+    served = serve(db_url, routes_dir=POLICY_ROUTES, decision_log=str(log), log_query_text=True)
+    marked = report(served, "pii-1", text=SECRET, tenant="acme", model="small", contains_pii=True)
+    assert marked.example_id
+
+    again = ask(served, SECRET, tenant="acme")
+    other = ask(served, SECRET, tenant="globex")
+    similar = ask(served, LATER, tenant="acme")
+    with pytest.raises(grpc.RpcError) as refused:  # a free tenant may not override to frontier
+        ask(served, SECRET, tenant="tiny", model_override="frontier")
+    assert refused.value.code() is grpc.StatusCode.PERMISSION_DENIED
+
+    lines = [json.loads(line) for line in log.read_text().splitlines()]
+    by_id = {r["decision_id"]: r for r in lines if "decision_id" in r}
+    for decided in (again, other):
+        assert "query" not in by_id[decided.decision_id]
+        assert by_id[decided.decision_id]["contains_pii"] is True
+        # Routed as asked: no on-prem requirement came from the example's mark.
+        assert "required_tags" not in [e.rule for e in decided.policy]
+    assert by_id[similar.decision_id]["query"] == LATER  # similar, not the same text
+    assert by_id[similar.decision_id]["contains_pii"] is False
+    [refusal] = [r for r in lines if "refused" in r]
+    assert refusal["contains_pii"] is True and "query" not in refusal
+    assert "078-05" not in log.read_text()
+    marked_request = ask(served, SECRET, tenant="acme", contains_pii=True)
+    assert "required_tags" in [e.rule for e in marked_request.policy]
+
+    served.app.decision_writer.flush()
+    with served.app.store.read() as session:
+        for decided in (again, other):
+            row = session.get(DecisionRow, decided.decision_id)
+            assert row is not None and row.contains_pii  # an example it makes is marked too
+        row = session.get(DecisionRow, similar.decision_id)
+        assert row is not None and not row.contains_pii
 
 
 def test_a_decisions_text_is_cleared_after_the_window_and_its_outcome_still_counts(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from collections.abc import Mapping
@@ -10,10 +11,11 @@ from typing import TypeVar
 
 from routebook.catalog import estimate_tokens
 from routebook.decide import DecisionParams, DecisionRequest, decide
+from routebook.decide.estimate import SAME_QUERY_SIMILARITY
 from routebook.decide.fallbacks import fallback_order, without_cooled
 from routebook.decide.policy import Envelope, PolicyContext, evaluate_policy, explain_removals, usd
 from routebook.decide.rules import first_match
-from routebook.domain import Choice, Decision, PolicyEffect, ReasonCode, Strategy
+from routebook.domain import Choice, Decision, Neighbour, PolicyEffect, ReasonCode, Strategy
 from routebook.embed import Embedder
 from routebook.embed.protocol import layered
 from routebook.errors import (
@@ -42,6 +44,8 @@ from routebook.service.sessions import StickySessions
 from routebook.service.spend import SpendLedger
 from routebook.service.telemetry import DecideTimings, Refusal, Telemetry
 from routebook.store.db import Store
+
+log = logging.getLogger("routebook.routing")
 
 
 @dataclass(frozen=True, slots=True)
@@ -335,7 +339,11 @@ class RoutingService:
             if shadow_tokens != output_tokens:
                 live_price = info.catalog.get(shadow.model).cost_usd(input_tokens, output_tokens)
                 shadow = replace(shadow, estimated_cost_usd=live_price)
-        self._save(info, decision, text, query, shadow, (input_tokens, output_tokens))
+        # The text of a query already marked (its own history example is) is kept out of the
+        # log and off an example an outcome on this decision may make, even when this request
+        # omits the mark; its routing and policy still follow the request's own mark.
+        marked = query.contains_pii or same_text_marked(found)
+        self._save(info, decision, text, query, shadow, (input_tokens, output_tokens), marked)
         self._drift.observe(
             info.name,
             choice.top_similarity,
@@ -348,7 +356,7 @@ class RoutingService:
             embed_s=search_started - embed_started,
             search_s=search_done - search_started,
         )
-        self._telemetry.decided(decision, query.tenant, timings, text, query.contains_pii)
+        self._telemetry.decided(decision, query.tenant, timings, text, marked)
         return decision
 
     def _envelope(
@@ -455,10 +463,23 @@ class RoutingService:
         and return the error to raise: otherwise a refusal is seen only by its caller."""
         acted = tuple(dict.fromkeys([*rules, *(e.rule for e in effects if e.removed)]))
         refusal = Refusal(info.name, _CODES[type(error)], rules, str(error), acted)
-        self._telemetry.refused(
-            refusal, query.tenant, time.perf_counter() - started, text, query.contains_pii
-        )
+        marked = query.contains_pii
+        if not marked and self._telemetry.logs_query_text:
+            marked = self._known_marked(info, text)
+        self._telemetry.refused(refusal, query.tenant, time.perf_counter() - started, text, marked)
         return error
+
+    def _known_marked(self, info: NamespaceInfo, text: str) -> bool:
+        """Whether `text` is a history example marked `contains_pii`. A refusal comes before
+        the search, so this embeds and searches only for a log line that would show the text;
+        one that cannot tell (the embedder failed) counts as marked: the line loses its text,
+        not the refusal its answer."""
+        try:
+            vector = self._embedder.embed([text])[0]
+            return same_text_marked(self._registry.get(info.name).search(vector, self.limits.k))
+        except Exception:
+            log.warning("cannot tell whether a refused query is marked; its text is not logged")
+            return True
 
     def _save(
         self,
@@ -468,10 +489,12 @@ class RoutingService:
         query: DecideQuery,
         shadow: Choice | None,
         tokens: tuple[int, int],
+        marked: bool,
     ) -> None:
         """Queue the decision row; the writer commits it behind, off the hot path. `tokens` are
         the call's estimated input and output tokens, what every estimate was priced from: a
-        report without usage for any model is charged them (see OutcomeRecorder)."""
+        report without usage for any model is charged them (see OutcomeRecorder). `marked`:
+        the request was marked `contains_pii`, or its text is a marked example's."""
         choice = decision.choice
         self._writer.add(
             PendingDecision(
@@ -490,9 +513,17 @@ class RoutingService:
                 offered=" ".join(decision.offered),
                 input_tokens=tokens[0],
                 output_tokens=tokens[1],
-                contains_pii=query.contains_pii,
+                contains_pii=marked,
             )
         )
+
+
+def same_text_marked(neighbours: list[Neighbour]) -> bool:
+    """Whether the query's own text (a neighbour at least SAME_QUERY_SIMILARITY alike) is a
+    history example marked `contains_pii`: a caller that marked it once has said the text is
+    personal data, whoever sends it again and however (whatever its tenant: the mark is only
+    used to withhold the text)."""
+    return any(n.similarity >= SAME_QUERY_SIMILARITY and n.facts.contains_pii for n in neighbours)
 
 
 def cooldown_effect(

@@ -2,7 +2,8 @@
 
 Each App has its own CollectorRegistry, so two servers in one process (as in the tests) count
 separately. Query text never reaches the log unless `log_query_text` is on, and never for a
-request marked `contains_pii`.
+request marked `contains_pii`, nor for one whose text is a history example marked so (the
+router's caller says which: service/routing.py; a line's `contains_pii` is then true).
 """
 
 from __future__ import annotations
@@ -407,6 +408,11 @@ class Telemetry:
             "contains_pii": contains_pii,
         }
         self._write(record, query_text, contains_pii)
+
+    @property
+    def logs_query_text(self) -> bool:
+        """Whether an unmarked request's log line shows its text (`log_query_text`)."""
+        return self._log_query_text
 
     def _write(self, record: dict[str, object], query_text: str, contains_pii: bool) -> None:
         """One log line; the query text in it only with `log_query_text`, never when PII."""
