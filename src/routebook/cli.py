@@ -742,10 +742,14 @@ def shadow_report(
     from routebook.service.stats import shadow_report as build_report
 
     hours = _hours(window)
-    report = _over_store(config_file, database_url, lambda s: build_report(s, hours, namespace))
+    settings = _settings(config_file, database_url=database_url)
+    report = read_store(settings, lambda s: build_report(s, hours, namespace))
+    warnings = _shadow_warnings(settings)
     if as_json:
-        click.echo(json.dumps(asdict(report), indent=2))
+        click.echo(json.dumps({**asdict(report), "warnings": warnings}, indent=2))
         return
+    for warning in warnings:
+        click.echo(f"warning: {warning}")
     click.echo(
         f"{report.decisions} decisions in shadow over {hours:g}h: {report.agreements} agree, "
         f"{report.decisions - report.agreements} differ ({report.disagreement_share:.1%})"
@@ -763,6 +767,24 @@ def shadow_report(
         f"({report.live_outcomes}), candidate {_figure(report.candidate_quality)} "
         f"({report.candidate_outcomes})"
     )
+
+
+def _shadow_warnings(settings: Settings) -> list[str]:
+    """What the report cannot show about the candidate configured now (`shadow_config` in
+    the report's settings: the file the decisions in the window were made with, unless it
+    changed since)."""
+    from routebook.config import load_settings
+    from routebook.errors import ConfigError
+    from routebook.service.stats import unmeasured_by_shadow
+
+    if settings.shadow_config is None:
+        return []
+    try:
+        candidate = load_settings({}, settings.shadow_config, environment=False)
+    except ConfigError as exc:
+        return [f"shadow_config: {exc}; the report cannot say what it does not measure"]
+    unmeasured = unmeasured_by_shadow(settings, candidate)
+    return [unmeasured] if unmeasured is not None else []
 
 
 def _figure(value: float | None) -> str:

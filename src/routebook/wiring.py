@@ -49,6 +49,7 @@ from routebook.service.retention import DecisionTextSweeper, HistorySweeper
 from routebook.service.routing import ShadowCandidate
 from routebook.service.sessions import StickySessions
 from routebook.service.spend import SpendLedger
+from routebook.service.stats import unmeasured_by_shadow
 from routebook.service.telemetry import DecisionLog, Telemetry
 from routebook.store import migrate
 from routebook.store.db import Store, open_store
@@ -129,6 +130,9 @@ def shadow_candidate(settings: Settings) -> ShadowCandidate | None:
     except ConfigError as exc:  # its message names the file; this says which setting gave it
         raise ConfigError(f"shadow_config: {exc}") from None
     params = decision_params(candidate)
+    unmeasured = unmeasured_by_shadow(settings, candidate)
+    if unmeasured is not None:
+        log.warning("shadow_config %s: %s", settings.shadow_config, unmeasured)
     if candidate.head_features != settings.head_features and params.head_strength > 0:
         # One head per namespace: the candidate reads the live server's, whatever its file says
         # (its routes read the vector either way, so only the success part's weight matters).

@@ -4,6 +4,7 @@ counts the disagreements exactly."""
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable
 from pathlib import Path
 
@@ -290,3 +291,55 @@ def test_the_candidate_decides_at_its_own_default_output_tokens(
     assert report["disagreements"] == {"longform -> chatty": 1}
     costs = (report["estimated_cost_candidate_usd"], report["estimated_cost_live_usd"])
     assert isinstance(costs[0], float) and isinstance(costs[1], float) and costs[0] > costs[1]
+
+
+def test_a_candidate_changing_only_the_cascade_bar_is_said_unmeasured(
+    sqlite_url: str,
+    serve: Callable[..., Served],
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Black-box review 3, finding 6: a candidate that changes only `cascade_min_quality`
+    read "every decision agrees", while the gate finds it changes the quality and cost of
+    every cold query. Shadow compares decisions and the bar changes none (only which cascade
+    answers are accepted), so the start and the report say it is not measured, and send the
+    reader to the gate; a candidate with the live bar gets no such warning."""
+    candidate = tmp_path / "candidate.toml"
+    candidate.write_text("cascade_min_quality = 0.95\n")  # live: none, so the target, 0.8
+    same_bar = tmp_path / "same-bar.toml"
+    same_bar.write_text("quality_target = 0.9\ncascade_min_quality = 0.8\n")
+    with caplog.at_level(logging.WARNING, logger="routebook"):
+        served = serve(sqlite_url, shadow_config=candidate)
+    [warning] = [r.getMessage() for r in caplog.records if "cascade bar" in r.getMessage()]
+    assert "0.95, the live one 0.8" in warning and "eval --baseline" in warning
+    answers = [
+        served.router.Decide(
+            pb.DecideRequest(messages=[pb.Message(role="user", content=text)]), timeout=30
+        )
+        for text in QUERIES
+    ]
+    assert any(a.strategy == pb.STRATEGY_CASCADE for a in answers)
+    served.app.decision_writer.flush()
+
+    def report(shadow_config: Path, *flags: str) -> str:
+        live = tmp_path / "live.toml"
+        live.write_text(f'shadow_config = "{shadow_config}"\n')
+        args = ["shadow", "report", "--db", sqlite_url, "--config", str(live), *flags]
+        result = CliRunner().invoke(cli.main, args)
+        assert result.exit_code == 0, result.output
+        return result.output
+
+    as_json = json.loads(report(candidate, "--json"))
+    assert as_json["agreements"] == as_json["decisions"] == len(QUERIES)  # what it cannot see
+    [said] = as_json["warnings"]
+    assert "cascade bar" in said and "does not measure it" in said
+    table = report(candidate)
+    assert table.startswith("warning: the shadow candidate's cascade bar")
+    assert f"{len(QUERIES)} agree" in table
+
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="routebook"):
+        serve(sqlite_url, shadow_config=same_bar)
+    assert not [r for r in caplog.records if "cascade bar" in r.getMessage()]
+    assert json.loads(report(same_bar, "--json"))["warnings"] == []
+    assert "warning" not in report(same_bar)

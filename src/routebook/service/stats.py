@@ -7,6 +7,7 @@ from datetime import timedelta
 
 from sqlalchemy.orm import Session
 
+from routebook.config import Settings
 from routebook.errors import NotFound
 from routebook.store import namespaces as ns_store
 from routebook.store import stats as stats_store
@@ -87,6 +88,32 @@ class ShadowReport:
     #: None as above.
     candidate_outcomes: int
     candidate_quality: float | None
+
+
+def cascade_bar(settings: Settings) -> float:
+    """The quality a cascade step's answer must reach to be accepted (decide/choose.py:
+    `cascade_min_quality`, else the quality target)."""
+    if settings.cascade_min_quality is not None:
+        return settings.cascade_min_quality
+    return settings.quality_target
+
+
+def unmeasured_by_shadow(live: Settings, candidate: Settings) -> str | None:
+    """What the candidate changes that shadow mode cannot show, said as a warning; None when
+    nothing. Shadow compares decisions (model, estimated cost and success), and the cascade
+    bar changes no decision, only which of a cascade's answers the caller accepts: a candidate
+    that changes only the bar reads "agree" on every cascade while it changes the quality and
+    cost of every cold query. The gate measures it (jobs/outcome_eval.py)."""
+    live_bar, candidate_bar = cascade_bar(live), cascade_bar(candidate)
+    if live_bar == candidate_bar:
+        return None
+    return (
+        f"the shadow candidate's cascade bar (cascade_min_quality, else quality_target) is "
+        f"{candidate_bar:g}, the live one {live_bar:g}: shadow mode compares decisions, and the "
+        "bar changes none of them, only which cascade answers are accepted, so the shadow "
+        "report does not measure it (a cascade reads as agreeing); measure it with the gate: "
+        "routebook eval --baseline <live settings> --candidate <candidate settings>"
+    )
 
 
 def shadow_report(store: Store, window_hours: float, namespace: str | None = None) -> ShadowReport:
