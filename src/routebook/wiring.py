@@ -15,6 +15,7 @@ import faiss
 from sqlalchemy.exc import IntegrityError
 
 from routebook import routefiles
+from routebook.catalog import out_of_bounds
 from routebook.config import Settings, load_settings
 from routebook.decide import DecisionParams
 from routebook.decide.head import LAYERS
@@ -43,6 +44,7 @@ from routebook.service.head_layers_file import PoolsFiles
 from routebook.service.heads import HeadBook, HeadSettings
 from routebook.service.indexing import IndexBuilder
 from routebook.service.namespace_admin import NamespaceAdmin
+from routebook.service.namespaces import NamespaceInfo
 from routebook.service.reindex import Reindexer
 from routebook.service.requests import RoutingLimits
 from routebook.service.retention import DecisionTextSweeper, HistorySweeper
@@ -231,6 +233,27 @@ def _check_before_the_store(
     return files, shadow
 
 
+def _warn_out_of_bounds(info: NamespaceInfo) -> None:
+    """Say at start that a namespace's stored catalog is out of bounds (stored before catalogs
+    were bounded, or written to the store directly). It still routes, and GetNamespace refuses
+    it with the same numbers, but the operator learned of it only by calling GetNamespace: a
+    NaN latency or a price of 5e12 then decided calls without a word in the log."""
+    problems = [
+        f"model {spec.name!r}: {problem}"
+        for spec in info.catalog.models
+        for problem in out_of_bounds(spec)
+    ]
+    if problems:
+        log.warning(
+            "namespace %s: its stored catalog is out of bounds (stored before catalogs were "
+            "bounded, or written to the store directly): %s. It still routes (a model whose "
+            "latency is not a finite number meets no latency SLA); replace it: fix the route "
+            "file and run `routebook routes sync`, or send Admin UpdateCatalog",
+            info.name,
+            "; ".join(problems),
+        )
+
+
 def build(
     settings: Settings,
     *,
@@ -396,6 +419,8 @@ def build(
             path.resolve(),
             "holds no route files" if path.is_dir() else "does not exist",
         )
+    for info in infos:
+        _warn_out_of_bounds(info)
     if load_indexes:
         for info in infos:
             if not follower.is_loaded(info.name):

@@ -599,3 +599,49 @@ def test_a_key_or_token_no_caller_can_send_stops_the_server_at_start(
         serve(sqlite_url, router_api_keys={"default": ["clé-1"]})
     with pytest.raises(ConfigError, match="the evidence_levels key for level 'full' has"):
         serve(sqlite_url, router_api_keys={"default": ["k1"]}, evidence_levels={" k1": "full"})
+
+
+@pytest.mark.postgres
+def test_a_stored_catalog_out_of_bounds_is_warned_about_and_its_nan_latency_meets_no_sla(
+    postgres_url: str, serve: Callable[..., Served], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A catalog stored before the bounds (here written straight to the store) started without a
+    word in the log, and a NaN latency passed every latency SLA: `max_latency_ms = 1` went to
+    the NaN model. PostgreSQL, since SQLite stores NaN as NULL."""
+    from sqlalchemy import create_engine, text
+
+    serve(postgres_url).stop()  # creates the store and the namespace from the route files
+    engine = create_engine(postgres_url)
+    with engine.begin() as connection:
+        connection.execute(
+            text("UPDATE catalog_models SET latency_ms = 'NaN' WHERE name = 'frontier'")
+        )
+        connection.execute(
+            text("UPDATE catalog_models SET input_usd_per_mtok = 5e12 WHERE name = 'mid'")
+        )
+    engine.dispose()
+    with caplog.at_level("WARNING", logger="routebook"):
+        served = serve(postgres_url)
+    warned = [r.getMessage() for r in caplog.records if "out of bounds" in r.getMessage()]
+    assert len(warned) == 1, warned
+    assert warned[0].startswith("namespace default: its stored catalog is out of bounds"), warned
+    for said in (
+        "model 'frontier': latency_ms is nan",
+        "model 'mid': input_usd_per_mtok is 5000000000000.0",
+        "`routebook routes sync`",
+        "UpdateCatalog",
+    ):
+        assert said in warned[0], (said, warned[0])
+
+    hard = "find the race condition in this multithreaded C++ lock-free queue"
+    assert ask(served, hard).model == "frontier"  # no SLA: it still routes
+    response = ask(served, hard, max_latency_ms=400)
+    assert response.model == "small", response
+    assert [(e.rule, list(e.removed_models)) for e in response.policy] == [
+        ("latency_sla", ["mid"]),
+        ("latency_sla", ["frontier"]),
+    ]
+    assert "typical latency unknown" in response.policy[1].detail
+    error = refused(served, hard, max_latency_ms=1)
+    assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "frontier: latency_sla (typical latency unknown" in (error.details() or "")

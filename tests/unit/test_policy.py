@@ -312,3 +312,61 @@ def test_at_exactly_the_budget_the_evidence_says_it_is_reached() -> None:
     assert exact.budget_state == "exhausted" and exact.forced is not None
     assert "has reached its $0.01 budget (spent $0.01)" in exact.effects[0].detail
     assert "past" not in exact.effects[0].detail
+
+
+def _with(name: str, **numbers: float) -> Catalog:
+    """CATALOG with one model's numbers replaced, as a store written before the bounds (or
+    by hand) can hold them."""
+    return Catalog(replace(m, **numbers) if m.name == name else m for m in CATALOG.models)
+
+
+@pytest.mark.parametrize("latency", [float("nan"), float("inf"), -1.0])
+def test_a_model_of_unknown_latency_meets_no_latency_sla(latency: float) -> None:
+    """A stored NaN latency compared as "not above" every SLA: a 1 ms SLA went to that model."""
+    catalog = _with("big", latency_ms=latency)
+    for sla in (1.0, 400.0, 1e9):
+        envelope = evaluate_policy(Policy(), catalog, PolicyContext(max_latency_ms=sla))
+        assert "big" not in envelope.allowed, (latency, sla)
+        assert "latency unknown" in " ".join(e.detail for e in envelope.removed_by("big"))
+    tight = evaluate_policy(Policy(), catalog, PolicyContext(max_latency_ms=1))
+    assert tight.allowed == ()
+    without_sla = evaluate_policy(Policy(), catalog, PolicyContext())
+    assert "big" in without_sla.allowed  # no SLA asked: the model still routes
+
+
+@pytest.mark.parametrize("price", [float("nan"), float("inf")])
+def test_a_model_of_unknown_price_fits_under_no_budget_cap(price: float) -> None:
+    """Near the budget, a model whose cost is NaN compared as "not above" the cap."""
+    catalog = _with("mid", input_usd_per_mtok=price)
+    policy = Policy(budget=Budget(usd_per_window=10.0, near_limit_ceiling="big"))
+    near = PolicyContext(tenant="t", spent_usd=9.0, input_tokens=100, output_tokens=100)
+    envelope = evaluate_policy(policy, catalog, near)
+    assert envelope.budget_state == "near"
+    assert "mid" not in envelope.allowed and {"small", "big"} <= set(envelope.allowed)
+    # A ceiling of unknown price caps at the cheapest for the request, not at nothing.
+    unknown_cap = Policy(budget=Budget(usd_per_window=10.0, near_limit_ceiling="mid"))
+    assert evaluate_policy(unknown_cap, catalog, near).allowed == ("small",)
+    # Past the budget the cheapest is a model of known cost.
+    exhausted = replace(near, spent_usd=11.0)
+    assert evaluate_policy(policy, _with("small", output_usd_per_mtok=price), exhausted).forced == (
+        "mid"
+    )
+
+
+@pytest.mark.parametrize("price", [float("nan"), float("inf")])
+def test_a_model_of_unknown_price_is_under_no_tier_ceiling(price: float) -> None:
+    """A NaN price has no place in the price order, so its tier said nothing of its strength."""
+    catalog = _with("big", output_usd_per_mtok=price)
+    envelope = evaluate_policy(TIERS, catalog, PolicyContext(tenant="someone"))
+    assert envelope.allowed == ("small", "mid")
+    # A ceiling of unknown price: fail closed, the cheapest model of known price only.
+    pricey_ceiling = _with("mid", output_usd_per_mtok=price)
+    acme_pro = evaluate_policy(TIERS, pricey_ceiling, PolicyContext(tenant="someone"))
+    assert acme_pro.allowed == ("small",)
+    assert "of unknown price" in acme_pro.effects[0].detail
+
+
+def test_a_context_window_that_is_not_a_number_fits_no_request() -> None:
+    catalog = _with("big", context_window=float("nan"))  # type: ignore[arg-type]
+    envelope = evaluate_policy(Policy(), catalog, PolicyContext(input_tokens=10))
+    assert "big" not in envelope.allowed

@@ -9,6 +9,13 @@ context window, then budget (near the limit nothing dearer for this request than
 model; past it the cheapest model or a refusal). The budget comes last because "cheapest" is
 this request's cost among the models the other rules leave: a ceiling picked before them could
 be a model they remove, leaving nothing under it.
+
+A catalog stored before catalogs were bounded (or written to the store directly) can hold a NaN
+or infinite latency or price. Every comparison with NaN is false, so a check written "remove if
+above the bound" let such a model through every bound: a 1 ms SLA went to the model whose
+latency was NaN. Each check here keeps a model only when its number is known and within the
+bound: an unknown latency meets no SLA, an unknown cost fits under no budget cap, and an
+unknown price sits under no tier ceiling.
 """
 
 from __future__ import annotations
@@ -72,6 +79,19 @@ def has_tag(spec: ModelSpec, tag: str) -> bool:
     return present is not None and present.strip().lower() not in NEGATIVE_TAG_VALUES
 
 
+def known_latency(spec: ModelSpec) -> bool:
+    """A latency that can be compared with an SLA: a finite number, not negative."""
+    return math.isfinite(spec.latency_ms) and spec.latency_ms >= 0
+
+
+def known_prices(spec: ModelSpec) -> bool:
+    """Prices a cost, a cap or a tier can be judged by: finite numbers, not negative."""
+    return all(
+        math.isfinite(price) and price >= 0
+        for price in (spec.input_usd_per_mtok, spec.output_usd_per_mtok)
+    )
+
+
 def evaluate_policy(policy: Policy, catalog: Catalog, context: PolicyContext) -> Envelope:
     left = list(catalog.models)
     effects: list[PolicyEffect] = []
@@ -86,18 +106,26 @@ def evaluate_policy(policy: Policy, catalog: Catalog, context: PolicyContext) ->
     if tier is not None and tier in policy.tiers:
         named = policy.tiers[tier]
         who = f"tier {tier!r} of tenant {context.tenant or '(none)'!r}"
-        if named in catalog:
+        if named in catalog and known_prices(catalog.get(named)):
             ceiling = catalog.tier(named)  # models at its prices are no stronger: allowed too
+            # A model of unknown prices has no place in the price order: not under the ceiling.
             remove(
                 "tier",
-                [m for m in left if catalog.tier(m.name) > ceiling],
+                [
+                    m
+                    for m in left
+                    if m.name != named and (not known_prices(m) or catalog.tier(m.name) > ceiling)
+                ],
                 f"{who} allows models up to {named}",
             )
         else:  # a catalog changed under the policy: fail closed, never open
+            why = "which is not in the catalog" if named not in catalog else "of unknown price"
+            priced = [m for m in left if known_prices(m)]
+            keep = min(priced, key=lambda m: m.price_key) if priced else None
             remove(
                 "tier",
-                left[1:],
-                f"{who} names {named}, which is not in the catalog: only the cheapest model",
+                [m for m in left if m is not keep],
+                f"{who} names {named}, {why}: only the cheapest model",
             )
 
     state: BudgetState = "ok"
@@ -112,8 +140,14 @@ def evaluate_policy(policy: Policy, catalog: Catalog, context: PolicyContext) ->
         sla = context.max_latency_ms
         remove(
             "latency_sla",
-            [m for m in left if m.latency_ms > sla],
+            [m for m in left if known_latency(m) and not m.latency_ms <= sla],
             f"typical latency above the {sla:g} ms SLA",
+        )
+        remove(
+            "latency_sla",
+            [m for m in left if not known_latency(m)],
+            f"typical latency unknown (not a finite number in the catalog), so it cannot be "
+            f"shown to meet the {sla:g} ms SLA",
         )
 
     wanted = list(context.required_tags)
@@ -126,27 +160,38 @@ def evaluate_policy(policy: Policy, catalog: Catalog, context: PolicyContext) ->
     tokens = context.input_tokens + context.output_tokens
     remove(
         "context_window",
-        [m for m in left if m.context_window < tokens],
+        [m for m in left if not m.context_window >= tokens],  # false for NaN too
         f"about {tokens} tokens exceed the context window",
     )
 
     tokens_in, tokens_out = context.input_tokens, context.output_tokens
 
     def request_cost(m: ModelSpec) -> tuple[float, int]:
-        """This request's cost; on a tie (no tokens, or crossing prices) the list's tier."""
-        return m.cost_usd(tokens_in, tokens_out), catalog.tier(m.name)
+        """This request's cost; on a tie (no tokens, or crossing prices) the list's tier. An
+        unknown cost (NaN or infinite prices) counts as the dearest: never the cheapest, never
+        under a cap (NaN would compare as neither above nor below anything)."""
+        cost = m.cost_usd(tokens_in, tokens_out) if known_prices(m) else math.inf
+        return (cost if math.isfinite(cost) else math.inf), catalog.tier(m.name)
 
     forced = None
     if state == "near" and left:
         assert policy.budget is not None and limit is not None
         cap_name = policy.budget.near_limit_ceiling
-        if cap_name is not None and cap_name in catalog:
+        if (
+            cap_name is not None
+            and cap_name in catalog
+            and math.isfinite(request_cost(catalog.get(cap_name))[0])
+        ):
             cap = catalog.get(cap_name)
-        else:  # none named, or one that left the catalog (fail closed, as for a tier)
+        else:  # none named, one that left the catalog or of unknown price: fail closed
             cap = min(left, key=request_cost)
         remove(
             "budget",
-            [m for m in left if request_cost(m) > request_cost(cap)],
+            [
+                m
+                for m in left
+                if not math.isfinite(request_cost(m)[0]) or request_cost(m) > request_cost(cap)
+            ],
             f"tenant {context.tenant!r} spent {usd(context.spent_usd)} of {usd(limit)} in "
             f"{policy.budget.window_hours:g}h; capped at {cap.name}'s cost for this request",
         )
