@@ -47,6 +47,8 @@ class CuttableProxy:
         self._lock = threading.Lock()
         self._open: set[socket.socket] = set()
         self._closed = False
+        #: Connections turned away while cut: how often the server tried the store.
+        self.turned_away = 0
         threading.Thread(target=self._accept, name="proxy-accept", daemon=True).start()
 
     def _accept(self) -> None:
@@ -56,6 +58,7 @@ class CuttableProxy:
             except OSError:
                 return
             if not self._up.is_set():
+                self.turned_away += 1
                 _close(client)
                 continue
             try:
@@ -468,3 +471,109 @@ def test_a_stream_batch_that_meets_an_outage_says_where_to_resume(
     assert stored("outage stream batch 0") == stored("outage stream batch 1") == 2
     assert stored("outage stream batch 2") == stored("outage stream batch 3") == 0
     engine.dispose()
+
+
+def test_an_outage_is_logged_once_with_a_traceback_and_tried_again_less_and_less(
+    postgres_url: str,
+    proxied_url: tuple[str, CuttableProxy],
+    serve: Callable[..., Served],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A 16 s outage wrote 3,604 log lines: the follower logged two chained tracebacks at every
+    tick (0.5 s) and tried again as fast, and the decision writer tried the store every 50 ms.
+    Now (docs/reliability.md item 151): the traceback with the first failure in a row, one
+    line a try after it, tries backing off to a few seconds, and once the store is back a line
+    saying so and the follow interval again (a write on another server shows up at once)."""
+    url, proxy = proxied_url
+    served = serve(url, admin_token=TOKEN, follow_interval_seconds=0.1)
+    other = serve(postgres_url, admin_token=TOKEN)  # straight to PostgreSQL: never cut
+    admin = admin_pb2_grpc.AdminStub(other.channel)  # type: ignore[no-untyped-call]
+
+    def upsert(text_: str) -> None:
+        admin.UpsertExamples(
+            admin_pb.UpsertExamplesRequest(
+                namespace="default", examples=[admin_pb.ExampleInput(text=text_, best_model="mid")]
+            ),
+            metadata=ADMIN,
+            timeout=10,
+        )
+
+    def served_size() -> int:
+        return len(served.app.registry.get("default"))
+
+    with caplog.at_level("INFO", logger="routebook"):
+        proxy.cut()
+        # A decision to write keeps the decision writer trying the store during the outage.
+        served.router.Decide(pb.DecideRequest(messages=user("where is my order?")), timeout=10)
+        time.sleep(6)
+        tries = proxy.turned_away
+        before = served_size()
+        upsert("written on another server during the outage")
+        proxy.restore()
+        wait_until(lambda: served_size() == before + 1, 20, "the outage's write followed")
+        wait_until(
+            lambda: any("works again after" in r.getMessage() for r in caplog.records),
+            5,
+            "the follower saying it works again",
+        )
+    follower = [r for r in caplog.records if r.name == "routebook.follower"]
+    failed = [r for r in follower if "following the store failed" in r.getMessage()]
+    # 0.1 s doubling to 5 s: tries after 0.2, 0.4, 0.8, 1.6, 3.2 s (at 0.1 s it was 60).
+    assert 2 <= len(failed) <= 8, [r.getMessage() for r in failed]
+    assert failed[0].exc_info is not None and "(1 in a row)" in failed[0].getMessage()
+    with_traceback = [r for r in failed if r.exc_info is not None]
+    assert len(with_traceback) <= 2, [r.getMessage() for r in with_traceback]  # a new kind
+    waits = [float(r.getMessage().split("next try in ")[1].split("s")[0]) for r in failed]
+    assert waits == sorted(waits) and waits[0] == 0.2 and max(waits) <= 5.0, waits
+    assert any("works again after" in r.getMessage() for r in follower)
+    # Every try of the follower and the writer is a connection the proxy turned away: at
+    # 0.1 s and 50 ms a 6 s outage was well over 100.
+    assert tries <= 40, tries
+    # Healthy again, the follower is back at its interval: a write elsewhere shows up at once.
+    upsert("written on another server after the outage")
+    started = time.monotonic()
+    wait_until(lambda: served_size() == before + 2, 10, "the write after the outage followed")
+    assert time.monotonic() - started < 1.5
+
+
+def test_a_sweep_failing_otherwise_than_an_outage_logs_one_traceback_and_backs_off(
+    postgres_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A sweep that fails for another reason than an outage (here a column the store lacks,
+    as from a schema out of step) logged a full traceback at every pass, each second with a
+    short window. Now: the traceback once, one line a pass backing off, a line when it works
+    again (docs/reliability.md item 151)."""
+    from routebook.service.retention import DecisionTextSweeper
+    from routebook.store.db import Store, make_engine
+    from routebook.store.migrate import upgrade
+
+    engine = make_engine(postgres_url)
+    upgrade(engine)
+    sweeper = DecisionTextSweeper(Store(engine), hours=1, interval=0.05)
+    rename = "ALTER TABLE decisions RENAME COLUMN {} TO {}"
+    with engine.begin() as connection:
+        connection.execute(text(rename.format("query_text", "query_text_moved")))
+    try:
+        with caplog.at_level("INFO", logger="routebook"):
+            sweeper.start()
+            time.sleep(2.0)
+            failed = [
+                r for r in caplog.records if "sweeping decision texts failed" in r.getMessage()
+            ]
+            # At 0.05 s it was about 40 passes, 40 tracebacks; doubling: 0.1, 0.2, 0.4, 0.8, 1.6.
+            assert 2 <= len(failed) <= 7, [r.getMessage() for r in failed]
+            assert [r.exc_info is not None for r in failed] == [True] + [False] * (len(failed) - 1)
+            assert (
+                "ProgrammingError" in failed[0].getMessage()
+                and "(1 in a row)" in failed[0].getMessage()
+            )
+            with engine.begin() as connection:
+                connection.execute(text(rename.format("query_text_moved", "query_text")))
+            wait_until(
+                lambda: any("works again" in r.getMessage() for r in caplog.records),
+                10,
+                "the sweep working again",
+            )
+    finally:
+        sweeper.stop()
+        engine.dispose()

@@ -20,6 +20,7 @@ from dataclasses import dataclass, fields
 from sqlalchemy import insert
 from sqlalchemy.exc import DBAPIError, OperationalError
 
+from routebook.service.backoff import FailureStreak
 from routebook.store.db import Store
 from routebook.store.tables import DecisionRow
 
@@ -147,20 +148,27 @@ class DecisionWriter:
                     )
 
     def _run(self) -> None:
+        # While the store is down, one line at the start and one at the end of the outage; any
+        # other failure the way of service/backoff.py (a traceback with the first in a row or
+        # a new kind, then one line a try). Either way the tries back off to a few seconds
+        # (they were every 50 ms, a connection attempt each), and a full buffer still wakes it.
+        streak = FailureStreak(log, "writing decisions", self._interval)
         while not self._stop.is_set():
-            self._wake.wait(self._interval)
+            self._wake.wait(streak.wait())
             self._wake.clear()
             try:
                 self.flush()
                 if not self.store_ok:
                     log.warning("store is back: buffered decisions written")
                 self.store_ok = True
+                streak.succeeded()
             except OperationalError as exc:
                 if self.store_ok:
                     log.warning("store unavailable, buffering decisions: %s", exc.orig)
                 self.store_ok = False
-            except Exception:
-                log.exception("writing decisions failed; retrying")
+                streak.counted()  # back off, without a line a try
+            except Exception as exc:
+                streak.failed(exc)
 
     def close(self) -> None:
         """Stop the thread after a last flush (best effort: the store may be down)."""

@@ -27,6 +27,7 @@ import logging
 import threading
 
 from routebook.index import IndexRegistry
+from routebook.service.backoff import FailureStreak
 from routebook.service.drift import DriftWatch
 from routebook.service.namespaces import NamespaceDirectory
 from routebook.store import drift as drift_store
@@ -51,6 +52,7 @@ class DriftKeeper:
         self._directory = directory
         self._model = embedding_model
         self._interval = interval
+        self._streak = FailureStreak(log, "keeping the drift references in the store", interval)
         self._sync_lock = threading.Lock()
         self._wake = threading.Event()
         self._stopping = False
@@ -127,7 +129,7 @@ class DriftKeeper:
 
     def _run(self) -> None:
         while True:
-            self._wake.wait(self._interval)
+            self._wake.wait(self._streak.wait())
             self._wake.clear()
             if self._stopping:
                 return
@@ -139,5 +141,7 @@ class DriftKeeper:
         except STORE_UNAVAILABLE as exc:  # the next sync retries; the figures are in memory
             why = str(exc).splitlines()[0][:200]
             log.warning("drift references not synced: the store is unavailable (%s)", why)
-        except Exception:
-            log.exception("keeping the drift references in the store failed; retrying later")
+        except Exception as exc:  # a traceback with the first in a row only (service/backoff)
+            self._streak.failed(exc)
+        else:
+            self._streak.succeeded()

@@ -10,6 +10,7 @@ Every `interval` the follower:
   relabels in place: a tombstoned example still in the store is read again), outcomes.
 
 Writes made through this server call `catch_up` at once, so its own next Decide sees them.
+While the store fails, the follower backs off (service/backoff.py) and logs one line a try.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from routebook.index.snapshot import (
     SnapshotMismatch,
     load_snapshot,
 )
+from routebook.service.backoff import FailureStreak
 from routebook.service.indexing import IndexBuilder, facts_of
 from routebook.service.namespaces import NamespaceDirectory, NamespaceInfo
 from routebook.store import examples as ex_store
@@ -385,11 +387,17 @@ class StoreFollower:
             self._thread.join(timeout=10)
 
     def _run(self) -> None:
-        while not self._stop.wait(self._interval):
+        # A store outage must not kill the follower, nor flood the log: the traceback with the
+        # first failure in a row (or a new kind), one line per try after, backing off to a few
+        # seconds while failing (service/backoff.py); every interval again once healthy.
+        streak = FailureStreak(log, "following the store", self._interval)
+        while not self._stop.wait(streak.wait()):
             try:
                 self.tick()
-            except Exception:  # a store outage must not kill the follower; it retries
-                log.exception("following the store failed; retrying in %.1fs", self._interval)
+            except Exception as exc:
+                streak.failed(exc)
+            else:
+                streak.succeeded()
 
 
 def with_outcomes(means: list[tuple[str, float, int]]) -> Callable[[ExampleFacts], ExampleFacts]:

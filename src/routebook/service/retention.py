@@ -44,6 +44,7 @@ import threading
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 
+from routebook.service.backoff import FailureStreak
 from routebook.service.namespaces import NamespaceDirectory
 from routebook.service.telemetry import Telemetry
 from routebook.store import decisions as decision_store
@@ -92,15 +93,21 @@ class _Sweeping:
             self._thread.join(timeout=10)
 
     def _run(self) -> None:
+        # Any other failure is logged the way of service/backoff.py: the traceback with the
+        # first in a row or a new kind, one line a pass after (a bug here used to log a
+        # traceback every pass, each second with a short window).
+        streak = FailureStreak(log, f"sweeping {self.what}", self._interval)
         while True:
             try:
                 self.sweep()
             except STORE_UNAVAILABLE as exc:  # kept until the next pass; nothing is lost
                 why = str(exc).splitlines()[0][:200]
                 log.warning("%s not swept: the store is unavailable (%s)", self.what, why)
-            except Exception:
-                log.exception("sweeping %s failed; retrying later", self.what)
-            if self._stop.wait(self._interval):
+            except Exception as exc:
+                streak.failed(exc)
+            else:
+                streak.succeeded()
+            if self._stop.wait(streak.wait()):
                 return
 
 
