@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 import click
 
 from routebook import __version__
-from routebook.errors import RoutebookError
+from routebook.errors import FailedPrecondition, RoutebookError
 
 if TYPE_CHECKING:
     from routebook.config import Settings
@@ -426,17 +426,97 @@ def db() -> None:
 
 @db.command("upgrade")
 @store_options
-@click.option("--revision", default="head", show_default=True)
+@click.option(
+    "--revision",
+    default="head",
+    show_default=True,
+    help="The revision to upgrade to: head, or a revision id.",
+)
 def db_upgrade(config_file: str | None, database_url: str | None, revision: str) -> None:
-    """Apply the Alembic migrations to the store."""
+    """Apply the Alembic migrations to the store (`serve` does too, at start). A revision the
+    store is already at or past is left as it is, and said so: `db downgrade` goes back."""
     from routebook.store import migrate
-    from routebook.store.db import open_store
+
+    moved = _migrated(
+        config_file, database_url, lambda engine: migrate.upgrade_to(engine, revision)
+    )
+    if moved.wrong_way:
+        click.echo(
+            f"store at revision {moved.before}, already past {moved.asked or 'base'}: nothing "
+            f"done (to go back, `routebook db downgrade --revision {moved.asked or 'base'}`)"
+        )
+    elif moved.before == moved.after:
+        click.echo(f"store already at revision {moved.after}: nothing to do")
+    else:
+        click.echo(f"store at revision {moved.after}")
+
+
+@db.command("downgrade")
+@store_options
+@click.option(
+    "--revision",
+    required=True,
+    help="The revision to go back to: a revision id, or base (which drops every table).",
+)
+def db_downgrade(config_file: str | None, database_url: str | None, revision: str) -> None:
+    """Roll the store's schema back to an older revision, for going back to an older routebook.
+
+    Runs the downgrade of every migration newer than REVISION, newest first, in one
+    transaction on PostgreSQL and SQLite alike. What a newer migration added goes with it
+    (its columns and tables, and what they held). First stop every server of this version:
+    they need the newer schema, and one started again would upgrade the store back at start.
+    Afterwards run servers of the routebook version whose newest migration is REVISION. There
+    is no default: a rollback goes to a revision you name."""
+    from routebook.store import migrate
+
+    moved = _migrated(
+        config_file,
+        database_url,
+        lambda engine: migrate.downgrade_to(engine, revision),
+        create=False,
+    )
+    if moved.wrong_way:
+        raise FailedPrecondition(
+            f"the store is at revision {moved.before}, behind {moved.asked}: nothing done "
+            f"(to go forward, `routebook db upgrade --revision {moved.asked}`)"
+        )
+    if moved.before == moved.after:
+        click.echo(f"store already at revision {moved.after}: nothing to do")
+    elif moved.after is None:
+        click.echo(
+            f"store downgraded from revision {moved.before} to base: every routebook table is "
+            "dropped, with what it held"
+        )
+    else:
+        click.echo(
+            f"store downgraded from revision {moved.before} to {moved.after}. From now on run "
+            f"servers of the routebook version whose newest migration is {moved.after}: a "
+            "server of this version upgrades the store again when it starts."
+        )
+
+
+def _migrated(
+    config_file: str | None,
+    database_url: str | None,
+    move: Callable[[Any], T],
+    *,
+    create: bool = True,
+) -> T:
+    """Open the configured store, make one schema change on it, close it. Without `create`, a
+    SQLite file that does not exist is an error (a rollback must not make an empty store at a
+    mistyped path)."""
+    from routebook.store.db import open_store, parse_url
 
     settings = _settings(config_file, database_url=database_url)
+    url = parse_url(settings.database_url)
+    sqlite = url.get_backend_name() == "sqlite"
+    if not create and sqlite and not Path(url.database or "").is_file():
+        raise FailedPrecondition(f"no SQLite store at {url.database!r}: check --db")
     engine = open_store(settings.database_url).engine
-    migrate.upgrade(engine, revision)
-    click.echo(f"store at revision {migrate.current(engine)}")
-    engine.dispose()
+    try:
+        return move(engine)
+    finally:
+        engine.dispose()
 
 
 @main.command()
@@ -483,7 +563,7 @@ def read_store(settings: Settings, read: Callable[[Any], T]) -> T:
     under running servers; it asks for `db upgrade` instead."""
     from sqlalchemy.exc import OperationalError
 
-    from routebook.errors import FailedPrecondition, Unavailable
+    from routebook.errors import Unavailable
     from routebook.store import migrate
     from routebook.store.db import open_store, parse_url, shown_url
 

@@ -49,6 +49,7 @@ def error_line(result: Result) -> str:
 STORE_COMMANDS = {
     "serve": ["serve", "--port", "0", "--decision-log", ""],
     "db upgrade": ["db", "upgrade"],
+    "db downgrade": ["db", "downgrade", "--revision", "base"],
     "routes sync": ["routes", "sync", "--routes", str(TEST_ROUTES)],
     "routes sync --dry-run": ["routes", "sync", "--routes", str(TEST_ROUTES), "--dry-run"],
     "decide": ["decide", "where is my parcel?"],
@@ -94,7 +95,12 @@ def test_a_wrong_store_is_one_error_line_naming_it(
     """serve, db upgrade, routes sync, decide, reindex, stats and shadow report each printed a
     SQLAlchemy traceback for a store that could not be opened."""
     for mistake, (url, said) in _bad_stores(tmp_path).items():
-        if command in ("stats", "shadow report", "routes sync --dry-run") and mistake in (
+        if command in (
+            "stats",
+            "shadow report",
+            "routes sync --dry-run",
+            "db downgrade",
+        ) and mistake in (
             "a folder",
             "in a missing folder",
         ):
@@ -371,3 +377,82 @@ def test_routes_sync_of_a_folder_without_route_files_is_an_error(
     sync = ["routes", "sync", "--db", sqlite_url, "--routes", str(empty), *flags]
     line = error_line(runner.invoke(cli.main, sync))
     assert line == f"error: routes folder {empty} holds no route files (*.yaml, *.yml)"
+
+
+def test_db_upgrade_names_a_bad_revision_and_says_when_the_store_is_past_the_one_asked(
+    runner: CliRunner, db_url: str
+) -> None:
+    """`db upgrade --revision nonsense` ended in Alembic's CommandError traceback, and an
+    upgrade to a revision the store was already past printed the store's revision and exited
+    0, as if it had done it."""
+    from routebook.store import migrate
+
+    line = error_line(
+        runner.invoke(cli.main, ["db", "upgrade", "--db", db_url, "--revision", "nonsense"])
+    )
+    assert line.startswith("error: revision 'nonsense' is not one of this routebook's migrations")
+    assert f"the newest is {migrate.head()}" in line
+    assert runner.invoke(cli.main, ["db", "upgrade", "--db", db_url]).exit_code == 0
+    older = _revision_before(migrate.head())
+    for asked in (older, "base"):
+        result = runner.invoke(cli.main, ["db", "upgrade", "--db", db_url, "--revision", asked])
+        assert result.exit_code == 0, result.output
+        assert result.output.strip() == (
+            f"store at revision {migrate.head()}, already past {asked}: nothing done (to go "
+            f"back, `routebook db downgrade --revision {asked}`)"
+        ), result.output
+    again = runner.invoke(cli.main, ["db", "upgrade", "--db", db_url])
+    assert again.output.strip() == f"store already at revision {migrate.head()}: nothing to do"
+    engine = make_engine(db_url)
+    assert migrate.current(engine) == migrate.head()
+    engine.dispose()
+
+
+def test_db_downgrade_rolls_back_to_the_revision_named_and_only_then(
+    runner: CliRunner, db_url: str
+) -> None:
+    """There was no way back: no `db downgrade`, and no rollback in the docs. It goes through
+    the same migrations (their downgrades), refuses without a revision, and says what to run
+    afterwards."""
+    from routebook.store import migrate
+
+    sync = ["routes", "sync", "--db", db_url, "--routes", str(TEST_ROUTES)]
+    assert runner.invoke(cli.main, sync).exit_code == 0  # a store with data in it
+    engine = make_engine(db_url)
+    head, older = migrate.head(), _revision_before(migrate.head())
+    unasked = runner.invoke(cli.main, ["db", "downgrade", "--db", db_url])
+    assert unasked.exit_code == 2 and "Missing option '--revision'" in unasked.output
+    line = error_line(
+        runner.invoke(cli.main, ["db", "downgrade", "--db", db_url, "--revision", "nonsense"])
+    )
+    assert line.startswith("error: revision 'nonsense' is not one of this routebook's migrations")
+    assert migrate.current(engine) == head
+
+    down = runner.invoke(cli.main, ["db", "downgrade", "--db", db_url, "--revision", older])
+    assert down.exit_code == 0, down.output
+    assert migrate.current(engine) == older
+    assert down.output.startswith(f"store downgraded from revision {head} to {older}."), down.output
+    assert "a server of this version upgrades the store again when it starts" in down.output
+    with engine.connect() as connection:  # the data older revisions knew is still there
+        assert connection.execute(text("SELECT count(*) FROM examples")).scalar_one() > 0
+
+    forward = ["db", "downgrade", "--db", db_url, "--revision", head]
+    assert error_line(runner.invoke(cli.main, forward)) == (
+        f"error: the store is at revision {older}, behind {head}: nothing done (to go forward, "
+        f"`routebook db upgrade --revision {head}`)"
+    )
+    up = runner.invoke(cli.main, ["db", "upgrade", "--db", db_url])
+    assert up.output.strip() == f"store at revision {head}", up.output
+    assert runner.invoke(cli.main, ["stats", "--db", db_url]).exit_code == 0
+    engine.dispose()
+
+
+def _revision_before(revision: str | None) -> str:
+    from alembic.script import ScriptDirectory
+
+    from routebook.store import migrate
+
+    assert revision is not None
+    script = ScriptDirectory(str(migrate.migrations_dir())).get_revision(revision)
+    assert script is not None and isinstance(script.down_revision, str)
+    return script.down_revision

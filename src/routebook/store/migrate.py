@@ -1,10 +1,16 @@
 """Schema changes go through Alembic only: upgrade, downgrade and current, run in-process on a
-shared connection (the migrations/ env.py takes it from `config.attributes`)."""
+shared connection (the migrations/ env.py takes it from `config.attributes`).
+
+`db upgrade` and `db downgrade` go through `upgrade_to` and `downgrade_to`, which name the
+revision asked for before Alembic sees it: Alembic's own answer to a mistyped one was a
+traceback, and an upgrade to a revision the store is already past did nothing without a word.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +21,7 @@ from alembic.script import ScriptDirectory
 from alembic.util import CommandError
 from sqlalchemy import Connection, Engine, text
 
-from routebook.errors import ConfigError
+from routebook.errors import ConfigError, FailedPrecondition, InvalidArgument
 
 
 def migrations_dir() -> Path:
@@ -121,3 +127,83 @@ def knows(revision: str) -> bool:
         return ScriptDirectory(str(migrations_dir())).get_revision(revision) is not None
     except CommandError:
         return False
+
+
+def _scripts() -> ScriptDirectory:
+    return ScriptDirectory(str(migrations_dir()))
+
+
+def resolve(revision: str) -> str | None:
+    """The migration `revision` names: `head`, `base` (None: no schema at all), a revision id
+    or a unique start of one. InvalidArgument naming it when this routebook has none such."""
+    if revision == "base":
+        return None
+    scripts = _scripts()
+    try:
+        found = scripts.get_revision(revision)
+    except CommandError as exc:  # "Multiple revisions start with …" says more than ours
+        found, why = None, "" if str(exc).startswith("Can't locate") else str(exc)
+    else:
+        why = ""
+    if found is None:
+        raise InvalidArgument(
+            f"revision {revision!r} is not one of this routebook's migrations"
+            f"{f' ({why})' if why else ''}: give head, base or a revision id (the newest is "
+            f"{scripts.get_current_head()})"
+        )
+    return str(found.revision)
+
+
+def _lineage(revision: str | None) -> list[str]:
+    """`revision` and every revision before it, newest first (empty for base)."""
+    if revision is None:
+        return []
+    return [str(s.revision) for s in _scripts().walk_revisions(base="base", head=revision)]
+
+
+def _known_current(engine: Engine) -> str | None:
+    at = current(engine)
+    if at is not None and not knows(at):
+        raise FailedPrecondition(
+            f"the store is at schema revision {at}, which this routebook does not know (a "
+            "newer routebook migrated it): use that routebook, whose `db downgrade` can roll "
+            "it back"
+        )
+    return at
+
+
+@dataclass(frozen=True, slots=True)
+class Moved:
+    """What `upgrade_to` or `downgrade_to` did: the store's revision before and after (None:
+    no schema), and whether the one asked for was on the other side of the store's."""
+
+    before: str | None
+    after: str | None
+    asked: str | None
+    #: The revision asked for is behind the store (an upgrade) or ahead of it (a downgrade):
+    #: nothing was done.
+    wrong_way: bool = False
+
+
+def upgrade_to(engine: Engine, revision: str) -> Moved:
+    """Upgrade to `revision`; nothing when the store is at it or past it (`wrong_way`)."""
+    target = resolve(revision)
+    before = _known_current(engine)
+    if before is not None and (target is None or target in _lineage(before)):
+        return Moved(before, before, target, wrong_way=target != before)
+    upgrade(engine, revision if target is None else target)
+    return Moved(before, current(engine), target)
+
+
+def downgrade_to(engine: Engine, revision: str) -> Moved:
+    """Downgrade to `revision`, running each newer migration's downgrade; FailedPrecondition
+    when the store has no schema, and nothing (`wrong_way`) when it is behind `revision`."""
+    target = resolve(revision)
+    before = _known_current(engine)
+    if before is None:
+        raise FailedPrecondition("the store has no routebook schema: there is nothing to roll back")
+    if target is not None and target not in _lineage(before):
+        return Moved(before, before, target, wrong_way=True)
+    if target != before:
+        downgrade(engine, "base" if target is None else target)
+    return Moved(before, current(engine), target)
