@@ -354,7 +354,8 @@ class Settings(BaseSettings):
     shadow_rules: Path | None = Field(
         None,
         description="A route file or folder whose policy rules replace, for the shadow "
-        "candidate, the live rules of the namespaces it names.",
+        "candidate, the live rules of the namespaces it names. Needs shadow_config: without "
+        "it the server does not start.",
     )
     faiss_threads: int = Field(
         1, ge=1, description="OpenMP threads FAISS uses per search (1 suits many small queries)."

@@ -124,8 +124,18 @@ def decision_params(settings: Settings) -> DecisionParams:
 
 
 def shadow_candidate(settings: Settings) -> ShadowCandidate | None:
-    """The candidate of shadow mode, read from its settings file like `serve --config`."""
+    """The candidate of shadow mode, read from its settings file like `serve --config`, with
+    the rules of `shadow_rules` if given. A `shadow_rules` without `shadow_config` is an error,
+    not ignored: there is no candidate to give the rules to, and a server that started
+    without a word left the operator believing their rules were in shadow."""
     if settings.shadow_config is None:
+        if settings.shadow_rules is not None:
+            raise ConfigError(
+                f"shadow_rules: {settings.shadow_rules} is set but shadow_config is not, so "
+                "there is no shadow candidate to give its rules to: set shadow_config (the "
+                "candidate's settings file; to shadow rules alone, a copy of the live "
+                "settings), or unset shadow_rules"
+            )
         return None
     try:
         candidate = load_settings({}, settings.shadow_config, environment=False)
@@ -147,9 +157,20 @@ def shadow_candidate(settings: Settings) -> ShadowCandidate | None:
         )
     rules = {}
     if settings.shadow_rules is not None:
-        path = settings.shadow_rules
-        rules = {f.namespace: f.policy.to_policy().rules for _, f in routefiles.load_routes(path)}
+        files = _shadow_route_files(settings.shadow_rules)
+        rules = {f.namespace: f.policy.to_policy().rules for _, f in files}
     return ShadowCandidate(params, candidate.k, candidate.default_output_tokens, rules)
+
+
+def _shadow_route_files(path: Path) -> list[tuple[Path, routefiles.RouteFile]]:
+    """shadow_rules' route files. Their errors name the setting: a mistyped path read as
+    "routes folder … does not exist", a problem with `--routes` (and the path was a file)."""
+    if not path.exists():
+        raise ConfigError(f"shadow_rules: route file or folder {path} does not exist")
+    try:
+        return routefiles.load_routes(path)
+    except ConfigError as exc:
+        raise ConfigError(f"shadow_rules: {exc}") from None
 
 
 def load_embedder(settings: Settings) -> Embedder:

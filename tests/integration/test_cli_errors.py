@@ -338,6 +338,44 @@ def test_serve_checks_its_other_inputs_before_it_touches_the_store(
             assert _tables(db_url) == [], mistake
 
 
+def test_a_mistyped_or_lone_shadow_rules_stops_serve_before_the_store_naming_it(
+    runner: CliRunner, db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A mistyped shadow_rules was reported as "routes folder … does not exist", which reads
+    as a problem with --routes; without shadow_config it was ignored in silence and the server
+    created the store and served, the operator believing the rules were in shadow."""
+    serve = ["serve", "--port", "0", "--db", db_url, "--routes", str(TEST_ROUTES)]
+    serve += ["--decision-log", ""]
+    sqlite_file = Path(make_url(db_url).database or "")
+    candidate = tmp_path / "candidate.toml"
+    candidate.write_text("quality_target = 0.9\n")
+    broken = tmp_path / "broken-rules.yaml"
+    broken.write_text("namespace: default\ncatalog: [\n")  # unclosed
+    typo = tmp_path / "no-such-rules.yaml"
+    mistakes = {
+        "mistyped": (candidate, typo, f"error: shadow_rules: route file or folder {typo} does "),
+        "broken": (candidate, broken, f"error: shadow_rules: {broken}: not valid YAML"),
+        "without shadow_config": (
+            None,
+            TEST_ROUTES,
+            f"error: shadow_rules: {TEST_ROUTES} is set but shadow_config is not, so there is "
+            "no shadow candidate to give its rules to",
+        ),
+    }
+    for mistake, (config, rules, said) in mistakes.items():
+        if config is None:
+            monkeypatch.delenv("ROUTEBOOK_SHADOW_CONFIG", raising=False)
+        else:
+            monkeypatch.setenv("ROUTEBOOK_SHADOW_CONFIG", str(config))
+        monkeypatch.setenv("ROUTEBOOK_SHADOW_RULES", str(rules))
+        line = error_line(runner.invoke(cli.main, serve))
+        assert line.startswith(said), f"{mistake}: {line}"
+        if db_url.startswith("sqlite"):
+            assert not sqlite_file.exists(), mistake
+        else:
+            assert _tables(db_url) == [], mistake
+
+
 def test_a_broken_route_file_stops_a_new_store_but_not_a_restart(
     db_url: str,
     make_app: Callable[..., App],
