@@ -54,9 +54,14 @@ class ModelSpec:
 
     @property
     def price_key(self) -> tuple[float, float, str]:
+        """The catalog's order. An unknown price (NaN, from a catalog stored before prices were
+        bounded) sorts as the dearest: NaN in a sort key leaves the other models out of
+        order, and a tier ceiling then let a model ten times its price through."""
+        total = self.input_usd_per_mtok + self.output_usd_per_mtok
+        output = self.output_usd_per_mtok
         return (
-            self.input_usd_per_mtok + self.output_usd_per_mtok,
-            self.output_usd_per_mtok,
+            total if not math.isnan(total) else math.inf,
+            output if not math.isnan(output) else math.inf,
             self.name,
         )
 
@@ -99,7 +104,7 @@ class Catalog:
         tier = -1
         for i, model in enumerate(ordered):
             if i == 0 or model.price_key[:2] != ordered[i - 1].price_key[:2]:
-                tier += 1  # a new price (NaN never equals itself: each its own tier)
+                tier += 1  # a new price (unknown prices sort as one, the dearest)
             self._tier[model.name] = tier
         self._strongest = frozenset(n for n, t in self._tier.items() if t == tier)
 

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from datetime import timedelta
 
+import pytest
 from sqlalchemy import create_engine, insert
 
 from routebook.routefiles import text_hash
 from routebook.service.examples import ExampleInput
+from routebook.service.namespaces import NamespaceInfo
 from routebook.store.tables import ExampleRow, utcnow
 from routebook.wiring import App
 
@@ -96,3 +99,32 @@ def test_a_row_committed_below_the_marks_still_reaches_the_index(
         assert indexed_model(app, late) == "mid"
     finally:
         other_writer.dispose()
+
+
+def test_a_namespace_failing_tick_after_tick_logs_one_traceback(
+    sqlite_url: str,
+    make_app: Callable[..., App],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """One namespace that fails every tick (a bad snapshot file, a bug) logged a full
+    traceback every tick (0.5 s), apart from the store-outage back-off; now the first in a
+    row, one line a tick after, and one line when it works again."""
+    app = make_app(sqlite_url)
+    follow = app.follower._follow
+    broken = True
+
+    def follow_or_fail(info: NamespaceInfo) -> None:
+        if broken and info.name == "default":
+            raise ValueError("damaged snapshot file")
+        follow(info)
+
+    monkeypatch.setattr(app.follower, "_follow", follow_or_fail)
+    with caplog.at_level(logging.INFO, logger="routebook"):
+        for _ in range(5):
+            app.follower.tick()
+        broken = False
+        app.follower.tick()
+    mine = [r for r in caplog.records if "following namespace 'default'" in r.getMessage()]
+    assert [r.exc_info is not None for r in mine] == [True, False, False, False, False, False]
+    assert "works again after 5 failures" in mine[-1].getMessage()

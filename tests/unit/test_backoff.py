@@ -71,3 +71,14 @@ def test_a_streak_only_counted_says_nothing_when_it_ends(caplog: pytest.LogCaptu
         streak.counted()
         streak.succeeded()
     assert caplog.records == [] and streak.wait() == 0.05
+
+
+def test_an_outage_of_any_length_waits_the_cap_and_never_overflows() -> None:
+    """2.0 ** 1024 overflows: after about 85 minutes of outage at the 5 s cap the wait raised
+    OverflowError, uncaught in every loop, and the decision writer and follower died."""
+    streak = FailureStreak(log, "following the store", 0.5)
+    for _ in range(5000):
+        streak.counted()
+    assert streak.wait() == 5.0
+    streak.succeeded()
+    assert streak.wait() == 0.5

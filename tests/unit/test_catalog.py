@@ -202,3 +202,15 @@ def test_an_unknown_namespace_is_named_with_the_closest_and_a_bounded_list() -> 
     message = unknown_namespace("nope", many)
     assert message.startswith("namespace 'nope' does not exist; 5000 namespaces are known")
     assert message.count("tenant-") == LISTED_NAMESPACES and len(message) < 400
+
+
+def test_an_unknown_price_sorts_as_the_dearest_and_leaves_the_others_in_order() -> None:
+    """A NaN price (a catalog stored before prices were bounded) in the sort key left the
+    other models out of order: `dear` ranked below `mid`, so a tier ceiling at `mid` let
+    `dear`, five times its price, through."""
+    nan = float("nan")
+    catalog = Catalog([spec("dear", 10, 10), spec("broken", nan, nan), spec("cheap", 1, 1)])
+    catalog = Catalog([*catalog.models, spec("mid", 2, 2)])
+    assert catalog.names == ("cheap", "mid", "dear", "broken")
+    assert [catalog.tier(n) for n in catalog.names] == [0, 1, 2, 3]
+    assert catalog.strongest_tier == frozenset({"broken"})

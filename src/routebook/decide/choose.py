@@ -70,6 +70,11 @@ class DecisionParams:
     #: 0.14 in absolute mode) is no bar for a grader's score.
     cascade_min_quality: float | None = None
 
+    @property
+    def cascade_bar(self) -> float:
+        """The quality a cascade's answer must reach: `cascade_min_quality`, else the target."""
+        return self.quality_target if self.cascade_min_quality is None else self.cascade_min_quality
+
 
 @dataclass(frozen=True, slots=True)
 class DecisionRequest:
@@ -221,10 +226,7 @@ def _cascade(
     support: float,
     from_head: float,
 ) -> Choice:
-    bar = (
-        params.quality_target if params.cascade_min_quality is None else params.cascade_min_quality
-    )
-    plan = cascade_plan(estimates, bar)
+    plan = cascade_plan(estimates, params.cascade_bar)
     first = next(e for e in estimates if e.model == plan.steps[0].model)
     why = {
         ReasonCode.COLD_EMPTY_INDEX: "the namespace has no examples yet",

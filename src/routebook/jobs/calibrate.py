@@ -227,7 +227,7 @@ def _outcome_search(
     # 0/1 outcomes any bar in (0, 1] accepts the same answers, so the search drove the target
     # to 0.14 on GSM8K, and `serve` then accepted a graded answer of 0.2. The bar is the
     # settings' own (cascade_min_quality, else quality_target), and it is written out.
-    bar = cascade_bar(inputs.params) if cascade else None
+    bar = inputs.params.cascade_bar if cascade else None
     # (cost, -quality) decides, the first found winning a tie; the rest describes the setting.
     best: tuple[float, float, int, DecisionParams, str] | None = None
     advance = tracker.step("calibrate", len(grid) * len(OUTCOME_SHAPES) * len(variants))
@@ -284,13 +284,6 @@ def _outcome_search(
         "saving_vs_strongest": 1.0 - cost_c / strongest_cost,
     }
     return k, params, kind, figures
-
-
-def cascade_bar(params: DecisionParams) -> float:
-    """The acceptance bar a calibrated setting's cascades are measured and served with."""
-    if params.cascade_min_quality is not None:
-        return params.cascade_min_quality
-    return params.quality_target
 
 
 def cheapest_reaching(curve: sweep.Curve, need: float) -> tuple[int, float] | None:

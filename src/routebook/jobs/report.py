@@ -67,9 +67,8 @@ def cold_when(tests: dict[str, float]) -> str:
 def cascade_bar_text(params: DecisionParams) -> str:
     """The quality a cascade's answer must reach, as a settings line shows it: two files
     that differ only in `cascade_min_quality` must not read alike."""
-    if params.cascade_min_quality is None:
-        return f"{params.quality_target:.3g} (the target)"
-    return f"{params.cascade_min_quality:.3g}"
+    own = "" if params.cascade_min_quality is not None else " (the target)"
+    return f"{params.cascade_bar:.3g}{own}"
 
 
 def short_names(models: tuple[str, ...]) -> dict[str, str]:

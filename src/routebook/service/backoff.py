@@ -63,7 +63,10 @@ class FailureStreak:
         row while failing, capped."""
         if self.in_a_row == 0:
             return self._interval
-        return min(self._cap, self._interval * 2.0**self.in_a_row)
+        # The exponent stops growing once the cap is reached: 2.0 ** 1024 overflows, and an
+        # uncaught OverflowError after about 85 minutes of outage killed every loop's thread.
+        doublings = min(self.in_a_row, 64)
+        return min(self._cap, self._interval * 2.0**doublings)
 
     def failed(self, exc: BaseException, level: int = logging.ERROR) -> None:
         """Count a failure and log it on one line; with the traceback when it is the first in

@@ -111,6 +111,8 @@ class StoreFollower:
         self._builder = builder
         self._interval = interval
         self._marks: dict[str, follow.Marks] = {}
+        #: Namespaces failing tick after tick (the others still follow), for the log.
+        self._namespace_failures: dict[str, FailureStreak] = {}
         # Per namespace: outcome ids past its outcome mark already applied to its index.
         self._seen_outcomes: dict[str, frozenset[int]] = {}
         # (namespace id, generation) pairs whose snapshot another embedding model made: not
@@ -364,10 +366,26 @@ class StoreFollower:
                 self._follow(info)
             except OperationalError:
                 raise  # the store is down: every namespace after this one would fail too
-            except Exception:
+            except Exception as exc:
                 # One namespace's failure (a bad snapshot file, a bug) must not stop the others
-                # from following the store; this one is tried again next tick.
-                log.exception("following namespace %r failed; retrying next tick", info.name)
+                # from following the store; this one is tried again next tick, and logged as
+                # any repeated background failure (the traceback with the first in a row or a
+                # new kind only: it used to be a traceback every tick).
+                self._namespace_streak(info.name).failed(exc)
+            else:
+                streak = self._namespace_failures.pop(info.name, None)
+                if streak is not None:
+                    streak.succeeded()
+
+    def _namespace_streak(self, name: str) -> FailureStreak:
+        streak = self._namespace_failures.get(name)
+        if streak is None:
+            # Tried again every tick: the cap at the interval keeps "next try in" true.
+            streak = FailureStreak(
+                log, f"following namespace {name!r}", self._interval, cap=self._interval
+            )
+            self._namespace_failures[name] = streak
+        return streak
 
     def _follow(self, info: NamespaceInfo) -> None:
         if info.name not in self._marks:

@@ -8,6 +8,7 @@ from datetime import timedelta
 from sqlalchemy.orm import Session
 
 from routebook.config import Settings
+from routebook.decide import DecisionParams
 from routebook.errors import NotFound
 from routebook.store import namespaces as ns_store
 from routebook.store import stats as stats_store
@@ -91,11 +92,11 @@ class ShadowReport:
 
 
 def cascade_bar(settings: Settings) -> float:
-    """The quality a cascade step's answer must reach to be accepted (decide/choose.py:
-    `cascade_min_quality`, else the quality target)."""
-    if settings.cascade_min_quality is not None:
-        return settings.cascade_min_quality
-    return settings.quality_target
+    """The quality a cascade step's answer must reach to be accepted, as `decide` has it."""
+    params = DecisionParams(
+        quality_target=settings.quality_target, cascade_min_quality=settings.cascade_min_quality
+    )
+    return params.cascade_bar
 
 
 def unmeasured_by_shadow(live: Settings, candidate: Settings) -> str | None:
