@@ -446,7 +446,8 @@ def db_upgrade(config_file: str | None, database_url: str | None, revision: str)
             f"done (to go back, `routebook db downgrade --revision {moved.asked or 'base'}`)"
         )
     elif moved.before == moved.after:
-        click.echo(f"store already at revision {moved.after}: nothing to do")
+        at = moved.after or "base (no routebook schema)"
+        click.echo(f"store already at revision {at}: nothing to do")
     else:
         click.echo(f"store at revision {moved.after}")
 

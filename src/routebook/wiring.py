@@ -24,7 +24,7 @@ from routebook.embed.batcher import MicroBatcher
 from routebook.embed.cache import CachedEmbedder
 from routebook.embed.protocol import background_layers, layers_dim_of
 from routebook.embed.sentence import model_folder
-from routebook.errors import ConfigError
+from routebook.errors import ConfigError, RoutebookError
 from routebook.index import IndexRegistry
 from routebook.index.snapshot import store_folder
 from routebook.service import (
@@ -293,7 +293,14 @@ def build(
     store = open_store(
         settings.database_url, statement_timeout_seconds=settings.store_statement_timeout_seconds
     )
-    migrate.upgrade(store.engine)
+    try:
+        # Through upgrade_to: a store migrated by a newer routebook is one error line, not
+        # Alembic's traceback for a revision it cannot find.
+        migrate.upgrade_to(store.engine, "head")
+    except RoutebookError:
+        store.dispose()
+        decision_log.close()
+        raise
     embedder = embedder if embedder is not None else load_embedder(settings)
     reads_layers = settings.head_features == LAYERS
     if reads_layers and not layers_dim_of(embedder):

@@ -303,6 +303,23 @@ def _tables(db_url: str) -> list[str]:
         engine.dispose()
 
 
+def test_serve_on_a_store_a_newer_routebook_migrated_is_one_error_line(
+    runner: CliRunner, db_url: str
+) -> None:
+    """Its migration at start ended in Alembic's traceback for a revision it cannot find;
+    `db upgrade` already said it plainly."""
+    upgraded = runner.invoke(cli.main, ["db", "upgrade", "--db", db_url])
+    assert upgraded.exit_code == 0, upgraded.output
+    engine = make_engine(db_url)
+    try:
+        with engine.begin() as connection:
+            connection.execute(text("UPDATE alembic_version SET version_num = 'ffff00001111'"))
+    finally:
+        engine.dispose()
+    line = error_line(runner.invoke(cli.main, ["serve", "--port", "0", "--db", db_url]))
+    assert "schema revision ffff00001111, which this routebook does not know" in line
+
+
 def test_serve_checks_its_other_inputs_before_it_touches_the_store(
     runner: CliRunner, db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
