@@ -26,6 +26,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from routebook import errors
 from routebook.server.auth import Authenticator
 from routebook.server.validate import check_request
+from routebook.service.backoff import message_line
 
 log = logging.getLogger("routebook.server")
 
@@ -145,7 +146,7 @@ class ServiceInterceptor(grpc.ServerInterceptor):
                     "the store is busy (no free connection); nothing was changed, retry later",
                 )
             except OperationalError as exc:
-                log.warning("store unavailable in %s: %s", method, _first_line(exc.orig))
+                log.warning("store unavailable in %s: %s", method, message_line(exc.orig))
                 context.abort(
                     grpc.StatusCode.UNAVAILABLE,
                     "the store is unavailable; nothing was changed, retry later",
@@ -153,7 +154,7 @@ class ServiceInterceptor(grpc.ServerInterceptor):
             except DBAPIError as exc:
                 context.abort(
                     grpc.StatusCode.INVALID_ARGUMENT,
-                    f"the store refused a value of the request: {_first_line(exc.orig)[:200]}",
+                    f"the store refused a value of the request: {message_line(exc.orig, 200)}",
                 )
             except Exception:
                 if not context.is_active():  # the caller cancelled (or its deadline passed)
@@ -179,7 +180,7 @@ def _parse(body: bytes, parse: Deserializer) -> Any:
     except (DecodeError, ValueError) as exc:
         raise errors.InvalidArgument(
             f"the request body is not a valid message of this method ({len(body)} bytes): "
-            f"{_first_line(exc)[:200]}"
+            f"{message_line(exc, 200)}"
         ) from None
 
 
@@ -190,7 +191,3 @@ def _checked_stream(bodies: Iterator[bytes], parse: Deserializer) -> Iterator[An
         request = _parse(body, parse)
         check_request(request)
         yield request
-
-
-def _first_line(error: object) -> str:
-    return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__

@@ -32,10 +32,18 @@ def error_kind(exc: BaseException) -> str:
     return kind
 
 
+def message_line(error: object, most: int = 300) -> str:
+    """The first line of an error's message (its class's name when it has none): what a log
+    line or an answer quotes of it."""
+    text = str(error).strip()
+    return text.splitlines()[0][:most] if text else type(error).__name__
+
+
 def first_line(exc: BaseException, most: int = 300) -> str:
     """An error on one line: its class and the first line of its message."""
-    message = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {message[0][:most] if message else ''}".rstrip(": ")
+    if not str(exc).strip():
+        return type(exc).__name__
+    return f"{type(exc).__name__}: {message_line(exc, most)}"
 
 
 class FailureStreak:

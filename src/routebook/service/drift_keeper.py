@@ -27,7 +27,7 @@ import logging
 import threading
 
 from routebook.index import IndexRegistry
-from routebook.service.backoff import FailureStreak
+from routebook.service.backoff import FailureStreak, message_line
 from routebook.service.drift import DriftWatch
 from routebook.service.namespaces import NamespaceDirectory
 from routebook.store import drift as drift_store
@@ -139,7 +139,7 @@ class DriftKeeper:
         try:
             self.sync()
         except STORE_UNAVAILABLE as exc:  # the next sync retries; the figures are in memory
-            why = str(exc).splitlines()[0][:200]
+            why = message_line(exc, 200)
             log.warning("drift references not synced: the store is unavailable (%s)", why)
         except Exception as exc:  # a traceback with the first in a row only (service/backoff)
             self._streak.failed(exc)

@@ -44,7 +44,7 @@ import threading
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 
-from routebook.service.backoff import FailureStreak
+from routebook.service.backoff import FailureStreak, message_line
 from routebook.service.namespaces import NamespaceDirectory
 from routebook.service.telemetry import Telemetry
 from routebook.store import decisions as decision_store
@@ -101,7 +101,7 @@ class _Sweeping:
             try:
                 self.sweep()
             except STORE_UNAVAILABLE as exc:  # kept until the next pass; nothing is lost
-                why = str(exc).splitlines()[0][:200]
+                why = message_line(exc, 200)
                 log.warning("%s not swept: the store is unavailable (%s)", self.what, why)
             except Exception as exc:
                 streak.failed(exc)
