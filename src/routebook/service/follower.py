@@ -67,31 +67,51 @@ class Published:
     marks: follow.Marks
     namespace_id: int
 
+    def expected(self, store: str) -> Expected:
+        """What this row says its snapshot holds, for `load_snapshot` to check it against."""
+        return Expected(
+            store_id=store,
+            generation=self.generation,
+            high_water_example_id=self.marks.example,
+            high_water_outcome_id=self.marks.outcome,
+            high_water_tombstone_id=self.marks.tombstone,
+            count=self.examples,
+        )
 
-def latest_published(store: Store, namespace_id: int) -> Published | None:
+
+def published_generations(
+    store: Store, namespace_id: int, limit: int | None = None
+) -> list[Published]:
+    """The namespace's published generations, newest first (at most `limit`)."""
     with store.read() as session:
-        row = session.scalars(
+        rows = session.scalars(
             select(IndexGenerationRow)
             .where(IndexGenerationRow.namespace_id == namespace_id)
             .order_by(IndexGenerationRow.generation.desc())
-            .limit(1)
-        ).one_or_none()
-        if row is None:
-            return None
-        return Published(
-            row.generation,
-            row.snapshot_path,
-            row.embedding_model,
-            row.kind,
-            row.examples,
-            follow.Marks(
-                row.high_water_example_id,
-                row.high_water_outcome_id,
-                row.high_water_tombstone_id,
-                row.high_water_xact,
-            ),
-            namespace_id,
+            .limit(limit)
         )
+        return [
+            Published(
+                row.generation,
+                row.snapshot_path,
+                row.embedding_model,
+                row.kind,
+                row.examples,
+                follow.Marks(
+                    row.high_water_example_id,
+                    row.high_water_outcome_id,
+                    row.high_water_tombstone_id,
+                    row.high_water_xact,
+                ),
+                namespace_id,
+            )
+            for row in rows
+        ]
+
+
+def latest_published(store: Store, namespace_id: int) -> Published | None:
+    newest = published_generations(store, namespace_id, limit=1)
+    return newest[0] if newest else None
 
 
 class StoreFollower:
@@ -191,14 +211,7 @@ class StoreFollower:
         """The published snapshot, if it is the one the row describes (see `Expected`)."""
         if self._store_id is None:
             self._store_id = store_id(self._store)
-        expected = Expected(
-            store_id=self._store_id,
-            generation=published.generation,
-            high_water_example_id=published.marks.example,
-            high_water_outcome_id=published.marks.outcome,
-            high_water_tombstone_id=published.marks.tombstone,
-            count=published.examples,
-        )
+        expected = published.expected(self._store_id)
         index, meta = load_snapshot(
             Path(published.snapshot_path),
             self._embedder.model_id,

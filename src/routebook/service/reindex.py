@@ -43,13 +43,13 @@ from routebook.errors import (
     RoutebookError,
 )
 from routebook.index.snapshot import (
-    Expected,
     SnapshotMeta,
     prune_before,
     remove_published,
     save_snapshot,
     store_folder,
 )
+from routebook.service.follower import published_generations
 from routebook.service.indexing import IndexBuilder
 from routebook.service.namespaces import NamespaceDirectory, NamespaceInfo
 from routebook.store.db import STORE_UNAVAILABLE, Store
@@ -413,14 +413,7 @@ def prune_generations(store: Store, snapshot_dir: Path, info: NamespaceInfo) -> 
     loading still, are kept. Old-layout snapshots (`<snapshot_dir>/<namespace>/gen-…`, see
     index/snapshot.py) that older rows name are deleted when they are provably this store's.
     """
-    with store.read() as session:
-        rows = list(
-            session.scalars(
-                select(IndexGenerationRow)
-                .where(IndexGenerationRow.namespace_id == info.id)
-                .order_by(IndexGenerationRow.generation.desc())
-            )
-        )
+    rows = published_generations(store, info.id)
     if len(rows) < 2:
         return []
     keep_from = rows[1].generation
@@ -431,15 +424,7 @@ def prune_generations(store: Store, snapshot_dir: Path, info: NamespaceInfo) -> 
         path = Path(row.snapshot_path)
         if path.parent.parent == own.resolve() or not path.is_dir():
             continue  # in the store's folder (pruned above), or gone already
-        expected = Expected(
-            store_id=this_store,
-            generation=row.generation,
-            high_water_example_id=row.high_water_example_id,
-            high_water_outcome_id=row.high_water_outcome_id,
-            high_water_tombstone_id=row.high_water_tombstone_id,
-            count=row.examples,
-        )
-        if remove_published(path, expected):
+        if remove_published(path, row.expected(this_store)):
             deleted.append(path)
     return deleted
 
